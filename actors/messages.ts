@@ -1,0 +1,201 @@
+/**
+ * Every actor message type, in one place, as tagged unions. Messages are plain msgpack-able
+ * objects: numbers, strings, arrays, plain objects and Uint8Array (binary, never base64).
+ *
+ * Paths: `router`, `engine/<name>`, `kv/<name>`, `supervisor/<host>`, `control`.
+ * A query's reply is the handler's return value; a typed failure is a MicroserveError.
+ */
+
+export type Role = 'prefill' | 'decode' | 'both';
+
+/** Sampling parameters. `temperature: 0` is greedy. */
+export interface SamplingParams {
+  /** Number of tokens to generate at most. */
+  maxTokens: number;
+  /** [temperature=0] 0 means greedy (argmax). */
+  temperature: number;
+  /** [topP=1] nucleus sampling mass. */
+  topP: number;
+  /** [seed] seeds the request's own RNG; same seed + same logits = same tokens. */
+  seed?: number;
+  /** [stopTokenIds=[]] generation ends after emitting one of these (it is included in the stream). */
+  stopTokenIds: number[];
+}
+
+/** Where a decode engine parked the KV slots it reserved for `[matchedLen, end)`. */
+export interface KvAddr {
+  /** Engine that owns the slots, e.g. `d0`. */
+  engine: string;
+  /** Page ids covering token positions `[0, end)`: pageIds[i] holds positions [i*pageSize, (i+1)*pageSize). */
+  pageIds: number[];
+  pageSize: number;
+  /** Positions `[matchedLen, end)` are the ones the sender must write. */
+  matchedLen: number;
+  end: number;
+  /** Transports the receiver accepts, fastest first, e.g. ['cuda-ipc', 'host']. */
+  transports: string[];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Engine: `engine/<name>`
+
+/** Data parallel in one message: equals start_generate with begin=0. Streams `tokens` to replyTo. */
+export interface GenerateMsg {
+  type: 'generate';
+  id: string;
+  promptIds: number[];
+  sampling: SamplingParams;
+  /** Actor path that receives `TokensMsg` for this request. */
+  replyTo: string;
+}
+
+/**
+ * Reserve KV slots for `[matched, end)` of `promptIds` on this (decode) engine. Admission
+ * controlled: refuses with KV_PAGES_EXHAUSTED instead of waiting. The reservation expires after
+ * `ttlMs` unless a start_generate for `id` arrives; abort releases it. Reply: `PrepRecvResult`.
+ */
+export interface PrepRecvMsg {
+  type: 'prep_recv';
+  id: string;
+  promptIds: number[];
+  end: number;
+  /** [ttlMs=30000] reservation deadline. */
+  ttlMs?: number;
+}
+export interface PrepRecvResult {
+  matchedLen: number;
+  kvAddr: KvAddr;
+}
+
+/**
+ * On the sender: compute the KV of `promptIds[0, end)` it lacks (reusing its prefix cache), write
+ * positions `[begin, end)` into `kvAddr`'s slots on the receiver, layer by layer where the
+ * transport allows. Replies once every byte has landed. Reply: `RemoteSendResult`.
+ */
+export interface RemoteSendMsg {
+  type: 'remote_send';
+  id: string;
+  promptIds: number[];
+  begin: number;
+  end: number;
+  kvAddr: KvAddr;
+  /** [ttlMs=30000] the whole operation's deadline; TRANSFER_TIMEOUT after it. */
+  ttlMs?: number;
+}
+export interface RemoteSendResult {
+  /** Tokens this engine prefilled for the send (end minus its own cache hit). */
+  computedTokens: number;
+  sentTokens: number;
+  sentBytes: number;
+  transport: string;
+}
+
+/**
+ * Prefill `promptIds[begin, len)` locally (KV for `[0, begin)` must already be in this engine's
+ * slots: its own cache or a prep_recv reservation that was filled), then decode and stream
+ * `TokensMsg` to replyTo. Reply (the query's): `{ accepted: true }` once admitted.
+ * `begin == len - 1` makes the last prompt token the decode input.
+ */
+export interface StartGenerateMsg {
+  type: 'start_generate';
+  id: string;
+  promptIds: number[];
+  begin: number;
+  sampling: SamplingParams;
+  replyTo: string;
+}
+
+/** Abort a request at any stage; releases its pages and reservation. Reply: `{ aborted: boolean }`. */
+export interface AbortMsg {
+  type: 'abort';
+  id: string;
+}
+
+/** How many leading tokens of `promptIds` this engine has cached. Reply: `{ matchedLen }`. */
+export interface MatchPrefixMsg {
+  type: 'match_prefix';
+  promptIds: number[];
+}
+
+/** Host transport: page bytes for a reservation, sender → receiver. Reply: `{ ok: true }`. */
+export interface KvWriteMsg {
+  type: 'kv_write';
+  id: string;
+  /** Receiver page ids, in the order of `data`'s pages. */
+  pageIds: number[];
+  /** (numPages, pageBytes) page-major bytes, the backend's page layout. */
+  data: Uint8Array;
+}
+
+/** Change the engine's role in place (hot reload). Reply: `{ role }`. */
+export interface SetRoleMsg {
+  type: 'set_role';
+  role: Role;
+}
+
+export interface StatusMsg {
+  type: 'status';
+}
+
+export type EngineMsg =
+  | GenerateMsg
+  | PrepRecvMsg
+  | RemoteSendMsg
+  | StartGenerateMsg
+  | AbortMsg
+  | MatchPrefixMsg
+  | KvWriteMsg
+  | SetRoleMsg
+  | StatusMsg;
+
+/** Page accounting; invariant: free + cached + inUse + reserved == total. */
+export interface KvPageStats {
+  total: number;
+  free: number;
+  cached: number;
+  inUse: number;
+  reserved: number;
+}
+
+export interface EngineCounters {
+  requests: number;
+  tokensPrefilled: number;
+  tokensGenerated: number;
+  tokensReceived: number;
+  tokensSent: number;
+  bytesSent: number;
+  bytesReceived: number;
+  prefixHitTokens: number;
+  /** Transfers by transport name. */
+  transfers: Record<string, number>;
+  preemptions: number;
+  aborts: number;
+}
+
+export interface EngineStatus {
+  name: string;
+  role: Role;
+  device: string;
+  pid: number;
+  model: string;
+  numRunning: number;
+  numWaiting: number;
+  numReserved: number;
+  kv: KvPageStats;
+  counters: EngineCounters;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Router-bound stream: engine → `replyTo`
+
+export type FinishReason = 'stop' | 'length' | 'abort' | 'error';
+
+/** Tokens produced for request `id`, in order, never repeated. `finish` marks the last message. */
+export interface TokensMsg {
+  type: 'tokens';
+  id: string;
+  engine: string;
+  tokens: number[];
+  finish?: FinishReason;
+  error?: { code: string; message: string };
+}

@@ -1,0 +1,92 @@
+// The one native interface. Every backend (cpu/, cuda/) implements `Backend`; addon.cc is the
+// thin N-API boundary over it. No scheduling or caching policy lives in C++: the TypeScript
+// engine decides which tokens run and which pages they use.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace ms {
+
+// Status codes mirror actors/errors.ts codes where they cross the boundary.
+enum class Code : int { OK = 0, BAD_ARGUMENT = 1, BAD_CHECKPOINT = 2, OUT_OF_MEMORY = 3, NATIVE_ERROR = 4, NO_DEVICE = 5 };
+
+struct Status {
+  Code code = Code::OK;
+  std::string message;
+  bool ok() const { return code == Code::OK; }
+  static Status Ok() { return {}; }
+  static Status Error(Code c, std::string m) { return {c, std::move(m)}; }
+};
+
+enum class DType : int { F32 = 0, F16 = 1, BF16 = 2 };
+
+// Llama-3 architecture hyper-parameters (Hugging Face LlamaConfig semantics).
+struct ModelConfig {
+  int vocab = 0, hidden = 0, intermediate = 0, layers = 0, heads = 0, kvHeads = 0, headDim = 0;
+  float rmsEps = 1e-5f;
+  float ropeTheta = 500000.f;
+  bool llama3Scaling = false;      // rope_type == "llama3"
+  float ropeFactor = 8.f, lowFreqFactor = 1.f, highFreqFactor = 4.f;
+  int originalMaxPositions = 8192;
+  bool tiedEmbeddings = false;     // lm_head shares embed_tokens
+};
+
+// Paged KV pool. Layout is the backend's own; the transfer (wire) layout of one page is fixed:
+// for layer in [0, layers): K (pageSize, kvHeads, headDim) then V (pageSize, kvHeads, headDim),
+// in the backend's KV dtype (`kvDType()`), so one page is pageBytes() contiguous bytes on the wire.
+struct KvConfig {
+  int numPages = 0;
+  int pageSize = 16;
+};
+
+// A ragged batch. Sequence s contributes seqLens[s] new tokens at positions
+// [startPos[s], startPos[s] + seqLens[s]); KV for [0, startPos[s]) is already in its pages.
+// pageTables is (numSeqs, maxPagesPerSeq) row-major; entries past a sequence's need are ignored.
+// The backend writes the new tokens' K/V into their pages, then attends causally over [0, pos].
+struct Batch {
+  const int32_t* tokens = nullptr;      // (numTokens,) concatenated per sequence
+  int numTokens = 0;
+  int numSeqs = 0;
+  const int32_t* seqLens = nullptr;     // (numSeqs,)
+  const int32_t* startPos = nullptr;    // (numSeqs,)
+  const int32_t* pageTables = nullptr;  // (numSeqs, maxPagesPerSeq)
+  int maxPagesPerSeq = 0;
+  bool allLogits = false;               // false: logits of each sequence's last token only
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  // Hands one checkpoint tensor (Hugging Face name and [out, in] shape) to the backend, which
+  // converts it to its compute dtype. Unknown names and wrong shapes are BAD_CHECKPOINT.
+  virtual Status loadTensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                            const void* data, size_t numBytes) = 0;
+  // Fills every weight with seeded random values (presets); N(0, std) for matrices and 1 + N(0, 0.2·std/0.08)
+  // for norm weights, the same recipe as the fixtures. Deterministic for a seed on one backend.
+  virtual Status randomInit(uint64_t seed, float std) = 0;
+  // Checks every tensor is present; after this, forward may run. Names the first missing tensor.
+  virtual Status finalize() = 0;
+  // logitsOut: (numSeqs, vocab) or, with allLogits, (numTokens, vocab), float32. Called on a
+  // worker thread; calls are serialised by the addon (one in flight per backend).
+  virtual Status forward(const Batch& batch, float* logitsOut) = 0;
+  virtual DType kvDType() const = 0;
+  virtual size_t pageBytes() const = 0;  // one page across all layers, wire layout
+  // Gathers pages into (n, pageBytes) wire layout / scatters them back.
+  virtual Status readPages(const int32_t* pageIds, int n, uint8_t* out) = 0;
+  virtual Status writePages(const int32_t* pageIds, int n, const uint8_t* in) = 0;
+  virtual std::string deviceName() const = 0;
+};
+
+struct BackendOptions {
+  std::string device = "cpu";  // "cpu" or "cuda:N"
+  int numThreads = 0;          // cpu: 0 = hardware concurrency
+};
+
+std::unique_ptr<Backend> makeCpuBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o, Status* st);
+// Defined only when built with CUDA (MS_WITH_CUDA); otherwise the addon answers NO_DEVICE.
+std::unique_ptr<Backend> makeCudaBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o, Status* st);
+
+}  // namespace ms

@@ -1,0 +1,63 @@
+/**
+ * The topology: what runs where. Parsed and validated by topology/load.ts; the YAML layout is
+ * documented in topology/README.md and the examples beside it.
+ */
+import type { Role } from '../actors/messages.ts';
+
+export type TransportName = 'auto' | 'host' | 'cuda-ipc' | 'nvshmem';
+
+export interface EngineSpec {
+  /** Unique; the actor paths are `engine/<name>` and `kv/<name>`. */
+  name: string;
+  role: Role;
+  /** 'cpu' or 'cuda:N'. */
+  device: string;
+  /** [host='local'] which host's node supervisor runs it. */
+  host: string;
+  /** [kvPages=512] KV pool size in pages. */
+  kvPages: number;
+  /** [pageSize=16] tokens per page. */
+  pageSize: number;
+  /** [maxBatchTokens=512] scheduler budget per step (prefill chunk size). */
+  maxBatchTokens: number;
+  /** [threads=0] CPU threads for a cpu engine, 0 = all cores. */
+  threads: number;
+}
+
+export interface RouterSpec {
+  /** [host='127.0.0.1'] HTTP bind address. */
+  host: string;
+  /** [port=8000] HTTP port. */
+  port: number;
+  /** [strategy='dp'] built-in name (dp, dp-prefix, pd, balanced-pd, migrate) or a module path. */
+  strategy: string;
+  /** Strategy parameters, e.g. { ratio: 0.1 } for balanced-pd. */
+  params: Record<string, unknown>;
+  /** [apiKey] when set, HTTP requests need `Authorization: Bearer <apiKey>`. */
+  apiKey?: string;
+}
+
+export interface ControlSpec {
+  /** [host='127.0.0.1'] control-plane ws bind address (loopback unless told otherwise). */
+  host: string;
+  /** [port=7700] control-plane ws port; 0 picks a free one. */
+  port: number;
+  /** [maxFrameBytes=67108864] frames above this close the connection (1009). */
+  maxFrameBytes: number;
+}
+
+export interface HostSpec {
+  name: string;
+}
+
+export interface Topology {
+  /** [model='tiny'] preset name (tiny, llama-3.1-8b) or a Hugging Face checkpoint folder. */
+  model: string;
+  transport: TransportName;
+  control: ControlSpec;
+  router: RouterSpec;
+  hosts: HostSpec[];
+  engines: EngineSpec[];
+  /** Absolute path of the file it came from, when it came from a file. */
+  source?: string;
+}
