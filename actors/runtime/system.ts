@@ -63,6 +63,7 @@ export class ActorSystem implements ActorSystemApi {
   private readonly opening = new Map<string, Promise<Connection | null>>();
   private readonly pending = new Map<number, Pending>();
   private readonly goneListeners = new Set<(path: string, nodeId: string) => void>();
+  private readonly addedListeners = new Set<(path: string, nodeId: string) => void>();
   private nextId = 1;
   private server: Server | null = null;
   private wss: WebSocketServer | null = null;
@@ -133,6 +134,12 @@ export class ActorSystem implements ActorSystemApi {
   onActorGone(fn: (path: string, nodeId: string) => void): () => void {
     this.goneListeners.add(fn);
     return () => this.goneListeners.delete(fn);
+  }
+
+  /** Calls fn when an actor enters the directory (spawned here or reported by control). */
+  onActorAdded(fn: (path: string, nodeId: string) => void): () => void {
+    this.addedListeners.add(fn);
+    return () => this.addedListeners.delete(fn);
   }
 
   async close(): Promise<void> {
@@ -287,6 +294,7 @@ export class ActorSystem implements ActorSystemApi {
   private addEntry(path: string, nodeId: string, url: string | null): void {
     this.directory.set(path, { nodeId, url });
     if (!this.nodeUrls.has(nodeId) || url) this.nodeUrls.set(nodeId, url);
+    for (const fn of this.addedListeners) fn(path, nodeId);
   }
 
   private removeEntry(path: string): void {

@@ -1,0 +1,35 @@
+import type { Command } from 'commander';
+import { hostname } from 'node:os';
+import { MicroserveError } from '../../actors/errors.ts';
+import { log, setLogProcessName } from '../../actors/log.ts';
+import { ActorSystem } from '../../actors/runtime/system.ts';
+import { resolveToken } from '../../actors/runtime/token.ts';
+import { NodeSupervisor } from '../../supervisors/node-supervisor.ts';
+import { spawnSupervisorActor } from '../../supervisors/supervisor-actor.ts';
+
+export function register(program: Command): void {
+  program
+    .command('agent')
+    .description('run a node supervisor on this host: joins the cluster and runs the engines the topology places here')
+    .requiredOption('--connect <control-url>', 'control-plane ws URL of `microserve up`, e.g. ws://10.0.0.1:7700')
+    .option('--host <name>', 'host name as written in the topology', hostname())
+    .option('--bind <address>', 'address this host listens on for engine-to-engine traffic', '127.0.0.1')
+    .action(async (o: { connect: string; host: string; bind: string }) => {
+      const token = resolveToken();
+      if (!token) throw new MicroserveError('UNAUTHORIZED', 'set MICROSERVE_TOKEN to the cluster token printed by `up` (or its run file)');
+      setLogProcessName(`agent-${o.host}`);
+      const system = await ActorSystem.start({ nodeId: `agent-${o.host}`, token, controlUrl: o.connect, listen: { host: o.bind, port: 0 } });
+      const sup = new NodeSupervisor(system, { host: o.host, controlUrl: o.connect, token, env: { MICROSERVE_BIND: o.bind } });
+      spawnSupervisorActor(system, o.host, sup);
+      process.stdout.write(`microserve agent: host ${o.host} joined ${o.connect}\n`);
+      const stop = async () => {
+        log.info('agent stopping');
+        await sup.stopAll();
+        await system.close();
+        process.exit(0);
+      };
+      process.on('SIGINT', () => void stop());
+      process.on('SIGTERM', () => void stop());
+      await new Promise(() => {});
+    });
+}

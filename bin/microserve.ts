@@ -1,0 +1,31 @@
+/**
+ * `microserve` CLI. Each subcommand lives in bin/commands/<name>.ts and exports
+ * `register(program)`. Errors print as `error [CODE]: message` with exit code 1, no stack trace.
+ */
+import { Command } from 'commander';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { MicroserveError } from '../actors/errors.ts';
+
+const COMMANDS = ['up', 'status', 'kill', 'send', 'agent', 'generate', 'apply', 'bench'];
+
+export function fail(e: unknown): never {
+  if (e instanceof MicroserveError) process.stderr.write(`error [${e.code}]: ${e.message}\n`);
+  else process.stderr.write(`error: ${(e as Error)?.message ?? String(e)}\n`);
+  if (process.env.MICROSERVE_DEBUG) process.stderr.write(`${(e as Error)?.stack}\n`);
+  process.exit(1);
+}
+
+const program = new Command();
+program.name('microserve').description('LLM microserving: actors, engines, programmable router').showHelpAfterError();
+for (const name of COMMANDS) {
+  const file = fileURLToPath(new URL(`./commands/${name}.ts`, import.meta.url));
+  if (!existsSync(file)) continue;
+  const mod = await import(file);
+  mod.register(program);
+}
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  fail(e);
+}

@@ -1,0 +1,220 @@
+/**
+ * The cluster as `microserve up` runs it: the control node (directory + `control` actor), one
+ * node supervisor per host (`supervisor/local` in-process, `supervisor/<host>` from agents),
+ * the engine processes the topology places on each host, and the router.
+ *
+ * `control` answers: status, kill {path, process}, apply {topology}, topology.
+ */
+import { MicroserveError } from '../actors/errors.ts';
+import { log } from '../actors/log.ts';
+import type { EngineStatus } from '../actors/messages.ts';
+import { ActorSystem } from '../actors/runtime/system.ts';
+import type { EngineSpec, Topology } from '../topology/types.ts';
+import { NodeSupervisor } from './node-supervisor.ts';
+import type { ProcSpec, ProcStatus } from './proc-spec.ts';
+import { spawnSupervisorActor } from './supervisor-actor.ts';
+
+export interface ActorStatus {
+  path: string;
+  kind: string;
+  role: string | null;
+  host: string;
+  pid: number | null;
+  restarts: number;
+  state: 'starting' | 'running' | 'restarting' | 'stopped' | 'dead';
+  nodeId: string;
+  /** Engines: running + waiting requests. */
+  queueDepth?: number;
+  /** Engines: KV page accounting. */
+  kv?: EngineStatus['kv'];
+  counters?: EngineStatus['counters'];
+  gaveUp?: string;
+}
+
+export interface ClusterStatus {
+  topologyVersion: number;
+  topologySource: string | null;
+  strategy: string;
+  lastApply: unknown;
+  actors: ActorStatus[];
+}
+
+export const engineNodeId = (name: string) => `engine-${name}`;
+
+export function engineProcSpec(t: Topology, e: EngineSpec): ProcSpec {
+  return { kind: 'engine', nodeId: engineNodeId(e.name), engine: e, model: t.model, transport: t.transport };
+}
+
+export class Cluster {
+  readonly system: ActorSystem;
+  topology: Topology;
+  version = 1;
+  lastApply: unknown = null;
+  private readonly localSup: NodeSupervisor;
+  /** Router hooks, set by `up` once the router is started. */
+  router: null | {
+    status(): unknown;
+    setPlan(plan: { engines: { name: string; role: string }[]; strategy: string; params: Record<string, unknown> }): Promise<unknown> | unknown;
+    close(): Promise<void>;
+  } = null;
+  /** Applies a new topology; set by `up` (topology/apply.ts wiring). */
+  applyHook: null | ((next: Topology) => Promise<unknown>) = null;
+
+  private constructor(system: ActorSystem, topology: Topology, token: string) {
+    this.system = system;
+    this.topology = topology;
+    this.localSup = new NodeSupervisor(system, { host: 'local', controlUrl: system.url!, token });
+    spawnSupervisorActor(system, 'local', this.localSup);
+    system.spawn('control', (msg: any) => this.onControl(msg));
+    // engines placed on another host start when that host's agent joins
+    system.onActorAdded((path) => {
+      const m = /^supervisor\/(.+)$/.exec(path);
+      if (!m || m[1] === 'local') return;
+      for (const e of this.topology.engines.filter((x) => x.host === m[1])) void this.startEngine(e).catch((err) => log.error('cannot start engine on agent', { engine: e.name, error: err }));
+    });
+  }
+
+  static async start(topology: Topology, token: string): Promise<Cluster> {
+    const system = await ActorSystem.start({
+      nodeId: 'control',
+      token,
+      listen: { host: topology.control.host, port: topology.control.port },
+      maxFrameBytes: topology.control.maxFrameBytes,
+    });
+    const c = new Cluster(system, topology, token);
+    for (const e of topology.engines) if (e.host === 'local') await c.startEngine(e);
+    return c;
+  }
+
+  /** Starts an engine on its host's supervisor (local now; remote once its agent joined). */
+  async startEngine(e: EngineSpec): Promise<void> {
+    const sup = `supervisor/${e.host}`;
+    if (e.host !== 'local' && !this.system.listActors().some((a) => a.path === sup)) {
+      log.info('engine waits for its host agent', { engine: e.name, host: e.host });
+      return;
+    }
+    await this.system.ref(sup).query({ type: 'start', spec: engineProcSpec(this.topology, e) }, 10_000);
+  }
+
+  async stopEngine(e: EngineSpec, graceMs = 5000): Promise<void> {
+    await this.system.ref(`supervisor/${e.host}`).query({ type: 'stop', nodeId: engineNodeId(e.name), graceMs }, graceMs + 5000);
+  }
+
+  /** Resolves once `engine/<name>` answers status (or rejects after timeoutMs). */
+  async waitEngineReady(name: string, timeoutMs = 120_000): Promise<EngineStatus> {
+    const t0 = Date.now();
+    for (;;) {
+      try {
+        return await this.system.ref(`engine/${name}`).query<EngineStatus>({ type: 'status' }, 2000);
+      } catch (e) {
+        if (Date.now() - t0 > timeoutMs) throw new MicroserveError('NO_ENGINE', `engine '${name}' not ready after ${timeoutMs} ms: ${(e as Error).message}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  }
+
+  async status(): Promise<ClusterStatus> {
+    const hosts = [...new Set(['local', ...this.topology.engines.map((e) => e.host)])];
+    const procs: ProcStatus[] = [];
+    const actors: ActorStatus[] = [];
+    for (const host of hosts) {
+      try {
+        const r = await this.system.ref(`supervisor/${host}`).query<{ pid: number; procs: ProcStatus[] }>({ type: 'status' }, 2000);
+        procs.push(...r.procs);
+        actors.push(actorRow(`supervisor/${host}`, host, r.pid, 'control'));
+      } catch {
+        actors.push({ ...actorRow(`supervisor/${host}`, host, null, 'control'), state: 'dead' });
+      }
+    }
+    actors.push(actorRow('control', 'local', process.pid, 'control'));
+    if (this.router) actors.push(actorRow('router', 'local', process.pid, 'control'));
+    const roleOf = new Map(this.topology.engines.map((e) => [e.name, e.role] as const));
+    const engineStats = await Promise.all(
+      procs.map((p) =>
+        p.state === 'running' && p.paths[0]?.startsWith('engine/')
+          ? this.system.ref(p.paths[0]).query<EngineStatus>({ type: 'status' }, 1500).catch(() => null)
+          : Promise.resolve(null),
+      ),
+    );
+    procs.forEach((p, i) => {
+      const st = engineStats[i];
+      for (const path of p.paths) {
+        const [kind, name] = path.split('/');
+        const row: ActorStatus = {
+          path,
+          kind,
+          role: st?.role ?? roleOf.get(name) ?? null,
+          host: p.host,
+          pid: p.pid,
+          restarts: p.restarts,
+          state: p.state,
+          nodeId: p.nodeId,
+        };
+        if (p.gaveUp) row.gaveUp = p.gaveUp;
+        if (st && kind === 'engine') {
+          row.queueDepth = st.numRunning + st.numWaiting;
+          row.counters = st.counters;
+        }
+        if (st) row.kv = st.kv;
+        actors.push(row);
+      }
+    });
+    return {
+      topologyVersion: this.version,
+      topologySource: this.topology.source ?? null,
+      strategy: this.topology.router.strategy,
+      lastApply: this.lastApply,
+      actors,
+    };
+  }
+
+  /** Stops an actor (`process: false`) or SIGKILLs the OS process hosting it. */
+  async kill(path: string, isProcess: boolean): Promise<unknown> {
+    const entry = this.system.listActors().find((a) => a.path === path);
+    if (!entry) throw new MicroserveError('ACTOR_NOT_FOUND', `no actor at '${path}'`);
+    if (entry.nodeId === this.system.nodeId) {
+      if (isProcess) throw new MicroserveError('BAD_REQUEST', `'${path}' lives in the control process; kill it with SIGTERM on 'up'`);
+      this.system.stop(path);
+      return { stopped: path };
+    }
+    if (!isProcess) return this.system.ref(`proc/${entry.nodeId}`).query({ type: 'stop_actor', path }, 5000);
+    const host = this.topology.engines.find((e) => engineNodeId(e.name) === entry.nodeId)?.host ?? 'local';
+    return this.system.ref(`supervisor/${host}`).query({ type: 'kill', nodeId: entry.nodeId }, 5000);
+  }
+
+  private async onControl(msg: any): Promise<unknown> {
+    switch (msg?.type) {
+      case 'status':
+        return this.status();
+      case 'kill':
+        return this.kill(String(msg.path), !!msg.process);
+      case 'topology':
+        return { version: this.version, topology: this.topology };
+      case 'apply':
+        if (!this.applyHook) throw new MicroserveError('BAD_REQUEST', 'this cluster cannot apply topologies');
+        return this.applyHook(msg.topology);
+      default:
+        throw new MicroserveError('BAD_MESSAGE', `control: unknown message type '${msg?.type}'`);
+    }
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.router?.close();
+    } catch (e) {
+      log.warn('router close failed', { error: e as Error });
+    }
+    const remoteHosts = [...new Set(this.topology.engines.map((e) => e.host))].filter((h) => h !== 'local');
+    await Promise.all(
+      this.topology.engines
+        .filter((e) => remoteHosts.includes(e.host))
+        .map((e) => this.stopEngine(e, 3000).catch(() => undefined)),
+    );
+    await this.localSup.stopAll(3000);
+    await this.system.close();
+  }
+}
+
+function actorRow(path: string, host: string, pid: number | null, nodeId: string): ActorStatus {
+  return { path, kind: path.split('/')[0], role: null, host, pid, restarts: 0, state: 'running', nodeId };
+}

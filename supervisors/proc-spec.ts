@@ -1,0 +1,39 @@
+/** What a node supervisor starts: one OS process per spec, hosting a node of the cluster. */
+import type { EngineSpec } from '../topology/types.ts';
+
+export type ProcSpec =
+  | {
+      kind: 'engine';
+      /** Node id of the process, `engine-<name>`. */
+      nodeId: string;
+      engine: EngineSpec;
+      model: string;
+      transport: string;
+    }
+  | {
+      /** Any module exporting `start(system, args)`: tests and extensions. */
+      kind: 'module';
+      nodeId: string;
+      module: string;
+      args?: unknown;
+      /** Actor paths the module will spawn (for status before it is up). */
+      paths: string[];
+    };
+
+export function specPaths(s: ProcSpec): string[] {
+  return s.kind === 'engine' ? [`engine/${s.engine.name}`, `kv/${s.engine.name}`] : s.paths;
+}
+
+export type ProcState = 'starting' | 'running' | 'restarting' | 'stopped' | 'dead';
+
+export interface ProcStatus {
+  nodeId: string;
+  host: string;
+  pid: number | null;
+  state: ProcState;
+  restarts: number;
+  paths: string[];
+  lastExit?: { code: number | null; signal: string | null; at: string };
+  /** Set once the supervisor gave up on a crash loop. */
+  gaveUp?: string;
+}

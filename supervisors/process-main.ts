@@ -1,0 +1,67 @@
+/**
+ * Entry point of a supervised process (one engine = one OS process, which owns its CUDA context).
+ * argv[2]: the ProcSpec as JSON; env: MICROSERVE_TOKEN, MICROSERVE_CONTROL, MICROSERVE_NODE_ID.
+ * Joins control, spawns `proc/<nodeId>` (admin: pid, stop_actor) and what the spec asks for.
+ * SIGTERM/SIGINT: stop the actors and exit 0.
+ */
+import { MicroserveError } from '../actors/errors.ts';
+import { log, setLogProcessName } from '../actors/log.ts';
+import { ActorSystem } from '../actors/runtime/system.ts';
+import type { ProcSpec } from './proc-spec.ts';
+
+const spec = JSON.parse(process.argv[2] ?? 'null') as ProcSpec;
+const token = process.env.MICROSERVE_TOKEN;
+const controlUrl = process.env.MICROSERVE_CONTROL;
+if (!spec || !token || !controlUrl) {
+  process.stderr.write('process-main: needs a ProcSpec argument and MICROSERVE_TOKEN / MICROSERVE_CONTROL\n');
+  process.exit(2);
+}
+setLogProcessName(spec.nodeId);
+
+const bindHost = process.env.MICROSERVE_BIND ?? '127.0.0.1';
+const system = await ActorSystem.start({ nodeId: spec.nodeId, token, controlUrl, listen: { host: bindHost, port: 0 } });
+
+let shuttingDown = false;
+async function shutdown(code: number): Promise<void> {
+  if (shuttingDown) return;
+  shuttingDown = true;
+  try {
+    await closeHook?.();
+  } catch (e) {
+    log.warn('close hook failed', { error: e as Error });
+  }
+  await system.close();
+  process.exit(code);
+}
+let closeHook: (() => Promise<void> | void) | undefined;
+
+system.spawn(`proc/${spec.nodeId}`, (msg: any) => {
+  switch (msg.type) {
+    case 'pid':
+      return { pid: process.pid, nodeId: spec.nodeId };
+    case 'stop_actor':
+      if (typeof msg.path !== 'string') throw new MicroserveError('BAD_MESSAGE', 'stop_actor needs a path');
+      system.stop(msg.path);
+      return { stopped: msg.path };
+    case 'exit':
+      setTimeout(() => void shutdown(0), 10);
+      return { exiting: true };
+    default:
+      throw new MicroserveError('BAD_MESSAGE', `proc actor: unknown message type '${msg.type}'`);
+  }
+});
+
+if (spec.kind === 'engine') {
+  const { spawnEngine } = await import('../actors/engine/actor.ts');
+  const h = await spawnEngine(system, { ...spec.engine, model: spec.model, transport: spec.transport } as any);
+  closeHook = () => (h as any)?.close?.();
+} else {
+  const mod = await import(spec.module);
+  const r = await mod.start(system, spec.args);
+  closeHook = () => r?.close?.();
+}
+log.info('process ready', { pid: process.pid });
+
+process.on('SIGTERM', () => void shutdown(0));
+process.on('SIGINT', () => void shutdown(0));
+process.on('unhandledRejection', (e) => log.error('unhandled rejection', { error: e as Error }));

@@ -1,0 +1,62 @@
+/** Node supervisor with real processes: restart after SIGKILL, hung process, crash-loop give-up. */
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { fileURLToPath } from 'node:url';
+import { NodeSupervisor } from '../../supervisors/node-supervisor.ts';
+import { startControl, TOKEN, waitFor } from './helpers.ts';
+
+const ECHO = fileURLToPath(new URL('./echo-module.ts', import.meta.url));
+
+test('a SIGKILLed process is restarted and answers again', async () => {
+  const control = await startControl();
+  const sup = new NodeSupervisor(control, { host: 'local', controlUrl: control.url!, token: TOKEN, backoffMs: 50 });
+  try {
+    sup.start({ kind: 'module', nodeId: 'echo-1', module: ECHO, args: { path: 'test/e1' }, paths: ['test/e1'] });
+    await waitFor(() => sup.get('echo-1')?.state === 'running', 15000);
+    const pid1 = ((await control.ref('test/e1').query({ type: 'pid' }, 2000)) as any).pid;
+    assert.ok(sup.kill('echo-1'));
+    await waitFor(() => sup.get('echo-1')?.restarts === 1 && sup.get('echo-1')?.state === 'running', 15000);
+    const pid2 = ((await control.ref('test/e1').query({ type: 'pid' }, 2000)) as any).pid;
+    assert.is.not(pid1, pid2);
+    assert.is(sup.get('echo-1')!.pid, pid2);
+  } finally {
+    await sup.stopAll();
+    await control.close();
+  }
+});
+
+test('a SIGSTOPped (hung) process is killed and restarted', async () => {
+  const control = await startControl();
+  const sup = new NodeSupervisor(control, { host: 'local', controlUrl: control.url!, token: TOKEN, backoffMs: 50 });
+  try {
+    sup.start({ kind: 'module', nodeId: 'echo-2', module: ECHO, args: { path: 'test/e2' }, paths: ['test/e2'] });
+    await waitFor(() => sup.get('echo-2')?.state === 'running', 15000);
+    const pid1 = sup.get('echo-2')!.pid!;
+    process.kill(pid1, 'SIGSTOP');
+    await waitFor(() => sup.get('echo-2')?.restarts === 1 && sup.get('echo-2')?.state === 'running', 15000);
+    const r = (await control.ref('test/e2').query({ type: 'pid' }, 2000)) as any;
+    assert.is.not(r.pid, pid1);
+    assert.is(sup.get('echo-2')!.lastExit!.signal, 'SIGKILL');
+  } finally {
+    await sup.stopAll();
+    await control.close();
+  }
+});
+
+test('a crash loop ends in give-up, reported as dead', async () => {
+  const control = await startControl();
+  const sup = new NodeSupervisor(control, { host: 'local', controlUrl: control.url!, token: TOKEN, backoffMs: 20, maxRestarts: 2, windowMs: 60000 });
+  try {
+    sup.start({ kind: 'module', nodeId: 'echo-3', module: ECHO, args: { path: 'test/e3', crashAfterMs: 50 }, paths: ['test/e3'] });
+    await waitFor(() => sup.get('echo-3')?.state === 'dead', 30000);
+    const st = sup.get('echo-3')!;
+    assert.is(st.restarts, 2);
+    assert.match(st.gaveUp!, /3 crashes/);
+    assert.is(st.lastExit!.code, 3);
+  } finally {
+    await sup.stopAll();
+    await control.close();
+  }
+});
+
+test.run();
