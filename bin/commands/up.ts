@@ -1,0 +1,44 @@
+import type { Command } from 'commander';
+import { resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { log, setLogProcessName } from '../../actors/log.ts';
+import { newToken, removeRunFile, writeRunFile } from '../../actors/runtime/token.ts';
+import { Cluster } from '../../supervisors/cluster.ts';
+import { startControlPlane } from '../../supervisors/up.ts';
+
+const DEFAULT_TOPOLOGY = fileURLToPath(new URL('../../topology/default.yaml', import.meta.url));
+
+export function register(program: Command): void {
+  program
+    .command('up [topology]')
+    .description('start what a topology file describes (default topology/default.yaml: a router and two CPU engines with the embedded tiny model)')
+    .option('--no-watch', 'do not hot-reload the topology file when it changes')
+    .action(async (file: string | undefined, o: { watch: boolean }) => {
+      setLogProcessName('up');
+      const path = resolve(file ?? DEFAULT_TOPOLOGY);
+      const token = process.env.MICROSERVE_TOKEN ?? newToken();
+      let cluster: Cluster | null = null;
+      let stopping = false;
+      const stop = async (code: number) => {
+        if (stopping) return;
+        stopping = true;
+        log.info('stopping everything up started');
+        try {
+          await cluster?.close();
+        } finally {
+          removeRunFile(process.pid);
+          process.exit(code);
+        }
+      };
+      process.on('SIGINT', () => void stop(0));
+      process.on('SIGTERM', () => void stop(0));
+      const up = await startControlPlane(path, token, { watch: o.watch });
+      cluster = up.cluster;
+      writeRunFile({ token, controlUrl: cluster.system.url!, httpUrl: up.httpUrl, pid: process.pid, topology: path });
+      process.stdout.write(
+        `microserve up: router ${up.httpUrl}  control ${cluster.system.url}  engines ${cluster.topology.engines.map((e) => `${e.name}(${e.role},${e.device})`).join(' ')}  strategy ${cluster.topology.router.strategy}\n`,
+      );
+      if (stopping) return;
+      await new Promise(() => {});
+    });
+}

@@ -1,0 +1,164 @@
+/**
+ * What `microserve up` does, as a function (the CLI and tests call it):
+ *   1. load and validate the topology file (a bad file fails here, naming field and line);
+ *   2. start the control node, the local node supervisor and the engine processes of host `local`;
+ *   3. start the router (HTTP API) with the topology's plan and wait until every engine answers;
+ *   4. watch the file: each valid new content is diffed and applied in place (roles, strategy,
+ *      added and removed engines) while the engines keep running; an invalid one is refused and
+ *      the running topology stays.
+ */
+import { readFileSync } from 'node:fs';
+import { basename, resolve } from 'node:path';
+import { MicroserveError } from '../actors/errors.ts';
+import { log } from '../actors/log.ts';
+import type { Role } from '../actors/messages.ts';
+import { startRouter } from '../actors/router/index.ts';
+import type { Plan } from '../actors/router/types.ts';
+import { loadTokenizer } from '../actors/text/tokenizer.ts';
+import { parseModelConfig } from '../native/config.ts';
+import { PRESETS, isPreset } from '../native/presets.ts';
+import type { ModelConfig } from '../native/backend.ts';
+import { applyTopology, type ApplyReport } from '../topology/apply.ts';
+import { loadTopology, parseTopology } from '../topology/load.ts';
+import { stringifyTopology } from '../topology/serialize.ts';
+import type { EngineSpec, Topology } from '../topology/types.ts';
+import { watchTopology } from '../topology/watch.ts';
+import { Cluster, engineNodeId } from './cluster.ts';
+
+export interface UpOptions {
+  /** [watch=true] hot-reload the topology file. */
+  watch?: boolean;
+  /** [readyTimeoutMs=180000] how long engines may take to load. */
+  readyTimeoutMs?: number;
+}
+
+export interface Up {
+  cluster: Cluster;
+  httpUrl: string;
+}
+
+/** Model facts the router needs, without loading weights. */
+export function describeModel(model: string): { name: string; folder: string | null; isPreset: boolean; config: ModelConfig } {
+  if (isPreset(model)) return { name: model, folder: null, isPreset: true, config: PRESETS[model].config };
+  const folder = resolve(model);
+  let json: unknown;
+  try {
+    json = JSON.parse(readFileSync(resolve(folder, 'config.json'), 'utf8'));
+  } catch (e) {
+    throw new MicroserveError('BAD_CONFIG', `${folder}/config.json: ${(e as Error).message}`, { field: 'model' });
+  }
+  return { name: basename(folder), folder, isPreset: false, config: parseModelConfig(json) };
+}
+
+export async function startControlPlane(path: string, token: string, opts: UpOptions = {}): Promise<Up> {
+  const topology = loadTopology(path);
+  const model = describeModel(topology.model);
+  const tokenizer = await loadTokenizer({ folder: model.folder, isPreset: model.isPreset });
+  const cluster = await Cluster.start(topology, token);
+  try {
+    const r = topology.router;
+    const router = await startRouter(cluster.system, {
+      host: r.host,
+      port: r.port,
+      modelName: model.name,
+      tokenizer,
+      contextLength: model.config.maxPositions,
+      vocabSize: model.config.vocabSize,
+      eosTokenIds: model.config.eosTokenIds,
+      apiKey: r.apiKey,
+      engines: topology.engines.map((e) => ({ name: e.name, role: e.role })),
+      strategy: r.strategy,
+      params: r.params,
+      baseDir: topology.source ? resolve(topology.source, '..') : process.cwd(),
+    });
+    cluster.router = router;
+    cluster.applyHook = (next) => applyToCluster(cluster, next as Topology, performance.now());
+    await router.ready(opts.readyTimeoutMs ?? 180_000);
+  } catch (e) {
+    await cluster.close();
+    throw e;
+  }
+  if (opts.watch !== false) {
+    const w = watchTopology(path, async (c) => {
+      if (!c.isValid) {
+        log.error('topology file refused; the running topology stays', { error: c.error.message });
+        cluster.lastApply = { at: new Date().toISOString(), refused: c.error.message };
+        return;
+      }
+      try {
+        await applyToCluster(cluster, c.topology, c.receivedAt);
+      } catch (e) {
+        log.error('topology apply failed; the running topology stays', { error: e as Error });
+        cluster.lastApply = { at: new Date().toISOString(), refused: (e as Error).message };
+      }
+    });
+    const close = cluster.close.bind(cluster);
+    cluster.close = async () => {
+      w.close();
+      await close();
+    };
+  }
+  return { cluster, httpUrl: (cluster.router as any).url };
+}
+
+let applying: Promise<unknown> = Promise.resolve();
+
+/** Applies `next` (a Topology object, or YAML text from `microserve apply`) to the running cluster. */
+export function applyToCluster(cluster: Cluster, next: Topology | string, receivedAt: number): Promise<ApplyReport> {
+  const run = async () => {
+    const t = typeof next === 'string' ? parseTopology(next, cluster.topology.source) : normalise(next, cluster.topology);
+    const router = cluster.router as any;
+    const drain = async (name: string) => {
+      // the router no longer routes to it (plan changed first); wait for its work to finish
+      const t0 = Date.now();
+      for (;;) {
+        const st = await cluster.system.ref(`engine/${name}`).query<any>({ type: 'status' }, 2000).catch(() => null);
+        if (!st || st.numRunning + st.numWaiting === 0 || Date.now() - t0 > 120_000) break;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    };
+    const byName = (name: string) => cluster.topology.engines.find((e) => e.name === name);
+    const report = await applyTopology(
+      cluster.topology,
+      t,
+      {
+        spawnEngine: async (spec: EngineSpec) => {
+          cluster.topology = { ...cluster.topology, engines: [...cluster.topology.engines.filter((e) => e.name !== spec.name), spec] };
+          await cluster.startEngine(spec);
+          await cluster.waitEngineReady(spec.name);
+        },
+        setRole: async (name: string, role: Role) => {
+          await cluster.system.ref(`engine/${name}`).query({ type: 'set_role', role }, 5000);
+        },
+        setPlan: (plan: Plan) => router.setPlan(plan),
+        drainAndStop: async (name: string) => {
+          const spec = byName(name) ?? t.engines.find((e) => e.name === name);
+          await drain(name);
+          if (spec) await cluster.stopEngine(spec);
+        },
+        restartEngine: async (spec: EngineSpec) => {
+          const old = byName(spec.name);
+          await drain(spec.name);
+          if (old) await cluster.stopEngine(old);
+          cluster.topology = { ...cluster.topology, model: t.model, transport: t.transport };
+          await cluster.system.ref(`supervisor/${spec.host}`).query({ type: 'start', spec: { kind: 'engine', nodeId: engineNodeId(spec.name), engine: spec, model: t.model, transport: t.transport } }, 10_000);
+          await cluster.waitEngineReady(spec.name);
+        },
+      },
+      { version: cluster.version, receivedAt },
+    );
+    cluster.topology = t;
+    cluster.version = report.version;
+    cluster.lastApply = { at: new Date().toISOString(), version: report.version, changes: report.changes, reconfigureMs: +report.reconfigureMs.toFixed(2), drainMs: +report.drainMs.toFixed(2) };
+    return report;
+  };
+  const p = applying.then(run, run);
+  applying = p.catch(() => undefined);
+  return p;
+}
+
+/** A Topology object sent over the wire: re-validate it through the same parser as files. */
+function normalise(t: Topology, current: Topology): Topology {
+  if (t === null || typeof t !== 'object') throw new MicroserveError('TOPOLOGY_INVALID', 'apply needs a topology');
+  return parseTopology(stringifyTopology(t), current.source);
+}
