@@ -1,0 +1,96 @@
+/** Drives the real CLI (`node bin/microserve.js ...`) as a user would, in a private MICROSERVE_HOME. */
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const CLI = join(ROOT, 'bin/microserve.js');
+
+export function tempHome(): string {
+  return mkdtempSync(join(tmpdir(), 'microserve-test-'));
+}
+
+/** A topology on free ports with two tiny CPU engines (override engines/strategy as needed). */
+export function writeTopology(dir: string, opts: { strategy?: string; params?: object; engines?: string; model?: string } = {}): string {
+  const engines =
+    opts.engines ??
+    `  - { name: e0, role: both, device: cpu, kvPages: 256, threads: 1 }
+  - { name: e1, role: both, device: cpu, kvPages: 256, threads: 1 }`;
+  const file = join(dir, 'topology.yaml');
+  writeFileSync(
+    file,
+    `model: ${opts.model ?? 'tiny'}
+control: { host: 127.0.0.1, port: 0 }
+router: { host: 127.0.0.1, port: 0, strategy: ${opts.strategy ?? 'dp'}, params: ${JSON.stringify(opts.params ?? {})} }
+engines:
+${engines}
+`,
+  );
+  return file;
+}
+
+export interface UpProcess {
+  child: ChildProcess;
+  httpUrl: string;
+  controlUrl: string;
+  home: string;
+  output: () => string;
+}
+
+/** Starts `microserve up <file>` and resolves once it printed where it listens. */
+export function startUp(file: string, home: string, extraArgs: string[] = [], timeoutMs = 120_000): Promise<UpProcess> {
+  const child = spawn(process.execPath, [CLI, 'up', file, ...extraArgs], {
+    cwd: ROOT,
+    env: { ...process.env, MICROSERVE_HOME: home, MICROSERVE_LOG: process.env.MICROSERVE_LOG ?? 'warn' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout!.on('data', (d) => (out += d));
+  child.stderr!.on('data', (d) => (out += d));
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`up did not become ready:\n${out}`)), timeoutMs);
+    const onData = () => {
+      const m = /microserve up: router (\S+)\s+control (\S+)/.exec(out);
+      if (!m) return;
+      clearTimeout(timer);
+      child.stdout!.off('data', onData);
+      resolve({ child, httpUrl: m[1], controlUrl: m[2], home, output: () => out });
+    };
+    child.stdout!.on('data', onData);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`up exited with ${code}:\n${out}`));
+    });
+  });
+}
+
+/** Runs a CLI command to completion. */
+export function cli(args: string[], home: string, input?: string): { code: number; stdout: string; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], {
+    cwd: ROOT,
+    env: { ...process.env, MICROSERVE_HOME: home, MICROSERVE_LOG: 'error' },
+    encoding: 'utf8',
+    input,
+    timeout: 120_000,
+  });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+export async function stopUp(up: UpProcess): Promise<number | null> {
+  if (up.child.exitCode !== null) return up.child.exitCode;
+  up.child.kill('SIGTERM');
+  return new Promise((r) => up.child.once('exit', (c) => r(c)));
+}
+
+export function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
