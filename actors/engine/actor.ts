@@ -1,0 +1,135 @@
+/**
+ * `engine/<name>` and `kv/<name>`: one engine as actors. The handler only validates and hands
+ * work to the EngineCore, so every message returns promptly (a long prefill or a transfer is a
+ * returned promise, and the runtime does not hold the mailbox on it): `status` is answered
+ * between forward steps.
+ *
+ * Replies: generate / start_generate → `{ accepted: true }` once admitted (send them as queries:
+ * a refusal is the typed error of the reply); prep_recv → PrepRecvResult; remote_send →
+ * RemoteSendResult; kv_write → `{ ok: true }`; abort → `{ aborted }`; match_prefix →
+ * `{ matchedLen }`; set_role → `{ role }`; status → EngineStatus. Tokens go to `replyTo` as
+ * TokensMsg, dispatched as soon as they are sampled.
+ */
+import { openModel, type LoadedModel } from '../../native/index.ts';
+import type { TransportName } from '../../topology/types.ts';
+import { MicroserveError } from '../errors.ts';
+import { spawnKvActor } from '../kvcache/actor.ts';
+import { log } from '../log.ts';
+import type { EngineMsg, KvAddr, Role } from '../messages.ts';
+import type { ActorSystemApi, Handler } from '../runtime/types.ts';
+import { EngineCore } from './engine-core.ts';
+import { hostTransport, type KvTransport } from './transfer.ts';
+import { checkId } from './validate.ts';
+
+export interface EngineOptions {
+  /** Engine name: actors `engine/<name>` and `kv/<name>`. */
+  name: string;
+  /** [role='both'] */
+  role?: Role;
+  /** Preset name (`tiny`, `llama-3.1-8b`) or a Hugging Face checkpoint folder. */
+  model: string;
+  /** [device='cpu'] 'cpu' or 'cuda:N'. */
+  device?: string;
+  /** [kvPages=512] KV pool size in pages. */
+  kvPages?: number;
+  /** [pageSize=16] tokens per page. */
+  pageSize?: number;
+  /** [maxBatchTokens=512] tokens per step (prefill chunk budget). */
+  maxBatchTokens?: number;
+  /** [threads=0] CPU threads, 0 = all cores. */
+  threads?: number;
+  /** [transport='auto'] KV transport to other engines; only 'host' exists on CPU engines. */
+  transport?: TransportName;
+  /** [seed] seed of a preset's random weights. */
+  seed?: number;
+}
+
+export interface EngineHandle {
+  readonly name: string;
+  readonly core: EngineCore;
+  readonly loaded: LoadedModel;
+  /** Aborts all work, stops both actors, frees the backend. */
+  close(): Promise<void>;
+}
+
+export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): Promise<EngineHandle> {
+  const name = opts.name;
+  if (typeof name !== 'string' || !/^[a-zA-Z0-9_.-]+$/.test(name)) throw new MicroserveError('BAD_CONFIG', `engine name must match [a-zA-Z0-9_.-]+ (got ${JSON.stringify(name)})`, { field: 'name' });
+  const transport = opts.transport ?? 'auto';
+  if (transport !== 'auto' && transport !== 'host') {
+    log.warn('KV transport not available on this engine; using host', { engine: name, transport });
+  }
+  const loaded = await openModel(opts.model, {
+    device: opts.device ?? 'cpu',
+    numPages: opts.kvPages ?? 512,
+    pageSize: opts.pageSize ?? 16,
+    numThreads: opts.threads ?? 0,
+    seed: opts.seed,
+  });
+  const core = new EngineCore({
+    name,
+    backend: loaded.backend,
+    model: loaded.name,
+    role: opts.role ?? 'both',
+    maxBatchTokens: opts.maxBatchTokens ?? 512,
+    sink: (replyTo, msg) => {
+      if (replyTo) system.ref(replyTo).dispatch(msg);
+    },
+    pickTransport: (kvAddr) => pickTransport(system, kvAddr),
+    acceptTransports: ['host'],
+  });
+  system.spawn(`engine/${name}`, engineHandler(core), { onCrash: () => 'resume' });
+  spawnKvActor(system, name, core.kv);
+  log.info('engine ready', { engine: name, model: loaded.name, device: loaded.backend.device, kvPages: core.kv.numPages, pageSize: core.kv.pageSize });
+  let isClosed = false;
+  return {
+    name,
+    core,
+    loaded,
+    async close() {
+      if (isClosed) return;
+      isClosed = true;
+      core.close();
+      system.stop(`engine/${name}`);
+      system.stop(`kv/${name}`);
+      loaded.backend.close(); // queued native calls still finish; later ones fail
+    },
+  };
+}
+
+function pickTransport(system: ActorSystemApi, kvAddr: KvAddr): KvTransport {
+  if (Array.isArray(kvAddr.transports) && !kvAddr.transports.includes('host')) {
+    throw new MicroserveError('TRANSFER_FAILED', `engine ${kvAddr.engine} accepts ${kvAddr.transports.join(', ')}; this engine only has 'host'`);
+  }
+  return hostTransport(system, kvAddr.engine);
+}
+
+/** The message handler of `engine/<name>`. */
+export function engineHandler(core: EngineCore): Handler {
+  return (msg: EngineMsg) => {
+    switch (msg?.type) {
+      case 'generate':
+        core.generate(msg);
+        return { accepted: true };
+      case 'start_generate':
+        core.startGenerate(msg);
+        return { accepted: true };
+      case 'prep_recv':
+        return core.prepRecv(msg);
+      case 'remote_send':
+        return core.remoteSend(msg);
+      case 'kv_write':
+        return core.kvWrite(msg);
+      case 'abort':
+        return core.abort(checkId(msg.id, 'abort'));
+      case 'match_prefix':
+        return core.matchPrefix(msg.promptIds);
+      case 'set_role':
+        return core.setRole(msg.role);
+      case 'status':
+        return core.status();
+      default:
+        throw new MicroserveError('BAD_MESSAGE', `engine/${core.name}: unknown message type '${(msg as { type?: unknown })?.type}'`);
+    }
+  };
+}

@@ -1,0 +1,116 @@
+/**
+ * One unit of engine work. A `generate` request computes the KV of its tokens (prompt, then the
+ * tokens it generated) and samples after the last one; a `send` request (the sender side of
+ * remote_send) only computes the KV of `promptIds[0, end)` for transfer.
+ *
+ * Progress is one number: `numComputed`, the positions [0, numComputed) whose KV is in the
+ * request's pages. Each step feeds `tokens[numComputed, numComputed + n)`; when a chunk reaches
+ * the last token, the logits give the next token. Prefill, chunked prefill, decode and the
+ * re-prefill after preemption are the same operation.
+ */
+import type { KvSeq } from '../kvcache/types.ts';
+import type { FinishReason, SamplingParams } from '../messages.ts';
+import { Rng } from './sampler.ts';
+
+export type RequestKind = 'generate' | 'send';
+export type RequestState = 'waiting' | 'running' | 'computed' | 'finished';
+
+export interface RequestInit {
+  id: string;
+  kind: RequestKind;
+  /** For a send: promptIds[0, end). */
+  promptIds: number[];
+  sampling?: SamplingParams;
+  replyTo?: string;
+}
+
+/** Key of a request in the engine's table: the sender side of a transfer has its own. */
+export function requestKey(kind: RequestKind, id: string): string {
+  return kind === 'send' ? `send:${id}` : id;
+}
+
+export class Request {
+  readonly id: string;
+  readonly key: string;
+  readonly kind: RequestKind;
+  readonly promptIds: readonly number[];
+  readonly outputIds: number[] = [];
+  readonly sampling: SamplingParams | null;
+  readonly replyTo: string | null;
+  readonly rng: Rng | null;
+  state: RequestState = 'waiting';
+  seq: KvSeq | null = null;
+  numComputed = 0;
+  /** Tokens this request fed in prefill mode (everything but decode inputs), preemption included. */
+  numPrefilled = 0;
+  /** Prefix-cache hit of the first admission, in tokens. */
+  numCachedOnAdmit = -1;
+  admitOrder = -1;
+  isAborted = false;
+  /** Why a send request stopped (abort, deadline, forward error). */
+  failure: Error | null = null;
+  finishReason: FinishReason | null = null;
+  /** Send requests: settled when [0, end) is computed (or the request fails). */
+  readonly computed: Promise<void>;
+  resolveComputed!: () => void;
+  rejectComputed!: (e: unknown) => void;
+  /** Send requests: rejects when the send is stopped (abort, deadline) at any stage. */
+  readonly stopped: Promise<never>;
+  rejectStopped!: (e: unknown) => void;
+
+  constructor(init: RequestInit) {
+    this.id = init.id;
+    this.kind = init.kind;
+    this.key = requestKey(init.kind, init.id);
+    this.promptIds = init.promptIds;
+    this.sampling = init.sampling ?? null;
+    this.replyTo = init.replyTo ?? null;
+    const seed = init.sampling?.seed ?? Math.floor(Math.random() * 0x100000000);
+    this.rng = init.kind === 'generate' ? new Rng(seed) : null;
+    this.computed = new Promise<void>((res, rej) => {
+      this.resolveComputed = res;
+      this.rejectComputed = rej;
+    });
+    this.stopped = new Promise<never>((_res, rej) => {
+      this.rejectStopped = rej;
+    });
+    // Observed by remote_send; never an unhandled rejection.
+    this.computed.catch(() => {});
+    this.stopped.catch(() => {});
+  }
+
+  get totalLen(): number {
+    return this.promptIds.length + this.outputIds.length;
+  }
+
+  get numRemaining(): number {
+    return this.totalLen - this.numComputed;
+  }
+
+  /** At least one token must be computed to get logits; a send may be served fully from cache. */
+  get maxMatchLen(): number {
+    return this.kind === 'send' ? this.totalLen : this.totalLen - 1;
+  }
+
+  tokenAt(i: number): number {
+    const p = this.promptIds.length;
+    return i < p ? this.promptIds[i] : this.outputIds[i - p];
+  }
+
+  tokens(): number[] {
+    return this.outputIds.length === 0 ? (this.promptIds as number[]) : [...this.promptIds, ...this.outputIds];
+  }
+
+  /** Tokens [start, start + n) as the backend wants them. */
+  slice(start: number, n: number): Int32Array {
+    const out = new Int32Array(n);
+    for (let i = 0; i < n; i++) out[i] = this.tokenAt(start + i);
+    return out;
+  }
+
+  /** How many of a chunk's tokens are prefill: all but a decode input (the last generated token). */
+  prefillTokensOf(start: number, n: number): number {
+    const isDecodeInside = this.outputIds.length > 0 && start + n === this.totalLen;
+    return isDecodeInside ? n - 1 : n;
+  }
+}

@@ -1,0 +1,42 @@
+/** Options and handles of the engine (core and actor). */
+import type { Backend } from '../../native/backend.ts';
+import type { EngineCounters, Role, TokensMsg } from '../messages.ts';
+import type { TransportPicker } from './transfer.ts';
+
+/** Receives every token message of the engine; `replyTo` is the request's (may be ''). */
+export type TokenSink = (replyTo: string, msg: TokensMsg) => void;
+
+export interface EngineCoreOptions {
+  /** Engine name: `engine/<name>`, and `KvAddr.engine` of its reservations. */
+  name: string;
+  backend: Backend;
+  /** [model=name] model name shown by `status`. */
+  model?: string;
+  /** [role='both'] shown by status; strategies read it, the engine serves every operation. */
+  role?: Role;
+  /** [maxBatchTokens=512] tokens per step (decodes plus prefill chunks). */
+  maxBatchTokens?: number;
+  sink: TokenSink;
+  /** [pickTransport] transport to a receiver; without it remote_send fails with TRANSFER_FAILED. */
+  pickTransport?: TransportPicker;
+  /** [acceptTransports=['host']] transports advertised in this engine's KvAddr, fastest first. */
+  acceptTransports?: string[];
+  /** [defaultTtlMs=30000] ttl of prep_recv reservations and deadline of remote_send. */
+  defaultTtlMs?: number;
+}
+
+export function newCounters(): EngineCounters {
+  return {
+    requests: 0,
+    tokensPrefilled: 0,
+    tokensGenerated: 0,
+    tokensReceived: 0,
+    tokensSent: 0,
+    bytesSent: 0,
+    bytesReceived: 0,
+    prefixHitTokens: 0,
+    transfers: {},
+    preemptions: 0,
+    aborts: 0,
+  };
+}

@@ -1,0 +1,79 @@
+/**
+ * The one place that loads the compiled addon (native/build/Release/microserve_native.node, or
+ * the file named by MICROSERVE_NATIVE_ADDON, e.g. a sanitizer build) and turns its errors
+ * (`{ code, message }`) into MicroserveError.
+ */
+import { createRequire } from 'node:module';
+import { MicroserveError, type ErrorCode } from '../actors/errors.ts';
+
+/** Hyper-parameters as the addon takes them (ms::ModelConfig field names). */
+export interface NativeModelConfig {
+  vocab: number;
+  hidden: number;
+  intermediate: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+  headDim: number;
+  rmsEps: number;
+  ropeTheta: number;
+  llama3Scaling: boolean;
+  ropeFactor: number;
+  lowFreqFactor: number;
+  highFreqFactor: number;
+  originalMaxPositions: number;
+  tiedEmbeddings: boolean;
+}
+
+/** The addon's class (see native/src/addon.cc). All methods validate their arguments. */
+export interface NativeBackendHandle {
+  readonly pageBytes: number;
+  readonly deviceName: string;
+  /** dtype: 0 F32, 1 F16, 2 BF16. */
+  loadTensor(name: string, dtype: number, shape: number[], data: Uint8Array): Promise<void>;
+  randomInit(seed: number, std: number): Promise<void>;
+  finalize(): Promise<void>;
+  forward(tokens: Int32Array, seqLens: Int32Array, startPos: Int32Array, pageTables: Int32Array, maxPagesPerSeq: number, allLogits: boolean): Promise<Float32Array>;
+  readPages(pageIds: Int32Array): Promise<Uint8Array>;
+  writePages(pageIds: Int32Array, data: Uint8Array): Promise<void>;
+  close(): void;
+}
+
+interface Addon {
+  NativeBackend: new (device: string, config: NativeModelConfig, numPages: number, pageSize: number, numThreads: number) => NativeBackendHandle;
+  hasCuda: boolean;
+}
+
+let addon: Addon | null = null;
+
+export function loadAddon(): Addon {
+  if (addon) return addon;
+  try {
+    const file = process.env.MICROSERVE_NATIVE_ADDON || './build/Release/microserve_native.node';
+    addon = createRequire(import.meta.url)(file) as Addon;
+  } catch (e) {
+    throw new MicroserveError('NATIVE_ERROR', `the native addon is not built (run \`npm run build:native\`): ${(e as Error).message}`);
+  }
+  return addon;
+}
+
+const PASSED_THROUGH = new Set<string>(['BAD_TOKEN', 'BAD_CHECKPOINT', 'BAD_CONFIG', 'NO_DEVICE', 'NATIVE_ERROR']);
+
+/** Native error → MicroserveError; BAD_ARGUMENT and OUT_OF_MEMORY become NATIVE_ERROR with `details.nativeCode`. */
+export function toMicroserveError(e: unknown): Error {
+  if (e instanceof MicroserveError) return e;
+  const code = (e as { code?: unknown })?.code;
+  const message = (e as Error)?.message ?? String(e);
+  if (typeof code !== 'string') return e instanceof Error ? e : new Error(message);
+  if (PASSED_THROUGH.has(code)) return new MicroserveError(code as ErrorCode, message);
+  return new MicroserveError('NATIVE_ERROR', message, { nativeCode: code });
+}
+
+/** Runs a native call, converting both synchronous throws and rejections. */
+export async function nativeCall<T>(f: () => Promise<T>): Promise<T> {
+  try {
+    return await f();
+  } catch (e) {
+    throw toMicroserveError(e);
+  }
+}

@@ -1,0 +1,101 @@
+/**
+ * Model loading: a preset name or a Hugging Face checkpoint folder → a ready {@link Backend}.
+ * The engine imports this module and `backend.ts` only.
+ */
+import { readFile, stat } from 'node:fs/promises';
+import { basename, resolve } from 'node:path';
+import { MicroserveError } from '../actors/errors.ts';
+import type { Backend, BackendOptions, ModelConfig } from './backend.ts';
+import { listTensors, readTensors } from './checkpoint.ts';
+import { parseModelConfig } from './config.ts';
+import { NativeBackend } from './native-backend.ts';
+import { PRESETS, isPreset } from './presets.ts';
+
+export { parseModelConfig } from './config.ts';
+export { PRESETS, isPreset } from './presets.ts';
+export type { Backend, BackendOptions, ForwardBatch, ForwardSeq, ModelConfig } from './backend.ts';
+
+export interface LoadedModel {
+  backend: Backend;
+  /** Preset name, or the checkpoint folder's base name. */
+  name: string;
+  /** Absolute checkpoint folder; null for presets. */
+  folder: string | null;
+  isPreset: boolean;
+  config: ModelConfig;
+}
+
+export interface OpenModelOptions extends BackendOptions {
+  /** [seed=preset's seed (0)] Seed of a preset's random weights; ignored for checkpoints. */
+  seed?: number;
+}
+
+function checkInt(name: string, v: unknown, min: number): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min) {
+    throw new MicroserveError('BAD_CONFIG', `option ${name} must be an integer >= ${min} (got ${JSON.stringify(v)})`, { field: name });
+  }
+  return v;
+}
+
+/** Tensors a loader never hands to the backend: derived buffers and a tied head's copy. */
+function skipTensor(config: ModelConfig): (name: string) => boolean {
+  return (name) => name.endsWith('rotary_emb.inv_freq') || (config.tieWordEmbeddings && name === 'lm_head.weight');
+}
+
+async function readConfig(folder: string): Promise<ModelConfig> {
+  let text: string;
+  try {
+    text = await readFile(resolve(folder, 'config.json'), 'utf8');
+  } catch {
+    throw new MicroserveError('BAD_CONFIG', `${folder}: no config.json`, { field: 'config.json' });
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new MicroserveError('BAD_CONFIG', `${folder}/config.json is not valid JSON: ${(e as Error).message}`, { field: 'config.json' });
+  }
+  return parseModelConfig(json);
+}
+
+/**
+ * Opens `model` (a preset name: `tiny`, `llama-3.1-8b`; or a checkpoint folder path) on
+ * `opts.device`. Errors: BAD_CONFIG (options, config.json, unknown model), BAD_CHECKPOINT
+ * (missing/extra tensor, wrong shape, unknown dtype, truncated file), NO_DEVICE, NATIVE_ERROR.
+ */
+export async function openModel(model: string, opts: OpenModelOptions): Promise<LoadedModel> {
+  const numPages = checkInt('numPages', opts.numPages, 1);
+  const pageSize = checkInt('pageSize', opts.pageSize ?? 16, 1);
+  const numThreads = checkInt('numThreads', opts.numThreads ?? 0, 0);
+  const device = opts.device ?? 'cpu';
+
+  if (isPreset(model)) {
+    const p = PRESETS[model];
+    const backend = new NativeBackend(p.config, numPages, pageSize, device, numThreads);
+    try {
+      await backend.randomInit(checkInt('seed', opts.seed ?? p.seed, 0), p.std);
+      await backend.finalize();
+    } catch (e) {
+      backend.close();
+      throw e;
+    }
+    return { backend, name: model, folder: null, isPreset: true, config: p.config };
+  }
+
+  const folder = resolve(model);
+  const isDir = await stat(folder).then((s) => s.isDirectory(), () => false);
+  if (!isDir) {
+    throw new MicroserveError('BAD_CONFIG', `model '${model}' is neither a preset (${Object.keys(PRESETS).join(', ')}) nor a checkpoint folder`, { field: 'model' });
+  }
+  const config = await readConfig(folder);
+  const tensors = await listTensors(folder, skipTensor(config));
+  const backend = new NativeBackend(config, numPages, pageSize, device, numThreads);
+  try {
+    await readTensors(tensors, (t, data) => backend.loadTensor(t.name, t.dtype, t.shape, data));
+    await backend.finalize();
+  } catch (e) {
+    backend.close();
+    throw e;
+  }
+  return { backend, name: basename(folder), folder, isPreset: false, config };
+}

@@ -1,0 +1,331 @@
+// The N-API boundary: one JS class, NativeBackend, over ms::Backend. Every argument is checked
+// here on entry; work runs on one dedicated thread per backend (calls run in order, the event
+// loop stays free) and settles a Promise. Errors carry `code`: BAD_ARGUMENT, BAD_TOKEN,
+// BAD_CHECKPOINT, BAD_CONFIG, OUT_OF_MEMORY, NATIVE_ERROR or NO_DEVICE (native/index.ts maps them).
+#include <napi.h>
+
+#include <climits>
+#include <cmath>
+#include <regex>
+
+#include "addon-worker.h"
+#include "backend.h"
+
+namespace {
+
+using ms::addon::codeName;
+using ms::addon::fail;
+using ms::addon::Job;
+using ms::addon::Worker;
+
+class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
+ public:
+  static Napi::Function Init(Napi::Env env) {
+    return DefineClass(env, "NativeBackend",
+                       {InstanceMethod("loadTensor", &NativeBackend::LoadTensor),
+                        InstanceMethod("randomInit", &NativeBackend::RandomInit),
+                        InstanceMethod("finalize", &NativeBackend::Finalize),
+                        InstanceMethod("forward", &NativeBackend::Forward),
+                        InstanceMethod("readPages", &NativeBackend::ReadPages),
+                        InstanceMethod("writePages", &NativeBackend::WritePages),
+                        InstanceMethod("close", &NativeBackend::Close),
+                        InstanceAccessor("pageBytes", &NativeBackend::PageBytes, nullptr),
+                        InstanceAccessor("deviceName", &NativeBackend::DeviceName, nullptr)});
+  }
+
+  // new NativeBackend(device, config, numPages, pageSize, numThreads)
+  explicit NativeBackend(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeBackend>(info) {
+    Napi::Env env = info.Env();
+    if (info.Length() < 5 || !info[0].IsString() || !info[1].IsObject())
+      fail(env, "BAD_ARGUMENT", "NativeBackend(device, config, numPages, pageSize, numThreads)");
+    std::string device = info[0].As<Napi::String>();
+    Napi::Object c = info[1].As<Napi::Object>();
+    m_.vocab = intField(env, c, "vocab");
+    m_.hidden = intField(env, c, "hidden");
+    m_.intermediate = intField(env, c, "intermediate");
+    m_.layers = intField(env, c, "layers");
+    m_.heads = intField(env, c, "heads");
+    m_.kvHeads = intField(env, c, "kvHeads");
+    m_.headDim = intField(env, c, "headDim");
+    m_.rmsEps = float(numField(env, c, "rmsEps"));
+    m_.ropeTheta = float(numField(env, c, "ropeTheta"));
+    m_.llama3Scaling = boolField(env, c, "llama3Scaling");
+    m_.ropeFactor = float(numField(env, c, "ropeFactor"));
+    m_.lowFreqFactor = float(numField(env, c, "lowFreqFactor"));
+    m_.highFreqFactor = float(numField(env, c, "highFreqFactor"));
+    m_.originalMaxPositions = intField(env, c, "originalMaxPositions");
+    m_.tiedEmbeddings = boolField(env, c, "tiedEmbeddings");
+    kv_.numPages = intArg(env, info[2], "numPages", 1);
+    kv_.pageSize = intArg(env, info[3], "pageSize", 1);
+    ms::BackendOptions o;
+    o.device = device;
+    o.numThreads = intArg(env, info[4], "numThreads", 0);
+
+    ms::Status st;
+    std::unique_ptr<ms::Backend> b;
+    std::smatch match;
+    if (device == "cpu") {
+      b = ms::makeCpuBackend(m_, kv_, o, &st);
+    } else if (std::regex_match(device, match, std::regex("cuda:([0-9]+)"))) {
+#ifdef MS_WITH_CUDA
+      b = ms::makeCudaBackend(m_, kv_, o, &st);
+#else
+      fail(env, "NO_DEVICE", "device '" + device + "': this build has no CUDA backend");
+#endif
+    } else {
+      fail(env, "NO_DEVICE", "unknown device '" + device + "' (expected 'cpu' or 'cuda:N')");
+    }
+    if (!b || !st.ok())
+      fail(env, st.code == ms::Code::BAD_ARGUMENT ? "BAD_CONFIG" : codeName(st.code),
+           st.message.empty() ? "backend creation failed" : st.message);
+    pageBytes_ = b->pageBytes();
+    deviceName_ = b->deviceName();
+    worker_ = std::make_shared<Worker>();
+    worker_->backend = std::move(b);
+    auto* holder = new std::shared_ptr<Worker>(worker_);
+    worker_->tsfn = Napi::ThreadSafeFunction::New(
+        env, Napi::Function::New(env, [](const Napi::CallbackInfo&) {}), "microserve-native", 0, 1,
+        [](Napi::Env env, std::shared_ptr<Worker>* holder) {
+          Worker& w = **holder;
+          if (w.thread.joinable()) w.thread.join();  // its last act was the release that led here
+          if (w.hookAdded) napi_remove_env_cleanup_hook(env, Worker::onExit, &w);
+          delete holder;
+        },
+        holder);
+    worker_->tsfn.Unref(env);
+    napi_add_env_cleanup_hook(env, Worker::onExit, worker_.get());
+    worker_->hookAdded = true;
+    std::weak_ptr<Worker> weak = worker_;
+    Worker* raw = worker_.get();
+    raw->thread = std::thread([raw, weak] { raw->loop(weak); });
+  }
+
+  ~NativeBackend() override { stopWorker(); }
+
+ private:
+  static int intField(Napi::Env env, Napi::Object o, const char* key) {
+    return intArg(env, o.Get(key), (std::string("config.") + key).c_str(), 0);
+  }
+  static double numField(Napi::Env env, Napi::Object o, const char* key) {
+    Napi::Value v = o.Get(key);
+    if (!v.IsNumber() || !std::isfinite(v.As<Napi::Number>().DoubleValue()))
+      fail(env, "BAD_CONFIG", std::string("config.") + key + " must be a finite number");
+    return v.As<Napi::Number>().DoubleValue();
+  }
+  static bool boolField(Napi::Env env, Napi::Object o, const char* key) {
+    Napi::Value v = o.Get(key);
+    if (!v.IsBoolean()) fail(env, "BAD_CONFIG", std::string("config.") + key + " must be a boolean");
+    return v.As<Napi::Boolean>();
+  }
+  static int intArg(Napi::Env env, Napi::Value v, const char* name, int min) {
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1e300;
+    if (!(d >= min && d <= INT_MAX && d == double(int64_t(d))))
+      fail(env, "BAD_ARGUMENT", std::string(name) + " must be an integer >= " + std::to_string(min));
+    return int(d);
+  }
+  template <class T>
+  static T typedArray(Napi::Env env, Napi::Value v, napi_typedarray_type type, const char* name, const char* what) {
+    if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != type)
+      fail(env, "BAD_ARGUMENT", std::string(name) + " must be " + what);
+    return v.As<T>();
+  }
+
+  void stopWorker() {
+    if (!worker_) return;
+    worker_->requestStop(false);
+    worker_.reset();
+  }
+
+  Napi::Value submit(Napi::Env env, std::unique_ptr<Job> job) {
+    if (!worker_) fail(env, "NATIVE_ERROR", "backend is closed");
+    Napi::Promise p = job->deferred.Promise();
+    job->keep.push_back(Napi::Persistent(Value()));  // the backend object itself
+    if (worker_->pending++ == 0) worker_->tsfn.Ref(env);
+    {
+      std::lock_guard<std::mutex> lock(worker_->mu);
+      worker_->queue.push_back(job.release());
+    }
+    worker_->cv.notify_one();
+    return p;
+  }
+
+  // loadTensor(name, dtype 0=F32 1=F16 2=BF16, shape number[], data Uint8Array): Promise<void>
+  Napi::Value LoadTensor(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!info[0].IsString()) fail(env, "BAD_ARGUMENT", "name must be a string");
+    std::string name = info[0].As<Napi::String>();
+    int dtype = intArg(env, info[1], "dtype", 0);
+    if (dtype > 2) fail(env, "BAD_ARGUMENT", "dtype must be 0 (F32), 1 (F16) or 2 (BF16)");
+    if (!info[2].IsArray()) fail(env, "BAD_ARGUMENT", "shape must be an array");
+    Napi::Array a = info[2].As<Napi::Array>();
+    std::vector<int64_t> shape;
+    for (uint32_t i = 0; i < a.Length(); i++) shape.push_back(intArg(env, a.Get(i), "shape[i]", 0));
+    auto data = typedArray<Napi::Uint8Array>(env, info[3], napi_uint8_array, "data", "a Uint8Array");
+    auto job = std::make_unique<Job>(env);
+    const void* ptr = data.Data();
+    size_t n = data.ByteLength();
+    job->keep.push_back(Napi::Persistent(data.As<Napi::Object>()));
+    job->run = [name, dtype, shape, ptr, n](ms::Backend& b) {
+      return b.loadTensor(name, ms::DType(dtype), shape, ptr, n);
+    };
+    return submit(env, std::move(job));
+  }
+
+  // randomInit(seed, std): Promise<void>
+  Napi::Value RandomInit(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    uint64_t seed = uint64_t(intArg(env, info[0], "seed", 0));
+    if (!info[1].IsNumber() || !(info[1].As<Napi::Number>().DoubleValue() > 0))
+      fail(env, "BAD_ARGUMENT", "std must be a positive number");
+    float sd = info[1].As<Napi::Number>().FloatValue();
+    auto job = std::make_unique<Job>(env);
+    job->run = [seed, sd](ms::Backend& b) { return b.randomInit(seed, sd); };
+    return submit(env, std::move(job));
+  }
+
+  Napi::Value Finalize(const Napi::CallbackInfo& info) {
+    auto job = std::make_unique<Job>(info.Env());
+    job->run = [](ms::Backend& b) { return b.finalize(); };
+    return submit(info.Env(), std::move(job));
+  }
+
+  // forward(tokens Int32Array, seqLens Int32Array, startPos Int32Array, pageTables Int32Array,
+  //         maxPagesPerSeq, allLogits): Promise<Float32Array (rows, vocab)>
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto tokens = typedArray<Napi::Int32Array>(env, info[0], napi_int32_array, "tokens", "an Int32Array");
+    auto seqLens = typedArray<Napi::Int32Array>(env, info[1], napi_int32_array, "seqLens", "an Int32Array");
+    auto startPos = typedArray<Napi::Int32Array>(env, info[2], napi_int32_array, "startPos", "an Int32Array");
+    auto tables = typedArray<Napi::Int32Array>(env, info[3], napi_int32_array, "pageTables", "an Int32Array");
+    int maxPages = intArg(env, info[4], "maxPagesPerSeq", 1);
+    if (!info[5].IsBoolean()) fail(env, "BAD_ARGUMENT", "allLogits must be a boolean");
+    bool allLogits = info[5].As<Napi::Boolean>();
+
+    size_t numSeqs = seqLens.ElementLength(), numTokens = tokens.ElementLength();
+    if (numSeqs == 0) fail(env, "BAD_ARGUMENT", "a batch needs at least one sequence");
+    if (startPos.ElementLength() != numSeqs)
+      fail(env, "BAD_ARGUMENT", "startPos has " + std::to_string(startPos.ElementLength()) + " entries, expected " +
+                                    std::to_string(numSeqs));
+    if (tables.ElementLength() != numSeqs * size_t(maxPages))
+      fail(env, "BAD_ARGUMENT", "pageTables has " + std::to_string(tables.ElementLength()) + " entries, expected " +
+                                    std::to_string(numSeqs * maxPages) + " (numSeqs x maxPagesPerSeq)");
+    size_t total = 0;
+    for (size_t s = 0; s < numSeqs; s++) {
+      int len = seqLens[s], start = startPos[s];
+      std::string seq = "sequence " + std::to_string(s);
+      if (len < 1) fail(env, "BAD_ARGUMENT", seq + ": seqLen must be >= 1");
+      if (start < 0) fail(env, "BAD_ARGUMENT", seq + ": startPos must be >= 0");
+      if (int64_t(start) + len > int64_t(maxPages) * kv_.pageSize)
+        fail(env, "BAD_ARGUMENT", seq + ": positions up to " + std::to_string(int64_t(start) + len) +
+                                      " need more than maxPagesPerSeq=" + std::to_string(maxPages) + " pages");
+      int64_t need = (int64_t(start) + len + kv_.pageSize - 1) / kv_.pageSize;
+      for (int64_t p = 0; p < need; p++) {
+        int id = tables[s * maxPages + p];
+        if (id < 0 || id >= kv_.numPages)
+          fail(env, "BAD_ARGUMENT", seq + ": page id " + std::to_string(id) + " at page table index " +
+                                        std::to_string(p) + " is outside [0, " + std::to_string(kv_.numPages) + ")");
+      }
+      total += size_t(len);
+    }
+    if (total != numTokens)
+      fail(env, "BAD_ARGUMENT", "tokens has " + std::to_string(numTokens) + " entries but seqLens sum to " +
+                                    std::to_string(total));
+    for (size_t i = 0; i < numTokens; i++)
+      if (tokens[i] < 0 || tokens[i] >= m_.vocab)
+        fail(env, "BAD_TOKEN", "token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
+                                   " is outside the vocabulary [0, " + std::to_string(m_.vocab) + ")");
+
+    struct Inputs {
+      std::vector<int32_t> tokens, seqLens, startPos, tables;
+    };
+    auto in = std::make_shared<Inputs>();
+    in->tokens.assign(tokens.Data(), tokens.Data() + numTokens);
+    in->seqLens.assign(seqLens.Data(), seqLens.Data() + numSeqs);
+    in->startPos.assign(startPos.Data(), startPos.Data() + numSeqs);
+    in->tables.assign(tables.Data(), tables.Data() + tables.ElementLength());
+    size_t rows = allLogits ? numTokens : numSeqs;
+    Napi::Float32Array out = Napi::Float32Array::New(env, rows * size_t(m_.vocab));
+    float* outPtr = out.Data();
+    auto job = std::make_unique<Job>(env);
+    job->out = Napi::Persistent(out.As<Napi::Object>());
+    job->run = [in, maxPages, allLogits, outPtr](ms::Backend& b) {
+      ms::Batch batch;
+      batch.tokens = in->tokens.data();
+      batch.numTokens = int(in->tokens.size());
+      batch.numSeqs = int(in->seqLens.size());
+      batch.seqLens = in->seqLens.data();
+      batch.startPos = in->startPos.data();
+      batch.pageTables = in->tables.data();
+      batch.maxPagesPerSeq = maxPages;
+      batch.allLogits = allLogits;
+      return b.forward(batch, outPtr);
+    };
+    return submit(env, std::move(job));
+  }
+
+  std::vector<int32_t> pageIds(Napi::Env env, Napi::Value v) {
+    auto ids = typedArray<Napi::Int32Array>(env, v, napi_int32_array, "pageIds", "an Int32Array");
+    std::vector<int32_t> out(ids.Data(), ids.Data() + ids.ElementLength());
+    for (size_t i = 0; i < out.size(); i++)
+      if (out[i] < 0 || out[i] >= kv_.numPages)
+        fail(env, "BAD_ARGUMENT", "page id " + std::to_string(out[i]) + " at index " + std::to_string(i) +
+                                      " is outside [0, " + std::to_string(kv_.numPages) + ")");
+    return out;
+  }
+
+  // readPages(pageIds Int32Array): Promise<Uint8Array (n, pageBytes)>
+  Napi::Value ReadPages(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto ids = std::make_shared<std::vector<int32_t>>(pageIds(env, info[0]));
+    Napi::Uint8Array out = Napi::Uint8Array::New(env, ids->size() * pageBytes_);
+    uint8_t* outPtr = out.Data();
+    auto job = std::make_unique<Job>(env);
+    job->out = Napi::Persistent(out.As<Napi::Object>());
+    job->run = [ids, outPtr](ms::Backend& b) { return b.readPages(ids->data(), int(ids->size()), outPtr); };
+    return submit(env, std::move(job));
+  }
+
+  // writePages(pageIds Int32Array, data Uint8Array (n, pageBytes)): Promise<void>
+  Napi::Value WritePages(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto ids = std::make_shared<std::vector<int32_t>>(pageIds(env, info[0]));
+    auto data = typedArray<Napi::Uint8Array>(env, info[1], napi_uint8_array, "data", "a Uint8Array");
+    if (data.ByteLength() != ids->size() * pageBytes_)
+      fail(env, "BAD_ARGUMENT", "data has " + std::to_string(data.ByteLength()) + " bytes, expected " +
+                                    std::to_string(ids->size() * pageBytes_) + " (pages x pageBytes)");
+    const uint8_t* ptr = data.Data();
+    auto job = std::make_unique<Job>(env);
+    job->keep.push_back(Napi::Persistent(data.As<Napi::Object>()));
+    job->run = [ids, ptr](ms::Backend& b) { return b.writePages(ids->data(), int(ids->size()), ptr); };
+    return submit(env, std::move(job));
+  }
+
+  // close(): queued calls still run; later calls fail; memory is freed once the queue is empty.
+  Napi::Value Close(const Napi::CallbackInfo& info) {
+    stopWorker();
+    return info.Env().Undefined();
+  }
+
+  Napi::Value PageBytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(pageBytes_)); }
+  Napi::Value DeviceName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), deviceName_); }
+
+  ms::ModelConfig m_;
+  ms::KvConfig kv_;
+  size_t pageBytes_ = 0;
+  std::string deviceName_;
+  std::shared_ptr<Worker> worker_;
+};
+
+Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  exports.Set("NativeBackend", NativeBackend::Init(env));
+#ifdef MS_WITH_CUDA
+  exports.Set("hasCuda", Napi::Boolean::New(env, true));
+#else
+  exports.Set("hasCuda", Napi::Boolean::New(env, false));
+#endif
+  return exports;
+}
+
+}  // namespace
+
+NODE_API_MODULE(microserve_native, Init)

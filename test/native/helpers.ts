@@ -1,0 +1,100 @@
+/** Shared helpers of the native tests: the fixture, safetensors read/write, greedy drivers. */
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Backend } from '../../native/backend.ts';
+
+export const FIXTURE = new URL('../fixtures/tiny-llama-a/', import.meta.url).pathname;
+
+export interface RefCase {
+  prompt_ids: number[];
+  greedy_ids: number[];
+  argmax_per_position: number[];
+  last_logits: number[];
+}
+export const REFERENCE: { cases: RefCase[] } = JSON.parse(readFileSync(join(FIXTURE, 'reference.json'), 'utf8'));
+
+export interface StTensor {
+  name: string;
+  dtype: string;
+  shape: number[];
+  data: Uint8Array;
+}
+
+export function readSafetensors(file: string): StTensor[] {
+  const buf = readFileSync(file);
+  const len = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + len).toString('utf8'));
+  return Object.entries(header)
+    .filter(([k]) => k !== '__metadata__')
+    .map(([name, t]: [string, any]) => ({ name, dtype: t.dtype, shape: t.shape, data: buf.subarray(8 + len + t.data_offsets[0], 8 + len + t.data_offsets[1]) }));
+}
+
+/** Writes tensors in order; `headerPatch` edits header entries after layout (to forge bad files). */
+export function writeSafetensors(file: string, tensors: StTensor[], headerPatch?: (h: Record<string, any>) => void): void {
+  const header: Record<string, any> = {};
+  let off = 0;
+  for (const t of tensors) {
+    header[t.name] = { dtype: t.dtype, shape: t.shape, data_offsets: [off, off + t.data.length] };
+    off += t.data.length;
+  }
+  headerPatch?.(header);
+  const json = Buffer.from(JSON.stringify(header));
+  const head = Buffer.alloc(8);
+  head.writeBigUInt64LE(BigInt(json.length));
+  writeFileSync(file, Buffer.concat([head, json, ...tensors.map((t) => Buffer.from(t.data.buffer, t.data.byteOffset, t.data.length))]));
+}
+
+export function bf16ToF32(data: Uint8Array): Float32Array {
+  const u16 = new Uint16Array(data.buffer.slice(data.byteOffset, data.byteOffset + data.length));
+  const u32 = new Uint32Array(u16.length);
+  for (let i = 0; i < u16.length; i++) u32[i] = u16[i] << 16;
+  return new Float32Array(u32.buffer);
+}
+
+export function relL2(got: ArrayLike<number>, want: ArrayLike<number>): number {
+  let num = 0;
+  let den = 0;
+  for (let i = 0; i < want.length; i++) {
+    num += (got[i] - want[i]) ** 2;
+    den += want[i] ** 2;
+  }
+  return Math.sqrt(num / den);
+}
+
+export function argmax(a: Float32Array, from = 0, to = a.length): number {
+  let best = from;
+  for (let i = from + 1; i < to; i++) if (a[i] > a[best]) best = i;
+  return best - from;
+}
+
+/** Page ids [first, first + n). */
+export function pageRange(first: number, n: number): Int32Array {
+  return Int32Array.from({ length: n }, (_, i) => first + i);
+}
+
+/**
+ * Greedy generation of several prompts in one ragged batch per step: each step carries, per
+ * unfinished sequence, its next prompt chunk (`chunk` tokens) or its last generated token.
+ * Returns the generated ids and the logits that produced the first generated token.
+ */
+export async function greedyBatch(backend: Backend, prompts: number[][], genLen: number, chunk: number, pageTables: Int32Array[]) {
+  const state = prompts.map((p, i) => ({ prompt: p, pos: 0, out: [] as number[], first: null as Float32Array | null, table: pageTables[i] }));
+  const vocab = backend.config.vocabSize;
+  for (;;) {
+    const live = state.filter((s) => s.out.length < genLen);
+    if (live.length === 0) break;
+    const seqs = live.map((s) => {
+      const tokens = s.pos < s.prompt.length ? s.prompt.slice(s.pos, s.pos + chunk) : [s.out[s.out.length - 1]];
+      return { tokens: Int32Array.from(tokens), startPos: s.pos, pageTable: s.table };
+    });
+    const logits = await backend.forward({ seqs });
+    live.forEach((s, i) => {
+      s.pos += seqs[i].tokens.length;
+      if (s.pos < s.prompt.length) return; // mid-prompt chunk: its logits are not used
+      const row = logits.subarray(i * vocab, (i + 1) * vocab);
+      if (s.out.length === 0) s.first = row.slice();
+      s.out.push(argmax(row));
+    });
+  }
+  return state.map((s) => ({ ids: s.out, firstLogits: s.first! }));
+}
