@@ -3,8 +3,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { log, setLogProcessName } from '../../actors/log.ts';
 import { newToken, removeRunFile, writeRunFile } from '../../actors/runtime/token.ts';
-import { Cluster } from '../../supervisors/cluster.ts';
-import { startControlPlane } from '../../supervisors/up.ts';
+import type { Cluster } from '../../supervisors/cluster.ts';
 
 const DEFAULT_TOPOLOGY = fileURLToPath(new URL('../../topology/default.yaml', import.meta.url));
 
@@ -32,6 +31,8 @@ export function register(program: Command): void {
       };
       process.on('SIGINT', () => void stop(0));
       process.on('SIGTERM', () => void stop(0));
+      // imported here so other subcommands start without loading the router and engines
+      const { startControlPlane } = await import('../../supervisors/up.ts');
       const up = await startControlPlane(path, token, { watch: o.watch });
       cluster = up.cluster;
       writeRunFile({ token, controlUrl: cluster.system.url!, httpUrl: up.httpUrl, pid: process.pid, topology: path });

@@ -1,0 +1,109 @@
+/**
+ * Prometheus metrics of the router (`GET /metrics`), on a registry of its own. Request metrics
+ * are recorded as requests run; engine gauges are filled from the engines' last status when
+ * scraped.
+ */
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { EnginePool } from './engine-pool.ts';
+
+const P = 'microserve_';
+
+export class RouterMetrics {
+  readonly registry = new Registry();
+  readonly ttft = new Histogram({
+    name: `${P}time_to_first_token_seconds`,
+    help: 'Time from request arrival to its first generated token',
+    buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  readonly tpot = new Histogram({
+    name: `${P}time_per_output_token_seconds`,
+    help: 'Mean time between generated tokens of a request, after the first',
+    buckets: [0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.15, 0.3, 0.6, 1.5],
+    registers: [this.registry],
+  });
+  readonly e2e = new Histogram({
+    name: `${P}e2e_request_latency_seconds`,
+    help: 'Time from request arrival to its last token',
+    buckets: [0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 40, 80, 160, 320],
+    registers: [this.registry],
+  });
+  readonly requests = new Counter({
+    name: `${P}requests_total`,
+    help: 'Requests finished, by finish reason (stop, length, abort, error)',
+    labelNames: ['finish'],
+    registers: [this.registry],
+  });
+  readonly httpErrors = new Counter({
+    name: `${P}http_errors_total`,
+    help: 'Requests refused with an HTTP error, by status',
+    labelNames: ['status'],
+    registers: [this.registry],
+  });
+  readonly promptTokens = new Counter({ name: `${P}prompt_tokens_total`, help: 'Prompt tokens of finished requests', registers: [this.registry] });
+  readonly generationTokens = new Counter({ name: `${P}generation_tokens_total`, help: 'Tokens generated and streamed', registers: [this.registry] });
+  readonly migrations = new Counter({
+    name: `${P}request_migrations_total`,
+    help: 'Requests resumed on another engine after theirs failed, by reason',
+    labelNames: ['reason'],
+    registers: [this.registry],
+  });
+  readonly opFailures = new Counter({
+    name: `${P}engine_op_failures_total`,
+    help: 'Failed engine operations (prep_recv, remote_send, start_generate) by error code',
+    labelNames: ['op', 'code'],
+    registers: [this.registry],
+  });
+  readonly inFlight = new Gauge({ name: `${P}router_requests_running`, help: 'Requests the router is serving', registers: [this.registry] });
+  readonly waiting = new Gauge({ name: `${P}router_requests_waiting`, help: 'Requests waiting for an engine to come up', registers: [this.registry] });
+  readonly planVersion = new Gauge({ name: `${P}plan_version`, help: 'Version of the plan in force', registers: [this.registry] });
+  readonly planSwitch = new Gauge({ name: `${P}plan_switch_seconds`, help: 'Time the last plan change took to come into force', registers: [this.registry] });
+
+  constructor(pool: EnginePool) {
+    const r = [this.registry];
+    const running = new Gauge({ name: `${P}engine_requests_running`, help: 'Running requests per engine (engine status)', labelNames: ['engine'], registers: r });
+    const queued = new Gauge({ name: `${P}engine_requests_waiting`, help: 'Queued requests per engine (engine status)', labelNames: ['engine'], registers: r });
+    const reserved = new Gauge({ name: `${P}engine_reservations`, help: 'Parked prep_recv reservations per engine', labelNames: ['engine'], registers: r });
+    const pages = new Gauge({ name: `${P}kv_pages`, help: 'KV pages per engine by state (free, cached, in_use, reserved, total)', labelNames: ['engine', 'state'], registers: r });
+    const up = new Gauge({ name: `${P}engine_up`, help: '1 when the engine answers status', labelNames: ['engine', 'role'], registers: r });
+    const load = new Gauge({ name: `${P}engine_load`, help: 'Load the router routes by (live requests + reported extra)', labelNames: ['engine'], registers: r });
+    const restarts = new Gauge({ name: `${P}engine_restarts`, help: 'Engine process restarts the router observed', labelNames: ['engine'], registers: r });
+    const transfers = new Gauge({ name: `${P}engine_kv_transfers`, help: 'KV transfers an engine made, by transport (cumulative, engine status)', labelNames: ['engine', 'transport'], registers: r });
+    const tokens = new Gauge({ name: `${P}engine_tokens`, help: 'Tokens per engine by kind (cumulative, engine status)', labelNames: ['engine', 'kind'], registers: r });
+    this.fill = () => {
+      for (const m of [running, queued, reserved, pages, up, load, restarts, transfers, tokens]) m.reset();
+      for (const v of pool.views()) {
+        up.set({ engine: v.name, role: v.role }, v.isAlive ? 1 : 0);
+        load.set({ engine: v.name }, v.load);
+        restarts.set({ engine: v.name }, v.restarts);
+        const st = v.status;
+        if (!st) continue;
+        running.set({ engine: v.name }, st.numRunning);
+        queued.set({ engine: v.name }, st.numWaiting);
+        reserved.set({ engine: v.name }, st.numReserved);
+        for (const [state, n] of [['free', st.kv.free], ['cached', st.kv.cached], ['in_use', st.kv.inUse], ['reserved', st.kv.reserved], ['total', st.kv.total]] as const) {
+          pages.set({ engine: v.name, state }, n);
+        }
+        for (const [transport, n] of Object.entries(st.counters?.transfers ?? {})) transfers.set({ engine: v.name, transport }, n);
+        const c = st.counters;
+        if (c) {
+          for (const [kind, n] of [['prefilled', c.tokensPrefilled], ['generated', c.tokensGenerated], ['sent', c.tokensSent], ['received', c.tokensReceived], ['prefix_hit', c.prefixHitTokens]] as const) {
+            tokens.set({ engine: v.name, kind }, n);
+          }
+        }
+      }
+    };
+  }
+
+  /** Refreshes the engine gauges from the engines' last status. */
+  private readonly fill: () => void;
+
+  text(): Promise<string> {
+    this.fill();
+    return this.registry.metrics();
+  }
+
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+}

@@ -1,0 +1,259 @@
+/**
+ * Runs requests: one attempt at a time through the plan's strategy, the token stream to the
+ * client's sink, and request migration when the generating engine fails.
+ *
+ * Lifecycle of a request (a Job):
+ *   1. attempt n gets id `<job>-<n>`; the strategy starts generation on some engine;
+ *   2. tokens (`TokensMsg` with that id) go to the sink, in order; tokens of any other (older)
+ *      attempt id are dropped, so nothing is ever repeated;
+ *   3. the engine finishes (stop / length): done. The engine's actor is gone, it reports a
+ *      retriable error, or it is silent for `requestTimeoutMs` (watchdog): the attempt is
+ *      abandoned (aborted on every engine it touched) and attempt n+1 continues from prompt +
+ *      tokens streamed so far, with `maxTokens` reduced by them; nothing is missed;
+ *   4. `cancel` (client gone, stop string) aborts the current attempt on its engines.
+ * A strategy error that is an engine failure (or KV_PAGES_EXHAUSTED) is retried with backoff;
+ * any other error ends the request with it.
+ */
+import { isMicroserveError, MicroserveError } from '../errors.ts';
+import { log } from '../log.ts';
+import type { FinishReason, TokensMsg } from '../messages.ts';
+import { AttemptContext, type AttemptDeps } from './attempt-context.ts';
+import { Job, type ActivePlan, type Attempt, type JobResult, type JobSpec, type Outcome } from './job.ts';
+import type { RoutedRequest } from './strategy-api.ts';
+import { isEngineFailure } from './strategy-helpers.ts';
+
+export { Job, type ActivePlan, type JobResult, type JobSpec } from './job.ts';
+
+export interface RunnerOptions extends AttemptDeps {
+  requestTimeoutMs: number;
+  maxAttempts: number;
+  currentPlan: () => ActivePlan;
+  onJobDone: (plan: ActivePlan) => void;
+}
+
+/** Engine-reported errors that another attempt can get past. */
+const RETRIABLE_ON_ENGINE = ['KV_PAGES_EXHAUSTED', 'TRANSFER_FAILED', 'TRANSFER_TIMEOUT', 'RESERVATION_EXPIRED', 'NATIVE_ERROR', 'UNKNOWN_REQUEST'];
+
+export class RequestRunner {
+  private readonly attempts = new Map<string, { job: Job; attempt: Attempt }>();
+  private readonly jobs = new Set<Job>();
+  private seq = 0;
+  /** Requests finished, requests resumed on another engine, requests failed. */
+  readonly counters = { requests: 0, migrations: 0, errors: 0 };
+  /** Requests waiting for an engine of their plan to come up. */
+  numWaiting = 0;
+  private readonly prefix = Math.random().toString(36).slice(2, 8);
+
+  constructor(private readonly o: RunnerOptions) {
+    o.pool.onGone((name) => {
+      for (const { attempt } of this.attempts.values()) {
+        if (attempt.ctx.generating === name) attempt.settle({ kind: 'failed', reason: 'engine_gone' });
+      }
+    });
+  }
+
+  get numInFlight(): number {
+    return this.jobs.size;
+  }
+
+  submit(spec: JobSpec, sink: (tokens: number[]) => void): Job {
+    const plan = this.o.currentPlan();
+    const job = new Job(`${this.prefix}-${++this.seq}`, spec, plan, sink);
+    plan.inFlight++;
+    this.jobs.add(job);
+    this.o.metrics.inFlight.inc();
+    void this.run(job);
+    return job;
+  }
+
+  /** Aborts every request (router shutdown). */
+  cancelAll(): Promise<JobResult[]> {
+    const all = [...this.jobs];
+    for (const j of all) j.cancel('abort');
+    return Promise.all(all.map((j) => j.done));
+  }
+
+  /** A `tokens` message from an engine. */
+  onTokens(msg: TokensMsg): void {
+    const entry = this.attempts.get(msg.id);
+    if (!entry) return log.debug('tokens for an unknown or finished attempt, dropped', { id: msg.id, engine: msg.engine });
+    const { job, attempt } = entry;
+    if (job.cancelled) return;
+    this.armWatchdog(job, attempt);
+    const room = job.spec.sampling.maxTokens - job.generated.length;
+    const tokens = Array.isArray(msg.tokens) ? msg.tokens.slice(0, Math.max(0, room)) : [];
+    if (tokens.length > 0) {
+      const now = performance.now();
+      job.firstTokenAt ??= now;
+      job.lastTokenAt = now;
+      job.generated.push(...tokens);
+      try {
+        job.sink(tokens);
+      } catch (e) {
+        log.error('token sink failed', { id: job.id, error: e as Error });
+      }
+    }
+    if (msg.finish) {
+      const error = msg.error ? new MicroserveError(msg.error.code as any, msg.error.message) : undefined;
+      attempt.settle({ kind: 'finished', reason: msg.finish, error });
+    } else if (job.generated.length >= job.spec.sampling.maxTokens) {
+      attempt.settle({ kind: 'finished', reason: 'length' });
+    }
+  }
+
+  private async run(job: Job): Promise<void> {
+    let r: Omit<JobResult, 'numTokens'>;
+    try {
+      r = await this.loop(job);
+    } catch (e) {
+      r = { finish: 'error', numAttempts: 0, error: e instanceof MicroserveError ? e : new MicroserveError('NO_ENGINE', (e as Error).message) };
+    }
+    this.jobs.delete(job);
+    job.plan.inFlight--;
+    this.o.metrics.inFlight.dec();
+    this.record(job, r.finish);
+    this.o.onJobDone(job.plan);
+    job.resolve({ ...r, numTokens: job.generated.length });
+  }
+
+  private async loop(job: Job): Promise<Omit<JobResult, 'numTokens'>> {
+    const maxTokens = job.spec.sampling.maxTokens;
+    for (let n = 1; ; n++) {
+      if (job.cancelled) return { finish: job.cancelled, numAttempts: n - 1 };
+      if (job.generated.length >= maxTokens) return { finish: 'length', numAttempts: n - 1 };
+      if (n > this.o.maxAttempts) {
+        return { finish: 'error', numAttempts: n - 1, error: new MicroserveError('NO_ENGINE', `request ${job.id} failed on ${n - 1} attempts`) };
+      }
+      // a resumed request runs under the plan in force (its old engines may be gone)
+      const plan = n === 1 ? job.plan : this.o.currentPlan();
+      await this.waitForEngine(job, plan);
+      if (job.cancelled) continue;
+      const attempt = this.newAttempt(job, plan, n);
+      try {
+        await plan.strategy.run(attempt.ctx, attempt.req);
+        if (!attempt.ctx.generating) throw new MicroserveError('NO_ENGINE', `strategy '${plan.strategy.name}' returned without starting generation`);
+      } catch (e) {
+        await this.endAttempt(attempt, true);
+        if (job.cancelled) continue;
+        for (const x of attempt.ctx.involved) if (!this.o.pool.isAlive(x)) job.excluded.add(x);
+        if (isEngineFailure(e) || isMicroserveError(e, 'KV_PAGES_EXHAUSTED')) {
+          log.info('attempt failed, retrying', { id: attempt.id, error: e as Error });
+          await sleep(Math.min(50 * 2 ** (n - 1), 1000));
+          continue;
+        }
+        return { finish: 'error', numAttempts: n, error: e instanceof MicroserveError ? e : new MicroserveError('NO_ENGINE', `strategy failed: ${(e as Error).message}`) };
+      }
+      this.armWatchdog(job, attempt);
+      const out = await attempt.outcome;
+      const engine = attempt.ctx.generating!;
+      if (out.kind === 'cancelled') {
+        await this.endAttempt(attempt, true);
+        continue;
+      }
+      if (out.kind === 'finished' && (out.reason === 'stop' || out.reason === 'length')) {
+        await this.endAttempt(attempt, false);
+        return { finish: out.reason, numAttempts: n };
+      }
+      if (out.kind === 'finished' && out.reason === 'error' && !(out.error && RETRIABLE_ON_ENGINE.includes(out.error.code))) {
+        await this.endAttempt(attempt, true);
+        return { finish: 'error', numAttempts: n, error: out.error ?? new MicroserveError('NATIVE_ERROR', `engine '${engine}' failed the request`) };
+      }
+      // engine gone, silent, aborted on its own, or a retriable engine error: resume elsewhere
+      const reason = out.kind === 'failed' ? out.reason : `engine_${out.reason}`;
+      log.warn('request migrates', { id: attempt.id, engine, reason, streamed: job.generated.length });
+      this.o.metrics.migrations.inc({ reason });
+      this.counters.migrations++;
+      job.excluded.add(engine);
+      await this.endAttempt(attempt, true);
+    }
+  }
+
+  private routed(job: Job, id: string, n: number): RoutedRequest {
+    const s = job.spec;
+    return {
+      id,
+      promptIds: job.generated.length ? [...s.promptIds, ...job.generated] : s.promptIds,
+      numPromptTokens: s.promptIds.length,
+      numGenerated: job.generated.length,
+      attempt: n,
+      sampling: { ...s.sampling, maxTokens: s.sampling.maxTokens - job.generated.length },
+    };
+  }
+
+  private newAttempt(job: Job, plan: ActivePlan, n: number): Attempt {
+    const id = `${job.id}-${n}`;
+    let settle!: (o: Outcome) => void;
+    const outcome = new Promise<Outcome>((r) => (settle = r));
+    const req = this.routed(job, id, n);
+    const ctx = new AttemptContext(this.o, plan.engines, plan.strategy.params, req, job.excluded);
+    let isSettled = false;
+    const attempt: Attempt = { id, req, ctx, outcome, watchdog: null, settle: (o) => (isSettled ? undefined : ((isSettled = true), settle(o))) };
+    this.attempts.set(id, { job, attempt });
+    job.attempt = attempt;
+    return attempt;
+  }
+
+  private async endAttempt(a: Attempt, isAbandoned: boolean): Promise<void> {
+    if (a.watchdog) clearTimeout(a.watchdog);
+    a.settle({ kind: 'cancelled' });
+    this.attempts.delete(a.id);
+    if (isAbandoned) await a.ctx.abandon();
+    else a.ctx.close();
+  }
+
+  private armWatchdog(job: Job, a: Attempt): void {
+    if (a.watchdog) clearTimeout(a.watchdog);
+    const engine = a.ctx.generating;
+    if (!engine) return;
+    a.watchdog = setTimeout(() => {
+      log.warn('engine silent, moving the request', { id: a.id, engine, timeoutMs: this.o.requestTimeoutMs });
+      this.o.pool.markSuspect(engine);
+      a.settle({ kind: 'failed', reason: 'engine_silent' });
+    }, this.o.requestTimeoutMs);
+    a.watchdog.unref();
+  }
+
+  /** Waits until an engine of the plan is alive (or the job is cancelled); NO_ENGINE after requestTimeoutMs. */
+  private async waitForEngine(job: Job, plan: ActivePlan): Promise<void> {
+    const isUp = () => plan.engines.some((e) => this.o.pool.isAlive(e.name));
+    if (isUp()) return;
+    this.o.metrics.waiting.inc();
+    this.numWaiting++;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => {
+          done();
+          reject(new MicroserveError('NO_ENGINE', `no engine of the plan came up within ${this.o.requestTimeoutMs} ms`));
+        }, this.o.requestTimeoutMs);
+        const off = this.o.pool.onChange(() => isUp() && (done(), resolve()));
+        const done = () => {
+          clearTimeout(timer);
+          off();
+          job.wake = null;
+        };
+        job.wake = () => (done(), resolve());
+      });
+    } finally {
+      this.numWaiting--;
+      this.o.metrics.waiting.dec();
+    }
+  }
+
+  private record(job: Job, finish: FinishReason): void {
+    const m = this.o.metrics;
+    m.requests.inc({ finish });
+    this.counters.requests++;
+    if (finish === 'error') this.counters.errors++;
+    m.promptTokens.inc(job.spec.promptIds.length);
+    m.generationTokens.inc(job.generated.length);
+    if (finish === 'error') return;
+    const end = performance.now();
+    if (job.firstTokenAt !== null) m.ttft.observe((job.firstTokenAt - job.startedAt) / 1000);
+    if (job.generated.length > 1 && job.lastTokenAt !== null && job.firstTokenAt !== null) {
+      m.tpot.observe((job.lastTokenAt - job.firstTokenAt) / 1000 / (job.generated.length - 1));
+    }
+    m.e2e.observe((end - job.startedAt) / 1000);
+  }
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -1,0 +1,101 @@
+/**
+ * Text in and out of the model: the Tokenizer contract and `loadTokenizer`, which picks the
+ * implementation for a model.
+ *
+ * - preset models (random weights, Llama 3 shape) use the Llama 3 tokenizer that
+ *   `llama3-tokenizer-js` ships (actors/text/llama3.ts);
+ * - a checkpoint folder with `tokenizer.json` uses it through `@huggingface/tokenizers`, and the
+ *   `chat_template` of `tokenizer_config.json` (or `chat_template.jinja`) through
+ *   `@huggingface/jinja` (actors/text/hf.ts);
+ * - a folder without `tokenizer.json` has no tokenizer: `loadTokenizer` returns null and callers
+ *   take token ids only (text input is refused with NO_TOKENIZER).
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { MicroserveError } from '../errors.ts';
+
+/** One chat message. `content` may be OpenAI's array of parts; only `text` parts are used. */
+export interface ChatMessage {
+  role: string;
+  content: string | { type: string; text?: string }[] | null;
+}
+
+export interface EncodeOptions {
+  /** [addBos=true] prepend the BOS token (when the tokenizer has one). */
+  addBos?: boolean;
+}
+
+export interface DecodeOptions {
+  /** [skipSpecialTokens=false] leave special tokens (BOS, EOT, headers...) out of the text. */
+  skipSpecialTokens?: boolean;
+}
+
+/**
+ * Incremental detokenizer for a token stream. `push` returns only text that is complete: a
+ * character whose UTF-8 bytes are split across tokens is held back until its last byte arrives.
+ * The concatenation of every `push` and the final `flush` equals `decode(allIds)` (with the same
+ * `skipSpecialTokens`), except that bytes that never form a valid character come out as U+FFFD.
+ */
+export interface StreamDecoder {
+  push(ids: readonly number[]): string;
+  /** Emits what is still held back (incomplete bytes become U+FFFD) and resets. */
+  flush(): string;
+}
+
+export interface Tokenizer {
+  /** 'llama3' (the preset tokenizer) or 'hf' (a checkpoint's tokenizer.json). */
+  readonly kind: 'llama3' | 'hf';
+  /** Number of token ids (the largest valid id + 1). */
+  readonly vocabSize: number;
+  readonly bosTokenId: number | null;
+  /** Ids that end generation (end of text, end of turn). */
+  readonly eosTokenIds: number[];
+  /** Text → ids (special-token strings in the text become special tokens). BAD_REQUEST for non-string input. */
+  encode(text: string, opts?: EncodeOptions): number[];
+  /** Ids → text. Throws BAD_TOKEN for an id outside the vocabulary. */
+  decode(ids: readonly number[], opts?: DecodeOptions): string;
+  /**
+   * Renders a conversation with the model's chat format and tokenizes it, ending with the
+   * assistant's header (the generation prompt). Throws BAD_REQUEST when the model has no chat
+   * template or the template refuses the messages.
+   */
+  applyChatTemplate(messages: readonly ChatMessage[]): number[];
+  /** [opts.skipSpecialTokens=true] a fresh incremental detokenizer. */
+  createStreamDecoder(opts?: DecodeOptions): StreamDecoder;
+}
+
+/** Which model the tokenizer is for: a preset name resolves to no folder. */
+export interface TokenizerSource {
+  /** Checkpoint folder, or null for a preset. */
+  folder: string | null;
+  isPreset: boolean;
+}
+
+/** Loads the tokenizer of a model, or null when the model has none (see the module comment). */
+export async function loadTokenizer(model: TokenizerSource): Promise<Tokenizer | null> {
+  if (model.isPreset) {
+    const { Llama3PresetTokenizer } = await import('./llama3.ts');
+    return Llama3PresetTokenizer.get();
+  }
+  if (!model.folder) throw new MicroserveError('BAD_CONFIG', 'loadTokenizer: a non-preset model needs a folder');
+  if (!existsSync(join(model.folder, 'tokenizer.json'))) return null;
+  const { loadHfTokenizer } = await import('./hf.ts');
+  return loadHfTokenizer(model.folder);
+}
+
+/** The text of a message: a string as is, text parts concatenated. */
+export function messageText(m: ChatMessage): string {
+  if (typeof m.content === 'string') return m.content;
+  if (m.content == null) return '';
+  return m.content.map((p) => (p.type === 'text' && typeof p.text === 'string' ? p.text : '')).join('');
+}
+
+/** Throws BAD_TOKEN unless every id is an integer in [0, vocabSize). */
+export function checkTokenIds(ids: readonly number[], vocabSize: number): void {
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i];
+    if (!Number.isInteger(id) || id < 0 || id >= vocabSize) {
+      throw new MicroserveError('BAD_TOKEN', `token id ${id} at index ${i} is outside the vocabulary [0, ${vocabSize})`, { index: i });
+    }
+  }
+}
