@@ -16,6 +16,12 @@ export function fail(e: unknown): never {
   process.exit(1);
 }
 
+// `microserve status | head` closes our stdout early: that is not an error
+process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+  if (e.code === 'EPIPE') process.exit(0);
+  throw e;
+});
+
 const program = new Command();
 program.name('microserve').description('LLM microserving: actors, engines, programmable router').showHelpAfterError();
 for (const name of COMMANDS) {

@@ -51,7 +51,7 @@ export interface HostSpec {
 }
 
 export interface Topology {
-  /** [model='tiny'] preset name (tiny, llama-3.1-8b) or a Hugging Face checkpoint folder. */
+  /** Required: preset name (tiny, llama-3.1-8b) or a Hugging Face checkpoint folder. */
   model: string;
   transport: TransportName;
   control: ControlSpec;
