@@ -13,14 +13,15 @@
  *      connection goes away (CONNECTION_LOST), or on its timeout (QUERY_TIMEOUT).
  */
 import nact from 'nact';
-import { createServer, type Server } from 'node:http';
-import { WebSocket, WebSocketServer } from 'ws';
+import type { Server } from 'node:http';
+import type { WebSocket, WebSocketServer } from 'ws';
 import { MicroserveError, type WireError } from '../errors.ts';
 import { log } from '../log.ts';
 import { Connection, DEFAULT_CONNECTION_OPTIONS, type ConnectionOptions } from './connection.ts';
 import type { DirEntry, Frame } from './frames.ts';
 import { LocalActors } from './local-actors.ts';
-import { tokensEqual } from './token.ts';
+import { PendingQueries } from './pending.ts';
+import { dialWs, listenWs } from './sockets.ts';
 import type { ActorRef, ActorSystemApi, Handler, SpawnOptions } from './types.ts';
 
 export interface SystemOptions {
@@ -37,16 +38,6 @@ export interface SystemOptions {
   connection?: Partial<ConnectionOptions>;
 }
 
-interface Pending {
-  resolve: (v: unknown) => void;
-  reject: (e: MicroserveError) => void;
-  timer: NodeJS.Timeout;
-  path: string;
-  /** Node hosting the target (when known) and node of the connection it went out on. */
-  target: string | null;
-  via: string | null;
-}
-
 const CONTROL_ID = 'control';
 export const nodePath = (nodeId: string) => `node/${nodeId}`;
 
@@ -61,10 +52,9 @@ export class ActorSystem implements ActorSystemApi {
   private readonly nodeUrls = new Map<string, string | null>();
   private readonly conns = new Map<string, Connection>();
   private readonly opening = new Map<string, Promise<Connection | null>>();
-  private readonly pending = new Map<number, Pending>();
+  private readonly pending = new PendingQueries();
   private readonly goneListeners = new Set<(path: string, nodeId: string) => void>();
   private readonly addedListeners = new Set<(path: string, nodeId: string) => void>();
-  private nextId = 1;
   private server: Server | null = null;
   private wss: WebSocketServer | null = null;
   private closed = false;
@@ -146,7 +136,7 @@ export class ActorSystem implements ActorSystemApi {
     if (this.closed) return;
     this.closed = true;
     this.local.stopAll();
-    for (const p of [...this.pending.keys()]) this.failPending(p, new MicroserveError('ACTOR_STOPPED', 'the local actor system was closed'));
+    this.pending.failAll(new MicroserveError('ACTOR_STOPPED', 'the local actor system was closed'));
     for (const c of this.conns.values()) c.close(1001, 'shutdown');
     this.wss?.close();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
@@ -156,32 +146,13 @@ export class ActorSystem implements ActorSystemApi {
 
   private query<R>(path: string, msg: object, timeoutMs: number): Promise<R> {
     if (typeof timeoutMs !== 'number' || !(timeoutMs > 0)) throw new TypeError('query needs a timeout in ms (> 0)');
-    const id = this.nextId++;
-    return new Promise<R>((resolve, reject) => {
-      const timer = setTimeout(
-        () => this.failPending(id, new MicroserveError('QUERY_TIMEOUT', `query to '${path}' timed out after ${timeoutMs} ms`)),
-        timeoutMs,
-      );
-      this.pending.set(id, { resolve: resolve as any, reject, timer, path, target: null, via: null });
-      this.send(path, msg, id);
-    });
+    const { id, promise } = this.pending.create<R>(path, timeoutMs);
+    this.send(path, msg, id);
+    return promise;
   }
 
   private settle(id: number, body: unknown, error?: WireError): void {
-    const p = this.pending.get(id);
-    if (!p) return;
-    this.pending.delete(id);
-    clearTimeout(p.timer);
-    if (error) p.reject(MicroserveError.fromWire(error));
-    else p.resolve(body);
-  }
-
-  private failPending(id: number, err: MicroserveError): void {
-    this.settle(id, undefined, err.toWire());
-  }
-
-  private failPendingWhere(pred: (p: Pending) => boolean, err: MicroserveError): void {
-    for (const [id, p] of this.pending) if (pred(p)) this.failPending(id, err);
+    this.pending.settle(id, body, error);
   }
 
   /** Sends `msg` to `path`; `id` set for a query from this node. */
@@ -316,7 +287,7 @@ export class ActorSystem implements ActorSystemApi {
     const gone = [...this.directory].filter(([, e]) => e.nodeId === nodeId).map(([p]) => p);
     for (const p of gone) this.directory.delete(p);
     this.nodeUrls.delete(nodeId);
-    this.failPendingWhere(
+    this.pending.failWhere(
       (p) => p.target === nodeId || p.via === nodeId,
       new MicroserveError('CONNECTION_LOST', `node '${nodeId}' went away`),
     );
@@ -335,27 +306,10 @@ export class ActorSystem implements ActorSystemApi {
   // -------------------------------------------------------------------------- connections
 
   private async listen(host: string, port: number): Promise<void> {
-    this.server = createServer((_req, res) => {
-      res.writeHead(426).end('websocket only');
-    });
-    this.wss = new WebSocketServer({ noServer: true, maxPayload: this.opts.maxFrameBytes, perMessageDeflate: false });
-    this.server.on('upgrade', (req, socket, head) => {
-      const auth = req.headers['authorization'] ?? '';
-      const given = typeof auth === 'string' && auth.startsWith('Bearer ') ? auth.slice(7) : '';
-      if (!given || !tokensEqual(given, this.opts.token)) {
-        log.warn('refused unauthenticated connection', { remote: req.socket.remoteAddress });
-        socket.end('HTTP/1.1 401 Unauthorized\r\nConnection: close\r\nContent-Length: 0\r\n\r\n');
-        return;
-      }
-      this.wss!.handleUpgrade(req, socket, head, (ws) => this.adopt(ws, `in:${req.socket.remotePort}`));
-    });
-    await new Promise<void>((resolve, reject) => {
-      this.server!.once('error', reject);
-      this.server!.listen(port, host, () => resolve());
-    });
-    const addr = this.server.address() as { address: string; port: number };
-    const h = addr.address.includes(':') ? `[${addr.address}]` : addr.address;
-    this.url = `ws://${h}:${addr.port}`;
+    const l = await listenWs(host, port, this.opts.token, this.opts.maxFrameBytes, (ws, label) => this.adopt(ws, label));
+    this.server = l.server;
+    this.wss = l.wss;
+    this.url = l.url;
   }
 
   private adopt(ws: WebSocket, label: string, peerNodeId?: string): Connection {
@@ -370,7 +324,7 @@ export class ActorSystem implements ActorSystemApi {
     if (!n || this.conns.get(n) !== conn) return;
     this.conns.delete(n);
     log.debug('connection closed', { peer: n, reason });
-    this.failPendingWhere((p) => p.via === n || p.target === n, new MicroserveError('CONNECTION_LOST', `connection to '${n}' lost: ${reason}`));
+    this.pending.failWhere((p) => p.via === n || p.target === n, new MicroserveError('CONNECTION_LOST', `connection to '${n}' lost: ${reason}`));
     if (this.closed) return;
     if (this.isControl) {
       // the joined node is gone: everyone forgets its actors
@@ -382,45 +336,25 @@ export class ActorSystem implements ActorSystemApi {
   }
 
   /** Opens an outbound connection; resolves once the peer has accepted our hello. */
-  private open(url: string, expectNodeId: string | null, join: boolean): Promise<Connection> {
+  private async open(url: string, expectNodeId: string | null, join: boolean): Promise<Connection> {
+    const ws = await dialWs(url, this.opts.token, this.opts.maxFrameBytes);
+    const conn = this.adopt(ws, `out:${url}`, expectNodeId ?? undefined);
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url, {
-        headers: { authorization: `Bearer ${this.opts.token}` },
-        maxPayload: this.opts.maxFrameBytes,
-        perMessageDeflate: false,
-        handshakeTimeout: 3000,
+      // the Connection handles the welcome frame itself; here we only wait for it to arrive
+      const onClose = () => reject(new MicroserveError('CONNECTION_LOST', `${url} closed during hello`));
+      ws.once('close', onClose);
+      ws.once('message', () => {
+        ws.off('close', onClose);
+        setImmediate(() => {
+          if (conn.peerNodeId) {
+            const old = this.conns.get(conn.peerNodeId);
+            if (old && old !== conn && old.isOpen) old.close(1000, 'replaced');
+            this.conns.set(conn.peerNodeId, conn);
+          }
+          resolve(conn);
+        });
       });
-      let settled = false;
-      const fail = (e: Error) => {
-        if (settled) return;
-        settled = true;
-        ws.terminate();
-        reject(e);
-      };
-      ws.once('unexpected-response', (_req, res) =>
-        fail(new MicroserveError(res.statusCode === 401 ? 'UNAUTHORIZED' : 'CONNECTION_LOST', `${url} answered HTTP ${res.statusCode}`)),
-      );
-      ws.once('error', (e) => fail(new MicroserveError('CONNECTION_LOST', `cannot connect to ${url}: ${e.message}`)));
-      ws.once('open', () => {
-        const conn = this.adopt(ws, `out:${url}`, expectNodeId ?? undefined);
-        const onWelcome = (data: Buffer) => {
-          if (settled) return;
-          settled = true;
-          // the Connection parses the welcome too; we only need to know the peer's id
-          setImmediate(() => {
-            if (conn.peerNodeId) {
-              const old = this.conns.get(conn.peerNodeId);
-              if (old && old !== conn && old.isOpen) old.close(1000, 'replaced');
-              this.conns.set(conn.peerNodeId, conn);
-            }
-            resolve(conn);
-          });
-          void data;
-        };
-        ws.once('message', onWelcome);
-        ws.once('close', () => fail(new MicroserveError('CONNECTION_LOST', `${url} closed during hello`)));
-        conn.send({ k: 'hello', nodeId: this.nodeId, url: this.url, paths: join ? this.local.paths() : [], join });
-      });
+      conn.send({ k: 'hello', nodeId: this.nodeId, url: this.url, paths: join ? this.local.paths() : [], join });
     });
   }
 
