@@ -1,10 +1,12 @@
 /** `microserve up` with real processes: health, status, send, kill --process, SIGTERM cleanup. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
+import { connect } from '../../actors/runtime/client.ts';
 import { cli, isAlive, sleep, startUp, stopUp, tempHome, writeTopology, type UpProcess } from './helpers.ts';
 
 let up: UpProcess;
 const home = tempHome();
+process.env.MICROSERVE_HOME = home;
 
 test.before(async () => {
   up = await startUp(writeTopology(home), home, ['--no-watch']);
@@ -57,11 +59,16 @@ test('kill --process: the engine process is SIGKILLed, restarted, and serves aga
   const r = cli(['kill', 'engine/e1', '--process'], home);
   assert.is(r.code, 0, r.stderr);
   let after: any = null;
-  for (let i = 0; i < 300; i++) {
-    await sleep(200);
-    const st = JSON.parse(cli(['status', '--json'], home).stdout);
-    after = st.actors.find((a: any) => a.path === 'engine/e1');
-    if (after && after.restarts === 1 && after.state === 'running' && after.kv) break;
+  const client = await connect(up.controlUrl); // token from the run file in MICROSERVE_HOME
+  try {
+    for (let i = 0; i < 600; i++) {
+      await sleep(100);
+      const st: any = await client.ref('control').query({ type: 'status' }, 10_000);
+      after = st.actors.find((a: any) => a.path === 'engine/e1');
+      if (after && after.restarts === 1 && after.state === 'running' && after.kv) break;
+    }
+  } finally {
+    await client.close();
   }
   assert.is(after.restarts, 1);
   assert.is(after.state, 'running');
