@@ -56,11 +56,13 @@ export class NodeSupervisor {
       const p = this.procs.get(nodeId);
       if (!p || p.isStopping || !p.child || p.child.exitCode !== null) return;
       if (!specPaths(p.spec).includes(path) || p.hungTimer) return;
+      // only this child: by the time the timer fires a dead one may have been replaced
+      const child = p.child;
       p.hungTimer = setTimeout(() => {
         p.hungTimer = undefined;
-        if (p.child && p.child.exitCode === null && !p.isStopping) {
-          log.warn('process lost its connection but did not exit: killing it', { nodeId, pid: p.child.pid });
-          p.child.kill('SIGKILL');
+        if (p.child === child && child.exitCode === null && child.signalCode === null && !p.isStopping) {
+          log.warn('process lost its connection but did not exit: killing it', { nodeId, pid: child.pid });
+          child.kill('SIGKILL');
         }
       }, 300);
     });
