@@ -44,14 +44,17 @@ export interface WireError {
 
 export class MicroserveError extends Error {
   readonly code: ErrorCode;
-  /** Extra machine-readable context (field name, line, path...). */
-  readonly details?: Record<string, unknown>;
+  /**
+   * Extra machine-readable context (field name, line, path...). Not called `details`: uvu's
+   * reporter treats an error's `details` as its diff text and loses the failure message.
+   */
+  readonly info?: Record<string, unknown>;
 
   constructor(code: ErrorCode, message: string, details?: Record<string, unknown>) {
     super(message);
     this.name = 'MicroserveError';
     this.code = code;
-    this.details = details;
+    this.info = details;
   }
 
   toWire(): WireError {

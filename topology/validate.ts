@@ -88,7 +88,7 @@ export function validateTopology(t: Topology, opts: ValidateOptions): Problem[] 
     try {
       PARAM_CHECKS[strategy.value]?.(t.router.params);
     } catch (e) {
-      const field = (e as { details?: { field?: string } }).details?.field ?? 'params';
+      const field = (e as { info?: { field?: string } }).info?.field ?? 'params';
       add(['router', ...field.split('.')], (e as Error).message);
     }
   }

@@ -57,7 +57,7 @@ test('bad YAML names the line', () => {
 test('unknown role', () => {
   const e = refusal(lines('model: tiny', 'engines:', '  - name: e0', '  - name: e1', '    role: decoder'));
   assert.is(e.message, "engines[1].role: unknown role 'decoder' (expected prefill, decode or both) at line 5");
-  assert.equal([e.details?.field, e.details?.line], ['engines[1].role', 5]);
+  assert.equal([e.info?.field, e.info?.line], ['engines[1].role', 5]);
 });
 
 test('unknown strategy, and a strategy module that does not exist', () => {

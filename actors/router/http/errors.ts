@@ -41,7 +41,7 @@ export function toApiError(e: unknown): ApiError {
   if (e instanceof MicroserveError) {
     const status = STATUS_OF[e.code] ?? 500;
     const type: ApiErrorType = status === 400 ? 'invalid_request_error' : status === 503 ? 'service_unavailable_error' : status === 401 ? 'authentication_error' : 'server_error';
-    const param = typeof e.details?.param === 'string' ? e.details.param : null;
+    const param = typeof e.info?.param === 'string' ? e.info.param : null;
     return new ApiError(status, e.message, type, param, e.code.toLowerCase());
   }
   return new ApiError(500, `internal error: ${(e as Error)?.message ?? String(e)}`, 'server_error');
