@@ -137,6 +137,11 @@ export interface StatusMsg {
   type: 'status';
 }
 
+/** Evict every cached prefix no request holds (benchmarks, between runs). Reply: `{ evictedPages }`. */
+export interface FlushCacheMsg {
+  type: 'flush_cache';
+}
+
 export type EngineMsg =
   | GenerateMsg
   | PrepRecvMsg
@@ -146,6 +151,7 @@ export type EngineMsg =
   | MatchPrefixMsg
   | KvWriteMsg
   | SetRoleMsg
+  | FlushCacheMsg
   | StatusMsg;
 
 /** Page accounting; invariant: free + cached + inUse + reserved == total. */

@@ -126,6 +126,8 @@ export function engineHandler(core: EngineCore): Handler {
         return core.matchPrefix(msg.promptIds);
       case 'set_role':
         return core.setRole(msg.role);
+      case 'flush_cache':
+        return core.flushCache();
       case 'status':
         return core.status();
       default:

@@ -156,6 +156,11 @@ export class EngineCore {
     return { matchedLen: this.kv.match(ids).matchedLen };
   }
 
+  /** Drops every unreferenced cached prefix. Reply: `{ evictedPages }`. */
+  flushCache(): { evictedPages: number } {
+    return { evictedPages: this.kv.flush() };
+  }
+
   setRole(role: Role): { role: Role } {
     if (!ROLES.includes(role)) throw new MicroserveError('BAD_REQUEST', `set_role: role must be one of ${ROLES.join(', ')}`, { field: 'role' });
     this.role = role;

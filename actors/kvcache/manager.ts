@@ -62,6 +62,17 @@ export class KvCacheManager {
     return { matchedLen: w.numPages * this.pageSize, pageIds: w.pageIds };
   }
 
+  /**
+   * Evicts every cached page no request holds (benchmarks flush between runs so a later
+   * strategy does not profit from an earlier one's prefixes). Returns how many were freed.
+   */
+  flush(): number {
+    const evicted = this.tree.evict(this.tree.numCachedPages);
+    this.numEvictedPages += evicted.length;
+    this.freeList.push(...evicted);
+    return evicted.length;
+  }
+
   /** True when `n` pages can be allocated now (free plus evictable cached pages). */
   canAllocate(n: number): boolean {
     return this.freeList.length + this.tree.numCachedPages >= n;

@@ -32,6 +32,11 @@ export interface BenchCluster {
   topology: Topology | null;
   /** Applies the running topology with another strategy; resolves to the apply report. */
   switchStrategy(name: string, params: Record<string, unknown>): Promise<unknown>;
+  /**
+   * Empties every engine's prefix cache (pages no request holds), so each strategy starts cold on
+   * the same trace; resolves to the pages evicted, or null without a control plane.
+   */
+  flushCaches(): Promise<number | null>;
   stop(): Promise<void>;
 }
 
@@ -54,6 +59,17 @@ function controlSwitcher(getSys: () => Promise<ActorSystem | null>) {
     if (!sys) throw new MicroserveError('BAD_CONFIG', 'switching strategies needs the control plane (pass --control and a token via MICROSERVE_TOKEN, or run where `microserve up` runs)');
     const running = (await sys.ref('control').query<{ topology: Topology }>({ type: 'topology' }, 10_000)).topology;
     return applyVia(sys, withStrategy(running, name, params));
+  };
+}
+
+/** Flushing = `flush_cache` to every engine of the running topology. */
+function controlFlusher(getSys: () => Promise<ActorSystem | null>) {
+  return async (): Promise<number | null> => {
+    const sys = await getSys();
+    if (!sys) return null;
+    const running = (await sys.ref('control').query<{ topology: Topology }>({ type: 'topology' }, 10_000)).topology;
+    const r = await Promise.all(running.engines.map((e) => sys.ref(`engine/${e.name}`).query<{ evictedPages: number }>({ type: 'flush_cache' }, 10_000)));
+    return r.reduce((a, x) => a + x.evictedPages, 0);
   };
 }
 
@@ -97,7 +113,7 @@ export async function startOwnCluster(topologyPath: string, o: OwnClusterOptions
     const run = await waitFor(o.startTimeoutMs ?? 300_000, () => exit, () => readRun(home, child.pid!), 'the run file');
     await waitFor(o.startTimeoutMs ?? 300_000, () => exit, () => isHealthy(run.httpUrl), 'router /health');
     const getSys = async () => (sys ??= await connect(run.controlUrl, { token }));
-    return { baseUrl: run.httpUrl, apiKey: topology.router.apiKey, topology, switchStrategy: controlSwitcher(getSys), stop };
+    return { baseUrl: run.httpUrl, apiKey: topology.router.apiKey, topology, switchStrategy: controlSwitcher(getSys), flushCaches: controlFlusher(getSys), stop };
   } catch (e) {
     await stop();
     throw new MicroserveError('NO_ENGINE', `microserve up did not come up: ${(e as Error).message}\n--- its output (tail) ---\n${tail}`);
@@ -121,6 +137,7 @@ export async function attachCluster(baseUrl: string, o: { control?: string; apiK
     apiKey: o.apiKey ?? topology?.router.apiKey,
     topology,
     switchStrategy: controlSwitcher(async () => sys),
+    flushCaches: controlFlusher(async () => sys),
     stop: async () => void (await sys?.close().catch(() => undefined)),
   };
 }

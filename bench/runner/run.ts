@@ -146,6 +146,13 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
         switchReport = { version: r?.version ?? null, changes: r?.changes ?? [], reconfigureMs: r?.reconfigureMs ?? null, drainMs: r?.drainMs ?? null };
         print(`strategy ${s.label}: ${switchReport.changes.length === 0 ? 'already running' : `applied in ${fmt(switchReport.reconfigureMs, 2)} ms`}`);
       }
+      // every strategy starts with cold prefix caches: the trace is the same, so a cache kept
+      // from the previous strategy would hand the later one free prefix hits
+      const numFlushed = await cluster.flushCaches().catch((e) => {
+        print(`${s.label}: could not flush the engines' prefix caches: ${(e as Error).message}`);
+        return null;
+      });
+      if (numFlushed !== null) print(`${s.label}: flushed ${numFlushed} cached KV pages`);
       const numWarmupFailed = await warmUp(target, requests, o.numWarmups);
       if (numWarmupFailed > 0) print(`${s.label}: ${numWarmupFailed} of ${o.numWarmups} warm-up requests failed`);
       for (const rate of todo) {

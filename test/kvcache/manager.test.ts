@@ -18,6 +18,25 @@ test('fresh pool: all pages free, integrity holds', () => {
   m.checkIntegrity();
 });
 
+test('flush evicts every unreferenced cached page and keeps locked ones', () => {
+  const m = new KvCacheManager({ numPages: 16, pageSize: PS });
+  const a = seqOf(12);
+  const { seq } = m.openSeq('a', a);
+  m.grow(seq, 12);
+  m.closeSeq(seq, { tokens: a, numValid: 12 });
+  assert.is(m.stats().cached, 3);
+  // a running request holding the first two cached pages
+  const held = m.openSeq('b', [...a.slice(0, 8), 500, 501]);
+  assert.is(held.matchedLen, 8);
+  assert.is(m.flush(), 1, 'only the page no request holds goes');
+  m.checkIntegrity();
+  m.closeSeq(held.seq);
+  assert.is(m.flush(), 2);
+  assert.equal(m.stats(), { total: 16, free: 16, cached: 0, inUse: 0, reserved: 0 });
+  assert.is(m.match(a).matchedLen, 0);
+  m.checkIntegrity();
+});
+
 test('bad options fail at construction', () => {
   assert.throws(() => new KvCacheManager({ numPages: 0 }), /numPages/);
   assert.throws(() => new KvCacheManager({ numPages: 4, pageSize: 0 }), /pageSize/);
