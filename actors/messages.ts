@@ -34,6 +34,34 @@ export interface KvAddr {
   end: number;
   /** Transports the receiver accepts, fastest first, e.g. ['cuda-ipc', 'host']. */
   transports: string[];
+  /** The receiver's KV pool over CUDA IPC; present when `transports` lists 'cuda-ipc'. */
+  ipc?: KvIpcAddr;
+}
+
+/** A CUDA engine's KV pool as other processes on its host can open it (cudaIpcGetMemHandle). */
+export interface KvIpcAddr {
+  /** 64-byte cudaIpcMemHandle_t of the page pool. */
+  handle: Uint8Array;
+  /** UUID (hex) of the pool's GPU. */
+  deviceUuid: string;
+  /** Host name and process id: IPC needs the same host and another process. */
+  host: string;
+  pid: number;
+  /** Pages in the pool (bounds the page ids). */
+  numPages: number;
+  pageBytes: number;
+}
+
+/**
+ * cuda-ipc transport (receiver side): copy the sender's pages `srcPageIds` (in the pool `from`)
+ * into this engine's reserved `pageIds` of request `id`, GPU to GPU. Reply: `{ ok: true, bytes }`.
+ */
+export interface KvCopyMsg {
+  type: 'kv_copy';
+  id: string;
+  pageIds: number[];
+  srcPageIds: number[];
+  from: KvIpcAddr;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -150,6 +178,7 @@ export type EngineMsg =
   | AbortMsg
   | MatchPrefixMsg
   | KvWriteMsg
+  | KvCopyMsg
   | SetRoleMsg
   | FlushCacheMsg
   | StatusMsg;

@@ -36,6 +36,13 @@ export interface NativeBackendHandle {
   forward(tokens: Int32Array, seqLens: Int32Array, startPos: Int32Array, pageTables: Int32Array, maxPagesPerSeq: number, allLogits: boolean): Promise<Float32Array>;
   readPages(pageIds: Int32Array): Promise<Uint8Array>;
   writePages(pageIds: Int32Array, data: Uint8Array): Promise<void>;
+  /** 64-byte CUDA IPC handle of the KV pool, then the device UUID as 32 hex characters. */
+  exportKvPool(): Promise<Uint8Array>;
+  /** Resolves to [peerId]. */
+  openPeerPool(handle: Uint8Array, peerNumPages: number): Promise<Int32Array>;
+  /** Resolves to [GPU ms of the copy]. peerId -1: within this pool. */
+  copyPeerPages(peerId: number, localPages: Int32Array, peerPages: Int32Array, toPeer: boolean): Promise<Float32Array>;
+  forwardWithSend(tokens: Int32Array, seqLens: Int32Array, startPos: Int32Array, pageTables: Int32Array, maxPagesPerSeq: number, allLogits: boolean, peerId: number, srcPages: Int32Array, dstPages: Int32Array): Promise<{ logits: Float32Array; timeline: Float32Array }>;
   close(): void;
 }
 

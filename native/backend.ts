@@ -55,6 +55,38 @@ export interface Backend {
   readPages(pageIds: Int32Array): Promise<Uint8Array>;
   writePages(pageIds: Int32Array, data: Uint8Array): Promise<void>;
   close(): void;
+  /**
+   * KV transfer between pools on one GPU (CUDA IPC). Absent or rejecting with NO_DEVICE on
+   * backends without it (the CPU backend), so callers fall back to the host transport.
+   */
+  readonly kvIpc?: KvIpcOps;
+}
+
+/** This pool as a peer sees it. */
+export interface KvPoolExport {
+  /** 64-byte cudaIpcMemHandle_t of the page pool. */
+  handle: Uint8Array;
+  /** UUID (hex) of the GPU the pool lives on. */
+  deviceUuid: string;
+}
+
+/** Per-layer GPU timestamps of a forward with a send, ms since the forward began. */
+export interface SendTimeline {
+  /** Per layer: its compute done, its copy start, its copy end. */
+  layers: { computed: number; copyStart: number; copyEnd: number }[];
+  /** The forward's end (compute stream) and the send's end (transfer stream). */
+  computeEnd: number;
+  sendEnd: number;
+}
+
+export interface KvIpcOps {
+  exportPool(): Promise<KvPoolExport>;
+  /** Opens a peer's pool (cached per handle), resolves to its peer id. */
+  openPeer(handle: Uint8Array, peerNumPages: number): Promise<number>;
+  /** Copies whole pages local → peer (toPeer) or peer → local; peerId -1: within this pool. Resolves to GPU ms. */
+  copyPages(peerId: number, localPages: Int32Array, peerPages: Int32Array, toPeer: boolean): Promise<number>;
+  /** A forward whose layer L's KV of srcPages goes to the peer's dstPages right after layer L. */
+  forwardWithSend(batch: ForwardBatch, send: { peerId: number; srcPages: Int32Array; dstPages: Int32Array }): Promise<{ logits: Float32Array; timeline: SendTimeline }>;
 }
 
 export interface BackendOptions {

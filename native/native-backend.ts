@@ -1,6 +1,6 @@
 /** {@link Backend} over the addon: packs ragged batches into flat Int32Arrays, maps errors. */
 import { MicroserveError } from '../actors/errors.ts';
-import type { Backend, ForwardBatch, ModelConfig } from './backend.ts';
+import type { Backend, ForwardBatch, KvIpcOps, ModelConfig, SendTimeline } from './backend.ts';
 import { loadAddon, nativeCall, toMicroserveError, type NativeBackendHandle, type NativeModelConfig } from './addon.ts';
 
 /** Dtype codes of NativeBackendHandle.loadTensor. */
@@ -68,29 +68,27 @@ export class NativeBackend implements Backend {
 
   forward(batch: ForwardBatch): Promise<Float32Array> {
     return nativeCall(() => {
-      const seqs = batch.seqs;
-      let numTokens = 0;
-      let maxPages = 1;
-      for (const s of seqs) {
-        numTokens += s.tokens.length;
-        maxPages = Math.max(maxPages, s.pageTable.length);
-      }
-      const tokens = new Int32Array(numTokens);
-      const seqLens = new Int32Array(seqs.length);
-      const startPos = new Int32Array(seqs.length);
-      // Short page tables are padded with -1, which the addon rejects if a position needs it.
-      const tables = new Int32Array(seqs.length * maxPages).fill(-1);
-      let off = 0;
-      seqs.forEach((s, i) => {
-        tokens.set(s.tokens, off);
-        off += s.tokens.length;
-        seqLens[i] = s.tokens.length;
-        startPos[i] = s.startPos;
-        tables.set(s.pageTable, i * maxPages);
-      });
-      return this.native().forward(tokens, seqLens, startPos, tables, maxPages, batch.logits === 'all');
+      const a = packBatch(batch);
+      return this.native().forward(a.tokens, a.seqLens, a.startPos, a.tables, a.maxPages, batch.logits === 'all');
     });
   }
+
+  /** CUDA IPC KV transfer (see KvIpcOps); on the CPU backend every call rejects with NO_DEVICE. */
+  readonly kvIpc: KvIpcOps = {
+    exportPool: () =>
+      nativeCall(async () => {
+        const b = await this.native().exportKvPool();
+        return { handle: b.slice(0, 64), deviceUuid: Buffer.from(b.subarray(64)).toString('latin1') };
+      }),
+    openPeer: (handle, peerNumPages) => nativeCall(async () => (await this.native().openPeerPool(handle, peerNumPages))[0]),
+    copyPages: (peerId, localPages, peerPages, toPeer) => nativeCall(async () => (await this.native().copyPeerPages(peerId, localPages, peerPages, toPeer))[0]),
+    forwardWithSend: (batch, send) =>
+      nativeCall(async () => {
+        const a = packBatch(batch);
+        const r = await this.native().forwardWithSend(a.tokens, a.seqLens, a.startPos, a.tables, a.maxPages, batch.logits === 'all', send.peerId, send.srcPages, send.dstPages);
+        return { logits: r.logits, timeline: toTimeline(r.timeline) };
+      }),
+  };
 
   readPages(pageIds: Int32Array): Promise<Uint8Array> {
     return nativeCall(() => this.native().readPages(pageIds));
@@ -110,4 +108,35 @@ export class NativeBackend implements Backend {
     if (!this.handle) throw new MicroserveError('NATIVE_ERROR', 'backend is closed');
     return this.handle;
   }
+}
+
+/** Flattens a ragged batch into the addon's arrays (short page tables padded with -1, which the addon rejects if a position needs it). */
+function packBatch(batch: ForwardBatch): { tokens: Int32Array; seqLens: Int32Array; startPos: Int32Array; tables: Int32Array; maxPages: number } {
+  const seqs = batch.seqs;
+  let numTokens = 0;
+  let maxPages = 1;
+  for (const s of seqs) {
+    numTokens += s.tokens.length;
+    maxPages = Math.max(maxPages, s.pageTable.length);
+  }
+  const tokens = new Int32Array(numTokens);
+  const seqLens = new Int32Array(seqs.length);
+  const startPos = new Int32Array(seqs.length);
+  const tables = new Int32Array(seqs.length * maxPages).fill(-1);
+  let off = 0;
+  seqs.forEach((s, i) => {
+    tokens.set(s.tokens, off);
+    off += s.tokens.length;
+    seqLens[i] = s.tokens.length;
+    startPos[i] = s.startPos;
+    tables.set(s.pageTable, i * maxPages);
+  });
+  return { tokens, seqLens, startPos, tables, maxPages };
+}
+
+function toTimeline(t: Float32Array): SendTimeline {
+  const n = (t.length - 2) / 3;
+  const layers = [];
+  for (let l = 0; l < n; l++) layers.push({ computed: t[3 * l], copyStart: t[3 * l + 1], copyEnd: t[3 * l + 2] });
+  return { layers, computeEnd: t[3 * n], sendEnd: t[3 * n + 1] };
 }

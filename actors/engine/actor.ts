@@ -15,10 +15,11 @@ import type { TransportName } from '../../topology/types.ts';
 import { MicroserveError } from '../errors.ts';
 import { spawnKvActor } from '../kvcache/actor.ts';
 import { log } from '../log.ts';
-import type { EngineMsg, KvAddr, Role } from '../messages.ts';
+import type { EngineMsg, KvAddr, KvIpcAddr, Role } from '../messages.ts';
 import type { ActorSystemApi, Handler } from '../runtime/types.ts';
 import { EngineCore } from './engine-core.ts';
 import { hostTransport, type KvTransport } from './transfer.ts';
+import { canUseCudaIpc, cudaIpcTransport, exportIpcAddr, kvCopy } from './transfer-cuda-ipc.ts';
 import { checkId } from './validate.ts';
 
 export interface EngineOptions {
@@ -56,9 +57,6 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
   const name = opts.name;
   if (typeof name !== 'string' || !/^[a-zA-Z0-9_.-]+$/.test(name)) throw new MicroserveError('BAD_CONFIG', `engine name must match [a-zA-Z0-9_.-]+ (got ${JSON.stringify(name)})`, { field: 'name' });
   const transport = opts.transport ?? 'auto';
-  if (transport !== 'auto' && transport !== 'host') {
-    log.warn('KV transport not available on this engine; using host', { engine: name, transport });
-  }
   const loaded = await openModel(opts.model, {
     device: opts.device ?? 'cpu',
     numPages: opts.kvPages ?? 512,
@@ -66,6 +64,11 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
     numThreads: opts.threads ?? 0,
     seed: opts.seed,
   });
+  // cuda-ipc where the backend can export its pool; everything else (and CPU engines) uses host.
+  const ipc = transport === 'auto' || transport === 'cuda-ipc' ? (await exportIpcAddr(loaded.backend)) ?? undefined : undefined;
+  if (transport !== 'auto' && transport !== 'host' && !ipc) {
+    log.warn('KV transport not available on this engine; using host', { engine: name, transport, device: loaded.backend.device });
+  }
   const core = new EngineCore({
     name,
     backend: loaded.backend,
@@ -75,8 +78,9 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
     sink: (replyTo, msg) => {
       if (replyTo) system.ref(replyTo).dispatch(msg);
     },
-    pickTransport: (kvAddr) => pickTransport(system, kvAddr),
-    acceptTransports: ['host'],
+    pickTransport: (kvAddr) => pickTransport(system, kvAddr, ipc),
+    acceptTransports: ipc ? ['cuda-ipc', 'host'] : ['host'],
+    ...(ipc ? { ipc } : {}),
   });
   system.spawn(`engine/${name}`, engineHandler(core), { onCrash: () => 'resume' });
   spawnKvActor(system, name, core.kv);
@@ -97,7 +101,8 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
   };
 }
 
-function pickTransport(system: ActorSystemApi, kvAddr: KvAddr): KvTransport {
+function pickTransport(system: ActorSystemApi, kvAddr: KvAddr, self: KvIpcAddr | undefined): KvTransport {
+  if (self && canUseCudaIpc(self, kvAddr)) return cudaIpcTransport(system, kvAddr.engine, self);
   if (Array.isArray(kvAddr.transports) && !kvAddr.transports.includes('host')) {
     throw new MicroserveError('TRANSFER_FAILED', `engine ${kvAddr.engine} accepts ${kvAddr.transports.join(', ')}; this engine only has 'host'`);
   }
@@ -120,6 +125,8 @@ export function engineHandler(core: EngineCore): Handler {
         return core.remoteSend(msg);
       case 'kv_write':
         return core.kvWrite(msg);
+      case 'kv_copy':
+        return kvCopy(core, msg);
       case 'abort':
         return core.abort(checkId(msg.id, 'abort'));
       case 'match_prefix':

@@ -43,6 +43,7 @@ export function prepRecv(core: EngineCore, msg: Omit<PrepRecvMsg, 'type'>): Prep
     matchedLen: r.matchedLen,
     end,
     transports: core.opts.acceptTransports ?? ['host'],
+    ...(core.opts.ipc ? { ipc: core.opts.ipc } : {}),
   };
   return { matchedLen: r.matchedLen, kvAddr };
 }
@@ -108,7 +109,7 @@ export async function remoteSend(core: EngineCore, msg: Omit<RemoteSendMsg, 'typ
   if (core.requests.has(requestKey('send', id))) throw new MicroserveError('DUPLICATE_REQUEST', `${op}: a send for '${id}' is already running on ${core.name}`);
   checkFits(end, 0, core.capacity, op);
   if (!core.opts.pickTransport) throw new MicroserveError('TRANSFER_FAILED', `${op}: engine ${core.name} has no KV transport`);
-  const transport = core.opts.pickTransport(kvAddr);
+  let transport = core.opts.pickTransport(kvAddr);
 
   const req = new Request({ id, kind: 'send', promptIds: promptIds.slice(0, end) });
   core.requests.set(req.key, req);
@@ -121,9 +122,21 @@ export async function remoteSend(core: EngineCore, msg: Omit<RemoteSendMsg, 'typ
     const sendFrom = Math.max(begin, kvAddr.matchedLen);
     const first = Math.floor(sendFrom / ps);
     const last = Math.ceil(end / ps);
-    const perChunk = Math.max(1, Math.floor(transport.maxChunkBytes / core.backend.pageBytes));
     let sentBytes = 0;
-    for (let i = first; i < last; i += perChunk) {
+    if (transport.copyPages && first < last) {
+      // Device to device; any failure but the deadline (or a stop) falls back to the host path.
+      try {
+        sentBytes = await Promise.race([transport.copyPages(id, req.seq!.pageIds.slice(first, last), kvAddr.pageIds.slice(first, last), deadline), req.stopped]);
+      } catch (e) {
+        if (req.failure) throw req.failure;
+        const err = transferError(e, kvAddr.engine);
+        if (err.code === 'TRANSFER_TIMEOUT' || !transport.fallback) throw err;
+        log.warn('KV transport failed; falling back', { engine: core.name, id, transport: transport.name, fallback: transport.fallback.name, error: err.message });
+        transport = transport.fallback;
+      }
+    }
+    const perChunk = Math.max(1, Math.floor(transport.maxChunkBytes / core.backend.pageBytes));
+    for (let i = transport.copyPages ? last : first; i < last; i += perChunk) {
       const j = Math.min(last, i + perChunk);
       const data = await Promise.race([core.backend.readPages(Int32Array.from(req.seq!.pageIds.slice(i, j))), req.stopped]);
       try {

@@ -21,6 +21,15 @@ export interface KvTransport {
    * (epoch ms), TRANSFER_FAILED when the receiver is gone, or the receiver's typed error.
    */
   write(id: string, dstPageIds: number[], data: Uint8Array, deadline: number): Promise<void>;
+  /**
+   * [copyPages] device-to-device transports: copy the sender's `srcPageIds` into the receiver's
+   * `dstPageIds` without staging bytes on the host; resolves to the bytes moved. When present the
+   * sender uses it instead of readPages + write, and on a failure other than the deadline falls
+   * back to `fallback`.
+   */
+  copyPages?(id: string, srcPageIds: number[], dstPageIds: number[], deadline: number): Promise<number>;
+  /** [fallback] the transport to use when copyPages fails (host). */
+  readonly fallback?: KvTransport;
 }
 
 /** Picks the transport to reach `kvAddr.engine` (the first of its transports this engine has). */

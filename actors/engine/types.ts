@@ -1,6 +1,6 @@
 /** Options and handles of the engine (core and actor). */
 import type { Backend } from '../../native/backend.ts';
-import type { EngineCounters, Role, TokensMsg } from '../messages.ts';
+import type { EngineCounters, KvIpcAddr, Role, TokensMsg } from '../messages.ts';
 import type { TransportPicker } from './transfer.ts';
 
 /** Receives every token message of the engine; `replyTo` is the request's (may be ''). */
@@ -21,6 +21,8 @@ export interface EngineCoreOptions {
   pickTransport?: TransportPicker;
   /** [acceptTransports=['host']] transports advertised in this engine's KvAddr, fastest first. */
   acceptTransports?: string[];
+  /** [ipc] this engine's KV pool over CUDA IPC, advertised in its KvAddr (CUDA engines only). */
+  ipc?: KvIpcAddr;
   /** [defaultTtlMs=30000] ttl of prep_recv reservations and deadline of remote_send. */
   defaultTtlMs?: number;
 }

@@ -4,7 +4,9 @@
 // BAD_CHECKPOINT, BAD_CONFIG, OUT_OF_MEMORY, NATIVE_ERROR or NO_DEVICE (native/index.ts maps them).
 #include <napi.h>
 
+#include <algorithm>
 #include <climits>
+#include <cstring>
 #include <cmath>
 #include <regex>
 
@@ -29,6 +31,10 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
                         InstanceMethod("readPages", &NativeBackend::ReadPages),
                         InstanceMethod("writePages", &NativeBackend::WritePages),
                         InstanceMethod("close", &NativeBackend::Close),
+                        InstanceMethod("exportKvPool", &NativeBackend::ExportKvPool),
+                        InstanceMethod("openPeerPool", &NativeBackend::OpenPeerPool),
+                        InstanceMethod("copyPeerPages", &NativeBackend::CopyPeerPages),
+                        InstanceMethod("forwardWithSend", &NativeBackend::ForwardWithSend),
                         InstanceAccessor("pageBytes", &NativeBackend::PageBytes, nullptr),
                         InstanceAccessor("deviceName", &NativeBackend::DeviceName, nullptr)});
   }
@@ -189,9 +195,131 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     return submit(info.Env(), std::move(job));
   }
 
+  struct ForwardInputs {
+    std::vector<int32_t> tokens, seqLens, startPos, tables;
+    int maxPages = 0;
+    bool allLogits = false;
+    size_t rows = 0;
+    ms::Batch batch() const {
+      ms::Batch b;
+      b.tokens = tokens.data();
+      b.numTokens = int(tokens.size());
+      b.numSeqs = int(seqLens.size());
+      b.seqLens = seqLens.data();
+      b.startPos = startPos.data();
+      b.pageTables = tables.data();
+      b.maxPagesPerSeq = maxPages;
+      b.allLogits = allLogits;
+      return b;
+    }
+  };
+
   // forward(tokens Int32Array, seqLens Int32Array, startPos Int32Array, pageTables Int32Array,
   //         maxPagesPerSeq, allLogits): Promise<Float32Array (rows, vocab)>
   Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto in = forwardInputs(info);
+    Napi::Float32Array out = Napi::Float32Array::New(env, in->rows * size_t(m_.vocab));
+    float* outPtr = out.Data();
+    auto job = std::make_unique<Job>(env);
+    job->out = Napi::Persistent(out.As<Napi::Object>());
+    job->run = [in, outPtr](ms::Backend& b) { return b.forward(in->batch(), outPtr); };
+    return submit(env, std::move(job));
+  }
+
+  // forwardWithSend(...forward's six arguments, peerId, srcPages Int32Array, dstPages Int32Array):
+  // Promise<{ logits: Float32Array, timeline: Float32Array (3 * layers + 2) }>. peerId -1: own pool.
+  Napi::Value ForwardWithSend(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto in = forwardInputs(info);
+    int peerId = intArg(env, info[6], "peerId", -1);
+    auto src = std::make_shared<std::vector<int32_t>>(pageIds(env, info[7]));
+    auto dst = typedArray<Napi::Int32Array>(env, info[8], napi_int32_array, "dstPages", "an Int32Array");
+    if (dst.ElementLength() != src->size()) fail(env, "BAD_ARGUMENT", "srcPages and dstPages differ in length");
+    auto dstIds = std::make_shared<std::vector<int32_t>>(dst.Data(), dst.Data() + dst.ElementLength());
+    Napi::Float32Array logits = Napi::Float32Array::New(env, in->rows * size_t(m_.vocab));
+    Napi::Float32Array timeline = Napi::Float32Array::New(env, size_t(3 * m_.layers + 2));
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("logits", logits);
+    out.Set("timeline", timeline);
+    float* lp = logits.Data();
+    float* tp = timeline.Data();
+    size_t tn = timeline.ElementLength();
+    auto job = std::make_unique<Job>(env);
+    job->out = Napi::Persistent(out);
+    job->run = [in, peerId, src, dstIds, lp, tp, tn](ms::Backend& b) {
+      ms::LayerSend send;
+      send.peerId = peerId;
+      send.srcPages = src->data();
+      send.dstPages = dstIds->data();
+      send.n = int(src->size());
+      std::vector<float> t;
+      ms::Status st = b.forwardWithSend(in->batch(), lp, send, &t);
+      for (size_t i = 0; i < t.size() && i < tn; i++) tp[i] = t[i];
+      return st;
+    };
+    return submit(env, std::move(job));
+  }
+
+  // exportKvPool(): Promise<Uint8Array> — the 64-byte IPC handle, then the device UUID (32 hex chars).
+  Napi::Value ExportKvPool(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Uint8Array out = Napi::Uint8Array::New(env, ms::kIpcHandleBytes + 32);
+    uint8_t* p = out.Data();
+    auto job = std::make_unique<Job>(env);
+    job->out = Napi::Persistent(out.As<Napi::Object>());
+    job->run = [p](ms::Backend& b) {
+      std::string uuid;
+      ms::Status st = b.exportKvPool(p, &uuid);
+      if (st.ok()) std::memcpy(p + ms::kIpcHandleBytes, uuid.data(), std::min<size_t>(32, uuid.size()));
+      return st;
+    };
+    return submit(env, std::move(job));
+  }
+
+  // openPeerPool(handle Uint8Array(64), peerNumPages): Promise<Int32Array(1)> — the peer id.
+  Napi::Value OpenPeerPool(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto h = typedArray<Napi::Uint8Array>(env, info[0], napi_uint8_array, "handle", "a Uint8Array");
+    if (h.ByteLength() != size_t(ms::kIpcHandleBytes)) fail(env, "BAD_ARGUMENT", "handle must be 64 bytes");
+    auto handle = std::make_shared<std::vector<uint8_t>>(h.Data(), h.Data() + h.ByteLength());
+    int peerPages = intArg(env, info[1], "peerNumPages", 1);
+    Napi::Int32Array out = Napi::Int32Array::New(env, 1);
+    int32_t* p = out.Data();
+    auto job = std::make_unique<Job>(env);
+    job->out = Napi::Persistent(out.As<Napi::Object>());
+    job->run = [handle, peerPages, p](ms::Backend& b) {
+      int id = -1;
+      ms::Status st = b.openPeerPool(handle->data(), peerPages, &id);
+      *p = id;
+      return st;
+    };
+    return submit(env, std::move(job));
+  }
+
+  // copyPeerPages(peerId, localPages Int32Array, peerPages Int32Array, toPeer): Promise<Float32Array(1)>
+  // — the copy's GPU time in ms. peerId -1 copies within this pool.
+  Napi::Value CopyPeerPages(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int peerId = intArg(env, info[0], "peerId", -1);
+    auto local = std::make_shared<std::vector<int32_t>>(pageIds(env, info[1]));
+    auto pp = typedArray<Napi::Int32Array>(env, info[2], napi_int32_array, "peerPages", "an Int32Array");
+    if (pp.ElementLength() != local->size()) fail(env, "BAD_ARGUMENT", "localPages and peerPages differ in length");
+    auto peer = std::make_shared<std::vector<int32_t>>(pp.Data(), pp.Data() + pp.ElementLength());
+    if (!info[3].IsBoolean()) fail(env, "BAD_ARGUMENT", "toPeer must be a boolean");
+    bool toPeer = info[3].As<Napi::Boolean>();
+    Napi::Float32Array out = Napi::Float32Array::New(env, 1);
+    float* p = out.Data();
+    auto job = std::make_unique<Job>(env);
+    job->out = Napi::Persistent(out.As<Napi::Object>());
+    job->run = [peerId, local, peer, toPeer, p](ms::Backend& b) {
+      return b.copyPeerPages(peerId, local->data(), peer->data(), int(local->size()), toPeer, p);
+    };
+    return submit(env, std::move(job));
+  }
+
+  // Validates forward's six arguments and copies them (the worker reads the copy).
+  std::shared_ptr<ForwardInputs> forwardInputs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto tokens = typedArray<Napi::Int32Array>(env, info[0], napi_int32_array, "tokens", "an Int32Array");
     auto seqLens = typedArray<Napi::Int32Array>(env, info[1], napi_int32_array, "seqLens", "an Int32Array");
@@ -235,32 +363,15 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
         fail(env, "BAD_TOKEN", "token id " + std::to_string(tokens[i]) + " at index " + std::to_string(i) +
                                    " is outside the vocabulary [0, " + std::to_string(m_.vocab) + ")");
 
-    struct Inputs {
-      std::vector<int32_t> tokens, seqLens, startPos, tables;
-    };
-    auto in = std::make_shared<Inputs>();
+    auto in = std::make_shared<ForwardInputs>();
     in->tokens.assign(tokens.Data(), tokens.Data() + numTokens);
     in->seqLens.assign(seqLens.Data(), seqLens.Data() + numSeqs);
     in->startPos.assign(startPos.Data(), startPos.Data() + numSeqs);
     in->tables.assign(tables.Data(), tables.Data() + tables.ElementLength());
-    size_t rows = allLogits ? numTokens : numSeqs;
-    Napi::Float32Array out = Napi::Float32Array::New(env, rows * size_t(m_.vocab));
-    float* outPtr = out.Data();
-    auto job = std::make_unique<Job>(env);
-    job->out = Napi::Persistent(out.As<Napi::Object>());
-    job->run = [in, maxPages, allLogits, outPtr](ms::Backend& b) {
-      ms::Batch batch;
-      batch.tokens = in->tokens.data();
-      batch.numTokens = int(in->tokens.size());
-      batch.numSeqs = int(in->seqLens.size());
-      batch.seqLens = in->seqLens.data();
-      batch.startPos = in->startPos.data();
-      batch.pageTables = in->tables.data();
-      batch.maxPagesPerSeq = maxPages;
-      batch.allLogits = allLogits;
-      return b.forward(batch, outPtr);
-    };
-    return submit(env, std::move(job));
+    in->maxPages = maxPages;
+    in->allLogits = allLogits;
+    in->rows = allLogits ? numTokens : numSeqs;
+    return in;
   }
 
   std::vector<int32_t> pageIds(Napi::Env env, Napi::Value v) {

@@ -57,6 +57,18 @@ struct Batch {
   bool allLogits = false;               // false: logits of each sequence's last token only
 };
 
+// A layer-by-layer send carried by forwardWithSend: after layer L's compute, layer L's slice of
+// each srcPages[i] (this pool) is copied into dstPages[i] of peer pool `peerId` (openPeerPool).
+struct LayerSend {
+  int peerId = -1;
+  const int32_t* srcPages = nullptr;
+  const int32_t* dstPages = nullptr;
+  int n = 0;  // 0: no send (the forward is timed the same way)
+};
+
+// Bytes of a CUDA IPC memory handle (cudaIpcMemHandle_t).
+constexpr int kIpcHandleBytes = 64;
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -78,6 +90,31 @@ class Backend {
   virtual Status readPages(const int32_t* pageIds, int n, uint8_t* out) = 0;
   virtual Status writePages(const int32_t* pageIds, int n, const uint8_t* in) = 0;
   virtual std::string deviceName() const = 0;
+
+  // ---- KV transfer between pools on one GPU (CUDA IPC); other backends answer unsupported ----
+  // The pool's IPC handle (kIpcHandleBytes) and the device's UUID (hex), so a peer can tell it
+  // shares the GPU.
+  virtual Status exportKvPool(uint8_t* handle, std::string* deviceUuid) { return unsupported("exportKvPool"); }
+  // Opens a peer's pool (cached per handle; closed with this backend). peerNumPages bounds its ids.
+  virtual Status openPeerPool(const uint8_t* handle, int peerNumPages, int* peerId) { return unsupported("openPeerPool"); }
+  // Copies whole pages between this pool and a peer's (toPeer: local -> peer, else peer -> local)
+  // on the transfer stream and waits for them; peerId -1 copies within this pool. gpuMs: copy time.
+  virtual Status copyPeerPages(int peerId, const int32_t* localPages, const int32_t* peerPages, int n, bool toPeer,
+                               float* gpuMs) {
+    return unsupported("copyPeerPages");
+  }
+  // forward + a layer-by-layer send that overlaps the later layers' compute; returns once both are
+  // done. timeline: per layer {compute done, copy start, copy end} ms since the forward began, then
+  // {compute end, send end} (3 * layers + 2 values).
+  virtual Status forwardWithSend(const Batch& batch, float* logitsOut, const LayerSend& send,
+                                 std::vector<float>* timeline) {
+    return unsupported("forwardWithSend");
+  }
+
+ protected:
+  Status unsupported(const char* what) const {
+    return Status::Error(Code::NO_DEVICE, std::string(what) + " is not supported by " + deviceName());
+  }
 };
 
 struct BackendOptions {

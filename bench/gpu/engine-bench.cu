@@ -1,0 +1,355 @@
+// Engine benchmark of the CUDA backend on the llama-3.1-8b preset shape (random weights), in one
+// run: rooflines (read-only bandwidth, device copy, bf16 GEMM 8192^3), decode step time at batch
+// 1/8/32/64/128 with 1k-token contexts (graph replay; GPU time from events; host time = wall -
+// GPU), eager decode with a per-stage profile, and prefill tok/s at 512/1k/4k/8k tokens.
+// Usage: microserve_engine_bench [--quick] [--json FILE]
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cuda/check.h"
+#include "cuda/cuda-backend.h"
+#include "cuda/gemm.h"
+#include "cuda/kernels.h"
+
+using namespace ms::cuda;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Sums the buffer with 16-byte loads; the (never true) store keeps the loads alive.
+__global__ void readKernel(const uint4* p, size_t n, unsigned* sink) {
+  unsigned acc = 0;
+  for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
+    uint4 v = p[i];
+    acc ^= v.x + v.y + v.z + v.w;
+  }
+  if (acc == 0x9e3779b9u) *sink = acc;
+}
+
+template <class F>
+double timeMs(F&& fn, int warm, int reps, cudaStream_t s) {
+  cudaEvent_t a, b;
+  MS_CUDA_CHECK(cudaEventCreate(&a));
+  MS_CUDA_CHECK(cudaEventCreate(&b));
+  for (int i = 0; i < warm; i++) fn();
+  std::vector<double> t;
+  for (int i = 0; i < reps; i++) {
+    MS_CUDA_CHECK(cudaEventRecord(a, s));
+    fn();
+    MS_CUDA_CHECK(cudaEventRecord(b, s));
+    MS_CUDA_CHECK(cudaEventSynchronize(b));
+    float ms;
+    MS_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+    t.push_back(ms);
+  }
+  cudaEventDestroy(a);
+  cudaEventDestroy(b);
+  return median(t);
+}
+
+struct Rooflines {
+  double readTBs = 0, copyTBs = 0, gemmTflops = 0;
+};
+
+Rooflines measureRooflines() {
+  Rooflines r;
+  cudaStream_t s;
+  MS_CUDA_CHECK(cudaStreamCreate(&s));
+  int sms;
+  MS_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
+  const size_t bytes = size_t(8) << 30;
+  bf16* buf;
+  unsigned* sink;
+  MS_CUDA_CHECK(cudaMalloc(&buf, bytes));
+  MS_CUDA_CHECK(cudaMalloc(&sink, 4));
+  randomNormalBf16(buf, bytes / 2, 3, 0, 0.f, 1.f, s);
+  double ms = timeMs([&] { readKernel<<<sms * 8, 512, 0, s>>>(reinterpret_cast<uint4*>(buf), bytes / 16, sink); }, 2, 10, s);
+  MS_LAUNCH_CHECK("readKernel");
+  r.readTBs = bytes / (ms * 1e-3) / 1e12;
+  const size_t half = bytes / 2;
+  ms = timeMs([&] { MS_CUDA_CHECK(cudaMemcpyAsync(buf, reinterpret_cast<char*>(buf) + half, half, cudaMemcpyDeviceToDevice, s)); }, 2, 10, s);
+  r.copyTBs = 2.0 * half / (ms * 1e-3) / 1e12;  // bytes read + written
+  {
+    const int n = 8192;
+    bf16* x = buf;
+    bf16* w = buf + size_t(n) * n;
+    bf16* y = buf + size_t(2) * n * n;
+    Gemm g;
+    ms = timeMs([&] { g.run(x, n, w, n, n, y, OutMode::Bf16, s); }, 3, 10, s);
+    r.gemmTflops = 2.0 * n * n * double(n) / (ms * 1e-3) / 1e12;
+  }
+  MS_CUDA_CHECK(cudaStreamSynchronize(s));
+  cudaFree(buf);
+  cudaFree(sink);
+  cudaStreamDestroy(s);
+  return r;
+}
+
+ms::ModelConfig llama8b() {
+  ms::ModelConfig m;
+  m.vocab = 128256, m.hidden = 4096, m.intermediate = 14336, m.layers = 32, m.heads = 32, m.kvHeads = 8;
+  m.headDim = 128, m.rmsEps = 1e-5f, m.ropeTheta = 500000.f, m.llama3Scaling = true;
+  m.ropeFactor = 8.f, m.lowFreqFactor = 1.f, m.highFreqFactor = 4.f, m.originalMaxPositions = 8192;
+  m.tiedEmbeddings = false;
+  return m;
+}
+
+void ok(const ms::Status& st, const char* what) {
+  if (!st.ok()) {
+    std::fprintf(stderr, "%s: %s\n", what, st.message.c_str());
+    std::exit(1);
+  }
+}
+
+struct StepTimes {
+  double wallMs, gpuMs;
+};
+
+// Decode steps of `batch` sequences whose context is ctx tokens (KV already in the pages).
+StepTimes decode(CudaBackend& b, int batch, int ctx, int pageSize, int reps, std::mt19937& rng) {
+  const int pagesPerSeq = (ctx + pageSize) / pageSize;
+  std::vector<int32_t> tokens(batch), seqLens(batch, 1), startPos(batch, ctx - 1), tables(size_t(batch) * pagesPerSeq);
+  for (size_t i = 0; i < tables.size(); i++) tables[i] = int32_t(i);
+  std::vector<float> logits(size_t(batch) * 128256);
+  ms::Batch bt;
+  bt.tokens = tokens.data(), bt.numTokens = batch, bt.numSeqs = batch, bt.seqLens = seqLens.data();
+  bt.startPos = startPos.data(), bt.pageTables = tables.data(), bt.maxPagesPerSeq = pagesPerSeq;
+  std::vector<double> wall, gpu;
+  for (int i = 0; i < reps + 3; i++) {
+    for (auto& t : tokens) t = int32_t(rng() % 128256);
+    auto t0 = Clock::now();
+    ok(b.forward(bt, logits.data()), "decode forward");
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    if (i >= 3) wall.push_back(ms), gpu.push_back(b.lastGpuMs());
+  }
+  return {median(wall), median(gpu)};
+}
+
+StepTimes prefill(CudaBackend& b, int len, int pageSize, int reps, std::mt19937& rng) {
+  std::vector<int32_t> tokens(len), seqLens(1, len), startPos(1, 0), table((len + pageSize - 1) / pageSize);
+  for (size_t i = 0; i < table.size(); i++) table[i] = int32_t(i);
+  std::vector<float> logits(128256);
+  ms::Batch bt;
+  bt.tokens = tokens.data(), bt.numTokens = len, bt.numSeqs = 1, bt.seqLens = seqLens.data();
+  bt.startPos = startPos.data(), bt.pageTables = table.data(), bt.maxPagesPerSeq = int(table.size());
+  std::vector<double> wall, gpu;
+  for (int i = 0; i < reps + 1; i++) {
+    for (auto& t : tokens) t = int32_t(rng() % 128256);
+    auto t0 = Clock::now();
+    ok(b.forward(bt, logits.data()), "prefill forward");
+    double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    if (i >= 1) wall.push_back(ms), gpu.push_back(b.lastGpuMs());
+  }
+  return {median(wall), median(gpu)};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  const char* jsonPath = nullptr;
+  for (int i = 1; i < argc; i++) {
+    if (!std::strcmp(argv[i], "--quick")) quick = true;
+    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) jsonPath = argv[++i];
+  }
+  try {
+    cudaDeviceProp prop;
+    MS_CUDA_CHECK(cudaGetDeviceProperties(&prop, 0));
+    char date[32];
+    std::time_t now = std::time(nullptr);
+    std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+    std::printf("device: %s, %d SMs, %.1f GiB; %s\n", prop.name, prop.multiProcessorCount,
+                prop.totalGlobalMem / 1073741824.0, date);
+    Rooflines r = measureRooflines();
+    std::printf("roofline: read-only %.3f TB/s; device copy %.3f TB/s (read+written); bf16 GEMM 8192^3 %.0f TFLOP/s\n",
+                r.readTBs, r.copyTBs, r.gemmTflops);
+
+    {  // Logits to the host at batch 64 (64 x 128256 f32): the copy paths the backend could take.
+      const size_t bytes = size_t(64) * 128256 * 4;
+      void *dev, *pinned;
+      MS_CUDA_CHECK(cudaMalloc(&dev, bytes));
+      MS_CUDA_CHECK(cudaMallocHost(&pinned, bytes));
+      std::vector<char> pageable(bytes);
+      cudaStream_t s;
+      MS_CUDA_CHECK(cudaStreamCreate(&s));
+      auto wall = [&](auto&& fn) {
+        std::vector<double> t;
+        for (int i = 0; i < 6; i++) {
+          auto t0 = Clock::now();
+          fn();
+          MS_CUDA_CHECK(cudaStreamSynchronize(s));
+          if (i) t.push_back(std::chrono::duration<double, std::milli>(Clock::now() - t0).count());
+        }
+        return median(t);
+      };
+      double toPinned = wall([&] { MS_CUDA_CHECK(cudaMemcpyAsync(pinned, dev, bytes, cudaMemcpyDeviceToHost, s)); });
+      double toPageable = wall([&] { MS_CUDA_CHECK(cudaMemcpyAsync(pageable.data(), dev, bytes, cudaMemcpyDeviceToHost, s)); });
+      double hostCopy = wall([&] { std::memcpy(pageable.data(), pinned, bytes); });
+      std::printf("logits transfer, %.1f MB: D2H to pinned %.2f ms (%.1f GB/s); D2H to pageable %.2f ms; host memcpy %.2f ms\n",
+                  bytes / 1e6, toPinned, bytes / toPinned / 1e6, toPageable, hostCopy);
+      cudaFree(dev);
+      cudaFreeHost(pinned);
+      cudaStreamDestroy(s);
+    }
+
+    const ms::ModelConfig m = llama8b();
+    const int pageSize = 16, ctx = 1024;
+    const std::vector<int> batches = quick ? std::vector<int>{1, 64} : std::vector<int>{1, 8, 32, 64, 128};
+    const std::vector<int> prompts = quick ? std::vector<int>{4096} : std::vector<int>{512, 1024, 4096, 8192};
+    const int maxBatch = *std::max_element(batches.begin(), batches.end());
+    ms::KvConfig kv;
+    kv.numPages = std::max(maxBatch * ((ctx + pageSize) / pageSize), 8192 / pageSize) + 8;
+    ms::BackendOptions o;
+    o.device = "cuda:0";
+    ms::Status st;
+    auto t0 = Clock::now();
+    auto base = ms::makeCudaBackend(m, kv, o, &st);
+    ok(st, "makeCudaBackend");
+    auto& b = static_cast<CudaBackend&>(*base);
+    ok(b.randomInit(0, 0.08f), "randomInit");
+    ok(b.finalize(), "finalize");
+    ok(b.fillKvRandom(11), "fillKvRandom");
+    std::printf("model: llama-3.1-8b shape, %d pages of %zu bytes; init + autotune %.1f s; %s\n", kv.numPages,
+                b.pageBytes(), std::chrono::duration<double>(Clock::now() - t0).count(), b.deviceName().c_str());
+    const char* kinds[] = {"qkv", "o", "gate_up", "down", "head"};
+    std::printf("gemm autotune, ms per product (skinny | cuBLASLt) -> choice:\n");
+    for (int k = 0; k < kNumWeightKinds; k++) {
+      std::printf("  %-8s", kinds[k]);
+      for (int T : {1, 2, 4, 8}) {
+        auto [sk, lt] = b.gemmTimes(k, T);
+        std::printf(" T=%d %.4f|%.4f %s;", T, sk, lt, b.gemmChoice(k, T));
+      }
+      std::printf("\n");
+    }
+
+    // Bytes a decode step must read: every weight but the embedding table, plus the KV of the context.
+    const double weightBytes = 2.0 * (double(m.layers) * (double(m.heads + 2 * m.kvHeads) * m.headDim * m.hidden +
+                                                          double(m.hidden) * m.heads * m.headDim +
+                                                          3.0 * m.intermediate * m.hidden) +
+                                      double(m.vocab) * m.hidden);
+    const double kvBytesPerToken = 2.0 * m.layers * 2 * m.kvHeads * m.headDim;
+    std::mt19937 rng(5);
+    b.setTiming(true);
+    std::string json = "{\"device\":\"" + std::string(prop.name) + "\",\"date\":\"" + date + "\",";
+    json += "\"readTBs\":" + std::to_string(r.readTBs) + ",\"copyTBs\":" + std::to_string(r.copyTBs) +
+            ",\"gemmTflops\":" + std::to_string(r.gemmTflops) + ",\"decode\":[";
+    std::vector<std::string> rows;
+    for (int batch : batches) {
+      b.setGraphsEnabled(true);
+      StepTimes g = decode(b, batch, ctx + 1, pageSize, quick ? 10 : 30, rng);
+      bool usedGraph = b.lastUsedGraph();
+      b.setGraphsEnabled(false);
+      StepTimes e = decode(b, batch, ctx + 1, pageSize, 5, rng);
+      double floorMs = (weightBytes + double(batch) * (ctx + 1) * kvBytesPerToken) / (r.readTBs * 1e12) * 1e3;
+      char line[320];
+      std::snprintf(line, sizeof line,
+                    "decode b=%-3d ctx=1k | graph %d: wall %7.3f ms, gpu %7.3f ms, host %6.3f ms (%4.1f%%) | floor %6.3f ms "
+                    "-> gpu/floor %.3f | eager wall %7.3f gpu %7.3f | %8.0f tok/s",
+                    batch, int(usedGraph), g.wallMs, g.gpuMs, g.wallMs - g.gpuMs, 100 * (g.wallMs - g.gpuMs) / g.wallMs,
+                    floorMs, g.gpuMs / floorMs, e.wallMs, e.gpuMs, batch / (g.wallMs * 1e-3));
+      rows.push_back(line);
+      std::printf("%s\n", line);
+      json += std::string(batch == batches.front() ? "" : ",") + "{\"batch\":" + std::to_string(batch) +
+              ",\"wallMs\":" + std::to_string(g.wallMs) + ",\"gpuMs\":" + std::to_string(g.gpuMs) +
+              ",\"floorMs\":" + std::to_string(floorMs) + ",\"eagerWallMs\":" + std::to_string(e.wallMs) +
+              ",\"eagerGpuMs\":" + std::to_string(e.gpuMs) + "}";
+    }
+    // Decode variants, each switched by its environment variable, graphs recaptured: what PDL, the
+    // weight prefetch, the SIMT attention kernel and the 6-blocks-per-SM skinny kernel are worth.
+    json += "],\"decodeVariants\":[";
+    const std::pair<const char*, const char*> variants[] = {
+        {"MS_DECODE_KERNEL", "simt"}, {"MS_PDL", "0"}, {"MS_L2_PREFETCH", "1"}, {"MS_SKINNY", "u4"}};
+    bool firstVariant = true;
+    for (auto [var, val] : variants) {
+      setenv(var, val, 1);
+      b.resetGraphs();
+      for (int batch : {1, 64}) {
+        if (std::find(batches.begin(), batches.end(), batch) == batches.end()) continue;
+        StepTimes g = decode(b, batch, ctx + 1, pageSize, 15, rng);
+        char line[200];
+        std::snprintf(line, sizeof line, "decode b=%-3d ctx=1k, %s=%s | graph: wall %7.3f ms, gpu %7.3f ms", batch, var,
+                      val, g.wallMs, g.gpuMs);
+        rows.push_back(line);
+        std::printf("%s\n", line);
+        json += std::string(firstVariant ? "" : ",") + "{\"batch\":" + std::to_string(batch) + ",\"env\":\"" + var +
+                "=" + val + "\",\"gpuMs\":" + std::to_string(g.gpuMs) + "}";
+        firstVariant = false;
+      }
+      unsetenv(var);
+    }
+    b.resetGraphs();
+    json += "],\"prefill\":[";
+    b.setGraphsEnabled(true);
+    for (int len : prompts) {
+      StepTimes p = prefill(b, len, pageSize, quick ? 2 : 3, rng);
+      char line[200];
+      std::snprintf(line, sizeof line, "prefill %5d tokens | wall %8.2f ms, gpu %8.2f ms | %8.0f tok/s (wall)", len,
+                    p.wallMs, p.gpuMs, len / (p.wallMs * 1e-3));
+      rows.push_back(line);
+      std::printf("%s\n", line);
+      json += std::string(len == prompts.front() ? "" : ",") + "{\"tokens\":" + std::to_string(len) +
+              ",\"wallMs\":" + std::to_string(p.wallMs) + ",\"gpuMs\":" + std::to_string(p.gpuMs) + "}";
+    }
+    // Tuning variants of the prefill attention kernel (head dim 128), same prompts.
+    json += "],\"prefillVariants\":{";
+    for (const char* v : {"64x2", "32x3", "32x4"}) {
+      setenv("MS_PREFILL_VARIANT", v, 1);
+      json += std::string(v == std::string("64x2") ? "" : ",") + "\"" + v + "\":[";
+      for (int len : {4096, 8192}) {
+        StepTimes p = prefill(b, len, pageSize, 2, rng);
+        char line[200];
+        std::snprintf(line, sizeof line, "prefill %5d tokens, attention variant %s | wall %8.2f ms | %8.0f tok/s", len, v,
+                      p.wallMs, len / (p.wallMs * 1e-3));
+        rows.push_back(line);
+        std::printf("%s\n", line);
+        json += std::string(len == 4096 ? "" : ",") + "{\"tokens\":" + std::to_string(len) +
+                ",\"wallMs\":" + std::to_string(p.wallMs) + "}";
+      }
+      json += "]";
+    }
+    unsetenv("MS_PREFILL_VARIANT");
+    json += "},\"profile\":{";
+    // Per-stage GPU time of eager decode steps (events after every stage; includes launch gaps).
+    for (int batch : {1, 64}) {
+      if (std::find(batches.begin(), batches.end(), batch) == batches.end()) continue;
+      b.setProfile(true);
+      decode(b, batch, ctx + 1, pageSize, 5, rng);
+      std::printf("profile eager decode b=%d (ms per step):", batch);
+      json += std::string(batch == 1 ? "" : ",") + "\"b" + std::to_string(batch) + "\":{";
+      bool first = true;
+      for (auto& [name, ms] : b.profile()) {
+        std::printf(" %s %.3f;", name.c_str(), ms / 8);  // decode() runs 3 warm-up + 5 steps
+        json += std::string(first ? "" : ",") + "\"" + name + "\":" + std::to_string(ms / 8);
+        first = false;
+      }
+      json += "}";
+      std::printf("\n");
+      b.setProfile(false);
+    }
+    json += "}}";
+    if (jsonPath) {
+      FILE* f = std::fopen(jsonPath, "w");
+      if (f) std::fputs(json.c_str(), f), std::fclose(f);
+    }
+    std::printf("\n== engine bench summary (%s, %s) ==\n", prop.name, date);
+    std::printf("roofline: read %.3f TB/s, copy %.3f TB/s (r+w), gemm %.0f TFLOP/s\n", r.readTBs, r.copyTBs, r.gemmTflops);
+    for (auto& l : rows) std::printf("%s\n", l.c_str());
+  } catch (const CudaError& e) {
+    std::fprintf(stderr, "CUDA error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# KV transfer over CUDA IPC on the GPU host: build the CUDA addon, then bench/gpu/transfer-bench.ts
+# with the fixture model and the llama-3.1-8b preset (two engine processes on one GPU each).
+# Before (CPU machine, project root): bash bench/gpu/pack-serve.sh && bash bench/gpu/pack.sh (.gpu/)
+# With the device tool: run(command="bash bench/gpu/transfer.sh", carry=[".gpu"]).
+# Results: $OUT/kv-transfer-{fixture,8b}.json, transfer.log; a summary is printed last.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-/tmp/ms-out}
+mkdir -p "$OUT" /tmp/nodebin
+[[ -x /tmp/nodebin/node ]] || { xz -dc .gpu/node.xz > /tmp/nodebin/node && chmod +x /tmp/nodebin/node; }
+export PATH=/tmp/nodebin:$PATH NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1 MICROSERVE_LOG=warn
+mkdir -p node_modules
+[[ -f .gpu/prod_modules.tar.xz ]] && tar -C node_modules -xJf .gpu/prod_modules.tar.xz
+[[ -f .gpu/node_modules.tar.xz ]] && tar -C node_modules -xJf .gpu/node_modules.tar.xz
+nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv,noheader
+echo "node $(node --version)"
+t0=$(date +%s)
+cmake -S native -B native/build -G Ninja -DCMAKE_BUILD_TYPE=Release \
+  -DCMAKE_JS_INC="$PWD/node_modules/node-api-headers/include;$PWD/node_modules/node-addon-api" \
+  -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$PWD/native/build/Release" > "$OUT/build.log" 2>&1 &&
+  cmake --build native/build -j 16 --target microserve_native >> "$OUT/build.log" 2>&1 ||
+  { grep -E "error" "$OUT/build.log" | head -30; tail -20 "$OUT/build.log"; echo BUILD FAILED; exit 1; }
+echo "build $(( $(date +%s) - t0 )) s"
+for m in fixture llama-3.1-8b; do
+  echo "== $m ($(date -u +%T))"
+  timeout 400 node --import tsx bench/gpu/transfer-bench.ts $m "$OUT/kv-transfer-${m%%.*}.json" 2>&1 | tee -a "$OUT/transfer.log" | grep -v '"timeline"' | cut -c1-600
+  echo "rc=${PIPESTATUS[0]}"
+done
+echo "== summary"
+for f in "$OUT"/kv-transfer-*.json; do
+  node -e '
+const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
+console.log(r.model, r.device);
+console.log(" equivalence", JSON.stringify(r.equivalence.map((e) => [e.len, e.pdSame, e.migSame, e.pdFirstDiff, e.ipcSameAsHost, e.migSameAsHost, e.hostTransport, e.pdTransport, e.migTransport, e.migComputed])), JSON.stringify(r.counters));
+console.log(" rate GB/s ipc", r.rate.ipc.GBps.toFixed(0), "local", r.rate.local.GBps.toFixed(0), "bytes", r.rate.bytes);
+console.log(" migration", JSON.stringify(r.migration));
+for (const o of r.overlap) console.log(" overlap T", o.T, "ok", o.correct, "alone", o.tAloneMs.toFixed(2), "with", o.tWithMs.toFixed(2), "send", o.tSendMs.toFixed(3), "hidden", o.hiddenShare.toFixed(3), "tail", o.exposedTailMs.toFixed(3), "hiddenTail", o.hiddenShareTail.toFixed(3), o.layersCopyStartedBeforeLastLayerEnd);
+' "$f"
+done

@@ -1,0 +1,76 @@
+# The CUDA backend (sm_90), included at the end of native/CMakeLists.txt. Three cases:
+#  - no CUDA compiler: nothing (the CPU addon alone);
+#  - nvcc but no cuBLASLt headers (CPU machines, CI): the kernel files compile into an object
+#    library that nothing links (a compile check; the addon is unchanged);
+#  - nvcc and cuBLASLt (the GPU host): the full backend goes into microserve_native with
+#    MS_WITH_CUDA, and the targets microserve_engine_bench and microserve_kernels_check exist.
+# Options: -DMS_CUDA=OFF skips all of it; -DMS_CUDA_ARCH (default 90-real = sm_90 machine code).
+option(MS_CUDA "Build CUDA parts where a CUDA toolchain exists" ON)
+if(NOT MS_CUDA)
+  return()
+endif()
+
+include(CheckLanguage)
+check_language(CUDA)
+if(NOT CMAKE_CUDA_COMPILER)
+  message(STATUS "microserve: no CUDA compiler found, CPU backend only")
+  return()
+endif()
+set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)  # one runtime for the .cu and .cc files
+enable_language(CUDA)
+find_package(CUDAToolkit REQUIRED)
+set(MS_CUDA_ARCH "90-real" CACHE STRING "CUDA_ARCHITECTURES of the CUDA targets")
+
+set(MS_CUDA_KERNEL_SOURCES
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/elementwise.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/skinny-gemm.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-decode.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-decode-mma.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-prefill.cu)
+
+function(ms_cuda_target_options target)
+  set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES ${MS_CUDA_ARCH} CUDA_STANDARD 17
+                                             CUDA_STANDARD_REQUIRED ON POSITION_INDEPENDENT_CODE ON)
+  target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3 -lineinfo>)
+endfunction()
+
+set(MS_CUBLASLT_INCLUDE_DIR "")
+foreach(dir ${CUDAToolkit_INCLUDE_DIRS})
+  if(EXISTS "${dir}/cublasLt.h")
+    set(MS_CUBLASLT_INCLUDE_DIR "${dir}")
+  endif()
+endforeach()
+if(NOT MS_CUBLASLT_INCLUDE_DIR OR NOT TARGET CUDA::cublasLt)
+  message(STATUS "microserve: nvcc ${CMAKE_CUDA_COMPILER_VERSION} without cuBLASLt: compile check of the CUDA kernels only")
+  add_library(microserve_cuda_kernels OBJECT ${MS_CUDA_KERNEL_SOURCES})
+  ms_cuda_target_options(microserve_cuda_kernels)
+  target_link_libraries(microserve_cuda_kernels PRIVATE CUDA::cudart)
+  return()
+endif()
+
+message(STATUS "microserve: CUDA backend (nvcc ${CMAKE_CUDA_COMPILER_VERSION}, cuBLASLt in ${MS_CUBLASLT_INCLUDE_DIR})")
+add_library(microserve_cuda STATIC
+  ${MS_CUDA_KERNEL_SOURCES}
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/gemm.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/weights.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/forward-plan.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/cuda-backend.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/kv-ipc.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/model-forward.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/autotune.cc)
+ms_cuda_target_options(microserve_cuda)
+target_compile_options(microserve_cuda PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-O2>)
+target_include_directories(microserve_cuda PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/src)
+target_link_libraries(microserve_cuda PUBLIC CUDA::cudart CUDA::cublasLt)
+
+target_link_libraries(microserve_native PRIVATE microserve_cuda)
+target_compile_definitions(microserve_native PRIVATE MS_WITH_CUDA)
+set_target_properties(microserve_native PROPERTIES BUILD_RPATH "${CUDAToolkit_LIBRARY_DIR}")
+
+# Built on request (not by `npm run build:native`): bench/gpu/run.sh builds them.
+add_executable(microserve_engine_bench EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/../bench/gpu/engine-bench.cu)
+ms_cuda_target_options(microserve_engine_bench)
+target_link_libraries(microserve_engine_bench PRIVATE microserve_cuda)
+add_executable(microserve_kernels_check EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/../test/cuda/kernels-check.cu)
+ms_cuda_target_options(microserve_kernels_check)
+target_link_libraries(microserve_kernels_check PRIVATE microserve_cuda)

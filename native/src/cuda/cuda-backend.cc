@@ -1,0 +1,235 @@
+// CudaBackend: construction, weights, KV pages, memory. The forward pass is in model-forward.cc.
+#include "cuda-backend.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <new>
+#include <regex>
+
+#include "check.h"
+
+namespace ms::cuda {
+namespace {
+
+// RoPE inverse frequencies with the Llama 3 rule (transformers' _compute_llama3_parameters), f32.
+std::vector<float> ropeInvFreq(const ModelConfig& m) {
+  int half = m.headDim / 2;
+  std::vector<float> inv(half);
+  for (int i = 0; i < half; i++) inv[i] = 1.f / std::pow(m.ropeTheta, float(2 * i) / float(m.headDim));
+  if (!m.llama3Scaling) return inv;
+  const double pi = 3.141592653589793;
+  float lowWavelen = float(m.originalMaxPositions) / m.lowFreqFactor;
+  float highWavelen = float(m.originalMaxPositions) / m.highFreqFactor;
+  for (int i = 0; i < half; i++) {
+    float f = inv[i], wavelen = float(2 * pi / f);
+    if (wavelen > lowWavelen) {
+      inv[i] = f / m.ropeFactor;
+    } else if (wavelen >= highWavelen) {
+      float smooth = (float(m.originalMaxPositions) / wavelen - m.lowFreqFactor) / (m.highFreqFactor - m.lowFreqFactor);
+      inv[i] = (1.f - smooth) * f / m.ropeFactor + smooth * f;
+    }
+  }
+  return inv;
+}
+
+size_t align256(size_t n) { return (n + 255) / 256 * 256; }
+
+}  // namespace
+
+CudaBackend::CudaBackend(const ModelConfig& m, const KvConfig& kv, int device) : m_(m), kv_(kv), device_(device) {
+  MS_CUDA_CHECK(cudaSetDevice(device_));
+  cudaDeviceProp prop;
+  MS_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
+  numSms_ = prop.multiProcessorCount;
+  deviceName_ = "cuda:" + std::to_string(device_) + " (" + prop.name + ", sm_" + std::to_string(prop.major) +
+                std::to_string(prop.minor) + ", " + std::to_string(numSms_) + " SMs)";
+  const char* env = std::getenv("MS_CUDA_GRAPHS");
+  graphsEnabled_ = !(env && std::strcmp(env, "0") == 0);
+  pageElems_ = int64_t(m.layers) * 2 * kv.pageSize * m.kvHeads * m.headDim;
+  pageBytes_ = size_t(pageElems_) * sizeof(bf16);
+  MS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  MS_CUDA_CHECK(cudaEventCreate(&evStart_));
+  MS_CUDA_CHECK(cudaEventCreate(&evStop_));
+  decodeAttentionInit();
+  std::vector<float> inv = ropeInvFreq(m);
+  MS_CUDA_CHECK(cudaMalloc(&invFreq_, inv.size() * sizeof(float)));
+  MS_CUDA_CHECK(cudaMemcpy(invFreq_, inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice));
+  allocKvPool();
+  weights_ = std::make_unique<DeviceWeights>(m);
+  gemm_ = std::make_unique<Gemm>();
+}
+
+CudaBackend::~CudaBackend() {
+  cudaSetDevice(device_);
+  if (stream_) cudaStreamSynchronize(stream_);
+  ipc_.reset();  // waits for the transfer stream, closes peer pools
+  clearGraphs();
+  for (cudaEvent_t e : profEvents_) cudaEventDestroy(e);
+  freeArena(eager_);
+  freeArena(graphArena_);
+  gemm_.reset();
+  weights_.reset();
+  if (hostMeta_) cudaFreeHost(hostMeta_);
+  if (staging_) cudaFreeHost(staging_);
+  for (cudaEvent_t e : evCopy_)
+    if (e) cudaEventDestroy(e);
+  if (pool_) cudaFree(pool_);
+  if (invFreq_) cudaFree(invFreq_);
+  if (evStart_) cudaEventDestroy(evStart_);
+  if (evStop_) cudaEventDestroy(evStop_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+// The one place the page pool is allocated (nvshmem_malloc replaces cudaMalloc when the engine
+// joins an NVSHMEM group). Zeroed so an unwritten page never feeds NaN into attention.
+void CudaBackend::allocKvPool() {
+  size_t bytes = size_t(kv_.numPages + 1) * pageBytes_;
+  MS_CUDA_CHECK(cudaMalloc(&pool_, bytes));
+  MS_CUDA_CHECK(cudaMemset(pool_, 0, bytes));
+}
+
+void CudaBackend::allocArena(Arena& a, int capTokens, int capRows, size_t capPartial, size_t capMeta) {
+  freeArena(a);
+  const size_t H = m_.hidden, q = size_t(m_.heads) * m_.headDim, kvd = size_t(m_.kvHeads) * m_.headDim;
+  const size_t I = m_.intermediate, T = capTokens;
+  size_t sizes[] = {T * H * 4,     T * H * 2,           T * (q + 2 * kvd) * 2, T * q * 2,
+                    T * 2 * I * 2, T * I * 2,           size_t(capRows) * m_.vocab * 4,
+                    capPartial * 4, capPartial / m_.headDim * 2 * 4, capMeta * 4,
+                    T * m_.kvHeads * 4};
+  size_t total = 0;
+  for (size_t s : sizes) total += align256(s);
+  char* p;
+  MS_CUDA_CHECK(cudaMalloc(&p, total));
+  a.mem = p;
+  void** ptrs[] = {reinterpret_cast<void**>(&a.x),      reinterpret_cast<void**>(&a.xn),
+                   reinterpret_cast<void**>(&a.qkv),    reinterpret_cast<void**>(&a.attn),
+                   reinterpret_cast<void**>(&a.gu),     reinterpret_cast<void**>(&a.act),
+                   reinterpret_cast<void**>(&a.logits), reinterpret_cast<void**>(&a.partO),
+                   reinterpret_cast<void**>(&a.partML), reinterpret_cast<void**>(&a.meta),
+                   reinterpret_cast<void**>(&a.counters)};
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    *ptrs[i] = p;
+    p += align256(sizes[i]);
+  }
+  MS_CUDA_CHECK(cudaMemset(a.counters, 0, T * m_.kvHeads * 4));
+  a.capTokens = capTokens;
+  a.capRows = capRows;
+  a.capPartial = capPartial;
+  a.capMeta = capMeta;
+}
+
+void CudaBackend::freeArena(Arena& a) {
+  if (a.mem) cudaFree(a.mem);
+  a = Arena();
+}
+
+void CudaBackend::clearGraphs() {
+  for (auto& [key, g] : graphs_) {
+    if (g.exec) cudaGraphExecDestroy(g.exec);
+    if (g.hostMeta) cudaFreeHost(g.hostMeta);
+    if (g.devMeta) cudaFree(g.devMeta);
+  }
+  graphs_.clear();
+}
+
+Status CudaBackend::loadTensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                               const void* data, size_t numBytes) {
+  return guarded([&] { return weights_->load(name, dtype, shape, data, numBytes); });
+}
+
+Status CudaBackend::randomInit(uint64_t seed, float std) {
+  return guarded([&] {
+    weights_->randomInit(seed, std, stream_);
+    return Status::Ok();
+  });
+}
+
+Status CudaBackend::finalize() {
+  return guarded([&] {
+    Status st = weights_->finalize();
+    if (!st.ok()) return st;
+    autotune();
+    finalized_ = true;
+    return Status::Ok();
+  });
+}
+
+Status CudaBackend::readPages(const int32_t* ids, int n, uint8_t* out) {
+  return guarded([&] {
+    for (int i = 0; i < n; i++)
+      MS_CUDA_CHECK(cudaMemcpyAsync(out + size_t(i) * pageBytes_, pool_ + int64_t(ids[i]) * pageElems_, pageBytes_,
+                                    cudaMemcpyDeviceToHost, stream_));
+    MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return Status::Ok();
+  });
+}
+
+Status CudaBackend::writePages(const int32_t* ids, int n, const uint8_t* in) {
+  return guarded([&] {
+    for (int i = 0; i < n; i++)
+      MS_CUDA_CHECK(cudaMemcpyAsync(pool_ + int64_t(ids[i]) * pageElems_, in + size_t(i) * pageBytes_, pageBytes_,
+                                    cudaMemcpyHostToDevice, stream_));
+    MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return Status::Ok();
+  });
+}
+
+Status CudaBackend::fillKvRandom(uint64_t seed) {
+  return guarded([&] {
+    randomNormalBf16(pool_, size_t(kv_.numPages + 1) * pageElems_, seed, uint64_t(1) << 40, 0.f, 1.f, stream_);
+    MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    return Status::Ok();
+  });
+}
+
+const char* CudaBackend::gemmChoice(int kind, int T) const {
+  return T >= 1 && T <= kSkinnyMaxTokens && useSkinny_[kind][T] ? "skinny" : "cublaslt";
+}
+
+}  // namespace ms::cuda
+
+namespace ms {
+
+std::unique_ptr<Backend> makeCudaBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o,
+                                         Status* st) {
+  auto bad = [&](Code c, const std::string& msg) -> std::unique_ptr<Backend> {
+    *st = Status::Error(c, msg);
+    return nullptr;
+  };
+  std::smatch match;
+  if (!std::regex_match(o.device, match, std::regex("cuda:([0-9]+)")))
+    return bad(Code::BAD_ARGUMENT, "device '" + o.device + "' is not cuda:N");
+  int device = std::stoi(match[1].str());
+  if (m.vocab <= 0 || m.hidden <= 0 || m.intermediate <= 0 || m.layers <= 0 || m.heads <= 0 || m.kvHeads <= 0 ||
+      m.heads % m.kvHeads != 0)
+    return bad(Code::BAD_ARGUMENT, "invalid model config (sizes must be positive, heads % kvHeads == 0)");
+  if (!cuda::isSupportedHeadDim(m.headDim))
+    return bad(Code::BAD_ARGUMENT, "the CUDA backend supports headDim 16, 32, 64 or 128 (got " +
+                                       std::to_string(m.headDim) + ")");
+  if (!cuda::isSupportedGqa(m.heads / m.kvHeads))
+    return bad(Code::BAD_ARGUMENT, "the CUDA backend supports heads / kvHeads of 1, 2, 4 or 8 (got " +
+                                       std::to_string(m.heads / m.kvHeads) + ")");
+  if (m.hidden % 8 != 0 || m.intermediate % 8 != 0 || m.hidden > 16384)
+    return bad(Code::BAD_ARGUMENT,
+               "the CUDA backend needs hidden and intermediate sizes that are multiples of 8, hidden <= 16384");
+  if (kv.numPages <= 0 || kv.pageSize <= 0) return bad(Code::BAD_ARGUMENT, "numPages and pageSize must be positive");
+  int count = 0;
+  cudaError_t e = cudaGetDeviceCount(&count);
+  if (e != cudaSuccess || device >= count)
+    return bad(Code::NO_DEVICE, "device '" + o.device + "' not found (" +
+                                    (e != cudaSuccess ? std::string(cudaGetErrorString(e))
+                                                      : std::to_string(count) + " CUDA devices") +
+                                    ")");
+  try {
+    auto b = std::make_unique<cuda::CudaBackend>(m, kv, device);
+    *st = Status::Ok();
+    return b;
+  } catch (const cuda::CudaError& err) {
+    return bad(err.isOom() ? Code::OUT_OF_MEMORY : Code::NATIVE_ERROR, err.what());
+  } catch (const std::bad_alloc&) {
+    return bad(Code::OUT_OF_MEMORY, "out of host memory");
+  }
+}
+
+}  // namespace ms

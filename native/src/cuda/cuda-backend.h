@@ -1,0 +1,178 @@
+// The CUDA backend: Hugging Face LlamaForCausalLM in bf16 on one GPU over a paged bf16 KV pool.
+// Implements ms::Backend; the extra public methods serve benchmarks and tests only.
+//
+// Per forward: pack the batch's metadata (one host->device copy), embed, then per layer
+//   RMSNorm -> fused QKV GEMM -> RoPE + KV append -> paged attention -> O GEMM (+= residual)
+//   -> RMSNorm -> fused gate|up GEMM -> SiLU.mul -> down GEMM (+= residual),
+// final RMSNorm on the rows that need logits, LM head (f32), copy to the host.
+// Pure-decode batches replay a CUDA graph captured per (batch bucket, context bucket).
+#pragma once
+#include <map>
+#include <memory>
+#include <new>
+#include <utility>
+
+#include "../backend.h"
+#include "check.h"
+#include "forward-plan.h"
+#include "gemm.h"
+#include "kernels.h"
+#include "kv-ipc.h"
+#include "weights.h"
+
+namespace ms::cuda {
+
+// Activations and scratch for up to capTokens tokens (shape comments per token).
+struct Arena {
+  int capTokens = 0, capRows = 0;
+  size_t capPartial = 0, capMeta = 0;
+  float* x = nullptr;       // (capTokens, hidden) f32 residual stream
+  bf16* xn = nullptr;       // (capTokens, hidden) normed block input
+  bf16* qkv = nullptr;      // (capTokens, qDim + 2 * kvDim)
+  bf16* attn = nullptr;     // (capTokens, qDim)
+  bf16* gu = nullptr;       // (capTokens, 2 * intermediate)
+  bf16* act = nullptr;      // (capTokens, intermediate)
+  float* logits = nullptr;  // (capRows, vocab) f32
+  float* partO = nullptr;   // (capPartial,) decode split partials
+  float* partML = nullptr;  // (capPartial / headDim * 2,)
+  int32_t* meta = nullptr;  // (capMeta,) packed batch metadata
+  int32_t* counters = nullptr;  // (capTokens, kvHeads) decode split counters, zero between launches
+  void* mem = nullptr;
+};
+
+enum WeightKind { kQkv = 0, kO, kGateUp, kDown, kHead, kNumWeightKinds };
+
+// Pure-decode batches of up to kMaxGraphBatch sequences and kMaxGraphCtx keys replay a graph
+// captured for (the next bucket >= batch, the next power of two >= context, at least kMinGraphCtx).
+constexpr int kMaxGraphBatch = 256;
+constexpr int kMinGraphCtx = 256;
+constexpr int kMaxGraphCtx = 16384;
+constexpr int kGraphBuckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256};
+
+class CudaBackend : public Backend {
+ public:
+  CudaBackend(const ModelConfig& m, const KvConfig& kv, int device);
+  ~CudaBackend() override;
+
+  Status loadTensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
+                    size_t numBytes) override;
+  Status randomInit(uint64_t seed, float std) override;
+  Status finalize() override;
+  Status forward(const Batch& b, float* logitsOut) override;
+  DType kvDType() const override { return DType::BF16; }
+  size_t pageBytes() const override { return pageBytes_; }
+  Status readPages(const int32_t* pageIds, int n, uint8_t* out) override;
+  Status writePages(const int32_t* pageIds, int n, const uint8_t* in) override;
+  std::string deviceName() const override { return deviceName_; }
+
+  // ---- benchmarks and tests ----
+  // [default: on unless MS_CUDA_GRAPHS=0] replay CUDA graphs for pure-decode batches.
+  void setGraphsEnabled(bool on) { graphsEnabled_ = on; }
+  // Drops the captured graphs (they are captured again on demand).
+  void resetGraphs() { clearGraphs(); }
+  // [default: off] time each forward's GPU work with events (lastGpuMs).
+  void setTiming(bool on) { timing_ = on; }
+  double lastGpuMs() const { return lastGpuMs_; }
+  bool lastUsedGraph() const { return lastUsedGraph_; }
+  // Fills every KV page with N(0, 1) bf16 (decode benchmarks without a prefill per sequence).
+  Status fillKvRandom(uint64_t seed);
+  // Which product runs for T tokens of a weight kind: "skinny" or "cublaslt" (after finalize).
+  const char* gemmChoice(int kind, int T) const;
+  // Autotune times (ms) of one product of a weight kind for T tokens: skinny, cuBLASLt.
+  std::pair<float, float> gemmTimes(int kind, int T) const { return {gemmMs_[kind][T][0], gemmMs_[kind][T][1]}; }
+  // [default: off] eager forwards record an event after every stage; profile() sums the GPU time
+  // per stage name over the profiled calls (graphs are bypassed while on).
+  void setProfile(bool on);
+  std::vector<std::pair<std::string, double>> profile() const;
+  cudaStream_t stream() const { return stream_; }
+
+  // ---- KV transfer over CUDA IPC (kv-ipc.cc) ----
+  Status exportKvPool(uint8_t* handle, std::string* deviceUuid) override;
+  Status openPeerPool(const uint8_t* handle, int peerNumPages, int* peerId) override;
+  Status copyPeerPages(int peerId, const int32_t* localPages, const int32_t* peerPages, int n, bool toPeer,
+                       float* gpuMs) override;
+  Status forwardWithSend(const Batch& b, float* logitsOut, const LayerSend& send,
+                         std::vector<float>* timeline) override;
+
+ private:
+  struct Graph {
+    MetaLayout lay;
+    cudaGraphExec_t exec = nullptr;
+    int32_t* hostMeta = nullptr;  // pinned
+    int32_t* devMeta = nullptr;
+  };
+  template <class F>
+  Status guarded(F&& f);
+  // model-forward.cc
+  void linear(int kind, const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s);
+  void runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int maxSplits, cudaStream_t s);
+  void runHead(const int32_t* rows, int n, Arena& a, cudaStream_t s);
+  void forwardEager(const Batch& b, float* out);
+  bool graphEligible(const Batch& b) const;
+  void forwardGraph(const Batch& b, float* out);
+  Graph& captureGraph(int bucket, int ctxBucket);
+  void copyLogits(const float* dev, int rows, float* out);
+  void mark(int stage, cudaStream_t s);
+  void collectProfile();
+  void autotune();
+  // cuda-backend.cc
+  void allocArena(Arena& a, int capTokens, int capRows, size_t capPartial, size_t capMeta);
+  void freeArena(Arena& a);
+  void allocKvPool();
+  void clearGraphs();
+  // kv-ipc.cc: called by runLayers after each layer; issues that layer's send, if one is active.
+  void afterLayer(int layer, cudaStream_t s);
+  KvIpc& ipc();
+
+  ModelConfig m_;
+  KvConfig kv_;
+  int device_ = 0;
+  int numSms_ = 0;
+  std::string deviceName_;
+  size_t pageBytes_ = 0;
+  int64_t pageElems_ = 0;
+  bf16* pool_ = nullptr;      // (numPages + 1, pageElems): the last page is the graphs' padding page
+  float* invFreq_ = nullptr;  // (headDim / 2,)
+  cudaStream_t stream_ = nullptr;
+  cudaEvent_t evStart_ = nullptr, evStop_ = nullptr;
+  std::unique_ptr<DeviceWeights> weights_;
+  std::unique_ptr<Gemm> gemm_;
+  bool finalized_ = false;
+  bool useSkinny_[kNumWeightKinds][kSkinnyMaxTokens + 1] = {};
+  float gemmMs_[kNumWeightKinds][kSkinnyMaxTokens + 1][2] = {};
+  Arena eager_, graphArena_;
+  int32_t* hostMeta_ = nullptr;  // pinned, eager metadata staging
+  size_t hostMetaCap_ = 0;
+  float* staging_ = nullptr;     // pinned, logits staging
+  size_t stagingBytes_ = 0;
+  static constexpr int kCopyParts = 4;
+  cudaEvent_t evCopy_[kCopyParts] = {};
+  std::map<std::pair<int, int>, Graph> graphs_;
+  bool graphsEnabled_ = true;
+  bool timing_ = false;
+  double lastGpuMs_ = 0;
+  bool lastUsedGraph_ = false;
+  bool profiling_ = false;
+  std::vector<cudaEvent_t> profEvents_;  // pool
+  std::vector<int> profStages_;          // stage of each recorded event, in order
+  std::vector<double> profMs_;           // per stage
+  std::unique_ptr<KvIpc> ipc_;           // created on first use
+};
+
+// Runs f with this backend's device current (calls arrive on the addon's worker thread) and
+// turns exceptions into a Status.
+template <class F>
+Status CudaBackend::guarded(F&& f) {
+  try {
+    MS_CUDA_CHECK(cudaSetDevice(device_));
+    return f();
+  } catch (const CudaError& e) {
+    return Status::Error(e.isOom() ? Code::OUT_OF_MEMORY : Code::NATIVE_ERROR, e.what());
+  } catch (const std::bad_alloc&) {
+    return Status::Error(Code::OUT_OF_MEMORY, "out of host memory");
+  } catch (const std::exception& e) {
+    return Status::Error(Code::NATIVE_ERROR, e.what());
+  }
+}
+
+}  // namespace ms::cuda

@@ -1,0 +1,235 @@
+// Row-wise and element-wise kernels: embedding gather, RMSNorm, RoPE + KV append, SiLU·mul,
+// seeded random fills. Memory-bound; each reads its inputs once.
+#include <algorithm>
+#include <string>
+
+#include "check.h"
+#include "kernels.h"
+#include "pdl.h"
+
+namespace ms::cuda {
+namespace {
+
+__device__ __forceinline__ float warpSum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the total.
+__device__ float blockSum(float v) {
+  __shared__ float part[32];
+  __shared__ float total;
+  v = warpSum(v);
+  int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  if (lane == 0) part[warp] = v;
+  __syncthreads();
+  if (warp == 0) {
+    float w = lane < int(blockDim.x / 32) ? part[lane] : 0.f;
+    w = warpSum(w);
+    if (lane == 0) total = w;
+  }
+  __syncthreads();
+  return total;
+}
+
+// grid (n), block 256
+__global__ void embedGatherKernel(const int32_t* tokens, const bf16* table, int hidden, float* x) {
+  const bf16* src = table + int64_t(tokens[blockIdx.x]) * hidden;
+  float* dst = x + int64_t(blockIdx.x) * hidden;
+  for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = __bfloat162float(src[i]);
+}
+
+// grid (n), block 256: the row stays in registers (VPT float4 per thread), so one round trip to
+// memory; the norm weight is fetched before the PDL wait (it depends on no kernel).
+template <int VPT>
+__global__ void rmsNormKernel(const float* x, const int32_t* rows, int n, int hidden, const float* w, float eps,
+                              bf16* out, L2Prefetch pf) {
+  if (int(blockIdx.x) >= n) {  // prefetch blocks (the norm blocks wait, so ordering holds)
+    const size_t workers = size_t(gridDim.x - n) * blockDim.x;
+    prefetchL2(pf.ptr, pf.bytes, size_t(blockIdx.x - n) * blockDim.x + threadIdx.x, workers);
+    return;
+  }
+  const int n4 = hidden / 4;
+  float4 wv[VPT];
+#pragma unroll
+  for (int k = 0; k < VPT; k++) {
+    int i = threadIdx.x + k * 256;
+    wv[k] = i < n4 ? reinterpret_cast<const float4*>(w)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  pdlWait();
+  pdlTrigger();
+  const int64_t row = rows ? rows[blockIdx.x] : blockIdx.x;
+  const float4* xr = reinterpret_cast<const float4*>(x + row * hidden);
+  float4 v[VPT];
+  float ss = 0.f;
+#pragma unroll
+  for (int k = 0; k < VPT; k++) {
+    int i = threadIdx.x + k * 256;
+    v[k] = i < n4 ? xr[i] : make_float4(0.f, 0.f, 0.f, 0.f);
+    ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
+  }
+  const float r = rsqrtf(blockSum(ss) / float(hidden) + eps);
+  __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(out + int64_t(blockIdx.x) * hidden);
+#pragma unroll
+  for (int k = 0; k < VPT; k++) {
+    int i = threadIdx.x + k * 256;
+    if (i >= n4) break;
+    o[2 * i] = __floats2bfloat162_rn(wv[k].x * (v[k].x * r), wv[k].y * (v[k].y * r));
+    o[2 * i + 1] = __floats2bfloat162_rn(wv[k].z * (v[k].z * r), wv[k].w * (v[k].w * r));
+  }
+}
+
+// grid (n, heads + kvHeads + 1), block max(32, headDim / 2): block y < heads rotates q head y in
+// place, the next kvHeads blocks rotate k heads into the page slot, the last copies v there.
+__global__ void ropeAppendKernel(bf16* qkv, TokenMeta meta, int heads, const float* invFreq, KvLayer kv) {
+  pdlWait();
+  pdlTrigger();
+  const int t = blockIdx.x, h = blockIdx.y, hd = kv.headDim, half = hd / 2, kvDim = kv.kvHeads * hd;
+  const int pos = meta.pos[t];
+  bf16* row = qkv + int64_t(t) * (int64_t(heads) * hd + 2 * kvDim);
+  const int page = meta.pageTable[int64_t(meta.seqOf[t]) * meta.ptStride + pos / kv.pageSize];
+  bf16* kDst = kv.base + int64_t(page) * kv.pageStride + int64_t(pos % kv.pageSize) * kvDim;
+  if (h == heads + kv.kvHeads) {  // V: 16-byte copies
+    const uint4* v = reinterpret_cast<const uint4*>(row + int64_t(heads + kv.kvHeads) * hd);
+    uint4* vDst = reinterpret_cast<uint4*>(kDst + int64_t(kv.pageSize) * kvDim);
+    for (int i = threadIdx.x; i < kvDim / 8; i += blockDim.x) vDst[i] = v[i];
+    return;
+  }
+  const int i = threadIdx.x;
+  if (i >= half) return;
+  float s, c;
+  sincosf(float(pos) * invFreq[i], &s, &c);  // f32 angle, full-precision sin/cos (angles are large)
+  bf16* src = row + h * hd;                  // q heads then k heads: contiguous in the row
+  const float a = __bfloat162float(src[i]), b = __bfloat162float(src[i + half]);
+  const bf16 ra = __float2bfloat16(a * c - b * s), rb = __float2bfloat16(b * c + a * s);
+  bf16* dst = h < heads ? src : kDst + (h - heads) * hd;
+  dst[i] = ra;
+  dst[i + half] = rb;
+}
+
+// grid (n, ceil(inter / (256 * 4))), block 256: 4 outputs per thread from one 16-byte load of
+// interleaved (gate, up) pairs.
+__global__ void siluMulVecKernel(const bf16* gu, int inter, bf16* out) {
+  pdlWait();
+  pdlTrigger();
+  int j = (blockIdx.y * blockDim.x + threadIdx.x) * 4;
+  if (j >= inter) return;
+  uint4 pv = *reinterpret_cast<const uint4*>(gu + int64_t(blockIdx.x) * 2 * inter + 2 * j);
+  const __nv_bfloat162* p = reinterpret_cast<const __nv_bfloat162*>(&pv);
+  __nv_bfloat162 o[2];
+#pragma unroll
+  for (int k = 0; k < 2; k++) {
+    float2 a = __bfloat1622float2(p[2 * k]), b = __bfloat1622float2(p[2 * k + 1]);
+    o[k] = __floats2bfloat162_rn(a.x / (1.f + __expf(-a.x)) * a.y, b.x / (1.f + __expf(-b.x)) * b.y);
+  }
+  *reinterpret_cast<uint2*>(out + int64_t(blockIdx.x) * inter + j) = *reinterpret_cast<uint2*>(o);
+}
+
+// grid (n, ceil(inter / 256)), block 256: any inter.
+__global__ void siluMulKernel(const bf16* gu, int inter, bf16* out) {
+  pdlWait();
+  pdlTrigger();
+  int j = blockIdx.y * blockDim.x + threadIdx.x;
+  if (j >= inter) return;
+  const bf16* r = gu + int64_t(blockIdx.x) * 2 * inter;
+  float a = __bfloat162float(r[2 * j]);
+  out[int64_t(blockIdx.x) * inter + j] = __float2bfloat16(a / (1.f + __expf(-a)) * __bfloat162float(r[2 * j + 1]));
+}
+
+__device__ __forceinline__ uint64_t mix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Element i of the stream (seed, stream): Box-Muller on two hashed 24-bit uniforms.
+__device__ __forceinline__ float normalAt(uint64_t key, uint64_t i) {
+  uint64_t r = mix64(key ^ mix64(i));
+  float u1 = (float((r >> 40) & 0xffffff) + 1.f) * (1.f / 16777216.f);  // (0, 1]
+  float u2 = float((r >> 8) & 0xffffff) * (1.f / 16777216.f);           // [0, 1)
+  return sqrtf(-2.f * logf(u1)) * cospif(2.f * u2);
+}
+
+template <class T>
+__global__ void randomNormalKernel(T* out, uint64_t count, uint64_t key, float mean, float std) {
+  for (uint64_t i = blockIdx.x * uint64_t(blockDim.x) + threadIdx.x; i < count; i += uint64_t(gridDim.x) * blockDim.x) {
+    bf16 v = __float2bfloat16(mean + std * normalAt(key, i));
+    if constexpr (sizeof(T) == 4)
+      out[i] = __bfloat162float(v);
+    else
+      out[i] = v;
+  }
+}
+
+int gridFor(int64_t total, int block) {
+  int64_t g = (total + block - 1) / block;
+  return int(g < 65536 ? (g > 0 ? g : 1) : 65536);
+}
+
+uint64_t streamKey(uint64_t seed, uint64_t stream) {
+  return seed * 0xD1B54A32D192ED03ull + (stream + 1) * 0x9E3779B97F4A7C15ull;
+}
+
+}  // namespace
+
+void embedGather(const int32_t* tokens, int n, const bf16* table, int hidden, float* x, cudaStream_t s) {
+  if (n == 0) return;
+  embedGatherKernel<<<n, 256, 0, s>>>(tokens, table, hidden, x);
+  MS_LAUNCH_CHECK("embedGatherKernel");
+}
+
+void rmsNorm(const float* x, const int32_t* rows, int n, int hidden, const float* w, float eps, bf16* out,
+             cudaStream_t s, L2Prefetch pf) {
+  if (n == 0) return;
+  if (hidden % 4 != 0 || hidden > 16 * 1024)
+    throw CudaError("rmsNorm: hidden must be a multiple of 4 and at most 16384 (got " + std::to_string(hidden) + ")",
+                    false);
+  const int vpt = (hidden / 4 + 255) / 256;
+  pf.bytes = std::min(pf.bytes, kMaxL2Prefetch);
+  const int extra = pf.ptr && pf.bytes ? int(std::min<size_t>(32, (pf.bytes + (1 << 19) - 1) >> 19)) : 0;
+  const dim3 grid(n + extra), block(256);
+  if (vpt <= 1)
+    launchPdl("rmsNormKernel", rmsNormKernel<1>, grid, block, 0, s, x, rows, n, hidden, w, eps, out, pf);
+  else if (vpt <= 2)
+    launchPdl("rmsNormKernel", rmsNormKernel<2>, grid, block, 0, s, x, rows, n, hidden, w, eps, out, pf);
+  else if (vpt <= 4)
+    launchPdl("rmsNormKernel", rmsNormKernel<4>, grid, block, 0, s, x, rows, n, hidden, w, eps, out, pf);
+  else if (vpt <= 8)
+    launchPdl("rmsNormKernel", rmsNormKernel<8>, grid, block, 0, s, x, rows, n, hidden, w, eps, out, pf);
+  else
+    launchPdl("rmsNormKernel", rmsNormKernel<16>, grid, block, 0, s, x, rows, n, hidden, w, eps, out, pf);
+}
+
+void ropeAppend(bf16* qkv, const TokenMeta& meta, int heads, const float* invFreq, const KvLayer& kv,
+                cudaStream_t s) {
+  if (meta.numTokens == 0) return;
+  const int threads = (std::max(32, kv.headDim / 2) + 31) / 32 * 32;
+  launchPdl("ropeAppendKernel", ropeAppendKernel, dim3(meta.numTokens, heads + kv.kvHeads + 1), dim3(threads), 0, s,
+            qkv, meta, heads, invFreq, kv);
+}
+
+void siluMul(const bf16* gu, int n, int inter, bf16* out, cudaStream_t s) {
+  if (n == 0 || inter == 0) return;
+  if (inter % 4 == 0) {
+    launchPdl("siluMulVecKernel", siluMulVecKernel, dim3(n, (inter / 4 + 255) / 256), dim3(256), 0, s, gu, inter, out);
+  } else {
+    launchPdl("siluMulKernel", siluMulKernel, dim3(n, (inter + 255) / 256), dim3(256), 0, s, gu, inter, out);
+  }
+}
+
+void randomNormalBf16(bf16* out, size_t count, uint64_t seed, uint64_t stream, float mean, float std,
+                      cudaStream_t s) {
+  if (count == 0) return;
+  randomNormalKernel<bf16><<<gridFor(int64_t(count), 256), 256, 0, s>>>(out, count, streamKey(seed, stream), mean, std);
+  MS_LAUNCH_CHECK("randomNormalKernel<bf16>");
+}
+
+void randomNormalF32(float* out, size_t count, uint64_t seed, uint64_t stream, float mean, float std,
+                     cudaStream_t s) {
+  if (count == 0) return;
+  randomNormalKernel<float><<<gridFor(int64_t(count), 256), 256, 0, s>>>(out, count, streamKey(seed, stream), mean, std);
+  MS_LAUNCH_CHECK("randomNormalKernel<float>");
+}
+
+}  // namespace ms::cuda

@@ -1,0 +1,95 @@
+#include "forward-plan.h"
+
+namespace ms::cuda {
+
+MetaLayout metaLayout(int numTokens, int numSeqs, int ptStride, int numRows, int numDecode, int numTiles) {
+  MetaLayout l;
+  l.numTokens = numTokens;
+  l.numSeqs = numSeqs;
+  l.ptStride = ptStride;
+  l.numRows = numRows;
+  l.numDecode = numDecode;
+  l.numTiles = numTiles;
+  size_t off = 0;
+  l.tokens = off, off += numTokens;
+  l.pos = off, off += numTokens;
+  l.seqOf = off, off += numTokens;
+  l.rows = off, off += numRows;
+  l.pageTable = off, off += size_t(numSeqs) * ptStride;
+  l.decode = off, off += numDecode;
+  off = (off + 3) / 4 * 4;
+  l.tiles = off, off += size_t(numTiles) * 4;
+  l.total = off;
+  return l;
+}
+
+DeviceMeta deviceMeta(const MetaLayout& lay, const int32_t* base) {
+  DeviceMeta d;
+  d.lay = lay;
+  d.tokens = base + lay.tokens;
+  d.rows = base + lay.rows;
+  d.decode = base + lay.decode;
+  d.tiles = reinterpret_cast<const PrefillTile*>(base + lay.tiles);
+  d.token.pos = base + lay.pos;
+  d.token.seqOf = base + lay.seqOf;
+  d.token.pageTable = base + lay.pageTable;
+  d.token.ptStride = lay.ptStride;
+  d.token.numTokens = lay.numTokens;
+  return d;
+}
+
+EagerPlan planEager(const Batch& b) {
+  EagerPlan p;
+  int numDecode = 0, numTiles = 0;
+  for (int s = 0; s < b.numSeqs; s++) {
+    if (b.seqLens[s] == 1) {
+      numDecode++;
+      if (b.startPos[s] + 1 > p.maxDecodeCtx) p.maxDecodeCtx = b.startPos[s] + 1;
+    } else {
+      numTiles += (b.seqLens[s] + kPrefillTileRows - 1) / kPrefillTileRows;
+    }
+  }
+  int numRows = b.allLogits ? b.numTokens : b.numSeqs;
+  p.lay = metaLayout(b.numTokens, b.numSeqs, b.maxPagesPerSeq, numRows, numDecode, numTiles);
+  return p;
+}
+
+void packEager(const Batch& b, const EagerPlan& p, int32_t* dst) {
+  const MetaLayout& l = p.lay;
+  int32_t* decode = dst + l.decode;
+  PrefillTile* tiles = reinterpret_cast<PrefillTile*>(dst + l.tiles);
+  int t = 0, r = 0;
+  for (int s = 0; s < b.numSeqs; s++) {
+    const int len = b.seqLens[s], start = b.startPos[s];
+    if (len == 1) *decode++ = t;
+    for (int i = 0; i < len; i += kPrefillTileRows)
+      if (len > 1) *tiles++ = PrefillTile{s, t + i, len - i < kPrefillTileRows ? len - i : kPrefillTileRows, start + i};
+    for (int i = 0; i < len; i++, t++) {
+      dst[l.tokens + t] = b.tokens[t];
+      dst[l.pos + t] = start + i;
+      dst[l.seqOf + t] = s;
+      if (b.allLogits) dst[l.rows + r++] = t;
+    }
+    if (!b.allLogits) dst[l.rows + r++] = t - 1;
+  }
+  for (size_t i = 0; i < size_t(b.numSeqs) * b.maxPagesPerSeq; i++) dst[l.pageTable + i] = b.pageTables[i];
+}
+
+MetaLayout graphLayout(int bucket, int ptStride) { return metaLayout(bucket, bucket, ptStride, bucket, bucket, 0); }
+
+void packGraph(const Batch& b, int bucket, int ptStride, int pageSize, int dummyPage, int32_t* dst) {
+  const MetaLayout l = graphLayout(bucket, ptStride);
+  for (int s = 0; s < bucket; s++) {
+    const bool real = s < b.numSeqs;
+    dst[l.tokens + s] = real ? b.tokens[s] : 0;
+    dst[l.pos + s] = real ? b.startPos[s] : 0;
+    dst[l.seqOf + s] = s;
+    dst[l.rows + s] = s;
+    dst[l.decode + s] = s;
+    int32_t* row = dst + l.pageTable + size_t(s) * ptStride;
+    int need = real ? (b.startPos[s] + pageSize) / pageSize : 0;  // pages covering [0, pos]
+    for (int i = 0; i < ptStride; i++) row[i] = i < need ? b.pageTables[size_t(s) * b.maxPagesPerSeq + i] : dummyPage;
+  }
+}
+
+}  // namespace ms::cuda

@@ -1,0 +1,144 @@
+// Kernel launchers of the CUDA backend (sm_90). Each launcher pairs with one kernel in a .cu file
+// of this folder, checks its launch, and runs on the given stream. None needs cuBLASLt, so these
+// files also compile (and are compile-checked in CI) where only nvcc and cudart exist.
+//
+// Conventions: activations are row-major (tokens, features); weights are Hugging Face [out, in]
+// row-major bf16; the residual stream is f32; KV is bf16 in pages.
+#pragma once
+#include <cuda_bf16.h>
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace ms::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// Head dims the attention kernels are built for.
+inline bool isSupportedHeadDim(int d) { return d == 16 || d == 32 || d == 64 || d == 128; }
+// Query heads per KV head the decode kernel is built for.
+inline bool isSupportedGqa(int rep) { return rep == 1 || rep == 2 || rep == 4 || rep == 8; }
+
+// One layer of the paged KV pool. Pool layout = wire layout (backend.h):
+//   (numPages, layers, 2 [K, V], pageSize, kvHeads, headDim) bf16
+// so K of (page, slot, head) is at base + page * pageStride + slot * kvDim + head * headDim and
+// V at the same place + pageSize * kvDim, with base = pool + layer * 2 * pageSize * kvDim.
+struct KvLayer {
+  bf16* base = nullptr;
+  int64_t pageStride = 0;  // elements from one page to the next
+  int pageSize = 0;
+  int kvHeads = 0;
+  int headDim = 0;
+};
+
+// Memory to pull towards L2 while a small kernel runs: the weights of the matrix product after it,
+// so DRAM need not idle between two products. The blocks prefetch before their PDL wait. (Off by
+// default in the backend: measured slower, see model-forward.cc.)
+struct L2Prefetch {
+  const void* ptr = nullptr;
+  size_t bytes = 0;
+};
+constexpr size_t kMaxL2Prefetch = size_t(24) << 20;  // about half of an H100's L2
+
+// Per-token batch metadata on the device (see forward-plan.h for how it is packed).
+struct TokenMeta {
+  const int32_t* pos = nullptr;        // (numTokens,) absolute position
+  const int32_t* seqOf = nullptr;      // (numTokens,) sequence index
+  const int32_t* pageTable = nullptr;  // (numSeqs, ptStride) page ids
+  int ptStride = 0;
+  int numTokens = 0;
+};
+
+// x[t, :] = f32(table[tokens[t], :]).   table: (vocab, hidden) bf16; x: (n, hidden) f32
+void embedGather(const int32_t* tokens, int n, const bf16* table, int hidden, float* x, cudaStream_t s);
+
+// out[r, :] = bf16(x[row, :] * rsqrt(mean(x[row, :]^2) + eps) * w), row = rows ? rows[r] : r.
+// x: (*, hidden) f32; w: (hidden,) f32; out: (n, hidden) bf16. hidden % 4 == 0, <= 16384.
+// pf: extra blocks prefetch it (see L2Prefetch).
+void rmsNorm(const float* x, const int32_t* rows, int n, int hidden, const float* w, float eps, bf16* out,
+             cudaStream_t s, L2Prefetch pf = {});
+
+// RoPE (Hugging Face rotate_half: pairs i and i + headDim/2) on q and k of every token, in f32
+// with angle pos * invFreq[i]; q is rotated in place, k and v are written into the token's page
+// slot of layer `kv`.   qkv: (n, (heads + 2 * kvHeads) * headDim) bf16; invFreq: (headDim/2,) f32
+void ropeAppend(bf16* qkv, const TokenMeta& meta, int heads, const float* invFreq, const KvLayer& kv,
+                cudaStream_t s);
+
+// out[t, j] = silu(gu[t, 2j]) * gu[t, 2j + 1] (gate and up interleaved, as the fused weight is).
+// gu: (n, 2 * inter) bf16; out: (n, inter) bf16
+void siluMul(const bf16* gu, int n, int inter, bf16* out, cudaStream_t s);
+
+// Fills out[i] = mean + std * N(0, 1), a counter-based stream keyed by (seed, stream, i):
+// the same values for the same key on any GPU and any launch shape.
+void randomNormalBf16(bf16* out, size_t count, uint64_t seed, uint64_t stream, float mean, float std,
+                      cudaStream_t s);
+// Same values as randomNormalBf16 with the same key, rounded to bf16, stored as f32.
+void randomNormalF32(float* out, size_t count, uint64_t seed, uint64_t stream, float mean, float std,
+                     cudaStream_t s);
+
+// Output of a matrix product: bf16 (overwrite), f32 (overwrite), f32 added to what Y holds (the
+// residual stream), or (skinny kernel only) SiluPairBf16: rows 2j and 2j + 1 of the product are a
+// gate/up pair and Y (T, O / 2) gets bf16(silu(bf16(gate)) * bf16(up)).
+enum class OutMode : int { Bf16 = 0, F32 = 1, F32Add = 2, SiluPairBf16 = 3 };
+
+// Y (T, O) = X (T, K) . W (O, K)^T for few tokens (T <= kSkinnyMaxTokens), one pass over W.
+// X, W bf16 row-major; K % 8 == 0.
+constexpr int kSkinnyMaxTokens = 8;
+void skinnyGemm(const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s);
+
+// ---- attention ------------------------------------------------------------------------------
+
+// Decode-style attention: each listed query token attends to the keys [0, pos] of its sequence,
+// split into chunks of splitLen keys (flash-decoding), then combined. GQA: heads % kvHeads == 0.
+struct DecodeAttentionArgs {
+  const bf16* q = nullptr;   // token t, head h at q + t * qStride + h * headDim
+  int qStride = 0;
+  bf16* out = nullptr;       // token t, head h at out + t * outStride + h * headDim
+  int outStride = 0;
+  const int32_t* queries = nullptr;  // (numQueries,) token indices
+  int numQueries = 0;
+  TokenMeta meta;
+  KvLayer kv;
+  int heads = 0;
+  float scale = 0.f;         // softmax scale (1/sqrt(headDim))
+  int splitLen = 0;          // keys per split, a multiple of 64, <= kMaxSplitLen
+  int maxSplits = 0;         // splits the grid covers: ceil(max context / splitLen)
+  float* partO = nullptr;    // (numQueries, heads, maxSplits, headDim) f32 scratch
+  float* partML = nullptr;   // (numQueries, heads, maxSplits, 2) f32 scratch: max, sum
+  int32_t* counters = nullptr;  // (numQueries, kvHeads) zeroed once; each launch leaves them zero
+  L2Prefetch prefetch;          // the output projection's weights
+};
+constexpr int kMaxSplitLen = 512;
+// Picks splitLen and maxSplits for numQueries queries of at most maxCtx keys on numSms SMs.
+void planDecodeSplits(int numQueries, int kvHeads, int maxCtx, int numSms, int* splitLen, int* maxSplits);
+// The tensor-core kernel (attention-decode-mma.cu) unless MS_DECODE_KERNEL=simt (read per launch;
+// a captured graph keeps the kernel it was captured with).
+void decodeAttention(const DecodeAttentionArgs& a, cudaStream_t s);
+void decodeAttentionMma(const DecodeAttentionArgs& a, cudaStream_t s);   // rows of an mma tile = GQA heads
+// Raises the mma kernel's shared-memory limit; once per device (process), before any launch.
+void decodeAttentionInit();
+void decodeAttentionSimt(const DecodeAttentionArgs& a, cudaStream_t s);  // lanes per key, shuffles
+
+// Prefill attention (flash-attention style on the tensor cores, causal, ragged, prefix in the
+// pages): a tile is up to kPrefillTileRows consecutive query tokens of one sequence.
+struct PrefillTile {
+  int32_t seq, tokenStart, rows, posStart;
+};
+constexpr int kPrefillTileRows = 64;
+struct PrefillAttentionArgs {
+  const bf16* q = nullptr;
+  int qStride = 0;
+  bf16* out = nullptr;
+  int outStride = 0;
+  const PrefillTile* tiles = nullptr;  // (numTiles,)
+  int numTiles = 0;
+  const int32_t* pageTable = nullptr;  // (numSeqs, ptStride)
+  int ptStride = 0;
+  KvLayer kv;
+  int heads = 0;
+  float scale = 0.f;
+};
+void prefillAttention(const PrefillAttentionArgs& a, cudaStream_t s);
+
+}  // namespace ms::cuda

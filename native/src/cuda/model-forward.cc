@@ -1,0 +1,329 @@
+// CudaBackend's forward pass: the layer loop, eager and graph paths, logits to the host, and the
+// choice between the skinny kernel and cuBLASLt for few-token products (measured in autotune.cc).
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+#include <vector>
+
+#include "check.h"
+#include "cuda-backend.h"
+
+namespace ms::cuda {
+namespace {
+
+constexpr int kHeadChunk = 256;       // LM-head rows per pass (bounds the f32 logits buffer)
+constexpr size_t kParallelCopyBytes = size_t(4) << 20;  // logits at least this big are copied out in parts
+
+enum Stage { kEmbed, kNorm, kQkvGemm, kRope, kAttention, kOGemm, kGateUpGemm, kSilu, kDownGemm, kHeadStage, kNumStages };
+const char* const kStageNames[kNumStages] = {"embed", "rmsnorm", "qkv gemm", "rope+append", "attention",
+                                             "o gemm", "gate_up gemm", "silu_mul", "down gemm", "head"};
+
+int graphBucket(int n) {
+  for (int b : kGraphBuckets)
+    if (b >= n) return b;
+  return -1;
+}
+
+int ctxBucket(int ctx) {
+  int c = kMinGraphCtx;
+  while (c < ctx) c *= 2;
+  return c;
+}
+
+}  // namespace
+
+void CudaBackend::linear(int kind, const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode,
+                         cudaStream_t s) {
+  if (T >= 1 && T <= kSkinnyMaxTokens && useSkinny_[kind][T])
+    skinnyGemm(X, T, W, O, K, Y, mode, s);
+  else
+    gemm_->run(X, T, W, O, K, Y, mode, s);
+}
+
+// [default off] MS_L2_PREFETCH=1 makes the small kernels prefetch the next product's weights into
+// L2. Measured on an H100 (bench/results/engine-gpu.md) it cost 0.2 ms per decode step, so it is off.
+static L2Prefetch weightsPrefetch(const void* ptr, size_t bytes) {
+  const char* v = std::getenv("MS_L2_PREFETCH");
+  if (!(v && v[0] == '1')) return {};
+  return L2Prefetch{ptr, bytes};
+}
+
+void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int maxSplits, cudaStream_t s) {
+  const int N = dm.lay.numTokens, H = m_.hidden, hd = m_.headDim, I = m_.intermediate;
+  const int qDim = m_.heads * hd, kvDim = m_.kvHeads * hd, qkvDim = qDim + 2 * kvDim;
+  const float scale = 1.f / std::sqrt(float(hd));
+  embedGather(dm.tokens, N, weights_->embed, H, a.x, s);
+  mark(kEmbed, s);
+  for (int l = 0; l < m_.layers; l++) {
+    const LayerWeights& L = weights_->layers[l];
+    KvLayer kv;
+    kv.base = pool_ + int64_t(l) * 2 * kv_.pageSize * kvDim;
+    kv.pageStride = pageElems_;
+    kv.pageSize = kv_.pageSize;
+    kv.kvHeads = m_.kvHeads;
+    kv.headDim = hd;
+
+    rmsNorm(a.x, nullptr, N, H, L.attnNorm, m_.rmsEps, a.xn, s, weightsPrefetch(L.qkv, size_t(qkvDim) * H * 2));
+    mark(kNorm, s);
+    linear(kQkv, a.xn, N, L.qkv, qkvDim, H, a.qkv, OutMode::Bf16, s);
+    mark(kQkvGemm, s);
+    ropeAppend(a.qkv, dm.token, m_.heads, invFreq_, kv, s);
+    mark(kRope, s);
+    if (dm.lay.numDecode > 0) {
+      DecodeAttentionArgs d;
+      d.q = a.qkv;
+      d.qStride = qkvDim;
+      d.out = a.attn;
+      d.outStride = qDim;
+      d.queries = dm.decode;
+      d.numQueries = dm.lay.numDecode;
+      d.meta = dm.token;
+      d.kv = kv;
+      d.heads = m_.heads;
+      d.scale = scale;
+      d.splitLen = splitLen;
+      d.maxSplits = maxSplits;
+      d.partO = a.partO;
+      d.partML = a.partML;
+      d.counters = a.counters;
+      d.prefetch = weightsPrefetch(L.o, size_t(H) * qDim * 2);
+      decodeAttention(d, s);
+    }
+    if (dm.lay.numTiles > 0) {
+      PrefillAttentionArgs p;
+      p.q = a.qkv;
+      p.qStride = qkvDim;
+      p.out = a.attn;
+      p.outStride = qDim;
+      p.tiles = dm.tiles;
+      p.numTiles = dm.lay.numTiles;
+      p.pageTable = dm.token.pageTable;
+      p.ptStride = dm.token.ptStride;
+      p.kv = kv;
+      p.heads = m_.heads;
+      p.scale = scale;
+      prefillAttention(p, s);
+    }
+    mark(kAttention, s);
+    linear(kO, a.attn, N, L.o, H, qDim, a.x, OutMode::F32Add, s);
+    mark(kOGemm, s);
+
+    rmsNorm(a.x, nullptr, N, H, L.mlpNorm, m_.rmsEps, a.xn, s, weightsPrefetch(L.gateUp, size_t(2) * I * H * 2));
+    mark(kNorm, s);
+    if (N <= kSkinnyMaxTokens && useSkinny_[kGateUp][N]) {  // silu.mul in the product's epilogue
+      skinnyGemm(a.xn, N, L.gateUp, 2 * I, H, a.act, OutMode::SiluPairBf16, s);
+      mark(kGateUpGemm, s);
+    } else {
+      linear(kGateUp, a.xn, N, L.gateUp, 2 * I, H, a.gu, OutMode::Bf16, s);
+      mark(kGateUpGemm, s);
+      siluMul(a.gu, N, I, a.act, s);
+      mark(kSilu, s);
+    }
+    linear(kDown, a.act, N, L.down, H, I, a.x, OutMode::F32Add, s);
+    mark(kDownGemm, s);
+    afterLayer(l, s);
+  }
+}
+
+void CudaBackend::runHead(const int32_t* rows, int n, Arena& a, cudaStream_t s) {
+  rmsNorm(a.x, rows, n, m_.hidden, weights_->finalNorm, m_.rmsEps, a.xn, s,
+          weightsPrefetch(weights_->head, size_t(m_.vocab) * m_.hidden * 2));
+  linear(kHead, a.xn, n, weights_->head, m_.vocab, m_.hidden, a.logits, OutMode::F32, s);
+  mark(kHeadStage, s);
+}
+
+void CudaBackend::setProfile(bool on) {
+  profiling_ = on;
+  profMs_.assign(kNumStages, 0.0);
+}
+
+std::vector<std::pair<std::string, double>> CudaBackend::profile() const {
+  std::vector<std::pair<std::string, double>> out;
+  for (int i = 0; i < kNumStages && i < int(profMs_.size()); i++) out.emplace_back(kStageNames[i], profMs_[i]);
+  return out;
+}
+
+void CudaBackend::mark(int stage, cudaStream_t s) {
+  if (!profiling_) return;
+  size_t i = profStages_.size() + 1;  // event 0 is the start
+  while (profEvents_.size() <= i) {
+    cudaEvent_t e;
+    MS_CUDA_CHECK(cudaEventCreate(&e));
+    profEvents_.push_back(e);
+  }
+  MS_CUDA_CHECK(cudaEventRecord(profEvents_[i], s));
+  profStages_.push_back(stage);
+}
+
+void CudaBackend::collectProfile() {
+  MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  for (size_t i = 0; i < profStages_.size(); i++) {
+    float ms = 0;
+    MS_CUDA_CHECK(cudaEventElapsedTime(&ms, profEvents_[i], profEvents_[i + 1]));
+    profMs_[profStages_[i]] += ms;
+  }
+  profStages_.clear();
+}
+
+// Device logits -> pinned staging -> the caller's buffer. Large outputs go in kCopyParts parts:
+// each part's device copy is followed by an event, and one host thread per part waits for it and
+// copies it out, so the host copies overlap each other and the remaining device copies.
+void CudaBackend::copyLogits(const float* dev, int rows, float* out) {
+  const size_t total = size_t(rows) * m_.vocab * sizeof(float);
+  if (stagingBytes_ < total) {
+    if (staging_) cudaFreeHost(staging_);
+    staging_ = nullptr;
+    stagingBytes_ = std::max(total, size_t(4) << 20);
+    MS_CUDA_CHECK(cudaMallocHost(&staging_, stagingBytes_));
+  }
+  const char* src = reinterpret_cast<const char*>(dev);
+  char* stage = reinterpret_cast<char*>(staging_);
+  char* dst = reinterpret_cast<char*>(out);
+  if (total < kParallelCopyBytes) {
+    MS_CUDA_CHECK(cudaMemcpyAsync(stage, src, total, cudaMemcpyDeviceToHost, stream_));
+    MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::memcpy(dst, stage, total);
+    return;
+  }
+  const size_t part = (total / kCopyParts + 4095) / 4096 * 4096;
+  for (int i = 0; i < kCopyParts; i++) {
+    if (!evCopy_[i]) MS_CUDA_CHECK(cudaEventCreateWithFlags(&evCopy_[i], cudaEventDisableTiming));
+    const size_t off = std::min(total, i * part), len = std::min(part, total - off);
+    if (len) MS_CUDA_CHECK(cudaMemcpyAsync(stage + off, src + off, len, cudaMemcpyDeviceToHost, stream_));
+    MS_CUDA_CHECK(cudaEventRecord(evCopy_[i], stream_));
+  }
+  auto copyPart = [&](int i) {
+    const size_t off = std::min(total, i * part), len = std::min(part, total - off);
+    if (cudaEventSynchronize(evCopy_[i]) != cudaSuccess) return false;
+    std::memcpy(dst + off, stage + off, len);
+    return true;
+  };
+  std::vector<std::thread> helpers;
+  std::vector<char> okPart(kCopyParts, 1);
+  for (int i = 1; i < kCopyParts; i++) helpers.emplace_back([&, i] { okPart[i] = copyPart(i); });
+  okPart[0] = copyPart(0);
+  for (auto& t : helpers) t.join();
+  for (char ok : okPart)
+    if (!ok) MS_CUDA_CHECK(cudaStreamSynchronize(stream_));  // reports the device error
+}
+
+Status CudaBackend::forward(const Batch& b, float* logitsOut) {
+  return guarded([&] {
+    if (!finalized_) return Status::Error(Code::NATIVE_ERROR, "forward before finalize");
+    if (graphEligible(b))
+      forwardGraph(b, logitsOut);
+    else
+      forwardEager(b, logitsOut);
+    return Status::Ok();
+  });
+}
+
+void CudaBackend::forwardEager(const Batch& b, float* out) {
+  lastUsedGraph_ = false;
+  EagerPlan p = planEager(b);
+  int splitLen = 64, maxSplits = 1;
+  if (p.lay.numDecode > 0) planDecodeSplits(p.lay.numDecode, m_.kvHeads, p.maxDecodeCtx, numSms_, &splitLen, &maxSplits);
+  size_t partial = size_t(p.lay.numDecode) * m_.heads * maxSplits * m_.headDim;
+  int rows = std::min(p.lay.numRows, kHeadChunk);
+  if (eager_.capTokens < b.numTokens || eager_.capRows < rows || eager_.capPartial < partial ||
+      eager_.capMeta < p.lay.total) {
+    int cap = 64;
+    while (cap < b.numTokens) cap *= 2;
+    allocArena(eager_, std::max(cap, eager_.capTokens), kHeadChunk, std::max(partial, eager_.capPartial),
+               std::max(p.lay.total, eager_.capMeta) * 2);
+  }
+  if (hostMetaCap_ < p.lay.total) {
+    if (hostMeta_) cudaFreeHost(hostMeta_);
+    hostMeta_ = nullptr;
+    hostMetaCap_ = p.lay.total * 2;
+    MS_CUDA_CHECK(cudaMallocHost(&hostMeta_, hostMetaCap_ * sizeof(int32_t)));
+  }
+  packEager(b, p, hostMeta_);
+  if (timing_) MS_CUDA_CHECK(cudaEventRecord(evStart_, stream_));
+  if (profiling_) {
+    if (profEvents_.empty()) {
+      profEvents_.resize(1);
+      MS_CUDA_CHECK(cudaEventCreate(&profEvents_[0]));
+    }
+    MS_CUDA_CHECK(cudaEventRecord(profEvents_[0], stream_));
+  }
+  MS_CUDA_CHECK(cudaMemcpyAsync(eager_.meta, hostMeta_, p.lay.total * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  DeviceMeta dm = deviceMeta(p.lay, eager_.meta);
+  runLayers(dm, eager_, splitLen, maxSplits, stream_);
+  for (int r0 = 0; r0 < p.lay.numRows; r0 += kHeadChunk) {
+    int n = std::min(kHeadChunk, p.lay.numRows - r0);
+    runHead(dm.rows + r0, n, eager_, stream_);
+    if (timing_ && r0 == 0) MS_CUDA_CHECK(cudaEventRecord(evStop_, stream_));
+    copyLogits(eager_.logits, n, out + size_t(r0) * m_.vocab);
+  }
+  if (profiling_) collectProfile();
+  if (timing_) {
+    float ms = 0;
+    MS_CUDA_CHECK(cudaEventElapsedTime(&ms, evStart_, evStop_));
+    lastGpuMs_ = ms;
+  }
+}
+
+bool CudaBackend::graphEligible(const Batch& b) const {
+  if (!graphsEnabled_ || profiling_ || b.numSeqs > kMaxGraphBatch || b.numTokens != b.numSeqs) return false;
+  for (int s = 0; s < b.numSeqs; s++)
+    if (b.startPos[s] + 1 > kMaxGraphCtx) return false;
+  return true;
+}
+
+CudaBackend::Graph& CudaBackend::captureGraph(int bucket, int ctxB) {
+  auto key = std::make_pair(bucket, ctxB);
+  auto it = graphs_.find(key);
+  if (it != graphs_.end()) return it->second;
+  Graph g;
+  const int ptStride = (ctxB + kv_.pageSize - 1) / kv_.pageSize;
+  g.lay = graphLayout(bucket, ptStride);
+  int splitLen, maxSplits;
+  planDecodeSplits(bucket, m_.kvHeads, ctxB, numSms_, &splitLen, &maxSplits);
+  if (graphArena_.capPartial < size_t(bucket) * m_.heads * maxSplits * m_.headDim)
+    throw CudaError("graph arena too small for bucket " + std::to_string(bucket), false);
+  MS_CUDA_CHECK(cudaMallocHost(&g.hostMeta, g.lay.total * sizeof(int32_t)));
+  std::memset(g.hostMeta, 0, g.lay.total * sizeof(int32_t));
+  MS_CUDA_CHECK(cudaMalloc(&g.devMeta, g.lay.total * sizeof(int32_t)));
+  cudaGraph_t graph = nullptr;
+  MS_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  try {
+    MS_CUDA_CHECK(cudaMemcpyAsync(g.devMeta, g.hostMeta, g.lay.total * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+    DeviceMeta dm = deviceMeta(g.lay, g.devMeta);
+    runLayers(dm, graphArena_, splitLen, maxSplits, stream_);
+    runHead(dm.rows, bucket, graphArena_, stream_);
+  } catch (...) {
+    cudaStreamEndCapture(stream_, &graph);
+    if (graph) cudaGraphDestroy(graph);
+    cudaFreeHost(g.hostMeta);
+    cudaFree(g.devMeta);
+    throw;
+  }
+  MS_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
+  cudaError_t e = cudaGraphInstantiate(&g.exec, graph, 0);
+  cudaGraphDestroy(graph);
+  MS_CUDA_CHECK(e);
+  return graphs_.emplace(key, g).first->second;
+}
+
+void CudaBackend::forwardGraph(const Batch& b, float* out) {
+  int maxCtx = 1;
+  for (int s = 0; s < b.numSeqs; s++) maxCtx = std::max(maxCtx, b.startPos[s] + 1);
+  const int bucket = graphBucket(b.numSeqs), ctxB = ctxBucket(maxCtx);
+  Graph& g = captureGraph(bucket, ctxB);
+  packGraph(b, bucket, g.lay.ptStride, kv_.pageSize, kv_.numPages, g.hostMeta);
+  if (timing_) MS_CUDA_CHECK(cudaEventRecord(evStart_, stream_));
+  MS_CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
+  if (timing_) MS_CUDA_CHECK(cudaEventRecord(evStop_, stream_));
+  copyLogits(graphArena_.logits, b.numSeqs, out);
+  lastUsedGraph_ = true;
+  if (timing_) {
+    float ms = 0;
+    MS_CUDA_CHECK(cudaEventElapsedTime(&ms, evStart_, evStop_));
+    lastGpuMs_ = ms;
+  }
+}
+
+}  // namespace ms::cuda

@@ -1,0 +1,179 @@
+// Y (T, O) = X (T, K) . W (O, K)^T for few tokens: a streaming pass over W at memory speed.
+// Decode steps at small batch are weight-bound. Each warp owns R output rows; lanes stride over
+// K in 16-byte chunks; W is software-pipelined through two register sets of U chunks per row, so
+// 2 * U * R loads per lane are in flight. The first set is loaded before the PDL wait: weights
+// depend on no earlier kernel, so streaming starts while the previous kernel drains.
+#include <cstdlib>
+#include <string>
+
+#include "check.h"
+#include "kernels.h"
+#include "pdl.h"
+
+namespace ms::cuda {
+namespace {
+
+constexpr int kWarps = 4;  // per block
+constexpr int kRows = 2;   // output rows per warp
+
+__device__ __forceinline__ void toFloat8(const uint4& v, float* f) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    float2 p = __bfloat1622float2(h[i]);
+    f[2 * i] = p.x;
+    f[2 * i + 1] = p.y;
+  }
+}
+
+template <int U>
+__device__ __forceinline__ void loadW(uint4 (&dst)[U][kRows], const uint4* const (&w)[kRows], int base, int lane,
+                                      int chunks) {
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    int c = base + u * 32 + lane;
+#pragma unroll
+    for (int r = 0; r < kRows; r++) dst[u][r] = c < chunks ? __ldcs(w[r] + c) : make_uint4(0, 0, 0, 0);
+  }
+}
+
+template <int T, int U>
+__device__ __forceinline__ void accumulate(float (&acc)[kRows][T], const uint4 (&wr)[U][kRows], const uint4* x,
+                                           int base, int lane, int chunks) {
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    int c = base + u * 32 + lane;
+    if (c >= chunks) break;
+    uint4 xr[T];
+#pragma unroll
+    for (int t = 0; t < T; t++) xr[t] = __ldg(x + int64_t(t) * chunks + c);  // shared by all warps: cached
+    float wf[kRows][8];
+#pragma unroll
+    for (int r = 0; r < kRows; r++) toFloat8(wr[u][r], wf[r]);
+#pragma unroll
+    for (int t = 0; t < T; t++) {
+      float xf[8];
+      toFloat8(xr[t], xf);
+#pragma unroll
+      for (int r = 0; r < kRows; r++)
+#pragma unroll
+        for (int i = 0; i < 8; i++) acc[r][t] = fmaf(xf[i], wf[r][i], acc[r][t]);
+    }
+  }
+}
+
+// grid (ceil(O / (kWarps * kRows))), block 32 * kWarps
+template <int T, int MODE, int U, int MINB>
+__global__ void __launch_bounds__(32 * kWarps, MINB) skinnyGemmKernel(const bf16* __restrict__ X, const bf16* __restrict__ W,
+                                                                int O, int K, void* __restrict__ Yv) {
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+  const int row0 = (blockIdx.x * kWarps + warp) * kRows;  // may be >= O in the last block: loads clamp
+  const int chunks = K / 8;
+  const uint4* w[kRows];
+#pragma unroll
+  for (int r = 0; r < kRows; r++) w[r] = reinterpret_cast<const uint4*>(W + int64_t(min(row0 + r, O - 1)) * K);
+  const uint4* x = reinterpret_cast<const uint4*>(X);
+
+  uint4 wa[U][kRows], wb[U][kRows];
+  loadW<U>(wa, w, 0, lane, chunks);
+  pdlWait();  // X (and Y when accumulating) come from the previous kernel
+  pdlTrigger();
+
+  float acc[kRows][T];
+#pragma unroll
+  for (int r = 0; r < kRows; r++)
+#pragma unroll
+    for (int t = 0; t < T; t++) acc[r][t] = 0.f;
+  for (int base = 0; base < chunks; base += 64 * U) {
+    loadW<U>(wb, w, base + 32 * U, lane, chunks);
+    accumulate<T, U>(acc, wa, x, base, lane, chunks);
+    loadW<U>(wa, w, base + 64 * U, lane, chunks);
+    accumulate<T, U>(acc, wb, x, base + 32 * U, lane, chunks);
+  }
+
+#pragma unroll
+  for (int r = 0; r < kRows; r++)
+#pragma unroll
+    for (int t = 0; t < T; t++) {
+      float v = acc[r][t];
+      for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+      acc[r][t] = v;
+    }
+  if constexpr (MODE == int(OutMode::SiluPairBf16)) {
+    // Rows row0 (gate) and row0 + 1 (up) make output (t, row0 / 2) of a (T, O / 2) matrix.
+#pragma unroll
+    for (int t = 0; t < T; t++) {
+      if (lane != t % 32 || row0 >= O) continue;
+      float g = __bfloat162float(__float2bfloat16(acc[0][t])), u = __bfloat162float(__float2bfloat16(acc[1][t]));
+      static_cast<bf16*>(Yv)[int64_t(t) * (O / 2) + row0 / 2] = __float2bfloat16(g / (1.f + __expf(-g)) * u);
+    }
+  } else {
+    // Lane (r * T + t) % 32 writes output (t, row0 + r).
+#pragma unroll
+    for (int r = 0; r < kRows; r++)
+#pragma unroll
+      for (int t = 0; t < T; t++) {
+        if (lane != (r * T + t) % 32 || row0 + r >= O) continue;
+        int64_t idx = int64_t(t) * O + row0 + r;
+        if constexpr (MODE == int(OutMode::F32Add))
+          static_cast<float*>(Yv)[idx] += acc[r][t];
+        else if constexpr (MODE == int(OutMode::F32))
+          static_cast<float*>(Yv)[idx] = acc[r][t];
+        else
+          static_cast<bf16*>(Yv)[idx] = __float2bfloat16(acc[r][t]);
+      }
+  }
+}
+
+template <int T, int U, int MINB>
+void launchVariant(const bf16* X, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s) {
+  dim3 grid((O + kWarps * kRows - 1) / (kWarps * kRows)), block(32 * kWarps);
+  switch (mode) {
+    case OutMode::F32Add:
+      launchPdl("skinnyGemmKernel", skinnyGemmKernel<T, int(OutMode::F32Add), U, MINB>, grid, block, 0, s, X, W, O, K, Y);
+      break;
+    case OutMode::F32:
+      launchPdl("skinnyGemmKernel", skinnyGemmKernel<T, int(OutMode::F32), U, MINB>, grid, block, 0, s, X, W, O, K, Y);
+      break;
+    case OutMode::SiluPairBf16:
+      launchPdl("skinnyGemmKernel", skinnyGemmKernel<T, int(OutMode::SiluPairBf16), U, MINB>, grid, block, 0, s, X, W, O,
+                K, Y);
+      break;
+    default:
+      launchPdl("skinnyGemmKernel", skinnyGemmKernel<T, int(OutMode::Bf16), U, MINB>, grid, block, 0, s, X, W, O, K, Y);
+  }
+}
+
+// T <= 2: 3 chunks per set and 6 blocks per SM (a ~800-block product runs in one wave);
+// MS_SKINNY=u4 picks 4 chunks per set at the occupancy the registers give (for measuring).
+template <int T>
+void launch(const bf16* X, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s) {
+  if constexpr (T <= 2) {
+    const char* v = std::getenv("MS_SKINNY");
+    if (v && std::string(v) == "u4") return launchVariant<T, 4, 1>(X, W, O, K, Y, mode, s);
+    launchVariant<T, 3, 6>(X, W, O, K, Y, mode, s);
+  } else {
+    launchVariant<T, 2, 1>(X, W, O, K, Y, mode, s);
+  }
+}
+
+}  // namespace
+
+void skinnyGemm(const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s) {
+  if (T < 1 || T > kSkinnyMaxTokens || K % 8 != 0 || (mode == OutMode::SiluPairBf16 && O % 2 != 0))
+    throw CudaError("skinnyGemm: T must be in [1, 8], K % 8 == 0, O even for SiluPairBf16 (T=" + std::to_string(T) +
+                        ", K=" + std::to_string(K) + ", O=" + std::to_string(O) + ")",
+                    false);
+  switch (T) {
+    case 1: launch<1>(X, W, O, K, Y, mode, s); break;
+    case 2: launch<2>(X, W, O, K, Y, mode, s); break;
+    case 3: launch<3>(X, W, O, K, Y, mode, s); break;
+    case 4: launch<4>(X, W, O, K, Y, mode, s); break;
+    case 5: launch<5>(X, W, O, K, Y, mode, s); break;
+    case 6: launch<6>(X, W, O, K, Y, mode, s); break;
+    case 7: launch<7>(X, W, O, K, Y, mode, s); break;
+    default: launch<8>(X, W, O, K, Y, mode, s); break;
+  }
+}
+
+}  // namespace ms::cuda

@@ -1,0 +1,157 @@
+#include "weights.h"
+
+#include <sstream>
+
+#include "../common/half.h"
+#include "check.h"
+
+namespace ms::cuda {
+namespace {
+
+std::string shapeStr(const std::vector<int64_t>& s) {
+  std::ostringstream o;
+  o << "[";
+  for (size_t i = 0; i < s.size(); i++) o << (i ? ", " : "") << s[i];
+  o << "]";
+  return o.str();
+}
+
+size_t elemSize(DType d) { return d == DType::F32 ? 4 : 2; }
+const char* dtypeName(DType d) { return d == DType::F32 ? "F32" : d == DType::F16 ? "F16" : "BF16"; }
+
+float toF32(DType d, const void* p, size_t i) {
+  if (d == DType::F32) return static_cast<const float*>(p)[i];
+  uint16_t h = static_cast<const uint16_t*>(p)[i];
+  return d == DType::BF16 ? bf16ToF32(h) : f16ToF32(h);
+}
+
+}  // namespace
+
+DeviceWeights::DeviceWeights(const ModelConfig& m) : layers(m.layers) {
+  const int64_t H = m.hidden, q = int64_t(m.heads) * m.headDim, kv = int64_t(m.kvHeads) * m.headDim;
+  const int64_t I = m.intermediate;
+  // First pass lays out offsets (256-byte aligned), second pass fills pointers.
+  struct Pending {
+    std::string name;
+    size_t offset;
+    Slot slot;
+    void** target;  // where the buffer's base pointer goes (first tensor of a fused buffer)
+  };
+  std::vector<Pending> pend;
+  size_t off = 0;
+  auto buffer = [&](size_t bytes) {
+    size_t at = off;
+    off += (bytes + 255) / 256 * 256;
+    return at;
+  };
+  auto matrix = [&](const std::string& name, size_t base, int64_t row0, int64_t rows, int64_t cols, void** target,
+                    int rowStep = 1) {
+    Slot s;
+    s.rows = rows;
+    s.cols = cols;
+    s.rowStep = rowStep;
+    pend.push_back({name, base + size_t(row0 * cols) * 2, s, row0 == 0 ? target : nullptr});
+  };
+  auto norm = [&](const std::string& name, void** target) {
+    Slot s;
+    s.isNorm = true;
+    s.rows = H;
+    pend.push_back({name, buffer(size_t(H) * 4), s, target});
+  };
+  matrix("model.embed_tokens.weight", buffer(size_t(m.vocab * H) * 2), 0, m.vocab, H, reinterpret_cast<void**>(&embed));
+  for (int l = 0; l < m.layers; l++) {
+    LayerWeights& L = layers[l];
+    std::string p = "model.layers." + std::to_string(l) + ".";
+    norm(p + "input_layernorm.weight", reinterpret_cast<void**>(&L.attnNorm));
+    size_t qkvBuf = buffer(size_t((q + 2 * kv) * H) * 2);
+    matrix(p + "self_attn.q_proj.weight", qkvBuf, 0, q, H, reinterpret_cast<void**>(&L.qkv));
+    matrix(p + "self_attn.k_proj.weight", qkvBuf, q, kv, H, nullptr);
+    matrix(p + "self_attn.v_proj.weight", qkvBuf, q + kv, kv, H, nullptr);
+    matrix(p + "self_attn.o_proj.weight", buffer(size_t(H * q) * 2), 0, H, q, reinterpret_cast<void**>(&L.o));
+    norm(p + "post_attention_layernorm.weight", reinterpret_cast<void**>(&L.mlpNorm));
+    size_t guBuf = buffer(size_t(2 * I * H) * 2);
+    matrix(p + "mlp.gate_proj.weight", guBuf, 0, I, H, reinterpret_cast<void**>(&L.gateUp), 2);
+    matrix(p + "mlp.up_proj.weight", guBuf, 1, I, H, nullptr, 2);
+    matrix(p + "mlp.down_proj.weight", buffer(size_t(H * I) * 2), 0, H, I, reinterpret_cast<void**>(&L.down));
+  }
+  norm("model.norm.weight", reinterpret_cast<void**>(&finalNorm));
+  if (!m.tiedEmbeddings)
+    matrix("lm_head.weight", buffer(size_t(m.vocab * H) * 2), 0, m.vocab, H, reinterpret_cast<void**>(&head));
+
+  bytes_ = off;
+  MS_CUDA_CHECK(cudaMalloc(&mem_, bytes_));
+  for (Pending& p : pend) {
+    p.slot.dst = static_cast<char*>(mem_) + p.offset;
+    if (p.target) *p.target = p.slot.dst;
+    names_.push_back(p.name);
+    slots_[p.name] = p.slot;
+  }
+  if (m.tiedEmbeddings) head = embed;
+}
+
+DeviceWeights::~DeviceWeights() {
+  if (mem_) cudaFree(mem_);
+}
+
+Status DeviceWeights::load(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
+                           size_t numBytes) {
+  auto it = slots_.find(name);
+  if (it == slots_.end()) return Status::Error(Code::BAD_CHECKPOINT, "unknown tensor '" + name + "'");
+  const Slot& s = it->second;
+  std::vector<int64_t> want = s.isNorm ? std::vector<int64_t>{s.rows} : std::vector<int64_t>{s.rows, s.cols};
+  if (shape != want)
+    return Status::Error(Code::BAD_CHECKPOINT,
+                         "tensor '" + name + "': expected shape " + shapeStr(want) + ", got " + shapeStr(shape));
+  size_t numel = s.isNorm ? size_t(s.rows) : size_t(s.rows * s.cols);
+  if (numBytes != numel * elemSize(dtype))
+    return Status::Error(Code::BAD_CHECKPOINT, "tensor '" + name + "': " + std::to_string(numBytes) + " bytes for " +
+                                                   shapeStr(shape) + " " + dtypeName(dtype) + ", expected " +
+                                                   std::to_string(numel * elemSize(dtype)));
+  if (s.isNorm) {
+    std::vector<float> v(numel);
+    for (size_t i = 0; i < numel; i++) v[i] = toF32(dtype, data, i);
+    MS_CUDA_CHECK(cudaMemcpy(s.dst, v.data(), numel * 4, cudaMemcpyHostToDevice));
+  } else {
+    std::vector<uint16_t> v;
+    const void* src = data;
+    if (dtype != DType::BF16) {
+      v.resize(numel);
+      for (size_t i = 0; i < numel; i++) v[i] = f32ToBf16(toF32(dtype, data, i));
+      src = v.data();
+    }
+    const size_t rowBytes = size_t(s.cols) * 2;
+    MS_CUDA_CHECK(cudaMemcpy2D(s.dst, rowBytes * s.rowStep, src, rowBytes, rowBytes, size_t(s.rows),
+                               cudaMemcpyHostToDevice));
+  }
+  loaded_.insert(name);
+  return Status::Ok();
+}
+
+void DeviceWeights::randomInit(uint64_t seed, float std, cudaStream_t st) {
+  bf16* tmp = nullptr;  // interleaved tensors are drawn here, then spread to their rows
+  for (size_t t = 0; t < names_.size(); t++) {
+    const Slot& s = slots_[names_[t]];
+    if (s.isNorm) {
+      randomNormalF32(static_cast<float*>(s.dst), size_t(s.rows), seed, t, 1.f, 0.2f * std / 0.08f, st);
+    } else if (s.rowStep == 1) {
+      randomNormalBf16(static_cast<bf16*>(s.dst), size_t(s.rows * s.cols), seed, t, 0.f, std, st);
+    } else {
+      if (!tmp) MS_CUDA_CHECK(cudaMalloc(&tmp, size_t(s.rows * s.cols) * 2));
+      randomNormalBf16(tmp, size_t(s.rows * s.cols), seed, t, 0.f, std, st);
+      const size_t rowBytes = size_t(s.cols) * 2;
+      MS_CUDA_CHECK(cudaMemcpy2DAsync(s.dst, rowBytes * s.rowStep, tmp, rowBytes, rowBytes, size_t(s.rows),
+                                      cudaMemcpyDeviceToDevice, st));
+    }
+  }
+  MS_CUDA_CHECK(cudaStreamSynchronize(st));
+  if (tmp) cudaFree(tmp);
+  for (auto& n : names_) loaded_.insert(n);
+}
+
+Status DeviceWeights::finalize() const {
+  for (const auto& n : names_)
+    if (!loaded_.count(n)) return Status::Error(Code::BAD_CHECKPOINT, "missing tensor '" + n + "'");
+  return Status::Ok();
+}
+
+}  // namespace ms::cuda

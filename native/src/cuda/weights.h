@@ -1,0 +1,58 @@
+// Device weights of the CUDA backend: one allocation, bf16 matrices (q|k|v and gate|up fused,
+// Hugging Face [out, in] rows), f32 norm vectors. Loading converts any checkpoint dtype on the host.
+#pragma once
+#include <map>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "../backend.h"
+#include "kernels.h"
+
+namespace ms::cuda {
+
+struct LayerWeights {
+  float* attnNorm = nullptr;  // (hidden,)
+  float* mlpNorm = nullptr;   // (hidden,)
+  bf16* qkv = nullptr;        // (heads*headDim + 2*kvHeads*headDim, hidden): q, k, v rows
+  bf16* o = nullptr;          // (hidden, heads*headDim)
+  bf16* gateUp = nullptr;     // (2*intermediate, hidden): rows interleaved, gate_j at 2j, up_j at 2j + 1
+  bf16* down = nullptr;       // (hidden, intermediate)
+};
+
+class DeviceWeights {
+ public:
+  // Allocates every tensor (throws CudaError on failure).
+  explicit DeviceWeights(const ModelConfig& m);
+  ~DeviceWeights();
+  DeviceWeights(const DeviceWeights&) = delete;
+  DeviceWeights& operator=(const DeviceWeights&) = delete;
+
+  Status load(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
+              size_t numBytes);
+  // Matrices N(0, std), norms 1 + N(0, 0.2 * std / 0.08), each rounded to bf16; one counter-based
+  // stream per tensor, so the weights depend on the seed alone.
+  void randomInit(uint64_t seed, float std, cudaStream_t s);
+  Status finalize() const;
+  size_t bytes() const { return bytes_; }
+
+  bf16* embed = nullptr;       // (vocab, hidden)
+  bf16* head = nullptr;        // (vocab, hidden): lm_head, or embed when tied
+  float* finalNorm = nullptr;  // (hidden,)
+  std::vector<LayerWeights> layers;
+
+ private:
+  struct Slot {
+    void* dst = nullptr;     // first element of this tensor in its (fused) buffer
+    bool isNorm = false;
+    int64_t rows = 0, cols = 0;  // expected [out, in]; cols 0 for a norm
+    int rowStep = 1;             // rows of the buffer from one tensor row to the next (2: interleaved)
+  };
+  std::vector<std::string> names_;  // checkpoint order: randomInit streams, finalize
+  std::map<std::string, Slot> slots_;
+  std::set<std::string> loaded_;
+  void* mem_ = nullptr;
+  size_t bytes_ = 0;
+};
+
+}  // namespace ms::cuda

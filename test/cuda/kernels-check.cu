@@ -1,0 +1,418 @@
+// Checks every CUDA kernel of the backend against a float64 CPU reference on fresh random data
+// (head dims 16/32/64/128, GQA 1/2/4/8, ragged batches with prefixes in the pages, odd sizes).
+// Built on the GPU host by bench/gpu/run.sh (target microserve_kernels_check); prints one line
+// per check and exits 1 if any fails.
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "../../native/src/common/half.h"
+#include "cuda/check.h"
+#include "cuda/gemm.h"
+#include "cuda/kernels.h"
+
+using namespace ms::cuda;
+using ms::bf16ToF32;
+using ms::f32ToBf16;
+
+namespace {
+
+std::mt19937_64 rng(12345);
+int numFailed = 0;
+
+std::vector<float> randn(size_t n, float mean = 0.f, float sd = 1.f) {
+  std::normal_distribution<float> d(mean, sd);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(rng);
+  return v;
+}
+// Rounds to bf16 in place and returns the bits.
+std::vector<uint16_t> toBf16(std::vector<float>& v) {
+  std::vector<uint16_t> h(v.size());
+  for (size_t i = 0; i < v.size(); i++) {
+    h[i] = f32ToBf16(v[i]);
+    v[i] = bf16ToF32(h[i]);
+  }
+  return h;
+}
+template <class T>
+T* upload(const std::vector<T>& v) {
+  T* d;
+  MS_CUDA_CHECK(cudaMalloc(&d, v.size() * sizeof(T) + 16));
+  MS_CUDA_CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return d;
+}
+template <class T>
+std::vector<T> download(const void* d, size_t n) {
+  std::vector<T> v(n);
+  MS_CUDA_CHECK(cudaDeviceSynchronize());
+  MS_CUDA_CHECK(cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return v;
+}
+std::vector<float> bf16Vec(const std::vector<uint16_t>& h) {
+  std::vector<float> v(h.size());
+  for (size_t i = 0; i < h.size(); i++) v[i] = bf16ToF32(h[i]);
+  return v;
+}
+void check(const std::string& name, const std::vector<float>& got, const std::vector<double>& ref, double tol) {
+  double num = 0, den = 0;
+  bool finite = true;
+  for (size_t i = 0; i < ref.size(); i++) {
+    finite = finite && std::isfinite(got[i]);
+    num += (got[i] - ref[i]) * (got[i] - ref[i]);
+    den += ref[i] * ref[i];
+  }
+  double err = std::sqrt(num / (den > 0 ? den : 1));
+  bool ok = finite && err <= tol;
+  if (!ok) numFailed++;
+  std::printf("%-58s rel err %.2e (tol %.0e) %s\n", name.c_str(), err, tol, ok ? "PASS" : "FAIL");
+}
+
+void checkRmsNormSilu() {
+  const int H = 4096, n = 3;
+  auto x = randn(size_t(n) * H, 0.f, 2.f), w = randn(H, 1.f, 0.2f);
+  float *dx = upload(x), *dw = upload(w);
+  std::vector<int32_t> rows = {2, 0};
+  int32_t* drows = upload(rows);
+  bf16* dout;
+  MS_CUDA_CHECK(cudaMalloc(&dout, size_t(n) * H * 2));
+  rmsNorm(dx, drows, 2, H, dw, 1e-5f, dout, 0);
+  auto got = bf16Vec(download<uint16_t>(dout, size_t(2) * H));
+  std::vector<double> ref(size_t(2) * H);
+  for (int r = 0; r < 2; r++) {
+    const float* xr = &x[size_t(rows[r]) * H];
+    double ss = 0;
+    for (int i = 0; i < H; i++) ss += double(xr[i]) * xr[i];
+    double inv = 1.0 / std::sqrt(ss / H + 1e-5);
+    for (int i = 0; i < H; i++) ref[size_t(r) * H + i] = w[i] * xr[i] * inv;
+  }
+  check("rmsNorm (row gather)", got, ref, 1e-2);
+
+  for (int inter : {200, 256}) {
+    auto gu = randn(size_t(n) * 2 * inter, 0.f, 2.f);
+    auto guh = toBf16(gu);
+    uint16_t* dgu = upload(guh);
+    siluMul(reinterpret_cast<bf16*>(dgu), n, inter, dout, 0);
+    auto g2 = bf16Vec(download<uint16_t>(dout, size_t(n) * inter));
+    std::vector<double> r2(size_t(n) * inter);
+    for (int t = 0; t < n; t++)
+      for (int j = 0; j < inter; j++) {
+        double g = gu[size_t(t) * 2 * inter + 2 * j], u = gu[size_t(t) * 2 * inter + 2 * j + 1];
+        r2[size_t(t) * inter + j] = g / (1 + std::exp(-g)) * u;
+      }
+    check("siluMul inter=" + std::to_string(inter), g2, r2, 1e-2);
+    cudaFree(dgu);
+  }
+  // Embedding gather: exact.
+  auto table = randn(size_t(50) * 64);
+  auto th = toBf16(table);
+  uint16_t* dt = upload(th);
+  std::vector<int32_t> toks = {3, 49, 0};
+  int32_t* dtok = upload(toks);
+  embedGather(dtok, 3, reinterpret_cast<bf16*>(dt), 64, dx, 0);
+  auto e = download<float>(dx, 3 * 64);
+  std::vector<double> er(3 * 64);
+  for (int t = 0; t < 3; t++)
+    for (int i = 0; i < 64; i++) er[t * 64 + i] = table[size_t(toks[t]) * 64 + i];
+  check("embedGather", e, er, 0);
+  cudaFree(dx), cudaFree(dw), cudaFree(drows), cudaFree(dout), cudaFree(dt), cudaFree(dtok);
+}
+
+void checkGemms() {
+  Gemm gemm;
+  const int O = 300, K = 512;
+  auto w = randn(size_t(O) * K);
+  auto wh = toBf16(w);
+  bf16* dw = reinterpret_cast<bf16*>(upload(wh));
+  for (int T : {1, 2, 3, 5, 8, 70}) {
+    auto x = randn(size_t(T) * K);
+    auto xh = toBf16(x);
+    bf16* dx = reinterpret_cast<bf16*>(upload(xh));
+    std::vector<double> prod(size_t(T) * O);
+    for (int t = 0; t < T; t++)
+      for (int o = 0; o < O; o++) {
+        double s = 0;
+        for (int k = 0; k < K; k++) s += double(x[size_t(t) * K + k]) * w[size_t(o) * K + k];
+        prod[size_t(t) * O + o] = s;
+      }
+    for (int impl = 0; impl < 2; impl++) {
+      if (impl == 0 && T > kSkinnyMaxTokens) continue;
+      for (OutMode mode : {OutMode::Bf16, OutMode::F32, OutMode::F32Add}) {
+        auto y0 = randn(size_t(T) * O);
+        float* dy = upload(y0);
+        if (impl == 0)
+          skinnyGemm(dx, T, dw, O, K, dy, mode, 0);
+        else
+          gemm.run(dx, T, dw, O, K, dy, mode, 0);
+        std::vector<float> got;
+        std::vector<double> ref = prod;
+        if (mode == OutMode::Bf16) {
+          got = bf16Vec(download<uint16_t>(dy, size_t(T) * O));
+        } else {
+          got = download<float>(dy, size_t(T) * O);
+          if (mode == OutMode::F32Add)
+            for (size_t i = 0; i < ref.size(); i++) ref[i] += y0[i];
+        }
+        const char* mname = mode == OutMode::Bf16 ? "bf16" : mode == OutMode::F32 ? "f32" : "f32 add";
+        check(std::string(impl == 0 ? "skinnyGemm" : "cuBLASLt") + " T=" + std::to_string(T) + " " + mname, got, ref,
+              mode == OutMode::Bf16 ? 1e-2 : 1e-4);
+        cudaFree(dy);
+      }
+    }
+    cudaFree(dx);
+  }
+  // SiluPairBf16: rows 2j, 2j + 1 of W are a gate/up pair; Y (T, O / 2) = silu(gate) * up.
+  for (int T : {1, 3, 8}) {
+    auto x = randn(size_t(T) * K);
+    auto xh = toBf16(x);
+    bf16* dx = reinterpret_cast<bf16*>(upload(xh));
+    std::vector<double> ref(size_t(T) * O / 2);
+    for (int t = 0; t < T; t++)
+      for (int j = 0; j < O / 2; j++) {
+        double g = 0, u = 0;
+        for (int k = 0; k < K; k++) {
+          g += double(x[size_t(t) * K + k]) * w[size_t(2 * j) * K + k];
+          u += double(x[size_t(t) * K + k]) * w[size_t(2 * j + 1) * K + k];
+        }
+        g = bf16ToF32(f32ToBf16(float(g)));
+        u = bf16ToF32(f32ToBf16(float(u)));
+        ref[size_t(t) * O / 2 + j] = g / (1 + std::exp(-g)) * u;
+      }
+    bf16* dy;
+    MS_CUDA_CHECK(cudaMalloc(&dy, size_t(T) * O));
+    skinnyGemm(dx, T, dw, O, K, dy, OutMode::SiluPairBf16, 0);
+    check("skinnyGemm silu pair T=" + std::to_string(T), bf16Vec(download<uint16_t>(dy, size_t(T) * O / 2)), ref, 1e-2);
+    cudaFree(dy), cudaFree(dx);
+  }
+  cudaFree(dw);
+}
+
+// RoPE + KV append, then decode and prefill attention over a ragged batch with prefixes.
+void checkAttention(int D, int rep, int pageSize) {
+  const int kvHeads = 2, heads = kvHeads * rep, layers = 2, layer = 1, kvDim = kvHeads * D;
+  const int qkvDim = (heads + 2 * kvHeads) * D;
+  struct Seq {
+    int prefix, len;
+  };
+  std::vector<Seq> seqs = {{0, 150}, {37, 20}, {1200, 1}, {3, 1}, {64, 65}};
+  const int numSeqs = int(seqs.size());
+  int maxPages = 0, totalPages = 0, N = 0;
+  for (auto& s : seqs) {
+    int p = (s.prefix + s.len + pageSize - 1) / pageSize;
+    maxPages = std::max(maxPages, p);
+    totalPages += p;
+    N += s.len;
+  }
+  const int numPages = totalPages + 3;
+  const int64_t pageElems = int64_t(layers) * 2 * pageSize * kvDim;
+  // Page tables: a random permutation of the pool.
+  std::vector<int32_t> perm(numPages);
+  for (int i = 0; i < numPages; i++) perm[i] = i;
+  std::shuffle(perm.begin(), perm.end(), rng);
+  std::vector<int32_t> pt(size_t(numSeqs) * maxPages, -1);
+  for (int s = 0, next = 0; s < numSeqs; s++) {
+    int p = (seqs[s].prefix + seqs[s].len + pageSize - 1) / pageSize;
+    for (int i = 0; i < p; i++) pt[size_t(s) * maxPages + i] = perm[next++];
+  }
+  // Pool: random everywhere (prefix KV and garbage alike).
+  auto pool = randn(size_t(numPages) * pageElems);
+  auto poolh = toBf16(pool);
+  bf16* dpool = reinterpret_cast<bf16*>(upload(poolh));
+  std::vector<int32_t> pos(N), seqOf(N);
+  for (int s = 0, t = 0; s < numSeqs; s++)
+    for (int i = 0; i < seqs[s].len; i++, t++) pos[t] = seqs[s].prefix + i, seqOf[t] = s;
+  auto qkv = randn(size_t(N) * qkvDim);
+  auto qkvh = toBf16(qkv);
+  bf16* dqkv = reinterpret_cast<bf16*>(upload(qkvh));
+  std::vector<float> invFreq(D / 2);
+  for (int i = 0; i < D / 2; i++) invFreq[i] = 1.f / std::pow(500000.f, float(2 * i) / D) / (i % 3 == 0 ? 8.f : 1.f);
+  float* dinv = upload(invFreq);
+  int32_t *dpos = upload(pos), *dseq = upload(seqOf), *dpt = upload(pt);
+  TokenMeta meta;
+  meta.pos = dpos;
+  meta.seqOf = dseq;
+  meta.pageTable = dpt;
+  meta.ptStride = maxPages;
+  meta.numTokens = N;
+  KvLayer kv;
+  kv.base = dpool + int64_t(layer) * 2 * pageSize * kvDim;
+  kv.pageStride = pageElems;
+  kv.pageSize = pageSize;
+  kv.kvHeads = kvHeads;
+  kv.headDim = D;
+  ropeAppend(dqkv, meta, heads, dinv, kv, 0);
+  auto qkvAfter = bf16Vec(download<uint16_t>(dqkv, qkv.size()));
+  auto poolAfter = bf16Vec(download<uint16_t>(dpool, pool.size()));
+  // RoPE reference on q and k, V copy.
+  std::vector<float> gotRope;
+  std::vector<double> refRope;
+  const int half = D / 2;
+  for (int t = 0; t < N; t++) {
+    int s = seqOf[t], p = pos[t];
+    int64_t slot = int64_t(pt[size_t(s) * maxPages + p / pageSize]) * pageElems + int64_t(layer) * 2 * pageSize * kvDim +
+                   int64_t(p % pageSize) * kvDim;
+    for (int h = 0; h < heads + kvHeads; h++)
+      for (int i = 0; i < D; i++) {
+        int j = i % half;
+        double ang = double(float(p) * invFreq[j]);
+        double a = qkv[size_t(t) * qkvDim + h * D + j], b = qkv[size_t(t) * qkvDim + h * D + j + half];
+        double r = i < half ? a * std::cos(ang) - b * std::sin(ang) : b * std::cos(ang) + a * std::sin(ang);
+        refRope.push_back(r);
+        gotRope.push_back(h < heads ? qkvAfter[size_t(t) * qkvDim + h * D + i] : poolAfter[slot + (h - heads) * D + i]);
+      }
+    for (int i = 0; i < kvDim; i++) {
+      refRope.push_back(qkv[size_t(t) * qkvDim + (heads + kvHeads) * D + i]);
+      gotRope.push_back(poolAfter[slot + int64_t(pageSize) * kvDim + i]);
+    }
+  }
+  std::string tag = "D=" + std::to_string(D) + " rep=" + std::to_string(rep) + " page=" + std::to_string(pageSize);
+  check("ropeAppend " + tag, gotRope, refRope, 1e-2);
+
+  // Reference attention from the device's own bf16 q and pages.
+  const double scale = 1.0 / std::sqrt(double(D));
+  std::vector<double> ref(size_t(N) * heads * D);
+  for (int t = 0; t < N; t++) {
+    int s = seqOf[t], ctx = pos[t] + 1;
+    for (int h = 0; h < heads; h++) {
+      int g = h / rep;
+      std::vector<double> sc(ctx);
+      double mx = -1e300;
+      for (int j = 0; j < ctx; j++) {
+        int64_t off = int64_t(pt[size_t(s) * maxPages + j / pageSize]) * pageElems + int64_t(layer) * 2 * pageSize * kvDim +
+                      int64_t(j % pageSize) * kvDim + g * D;
+        double d = 0;
+        for (int i = 0; i < D; i++) d += double(qkvAfter[size_t(t) * qkvDim + h * D + i]) * poolAfter[off + i];
+        sc[j] = d * scale;
+        mx = std::max(mx, sc[j]);
+      }
+      double sum = 0;
+      for (int j = 0; j < ctx; j++) sum += (sc[j] = std::exp(sc[j] - mx));
+      for (int j = 0; j < ctx; j++) {
+        int64_t off = int64_t(pt[size_t(s) * maxPages + j / pageSize]) * pageElems + int64_t(layer) * 2 * pageSize * kvDim +
+                      int64_t(pageSize) * kvDim + int64_t(j % pageSize) * kvDim + g * D;
+        for (int i = 0; i < D; i++) ref[(size_t(t) * heads + h) * D + i] += sc[j] / sum * poolAfter[off + i];
+      }
+    }
+  }
+  bf16* dout;
+  MS_CUDA_CHECK(cudaMalloc(&dout, ref.size() * 2));
+  // Decode kernel on every token (it handles any token), with the planned split and with 64-key splits.
+  std::vector<int32_t> all(N);
+  for (int t = 0; t < N; t++) all[t] = t;
+  int32_t* dall = upload(all);
+  int maxCtx = 0;
+  for (int p : pos) maxCtx = std::max(maxCtx, p + 1);
+  for (int forced = 0; forced < 2; forced++) {
+    DecodeAttentionArgs a;
+    a.q = dqkv;
+    a.qStride = qkvDim;
+    a.out = dout;
+    a.outStride = heads * D;
+    a.queries = dall;
+    a.numQueries = N;
+    a.meta = meta;
+    a.kv = kv;
+    a.heads = heads;
+    a.scale = float(scale);
+    planDecodeSplits(N, kvHeads, maxCtx, 132, &a.splitLen, &a.maxSplits);
+    if (forced) a.splitLen = 64, a.maxSplits = (maxCtx + 63) / 64;
+    float *po, *pml;
+    MS_CUDA_CHECK(cudaMalloc(&po, size_t(N) * heads * a.maxSplits * D * 4));
+    MS_CUDA_CHECK(cudaMalloc(&pml, size_t(N) * heads * a.maxSplits * 2 * 4));
+    a.partO = po;
+    a.partML = pml;
+    int32_t* cnt;
+    MS_CUDA_CHECK(cudaMalloc(&cnt, size_t(N) * kvHeads * 4));
+    MS_CUDA_CHECK(cudaMemset(cnt, 0, size_t(N) * kvHeads * 4));
+    a.counters = cnt;
+    for (int kernel = 0; kernel < 2; kernel++)
+      for (int again = 0; again < 2; again++) {  // the second launch reuses the counters (left at zero)
+        MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));  // poison: NaN bf16
+        if (kernel == 0)
+          decodeAttentionMma(a, 0);
+        else
+          decodeAttentionSimt(a, 0);
+        auto got = bf16Vec(download<uint16_t>(dout, ref.size()));
+        check(std::string(kernel == 0 ? "decodeAttentionMma " : "decodeAttentionSimt ") + tag +
+                  " split=" + std::to_string(a.splitLen) + (again ? " again" : ""),
+              got, ref, 1e-2);
+      }
+    cudaFree(po), cudaFree(pml), cudaFree(cnt);
+  }
+  // Prefill kernel on every sequence (one-token sequences included).
+  std::vector<PrefillTile> tiles;
+  for (int s = 0, t = 0; s < numSeqs; t += seqs[s].len, s++)
+    for (int i = 0; i < seqs[s].len; i += kPrefillTileRows)
+      tiles.push_back({s, t + i, std::min(kPrefillTileRows, seqs[s].len - i), seqs[s].prefix + i});
+  PrefillTile* dtiles = upload(tiles);
+  PrefillAttentionArgs p;
+  p.q = dqkv;
+  p.qStride = qkvDim;
+  p.out = dout;
+  p.outStride = heads * D;
+  p.tiles = dtiles;
+  p.numTiles = int(tiles.size());
+  p.pageTable = dpt;
+  p.ptStride = maxPages;
+  p.kv = kv;
+  p.heads = heads;
+  p.scale = float(scale);
+  MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));
+  prefillAttention(p, 0);
+  auto got = bf16Vec(download<uint16_t>(dout, ref.size()));
+  check("prefillAttention " + tag, got, ref, 2e-2);
+  cudaFree(dout), cudaFree(dall), cudaFree(dtiles), cudaFree(dpool), cudaFree(dqkv), cudaFree(dinv);
+  cudaFree(dpos), cudaFree(dseq), cudaFree(dpt);
+}
+
+void checkRandom() {
+  const size_t n = size_t(1) << 22;
+  bf16* a;
+  float* b;
+  MS_CUDA_CHECK(cudaMalloc(&a, n * 2));
+  MS_CUDA_CHECK(cudaMalloc(&b, n * 4));
+  randomNormalBf16(a, n, 42, 3, 0.f, 1.f, 0);
+  randomNormalF32(b, n, 42, 3, 0.f, 1.f, 0);
+  auto va = bf16Vec(download<uint16_t>(a, n));
+  auto vb = download<float>(b, n);
+  double s = 0, ss = 0;
+  bool same = true;
+  for (size_t i = 0; i < n; i++) s += va[i], ss += double(va[i]) * va[i], same = same && va[i] == vb[i];
+  double mean = s / n, sd = std::sqrt(ss / n - mean * mean);
+  bool ok = same && std::fabs(mean) < 0.01 && std::fabs(sd - 1) < 0.01;
+  if (!ok) numFailed++;
+  std::printf("%-58s mean %.4f sd %.4f same-stream %d %s\n", "randomNormal", mean, sd, int(same), ok ? "PASS" : "FAIL");
+  cudaFree(a), cudaFree(b);
+}
+
+}  // namespace
+
+int main() {
+  try {
+    decodeAttentionInit();
+    checkRmsNormSilu();
+    checkGemms();
+    checkAttention(16, 2, 16);
+    checkAttention(32, 8, 16);
+    checkAttention(64, 1, 5);
+    checkAttention(128, 4, 16);
+    checkAttention(128, 4, 7);
+    for (const char* v : {"64x2", "32x3", "32x4"}) {  // tuning variants of the head-dim-128 prefill kernel
+      setenv("MS_PREFILL_VARIANT", v, 1);
+      std::printf("prefill variant %s:\n", v);
+      checkAttention(128, 4, 16);
+    }
+    unsetenv("MS_PREFILL_VARIANT");
+    checkRandom();
+  } catch (const CudaError& e) {
+    std::printf("CUDA error: %s\n", e.what());
+    return 2;
+  }
+  std::printf("kernel checks: %d failed\n", numFailed);
+  return numFailed ? 1 : 0;
+}
