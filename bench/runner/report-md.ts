@@ -77,15 +77,20 @@ export function renderMarkdown(r: ResultsFile): string {
   const checked = r.points.filter((p) => p.server);
   if (checked.length > 0) {
     lines.push('Server cross-check (router /metrics over each point):', '');
-    lines.push('| strategy | rate | requests client / server | output tokens client / server | E2EL mean client / server (ms) | TTFT mean client / server (ms) |');
-    lines.push('| --- | --- | --- | --- | --- | --- |');
+    lines.push('| strategy | rate | requests client / server | output tokens client / server | E2EL mean client / server (ms) | TTFT mean client / server (ms) | KV transfers (engines) |');
+    lines.push('| --- | --- | --- | --- | --- | --- | --- |');
     for (const p of checked) {
       const s = p.server!;
       lines.push(
-        `| ${p.strategy} | ${rateLabel(p.requestRate)} | ${p.completed + p.failed} / ${s.requests} | ${p.totalOutputTokens} / ${s.generationTokens} | ${fmt(p.e2elMs.mean)} / ${fmt(s.e2elMeanMs)} | ${fmt(p.ttftMs.mean)} / ${fmt(s.ttftMeanMs)} |`,
+        `| ${p.strategy} | ${rateLabel(p.requestRate)} | ${p.completed + p.failed} / ${s.requests} | ${p.totalOutputTokens} / ${s.generationTokens} | ${fmt(p.e2elMs.mean)} / ${fmt(s.e2elMeanMs)} | ${fmt(p.ttftMs.mean)} / ${fmt(s.ttftMeanMs)} | ${transfersLabel(s.transfersByTransport)} |`,
       );
     }
     lines.push('');
   }
   return lines.join('\n');
+}
+
+function transfersLabel(t: Record<string, number> | undefined): string {
+  const e = Object.entries(t ?? {});
+  return e.length === 0 ? 'none' : e.map(([k, v]) => `${k} ${v}`).join(', ');
 }

@@ -38,15 +38,20 @@ export interface ServerCounts {
   tpotCount: number;
   e2elSumS: number;
   e2elCount: number;
+  /** KV transfers the engines report, by transport (cumulative gauges, polled every ~0.5 s). */
+  transfersByTransport: Record<string, number>;
 }
 
 const P = 'microserve_';
 
 export function serverCounts(m: Map<string, number>): ServerCounts {
   const byFinish: Record<string, number> = {};
+  const transfers: Record<string, number> = {};
   for (const [k, v] of m) {
     const f = /^microserve_requests_total\{.*finish="([^"]+)"/.exec(k);
     if (f) byFinish[f[1]] = (byFinish[f[1]] ?? 0) + v;
+    const t = /^microserve_engine_kv_transfers\{.*transport="([^"]+)"/.exec(k);
+    if (t) transfers[t[1]] = (transfers[t[1]] ?? 0) + v;
   }
   return {
     requests: sumSeries(m, `${P}requests_total`),
@@ -60,6 +65,7 @@ export function serverCounts(m: Map<string, number>): ServerCounts {
     tpotCount: sumSeries(m, `${P}time_per_output_token_seconds_count`),
     e2elSumS: sumSeries(m, `${P}e2e_request_latency_seconds_sum`),
     e2elCount: sumSeries(m, `${P}e2e_request_latency_seconds_count`),
+    transfersByTransport: transfers,
   };
 }
 
@@ -73,6 +79,8 @@ export interface ServerPoint {
   ttftMeanMs: number | null;
   tpotMeanMs: number | null;
   e2elMeanMs: number | null;
+  /** KV transfers during the point, by transport (approximate: engine gauges lag ~0.5 s). */
+  transfersByTransport: Record<string, number>;
 }
 
 export function serverDelta(a: ServerCounts, b: ServerCounts): ServerPoint {
@@ -91,6 +99,11 @@ export function serverDelta(a: ServerCounts, b: ServerCounts): ServerPoint {
     ttftMeanMs: mean(b.ttftSumS - a.ttftSumS, b.ttftCount - a.ttftCount),
     tpotMeanMs: mean(b.tpotSumS - a.tpotSumS, b.tpotCount - a.tpotCount),
     e2elMeanMs: mean(b.e2elSumS - a.e2elSumS, b.e2elCount - a.e2elCount),
+    transfersByTransport: Object.fromEntries(
+      Object.entries(b.transfersByTransport ?? {})
+        .map(([k, v]) => [k, v - (a.transfersByTransport?.[k] ?? 0)] as const)
+        .filter(([, d]) => d !== 0),
+    ),
   };
 }
 
