@@ -13,36 +13,11 @@
 #include "kernels.h"
 #include "model-weights.h"
 #include "thread-pool.h"
+#include "../common/model-util.h"
 
 namespace ms {
 namespace cpu {
 namespace {
-
-// RoPE inverse frequencies with the Llama 3 scaling rule (transformers _compute_llama3_parameters),
-// computed in f32 like transformers does.
-std::vector<float> ropeInvFreq(const ModelConfig& m) {
-  int half = m.headDim / 2;
-  std::vector<float> inv(half);
-  for (int i = 0; i < half; i++) {
-    float e = float(2 * i) / float(m.headDim);
-    inv[i] = 1.f / std::pow(m.ropeTheta, e);
-  }
-  if (!m.llama3Scaling) return inv;
-  const double pi = 3.141592653589793;
-  float lowWavelen = float(m.originalMaxPositions) / m.lowFreqFactor;
-  float highWavelen = float(m.originalMaxPositions) / m.highFreqFactor;
-  for (int i = 0; i < half; i++) {
-    float f = inv[i];
-    float wavelen = float(2 * pi / f);
-    if (wavelen > lowWavelen) {
-      inv[i] = f / m.ropeFactor;
-    } else if (wavelen >= highWavelen) {
-      float smooth = (float(m.originalMaxPositions) / wavelen - m.lowFreqFactor) / (m.highFreqFactor - m.lowFreqFactor);
-      inv[i] = (1.f - smooth) * f / m.ropeFactor + smooth * f;
-    }
-  }
-  return inv;
-}
 
 // x (hidden,) -> out = x * rsqrt(mean(x^2) + eps) * w
 void rmsNorm(const float* x, const float* w, int n, float eps, float* out) {

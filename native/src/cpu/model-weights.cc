@@ -7,28 +7,13 @@
 #include <sys/mman.h>
 
 #include "../common/half.h"
+#include "../common/model-util.h"
 #include "kernels.h"
 
 namespace ms::cpu {
 
 namespace {
 
-std::string shapeStr(const std::vector<int64_t>& s) {
-  std::ostringstream o;
-  o << "[";
-  for (size_t i = 0; i < s.size(); i++) o << (i ? ", " : "") << s[i];
-  o << "]";
-  return o.str();
-}
-
-size_t elemSize(DType d) { return d == DType::F32 ? 4 : 2; }
-const char* dtypeName(DType d) { return d == DType::F32 ? "F32" : d == DType::F16 ? "F16" : "BF16"; }
-
-float toF32(DType d, const void* p, size_t i) {
-  if (d == DType::F32) return static_cast<const float*>(p)[i];
-  uint16_t h = static_cast<const uint16_t*>(p)[i];
-  return d == DType::BF16 ? bf16ToF32(h) : f16ToF32(h);
-}
 
 // splitmix64: a tiny, good-enough generator; one stream per (tensor, chunk) so the result does
 // not depend on the thread count.

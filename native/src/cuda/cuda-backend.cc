@@ -7,31 +7,11 @@
 #include <new>
 #include <regex>
 
+#include "../common/model-util.h"
 #include "check.h"
 
 namespace ms::cuda {
 namespace {
-
-// RoPE inverse frequencies with the Llama 3 rule (transformers' _compute_llama3_parameters), f32.
-std::vector<float> ropeInvFreq(const ModelConfig& m) {
-  int half = m.headDim / 2;
-  std::vector<float> inv(half);
-  for (int i = 0; i < half; i++) inv[i] = 1.f / std::pow(m.ropeTheta, float(2 * i) / float(m.headDim));
-  if (!m.llama3Scaling) return inv;
-  const double pi = 3.141592653589793;
-  float lowWavelen = float(m.originalMaxPositions) / m.lowFreqFactor;
-  float highWavelen = float(m.originalMaxPositions) / m.highFreqFactor;
-  for (int i = 0; i < half; i++) {
-    float f = inv[i], wavelen = float(2 * pi / f);
-    if (wavelen > lowWavelen) {
-      inv[i] = f / m.ropeFactor;
-    } else if (wavelen >= highWavelen) {
-      float smooth = (float(m.originalMaxPositions) / wavelen - m.lowFreqFactor) / (m.highFreqFactor - m.lowFreqFactor);
-      inv[i] = (1.f - smooth) * f / m.ropeFactor + smooth * f;
-    }
-  }
-  return inv;
-}
 
 size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 
