@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { loadAddon } from '../../native/addon.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
-import { FIXTURE, REFERENCE, argmax, bf16ToF32, greedyBatch, pageRange, readSafetensors, relL2 } from '../native/helpers.ts';
+import { FIXTURE, REFERENCE, argmax, bf16ToF32, greedyBatch, pageRange, readSafetensors, relL2, layer0Projection } from '../native/helpers.ts';
 
 const DEVICE = process.env.MICROSERVE_CUDA_DEVICE ?? 'cuda:0';
 const PAGE = 16;
@@ -128,13 +128,7 @@ if (!hasCuda) {
     const w = Object.fromEntries(readSafetensors(join(FIXTURE, 'model.safetensors')).map((t) => [t.name, bf16ToF32(t.data)]));
     const c = REFERENCE.cases[1];
     const H = 64, kvDim = 32;
-    const proj = (tok: number, name: string) => {
-      const x = w['model.embed_tokens.weight'].subarray(tok * H, (tok + 1) * H);
-      const ms = x.reduce((acc, v) => acc + v * v, 0) / H;
-      const xn = x.map((v, i) => (v / Math.sqrt(ms + 1e-5)) * w['model.layers.0.input_layernorm.weight'][i]);
-      const m = w[`model.layers.0.self_attn.${name}.weight`];
-      return Array.from({ length: kvDim }, (_, o) => xn.reduce((acc, v, i) => acc + v * m[o * H + i], 0));
-    };
+    const proj = (tok: number, name: 'k_proj' | 'v_proj') => layer0Projection(w, tok, name, H, kvDim);
     await forward(c.prompt_ids, 0, pageRange(3, 2));
     const page = bf16ToF32(await model.backend.readPages(Int32Array.of(3)));
     assert.ok(relL2(page.subarray(0, kvDim), proj(c.prompt_ids[0], 'k_proj')) < 1e-2);

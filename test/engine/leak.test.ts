@@ -9,18 +9,7 @@ import * as assert from 'uvu/assert';
 import type { EngineCore } from '../../actors/engine/engine-core.ts';
 import { isMicroserveError } from '../../actors/errors.ts';
 import { Collector, directTransport, greedy, makeCore, openFixture, usedPages } from './helpers.ts';
-
-function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 0x100000000;
-  };
-}
+import { xorshift as rng } from '../shared/xorshift.ts';
 
 const tick = () => new Promise((r) => setImmediate(r));
 

@@ -9,18 +9,7 @@ import * as assert from 'uvu/assert';
 import { isMicroserveError } from '../../actors/errors.ts';
 import { KvCacheManager } from '../../actors/kvcache/manager.ts';
 import type { KvSeq } from '../../actors/kvcache/types.ts';
-
-function rng(seed: number) {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    return s / 0x100000000;
-  };
-}
+import { xorshift as rng } from '../shared/xorshift.ts';
 
 for (const seed of [1, 2, 3]) {
   test(`1000 random ops keep the invariant (seed ${seed})`, () => {

@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert';
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { openModel, type LoadedModel } from '../../native/index.ts';
-import { FIXTURE, REFERENCE, argmax, bf16ToF32, greedyBatch, pageRange, readSafetensors, relL2 } from './helpers.ts';
+import { FIXTURE, REFERENCE, argmax, bf16ToF32, greedyBatch, pageRange, readSafetensors, relL2, layer0Projection } from './helpers.ts';
 
 const PAGE = 16;
 const GEN = 32;
@@ -92,13 +92,7 @@ test('wire layout: layer 0 K of position 0 and V of position 1 at their document
   const w = Object.fromEntries(readSafetensors(join(FIXTURE, 'model.safetensors')).map((t) => [t.name, bf16ToF32(t.data)]));
   const c = REFERENCE.cases[1];
   const H = 64, kvDim = 32;
-  const proj = (tok: number, name: string) => {
-    const x = w['model.embed_tokens.weight'].subarray(tok * H, (tok + 1) * H);
-    const ms = x.reduce((a, v) => a + v * v, 0) / H;
-    const xn = x.map((v, i) => (v / Math.sqrt(ms + 1e-5)) * w['model.layers.0.input_layernorm.weight'][i]);
-    const m = w[`model.layers.0.self_attn.${name}.weight`];
-    return Array.from({ length: kvDim }, (_, o) => xn.reduce((a, v, i) => a + v * m[o * H + i], 0));
-  };
+  const proj = (tok: number, name: 'k_proj' | 'v_proj') => layer0Projection(w, tok, name, H, kvDim);
   await model.backend.forward({ seqs: [{ tokens: Int32Array.from(c.prompt_ids), startPos: 0, pageTable: pageRange(3, 2) }] });
   const page = new Float32Array((await model.backend.readPages(Int32Array.of(3))).buffer);
   const k0 = page.subarray(0, kvDim);

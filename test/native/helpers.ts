@@ -98,3 +98,16 @@ export async function greedyBatch(backend: Backend, prompts: number[][], genLen:
   }
   return state.map((s) => ({ ids: s.out, firstLogits: s.first! }));
 }
+
+/**
+ * Layer 0's `k_proj` / `v_proj` output for one token of the fixture, by hand from the checkpoint
+ * (RMSNorm then the projection, no RoPE): K at position 0 and V anywhere equal what the backend
+ * stores. `w` maps tensor names to f32 values. (kvDim,)
+ */
+export function layer0Projection(w: Record<string, Float32Array>, tok: number, name: 'k_proj' | 'v_proj', H = 64, kvDim = 32): number[] {
+  const x = w['model.embed_tokens.weight'].subarray(tok * H, (tok + 1) * H);
+  const ms = x.reduce((a, v) => a + v * v, 0) / H;
+  const xn = x.map((v, i) => (v / Math.sqrt(ms + 1e-5)) * w['model.layers.0.input_layernorm.weight'][i]);
+  const m = w[`model.layers.0.self_attn.${name}.weight`];
+  return Array.from({ length: kvDim }, (_, o) => xn.reduce((a, v, i) => a + v * m[o * H + i], 0));
+}

@@ -9,10 +9,11 @@ actorSuite('local refs', async () => {
   return { caller: sys, echo: 'test/echo', teardown: () => sys.close() };
 }).run();
 
-actorSuite('remote refs across processes (direct ws)', async () => {
+/** Echo in a child process; the caller is another node, with a server of its own or without. */
+async function remoteFixture(peerId: string, callerId: string, hasServer: boolean) {
   const control = await startControl();
-  const peer = await startPeer(control.url!, 'peer-a', 'test/echo');
-  const caller = await ActorSystem.start({ nodeId: 'caller', token: TOKEN, controlUrl: control.url!, listen: { host: '127.0.0.1', port: 0 } });
+  const peer = await startPeer(control.url!, peerId, 'test/echo');
+  const caller = await ActorSystem.start({ nodeId: callerId, token: TOKEN, controlUrl: control.url!, listen: hasServer ? { host: '127.0.0.1', port: 0 } : null });
   return {
     caller,
     echo: 'test/echo',
@@ -22,19 +23,8 @@ actorSuite('remote refs across processes (direct ws)', async () => {
       await control.close();
     },
   };
-}).run();
+}
 
-actorSuite('remote refs relayed by control (client without a server)', async () => {
-  const control = await startControl();
-  const peer = await startPeer(control.url!, 'peer-b', 'test/echo');
-  const caller = await ActorSystem.start({ nodeId: 'client-x', token: TOKEN, controlUrl: control.url!, listen: null });
-  return {
-    caller,
-    echo: 'test/echo',
-    teardown: async () => {
-      killQuietly(peer);
-      await caller.close();
-      await control.close();
-    },
-  };
-}).run();
+actorSuite('remote refs across processes (direct ws)', () => remoteFixture('peer-a', 'caller', true)).run();
+
+actorSuite('remote refs relayed by control (client without a server)', () => remoteFixture('peer-b', 'client-x', false)).run();

@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "bf16-vec.h"
 #include "check.h"
 #include "decode-merge.h"
 #include "kernels.h"
@@ -23,16 +24,6 @@ namespace {
 constexpr int kWarps = 4;
 constexpr int kUnroll = 4;  // keys per lane group in flight
 constexpr float kLog2e = 1.4426950408889634f;
-
-__device__ __forceinline__ void toFloat8(const uint4& v, float* f) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    float2 p = __bfloat1622float2(h[i]);
-    f[2 * i] = p.x;
-    f[2 * i + 1] = p.y;
-  }
-}
 
 // grid (maxSplits, kvHeads, numQueries), block 32 * kWarps.
 template <int D, int REP>

@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <string>
 
+#include "bf16-vec.h"
 #include "check.h"
 #include "kernels.h"
 #include "pdl.h"
@@ -15,16 +16,6 @@ namespace {
 
 constexpr int kWarps = 4;  // per block
 constexpr int kRows = 2;   // output rows per warp
-
-__device__ __forceinline__ void toFloat8(const uint4& v, float* f) {
-  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    float2 p = __bfloat1622float2(h[i]);
-    f[2 * i] = p.x;
-    f[2 * i + 1] = p.y;
-  }
-}
 
 template <int U>
 __device__ __forceinline__ void loadW(uint4 (&dst)[U][kRows], const uint4* const (&w)[kRows], int base, int lane,
