@@ -23,6 +23,7 @@ export type ErrorCode =
   | 'DUPLICATE_REQUEST' // a request with that id already exists on this engine
   | 'TRANSFER_FAILED' // a KV transfer failed (peer gone, transport error)
   | 'TRANSFER_TIMEOUT' // a KV transfer passed its deadline
+  | 'TRANSFER_IN_PROGRESS' // pages still being written by a sender's push (start_generate too early)
   | 'ABORTED' // the request was aborted
   | 'PROMPT_TOO_LONG' // prompt (+ max tokens) exceeds the context or the KV pool
   | 'BAD_TOKEN' // a token id outside the vocabulary

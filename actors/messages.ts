@@ -36,6 +36,17 @@ export interface KvAddr {
   transports: string[];
   /** The receiver's KV pool over CUDA IPC; present when `transports` lists 'cuda-ipc'. */
   ipc?: KvIpcAddr;
+  /** The receiver's place in an NVSHMEM job; present when `transports` lists 'nvshmem'. */
+  nvshmem?: KvNvshmemAddr;
+}
+
+/** An engine's KV pool in an NVSHMEM job's symmetric heap: members reach it by PE. */
+export interface KvNvshmemAddr {
+  /** The job: members of one `up` (name + start epoch); only members of one job can write. */
+  job: string;
+  pe: number;
+  numPages: number;
+  pageBytes: number;
 }
 
 /** A CUDA engine's KV pool as other processes on its host can open it (cudaIpcGetMemHandle). */
@@ -62,6 +73,26 @@ export interface KvCopyMsg {
   pageIds: number[];
   srcPageIds: number[];
   from: KvIpcAddr;
+}
+
+/**
+ * GPU push transports (receiver side). The sender writes into this engine's reserved `pageIds`
+ * of request `id` from the GPU, layer by layer while it prefills. `kv_push_begin` leases those
+ * pages (abort or expiry of the reservation keeps them out of the pool while the lease lives) for
+ * `ttlMs` plus a grace; reply `{ ok: true }`. `kv_push_end` ends the lease once the sender's writes
+ * are complete (`ok`: the pages now hold the KV); reply `{ ok: true, bytes }` or a typed error
+ * (TRANSFER_TIMEOUT when the lease had already ended).
+ */
+export interface KvPushBeginMsg {
+  type: 'kv_push_begin';
+  id: string;
+  pageIds: number[];
+  ttlMs: number;
+}
+export interface KvPushEndMsg {
+  type: 'kv_push_end';
+  id: string;
+  ok: boolean;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -179,6 +210,8 @@ export type EngineMsg =
   | MatchPrefixMsg
   | KvWriteMsg
   | KvCopyMsg
+  | KvPushBeginMsg
+  | KvPushEndMsg
   | SetRoleMsg
   | FlushCacheMsg
   | StatusMsg;

@@ -42,13 +42,19 @@ export interface NativeBackendHandle {
   openPeerPool(handle: Uint8Array, peerNumPages: number): Promise<Int32Array>;
   /** Resolves to [GPU ms of the copy]. peerId -1: within this pool. */
   copyPeerPages(peerId: number, localPages: Int32Array, peerPages: Int32Array, toPeer: boolean): Promise<Float32Array>;
-  forwardWithSend(tokens: Int32Array, seqLens: Int32Array, startPos: Int32Array, pageTables: Int32Array, maxPagesPerSeq: number, allLogits: boolean, peerId: number, srcPages: Int32Array, dstPages: Int32Array): Promise<{ logits: Float32Array; timeline: Float32Array }>;
+  forwardWithSend(tokens: Int32Array, seqLens: Int32Array, startPos: Int32Array, pageTables: Int32Array, maxPagesPerSeq: number, allLogits: boolean, peerId: number, srcPages: Int32Array, dstPages: Int32Array, peerIds?: Int32Array): Promise<{ logits: Float32Array; timeline: Float32Array }>;
+  /** Resolves to [pe, npes, nvshmemx_init_status, init ms]. Collective; before finalize. */
+  joinNvshmem(uid: Uint8Array, rank: number, nranks: number): Promise<Float64Array>;
+  /** Resolves to [peerId, 1 if reached directly through nvshmem_ptr else 0]. */
+  openNvshmemPeer(pe: number): Promise<Int32Array>;
   close(): void;
 }
 
 interface Addon {
   NativeBackend: new (device: string, config: NativeModelConfig, numPages: number, pageSize: number, numThreads: number) => NativeBackendHandle;
   hasCuda: boolean;
+  /** A new NVSHMEM job's 128-byte bootstrap id (this process joins as rank 0); throws NO_DEVICE without NVSHMEM. */
+  nvshmemUniqueId(): Uint8Array;
 }
 
 let addon: Addon | null = null;

@@ -60,6 +60,21 @@ export interface Backend {
    * backends without it (the CPU backend), so callers fall back to the host transport.
    */
   readonly kvIpc?: KvIpcOps;
+  /**
+   * [joinNvshmem] joins an NVSHMEM job and puts the KV pool in its symmetric heap (collective with
+   * the other members; before the model is finalized). CUDA builds with NVSHMEM only; others
+   * reject with NO_DEVICE.
+   */
+  joinNvshmem?(uid: Uint8Array, rank: number, nranks: number): Promise<NvshmemMembership>;
+}
+
+/** This process's place in an NVSHMEM job. */
+export interface NvshmemMembership {
+  pe: number;
+  npes: number;
+  /** nvshmemx_init_status(): 3 = limited MPG (several PEs share one GPU). */
+  initStatus: number;
+  initMs: number;
 }
 
 /** This pool as a peer sees it. */
@@ -79,14 +94,27 @@ export interface SendTimeline {
   sendEnd: number;
 }
 
+/** The pages a forwardWithSend pushes after each layer. */
+export interface LayerSendSpec {
+  peerId: number;
+  srcPages: Int32Array;
+  dstPages: Int32Array;
+  peerIds?: Int32Array;
+}
+
 export interface KvIpcOps {
   exportPool(): Promise<KvPoolExport>;
   /** Opens a peer's pool (cached per handle), resolves to its peer id. */
   openPeer(handle: Uint8Array, peerNumPages: number): Promise<number>;
   /** Copies whole pages local → peer (toPeer) or peer → local; peerId -1: within this pool. Resolves to GPU ms. */
   copyPages(peerId: number, localPages: Int32Array, peerPages: Int32Array, toPeer: boolean): Promise<number>;
-  /** A forward whose layer L's KV of srcPages goes to the peer's dstPages right after layer L. */
-  forwardWithSend(batch: ForwardBatch, send: { peerId: number; srcPages: Int32Array; dstPages: Int32Array }): Promise<{ logits: Float32Array; timeline: SendTimeline }>;
+  /**
+   * A forward whose layer L's KV of srcPages goes to the peer's dstPages right after layer L.
+   * peerIds (one per page pair) lets one forward send to several peers; else all go to peerId.
+   */
+  forwardWithSend(batch: ForwardBatch, send: LayerSendSpec): Promise<{ logits: Float32Array; timeline: SendTimeline }>;
+  /** The pool of PE `pe` of this process's NVSHMEM job as a peer; direct: reached through nvshmem_ptr (load/store), else one-sided puts. */
+  openNvshmemPeer(pe: number): Promise<{ peerId: number; direct: boolean }>;
 }
 
 export interface BackendOptions {

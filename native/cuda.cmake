@@ -56,6 +56,7 @@ add_library(microserve_cuda STATIC
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/forward-plan.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/cuda-backend.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/kv-ipc.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/kv-nvshmem.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/model-forward.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/autotune.cc)
 ms_cuda_target_options(microserve_cuda)
@@ -63,9 +64,27 @@ target_compile_options(microserve_cuda PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-O2>)
 target_include_directories(microserve_cuda PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/src)
 target_link_libraries(microserve_cuda PUBLIC CUDA::cudart CUDA::cublasLt)
 
+# NVSHMEM (host library only) where it exists: $NVSHMEM_HOME, else the pip wheel
+# nvidia-nvshmem-cu13 of python3. Without it the NVSHMEM entry points answer NO_DEVICE.
+set(MS_NVSHMEM_HOME "$ENV{NVSHMEM_HOME}")
+if(NOT MS_NVSHMEM_HOME)
+  execute_process(COMMAND python3 -c "import nvidia.nvshmem as m; print(list(m.__path__)[0])"
+                  OUTPUT_VARIABLE MS_NVSHMEM_HOME OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+endif()
+if(MS_NVSHMEM_HOME AND EXISTS "${MS_NVSHMEM_HOME}/include/nvshmemx.h" AND EXISTS "${MS_NVSHMEM_HOME}/lib/libnvshmem_host.so.3")
+  message(STATUS "microserve: NVSHMEM in ${MS_NVSHMEM_HOME}")
+  target_include_directories(microserve_cuda PRIVATE "${MS_NVSHMEM_HOME}/include")
+  target_compile_definitions(microserve_cuda PRIVATE MS_WITH_NVSHMEM)
+  target_link_libraries(microserve_cuda PUBLIC "${MS_NVSHMEM_HOME}/lib/libnvshmem_host.so.3")
+  set(MS_EXTRA_RPATH "${MS_NVSHMEM_HOME}/lib")
+else()
+  message(STATUS "microserve: no NVSHMEM found (transport nvshmem unavailable)")
+  set(MS_EXTRA_RPATH "")
+endif()
+
 target_link_libraries(microserve_native PRIVATE microserve_cuda)
 target_compile_definitions(microserve_native PRIVATE MS_WITH_CUDA)
-set_target_properties(microserve_native PROPERTIES BUILD_RPATH "${CUDAToolkit_LIBRARY_DIR}")
+set_target_properties(microserve_native PROPERTIES BUILD_RPATH "${CUDAToolkit_LIBRARY_DIR};${MS_EXTRA_RPATH}")
 
 # Built on request (not by `npm run build:native`): bench/gpu/run.sh builds them.
 add_executable(microserve_engine_bench EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/../bench/gpu/engine-bench.cu)
@@ -74,3 +93,4 @@ target_link_libraries(microserve_engine_bench PRIVATE microserve_cuda)
 add_executable(microserve_kernels_check EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/../test/cuda/kernels-check.cu)
 ms_cuda_target_options(microserve_kernels_check)
 target_link_libraries(microserve_kernels_check PRIVATE microserve_cuda)
+set_target_properties(microserve_engine_bench microserve_kernels_check PROPERTIES BUILD_RPATH "${MS_EXTRA_RPATH}")

@@ -5,7 +5,8 @@
 import { readFile, stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { MicroserveError } from '../actors/errors.ts';
-import type { Backend, BackendOptions, ModelConfig } from './backend.ts';
+import type { Backend, BackendOptions, ModelConfig, NvshmemMembership } from './backend.ts';
+import { loadAddon, toMicroserveError } from './addon.ts';
 import { listTensors, readTensors } from './checkpoint.ts';
 import { parseModelConfig } from './config.ts';
 import { NativeBackend } from './native-backend.ts';
@@ -17,6 +18,8 @@ export type { Backend, BackendOptions, ForwardBatch, ForwardSeq, ModelConfig } f
 
 export interface LoadedModel {
   backend: Backend;
+  /** The NVSHMEM job this backend's pool joined (OpenModelOptions.nvshmem), else null. */
+  nvshmem: NvshmemJoin;
   /** Preset name, or the checkpoint folder's base name. */
   name: string;
   /** Absolute checkpoint folder; null for presets. */
@@ -28,6 +31,23 @@ export interface LoadedModel {
 export interface OpenModelOptions extends BackendOptions {
   /** [seed=preset's seed (0)] Seed of a preset's random weights; ignored for checkpoints. */
   seed?: number;
+  /**
+   * [nvshmem] join this NVSHMEM job before the weights load: the KV pool goes to the symmetric
+   * heap. Collective: every member opens its model with the same uid and an equal KV pool.
+   */
+  nvshmem?: { uid: Uint8Array; rank: number; nranks: number };
+}
+
+/** What openModel did about NVSHMEM (null: not asked). */
+export type NvshmemJoin = NvshmemMembership | null;
+
+/** A new NVSHMEM job's bootstrap id; the calling process must join as rank 0. NO_DEVICE without NVSHMEM. */
+export function nvshmemUniqueId(): Uint8Array {
+  try {
+    return loadAddon().nvshmemUniqueId();
+  } catch (e) {
+    throw toMicroserveError(e);
+  }
 }
 
 function checkInt(name: string, v: unknown, min: number): number {
@@ -72,14 +92,16 @@ export async function openModel(model: string, opts: OpenModelOptions): Promise<
   if (isPreset(model)) {
     const p = PRESETS[model];
     const backend = new NativeBackend(p.config, numPages, pageSize, device, numThreads);
+    let nvshmem: NvshmemJoin = null;
     try {
+      nvshmem = await join(backend, opts);
       await backend.randomInit(checkInt('seed', opts.seed ?? p.seed, 0), p.std);
       await backend.finalize();
     } catch (e) {
       backend.close();
       throw e;
     }
-    return { backend, name: model, folder: null, isPreset: true, config: p.config };
+    return { backend, nvshmem, name: model, folder: null, isPreset: true, config: p.config };
   }
 
   const folder = resolve(model);
@@ -90,12 +112,24 @@ export async function openModel(model: string, opts: OpenModelOptions): Promise<
   const config = await readConfig(folder);
   const tensors = await listTensors(folder, skipTensor(config));
   const backend = new NativeBackend(config, numPages, pageSize, device, numThreads);
+  let nvshmem: NvshmemJoin = null;
   try {
+    nvshmem = await join(backend, opts);
     await readTensors(tensors, (t, data) => backend.loadTensor(t.name, t.dtype, t.shape, data));
     await backend.finalize();
   } catch (e) {
     backend.close();
     throw e;
   }
-  return { backend, name: basename(folder), folder, isPreset: false, config };
+  return { backend, nvshmem, name: basename(folder), folder, isPreset: false, config };
+}
+
+async function join(backend: NativeBackend, opts: OpenModelOptions): Promise<NvshmemJoin> {
+  const j = opts.nvshmem;
+  if (!j) return null;
+  if (!(j.uid instanceof Uint8Array) || j.uid.length !== 128) throw new MicroserveError('BAD_CONFIG', 'nvshmem.uid must be 128 bytes', { field: 'nvshmem.uid' });
+  const nranks = checkInt('nvshmem.nranks', j.nranks, 1);
+  const rank = checkInt('nvshmem.rank', j.rank, 0);
+  if (rank >= nranks) throw new MicroserveError('BAD_CONFIG', `nvshmem.rank ${rank} must be < nranks ${nranks}`, { field: 'nvshmem.rank' });
+  return backend.joinNvshmem(j.uid, rank, nranks);
 }

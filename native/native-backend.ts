@@ -1,6 +1,6 @@
 /** {@link Backend} over the addon: packs ragged batches into flat Int32Arrays, maps errors. */
 import { MicroserveError } from '../actors/errors.ts';
-import type { Backend, ForwardBatch, KvIpcOps, ModelConfig, SendTimeline } from './backend.ts';
+import type { Backend, ForwardBatch, KvIpcOps, ModelConfig, NvshmemMembership, SendTimeline } from './backend.ts';
 import { loadAddon, nativeCall, toMicroserveError, type NativeBackendHandle, type NativeModelConfig } from './addon.ts';
 
 /** Dtype codes of NativeBackendHandle.loadTensor. */
@@ -85,10 +85,22 @@ export class NativeBackend implements Backend {
     forwardWithSend: (batch, send) =>
       nativeCall(async () => {
         const a = packBatch(batch);
-        const r = await this.native().forwardWithSend(a.tokens, a.seqLens, a.startPos, a.tables, a.maxPages, batch.logits === 'all', send.peerId, send.srcPages, send.dstPages);
+        const r = await this.native().forwardWithSend(a.tokens, a.seqLens, a.startPos, a.tables, a.maxPages, batch.logits === 'all', send.peerId, send.srcPages, send.dstPages, send.peerIds);
         return { logits: r.logits, timeline: toTimeline(r.timeline) };
       }),
+    openNvshmemPeer: (pe) =>
+      nativeCall(async () => {
+        const r = await this.native().openNvshmemPeer(pe);
+        return { peerId: r[0], direct: r[1] === 1 };
+      }),
   };
+
+  joinNvshmem(uid: Uint8Array, rank: number, nranks: number): Promise<NvshmemMembership> {
+    return nativeCall(async () => {
+      const r = await this.native().joinNvshmem(uid, rank, nranks);
+      return { pe: r[0], npes: r[1], initStatus: r[2], initMs: r[3] };
+    });
+  }
 
   readPages(pageIds: Int32Array): Promise<Uint8Array> {
     return nativeCall(() => this.native().readPages(pageIds));

@@ -9,9 +9,11 @@ import { MicroserveError } from '../actors/errors.ts';
 import { log } from '../actors/log.ts';
 import type { EngineStatus } from '../actors/messages.ts';
 import { ActorSystem } from '../actors/runtime/system.ts';
+import { nvshmemJobs } from '../topology/diff.ts';
 import type { EngineSpec, Topology } from '../topology/types.ts';
 import { NodeSupervisor } from './node-supervisor.ts';
 import type { ProcSpec, ProcStatus } from './proc-spec.ts';
+import { spawnNvshmemRendezvous } from './nvshmem-rendezvous.ts';
 import { spawnSupervisorActor } from './supervisor-actor.ts';
 
 export interface ActorStatus {
@@ -41,8 +43,20 @@ export interface ClusterStatus {
 
 export const engineNodeId = (name: string) => `engine-${name}`;
 
-export function engineProcSpec(t: Topology, e: EngineSpec): ProcSpec {
-  return { kind: 'engine', nodeId: engineNodeId(e.name), engine: e, model: t.model, transport: t.transport };
+/**
+ * The process of engine `e`. With `transport: nvshmem` a GPU engine that has GPU peers on its host
+ * gets its NVSHMEM job: named by the members (topology/diff.ts nvshmemJobs) and `epoch` (a new
+ * set of processes is a new job), rank = its place among the members sorted by name.
+ */
+export function engineProcSpec(t: Topology, e: EngineSpec, epoch = 0): ProcSpec {
+  const spec: ProcSpec = { kind: 'engine', nodeId: engineNodeId(e.name), engine: e, model: t.model, transport: t.transport };
+  if (t.transport === 'nvshmem' && e.device.startsWith('cuda:')) {
+    const jobs = nvshmemJobs(t);
+    const job = jobs.get(e.name)!;
+    const members = t.engines.filter((x) => jobs.get(x.name) === job).map((x) => x.name).sort();
+    if (members.length > 1) spec.nvshmem = { job: `${job}#${epoch}`, rank: members.indexOf(e.name), nranks: members.length };
+  }
+  return spec;
 }
 
 export class Cluster {
@@ -66,6 +80,7 @@ export class Cluster {
     this.localSup = new NodeSupervisor(system, { host: 'local', controlUrl: system.url!, token });
     spawnSupervisorActor(system, 'local', this.localSup);
     system.spawn('control', (msg: any) => this.onControl(msg));
+    spawnNvshmemRendezvous(system);
     // engines placed on another host start when that host's agent joins
     system.onActorAdded((path) => {
       const m = /^supervisor\/(.+)$/.exec(path);
@@ -86,14 +101,17 @@ export class Cluster {
     return c;
   }
 
+  /** Epoch of NVSHMEM jobs: 0 for the processes `up` starts, then one more per apply that restarts engines. */
+  nvshmemEpoch = 0;
+
   /** Starts an engine on its host's supervisor (local now; remote once its agent joined). */
-  async startEngine(e: EngineSpec): Promise<void> {
+  async startEngine(e: EngineSpec, topology: Topology = this.topology): Promise<void> {
     const sup = `supervisor/${e.host}`;
     if (e.host !== 'local' && !this.system.listActors().some((a) => a.path === sup)) {
       log.info('engine waits for its host agent', { engine: e.name, host: e.host });
       return;
     }
-    await this.system.ref(sup).query({ type: 'start', spec: engineProcSpec(this.topology, e) }, 10_000);
+    await this.system.ref(sup).query({ type: 'start', spec: engineProcSpec(topology, e, this.nvshmemEpoch) }, 10_000);
   }
 
   async stopEngine(e: EngineSpec, graceMs = 5000): Promise<void> {

@@ -1,4 +1,5 @@
 /** What a node supervisor starts: one OS process per spec, hosting a node of the cluster. */
+import type { NvshmemSpec } from '../actors/engine/nvshmem-join.ts';
 import type { EngineSpec } from '../topology/types.ts';
 
 export type ProcSpec =
@@ -9,6 +10,8 @@ export type ProcSpec =
       engine: EngineSpec;
       model: string;
       transport: string;
+      /** The engine's NVSHMEM job (`transport: nvshmem`, a GPU engine with peers on its host). */
+      nvshmem?: NvshmemSpec;
     }
   | {
       /** Any module exporting `start(system, args)`: tests and extensions. */

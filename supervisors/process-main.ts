@@ -53,7 +53,7 @@ system.spawn(`proc/${spec.nodeId}`, (msg: any) => {
 
 if (spec.kind === 'engine') {
   const { spawnEngine } = await import('../actors/engine/actor.ts');
-  const h = await spawnEngine(system, { ...spec.engine, model: spec.model, transport: spec.transport } as any);
+  const h = await spawnEngine(system, { ...spec.engine, model: spec.model, transport: spec.transport, ...(spec.nvshmem ? { nvshmem: spec.nvshmem } : {}) } as any);
   closeHook = () => (h as any)?.close?.();
 } else {
   const mod = await import(spec.module);

@@ -23,7 +23,8 @@ import { loadTopology, parseTopology } from '../topology/load.ts';
 import { stringifyTopology } from '../topology/serialize.ts';
 import type { EngineSpec, Topology } from '../topology/types.ts';
 import { watchTopology } from '../topology/watch.ts';
-import { Cluster, engineNodeId } from './cluster.ts';
+import { Cluster, engineNodeId, engineProcSpec } from './cluster.ts';
+import type { ProcSpec } from './proc-spec.ts';
 
 export interface UpOptions {
   /** [watch=true] hot-reload the topology file. */
@@ -118,14 +119,16 @@ export function applyToCluster(cluster: Cluster, next: Topology | string, receiv
       }
     };
     const byName = (name: string) => cluster.topology.engines.find((e) => e.name === name);
+    cluster.nvshmemEpoch++; // engines this apply starts form new NVSHMEM jobs
     const report = await applyTopology(
       cluster.topology,
       t,
       {
         spawnEngine: async (spec: EngineSpec) => {
           cluster.topology = { ...cluster.topology, engines: [...cluster.topology.engines.filter((e) => e.name !== spec.name), spec] };
-          await cluster.startEngine(spec);
-          await cluster.waitEngineReady(spec.name);
+          await cluster.startEngine(spec, t);
+          // an NVSHMEM member is ready only once every member of its (new) job started: later hooks start them
+          if (!isNvshmemMember(engineProcSpec(t, spec))) await cluster.waitEngineReady(spec.name);
         },
         setRole: async (name: string, role: Role) => {
           await cluster.system.ref(`engine/${name}`).query({ type: 'set_role', role }, 5000);
@@ -141,8 +144,9 @@ export function applyToCluster(cluster: Cluster, next: Topology | string, receiv
           await drain(spec.name);
           if (old) await cluster.stopEngine(old);
           cluster.topology = { ...cluster.topology, model: t.model, transport: t.transport };
-          await cluster.system.ref(`supervisor/${spec.host}`).query({ type: 'start', spec: { kind: 'engine', nodeId: engineNodeId(spec.name), engine: spec, model: t.model, transport: t.transport } }, 10_000);
-          await cluster.waitEngineReady(spec.name);
+          const procSpec = engineProcSpec(t, spec, cluster.nvshmemEpoch);
+          await cluster.system.ref(`supervisor/${spec.host}`).query({ type: 'start', spec: procSpec }, 10_000);
+          if (!isNvshmemMember(procSpec)) await cluster.waitEngineReady(spec.name);
         },
       },
       { version: cluster.version, receivedAt },
@@ -161,4 +165,8 @@ export function applyToCluster(cluster: Cluster, next: Topology | string, receiv
 function normalise(t: Topology, current: Topology): Topology {
   if (t === null || typeof t !== 'object') throw new MicroserveError('TOPOLOGY_INVALID', 'apply needs a topology');
   return parseTopology(stringifyTopology(t), current.source);
+}
+
+function isNvshmemMember(s: ProcSpec): boolean {
+  return s.kind === 'engine' && !!s.nvshmem;
 }

@@ -75,6 +75,16 @@ export function validateTopology(t: Topology, opts: ValidateOptions): Problem[] 
     const i = t.engines.findIndex((e) => !e.device.startsWith('cuda:'));
     if (i >= 0) add(['transport'], `transport '${t.transport}' needs every engine on a GPU (engines[${i}] '${t.engines[i].name}' is on ${t.engines[i].device})`);
   }
+  if (t.transport === 'nvshmem') {
+    // nvshmem_malloc is collective: the members of a job (GPU engines of one host) need equal pools
+    for (const host of new Set(t.engines.map((e) => e.host))) {
+      const gpu = t.engines.map((e, i) => ({ e, i })).filter(({ e }) => e.host === host && e.device.startsWith('cuda:'));
+      const odd = gpu.find(({ e }) => (e.kvPages ?? 0) !== (gpu[0].e.kvPages ?? 0) || (e.pageSize ?? 0) !== (gpu[0].e.pageSize ?? 0));
+      if (odd) {
+        add(['engines', odd.i, 'kvPages'], `transport 'nvshmem' needs equal KV pools on one host: '${odd.e.name}' has kvPages ${odd.e.kvPages}, pageSize ${odd.e.pageSize}; '${gpu[0].e.name}' has kvPages ${gpu[0].e.kvPages}, pageSize ${gpu[0].e.pageSize}`);
+      }
+    }
+  }
   if (t.router.port !== 0 && t.router.port === t.control.port) add(['router', 'port'], `router and control both use port ${t.router.port}`);
 
   const model = resolveModel(t.model, opts.baseDir);

@@ -15,11 +15,15 @@ import type { TransportName } from '../../topology/types.ts';
 import { MicroserveError } from '../errors.ts';
 import { spawnKvActor } from '../kvcache/actor.ts';
 import { log } from '../log.ts';
-import type { EngineMsg, KvAddr, KvIpcAddr, Role } from '../messages.ts';
+import type { Backend } from '../../native/backend.ts';
+import type { EngineMsg, KvAddr, KvIpcAddr, KvNvshmemAddr, Role } from '../messages.ts';
 import type { ActorSystemApi, Handler } from '../runtime/types.ts';
 import { EngineCore } from './engine-core.ts';
 import { hostTransport, type KvTransport } from './transfer.ts';
 import { canUseCudaIpc, cudaIpcTransport, exportIpcAddr, kvCopy } from './transfer-cuda-ipc.ts';
+import { nvshmemRendezvous, type NvshmemSpec } from './nvshmem-join.ts';
+import { kvPushBegin, kvPushEnd } from './push.ts';
+import { canUseNvshmem, nvshmemTransport } from './transfer-nvshmem.ts';
 import { checkId } from './validate.ts';
 
 export interface EngineOptions {
@@ -43,6 +47,12 @@ export interface EngineOptions {
   transport?: TransportName;
   /** [seed] seed of a preset's random weights. */
   seed?: number;
+  /**
+   * [nvshmem] this engine's place in an NVSHMEM job (`up` sets it for `transport: nvshmem`): the
+   * KV pool joins the job's symmetric heap and the `nvshmem` transport reaches the other members.
+   * Needs the control node's `nvshmem` rendezvous actor.
+   */
+  nvshmem?: NvshmemSpec;
 }
 
 export interface EngineHandle {
@@ -57,17 +67,26 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
   const name = opts.name;
   if (typeof name !== 'string' || !/^[a-zA-Z0-9_.-]+$/.test(name)) throw new MicroserveError('BAD_CONFIG', `engine name must match [a-zA-Z0-9_.-]+ (got ${JSON.stringify(name)})`, { field: 'name' });
   const transport = opts.transport ?? 'auto';
+  const device = opts.device ?? 'cpu';
+  const wantsNvshmem = !!opts.nvshmem && opts.nvshmem.nranks > 1 && device.startsWith('cuda') && (transport === 'nvshmem' || transport === 'auto');
+  const join = wantsNvshmem ? await nvshmemRendezvous(system, name, opts.nvshmem!) : null;
   const loaded = await openModel(opts.model, {
-    device: opts.device ?? 'cpu',
+    device,
     numPages: opts.kvPages ?? 512,
     pageSize: opts.pageSize ?? 16,
     numThreads: opts.threads ?? 0,
     seed: opts.seed,
+    ...(join ? { nvshmem: join } : {}),
   });
-  // cuda-ipc where the backend can export its pool; everything else (and CPU engines) uses host.
-  const ipc = transport === 'auto' || transport === 'cuda-ipc' ? (await exportIpcAddr(loaded.backend)) ?? undefined : undefined;
-  if (transport !== 'auto' && transport !== 'host' && !ipc) {
-    log.warn('KV transport not available on this engine; using host', { engine: name, transport, device: loaded.backend.device });
+  // nvshmem inside a job; cuda-ipc where the backend can export its pool (not a symmetric-heap
+  // pool); everything else (and CPU engines) uses host.
+  const nv: KvNvshmemAddr | undefined = loaded.nvshmem
+    ? { job: opts.nvshmem!.job, pe: loaded.nvshmem.pe, numPages: loaded.backend.numPages, pageBytes: loaded.backend.pageBytes }
+    : undefined;
+  if (loaded.nvshmem) log.info('NVSHMEM job joined', { engine: name, job: nv!.job, pe: nv!.pe, npes: loaded.nvshmem.npes, initStatus: loaded.nvshmem.initStatus, initMs: Math.round(loaded.nvshmem.initMs) });
+  const ipc = !nv && (transport === 'auto' || transport === 'cuda-ipc' || transport === 'nvshmem') ? (await exportIpcAddr(loaded.backend)) ?? undefined : undefined;
+  if ((transport === 'nvshmem' && !nv) || (transport === 'cuda-ipc' && !ipc)) {
+    log.warn('KV transport not available on this engine; using the next one', { engine: name, transport, using: ipc ? 'cuda-ipc' : 'host', device: loaded.backend.device });
   }
   const core = new EngineCore({
     name,
@@ -78,9 +97,10 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
     sink: (replyTo, msg) => {
       if (replyTo) system.ref(replyTo).dispatch(msg);
     },
-    pickTransport: (kvAddr) => pickTransport(system, kvAddr, ipc),
-    acceptTransports: ipc ? ['cuda-ipc', 'host'] : ['host'],
+    pickTransport: (kvAddr) => pickTransport(system, kvAddr, loaded.backend, ipc, nv),
+    acceptTransports: nv ? ['nvshmem', 'host'] : ipc ? ['cuda-ipc', 'host'] : ['host'],
     ...(ipc ? { ipc } : {}),
+    ...(nv ? { nvshmem: nv } : {}),
   });
   system.spawn(`engine/${name}`, engineHandler(core), { onCrash: () => 'resume' });
   spawnKvActor(system, name, core.kv);
@@ -101,8 +121,9 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
   };
 }
 
-function pickTransport(system: ActorSystemApi, kvAddr: KvAddr, self: KvIpcAddr | undefined): KvTransport {
-  if (self && canUseCudaIpc(self, kvAddr)) return cudaIpcTransport(system, kvAddr.engine, self);
+function pickTransport(system: ActorSystemApi, kvAddr: KvAddr, backend: Backend, self: KvIpcAddr | undefined, nv: KvNvshmemAddr | undefined): KvTransport {
+  if (nv && canUseNvshmem(nv, kvAddr)) return nvshmemTransport(system, kvAddr.engine, backend, kvAddr.nvshmem!);
+  if (self && canUseCudaIpc(self, kvAddr)) return cudaIpcTransport(system, kvAddr.engine, self, backend, kvAddr.ipc);
   if (Array.isArray(kvAddr.transports) && !kvAddr.transports.includes('host')) {
     throw new MicroserveError('TRANSFER_FAILED', `engine ${kvAddr.engine} accepts ${kvAddr.transports.join(', ')}; this engine only has 'host'`);
   }
@@ -127,6 +148,10 @@ export function engineHandler(core: EngineCore): Handler {
         return core.kvWrite(msg);
       case 'kv_copy':
         return kvCopy(core, msg);
+      case 'kv_push_begin':
+        return kvPushBegin(core, msg);
+      case 'kv_push_end':
+        return kvPushEnd(core, msg);
       case 'abort':
         return core.abort(checkId(msg.id, 'abort'));
       case 'match_prefix':

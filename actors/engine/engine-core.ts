@@ -10,7 +10,7 @@
  *
  * The microserving operations (prep_recv, kv_write, remote_send) live in microserving.ts.
  */
-import type { Backend, ForwardBatch } from '../../native/backend.ts';
+import type { Backend, ForwardBatch, LayerSendSpec } from '../../native/backend.ts';
 import { MicroserveError, isMicroserveError } from '../errors.ts';
 import { KvCacheManager } from '../kvcache/manager.ts';
 import { log } from '../log.ts';
@@ -56,6 +56,8 @@ export class EngineCore {
   inFlight: Set<Request> | null = null;
   /** Message of the last failed idle integrity check (null: all checks passed). */
   integrityError: string | null = null;
+  /** Settles when the forward in flight returns. */
+  private stepEnd: Promise<void> | null = null;
   private isLooping = false;
   private isClosed = false;
   private idleWaiters: (() => void)[] = [];
@@ -276,11 +278,17 @@ export class EngineCore {
       logits: 'last',
     };
     this.inFlight = new Set(entries.map((e) => e.req));
+    // Sends over a GPU push transport write their pages into the receiver layer by layer.
+    const send = this.layerSend(entries);
+    let endStep!: () => void;
+    this.stepEnd = new Promise<void>((r) => (endStep = r));
     let logits: Float32Array;
     try {
-      logits = await this.backend.forward(batch);
+      logits = send ? (await this.backend.kvIpc!.forwardWithSend(batch, send)).logits : await this.backend.forward(batch);
+      if (send) for (const { req } of entries) if (req.push) this.markPushed(req, send);
     } catch (e) {
       this.inFlight = null;
+      endStep();
       const err = isMicroserveError(e) ? e : new MicroserveError('NATIVE_ERROR', `forward failed: ${(e as Error)?.message ?? e}`);
       log.error('forward failed', { engine: this.name, err });
       for (const { req } of entries) {
@@ -290,6 +298,7 @@ export class EngineCore {
       return;
     }
     this.inFlight = null;
+    endStep();
     const vocab = this.backend.config.vocabSize;
     entries.forEach(({ req, start, n }, i) => {
       if (req.isAborted || req.state !== 'running') {
@@ -315,6 +324,45 @@ export class EngineCore {
       if (finish) this.stopGenerate(req, finish, [tok]);
       else this.emit(req, [tok]);
     });
+  }
+
+  /**
+   * The pages this step's send requests push (PushPlan): every page of [first, last) that a
+   * chunk touches, whole per layer (a page a later chunk completes is written again then).
+   */
+  private layerSend(entries: StepEntry[]): LayerSendSpec | null {
+    const src: number[] = [];
+    const dst: number[] = [];
+    const peers: number[] = [];
+    const ps = this.kv.pageSize;
+    for (const { req, start, n } of entries) {
+      const p = req.push;
+      if (!p || !req.seq) continue;
+      const lo = Math.max(p.first, Math.floor(start / ps));
+      const hi = Math.min(p.last, Math.ceil((start + n) / ps));
+      for (let i = lo; i < hi; i++) {
+        src.push(req.seq.pageIds[i]);
+        dst.push(p.dstPageIds[i]);
+        peers.push(p.peerId);
+      }
+    }
+    if (src.length === 0) return null;
+    return { peerId: peers[0], srcPages: Int32Array.from(src), dstPages: Int32Array.from(dst), peerIds: Int32Array.from(peers) };
+  }
+
+  private markPushed(req: Request, send: LayerSendSpec): void {
+    const p = req.push!;
+    const seqPages = req.seq!.pageIds;
+    for (let k = 0; k < send.srcPages.length; k++) {
+      if (send.peerIds![k] !== p.peerId) continue;
+      const i = seqPages.indexOf(send.srcPages[k]);
+      if (i >= p.first && i < p.last && p.dstPageIds[i] === send.dstPages[k]) p.pushed.add(i);
+    }
+  }
+
+  /** @internal Resolves once `req` is not part of the forward in flight (its writes have landed). */
+  async afterStep(req: Request): Promise<void> {
+    while (this.inFlight?.has(req) && this.stepEnd) await this.stepEnd;
   }
 
   /** A send request has [0, end) computed: it leaves the scheduler; remote_send transfers it. */

@@ -17,8 +17,9 @@ import { log } from '../log.ts';
 import type { KvAddr, KvWriteMsg, PrepRecvMsg, PrepRecvResult, RemoteSendMsg, RemoteSendResult } from '../messages.ts';
 import type { EngineCore } from './engine-core.ts';
 import { Request, requestKey } from './request.ts';
+import { assertNoPush } from './push.ts';
 import type { Reservation } from './reservations.ts';
-import { transferError } from './transfer.ts';
+import { transferError, type KvTransport } from './transfer.ts';
 import { checkFits, checkId, checkInt, checkTokens } from './validate.ts';
 
 const DEFAULT_TTL_MS = 30_000;
@@ -44,6 +45,7 @@ export function prepRecv(core: EngineCore, msg: Omit<PrepRecvMsg, 'type'>): Prep
     end,
     transports: core.opts.acceptTransports ?? ['host'],
     ...(core.opts.ipc ? { ipc: core.opts.ipc } : {}),
+    ...(core.opts.nvshmem ? { nvshmem: core.opts.nvshmem } : {}),
   };
   return { matchedLen: r.matchedLen, kvAddr };
 }
@@ -74,6 +76,7 @@ export async function kvWrite(core: EngineCore, msg: Omit<KvWriteMsg, 'type'>): 
 
 /** start_generate on a reservation: take its pages; compute from `begin` (see module comment). */
 export function startFromReservation(core: EngineCore, req: Request, r: Reservation, begin: number): void {
+  assertNoPush(r, req.id);
   for (let i = 0; i < r.end; i++) {
     if (r.promptIds[i] !== req.promptIds[i]) {
       throw new MicroserveError('BAD_REQUEST', `start_generate '${req.id}': promptIds differ from the prep_recv prompt at position ${i}`, { field: 'promptIds' });
@@ -110,41 +113,73 @@ export async function remoteSend(core: EngineCore, msg: Omit<RemoteSendMsg, 'typ
   checkFits(end, 0, core.capacity, op);
   if (!core.opts.pickTransport) throw new MicroserveError('TRANSFER_FAILED', `${op}: engine ${core.name} has no KV transport`);
   let transport = core.opts.pickTransport(kvAddr);
+  const ps = core.kv.pageSize;
+  const sendFrom = Math.max(begin, kvAddr.matchedLen);
+  const first = Math.floor(sendFrom / ps);
+  const last = Math.ceil(end / ps);
 
   const req = new Request({ id, kind: 'send', promptIds: promptIds.slice(0, end) });
+  // A push transport leases the receiver's pages before the compute starts: the forwards write them.
+  let isLeased = false;
+  let copying: Promise<unknown> | null = null;
+  if (transport.push && first < last) {
+    let peerId = -1;
+    try {
+      peerId = await transport.push.openPeer();
+    } catch (e) {
+      log.warn('KV push transport unavailable; falling back', { engine: core.name, id, transport: transport.name, error: (e as Error).message });
+      transport = transport.fallback ?? transport;
+    }
+    if (transport.push) {
+      await transport.push.begin(id, kvAddr.pageIds.slice(first, last), deadline);
+      isLeased = true;
+      req.push = { peerId, first, last, dstPageIds: kvAddr.pageIds, pushed: new Set() };
+    }
+  }
   core.requests.set(req.key, req);
   core.scheduler.enqueue(req);
   core.kick();
   const timer = setTimeout(() => core.stopSend(req, new MicroserveError('TRANSFER_TIMEOUT', `${op} '${id}' to ${kvAddr.engine} passed its ${ttlMs} ms deadline`)), ttlMs);
   try {
     await req.computed;
-    const ps = core.kv.pageSize;
-    const sendFrom = Math.max(begin, kvAddr.matchedLen);
-    const first = Math.floor(sendFrom / ps);
-    const last = Math.ceil(end / ps);
     let sentBytes = 0;
-    if (transport.copyPages && first < last) {
-      // Device to device; any failure but the deadline (or a stop) falls back to the host path.
-      try {
-        sentBytes = await Promise.race([transport.copyPages(id, req.seq!.pageIds.slice(first, last), kvAddr.pageIds.slice(first, last), deadline), req.stopped]);
-      } catch (e) {
-        if (req.failure) throw req.failure;
-        const err = transferError(e, kvAddr.engine);
-        if (err.code === 'TRANSFER_TIMEOUT' || !transport.fallback) throw err;
-        log.warn('KV transport failed; falling back', { engine: core.name, id, transport: transport.name, fallback: transport.fallback.name, error: err.message });
-        transport = transport.fallback;
+    if (req.push && transport.push) {
+      // The forwards wrote every page they computed; pages served from this engine's prefix
+      // cache go now, whole; then the receiver learns the pages hold the KV.
+      const p = req.push;
+      const rest: number[] = [];
+      for (let i = first; i < last; i++) if (!p.pushed.has(i)) rest.push(i);
+      if (rest.length > 0) {
+        copying = core.backend.kvIpc!.copyPages(p.peerId, Int32Array.from(rest, (i) => req.seq!.pageIds[i]), Int32Array.from(rest, (i) => p.dstPageIds[i]), true);
+        await Promise.race([copying, req.stopped]);
       }
-    }
-    const perChunk = Math.max(1, Math.floor(transport.maxChunkBytes / core.backend.pageBytes));
-    for (let i = transport.copyPages ? last : first; i < last; i += perChunk) {
-      const j = Math.min(last, i + perChunk);
-      const data = await Promise.race([core.backend.readPages(Int32Array.from(req.seq!.pageIds.slice(i, j))), req.stopped]);
-      try {
-        await Promise.race([transport.write(id, kvAddr.pageIds.slice(i, j), data, deadline), req.stopped]);
-      } catch (e) {
-        throw req.failure ?? transferError(e, kvAddr.engine);
+      isLeased = false;
+      await Promise.race([transport.push.end(id, true), req.stopped]);
+      sentBytes = (last - first) * core.backend.pageBytes;
+    } else {
+      if (transport.copyPages && first < last) {
+        // Device to device; any failure but the deadline (or a stop) falls back to the host path.
+        try {
+          sentBytes = await Promise.race([transport.copyPages(id, req.seq!.pageIds.slice(first, last), kvAddr.pageIds.slice(first, last), deadline), req.stopped]);
+        } catch (e) {
+          if (req.failure) throw req.failure;
+          const err = transferError(e, kvAddr.engine);
+          if (err.code === 'TRANSFER_TIMEOUT' || !transport.fallback) throw err;
+          log.warn('KV transport failed; falling back', { engine: core.name, id, transport: transport.name, fallback: transport.fallback.name, error: err.message });
+          transport = transport.fallback;
+        }
       }
-      sentBytes += data.length;
+      const perChunk = Math.max(1, Math.floor(transport.maxChunkBytes / core.backend.pageBytes));
+      for (let i = transport.copyPages ? last : first; i < last; i += perChunk) {
+        const j = Math.min(last, i + perChunk);
+        const data = await Promise.race([core.backend.readPages(Int32Array.from(req.seq!.pageIds.slice(i, j))), req.stopped]);
+        try {
+          await Promise.race([transport.write(id, kvAddr.pageIds.slice(i, j), data, deadline), req.stopped]);
+        } catch (e) {
+          throw req.failure ?? transferError(e, kvAddr.engine);
+        }
+        sentBytes += data.length;
+      }
     }
     const sentTokens = first < last ? end - sendFrom : 0;
     core.counters.tokensSent += sentTokens;
@@ -157,8 +192,16 @@ export async function remoteSend(core: EngineCore, msg: Omit<RemoteSendMsg, 'typ
     clearTimeout(timer);
     const cache = !req.isAborted && req.state === 'computed';
     req.state = 'finished';
+    if (isLeased) void endLeaseAfterWrites(core, req, transport, copying);
     core.release(req, cache);
   }
+}
+
+/** A failed push: once no write of ours can still land (step over, copy done), end the lease unwritten. */
+async function endLeaseAfterWrites(core: EngineCore, req: Request, transport: KvTransport, copying: Promise<unknown> | null): Promise<void> {
+  await core.afterStep(req);
+  await copying?.catch(() => {});
+  await transport.push!.end(req.id, false).catch(() => {});
 }
 
 function checkKvAddr(a: unknown, end: number, pageSize: number, op: string): KvAddr {

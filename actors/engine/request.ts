@@ -29,6 +29,18 @@ export function requestKey(kind: RequestKind, id: string): string {
   return kind === 'send' ? `send:${id}` : id;
 }
 
+/**
+ * A send's pages [first, last) (indexes into seq.pageIds) go to `dstPageIds[i]` of peer pool
+ * `peerId` (the backend's id of the receiver's pool). `pushed` holds the indexes a forward wrote.
+ */
+export interface PushPlan {
+  peerId: number;
+  first: number;
+  last: number;
+  dstPageIds: number[];
+  pushed: Set<number>;
+}
+
 export class Request {
   readonly id: string;
   readonly key: string;
@@ -49,6 +61,8 @@ export class Request {
   isAborted = false;
   /** Why a send request stopped (abort, deadline, forward error). */
   failure: Error | null = null;
+  /** Send requests over a GPU push transport: where the forwards write its pages, layer by layer. */
+  push: PushPlan | null = null;
   finishReason: FinishReason | null = null;
   /** Send requests: settled when [0, end) is computed (or the request fails). */
   readonly computed: Promise<void>;

@@ -5,7 +5,8 @@
  * locked in the radix tree, and private `reserved` pages for [matchedLen, end) that only a
  * kv_write for the same id may fill. It ends one of three ways: `take` (start_generate turns it
  * into a running request), `release` (abort), or expiry after its ttl. Pages are never freed
- * while a write into them is still running on the backend: the release waits for it.
+ * while a write into them is still running on the backend, or while a sender's GPU push into
+ * them may still land (push.ts leases are pending writes): the release waits for them.
  */
 import { MicroserveError } from '../errors.ts';
 import type { KvCacheManager } from '../kvcache/manager.ts';
@@ -21,6 +22,8 @@ export interface Reservation {
   /** Indexes (into seq.pageIds) of the pages a kv_write has filled. */
   readonly written: Set<number>;
   numPendingWrites: number;
+  /** Live GPU push leases (kv_push_begin without its end yet): the pages may still be written. */
+  numPushes: number;
   /** Set once the reservation is released or expired (its pages go back when writes finish). */
   isClosing: boolean;
   timer: NodeJS.Timeout | null;
@@ -67,7 +70,7 @@ export class ReservationTable {
       throw new MicroserveError('KV_PAGES_EXHAUSTED', `prep_recv '${id}': needs ${need} pages, ${st.free} free + ${st.cached} evictable`);
     }
     this.kv.grow(seq, end);
-    const r: Reservation = { id, promptIds, end, matchedLen, seq, written: new Set(), numPendingWrites: 0, isClosing: false, timer: null };
+    const r: Reservation = { id, promptIds, end, matchedLen, seq, written: new Set(), numPendingWrites: 0, numPushes: 0, isClosing: false, timer: null };
     r.timer = setTimeout(() => this.expire(id), ttlMs);
     r.timer.unref?.();
     this.live.set(id, r);

@@ -15,7 +15,7 @@ import { log } from '../log.ts';
 import type { KvAddr, KvCopyMsg, KvIpcAddr } from '../messages.ts';
 import type { ActorSystemApi } from '../runtime/types.ts';
 import type { EngineCore } from './engine-core.ts';
-import { hostTransport, transferError, type KvTransport } from './transfer.ts';
+import { hostTransport, pushMessages, transferError, type KvTransport } from './transfer.ts';
 import { checkId } from './validate.ts';
 
 /** This engine's pool as a KvIpcAddr, or null where the backend has no CUDA IPC (CPU). */
@@ -44,13 +44,20 @@ export function canUseCudaIpc(self: KvIpcAddr | undefined, kvAddr: KvAddr): bool
   );
 }
 
-/** The sender's side: `kv_copy` queries to `engine/<dst>`, falling back to `host`. */
-export function cudaIpcTransport(system: ActorSystemApi, dstEngine: string, self: KvIpcAddr): KvTransport {
+/**
+ * The sender's side. Push (default): open the receiver's pool from its IPC handle and write into
+ * it during the forwards (transfer.ts PushOps). `MICROSERVE_KV_PUSH=0` keeps the pull: a `kv_copy`
+ * query once the KV is computed. Either falls back to `host`.
+ */
+export function cudaIpcTransport(system: ActorSystemApi, dstEngine: string, self: KvIpcAddr, backend?: Backend, peer?: KvIpcAddr): KvTransport {
   const ref = system.ref(`engine/${dstEngine}`);
+  const ipc = backend?.kvIpc;
+  const canPush = !!ipc && !!peer && process.env.MICROSERVE_KV_PUSH !== '0';
   return {
     name: 'cuda-ipc',
     maxChunkBytes: Number.MAX_SAFE_INTEGER,
     fallback: hostTransport(system, dstEngine),
+    ...(canPush ? { push: { openPeer: () => ipc!.openPeer(peer!.handle, peer!.numPages), ...pushMessages(system, dstEngine) } } : {}),
     write() {
       return Promise.reject(new MicroserveError('TRANSFER_FAILED', 'cuda-ipc moves pages with copyPages, not write'));
     },

@@ -28,8 +28,47 @@ export interface KvTransport {
    * back to `fallback`.
    */
   copyPages?(id: string, srcPageIds: number[], dstPageIds: number[], deadline: number): Promise<number>;
-  /** [fallback] the transport to use when copyPages fails (host). */
+  /** [fallback] the transport to use when copyPages or push setup fails (host). */
   readonly fallback?: KvTransport;
+  /**
+   * [push] GPU transports that write into the receiver's pool from this engine's GPU, layer by
+   * layer during the forwards that compute the pages (push.ts has the receiver's lease rules).
+   * When present the sender prefers it to copyPages.
+   */
+  readonly push?: PushOps;
+}
+
+export interface PushOps {
+  /** This backend's peer id of the receiver's pool (opened once, cached by the backend). */
+  openPeer(): Promise<number>;
+  /** Leases the receiver's `dstPageIds` of request `id` until `end` (or deadline + grace). */
+  begin(id: string, dstPageIds: number[], deadline: number): Promise<void>;
+  /** Ends the lease; `ok`: every write completed. Resolves to the bytes the receiver counted. */
+  end(id: string, ok: boolean): Promise<number>;
+}
+
+/** kv_push_begin / kv_push_end queries to `engine/<dstEngine>` (shared by the GPU transports). */
+export function pushMessages(system: ActorSystemApi, dstEngine: string): Pick<PushOps, 'begin' | 'end'> {
+  const ref = system.ref(`engine/${dstEngine}`);
+  return {
+    async begin(id, pageIds, deadline) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new MicroserveError('TRANSFER_TIMEOUT', `KV transfer to ${dstEngine} passed its deadline`);
+      try {
+        await ref.query({ type: 'kv_push_begin', id, pageIds, ttlMs: left }, left);
+      } catch (e) {
+        throw transferError(e, dstEngine);
+      }
+    },
+    async end(id, ok) {
+      try {
+        const r = (await ref.query({ type: 'kv_push_end', id, ok }, 10_000)) as { bytes: number };
+        return r.bytes;
+      } catch (e) {
+        throw transferError(e, dstEngine);
+      }
+    },
+  };
 }
 
 /** Picks the transport to reach `kvAddr.engine` (the first of its transports this engine has). */

@@ -1,6 +1,6 @@
 /** Options and handles of the engine (core and actor). */
 import type { Backend } from '../../native/backend.ts';
-import type { EngineCounters, KvIpcAddr, Role, TokensMsg } from '../messages.ts';
+import type { EngineCounters, KvIpcAddr, KvNvshmemAddr, Role, TokensMsg } from '../messages.ts';
 import type { TransportPicker } from './transfer.ts';
 
 /** Receives every token message of the engine; `replyTo` is the request's (may be ''). */
@@ -23,6 +23,10 @@ export interface EngineCoreOptions {
   acceptTransports?: string[];
   /** [ipc] this engine's KV pool over CUDA IPC, advertised in its KvAddr (CUDA engines only). */
   ipc?: KvIpcAddr;
+  /** [nvshmem] this engine's place in an NVSHMEM job, advertised in its KvAddr. */
+  nvshmem?: KvNvshmemAddr;
+  /** [pushLeaseGraceMs=10000] how long past the sender's deadline an unfinished GPU push keeps its pages quarantined. */
+  pushLeaseGraceMs?: number;
   /** [defaultTtlMs=30000] ttl of prep_recv reservations and deadline of remote_send. */
   defaultTtlMs?: number;
 }

@@ -1,5 +1,6 @@
 /**
- * KV transfer over CUDA IPC on one GPU, two engine processes (run by bench/gpu/transfer.sh):
+ * KV transfer between two engine processes on one GPU (run by bench/gpu/transfer.sh), over CUDA IPC
+ * or (MS_BENCH_TRANSPORT=nvshmem) NVSHMEM, pushed layer by layer during the sender's prefill:
  *   node --import tsx bench/gpu/transfer-bench.ts <fixture|llama-3.1-8b> <out.json>
  * This process holds engine `p` (and the control node); a child process holds engine `d`.
  * (a) P/D and migration through cuda-ipc give one engine's greedy tokens, counters show cuda-ipc;
@@ -12,6 +13,7 @@ import { writeFileSync } from 'node:fs';
 import { spawnEngine, type EngineHandle } from '../../actors/engine/actor.ts';
 import type { EngineStatus, PrepRecvResult, RemoteSendResult, TokensMsg } from '../../actors/messages.ts';
 import { ActorSystem } from '../../actors/runtime/system.ts';
+import { spawnNvshmemRendezvous } from '../../supervisors/nvshmem-rendezvous.ts';
 import { FIXTURE } from '../../test/engine/helpers.ts';
 import type { NativeBackend } from '../../native/native-backend.ts';
 
@@ -19,14 +21,17 @@ const TOKEN = 'transfer-bench-token-0123456789';
 const [, , modelArg = 'fixture', outFile = '/tmp/kv-transfer.json', urlArg] = process.argv;
 const model = modelArg === 'fixture' ? FIXTURE : modelArg;
 const big = modelArg !== 'fixture';
-const engineOpts = { model, device: process.env.MS_BENCH_DEVICE ?? 'cuda:0', kvPages: big ? 1024 : 512, pageSize: 16, maxBatchTokens: big ? 8192 : 2048, seed: 1 };
+/** MS_BENCH_TRANSPORT: cuda-ipc (default) or nvshmem (both engines form one NVSHMEM job of 2 PEs). */
+const transport = (process.env.MS_BENCH_TRANSPORT ?? 'cuda-ipc') as 'cuda-ipc' | 'nvshmem';
+const engineOpts = { model, device: process.env.MS_BENCH_DEVICE ?? 'cuda:0', kvPages: big ? 1024 : 512, pageSize: 16, maxBatchTokens: big ? 8192 : 2048, seed: 1, transport };
+const nvshmemOf = (rank: number) => (transport === 'nvshmem' ? { nvshmem: { job: 'transfer-bench#0', rank, nranks: 2 } } : {});
 const median = (a: number[]) => [...a].sort((x, y) => x - y)[Math.floor(a.length / 2)];
 const sampling = (n: number) => ({ maxTokens: n, temperature: 0, topP: 1, stopTokenIds: [] as number[] });
 
 if (urlArg) {
   // child: engine d
   const node = await ActorSystem.start({ nodeId: 'node-d', token: TOKEN, controlUrl: urlArg, listen: { host: '127.0.0.1', port: 0 } });
-  const d = await spawnEngine(node, { name: 'd', ...engineOpts });
+  const d = await spawnEngine(node, { name: 'd', ...engineOpts, ...nvshmemOf(1) });
   process.send!('ready');
   process.on('message', async (m) => {
     if (m === 'exit') {
@@ -59,6 +64,7 @@ async function main(): Promise<void> {
     s.tokens.push(...msg.tokens);
     if (msg.finish) s.resolve();
   });
+  spawnNvshmemRendezvous(node);
   const child = fork(new URL(import.meta.url).pathname, [modelArg, outFile, node.url!], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });
   const childReady = new Promise<void>((r) => child.once('message', () => r()));
   process.on('exit', () => child.kill());
@@ -66,7 +72,10 @@ async function main(): Promise<void> {
     console.error(e);
     process.exit(1);
   });
-  const p: EngineHandle = await spawnEngine(node, { name: 'p', ...engineOpts });
+  const p: EngineHandle = await spawnEngine(node, { name: 'p', ...engineOpts, ...nvshmemOf(0) });
+  res.transport = transport;
+  res.nvshmem = p.loaded.nvshmem;
+  console.log('engine p', transport, JSON.stringify(p.loaded.nvshmem));
   await childReady;
   for (let i = 0; i < 500 && !node.listActors().some((a) => a.path === 'engine/d'); i++) await new Promise((r) => setTimeout(r, 10));
   const P = node.ref('engine/p');
@@ -105,7 +114,7 @@ async function main(): Promise<void> {
     const h = await pd(`host-${seq}`, ids, 16, true); // the same P/D split through the host transport
     await P.query({ type: 'flush_cache' }, 10000);
     const firstDiff = (x: number[]) => x.findIndex((t, i) => t !== ref.tokens[i]);
-    eq.push({ len, pdSame: a.s.tokens.join() === ref.tokens.join(), pdFirstDiff: firstDiff(a.s.tokens), ipcSameAsHost: a.s.tokens.join() === h.s.tokens.join(), migSameAsHost: m.s.tokens.join() === h.s.tokens.join(), hostTransport: h.sent.transport, migSame: m.s.tokens.join() === ref.tokens.join(), pdTransport: a.sent.transport, migTransport: m.sent.transport, pdComputed: a.sent.computedTokens, migComputed: m.sent.computedTokens, sentBytes: a.sent.sentBytes, hasIpc: !!a.prep.kvAddr.ipc });
+    eq.push({ len, pdSame: a.s.tokens.join() === ref.tokens.join(), pdFirstDiff: firstDiff(a.s.tokens), ipcSameAsHost: a.s.tokens.join() === h.s.tokens.join(), migSameAsHost: m.s.tokens.join() === h.s.tokens.join(), hostTransport: h.sent.transport, migSame: m.s.tokens.join() === ref.tokens.join(), pdTransport: a.sent.transport, migTransport: m.sent.transport, pdComputed: a.sent.computedTokens, migComputed: m.sent.computedTokens, sentBytes: a.sent.sentBytes, hasIpc: !!a.prep.kvAddr.ipc, hasNvshmem: !!a.prep.kvAddr.nvshmem });
     await D.query({ type: 'flush_cache' }, 10000);
   }
   const ds = await D.query<EngineStatus>({ type: 'status' }, 5000);
@@ -136,7 +145,14 @@ async function main(): Promise<void> {
   const be = p.loaded.backend as NativeBackend;
   seq++;
   const prep = await D.query<PrepRecvResult>({ type: 'prep_recv', id: `raw-${seq}`, promptIds: prompt(20), end: 16 }, 5000);
-  const peer = await be.kvIpc.openPeer(prep.kvAddr.ipc!.handle, prep.kvAddr.ipc!.numPages);
+  let peer: number;
+  if (transport === 'nvshmem') {
+    const o = await be.kvIpc.openNvshmemPeer(prep.kvAddr.nvshmem!.pe);
+    peer = o.peerId;
+    res.nvshmemDirect = o.direct; // true: nvshmem_ptr load/store path; false: putmem_on_stream
+  } else {
+    peer = await be.kvIpc.openPeer(prep.kvAddr.ipc!.handle, prep.kvAddr.ipc!.numPages);
+  }
   const N = big ? 256 : 256;
   const range = (a: number, n: number) => Int32Array.from({ length: n }, (_, i) => a + i);
   const rate = async (peerId: number, dst: Int32Array) => {
@@ -145,7 +161,7 @@ async function main(): Promise<void> {
     const m = median(ms.slice(2));
     return { ms: m, GBps: (N * be.pageBytes) / m / 1e6 };
   };
-  res.rate = { pages: N, bytes: N * be.pageBytes, ipc: await rate(peer, range(0, N)), local: await rate(-1, range(N, N)) };
+  res.rate = { pages: N, bytes: N * be.pageBytes, ipc: await rate(peer, range(0, N)), local: await rate(-1, range(N, N)), peer: transport };
   console.log('rate', JSON.stringify(res.rate));
 
   // (c) overlap

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# KV transfer over CUDA IPC on the GPU host: build the CUDA addon, then bench/gpu/transfer-bench.ts
-# with the fixture model and the llama-3.1-8b preset (two engine processes on one GPU each).
+# KV transfer on the GPU host: build the CUDA addon (with NVSHMEM), then bench/gpu/transfer-bench.ts
+# with the fixture model and the llama-3.1-8b preset, two engine processes on one GPU, over CUDA
+# IPC and over NVSHMEM (nvshmem_ptr path and one-sided puts). MS_TRANSFER_RUNS picks runs.
 # Before (CPU machine, project root): bash bench/gpu/pack-serve.sh && bash bench/gpu/pack.sh (.gpu/)
 # With the device tool: run(command="bash bench/gpu/transfer.sh", carry=[".gpu"]).
-# Results: $OUT/kv-transfer-{fixture,8b}.json, transfer.log; a summary is printed last.
+# Results: $OUT/kv-transfer-<model>-<transport>.json, transfer.log; a summary is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/ms-out}
@@ -22,18 +23,27 @@ cmake -S native -B native/build -G Ninja -DCMAKE_BUILD_TYPE=Release \
   cmake --build native/build -j 16 --target microserve_native >> "$OUT/build.log" 2>&1 ||
   { grep -E "error" "$OUT/build.log" | head -30; tail -20 "$OUT/build.log"; echo BUILD FAILED; exit 1; }
 echo "build $(( $(date +%s) - t0 )) s"
-for m in fixture llama-3.1-8b; do
-  echo "== $m ($(date -u +%T))"
-  timeout 400 node --import tsx bench/gpu/transfer-bench.ts $m "$OUT/kv-transfer-${m%%.*}.json" 2>&1 | tee -a "$OUT/transfer.log" | grep -v '"timeline"' | cut -c1-600
+export NVSHMEM_HOME=${NVSHMEM_HOME:-$(python3 -c "import nvidia.nvshmem as m; print(list(m.__path__)[0])" 2>/dev/null)}
+[[ -n "$NVSHMEM_HOME" ]] && export LD_LIBRARY_PATH=$NVSHMEM_HOME/lib:${LD_LIBRARY_PATH:-}
+export NVSHMEM_REMOTE_TRANSPORT=none NVSHMEM_BOOTSTRAP_UID_SOCK_IFNAME=lo
+grep -E "microserve: (NVSHMEM|no NVSHMEM)" "$OUT/build.log"
+# runs: model:transport[:put] (put = NVSHMEM one-sided puts instead of the nvshmem_ptr path)
+RUNS=${MS_TRANSFER_RUNS:-"fixture:cuda-ipc fixture:nvshmem fixture:nvshmem:put llama-3.1-8b:cuda-ipc llama-3.1-8b:nvshmem"}
+for r in $RUNS; do
+  IFS=: read -r m tr put <<< "$r"
+  name="${m%%.*}-$tr${put:+-put}"
+  echo "== $name ($(date -u +%T))"
+  MS_BENCH_TRANSPORT=$tr MS_NVSHMEM_PUT=$([[ -n "$put" ]] && echo 1 || echo 0) \
+    timeout 300 node --import tsx bench/gpu/transfer-bench.ts $m "$OUT/kv-transfer-$name.json" 2>&1 | tee -a "$OUT/transfer.log" | grep -v '"timeline"' | cut -c1-400
   echo "rc=${PIPESTATUS[0]}"
 done
 echo "== summary"
 for f in "$OUT"/kv-transfer-*.json; do
   node -e '
 const r = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-console.log(r.model, r.device);
-console.log(" equivalence", JSON.stringify(r.equivalence.map((e) => [e.len, e.pdSame, e.migSame, e.pdFirstDiff, e.ipcSameAsHost, e.migSameAsHost, e.hostTransport, e.pdTransport, e.migTransport, e.migComputed])), JSON.stringify(r.counters));
-console.log(" rate GB/s ipc", r.rate.ipc.GBps.toFixed(0), "local", r.rate.local.GBps.toFixed(0), "bytes", r.rate.bytes);
+console.log(require("path").basename(process.argv[1]), r.device, "nvshmem", JSON.stringify(r.nvshmem), "direct", r.nvshmemDirect);
+console.log(" equivalence", JSON.stringify(r.equivalence.map((e) => [e.len, e.pdSame, e.migSame, e.pdFirstDiff, e.ipcSameAsHost, e.migSameAsHost, e.pdTransport, e.migTransport, e.migComputed])), JSON.stringify(r.counters));
+console.log(" rate GB/s", r.rate.peer, r.rate.ipc.GBps.toFixed(0), "local", r.rate.local.GBps.toFixed(0), "bytes", r.rate.bytes);
 console.log(" migration", JSON.stringify(r.migration));
 for (const o of r.overlap) console.log(" overlap T", o.T, "ok", o.correct, "alone", o.tAloneMs.toFixed(2), "with", o.tWithMs.toFixed(2), "send", o.tSendMs.toFixed(3), "hidden", o.hiddenShare.toFixed(3), "tail", o.exposedTailMs.toFixed(3), "hiddenTail", o.hiddenShareTail.toFixed(3), o.layersCopyStartedBeforeLastLayerEnd);
 ' "$f"

@@ -35,6 +35,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
                         InstanceMethod("openPeerPool", &NativeBackend::OpenPeerPool),
                         InstanceMethod("copyPeerPages", &NativeBackend::CopyPeerPages),
                         InstanceMethod("forwardWithSend", &NativeBackend::ForwardWithSend),
+                        InstanceMethod("joinNvshmem", &NativeBackend::JoinNvshmem),
+                        InstanceMethod("openNvshmemPeer", &NativeBackend::OpenNvshmemPeer),
                         InstanceAccessor("pageBytes", &NativeBackend::PageBytes, nullptr),
                         InstanceAccessor("deviceName", &NativeBackend::DeviceName, nullptr)});
   }
@@ -227,8 +229,9 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     return submit(env, std::move(job));
   }
 
-  // forwardWithSend(...forward's six arguments, peerId, srcPages Int32Array, dstPages Int32Array):
-  // Promise<{ logits: Float32Array, timeline: Float32Array (3 * layers + 2) }>. peerId -1: own pool.
+  // forwardWithSend(...forward's six arguments, peerId, srcPages Int32Array, dstPages Int32Array
+  // [, peerIds Int32Array]): Promise<{ logits: Float32Array, timeline: Float32Array (3 * layers + 2) }>.
+  // peerId -1: own pool; peerIds (one per page pair) overrides peerId.
   Napi::Value ForwardWithSend(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     auto in = forwardInputs(info);
@@ -237,6 +240,12 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     auto dst = typedArray<Napi::Int32Array>(env, info[8], napi_int32_array, "dstPages", "an Int32Array");
     if (dst.ElementLength() != src->size()) fail(env, "BAD_ARGUMENT", "srcPages and dstPages differ in length");
     auto dstIds = std::make_shared<std::vector<int32_t>>(dst.Data(), dst.Data() + dst.ElementLength());
+    auto peerIds = std::make_shared<std::vector<int32_t>>();
+    if (info.Length() > 9 && !info[9].IsUndefined()) {
+      auto pi = typedArray<Napi::Int32Array>(env, info[9], napi_int32_array, "peerIds", "an Int32Array");
+      if (pi.ElementLength() != src->size()) fail(env, "BAD_ARGUMENT", "peerIds and srcPages differ in length");
+      peerIds->assign(pi.Data(), pi.Data() + pi.ElementLength());
+    }
     Napi::Float32Array logits = Napi::Float32Array::New(env, in->rows * size_t(m_.vocab));
     Napi::Float32Array timeline = Napi::Float32Array::New(env, size_t(3 * m_.layers + 2));
     Napi::Object out = Napi::Object::New(env);
@@ -247,15 +256,61 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     size_t tn = timeline.ElementLength();
     auto job = std::make_unique<Job>(env);
     job->out = Napi::Persistent(out);
-    job->run = [in, peerId, src, dstIds, lp, tp, tn](ms::Backend& b) {
+    job->run = [in, peerId, src, dstIds, peerIds, lp, tp, tn](ms::Backend& b) {
       ms::LayerSend send;
       send.peerId = peerId;
       send.srcPages = src->data();
       send.dstPages = dstIds->data();
       send.n = int(src->size());
+      send.peerIds = peerIds->empty() ? nullptr : peerIds->data();
       std::vector<float> t;
       ms::Status st = b.forwardWithSend(in->batch(), lp, send, &t);
       for (size_t i = 0; i < t.size() && i < tn; i++) tp[i] = t[i];
+      return st;
+    };
+    return submit(env, std::move(job));
+  }
+
+  // joinNvshmem(uid Uint8Array(128), rank, nranks): Promise<Float64Array(4)> — pe, npes,
+  // nvshmemx_init_status, init ms. Collective with the job's other members; before finalize.
+  Napi::Value JoinNvshmem(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto u = typedArray<Napi::Uint8Array>(env, info[0], napi_uint8_array, "uid", "a Uint8Array");
+    if (u.ByteLength() != size_t(ms::kNvshmemUidBytes)) fail(env, "BAD_ARGUMENT", "uid must be 128 bytes");
+    auto uid = std::make_shared<std::vector<uint8_t>>(u.Data(), u.Data() + u.ByteLength());
+    int rank = intArg(env, info[1], "rank", 0);
+    int nranks = intArg(env, info[2], "nranks", 1);
+    if (rank >= nranks) fail(env, "BAD_ARGUMENT", "rank must be < nranks");
+    Napi::Float64Array out = Napi::Float64Array::New(env, 4);
+    double* p = out.Data();
+    auto job = std::make_unique<Job>(env);
+    job->out = Napi::Persistent(out.As<Napi::Object>());
+    job->run = [uid, rank, nranks, p](ms::Backend& b) {
+      ms::NvshmemInfo ni;
+      ms::Status st = b.joinNvshmem(uid->data(), rank, nranks, &ni);
+      p[0] = ni.pe;
+      p[1] = ni.npes;
+      p[2] = ni.initStatus;
+      p[3] = ni.initMs;
+      return st;
+    };
+    return submit(env, std::move(job));
+  }
+
+  // openNvshmemPeer(pe): Promise<Int32Array(2)> — peer id, 1 if reached directly (nvshmem_ptr).
+  Napi::Value OpenNvshmemPeer(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    int pe = intArg(env, info[0], "pe", 0);
+    Napi::Int32Array out = Napi::Int32Array::New(env, 2);
+    int32_t* p = out.Data();
+    auto job = std::make_unique<Job>(env);
+    job->out = Napi::Persistent(out.As<Napi::Object>());
+    job->run = [pe, p](ms::Backend& b) {
+      int id = -1;
+      bool direct = false;
+      ms::Status st = b.openNvshmemPeer(pe, &id, &direct);
+      p[0] = id;
+      p[1] = direct ? 1 : 0;
       return st;
     };
     return submit(env, std::move(job));
@@ -427,8 +482,23 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
   std::shared_ptr<Worker> worker_;
 };
 
+// nvshmemUniqueId(): Uint8Array(128) — a new NVSHMEM job's bootstrap id; this process must join
+// it as rank 0. Throws NO_DEVICE where the build has no NVSHMEM.
+Napi::Value NvshmemUniqueId(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Uint8Array out = Napi::Uint8Array::New(env, ms::kNvshmemUidBytes);
+#ifdef MS_WITH_CUDA
+  ms::Status st = ms::nvshmemUniqueId(out.Data());
+#else
+  ms::Status st = ms::Status::Error(ms::Code::NO_DEVICE, "this build has no CUDA backend, hence no NVSHMEM");
+#endif
+  if (!st.ok()) fail(env, codeName(st.code), st.message);
+  return out;
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeBackend", NativeBackend::Init(env));
+  exports.Set("nvshmemUniqueId", Napi::Function::New(env, NvshmemUniqueId));
 #ifdef MS_WITH_CUDA
   exports.Set("hasCuda", Napi::Boolean::New(env, true));
 #else

@@ -59,15 +59,26 @@ struct Batch {
 
 // A layer-by-layer send carried by forwardWithSend: after layer L's compute, layer L's slice of
 // each srcPages[i] (this pool) is copied into dstPages[i] of peer pool `peerId` (openPeerPool).
+// peerIds, when set, names the peer of each page pair (one forward may send to several peers).
 struct LayerSend {
   int peerId = -1;
   const int32_t* srcPages = nullptr;
   const int32_t* dstPages = nullptr;
   int n = 0;  // 0: no send (the forward is timed the same way)
+  const int32_t* peerIds = nullptr;  // (n,) or null: every pair goes to peerId
 };
 
 // Bytes of a CUDA IPC memory handle (cudaIpcMemHandle_t).
 constexpr int kIpcHandleBytes = 64;
+// Bytes of an NVSHMEM unique id (nvshmemx_uniqueid_t), the bootstrap token of one job.
+constexpr int kNvshmemUidBytes = 128;
+
+// This process's place in an NVSHMEM job (joinNvshmem).
+struct NvshmemInfo {
+  int pe = -1, npes = 0;
+  int initStatus = 0;    // nvshmemx_init_status(): 3 = limited MPG (several PEs on one GPU)
+  double initMs = 0;     // time spent in the collective init
+};
 
 class Backend {
  public:
@@ -111,6 +122,15 @@ class Backend {
     return unsupported("forwardWithSend");
   }
 
+  // ---- NVSHMEM (CUDA builds where NVSHMEM exists); others answer unsupported ----
+  // Joins job `uid` as PE `rank` of `nranks` (collective: every member calls it; blocks until all
+  // have) and places the KV pool in the symmetric heap (nvshmem_malloc, collective: members must
+  // have equal pools). Only before finalize, once per process; the job lives until the process exits.
+  virtual Status joinNvshmem(const uint8_t* uid, int rank, int nranks, NvshmemInfo* info) { return unsupported("joinNvshmem"); }
+  // The pool of PE `pe` of this job as a peer (copyPeerPages, LayerSend). direct: reached by
+  // load/store through nvshmem_ptr (same GPU or NVLink), else by nvshmemx_putmem_on_stream.
+  virtual Status openNvshmemPeer(int pe, int* peerId, bool* direct) { return unsupported("openNvshmemPeer"); }
+
  protected:
   Status unsupported(const char* what) const {
     return Status::Error(Code::NO_DEVICE, std::string(what) + " is not supported by " + deviceName());
@@ -121,6 +141,10 @@ struct BackendOptions {
   std::string device = "cpu";  // "cpu" or "cuda:N"
   int numThreads = 0;          // cpu: 0 = hardware concurrency
 };
+
+// A fresh NVSHMEM unique id (kNvshmemUidBytes) for a new job; the calling process must join it
+// as rank 0 (the id names a bootstrap socket of this process). NO_DEVICE without NVSHMEM.
+Status nvshmemUniqueId(uint8_t* out);
 
 std::unique_ptr<Backend> makeCpuBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o, Status* st);
 // Defined only when built with CUDA (MS_WITH_CUDA); otherwise the addon answers NO_DEVICE.

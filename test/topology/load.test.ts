@@ -139,6 +139,15 @@ test('cross-field checks: nobody generates, GPU transports with CPU engines, sha
   assert.is(refusal(lines(...GOOD, 'router:', '  port: 7700')).message, 'router.port: router and control both use port 7700 at line 6');
 });
 
+test('nvshmem needs equal KV pools per host (nvshmem_malloc is collective)', () => {
+  const t = (b: string) => lines('model: tiny', 'transport: nvshmem', 'engines:', '  - { name: p0, device: "cuda:0", kvPages: 64 }', `  - { name: d0, device: "cuda:0", kvPages: ${b} }`);
+  assert.is(
+    refusal(t('128'), 1).message,
+    "engines[1].kvPages: transport 'nvshmem' needs equal KV pools on one host: 'd0' has kvPages 128, pageSize 16; 'p0' has kvPages 64, pageSize 16 at line 5",
+  );
+  assert.is(parseTopology(t('64'), undefined, { numGpus: 1 }).engines.length, 2);
+});
+
 test('loadTopology on a missing file', () => {
   try {
     loadTopology('/nonexistent/topology.yaml');

@@ -35,7 +35,6 @@ CudaBackend::CudaBackend(const ModelConfig& m, const KvConfig& kv, int device) :
   std::vector<float> inv = ropeInvFreq(m);
   MS_CUDA_CHECK(cudaMalloc(&invFreq_, inv.size() * sizeof(float)));
   MS_CUDA_CHECK(cudaMemcpy(invFreq_, inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice));
-  allocKvPool();
   weights_ = std::make_unique<DeviceWeights>(m);
   gemm_ = std::make_unique<Gemm>();
 }
@@ -54,16 +53,18 @@ CudaBackend::~CudaBackend() {
   if (staging_) cudaFreeHost(staging_);
   for (cudaEvent_t e : evCopy_)
     if (e) cudaEventDestroy(e);
-  if (pool_) cudaFree(pool_);
+  if (pool_ && !poolIsSymmetric_) cudaFree(pool_);  // nvshmem_free is collective: the job keeps it
   if (invFreq_) cudaFree(invFreq_);
   if (evStart_) cudaEventDestroy(evStart_);
   if (evStop_) cudaEventDestroy(evStop_);
   if (stream_) cudaStreamDestroy(stream_);
 }
 
-// The one place the page pool is allocated (nvshmem_malloc replaces cudaMalloc when the engine
-// joins an NVSHMEM group). Zeroed so an unwritten page never feeds NaN into attention.
-void CudaBackend::allocKvPool() {
+// The page pool: cudaMalloc here, at finalize or first use, unless joinNvshmem (kv-nvshmem.cc)
+// placed it in the NVSHMEM symmetric heap first. Zeroed so an unwritten page never feeds NaN
+// into attention.
+void CudaBackend::ensureKvPool() {
+  if (pool_) return;
   size_t bytes = size_t(kv_.numPages + 1) * pageBytes_;
   MS_CUDA_CHECK(cudaMalloc(&pool_, bytes));
   MS_CUDA_CHECK(cudaMemset(pool_, 0, bytes));
@@ -129,6 +130,7 @@ Status CudaBackend::finalize() {
   return guarded([&] {
     Status st = weights_->finalize();
     if (!st.ok()) return st;
+    ensureKvPool();
     autotune();
     finalized_ = true;
     return Status::Ok();
@@ -137,6 +139,7 @@ Status CudaBackend::finalize() {
 
 Status CudaBackend::readPages(const int32_t* ids, int n, uint8_t* out) {
   return guarded([&] {
+    ensureKvPool();
     for (int i = 0; i < n; i++)
       MS_CUDA_CHECK(cudaMemcpyAsync(out + size_t(i) * pageBytes_, pool_ + int64_t(ids[i]) * pageElems_, pageBytes_,
                                     cudaMemcpyDeviceToHost, stream_));
@@ -147,6 +150,7 @@ Status CudaBackend::readPages(const int32_t* ids, int n, uint8_t* out) {
 
 Status CudaBackend::writePages(const int32_t* ids, int n, const uint8_t* in) {
   return guarded([&] {
+    ensureKvPool();
     for (int i = 0; i < n; i++)
       MS_CUDA_CHECK(cudaMemcpyAsync(pool_ + int64_t(ids[i]) * pageElems_, in + size_t(i) * pageBytes_, pageBytes_,
                                     cudaMemcpyHostToDevice, stream_));
@@ -157,6 +161,7 @@ Status CudaBackend::writePages(const int32_t* ids, int n, const uint8_t* in) {
 
 Status CudaBackend::fillKvRandom(uint64_t seed) {
   return guarded([&] {
+    ensureKvPool();
     randomNormalBf16(pool_, size_t(kv_.numPages + 1) * pageElems_, seed, uint64_t(1) << 40, 0.f, 1.f, stream_);
     MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
     return Status::Ok();

@@ -93,6 +93,9 @@ class CudaBackend : public Backend {
                        float* gpuMs) override;
   Status forwardWithSend(const Batch& b, float* logitsOut, const LayerSend& send,
                          std::vector<float>* timeline) override;
+  // ---- NVSHMEM (kv-nvshmem.cc) ----
+  Status joinNvshmem(const uint8_t* uid, int rank, int nranks, NvshmemInfo* info) override;
+  Status openNvshmemPeer(int pe, int* peerId, bool* direct) override;
 
  private:
   struct Graph {
@@ -118,11 +121,15 @@ class CudaBackend : public Backend {
   // cuda-backend.cc
   void allocArena(Arena& a, int capTokens, int capRows, size_t capPartial, size_t capMeta);
   void freeArena(Arena& a);
-  void allocKvPool();
   void clearGraphs();
   // kv-ipc.cc: called by runLayers after each layer; issues that layer's send, if one is active.
   void afterLayer(int layer, cudaStream_t s);
   KvIpc& ipc();
+  Status checkPairs(const int32_t* localPages, const int32_t* peerPages, const int32_t* peerIds, int peer, int n,
+                    const char* what);
+  bool issueRun(const PageRun& r, size_t off, size_t width, bool toPeer);
+  // Allocates the page pool (cudaMalloc) unless joinNvshmem placed it in the symmetric heap.
+  void ensureKvPool();
 
   ModelConfig m_;
   KvConfig kv_;
@@ -131,7 +138,8 @@ class CudaBackend : public Backend {
   std::string deviceName_;
   size_t pageBytes_ = 0;
   int64_t pageElems_ = 0;
-  bf16* pool_ = nullptr;      // (numPages + 1, pageElems): the last page is the graphs' padding page
+  bf16* pool_ = nullptr;      // (numPages + 1, pageElems): the last page is the graphs' padding page;
+                              // allocated by finalize (ensureKvPool) or joinNvshmem
   float* invFreq_ = nullptr;  // (headDim / 2,)
   cudaStream_t stream_ = nullptr;
   cudaEvent_t evStart_ = nullptr, evStop_ = nullptr;
@@ -157,6 +165,8 @@ class CudaBackend : public Backend {
   std::vector<int> profStages_;          // stage of each recorded event, in order
   std::vector<double> profMs_;           // per stage
   std::unique_ptr<KvIpc> ipc_;           // created on first use
+  bool sendUsedPuts_ = false;            // the send in flight issued NVSHMEM puts (quiet at its end)
+  bool poolIsSymmetric_ = false;         // pool_ from nvshmem_malloc (never freed: collective)
 };
 
 // Runs f with this backend's device current (calls arrive on the addon's worker thread) and

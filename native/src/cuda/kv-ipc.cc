@@ -1,6 +1,8 @@
-// CudaBackend's KV transfer over CUDA IPC: export this pool, open peers' pools (same GPU, other
-// processes), copy pages between pools on a dedicated transfer stream, and the layer-by-layer
-// send of forwardWithSend (afterLayer is called by runLayers after each layer's compute).
+// CudaBackend's KV transfer between page pools: export this pool over CUDA IPC, open peers' pools
+// (CUDA IPC handles of other processes on the GPU, or PEs of this process's NVSHMEM job), copy
+// pages between pools on a dedicated transfer stream, and the layer-by-layer send of
+// forwardWithSend (afterLayer is called by runLayers after each layer's compute). A peer with a
+// local address is copied with cudaMemcpy*; an NVSHMEM peer without one with one-sided puts.
 #include <cstdio>
 #include <cstring>
 
@@ -9,18 +11,20 @@
 namespace ms::cuda {
 namespace {
 
-// Merges page pairs into runs where both sides are consecutive (one copy per run).
-std::vector<PageRun> pageRuns(const int32_t* src, const int32_t* dst, int n) {
+// Merges page pairs into runs where both sides are consecutive and the peer is the same (one
+// copy per run). peerIds null: every pair goes to `peer`.
+std::vector<PageRun> pageRuns(const int32_t* src, const int32_t* dst, const int32_t* peerIds, int peer, int n) {
   std::vector<PageRun> runs;
   for (int i = 0; i < n; i++) {
+    int p = peerIds ? peerIds[i] : peer;
     if (!runs.empty()) {
       PageRun& r = runs.back();
-      if (src[i] == r.src + r.len && dst[i] == r.dst + r.len) {
+      if (p == r.peer && src[i] == r.src + r.len && dst[i] == r.dst + r.len) {
         r.len++;
         continue;
       }
     }
-    runs.push_back({src[i], dst[i], 1});
+    runs.push_back({src[i], dst[i], 1, p});
   }
   return runs;
 }
@@ -59,6 +63,9 @@ KvIpc& CudaBackend::ipc() {
 
 Status CudaBackend::exportKvPool(uint8_t* handle, std::string* deviceUuid) {
   return guarded([&] {
+    ensureKvPool();
+    if (nvshmemJoined())
+      return Status::Error(Code::NO_DEVICE, "the KV pool is in the NVSHMEM symmetric heap: CUDA IPC cannot export it");
     cudaIpcMemHandle_t h;
     MS_CUDA_CHECK(cudaIpcGetMemHandle(&h, pool_));
     static_assert(sizeof h == kIpcHandleBytes, "cudaIpcMemHandle_t size");
@@ -76,7 +83,7 @@ Status CudaBackend::openPeerPool(const uint8_t* handle, int peerNumPages, int* p
   return guarded([&] {
     KvIpc& k = ipc();
     for (size_t i = 0; i < k.peers.size(); i++) {
-      if (std::memcmp(k.peers[i].handle, handle, kIpcHandleBytes) == 0) {
+      if (k.peers[i].pe < 0 && std::memcmp(k.peers[i].handle, handle, kIpcHandleBytes) == 0) {
         k.peers[i].numPages = peerNumPages;
         *peerId = int(i);
         return Status::Ok();
@@ -94,29 +101,60 @@ Status CudaBackend::openPeerPool(const uint8_t* handle, int peerNumPages, int* p
   });
 }
 
+Status CudaBackend::checkPairs(const int32_t* localPages, const int32_t* peerPages, const int32_t* peerIds, int peer,
+                               int n, const char* what) {
+  KvIpc& k = ipc();
+  for (int i = 0; i < n; i++) {
+    int p = peerIds ? peerIds[i] : peer;
+    if (p < -1 || p >= int(k.peers.size())) return Status::Error(Code::BAD_ARGUMENT, "unknown peer pool " + std::to_string(p));
+    int peerPages_ = p < 0 ? kv_.numPages : k.peers[p].numPages;
+    if (localPages[i] < 0 || localPages[i] >= kv_.numPages || peerPages[i] < 0 || peerPages[i] >= peerPages_)
+      return Status::Error(Code::BAD_ARGUMENT, std::string(what) + " " + std::to_string(i) + " is outside the pools");
+  }
+  return Status::Ok();
+}
+
+// Queues run r's slice [off, off + width) of each page (width == pageBytes_: whole pages) between
+// this pool and its peer on the transfer stream. Returns whether it used NVSHMEM puts/gets.
+bool CudaBackend::issueRun(const PageRun& r, size_t off, size_t width, bool toPeer) {
+  KvIpc& k = *ipc_;
+  char* local = reinterpret_cast<char*>(pool_);
+  const KvPeer* peer = r.peer < 0 ? nullptr : &k.peers[r.peer];
+  if (!peer || peer->base) {
+    char* a = local + r.src * pageBytes_ + off;
+    char* b = (peer ? static_cast<char*>(peer->base) : local) + r.dst * pageBytes_ + off;
+    if (width == pageBytes_)
+      MS_CUDA_CHECK(cudaMemcpyAsync(toPeer ? b : a, toPeer ? a : b, size_t(r.len) * pageBytes_, cudaMemcpyDeviceToDevice, k.xfer));
+    else
+      MS_CUDA_CHECK(cudaMemcpy2DAsync(toPeer ? b : a, pageBytes_, toPeer ? a : b, pageBytes_, width, size_t(r.len),
+                                      cudaMemcpyDeviceToDevice, k.xfer));
+    return false;
+  }
+  // NVSHMEM one-sided: the peer's page lives at our pool's address of the same page (symmetric heap).
+  if (width == pageBytes_) {
+    nvshmemCopy(local + r.dst * pageBytes_, local + r.src * pageBytes_, size_t(r.len) * pageBytes_, peer->pe, toPeer, k.xfer);
+  } else {
+    for (int i = 0; i < r.len; i++)
+      nvshmemCopy(local + (r.dst + i) * pageBytes_ + off, local + (r.src + i) * pageBytes_ + off, width, peer->pe, toPeer,
+                  k.xfer);
+  }
+  return true;
+}
+
 Status CudaBackend::copyPeerPages(int peerId, const int32_t* localPages, const int32_t* peerPages, int n, bool toPeer,
                                   float* gpuMs) {
   return guarded([&] {
+    ensureKvPool();
     KvIpc& k = ipc();
-    if (peerId < -1 || peerId >= int(k.peers.size()))
-      return Status::Error(Code::BAD_ARGUMENT, "unknown peer pool " + std::to_string(peerId));
-    int peerPages_ = peerId < 0 ? kv_.numPages : k.peers[peerId].numPages;
-    for (int i = 0; i < n; i++) {
-      if (localPages[i] < 0 || localPages[i] >= kv_.numPages || peerPages[i] < 0 || peerPages[i] >= peerPages_)
-        return Status::Error(Code::BAD_ARGUMENT, "page pair " + std::to_string(i) + " is outside the pools");
-    }
-    char* local = reinterpret_cast<char*>(pool_);
-    char* peer = peerId < 0 ? local : static_cast<char*>(k.peers[peerId].base);
+    Status st = checkPairs(localPages, peerPages, nullptr, peerId, n, "page pair");
+    if (!st.ok()) return st;
     // Earlier work on the compute stream (the pages' KV) comes first.
     MS_CUDA_CHECK(cudaEventRecord(k.evCopyA, stream_));
     MS_CUDA_CHECK(cudaStreamWaitEvent(k.xfer, k.evCopyA, 0));
     MS_CUDA_CHECK(cudaEventRecord(k.evCopyA, k.xfer));
-    for (const PageRun& r : pageRuns(localPages, peerPages, n)) {
-      char* a = local + r.src * pageBytes_;
-      char* b = peer + r.dst * pageBytes_;
-      MS_CUDA_CHECK(cudaMemcpyAsync(toPeer ? b : a, toPeer ? a : b, size_t(r.len) * pageBytes_,
-                                    cudaMemcpyDeviceToDevice, k.xfer));
-    }
+    bool usedPuts = false;
+    for (const PageRun& r : pageRuns(localPages, peerPages, nullptr, peerId, n)) usedPuts |= issueRun(r, 0, pageBytes_, toPeer);
+    if (usedPuts) nvshmemQuiet(k.xfer);
     MS_CUDA_CHECK(cudaEventRecord(k.evCopyB, k.xfer));
     MS_CUDA_CHECK(cudaStreamSynchronize(k.xfer));
     if (gpuMs) *gpuMs = elapsed(k.evCopyA, k.evCopyB);
@@ -131,12 +169,7 @@ void CudaBackend::afterLayer(int layer, cudaStream_t s) {
   MS_CUDA_CHECK(cudaStreamWaitEvent(k.xfer, k.evComputed[layer], 0));
   MS_CUDA_CHECK(cudaEventRecord(k.evCopyStart[layer], k.xfer));
   const size_t layerBytes = pageBytes_ / size_t(m_.layers);
-  const size_t off = size_t(layer) * layerBytes;
-  const char* local = reinterpret_cast<const char*>(pool_);
-  for (const PageRun& r : k.runs) {
-    MS_CUDA_CHECK(cudaMemcpy2DAsync(k.sendDst + r.dst * pageBytes_ + off, pageBytes_, local + r.src * pageBytes_ + off,
-                                    pageBytes_, layerBytes, size_t(r.len), cudaMemcpyDeviceToDevice, k.xfer));
-  }
+  for (const PageRun& r : k.runs) sendUsedPuts_ |= issueRun(r, size_t(layer) * layerBytes, layerBytes, true);
   MS_CUDA_CHECK(cudaEventRecord(k.evCopyEnd[layer], k.xfer));
 }
 
@@ -145,17 +178,10 @@ Status CudaBackend::forwardWithSend(const Batch& b, float* logitsOut, const Laye
   return guarded([&] {
     if (!finalized_) return Status::Error(Code::NATIVE_ERROR, "forward before finalize");
     KvIpc& k = ipc();
-    if (send.n > 0) {
-      if (send.peerId < -1 || send.peerId >= int(k.peers.size()))
-        return Status::Error(Code::BAD_ARGUMENT, "unknown peer pool " + std::to_string(send.peerId));
-      int peerPages = send.peerId < 0 ? kv_.numPages : k.peers[send.peerId].numPages;
-      for (int i = 0; i < send.n; i++)
-        if (send.srcPages[i] < 0 || send.srcPages[i] >= kv_.numPages || send.dstPages[i] < 0 ||
-            send.dstPages[i] >= peerPages)
-          return Status::Error(Code::BAD_ARGUMENT, "send page pair " + std::to_string(i) + " is outside the pools");
-    }
-    k.runs = pageRuns(send.srcPages, send.dstPages, send.n);
-    k.sendDst = send.peerId < 0 ? reinterpret_cast<char*>(pool_) : static_cast<char*>(k.peers[send.peerId].base);
+    Status st = checkPairs(send.srcPages, send.dstPages, send.peerIds, send.peerId, send.n, "send page pair");
+    if (!st.ok()) return st;
+    k.runs = pageRuns(send.srcPages, send.dstPages, send.peerIds, send.peerId, send.n);
+    sendUsedPuts_ = false;
     MS_CUDA_CHECK(cudaEventRecord(k.evBase, stream_));
     MS_CUDA_CHECK(cudaStreamWaitEvent(k.xfer, k.evBase, 0));
     k.sending = true;
@@ -168,6 +194,7 @@ Status CudaBackend::forwardWithSend(const Batch& b, float* logitsOut, const Laye
     }
     k.sending = false;
     MS_CUDA_CHECK(cudaEventRecord(k.evEnd, stream_));
+    if (sendUsedPuts_) nvshmemQuiet(k.xfer);
     MS_CUDA_CHECK(cudaEventRecord(k.evCopyB, k.xfer));
     MS_CUDA_CHECK(cudaStreamSynchronize(k.xfer));
     MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
