@@ -236,6 +236,11 @@ export interface EngineCounters {
   prefixHitTokens: number;
   /** Transfers by transport name. */
   transfers: Record<string, number>;
+  /**
+   * [layerPush] forwards that pushed KV layer by layer (GPU push transports): their count, their
+   * GPU compute time, and the send time left after the compute ended (exposed), in ms.
+   */
+  layerPush?: { forwards: number; computeMs: number; exposedMs: number };
   preemptions: number;
   aborts: number;
 }

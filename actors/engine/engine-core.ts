@@ -284,8 +284,17 @@ export class EngineCore {
     this.stepEnd = new Promise<void>((r) => (endStep = r));
     let logits: Float32Array;
     try {
-      logits = send ? (await this.backend.kvIpc!.forwardWithSend(batch, send)).logits : await this.backend.forward(batch);
-      if (send) for (const { req } of entries) if (req.push) this.markPushed(req, send);
+      if (send) {
+        const r = await this.backend.kvIpc!.forwardWithSend(batch, send);
+        logits = r.logits;
+        for (const { req } of entries) if (req.push) this.markPushed(req, send);
+        const lp = this.counters.layerPush!;
+        lp.forwards++;
+        lp.computeMs += r.timeline.computeEnd;
+        lp.exposedMs += Math.max(0, r.timeline.sendEnd - r.timeline.computeEnd);
+      } else {
+        logits = await this.backend.forward(batch);
+      }
     } catch (e) {
       this.inFlight = null;
       endStep();

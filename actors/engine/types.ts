@@ -42,6 +42,7 @@ export function newCounters(): EngineCounters {
     bytesReceived: 0,
     prefixHitTokens: 0,
     transfers: {},
+    layerPush: { forwards: 0, computeMs: 0, exposedMs: 0 },
     preemptions: 0,
     aborts: 0,
   };

@@ -120,7 +120,7 @@ async function main(): Promise<void> {
   const ds = await D.query<EngineStatus>({ type: 'status' }, 5000);
   const ps = await P.query<EngineStatus>({ type: 'status' }, 5000);
   res.equivalence = eq;
-  res.counters = { p: { transfers: ps.counters.transfers, bytesSent: ps.counters.bytesSent }, d: { bytesReceived: ds.counters.bytesReceived, tokensReceived: ds.counters.tokensReceived, tokensPrefilled: ds.counters.tokensPrefilled } };
+  res.counters = { p: { transfers: ps.counters.transfers, bytesSent: ps.counters.bytesSent, layerPush: ps.counters.layerPush }, d: { bytesReceived: ds.counters.bytesReceived, tokensReceived: ds.counters.tokensReceived, tokensPrefilled: ds.counters.tokensPrefilled } };
   console.log('equivalence', JSON.stringify(eq), JSON.stringify(res.counters));
 
   // (d) migration speed-up, 1000-token prefix (+1 token D computes)
