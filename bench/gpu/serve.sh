@@ -4,15 +4,21 @@
 # balanced-pd on the long-input workload (input 3000±5, output 100±5, Poisson arrivals).
 #   here:  bash bench/gpu/pack-serve.sh
 #   there: run(command="bash bench/gpu/serve.sh [num-prompts] [rate]", carry=[".gpu"])
+# Env: TRANSPORT (auto | cuda-ipc | nvshmem; nvshmem makes the two engines one NVSHMEM job through
+# `up`'s bootstrap), STRATEGIES (default dp,pd,balanced-pd:0.1).
 # Results: $OUT/serve/{results.json,results.md,report.html}; the table is printed last.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/ms-out}
 NUM=${1:-40}
 RATE=${2:-1.5}
+TRANSPORT=${TRANSPORT:-auto}
+STRATEGIES=${STRATEGIES:-dp,pd,balanced-pd:0.1}
 mkdir -p "$OUT" /tmp/nodebin
 [[ -x /tmp/nodebin/node ]] || { xz -dc .gpu/node.xz > /tmp/nodebin/node && chmod +x /tmp/nodebin/node; }
 export PATH=/tmp/nodebin:$PATH NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1
+NVSHMEM_HOME=${NVSHMEM_HOME:-$(python3 -c "import nvidia.nvshmem as m; print(list(m.__path__)[0])" 2>/dev/null)} && export NVSHMEM_HOME
+[[ -n "${NVSHMEM_HOME:-}" ]] && export LD_LIBRARY_PATH=$NVSHMEM_HOME/lib:${LD_LIBRARY_PATH:-}
 [[ -d node_modules/tsx ]] || { mkdir -p node_modules && tar -C node_modules -xJf .gpu/prod_modules.tar.xz; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used --format=csv,noheader
 echo "node $(node --version)"
@@ -28,17 +34,17 @@ timeout 120 node bin/microserve.js generate --model llama-3.1-8b --device cuda:0
 
 cat > /tmp/gpu-serve.yaml <<YAML
 model: llama-3.1-8b
-transport: auto
+transport: $TRANSPORT
 control: { host: 127.0.0.1, port: 0 }
 router: { host: 127.0.0.1, port: 0, strategy: dp, params: {} }
 engines:
   - { name: e0, role: both, device: "cuda:0", kvPages: 6144, maxBatchTokens: 4096 }
   - { name: e1, role: both, device: "cuda:0", kvPages: 6144, maxBatchTokens: 4096 }
 YAML
-echo "== bench ($(date -u +%T)): $NUM prompts per strategy at $RATE req/s"
+echo "== bench ($(date -u +%T)): $NUM prompts per strategy at $RATE req/s, transport $TRANSPORT"
 MICROSERVE_LOG=warn timeout 480 node bin/microserve.js bench --topology /tmp/gpu-serve.yaml \
   --dataset-name random --random-input-len 3000 --random-input-range 5 --random-output-len 100 --random-output-range 5 \
-  --request-rate "$RATE" --num-prompts "$NUM" --num-warmups 2 --seed 1 --strategies dp,pd,balanced-pd:0.1 \
+  --request-rate "$RATE" --num-prompts "$NUM" --num-warmups 2 --seed 1 --strategies "$STRATEGIES" \
   --no-progress --result-dir "$OUT/serve" 2>&1 | tail -60
 echo "== done ($(date -u +%T))"
 cat "$OUT/serve/results.md" 2>/dev/null
