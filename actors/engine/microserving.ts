@@ -6,9 +6,12 @@
  *   [matched, end), reply with every page id of [0, end). Refuses with KV_PAGES_EXHAUSTED.
  * - `kv_write` (receiver, host transport): bytes into pages of that reservation only.
  * - `remote_send` (sender): a `send` request computes what the sender's cache lacks of [0, end);
- *   then the pages overlapping [max(begin, kvAddr.matchedLen), end) are read and written into
- *   the receiver's pages with the same indexes, in chunks (the last partial page goes whole).
- *   Pages the receiver already has cached are never sent. The deadline covers compute and send.
+ *   the pages overlapping [max(begin, kvAddr.matchedLen), end) go into the receiver's pages with
+ *   the same indexes (the last partial page goes whole). Over a GPU push transport (cuda-ipc,
+ *   nvshmem) the receiver's pages are leased first (push.ts) and the forwards computing them write
+ *   them layer by layer (engine-core.ts layerSend); cached pages follow whole. Otherwise they are
+ *   copied (kv_copy pull) or read and written in chunks (host) after the compute. Pages the
+ *   receiver already has cached are never sent. The deadline covers compute and send.
  * - `start_generate` on a reservation (startFromReservation): positions [0, begin) come from the
  *   reservation; [begin, len) is prefilled here. `begin == len` is taken as `len - 1`.
  */
