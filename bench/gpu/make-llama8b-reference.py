@@ -2,13 +2,15 @@
 """Makes a Llama-3.1-8B-shaped random checkpoint on the GPU host (weights drawn as in
 ../shared/fixtures/make-reference.py: matrices N(0, 0.08), norms 1 + N(0, 0.2), stored in bf16) and
 the float32 transformers reference for one random prompt: argmax and its relative margin per
-position. Usage: python3 make-llama8b-reference.py OUT_DIR [PROMPT_TOKENS=256]"""
+position. Usage: python3 make-llama8b-reference.py OUT_DIR [PROMPT_TOKENS=256] [STD=0.08]
+STD replaces the matrices' 0.08 (the recipe's); norms keep 1 + N(0, 0.2)."""
 import json, sys, time
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
 out = sys.argv[1]
 n = int(sys.argv[2]) if len(sys.argv) > 2 else 256
+std = float(sys.argv[3]) if len(sys.argv) > 3 else 0.08
 t0 = time.time()
 cfg = LlamaConfig(vocab_size=128256, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32,
                   num_attention_heads=32, num_key_value_heads=8, head_dim=128, rms_norm_eps=1e-5, rope_theta=500000.0,
@@ -23,7 +25,7 @@ with torch.device("cuda"):
 torch.set_default_dtype(torch.float32)
 with torch.no_grad():
     for p in m.parameters():  # wider than default init so logits are not near-ties
-        p.normal_(0, 0.08 if p.dim() > 1 else 0.2)
+        p.normal_(0, std if p.dim() > 1 else 0.2)
         if p.dim() == 1:
             p.add_(1.0)
 m.save_pretrained(out, safe_serialization=True)
@@ -42,8 +44,8 @@ margin = ((t2[:, 0] - t2[:, 1]) / t2[:, 0].abs()).tolist()
 sel = torch.tensor(margin, device="cuda") >= 2e-2
 agree = (bf.argmax(-1) == logits.argmax(-1))[sel].float().mean().item()
 rel = ((bf[-1] - logits[-1]).norm() / logits[-1].norm()).item()
-print(json.dumps({"hf_bf16_vs_f32": {"counted": int(sel.sum()), "agreeShare": agree, "lastLogitsRelL2": rel}}), flush=True)
-json.dump({"prompt_ids": ids, "argmax_per_position": logits.argmax(-1).tolist(),
+print(json.dumps({"std": std, "hf_bf16_vs_f32": {"counted": int(sel.sum()), "agreeShare": agree, "lastLogitsRelL2": rel}}), flush=True)
+json.dump({"std": std, "prompt_ids": ids, "argmax_per_position": logits.argmax(-1).tolist(),
            "argmax_margin_per_position": [round(v, 6) for v in margin],
            "last_logits": [round(v, 5) for v in logits[-1].tolist()],
            "transformers": __import__("transformers").__version__, "torch": torch.__version__,
