@@ -402,9 +402,18 @@ int main() {
     checkAttention(64, 1, 5);
     checkAttention(128, 4, 16);
     checkAttention(128, 4, 7);
-    for (const char* v : {"64x2", "32x3", "32x4"}) {  // tuning variants of the head-dim-128 prefill kernel
+    // Prefill kernels (MS_PREFILL_KERNEL): the gqa kernel's smaller blocks, and the fa2 kernel with
+    // its head-dim-128 tuning variants (MS_PREFILL_VARIANT implies fa2).
+    for (const char* k : {"g2x64", "g1x64", "fa2"}) {
+      setenv("MS_PREFILL_KERNEL", k, 1);
+      std::printf("prefill kernel %s:\n", k);
+      checkAttention(128, 4, 16);
+      checkAttention(64, 2, 7);
+    }
+    unsetenv("MS_PREFILL_KERNEL");
+    for (const char* v : {"64x2", "32x3", "32x4"}) {
       setenv("MS_PREFILL_VARIANT", v, 1);
-      std::printf("prefill variant %s:\n", v);
+      std::printf("prefill kernel fa2, variant %s:\n", v);
       checkAttention(128, 4, 16);
     }
     unsetenv("MS_PREFILL_VARIANT");

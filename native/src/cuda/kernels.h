@@ -121,7 +121,9 @@ void decodeAttentionInit();
 void decodeAttentionSimt(const DecodeAttentionArgs& a, cudaStream_t s);  // lanes per key, shuffles
 
 // Prefill attention (flash-attention style on the tensor cores, causal, ragged, prefix in the
-// pages): a tile is up to kPrefillTileRows consecutive query tokens of one sequence.
+// pages): a tile is up to kPrefillTileRows consecutive query tokens of one sequence. One block
+// serves a tile for several query heads of one KV group (attention-prefill.cu);
+// MS_PREFILL_KERNEL=fa2 (read per launch) selects the older one-head-per-block kernel.
 struct PrefillTile {
   int32_t seq, tokenStart, rows, posStart;
 };
