@@ -5,6 +5,7 @@
  */
 import { createRequire } from 'node:module';
 import { MicroserveError, type ErrorCode } from '../actors/errors.ts';
+import type { ForwardSampling } from './backend.ts';
 
 /** Hyper-parameters as the addon takes them (ms::ModelConfig field names). */
 export interface NativeModelConfig {
@@ -34,6 +35,8 @@ export interface NativeBackendHandle {
   randomInit(seed: number, std: number): Promise<void>;
   finalize(): Promise<void>;
   forward(tokens: Int32Array, seqLens: Int32Array, startPos: Int32Array, pageTables: Int32Array, maxPagesPerSeq: number, allLogits: boolean): Promise<Float32Array>;
+  /** With sampling: the (numSeqs,) sampled token ids; no logits leave the device. */
+  forward(tokens: Int32Array, seqLens: Int32Array, startPos: Int32Array, pageTables: Int32Array, maxPagesPerSeq: number, allLogits: false, sampling: ForwardSampling): Promise<Int32Array>;
   readPages(pageIds: Int32Array): Promise<Uint8Array>;
   writePages(pageIds: Int32Array, data: Uint8Array): Promise<void>;
   /** 64-byte CUDA IPC handle of the KV pool, then the device UUID as 32 hex characters. */
@@ -42,7 +45,7 @@ export interface NativeBackendHandle {
   openPeerPool(handle: Uint8Array, peerNumPages: number): Promise<Int32Array>;
   /** Resolves to [GPU ms of the copy]. peerId -1: within this pool. */
   copyPeerPages(peerId: number, localPages: Int32Array, peerPages: Int32Array, toPeer: boolean): Promise<Float32Array>;
-  forwardWithSend(tokens: Int32Array, seqLens: Int32Array, startPos: Int32Array, pageTables: Int32Array, maxPagesPerSeq: number, allLogits: boolean, peerId: number, srcPages: Int32Array, dstPages: Int32Array, peerIds?: Int32Array): Promise<{ logits: Float32Array; timeline: Float32Array }>;
+  forwardWithSend(tokens: Int32Array, seqLens: Int32Array, startPos: Int32Array, pageTables: Int32Array, maxPagesPerSeq: number, allLogits: boolean, peerId: number, srcPages: Int32Array, dstPages: Int32Array, peerIds?: Int32Array, sampling?: ForwardSampling): Promise<{ logits: Float32Array; tokens?: Int32Array; timeline: Float32Array }>;
   /** Resolves to [pe, npes, nvshmemx_init_status, init ms]. Collective; before finalize. */
   joinNvshmem(uid: Uint8Array, rank: number, nranks: number): Promise<Float64Array>;
   /** Resolves to [peerId, 1 if reached directly through nvshmem_ptr else 0]. */
@@ -51,7 +54,11 @@ export interface NativeBackendHandle {
 }
 
 interface Addon {
-  NativeBackend: new (device: string, config: NativeModelConfig, numPages: number, pageSize: number, numThreads: number) => NativeBackendHandle;
+  NativeBackend: {
+    new (device: string, config: NativeModelConfig, numPages: number, pageSize: number, numThreads: number): NativeBackendHandle;
+    /** The C++ host sampler (native/src/common/sampling.h) on (rows, vocab) logits, on the calling thread: (rows,) tokens. */
+    sampleLogits(logits: Float32Array, vocab: number, sampling: ForwardSampling): Int32Array;
+  };
   hasCuda: boolean;
   /** A new NVSHMEM job's 128-byte bootstrap id (this process joins as rank 0); throws NO_DEVICE without NVSHMEM. */
   nvshmemUniqueId(): Uint8Array;

@@ -40,6 +40,27 @@ export interface ForwardBatch {
   seqs: ForwardSeq[];
   /** [logits='last'] 'last': (numSeqs, vocab); 'all': (totalTokens, vocab). */
   logits?: 'last' | 'all';
+  /**
+   * [sampling] per-sequence sampling inputs: `forwardTokens` needs them, `kvIpc.forwardWithSend`
+   * then returns tokens instead of logits; `forward` ignores them. Needs logits 'last'.
+   */
+  sampling?: ForwardSampling;
+}
+
+/**
+ * Sampling on the backend's device, one entry per sequence (algorithm: actors/engine/sampler.ts,
+ * the same in every backend). Float32 because the device takes float32: the TS sampler rounds
+ * the same way (Math.fround), so it reproduces what a host backend picks.
+ */
+export interface ForwardSampling {
+  /** Finite; <= 0 is greedy (argmax, lowest id on ties). */
+  temperature: Float32Array;
+  /** In (0, 1]: nucleus mass. */
+  topP: Float32Array;
+  /** The request's seed. */
+  seed: Uint32Array;
+  /** Index of the token being generated (0: the first output token); with seed, fixes the draw. */
+  step: Uint32Array;
 }
 
 export interface Backend {
@@ -51,6 +72,11 @@ export interface Backend {
   readonly device: string;
   /** Runs off the event loop; calls are serialised. Resolves to float32 logits. */
   forward(batch: ForwardBatch): Promise<Float32Array>;
+  /**
+   * A forward that samples one token per sequence from its last token's logits on the device
+   * (batch.sampling required); only the (numSeqs,) token ids come back to the host.
+   */
+  forwardTokens(batch: ForwardBatch & { sampling: ForwardSampling }): Promise<Int32Array>;
   /** (pageIds.length, pageBytes) bytes in wire layout. */
   readPages(pageIds: Int32Array): Promise<Uint8Array>;
   writePages(pageIds: Int32Array, data: Uint8Array): Promise<void>;
@@ -111,8 +137,9 @@ export interface KvIpcOps {
   /**
    * A forward whose layer L's KV of srcPages goes to the peer's dstPages right after layer L.
    * peerIds (one per page pair) lets one forward send to several peers; else all go to peerId.
+   * With batch.sampling: `tokens` (numSeqs,) as forwardTokens gives, and `logits` is empty.
    */
-  forwardWithSend(batch: ForwardBatch, send: LayerSendSpec): Promise<{ logits: Float32Array; timeline: SendTimeline }>;
+  forwardWithSend(batch: ForwardBatch, send: LayerSendSpec): Promise<{ logits: Float32Array; tokens?: Int32Array; timeline: SendTimeline }>;
   /** The pool of PE `pe` of this process's NVSHMEM job as a peer; direct: reached through nvshmem_ptr (load/store), else one-sided puts. */
   openNvshmemPeer(pe: number): Promise<{ peerId: number; direct: boolean }>;
 }

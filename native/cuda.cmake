@@ -26,7 +26,8 @@ set(MS_CUDA_KERNEL_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/skinny-gemm.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-decode.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-decode-mma.cu
-  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-prefill.cu)
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-prefill.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/sampling.cu)
 
 function(ms_cuda_target_options target)
   set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES ${MS_CUDA_ARCH} CUDA_STANDARD 17

@@ -1,6 +1,6 @@
 /** {@link Backend} over the addon: packs ragged batches into flat Int32Arrays, maps errors. */
 import { MicroserveError } from '../actors/errors.ts';
-import type { Backend, ForwardBatch, KvIpcOps, ModelConfig, NvshmemMembership, SendTimeline } from './backend.ts';
+import type { Backend, ForwardBatch, ForwardSampling, KvIpcOps, ModelConfig, NvshmemMembership, SendTimeline } from './backend.ts';
 import { loadAddon, nativeCall, toMicroserveError, type NativeBackendHandle, type NativeModelConfig } from './addon.ts';
 
 /** Dtype codes of NativeBackendHandle.loadTensor. */
@@ -73,6 +73,16 @@ export class NativeBackend implements Backend {
     });
   }
 
+  forwardTokens(batch: ForwardBatch & { sampling: ForwardSampling }): Promise<Int32Array> {
+    return nativeCall(async () => {
+      const sampling = checkSampling(batch);
+      const a = packBatch(batch);
+      const tokens: unknown = await this.native().forward(a.tokens, a.seqLens, a.startPos, a.tables, a.maxPages, false, sampling);
+      if (!(tokens instanceof Int32Array)) throw new MicroserveError('NATIVE_ERROR', 'the native addon predates sampling (rebuild it: npm run build:native)');
+      return tokens;
+    });
+  }
+
   /** CUDA IPC KV transfer (see KvIpcOps); on the CPU backend every call rejects with NO_DEVICE. */
   readonly kvIpc: KvIpcOps = {
     exportPool: () =>
@@ -85,8 +95,9 @@ export class NativeBackend implements Backend {
     forwardWithSend: (batch, send) =>
       nativeCall(async () => {
         const a = packBatch(batch);
-        const r = await this.native().forwardWithSend(a.tokens, a.seqLens, a.startPos, a.tables, a.maxPages, batch.logits === 'all', send.peerId, send.srcPages, send.dstPages, send.peerIds);
-        return { logits: r.logits, timeline: toTimeline(r.timeline) };
+        const sampling = batch.sampling ? checkSampling(batch) : undefined;
+        const r = await this.native().forwardWithSend(a.tokens, a.seqLens, a.startPos, a.tables, a.maxPages, batch.logits === 'all', send.peerId, send.srcPages, send.dstPages, send.peerIds, sampling);
+        return r.tokens ? { logits: r.logits, tokens: r.tokens, timeline: toTimeline(r.timeline) } : { logits: r.logits, timeline: toTimeline(r.timeline) };
       }),
     openNvshmemPeer: (pe) =>
       nativeCall(async () => {
@@ -144,6 +155,26 @@ function packBatch(batch: ForwardBatch): { tokens: Int32Array; seqLens: Int32Arr
     tables.set(s.pageTable, i * maxPages);
   });
   return { tokens, seqLens, startPos, tables, maxPages };
+}
+
+/** BAD_REQUEST naming the field unless batch.sampling fits the batch (types, one entry per sequence, values). */
+function checkSampling(batch: ForwardBatch): ForwardSampling {
+  const s = batch.sampling;
+  const bad = (field: string, what: string) => new MicroserveError('BAD_REQUEST', `sampling.${field} ${what}`, { field: `sampling.${field}` });
+  if (!s) throw new MicroserveError('BAD_REQUEST', 'forwardTokens needs batch.sampling', { field: 'sampling' });
+  if (batch.logits === 'all') throw new MicroserveError('BAD_REQUEST', "sampling uses last-token logits: batch.logits must be 'last'", { field: 'logits' });
+  const n = batch.seqs.length;
+  const arrays = [['temperature', Float32Array], ['topP', Float32Array], ['seed', Uint32Array], ['step', Uint32Array]] as const;
+  for (const [field, Type] of arrays) {
+    const a = s[field];
+    if (!(a instanceof Type)) throw bad(field, `must be a ${Type.name}`);
+    if (a.length !== n) throw bad(field, `has ${a.length} entries, expected ${n} (one per sequence)`);
+  }
+  for (let i = 0; i < n; i++) {
+    if (!Number.isFinite(s.temperature[i])) throw bad('temperature', `[${i}] must be a finite number (got ${s.temperature[i]})`);
+    if (!(s.topP[i] > 0 && s.topP[i] <= 1)) throw bad('topP', `[${i}] must be in (0, 1] (got ${s.topP[i]})`);
+  }
+  return s;
 }
 
 function toTimeline(t: Float32Array): SendTimeline {

@@ -10,7 +10,7 @@
  *
  * The microserving operations (prep_recv, kv_write, remote_send) live in microserving.ts.
  */
-import type { Backend, ForwardBatch, LayerSendSpec } from '../../native/backend.ts';
+import type { Backend, ForwardBatch, ForwardSampling, LayerSendSpec } from '../../native/backend.ts';
 import { MicroserveError, isMicroserveError } from '../errors.ts';
 import { KvCacheManager } from '../kvcache/manager.ts';
 import { log } from '../log.ts';
@@ -30,7 +30,7 @@ import type {
 } from '../messages.ts';
 import { Request } from './request.ts';
 import { ReservationTable } from './reservations.ts';
-import { sampleToken } from './sampler.ts';
+import { samplingFor } from './sampler.ts';
 import { Scheduler, type StepEntry } from './scheduler.ts';
 import type { EngineCoreOptions } from './types.ts';
 import { newCounters } from './types.ts';
@@ -273,27 +273,29 @@ export class EngineCore {
   }
 
   private async step(entries: StepEntry[]): Promise<void> {
-    const batch: ForwardBatch = {
+    // Tokens are sampled on the backend's device: only numSeqs ids come back, no logits.
+    const batch: ForwardBatch & { sampling: ForwardSampling } = {
       seqs: entries.map((e) => ({ tokens: e.req.slice(e.start, e.n), startPos: e.start, pageTable: Int32Array.from(e.req.seq!.pageIds) })),
       logits: 'last',
+      sampling: samplingFor(entries),
     };
     this.inFlight = new Set(entries.map((e) => e.req));
     // Sends over a GPU push transport write their pages into the receiver layer by layer.
     const send = this.layerSend(entries);
     let endStep!: () => void;
     this.stepEnd = new Promise<void>((r) => (endStep = r));
-    let logits: Float32Array;
+    let tokens: Int32Array;
     try {
       if (send) {
         const r = await this.backend.kvIpc!.forwardWithSend(batch, send);
-        logits = r.logits;
+        tokens = r.tokens!;
         for (const { req } of entries) if (req.push) this.markPushed(req, send);
         const lp = this.counters.layerPush!;
         lp.forwards++;
         lp.computeMs += r.timeline.computeEnd;
         lp.exposedMs += Math.max(0, r.timeline.sendEnd - r.timeline.computeEnd);
       } else {
-        logits = await this.backend.forward(batch);
+        tokens = await this.backend.forwardTokens(batch);
       }
     } catch (e) {
       this.inFlight = null;
@@ -308,7 +310,6 @@ export class EngineCore {
     }
     this.inFlight = null;
     endStep();
-    const vocab = this.backend.config.vocabSize;
     entries.forEach(({ req, start, n }, i) => {
       if (req.isAborted || req.state !== 'running') {
         this.release(req, !req.isAborted);
@@ -324,7 +325,7 @@ export class EngineCore {
         return;
       }
       const s = req.sampling!;
-      const tok = sampleToken(logits.subarray(i * vocab, (i + 1) * vocab), s.temperature, s.topP, req.rng!);
+      const tok = tokens[i];
       req.outputIds.push(tok);
       this.counters.tokensGenerated++;
       let finish: FinishReason | null = null;

@@ -10,7 +10,6 @@
  */
 import type { KvSeq } from '../kvcache/types.ts';
 import type { FinishReason, SamplingParams } from '../messages.ts';
-import { Rng } from './sampler.ts';
 
 export type RequestKind = 'generate' | 'send';
 export type RequestState = 'waiting' | 'running' | 'computed' | 'finished';
@@ -49,7 +48,11 @@ export class Request {
   readonly outputIds: number[] = [];
   readonly sampling: SamplingParams | null;
   readonly replyTo: string | null;
-  readonly rng: Rng | null;
+  /**
+   * Generate requests: the sampling seed (uint32; sampling.seed, else drawn at admission). Token
+   * k of the output is drawn with (seed, step k), so it does not depend on which engine runs it.
+   */
+  readonly seed: number;
   state: RequestState = 'waiting';
   seq: KvSeq | null = null;
   numComputed = 0;
@@ -79,8 +82,7 @@ export class Request {
     this.promptIds = init.promptIds;
     this.sampling = init.sampling ?? null;
     this.replyTo = init.replyTo ?? null;
-    const seed = init.sampling?.seed ?? Math.floor(Math.random() * 0x100000000);
-    this.rng = init.kind === 'generate' ? new Rng(seed) : null;
+    this.seed = (init.sampling?.seed ?? Math.floor(Math.random() * 0x100000000)) >>> 0;
     this.computed = new Promise<void>((res, rej) => {
       this.resolveComputed = res;
       this.rejectComputed = rej;

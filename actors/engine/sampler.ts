@@ -1,115 +1,150 @@
 /**
- * Token sampling: greedy (temperature 0), temperature, top-p (nucleus), each request with its own
- * seeded RNG so that the same seed and the same logits give the same tokens.
+ * Token sampling, the TypeScript implementation of the one algorithm every backend runs (defined
+ * in native/src/common/sampling.h; the CPU backend runs that C++ code, the CUDA backend
+ * native/src/cuda/sampling.cu). The engine samples on the backend (`forwardTokens`); this file is
+ * the reference the tests compare against, and the sampler for logits obtained any other way.
+ *
+ * Per row of logits z with temperature T, topP p (both rounded to float32, as the backends get
+ * them), seed and step (the index of the token being generated):
+ *  1. NaN counts as -inf; b = argmax (lowest id among equal maxima), m = z[b]. Greedy (b) when
+ *     !(T > 0) or m is not finite.
+ *  2. q_i = min(floor(exp((z_i - m) / T) * 2^31), 2^31): integer weights, float64 here.
+ *  3. p >= 1: keep every q_i >= 1. Else target = p * sum(q) and tau = the largest t whose mass
+ *     M(t) = sum of q_i >= t reaches target, found by a radix search 8 bits at a time; keep
+ *     q_i >= tau (boundary ties included), kept mass M(tau).
+ *  4. u = splitmix64((seed << 32) | step) / 2^64 (53 bits): the same u for the same token on any
+ *     engine, so a migrated request continues its sampled output. r = min(floor(u * kept), kept - 1).
+ *  5. The token: the smallest kept id whose running kept mass (id order) exceeds r.
+ * All sums are exact integers (< 2^53), so the result does not depend on summation order.
  */
+import type { ForwardSampling } from '../../native/backend.ts';
 
-/** xoshiro128** seeded through splitmix32: small, fast, and good enough for sampling. */
-export class Rng {
-  private s0: number;
-  private s1: number;
-  private s2: number;
-  private s3: number;
+const SCALE = 2 ** 31;
+const MASK64 = (1n << 64n) - 1n;
 
-  constructor(seed: number) {
-    let x = seed >>> 0;
-    const next = () => {
-      x = (x + 0x9e3779b9) >>> 0;
-      let z = x;
-      z = Math.imul(z ^ (z >>> 16), 0x85ebca6b) >>> 0;
-      z = Math.imul(z ^ (z >>> 13), 0xc2b2ae35) >>> 0;
-      return (z ^ (z >>> 16)) >>> 0;
-    };
-    this.s0 = next();
-    this.s1 = next();
-    this.s2 = next();
-    this.s3 = next();
-    if ((this.s0 | this.s1 | this.s2 | this.s3) === 0) this.s0 = 1;
-  }
-
-  /** Uniform in [0, 1). */
-  next(): number {
-    const result = Math.imul(rotl(Math.imul(this.s1, 5) >>> 0, 7), 9) >>> 0;
-    const t = (this.s1 << 9) >>> 0;
-    this.s2 = (this.s2 ^ this.s0) >>> 0;
-    this.s3 = (this.s3 ^ this.s1) >>> 0;
-    this.s1 = (this.s1 ^ this.s2) >>> 0;
-    this.s0 = (this.s0 ^ this.s3) >>> 0;
-    this.s2 = (this.s2 ^ t) >>> 0;
-    this.s3 = rotl(this.s3, 11);
-    return result / 0x100000000;
-  }
-}
-
-function rotl(x: number, k: number): number {
-  return ((x << k) | (x >>> (32 - k))) >>> 0;
-}
-
-/** Index of the largest logit (the first one on ties). */
+/** Index of the largest logit, NaN as -inf, the lowest id among equal maxima. */
 export function argmax(logits: Float32Array): number {
   let best = 0;
-  let bestV = logits[0];
-  for (let i = 1; i < logits.length; i++) {
-    if (logits[i] > bestV) {
-      bestV = logits[i];
+  let bestV = -Infinity;
+  for (let i = 0; i < logits.length; i++) {
+    const v = logits[i];
+    if (v > bestV) {
+      bestV = v;
       best = i;
     }
   }
   return best;
 }
 
-let scratch = new Float64Array(0);
+/** Step 4: the uniform in [0, 1) of (seed, step), both uint32. */
+export function sampleUniform(seed: number, step: number): number {
+  let z = (((BigInt(seed >>> 0) << 32n) | BigInt(step >>> 0)) + 0x9e3779b97f4a7c15n) & MASK64;
+  z = ((z ^ (z >> 30n)) * 0xbf58476d1ce4e5b9n) & MASK64;
+  z = ((z ^ (z >> 27n)) * 0x94d049bb133111ebn) & MASK64;
+  z ^= z >> 31n;
+  return Number(z >> 11n) / 2 ** 53;
+}
+
+let weights = new Uint32Array(0);
+const hist = new Float64Array(256);
 
 /**
- * Samples one token id from `logits` (vocab,). `temperature <= 0` is greedy; otherwise softmax of
- * logits / temperature, restricted to the smallest set of most likely tokens whose mass reaches
- * `topP` (ties broken by lower id), then one draw from `rng`.
+ * Samples one token id from `logits` (vocab,): greedy at `temperature <= 0`, else nucleus
+ * sampling with the draw of (seed, step). Same inputs, same token, on every host backend.
  */
-export function sampleToken(logits: Float32Array, temperature: number, topP: number, rng: Rng): number {
-  if (!(temperature > 0)) return argmax(logits);
+export function sampleToken(logits: Float32Array, temperature: number, topP: number, seed: number, step: number): number {
+  const T = Math.fround(temperature);
+  const p = Math.fround(topP);
+  const best = argmax(logits);
+  const m = logits[best];
+  if (!(T > 0) || !Number.isFinite(m)) return best;
   const n = logits.length;
-  if (scratch.length < n) scratch = new Float64Array(n);
-  const w = scratch;
-  const max = logits[argmax(logits)];
-  let sum = 0;
-  let maxW = 0;
+  if (weights.length < n) weights = new Uint32Array(n);
+  const q = weights;
+  let total = 0;
   for (let i = 0; i < n; i++) {
-    const v = Math.exp((logits[i] - max) / temperature);
-    w[i] = v;
-    sum += v;
-    if (v > maxW) maxW = v;
+    const z = logits[i];
+    const v = z !== z ? 0 : Math.min(Math.floor(Math.exp((z - m) / T) * SCALE), SCALE);
+    q[i] = v;
+    total += v;
   }
-  if (!(topP < 1)) {
-    let r = rng.next() * sum;
-    for (let i = 0; i < n; i++) {
-      r -= w[i];
-      if (r < 0) return i;
+  let tau = 1;
+  let kept = total;
+  if (p < 1) {
+    const target = p * total;
+    let prefix = 0;
+    let above = 0;
+    for (let shift = 24; shift >= 0; shift -= 8) {
+      hist.fill(0);
+      const hi = shift + 8;
+      const want = hi < 32 ? prefix >>> hi : 0;
+      for (let i = 0; i < n; i++) {
+        const v = q[i];
+        if (v === 0 || (hi < 32 && v >>> hi !== want)) continue;
+        hist[(v >>> shift) & 255] += v;
+      }
+      let cum = above;
+      let d = 255;
+      for (; d > 0; d--) {
+        if (cum + hist[d] >= target) break;
+        cum += hist[d];
+      }
+      prefix += d * 2 ** shift;
+      above = cum;
+      kept = cum + hist[d];
     }
-    return n - 1;
+    tau = prefix;
   }
-  // The nucleus is a prefix of the tokens sorted by weight; every token of it weighs at least
-  // the lightest one kept. Lower a threshold until the tokens above it carry topP of the mass,
-  // then sort only those.
-  const target = Math.max(topP, 0) * sum;
-  let thr = maxW;
-  for (let round = 0; ; round++) {
-    let mass = 0;
-    for (let i = 0; i < n; i++) if (w[i] >= thr) mass += w[i];
-    if (mass >= target || round > 60) break;
-    thr = round === 60 ? 0 : thr / 4;
+  let r = Math.floor(sampleUniform(seed, step) * kept);
+  if (r >= kept) r = kept - 1;
+  let acc = 0;
+  for (let i = 0; i < n; i++) {
+    const v = q[i];
+    if (v < tau) continue;
+    acc += v;
+    if (acc > r) return i;
   }
-  const cand: number[] = [];
-  for (let i = 0; i < n; i++) if (w[i] >= thr) cand.push(i);
-  cand.sort((a, b) => w[b] - w[a] || a - b);
-  let kept = 0;
-  let keptMass = 0;
-  while (kept < cand.length) {
-    keptMass += w[cand[kept++]];
-    if (keptMass >= target) break;
-  }
-  let r = rng.next() * keptMass;
-  for (let j = 0; j < kept; j++) {
-    r -= w[cand[j]];
-    if (r < 0) return cand[j];
-  }
-  return cand[kept - 1];
+  return best; // unreachable: the kept mass exceeds r
+}
+
+/** One sequence's sampling inputs. */
+export interface SampleRow {
+  temperature: number;
+  topP: number;
+  seed: number;
+  step: number;
+}
+
+/** The per-sequence arrays a backend takes (ForwardBatch.sampling). */
+export function packSampling(rows: SampleRow[]): ForwardSampling {
+  const n = rows.length;
+  const s: ForwardSampling = { temperature: new Float32Array(n), topP: new Float32Array(n), seed: new Uint32Array(n), step: new Uint32Array(n) };
+  rows.forEach((r, i) => {
+    s.temperature[i] = r.temperature;
+    s.topP[i] = r.topP;
+    s.seed[i] = r.seed;
+    s.step[i] = r.step;
+  });
+  return s;
+}
+
+/** What samplingFor reads of a step entry (scheduler.ts StepEntry). */
+interface SampledEntry {
+  req: { kind: string; sampling: { temperature: number; topP: number } | null; seed: number; outputIds: readonly number[]; totalLen: number };
+  start: number;
+  n: number;
+}
+
+/**
+ * A step's sampling inputs, one row per entry: a generate chunk that reaches the request's last
+ * token draws output token `outputIds.length` with the request's seed; other rows (prefill
+ * chunks, sends) are greedy and their token is ignored.
+ */
+export function samplingFor(entries: SampledEntry[]): ForwardSampling {
+  return packSampling(
+    entries.map(({ req, start, n }) => {
+      const s = req.kind === 'generate' && start + n === req.totalLen ? req.sampling : null;
+      return s ? { temperature: s.temperature, topP: s.topP, seed: req.seed, step: req.outputIds.length } : { temperature: 0, topP: 1, seed: 0, step: 0 };
+    }),
+  );
 }

@@ -1,7 +1,7 @@
 // Engine benchmark of the CUDA backend on the llama-3.1-8b preset shape (random weights), in one
 // run: rooflines (read-only bandwidth, device copy, bf16 GEMM 8192^3), decode step time at batch
 // 1/8/32/64/128 with 1k-token contexts (graph replay; GPU time from events; host time = wall -
-// GPU), eager decode with a per-stage profile, and prefill tok/s at 512/1k/4k/8k tokens.
+// GPU; with logits to the host and with tokens sampled on the GPU), eager decode with a per-stage profile, and prefill tok/s at 512/1k/4k/8k tokens.
 // Usage: microserve_engine_bench [--quick] [--json FILE]
 #include <algorithm>
 #include <chrono>
@@ -118,20 +118,34 @@ struct StepTimes {
   double wallMs, gpuMs;
 };
 
+// What a decode step returns: f32 logits of every sequence (copied to the host), or tokens
+// sampled on the GPU (greedy, or temperature 0.8 with top-p 0.9), numSeqs int32 to the host.
+enum class StepOut { Logits, Greedy, Sampled };
+
 // Decode steps of `batch` sequences whose context is ctx tokens (KV already in the pages).
-StepTimes decode(CudaBackend& b, int batch, int ctx, int pageSize, int reps, std::mt19937& rng) {
+StepTimes decode(CudaBackend& b, int batch, int ctx, int pageSize, int reps, std::mt19937& rng,
+                 StepOut outKind = StepOut::Logits) {
   const int pagesPerSeq = (ctx + pageSize) / pageSize;
   std::vector<int32_t> tokens(batch), seqLens(batch, 1), startPos(batch, ctx - 1), tables(size_t(batch) * pagesPerSeq);
   for (size_t i = 0; i < tables.size(); i++) tables[i] = int32_t(i);
-  std::vector<float> logits(size_t(batch) * 128256);
+  std::vector<float> logits(outKind == StepOut::Logits ? size_t(batch) * 128256 : 0);
+  std::vector<float> temperature(batch, outKind == StepOut::Sampled ? 0.8f : 0.f), topP(batch, 0.9f);
+  std::vector<uint32_t> seed(batch), step(batch, 0);
+  std::vector<int32_t> sampled(batch);
+  for (int s = 0; s < batch; s++) seed[s] = uint32_t(s);
   ms::Batch bt;
   bt.tokens = tokens.data(), bt.numTokens = batch, bt.numSeqs = batch, bt.seqLens = seqLens.data();
   bt.startPos = startPos.data(), bt.pageTables = tables.data(), bt.maxPagesPerSeq = pagesPerSeq;
+  if (outKind != StepOut::Logits) {
+    bt.temperature = temperature.data(), bt.topP = topP.data(), bt.seed = seed.data(), bt.step = step.data();
+    bt.tokensOut = sampled.data();
+  }
   std::vector<double> wall, gpu;
   for (int i = 0; i < reps + 3; i++) {
     for (auto& t : tokens) t = int32_t(rng() % 128256);
+    for (auto& k : step) k = uint32_t(i);
     auto t0 = Clock::now();
-    ok(b.forward(bt, logits.data()), "decode forward");
+    ok(b.forward(bt, outKind == StepOut::Logits ? logits.data() : nullptr), "decode forward");
     double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     if (i >= 3) wall.push_back(ms), gpu.push_back(b.lastGpuMs());
   }
@@ -251,6 +265,10 @@ int main(int argc, char** argv) {
       b.setGraphsEnabled(true);
       StepTimes g = decode(b, batch, ctx + 1, pageSize, quick ? 10 : 30, rng);
       bool usedGraph = b.lastUsedGraph();
+      // Host time with sampling on the GPU (tokens out): the engine's path.
+      StepTimes tg = decode(b, batch, ctx + 1, pageSize, quick ? 10 : 30, rng, StepOut::Greedy);
+      StepTimes ts = decode(b, batch, ctx + 1, pageSize, quick ? 10 : 30, rng, StepOut::Sampled);
+      bool tokensGraph = b.lastUsedGraph();
       b.setGraphsEnabled(false);
       StepTimes e = decode(b, batch, ctx + 1, pageSize, 5, rng);
       double floorMs = (weightBytes + double(batch) * (ctx + 1) * kvBytesPerToken) / (r.readTBs * 1e12) * 1e3;
@@ -262,7 +280,16 @@ int main(int argc, char** argv) {
                     floorMs, g.gpuMs / floorMs, e.wallMs, e.gpuMs, batch / (g.wallMs * 1e-3));
       rows.push_back(line);
       std::printf("%s\n", line);
+      std::snprintf(line, sizeof line,
+                    "decode b=%-3d ctx=1k | tokens out, graph %d: greedy wall %7.3f gpu %7.3f host %6.3f ms (%4.1f%%) | "
+                    "sampled T0.8 p0.9 wall %7.3f gpu %7.3f host %6.3f ms (%4.1f%%)",
+                    batch, int(tokensGraph), tg.wallMs, tg.gpuMs, tg.wallMs - tg.gpuMs, 100 * (tg.wallMs - tg.gpuMs) / tg.wallMs,
+                    ts.wallMs, ts.gpuMs, ts.wallMs - ts.gpuMs, 100 * (ts.wallMs - ts.gpuMs) / ts.wallMs);
+      rows.push_back(line);
+      std::printf("%s\n", line);
       json += std::string(batch == batches.front() ? "" : ",") + "{\"batch\":" + std::to_string(batch) +
+              ",\"tokensGreedyWallMs\":" + std::to_string(tg.wallMs) + ",\"tokensGreedyGpuMs\":" + std::to_string(tg.gpuMs) +
+              ",\"tokensSampledWallMs\":" + std::to_string(ts.wallMs) + ",\"tokensSampledGpuMs\":" + std::to_string(ts.gpuMs) +
               ",\"wallMs\":" + std::to_string(g.wallMs) + ",\"gpuMs\":" + std::to_string(g.gpuMs) +
               ",\"floorMs\":" + std::to_string(floorMs) + ",\"eagerWallMs\":" + std::to_string(e.wallMs) +
               ",\"eagerGpuMs\":" + std::to_string(e.gpuMs) + "}";
@@ -271,7 +298,8 @@ int main(int argc, char** argv) {
     // weight prefetch, the SIMT attention kernel and the 6-blocks-per-SM skinny kernel are worth.
     json += "],\"decodeVariants\":[";
     const std::pair<const char*, const char*> variants[] = {
-        {"MS_DECODE_KERNEL", "simt"}, {"MS_PDL", "0"}, {"MS_L2_PREFETCH", "1"}, {"MS_SKINNY", "u4"}};
+        {"MS_DECODE_KERNEL", "simt"}, {"MS_PDL", "0"},          {"MS_L2_PREFETCH", "1"},  {"MS_SKINNY", "u4"},
+        {"MS_SKINNY", "base"},        {"MS_FUSED_ROPE", "0"},   {"MS_DECODE_MERGE", "serial"}};
     bool firstVariant = true;
     for (auto [var, val] : variants) {
       setenv(var, val, 1);
@@ -303,15 +331,18 @@ int main(int argc, char** argv) {
       json += std::string(len == prompts.front() ? "" : ",") + "{\"tokens\":" + std::to_string(len) +
               ",\"wallMs\":" + std::to_string(p.wallMs) + ",\"gpuMs\":" + std::to_string(p.gpuMs) + "}";
     }
-    // Tuning variants of the prefill attention kernel (head dim 128), same prompts.
+    // Prefill attention kernels (MS_PREFILL_KERNEL: fa2 = the former one-head-per-block kernel,
+    // g2x64 = two heads per block) and an fa2 tuning variant (MS_PREFILL_VARIANT), same prompts.
     json += "],\"prefillVariants\":{";
-    for (const char* v : {"64x2", "32x3", "32x4"}) {
-      setenv("MS_PREFILL_VARIANT", v, 1);
-      json += std::string(v == std::string("64x2") ? "" : ",") + "\"" + v + "\":[";
+    const std::pair<const char*, const char*> pvariants[] = {
+        {"MS_PREFILL_KERNEL", "fa2"}, {"MS_PREFILL_KERNEL", "g2x64"}, {"MS_PREFILL_VARIANT", "32x4"}};
+    for (auto [var, v] : pvariants) {
+      setenv(var, v, 1);
+      json += std::string(v == std::string("fa2") ? "" : ",") + "\"" + var + "=" + v + "\":[";
       for (int len : {4096, 8192}) {
         StepTimes p = prefill(b, len, pageSize, 2, rng);
         char line[200];
-        std::snprintf(line, sizeof line, "prefill %5d tokens, attention variant %s | wall %8.2f ms | %8.0f tok/s", len, v,
+        std::snprintf(line, sizeof line, "prefill %5d tokens, attention %s=%s | wall %8.2f ms | %8.0f tok/s", len, var, v,
                       p.wallMs, len / (p.wallMs * 1e-3));
         rows.push_back(line);
         std::printf("%s\n", line);
@@ -319,8 +350,8 @@ int main(int argc, char** argv) {
                 ",\"wallMs\":" + std::to_string(p.wallMs) + "}";
       }
       json += "]";
+      unsetenv(var);
     }
-    unsetenv("MS_PREFILL_VARIANT");
     json += "},\"profile\":{";
     // Per-stage GPU time of eager decode steps (events after every stage; includes launch gaps).
     for (int batch : {1, 64}) {

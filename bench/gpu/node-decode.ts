@@ -1,10 +1,17 @@
 /**
- * Decode step time through the whole Node path (openModel -> NativeBackend.forward -> addon worker
- * thread -> CUDA backend -> Float32Array logits) for the llama-3.1-8b preset on a GPU: real
- * 1024-token prefills, then greedy-free decode steps (fixed tokens) at batch 1 and 64. Prints one
- * JSON line; host time = this wall time minus the GPU time engine-bench reports for the same batch.
- * Usage: node --import tsx bench/gpu/node-decode.ts [device=cuda:0]
+ * Decode step time through the whole Node path (openModel -> NativeBackend -> addon worker thread
+ * -> CUDA backend) for the llama-3.1-8b preset on a GPU: real 1024-token prefills, then decode
+ * steps (fixed tokens) at batch 1 and 64, three ways:
+ *  - logits: `forward()` returns f32 logits (a new Float32Array per step), then a JS argmax (timed apart);
+ *  - tokens: `forwardTokens()` samples on the GPU and returns numSeqs int32, greedy and T 0.8 / top-p 0.9.
+ * Then a check of the sampled path against the logits path on one step: greedy tokens equal the
+ * argmax of the logits, sampled tokens equal the TS sampler on them (allowed to differ only where
+ * float32 vs float64 weights move a boundary: rare).
+ * Prints one JSON line; host time = wall time here minus the GPU time engine-bench reports for the
+ * same batch. Usage: node --import tsx bench/gpu/node-decode.ts [device=cuda:0] [preset=llama-3.1-8b]
  */
+import { argmax, packSampling, sampleToken } from '../../actors/engine/sampler.ts';
+import type { ForwardSeq } from '../../native/backend.ts';
 import { openModel } from '../../native/index.ts';
 
 const device = process.argv[2] ?? 'cuda:0';
@@ -12,11 +19,14 @@ const PAGE = 16;
 const CTX = 1024;
 const STEPS = 20;
 const WARM = 3;
-const pagesPerSeq = Math.ceil((CTX + STEPS + WARM) / PAGE);
+const MODES = ['logits', 'greedy', 'sampled'] as const;
+const pagesPerSeq = Math.ceil((CTX + MODES.length * (STEPS + WARM) + 1) / PAGE);
 const batches = [1, 64];
-const model = await openModel('llama-3.1-8b', { device, numPages: Math.max(...batches) * pagesPerSeq + 1, pageSize: PAGE });
+const model = await openModel(process.argv[3] ?? 'llama-3.1-8b', { device, numPages: Math.max(...batches) * pagesPerSeq + 1, pageSize: PAGE });
+const backend = model.backend;
 const vocab = model.config.vocabSize;
-const results: Record<string, number>[] = [];
+const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];
+const results: Record<string, number | string>[] = [];
 for (const batch of batches) {
   const tables = Array.from({ length: batch }, (_, s) => Int32Array.from({ length: pagesPerSeq }, (_, i) => s * pagesPerSeq + i));
   for (let s0 = 0; s0 < batch; s0 += 8) {
@@ -25,28 +35,50 @@ for (const batch of batches) {
       startPos: 0,
       pageTable,
     }));
-    await model.backend.forward({ seqs });
+    const sampling = packSampling(seqs.map(() => ({ temperature: 0, topP: 1, seed: 0, step: 0 })));
+    await backend.forwardTokens({ seqs, sampling });
   }
-  const wall: number[] = [];
-  let argmaxMs = 0;
-  for (let step = 0; step < WARM + STEPS; step++) {
-    const seqs = tables.map((pageTable, s) => ({ tokens: Int32Array.of((step * 31 + s) % vocab), startPos: CTX + step, pageTable }));
-    const t0 = performance.now();
-    const logits = await model.backend.forward({ seqs });
-    const t1 = performance.now();
-    // What an engine does next with the logits: greedy argmax per row (timed separately).
-    for (let s = 0; s < batch; s++) {
-      let best = s * vocab;
-      for (let i = best + 1; i < (s + 1) * vocab; i++) if (logits[i] > logits[best]) best = i;
+  const row: Record<string, number | string> = { batch };
+  let pos = CTX;
+  const stepSeqs = (step: number): ForwardSeq[] => tables.map((pageTable, s) => ({ tokens: Int32Array.of((step * 31 + s) % vocab), startPos: pos, pageTable }));
+  for (const mode of MODES) {
+    const sampling = packSampling(tables.map((_, s) => ({ temperature: mode === 'sampled' ? 0.8 : 0, topP: 0.9, seed: s, step: 0 })));
+    const wall: number[] = [];
+    let argmaxMs = 0;
+    for (let step = 0; step < WARM + STEPS; step++, pos++) {
+      const seqs = stepSeqs(step);
+      sampling.step.fill(step);
+      const t0 = performance.now();
+      if (mode === 'logits') {
+        const logits = await backend.forward({ seqs });
+        const t1 = performance.now();
+        for (let s = 0; s < batch; s++) argmax(logits.subarray(s * vocab, (s + 1) * vocab));
+        if (step >= WARM) argmaxMs += performance.now() - t1;
+        if (step >= WARM) wall.push(t1 - t0);
+      } else {
+        await backend.forwardTokens({ seqs, sampling });
+        if (step >= WARM) wall.push(performance.now() - t0);
+      }
     }
-    if (step >= WARM) {
-      wall.push(t1 - t0);
-      argmaxMs += performance.now() - t1;
-    }
+    row[`${mode}WallMs`] = median(wall);
+    if (mode === 'logits') row.argmaxMs = argmaxMs / STEPS;
   }
-  wall.sort((a, b) => a - b);
-  results.push({ batch, forwardWallMs: wall[wall.length >> 1], argmaxMs: argmaxMs / STEPS });
+  // One step both ways (the same inputs write the same KV): sampled on the GPU vs TS on the logits.
+  const seqs = stepSeqs(0);
+  const logits = await backend.forward({ seqs });
+  const rows = tables.map((_, s) => ({ temperature: s % 2 ? 0.8 : 0, topP: s % 4 === 1 ? 1 : 0.9, seed: 1000 + s, step: 5 }));
+  const tokens = await backend.forwardTokens({ seqs, sampling: packSampling(rows) });
+  let greedySame = 0;
+  let sampledSame = 0;
+  rows.forEach((r, s) => {
+    const ts = sampleToken(logits.subarray(s * vocab, (s + 1) * vocab), r.temperature, r.topP, r.seed, r.step);
+    if (r.temperature === 0) greedySame += Number(ts === tokens[s]);
+    else sampledSame += Number(ts === tokens[s]);
+  });
+  row.greedyAgree = `${greedySame}/${rows.filter((r) => r.temperature === 0).length}`;
+  row.sampledAgree = `${sampledSame}/${rows.filter((r) => r.temperature !== 0).length}`;
+  results.push(row);
 }
-const deviceName = (model.backend as unknown as { deviceName?: string }).deviceName ?? device;
-model.backend.close();
+const deviceName = (backend as unknown as { deviceName?: string }).deviceName ?? device;
+backend.close();
 console.log(JSON.stringify({ device: deviceName, ctx: CTX, results }));

@@ -12,6 +12,7 @@
 
 #include "addon-worker.h"
 #include "backend.h"
+#include "common/sampling.h"
 
 namespace {
 
@@ -37,6 +38,7 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
                         InstanceMethod("forwardWithSend", &NativeBackend::ForwardWithSend),
                         InstanceMethod("joinNvshmem", &NativeBackend::JoinNvshmem),
                         InstanceMethod("openNvshmemPeer", &NativeBackend::OpenNvshmemPeer),
+                        StaticMethod("sampleLogits", &NativeBackend::SampleLogits),
                         InstanceAccessor("pageBytes", &NativeBackend::PageBytes, nullptr),
                         InstanceAccessor("deviceName", &NativeBackend::DeviceName, nullptr)});
   }
@@ -202,7 +204,11 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     int maxPages = 0;
     bool allLogits = false;
     size_t rows = 0;
-    ms::Batch batch() const {
+    bool sampling = false;  // tokens instead of logits; the four arrays below are (numSeqs,)
+    std::vector<float> temperature, topP;
+    std::vector<uint32_t> seed, step;
+    // The batch; with sampling, tokens go to tokensOut (numSeqs,).
+    ms::Batch batch(int32_t* tokensOut = nullptr) const {
       ms::Batch b;
       b.tokens = tokens.data();
       b.numTokens = int(tokens.size());
@@ -212,15 +218,32 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
       b.pageTables = tables.data();
       b.maxPagesPerSeq = maxPages;
       b.allLogits = allLogits;
+      if (sampling) {
+        b.temperature = temperature.data();
+        b.topP = topP.data();
+        b.seed = seed.data();
+        b.step = step.data();
+        b.tokensOut = tokensOut;
+      }
       return b;
     }
   };
 
   // forward(tokens Int32Array, seqLens Int32Array, startPos Int32Array, pageTables Int32Array,
-  //         maxPagesPerSeq, allLogits): Promise<Float32Array (rows, vocab)>
+  //         maxPagesPerSeq, allLogits[, sampling]): Promise<Float32Array (rows, vocab)>, or with
+  // sampling ({temperature, topP: Float32Array, seed, step: Uint32Array}, one entry per sequence)
+  // Promise<Int32Array (numSeqs,)> of sampled tokens (no logits leave the device).
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto in = forwardInputs(info);
+    auto in = forwardInputs(info, 6);
+    if (in->sampling) {
+      Napi::Int32Array toks = Napi::Int32Array::New(env, in->seqLens.size());
+      int32_t* tp = toks.Data();
+      auto job = std::make_unique<Job>(env);
+      job->out = Napi::Persistent(toks.As<Napi::Object>());
+      job->run = [in, tp](ms::Backend& b) { return b.forward(in->batch(tp), nullptr); };
+      return submit(env, std::move(job));
+    }
     Napi::Float32Array out = Napi::Float32Array::New(env, in->rows * size_t(m_.vocab));
     float* outPtr = out.Data();
     auto job = std::make_unique<Job>(env);
@@ -230,11 +253,12 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
   }
 
   // forwardWithSend(...forward's six arguments, peerId, srcPages Int32Array, dstPages Int32Array
-  // [, peerIds Int32Array]): Promise<{ logits: Float32Array, timeline: Float32Array (3 * layers + 2) }>.
-  // peerId -1: own pool; peerIds (one per page pair) overrides peerId.
+  // [, peerIds Int32Array][, sampling]): Promise<{ logits: Float32Array, timeline: Float32Array (3 * layers + 2) }>.
+  // peerId -1: own pool; peerIds (one per page pair) overrides peerId. With sampling (as forward's)
+  // the result has tokens: Int32Array (numSeqs,) and an empty logits array.
   Napi::Value ForwardWithSend(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto in = forwardInputs(info);
+    auto in = forwardInputs(info, 10);
     int peerId = intArg(env, info[6], "peerId", -1);
     auto src = std::make_shared<std::vector<int32_t>>(pageIds(env, info[7]));
     auto dst = typedArray<Napi::Int32Array>(env, info[8], napi_int32_array, "dstPages", "an Int32Array");
@@ -246,17 +270,23 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
       if (pi.ElementLength() != src->size()) fail(env, "BAD_ARGUMENT", "peerIds and srcPages differ in length");
       peerIds->assign(pi.Data(), pi.Data() + pi.ElementLength());
     }
-    Napi::Float32Array logits = Napi::Float32Array::New(env, in->rows * size_t(m_.vocab));
+    Napi::Float32Array logits = Napi::Float32Array::New(env, in->sampling ? 0 : in->rows * size_t(m_.vocab));
     Napi::Float32Array timeline = Napi::Float32Array::New(env, size_t(3 * m_.layers + 2));
     Napi::Object out = Napi::Object::New(env);
     out.Set("logits", logits);
     out.Set("timeline", timeline);
-    float* lp = logits.Data();
+    int32_t* kp = nullptr;
+    if (in->sampling) {
+      Napi::Int32Array toks = Napi::Int32Array::New(env, in->seqLens.size());
+      out.Set("tokens", toks);
+      kp = toks.Data();
+    }
+    float* lp = in->sampling ? nullptr : logits.Data();
     float* tp = timeline.Data();
     size_t tn = timeline.ElementLength();
     auto job = std::make_unique<Job>(env);
     job->out = Napi::Persistent(out);
-    job->run = [in, peerId, src, dstIds, peerIds, lp, tp, tn](ms::Backend& b) {
+    job->run = [in, peerId, src, dstIds, peerIds, lp, kp, tp, tn](ms::Backend& b) {
       ms::LayerSend send;
       send.peerId = peerId;
       send.srcPages = src->data();
@@ -264,7 +294,7 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
       send.n = int(src->size());
       send.peerIds = peerIds->empty() ? nullptr : peerIds->data();
       std::vector<float> t;
-      ms::Status st = b.forwardWithSend(in->batch(), lp, send, &t);
+      ms::Status st = b.forwardWithSend(in->batch(kp), lp, send, &t);
       for (size_t i = 0; i < t.size() && i < tn; i++) tp[i] = t[i];
       return st;
     };
@@ -374,7 +404,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
   }
 
   // Validates forward's six arguments and copies them (the worker reads the copy).
-  std::shared_ptr<ForwardInputs> forwardInputs(const Napi::CallbackInfo& info) {
+  // samplingArg: index of the optional sampling argument (-1: none).
+  std::shared_ptr<ForwardInputs> forwardInputs(const Napi::CallbackInfo& info, int samplingArg = -1) {
     Napi::Env env = info.Env();
     auto tokens = typedArray<Napi::Int32Array>(env, info[0], napi_int32_array, "tokens", "an Int32Array");
     auto seqLens = typedArray<Napi::Int32Array>(env, info[1], napi_int32_array, "seqLens", "an Int32Array");
@@ -426,7 +457,54 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     in->maxPages = maxPages;
     in->allLogits = allLogits;
     in->rows = allLogits ? numTokens : numSeqs;
+    if (samplingArg >= 0 && int(info.Length()) > samplingArg && !info[samplingArg].IsUndefined())
+      samplingInputs(env, info[samplingArg], in.get());
     return in;
+  }
+
+  // sampling = {temperature, topP: Float32Array, seed, step: Uint32Array}, one entry per sequence.
+  static void samplingInputs(Napi::Env env, Napi::Value v, ForwardInputs* in) {
+    if (!v.IsObject()) fail(env, "BAD_ARGUMENT", "sampling must be an object");
+    Napi::Object o = v.As<Napi::Object>();
+    const size_t numSeqs = in->seqLens.size();
+    auto sized = [&](const Napi::TypedArray& a, const char* name) {
+      if (a.ElementLength() != numSeqs)
+        fail(env, "BAD_ARGUMENT", std::string("sampling.") + name + " has " + std::to_string(a.ElementLength()) +
+                                      " entries, expected " + std::to_string(numSeqs) + " (one per sequence)");
+    };
+    auto t = typedArray<Napi::Float32Array>(env, o.Get("temperature"), napi_float32_array, "sampling.temperature", "a Float32Array");
+    auto p = typedArray<Napi::Float32Array>(env, o.Get("topP"), napi_float32_array, "sampling.topP", "a Float32Array");
+    auto seed = typedArray<Napi::Uint32Array>(env, o.Get("seed"), napi_uint32_array, "sampling.seed", "a Uint32Array");
+    auto step = typedArray<Napi::Uint32Array>(env, o.Get("step"), napi_uint32_array, "sampling.step", "a Uint32Array");
+    sized(t, "temperature"), sized(p, "topP"), sized(seed, "seed"), sized(step, "step");
+    if (in->allLogits) fail(env, "BAD_ARGUMENT", "sampling uses last-token logits: allLogits must be false");
+    for (size_t s = 0; s < numSeqs; s++) {
+      std::string e = ms::samplingParamError(t[s], p[s]);
+      if (!e.empty()) fail(env, "BAD_ARGUMENT", "sequence " + std::to_string(s) + ": sampling " + e);
+    }
+    in->sampling = true;
+    in->temperature.assign(t.Data(), t.Data() + numSeqs);
+    in->topP.assign(p.Data(), p.Data() + numSeqs);
+    in->seed.assign(seed.Data(), seed.Data() + numSeqs);
+    in->step.assign(step.Data(), step.Data() + numSeqs);
+  }
+
+  // sampleLogits(logits Float32Array (rows, vocab), vocab, sampling): Int32Array (rows,) — the
+  // host implementation of the sampling algorithm (common/sampling.h) on given logits, run on the
+  // JS thread. For tests and tools that check another implementation against it.
+  static Napi::Value SampleLogits(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    auto z = typedArray<Napi::Float32Array>(env, info[0], napi_float32_array, "logits", "a Float32Array");
+    int vocab = intArg(env, info[1], "vocab", 1);
+    if (z.ElementLength() % size_t(vocab) != 0) fail(env, "BAD_ARGUMENT", "logits length is not a multiple of vocab");
+    ForwardInputs in;
+    in.seqLens.resize(z.ElementLength() / size_t(vocab));
+    samplingInputs(env, info[2], &in);
+    Napi::Int32Array out = Napi::Int32Array::New(env, in.seqLens.size());
+    std::vector<uint32_t> q;
+    for (size_t s = 0; s < in.seqLens.size(); s++)
+      out[s] = ms::sampleRow(z.Data() + s * size_t(vocab), vocab, in.temperature[s], in.topP[s], in.seed[s], in.step[s], q);
+    return out;
   }
 
   std::vector<int32_t> pageIds(Napi::Env env, Napi::Value v) {

@@ -55,6 +55,14 @@ struct Batch {
   const int32_t* pageTables = nullptr;  // (numSeqs, maxPagesPerSeq)
   int maxPagesPerSeq = 0;
   bool allLogits = false;               // false: logits of each sequence's last token only
+  // Sampling on the device (optional; the algorithm: common/sampling.h). With tokensOut set, the
+  // backend samples one token per sequence from its last token's logits and writes tokensOut; the
+  // logits go to the host only if logitsOut is non-null too. Needs allLogits == false.
+  const float* temperature = nullptr;   // (numSeqs,) finite; <= 0: greedy
+  const float* topP = nullptr;          // (numSeqs,) in (0, 1]
+  const uint32_t* seed = nullptr;       // (numSeqs,)
+  const uint32_t* step = nullptr;       // (numSeqs,) index of the token being generated
+  int32_t* tokensOut = nullptr;         // (numSeqs,) sampled ids; null: no sampling
 };
 
 // A layer-by-layer send carried by forwardWithSend: after layer L's compute, layer L's slice of
@@ -92,8 +100,9 @@ class Backend {
   virtual Status randomInit(uint64_t seed, float std) = 0;
   // Checks every tensor is present; after this, forward may run. Names the first missing tensor.
   virtual Status finalize() = 0;
-  // logitsOut: (numSeqs, vocab) or, with allLogits, (numTokens, vocab), float32. Called on a
-  // worker thread; calls are serialised by the addon (one in flight per backend).
+  // logitsOut: (numSeqs, vocab) or, with allLogits, (numTokens, vocab), float32; may be null when
+  // batch.tokensOut is set (sampling). Called on a worker thread; calls are serialised by the
+  // addon (one in flight per backend).
   virtual Status forward(const Batch& batch, float* logitsOut) = 0;
   virtual DType kvDType() const = 0;
   virtual size_t pageBytes() const = 0;  // one page across all layers, wire layout

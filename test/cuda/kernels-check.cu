@@ -15,6 +15,8 @@
 #include "cuda/check.h"
 #include "cuda/gemm.h"
 #include "cuda/kernels.h"
+#include "cuda/sampling.h"
+#include "common/sampling.h"
 
 using namespace ms::cuda;
 using ms::bf16ToF32;
@@ -190,6 +192,44 @@ void checkGemms() {
     cudaFree(dy), cudaFree(dx);
   }
   cudaFree(dw);
+  // T = 1 over long rows (K >= 8192: one row per warp, 8 blocks per SM) and the same with
+  // MS_SKINNY=base (two rows per warp).
+  {
+    const int O2 = 301, K2 = 10240;
+    auto w2 = randn(size_t(O2) * K2), x2 = randn(K2);
+    auto w2h = toBf16(w2), x2h = toBf16(x2);
+    bf16 *dw2 = reinterpret_cast<bf16*>(upload(w2h)), *dx2 = reinterpret_cast<bf16*>(upload(x2h));
+    std::vector<double> prod(O2);
+    for (int o = 0; o < O2; o++) {
+      double s = 0;
+      for (int k = 0; k < K2; k++) s += double(x2[k]) * w2[size_t(o) * K2 + k];
+      prod[o] = s;
+    }
+    for (const char* env : {"", "base"}) {
+      setenv("MS_SKINNY", env, 1);
+      for (OutMode mode : {OutMode::Bf16, OutMode::F32, OutMode::F32Add}) {
+        auto y0 = randn(O2);
+        float* dy = upload(y0);
+        if (mode != OutMode::F32Add) MS_CUDA_CHECK(cudaMemset(dy, 0xff, size_t(O2) * 4));  // poison
+        skinnyGemm(dx2, 1, dw2, O2, K2, dy, mode, 0);
+        std::vector<float> got;
+        std::vector<double> ref = prod;
+        if (mode == OutMode::Bf16) {
+          got = bf16Vec(download<uint16_t>(dy, O2));
+        } else {
+          got = download<float>(dy, O2);
+          if (mode == OutMode::F32Add)
+            for (int i = 0; i < O2; i++) ref[i] += y0[i];
+        }
+        const char* mname = mode == OutMode::Bf16 ? "bf16" : mode == OutMode::F32 ? "f32" : "f32 add";
+        check(std::string("skinnyGemm T=1 K=10240 ") + mname + (env[0] ? " (MS_SKINNY=base)" : ""), got, ref,
+              mode == OutMode::Bf16 ? 1e-2 : 1e-4);
+        cudaFree(dy);
+      }
+    }
+    unsetenv("MS_SKINNY");
+    cudaFree(dw2), cudaFree(dx2);
+  }
 }
 
 // RoPE + KV append, then decode and prefill attention over a ragged batch with prefixes.
@@ -330,19 +370,84 @@ void checkAttention(int D, int rep, int pageSize) {
     MS_CUDA_CHECK(cudaMalloc(&cnt, size_t(N) * kvHeads * 4));
     MS_CUDA_CHECK(cudaMemset(cnt, 0, size_t(N) * kvHeads * 4));
     a.counters = cnt;
-    for (int kernel = 0; kernel < 2; kernel++)
+    for (int kernel = 0; kernel < 3; kernel++)  // 2: the tensor-core kernel with the serial split merge
       for (int again = 0; again < 2; again++) {  // the second launch reuses the counters (left at zero)
         MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));  // poison: NaN bf16
-        if (kernel == 0)
+        a.serialMerge = kernel == 2;
+        if (kernel != 1)
           decodeAttentionMma(a, 0);
         else
           decodeAttentionSimt(a, 0);
         auto got = bf16Vec(download<uint16_t>(dout, ref.size()));
-        check(std::string(kernel == 0 ? "decodeAttentionMma " : "decodeAttentionSimt ") + tag +
-                  " split=" + std::to_string(a.splitLen) + (again ? " again" : ""),
+        check(std::string(kernel == 0 ? "decodeAttentionMma " : kernel == 1 ? "decodeAttentionSimt " : "decodeAttentionMma serial merge ") +
+                  tag + " split=" + std::to_string(a.splitLen) + (again ? " again" : ""),
               got, ref, 1e-2);
       }
+    a.serialMerge = 0;
     cudaFree(po), cudaFree(pml), cudaFree(cnt);
+  }
+  // Fused RoPE + KV append (ropeInvFreq) on the one-token sequences, as a pure-decode layer runs:
+  // from the unrotated qkv and a pool whose newest slots are poisoned, the same attention output
+  // as above and the same K/V in the slots as ropeAppend wrote.
+  {
+    std::vector<int32_t> dec;
+    int decCtx = 0;
+    for (int s = 0, t = 0; s < numSeqs; t += seqs[s].len, s++)
+      if (seqs[s].len == 1) dec.push_back(t), decCtx = std::max(decCtx, pos[t] + 1);
+    int32_t* ddec = upload(dec);
+    bf16* dqkv0 = reinterpret_cast<bf16*>(upload(qkvh));  // as the qkv product wrote it: unrotated
+    auto poolBits = download<uint16_t>(dpool, pool.size());
+    std::vector<int64_t> slots;
+    for (int t : dec) {
+      const int s = seqOf[t], p = pos[t];
+      slots.push_back(int64_t(pt[size_t(s) * maxPages + p / pageSize]) * pageElems +
+                      int64_t(layer) * 2 * pageSize * kvDim + int64_t(p % pageSize) * kvDim);
+      for (int i = 0; i < kvDim; i++)
+        poolBits[slots.back() + i] = poolBits[slots.back() + int64_t(pageSize) * kvDim + i] = 0xffff;  // NaN
+    }
+    bf16* dpool2 = reinterpret_cast<bf16*>(upload(poolBits));
+    for (int forced = 0; forced < 2; forced++) {
+      DecodeAttentionArgs a;
+      a.q = dqkv0;
+      a.qStride = qkvDim;
+      a.out = dout;
+      a.outStride = heads * D;
+      a.queries = ddec;
+      a.numQueries = int(dec.size());
+      a.meta = meta;
+      a.kv = kv;
+      a.kv.base = dpool2 + int64_t(layer) * 2 * pageSize * kvDim;
+      a.heads = heads;
+      a.scale = float(scale);
+      a.ropeInvFreq = dinv;
+      planDecodeSplits(a.numQueries, kvHeads, decCtx, 132, &a.splitLen, &a.maxSplits);
+      if (forced) a.splitLen = 64, a.maxSplits = (decCtx + 63) / 64;
+      float *po, *pml;
+      int32_t* cnt;
+      MS_CUDA_CHECK(cudaMalloc(&po, dec.size() * heads * a.maxSplits * D * 4));
+      MS_CUDA_CHECK(cudaMalloc(&pml, dec.size() * heads * a.maxSplits * 2 * 4));
+      MS_CUDA_CHECK(cudaMalloc(&cnt, dec.size() * kvHeads * 4));
+      MS_CUDA_CHECK(cudaMemset(cnt, 0, dec.size() * kvHeads * 4));
+      a.partO = po, a.partML = pml, a.counters = cnt;
+      MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));
+      decodeAttentionMma(a, 0);
+      auto all = bf16Vec(download<uint16_t>(dout, ref.size()));
+      auto pool2 = bf16Vec(download<uint16_t>(dpool2, pool.size()));
+      std::vector<float> got, gotKv;
+      std::vector<double> want, wantKv;
+      for (size_t k = 0; k < dec.size(); k++) {
+        for (int i = 0; i < heads * D; i++)
+          got.push_back(all[size_t(dec[k]) * heads * D + i]), want.push_back(ref[size_t(dec[k]) * heads * D + i]);
+        for (int i = 0; i < kvDim; i++)
+          for (int64_t off : {slots[k] + i, slots[k] + int64_t(pageSize) * kvDim + i})
+            gotKv.push_back(pool2[off]), wantKv.push_back(poolAfter[off]);
+      }
+      const std::string sp = " split=" + std::to_string(a.splitLen);
+      check("decodeAttentionMma fused rope " + tag + sp, got, want, 1e-2);
+      check("decodeAttentionMma fused rope, appended K/V " + tag + sp, gotKv, wantKv, 1e-2);
+      cudaFree(po), cudaFree(pml), cudaFree(cnt);
+    }
+    cudaFree(ddec), cudaFree(dqkv0), cudaFree(dpool2);
   }
   // Prefill kernel on every sequence (one-token sequences included).
   std::vector<PrefillTile> tiles;
@@ -390,6 +495,124 @@ void checkRandom() {
   cudaFree(a), cudaFree(b);
 }
 
+// Sampling (cuda/sampling.cu) against the host definition (common/sampling.h): greedy rows and the
+// integer part (threshold search, draw, id-order scan on the GPU's own weights) exactly; the GPU's
+// float32 weights within 4e-6 relative (+2) of the host's float64 ones; tokens equal to the full
+// host reference except where that rounding moves a boundary (at most 1 sampled row in 100); the
+// same tokens from a second launch. Then the kernel's time for 64 rows of 128256.
+void checkSampling() {
+  struct Row {
+    float t, p;
+    uint32_t seed, step;
+  };
+  const float temps[] = {0.f, 1.f, 0.7f, 1.5f, 0.05f, 3.f};
+  const float tops[] = {1.f, 0.9f, 0.5f, 0.999f, 0.05f, 1.f, 0.95f};
+  std::uniform_real_distribution<float> unit(-0.5f, 0.5f);
+  for (int vocab : {128256, 1000, 7}) {
+    const int rows = vocab == 128256 ? 96 : 200;
+    std::vector<Row> prm(rows);
+    std::vector<float> z(size_t(rows) * vocab);
+    std::vector<int32_t> packed(size_t(rows) * kSampleParamInts);
+    for (int r = 0; r < rows; r++) {
+      prm[r] = {temps[r % 6], tops[r % 7], uint32_t(rng()), uint32_t(r * 31)};
+      const float spread = r % 3 == 0 ? 2.f : r % 3 == 1 ? 10.f : 30.f;
+      float* zr = &z[size_t(r) * vocab];
+      for (int i = 0; i < vocab; i++) zr[i] = unit(rng) * spread;
+      if (r % 11 == 3)
+        for (int i = 0; i < vocab; i += 4) zr[i] = zr[1];  // ties
+      if (r % 11 == 5)
+        for (int i = 0; i < vocab; i += 9) zr[i] = (i & 1) ? NAN : -INFINITY;
+      if (r % 11 == 7)  // LLM-like: a few likely tokens over a long tail
+        for (int i = 0; i < vocab; i++) zr[i] = i % 997 == 0 ? 8.f + zr[i] : zr[i] - 10.f;
+      std::memcpy(&packed[size_t(r) * kSampleParamInts], &prm[r].t, 4);
+      std::memcpy(&packed[size_t(r) * kSampleParamInts + 1], &prm[r].p, 4);
+      packed[size_t(r) * kSampleParamInts + 2] = int32_t(prm[r].seed);
+      packed[size_t(r) * kSampleParamInts + 3] = int32_t(prm[r].step);
+    }
+    float* dz = upload(z);
+    int32_t* dp = upload(packed);
+    int32_t* dt;
+    MS_CUDA_CHECK(cudaMalloc(&dt, rows * 4));
+    SamplingArgs a;
+    a.logits = dz, a.vocab = vocab, a.rows = rows, a.params = dp, a.tokens = dt;
+    sampleTokens(a, 0);
+    auto tok = download<int32_t>(dt, rows);
+    auto qg = download<uint32_t>(dz, z.size());  // sampled rows now hold the GPU's weights
+    MS_CUDA_CHECK(cudaMemcpy(dz, z.data(), z.size() * 4, cudaMemcpyHostToDevice));
+    sampleTokens(a, 0);
+    auto tok2 = download<int32_t>(dt, rows);
+    int badGreedy = 0, badInteger = 0, badWeights = 0, differ = 0, numSampled = 0;
+    double maxRel = 0;
+    std::vector<uint32_t> qh(vocab), scratch;
+    for (int r = 0; r < rows; r++) {
+      const float* zr = &z[size_t(r) * vocab];
+      const Row& w = prm[r];
+      const int32_t ref = ms::sampleRow(zr, vocab, w.t, w.p, w.seed, w.step, scratch);
+      const int32_t best = ms::sampleArgmax(zr, vocab);
+      if (!(w.t > 0) || !std::isfinite(zr[best])) {
+        badGreedy += tok[r] != ref;
+        continue;
+      }
+      numSampled++;
+      const uint32_t* qr = &qg[size_t(r) * vocab];
+      ms::sampleWeights(zr, vocab, w.t, zr[best], qh.data());
+      for (int i = 0; i < vocab; i++) {
+        const double d = std::fabs(double(qr[i]) - double(qh[i]));
+        if (d > 4e-6 * qh[i] + 2) badWeights++;
+        if (qh[i] > 1000) maxRel = std::max(maxRel, d / qh[i]);
+      }
+      badInteger += tok[r] != ms::sampleFromWeights(qr, vocab, w.p, w.seed, w.step);
+      differ += tok[r] != ref;
+    }
+    const bool ok = !badGreedy && !badInteger && !badWeights && differ * 100 <= numSampled && tok == tok2;
+    if (!ok) numFailed++;
+    std::printf("%-58s greedy bad %d, integer part bad %d, weights bad %d (max rel %.1e), differ %d/%d, relaunch %s %s\n",
+                ("sampleTokens vocab=" + std::to_string(vocab)).c_str(), badGreedy, badInteger, badWeights, maxRel, differ,
+                numSampled, tok == tok2 ? "same" : "DIFFERENT", ok ? "PASS" : "FAIL");
+    cudaFree(dz), cudaFree(dp), cudaFree(dt);
+  }
+  // Time: 64 rows of 128256, all greedy or all sampled (T 0.8, top-p 0.9 / 1), fresh logits per launch.
+  const int rows = 64, vocab = 128256;
+  std::vector<float> z(size_t(rows) * vocab);
+  for (auto& v : z) v = unit(rng) * 10.f;
+  float *pristine = upload(z), *dz;
+  MS_CUDA_CHECK(cudaMalloc(&dz, z.size() * 4));
+  int32_t* dt;
+  MS_CUDA_CHECK(cudaMalloc(&dt, rows * 4));
+  cudaEvent_t e0, e1;
+  MS_CUDA_CHECK(cudaEventCreate(&e0));
+  MS_CUDA_CHECK(cudaEventCreate(&e1));
+  std::printf("sampleTokens time, 64 rows x 128256:");
+  for (auto [t, p] : {std::pair<float, float>{0.f, 1.f}, {0.8f, 1.f}, {0.8f, 0.9f}}) {
+    std::vector<int32_t> packed(size_t(rows) * kSampleParamInts);
+    for (int r = 0; r < rows; r++) {
+      std::memcpy(&packed[size_t(r) * 4], &t, 4);
+      std::memcpy(&packed[size_t(r) * 4 + 1], &p, 4);
+      packed[size_t(r) * 4 + 2] = r, packed[size_t(r) * 4 + 3] = 0;
+    }
+    int32_t* dp = upload(packed);
+    SamplingArgs a;
+    a.logits = dz, a.vocab = vocab, a.rows = rows, a.params = dp, a.tokens = dt;
+    std::vector<float> ms;
+    for (int rep = 0; rep < 6; rep++) {
+      MS_CUDA_CHECK(cudaMemcpy(dz, pristine, z.size() * 4, cudaMemcpyDeviceToDevice));
+      MS_CUDA_CHECK(cudaEventRecord(e0, 0));
+      sampleTokens(a, 0);
+      MS_CUDA_CHECK(cudaEventRecord(e1, 0));
+      MS_CUDA_CHECK(cudaEventSynchronize(e1));
+      float v;
+      MS_CUDA_CHECK(cudaEventElapsedTime(&v, e0, e1));
+      if (rep) ms.push_back(v);
+    }
+    std::sort(ms.begin(), ms.end());
+    std::printf(" T=%.1f top-p=%.1f %.1f us;", t, p, ms[ms.size() / 2] * 1e3);
+    cudaFree(dp);
+  }
+  std::printf("\n");
+  cudaFree(pristine), cudaFree(dz), cudaFree(dt);
+  cudaEventDestroy(e0), cudaEventDestroy(e1);
+}
+
 }  // namespace
 
 int main() {
@@ -418,6 +641,7 @@ int main() {
     }
     unsetenv("MS_PREFILL_VARIANT");
     checkRandom();
+    checkSampling();
   } catch (const CudaError& e) {
     std::printf("CUDA error: %s\n", e.what());
     return 2;

@@ -1,61 +1,140 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { Rng, argmax, sampleToken } from '../../actors/engine/sampler.ts';
+import { argmax, packSampling, sampleToken, sampleUniform, samplingFor } from '../../actors/engine/sampler.ts';
 
 const logits = Float32Array.from([1.0, 3.0, 2.0, 3.0, -5.0, 0.5]);
 
-test('greedy is argmax (first of ties) at temperature 0', () => {
-  assert.is(argmax(logits), 1);
-  assert.is(sampleToken(logits, 0, 0.5, new Rng(1)), 1);
-});
-
-test('a seed reproduces its stream; different seeds differ', () => {
-  const draw = (seed: number) => {
-    const r = new Rng(seed);
-    return Array.from({ length: 50 }, () => sampleToken(logits, 1, 1, r));
+/** A seeded xorshift32 stream in [0, 1) for test data. */
+function stream(seed: number): () => number {
+  let x = seed >>> 0 || 1;
+  return () => {
+    x ^= x << 13;
+    x ^= x >>> 17;
+    x ^= x << 5;
+    x >>>= 0;
+    return x / 2 ** 32;
   };
-  assert.equal(draw(7), draw(7));
-  assert.not.equal(draw(7), draw(8));
-  const r = new Rng(0);
-  for (let i = 0; i < 1000; i++) {
-    const x = r.next();
-    assert.ok(x >= 0 && x < 1);
+}
+
+/**
+ * The definition written the slow, obvious way: sort the integer weights, keep the shortest
+ * heaviest prefix reaching topP (plus every token tied with its last), draw in id order.
+ */
+function naive(z: Float32Array, temperature: number, topP: number, seed: number, step: number): number {
+  const T = Math.fround(temperature);
+  const p = Math.fround(topP);
+  const b = argmax(z);
+  if (!(T > 0) || !Number.isFinite(z[b])) return b;
+  const q = Array.from(z, (v) => (v !== v ? 0 : Math.min(Math.floor(Math.exp((v - z[b]) / T) * 2 ** 31), 2 ** 31)));
+  const total = q.reduce((a, v) => a + v, 0);
+  let tau = 1;
+  if (p < 1) {
+    const sorted = [...q].sort((x, y) => y - x);
+    let cum = 0;
+    for (const v of sorted) {
+      cum += v;
+      if (cum >= p * total) {
+        tau = v;
+        break;
+      }
+    }
   }
+  const kept = q.reduce((a, v) => (v >= tau ? a + v : a), 0);
+  const r = Math.min(Math.floor(sampleUniform(seed, step) * kept), kept - 1);
+  let acc = 0;
+  for (let i = 0; i < q.length; i++) {
+    if (q[i] < tau) continue;
+    acc += q[i];
+    if (acc > r) return i;
+  }
+  return -1;
+}
+
+test('greedy is argmax (first of ties, NaN as -inf) at temperature <= 0', () => {
+  assert.is(argmax(logits), 1);
+  assert.is(sampleToken(logits, 0, 0.5, 1, 0), 1);
+  assert.is(sampleToken(logits, -1, 1, 1, 0), 1);
+  assert.is(argmax(Float32Array.from([NaN, -1, NaN, 4, 4])), 3);
+  assert.is(argmax(Float32Array.from([-Infinity, -Infinity])), 0);
+  // A NaN logit is never drawn.
+  const withNaN = Float32Array.from([NaN, 0, 0, NaN]);
+  for (let step = 0; step < 50; step++) assert.ok([1, 2].includes(sampleToken(withNaN, 1, 1, 3, step)));
 });
 
-test('frequencies follow softmax(logits / T)', () => {
+test('the uniform of (seed, step) is splitmix64: fixed, in [0, 1), differs by step and seed', () => {
+  // splitmix64's first output from state 0 is 0xe220a8397b1dcdaf.
+  assert.is(sampleUniform(0, 0), Number(0xe220a8397b1dcdafn >> 11n) / 2 ** 53);
+  const seen = new Set<number>();
+  for (let s = 0; s < 20; s++)
+    for (let k = 0; k < 20; k++) {
+      const u = sampleUniform(s, k);
+      assert.ok(u >= 0 && u < 1);
+      seen.add(u);
+    }
+  assert.is(seen.size, 400);
+  assert.is(sampleUniform(0xffffffff, 0xffffffff), sampleUniform(-1, -1), 'seed and step are uint32');
+});
+
+test('a token depends only on (logits, params, seed, step); frequencies over steps follow softmax(logits / T)', () => {
   const l = Float32Array.from([0, Math.log(2), Math.log(3)]);
-  const r = new Rng(123);
+  assert.is(sampleToken(l, 1, 1, 42, 7), sampleToken(l, 1, 1, 42, 7));
   const n = 30000;
   const counts = [0, 0, 0];
-  for (let i = 0; i < n; i++) counts[sampleToken(l, 1, 1, r)]++;
+  for (let k = 0; k < n; k++) counts[sampleToken(l, 1, 1, 123, k)]++;
   [1 / 6, 2 / 6, 3 / 6].forEach((p, i) => assert.ok(Math.abs(counts[i] / n - p) < 0.015, `token ${i}: ${counts[i] / n} vs ${p}`));
-  // a low temperature concentrates on the top token
   const cold = [0, 0, 0];
-  for (let i = 0; i < 2000; i++) cold[sampleToken(l, 0.05, 1, r)]++;
-  assert.ok(cold[2] > 1990);
+  for (let k = 0; k < 2000; k++) cold[sampleToken(l, 0.05, 1, 5, k)]++;
+  assert.ok(cold[2] > 1990, 'a low temperature concentrates on the top token');
 });
 
-test('top-p keeps the smallest most likely set reaching p', () => {
-  // probabilities 0.5, 0.3, 0.15, 0.05
+test('top-p keeps the smallest most likely set reaching p (boundary ties included)', () => {
+  // probabilities 0.05, 0.5, 0.15, 0.3
   const l = Float32Array.from([Math.log(0.05), Math.log(0.5), Math.log(0.15), Math.log(0.3)]);
-  const r = new Rng(5);
-  const seen = new Set<number>();
   const counts = new Map<number, number>();
-  for (let i = 0; i < 20000; i++) {
-    const t = sampleToken(l, 1, 0.75, r);
-    seen.add(t);
+  for (let k = 0; k < 20000; k++) {
+    const t = sampleToken(l, 1, 0.75, 5, k);
     counts.set(t, (counts.get(t) ?? 0) + 1);
   }
-  assert.equal([...seen].sort(), [1, 3], '0.5 + 0.3 >= 0.75: only the two top tokens');
+  assert.equal([...counts.keys()].sort(), [1, 3], '0.5 + 0.3 >= 0.75: only the two top tokens');
   assert.ok(Math.abs(counts.get(1)! / 20000 - 0.5 / 0.8) < 0.02);
-  const only = new Set(Array.from({ length: 200 }, () => sampleToken(l, 1, 0.4, r)));
-  assert.equal([...only], [1]);
-  // a large vocabulary with a long flat tail (the threshold search path)
-  const big = new Float32Array(128256).fill(0);
+  assert.equal([...new Set(Array.from({ length: 200 }, (_, k) => sampleToken(l, 1, 0.4, 5, k)))], [1]);
+  // Two tokens tied at the boundary: both stay although one alone reaches p.
+  const tie = Float32Array.from([0, 0, -20]);
+  assert.equal([...new Set(Array.from({ length: 200 }, (_, k) => sampleToken(tie, 1, 0.3, 1, k)))].sort(), [0, 1]);
+  // A large vocabulary with a long flat tail.
+  const big = new Float32Array(128256);
   big[77] = 14; // p = 0.905
-  const picks = new Set(Array.from({ length: 100 }, () => sampleToken(big, 1, 0.9, r)));
-  assert.equal([...picks], [77]);
+  assert.equal([...new Set(Array.from({ length: 100 }, (_, k) => sampleToken(big, 1, 0.9, 9, k)))], [77]);
+  assert.ok(new Set(Array.from({ length: 100 }, (_, k) => sampleToken(big, 1, 0.95, 9, k))).size > 5);
+});
+
+test('the radix threshold search equals the sorted definition on random rows', () => {
+  const rnd = stream(99);
+  for (let row = 0; row < 300; row++) {
+    const n = 1 + Math.floor(rnd() * 3000);
+    const spread = [0.5, 3, 10, 40][row % 4];
+    const z = Float32Array.from({ length: n }, () => (rnd() - 0.5) * spread);
+    if (row % 7 === 0) for (let i = 0; i < n; i += 3) z[i] = z[0]; // many ties
+    const temperature = [0.3, 0.7, 1, 1.8][row % 4];
+    const topP = [0.05, 0.5, 0.9, 0.999, 1][row % 5];
+    const seed = Math.floor(rnd() * 2 ** 32);
+    assert.is(sampleToken(z, temperature, topP, seed, row), naive(z, temperature, topP, seed, row), `row ${row}`);
+  }
+});
+
+test('samplingFor: rows that reach their last token draw output token k with the request seed', () => {
+  const gen = (outputIds: number[], totalLen: number, sampling = { temperature: 0.8, topP: 0.9 }) => ({ kind: 'generate', sampling, seed: 77, outputIds, totalLen });
+  const s = samplingFor([
+    { req: gen([5, 6], 12), start: 11, n: 1 }, // decode: token 2
+    { req: gen([], 40), start: 0, n: 16 }, // a prefill chunk: no token
+    { req: { kind: 'send', sampling: null, seed: 0, outputIds: [], totalLen: 8 }, start: 0, n: 8 },
+  ]);
+  assert.equal([...s.temperature], [Math.fround(0.8), 0, 0]);
+  assert.equal([...s.topP], [Math.fround(0.9), 1, 1]);
+  assert.equal([...s.seed], [77, 0, 0]);
+  assert.equal([...s.step], [2, 0, 0]);
+  const p = packSampling([{ temperature: 1, topP: 0.5, seed: 2 ** 32 - 1, step: 3 }]);
+  assert.ok(p.seed instanceof Uint32Array && p.seed[0] === 2 ** 32 - 1);
 });
 
 test.run();

@@ -14,6 +14,7 @@
 #include "model-weights.h"
 #include "thread-pool.h"
 #include "../common/model-util.h"
+#include "../common/sampling.h"
 
 namespace ms {
 namespace cpu {
@@ -57,6 +58,8 @@ class CpuBackend : public Backend {
   }
   Status finalize() override { return weights_.finalize(); }
   Status forward(const Batch& b, float* logitsOut) override {
+    Status st = checkBatchSampling(b, logitsOut);
+    if (!st.ok()) return st;
     return guarded([&] { return run(b, logitsOut); });
   }
   DType kvDType() const override { return DType::F32; }
@@ -181,7 +184,20 @@ Status CpuBackend::run(const Batch& b, float* logitsOut) {
   std::vector<float> xf(rows.size() * H);  // (rows, hidden)
   for (size_t r = 0; r < rows.size(); r++)
     rmsNorm(&x[size_t(rows[r]) * H], weights_.finalNorm.data(), H, m_.rmsEps, &xf[r * H]);
-  weights_.head().matmul(threads_, xf.data(), int(rows.size()), H, logitsOut, m_.vocab, false);
+  std::vector<float> ownLogits;  // (numSeqs, vocab) when only tokens are wanted
+  float* logits = logitsOut;
+  if (!logits) {
+    ownLogits.resize(rows.size() * size_t(m_.vocab));
+    logits = ownLogits.data();
+  }
+  weights_.head().matmul(threads_, xf.data(), int(rows.size()), H, logits, m_.vocab, false);
+  if (b.tokensOut) {  // one row per task; each thread keeps its own weights scratch
+    std::vector<std::vector<uint32_t>> scratch(threads_.size());
+    threads_.run(b.numSeqs, [&](int s, int t) {
+      b.tokensOut[s] = sampleRow(logits + size_t(s) * m_.vocab, m_.vocab, b.temperature[s], b.topP[s], b.seed[s],
+                                 b.step[s], scratch[t]);
+    });
+  }
   return Status::Ok();
 }
 

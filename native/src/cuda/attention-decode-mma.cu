@@ -6,7 +6,9 @@
 // (the last block to finish, see decode-merge.h), are merged. K/V tiles are double-buffered (the
 // next tile's copy runs during this tile's math). The page ids and the first tile (all but the
 // newest key) are loaded before the PDL wait, as is a slice of the output projection's weights
-// towards L2.
+// towards L2. With ropeInvFreq (pure-decode layers) the kernel also does ropeAppend's work for its
+// tokens: the split holding the newest key rotates k and writes k and v into the page slot before
+// loading it, and every block rotates its q heads as it stages them (one kernel less per layer).
 #include <cfloat>
 #include <cmath>
 
@@ -82,6 +84,24 @@ __global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAtten
   loadTile(0, true);
   pdlWait();  // q and the newest K/V come from the kernels before
   pdlTrigger();
+  const bf16* qRow = a.q + int64_t(tok) * a.qStride;
+  if (a.ropeInvFreq && newest < n) {  // this split holds the newest key: rotate k, append k and v
+    const int pos = ctx - 1;
+    bf16* kDst = a.kv.base + int64_t(smPage[pos / ps - page0]) * a.kv.pageStride + int64_t(pos % ps) * kvDim + g * D;
+    const bf16* kSrc = qRow + (a.heads + g) * D;
+    for (int i = threadIdx.x; i < D / 2; i += kThreads) {
+      float sn, cs;
+      sincosf(float(pos) * a.ropeInvFreq[i], &sn, &cs);  // as ropeAppendKernel: f32 angle, full sin/cos
+      const float x0 = __bfloat162float(kSrc[i]), x1 = __bfloat162float(kSrc[i + D / 2]);
+      kDst[i] = __float2bfloat16(x0 * cs - x1 * sn);
+      kDst[i + D / 2] = __float2bfloat16(x1 * cs + x0 * sn);
+    }
+    const bf16* vSrc = qRow + (a.heads + a.kv.kvHeads + g) * D;
+    for (int i = threadIdx.x; i < D / 8; i += kThreads)
+      reinterpret_cast<uint4*>(kDst + vOff)[i] = reinterpret_cast<const uint4*>(vSrc)[i];
+    __threadfence_block();
+    __syncthreads();  // the slot is written before the cp.async below reads it back
+  }
   if (newest < BN && newest < n)
     for (int c = threadIdx.x; c < CPR; c += kThreads) {
       const bf16* src = keySrc(newest, c * 8);
@@ -94,11 +114,29 @@ __global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAtten
     loadTile(BN, false);
     cpAsyncCommit();
   }
-  for (int c = threadIdx.x; c < 16 * CPR; c += kThreads) {
-    const int r = c / CPR, col = (c % CPR) * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (r < rep) v = *reinterpret_cast<const uint4*>(a.q + int64_t(tok) * a.qStride + (g * rep + r) * D + col);
-    *reinterpret_cast<uint4*>(Qs + r * LD + col) = v;
+  if (a.ropeInvFreq) {  // q heads g * rep + r rotated here (pairs i, i + D/2); rows past rep zero
+    const int pos = ctx - 1;
+    for (int e = threadIdx.x; e < 16 * (D / 2); e += kThreads) {
+      const int r = e / (D / 2), i = e % (D / 2);
+      bf16 lo = __float2bfloat16(0.f), hi = lo;
+      if (r < rep) {
+        float sn, cs;
+        sincosf(float(pos) * a.ropeInvFreq[i], &sn, &cs);
+        const bf16* src = qRow + (g * rep + r) * D;
+        const float x0 = __bfloat162float(src[i]), x1 = __bfloat162float(src[i + D / 2]);
+        lo = __float2bfloat16(x0 * cs - x1 * sn);
+        hi = __float2bfloat16(x1 * cs + x0 * sn);
+      }
+      Qs[r * LD + i] = lo;
+      Qs[r * LD + i + D / 2] = hi;
+    }
+  } else {
+    for (int c = threadIdx.x; c < 16 * CPR; c += kThreads) {
+      const int r = c / CPR, col = (c % CPR) * 8;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (r < rep) v = *reinterpret_cast<const uint4*>(qRow + (g * rep + r) * D + col);
+      *reinterpret_cast<uint4*>(Qs + r * LD + col) = v;
+    }
   }
   if (numTiles > 1)
     cpAsyncWait<1>();  // tile 0 landed; tile 1 may still be in flight

@@ -240,13 +240,27 @@ void decodeAttentionSimt(const DecodeAttentionArgs& a, cudaStream_t s) {
   }
 }
 
+namespace {
+bool simtSelected() {
+  const char* v = std::getenv("MS_DECODE_KERNEL");
+  return v && std::string(v) == "simt";
+}
+}  // namespace
+
+bool decodeRopeFused() {
+  const char* v = std::getenv("MS_FUSED_ROPE");
+  return !(v && v[0] == '0') && !simtSelected();
+}
+
 void decodeAttention(const DecodeAttentionArgs& args, cudaStream_t s) {
   DecodeAttentionArgs a = args;
   a.prefetch.bytes = std::min(a.prefetch.bytes, kMaxL2Prefetch);
-  const char* v = std::getenv("MS_DECODE_KERNEL");
-  const bool simt = v && std::string(v) == "simt";
+  const char* mv = std::getenv("MS_DECODE_MERGE");  // [default: batched] serial = the former merge
+  a.serialMerge = mv && std::string(mv) == "serial";
+  const bool simt = simtSelected();
   if (a.numQueries == 0) return;
   if (simt) {
+    if (a.ropeInvFreq) throw CudaError("decodeAttention: fused RoPE needs the tensor-core kernel", false);
     decodeAttentionSimt(a, s);
     return;
   }

@@ -4,12 +4,14 @@
 // Per forward: pack the batch's metadata (one host->device copy), embed, then per layer
 //   RMSNorm -> fused QKV GEMM -> RoPE + KV append -> paged attention -> O GEMM (+= residual)
 //   -> RMSNorm -> fused gate|up GEMM -> SiLU.mul -> down GEMM (+= residual),
-// final RMSNorm on the rows that need logits, LM head (f32), copy to the host.
+// final RMSNorm on the rows that need logits, LM head (f32), then either the logits to the host
+// or, with Batch::tokensOut, the sampler (sampling.cu) and numSeqs token ids to the host.
 // Pure-decode batches replay a CUDA graph captured per (batch bucket, context bucket).
 #pragma once
 #include <map>
 #include <memory>
 #include <new>
+#include <tuple>
 #include <utility>
 
 #include "../backend.h"
@@ -113,7 +115,7 @@ class CudaBackend : public Backend {
   void forwardEager(const Batch& b, float* out);
   bool graphEligible(const Batch& b) const;
   void forwardGraph(const Batch& b, float* out);
-  Graph& captureGraph(int bucket, int ctxBucket);
+  Graph& captureGraph(int bucket, int ctxBucket, bool sampling);
   void copyLogits(const float* dev, int rows, float* out);
   void mark(int stage, cudaStream_t s);
   void collectProfile();
@@ -155,7 +157,7 @@ class CudaBackend : public Backend {
   size_t stagingBytes_ = 0;
   static constexpr int kCopyParts = 4;
   cudaEvent_t evCopy_[kCopyParts] = {};
-  std::map<std::pair<int, int>, Graph> graphs_;
+  std::map<std::tuple<int, int, bool>, Graph> graphs_;  // (batch bucket, context bucket, sampling)
   bool graphsEnabled_ = true;
   bool timing_ = false;
   double lastGpuMs_ = 0;

@@ -1,8 +1,13 @@
 #include "forward-plan.h"
 
+#include <cstring>
+
+#include "sampling.h"
+
 namespace ms::cuda {
 
-MetaLayout metaLayout(int numTokens, int numSeqs, int ptStride, int numRows, int numDecode, int numTiles) {
+MetaLayout metaLayout(int numTokens, int numSeqs, int ptStride, int numRows, int numDecode, int numTiles,
+                      int numSampled) {
   MetaLayout l;
   l.numTokens = numTokens;
   l.numSeqs = numSeqs;
@@ -19,6 +24,9 @@ MetaLayout metaLayout(int numTokens, int numSeqs, int ptStride, int numRows, int
   l.decode = off, off += numDecode;
   off = (off + 3) / 4 * 4;
   l.tiles = off, off += size_t(numTiles) * 4;
+  l.numSampled = numSampled;
+  l.sampleParams = off, off += size_t(numSampled) * kSampleParamInts;
+  l.sampled = off, off += numSampled;
   l.total = off;
   return l;
 }
@@ -38,6 +46,19 @@ DeviceMeta deviceMeta(const MetaLayout& lay, const int32_t* base) {
   return d;
 }
 
+// Rows [0, numSeqs) get the batch's parameters; padding rows (graphs) temperature 0: greedy.
+static void packSampleParams(const Batch& b, const MetaLayout& l, int32_t* dst) {
+  int32_t* prm = dst + l.sampleParams;
+  for (int s = 0; s < l.numSampled; s++, prm += kSampleParamInts) {
+    const bool real = s < b.numSeqs;
+    const float t = real ? b.temperature[s] : 0.f, p = real ? b.topP[s] : 1.f;
+    std::memcpy(&prm[0], &t, 4);
+    std::memcpy(&prm[1], &p, 4);
+    prm[2] = real ? int32_t(b.seed[s]) : 0;
+    prm[3] = real ? int32_t(b.step[s]) : 0;
+  }
+}
+
 EagerPlan planEager(const Batch& b) {
   EagerPlan p;
   int numDecode = 0, numTiles = 0;
@@ -50,7 +71,8 @@ EagerPlan planEager(const Batch& b) {
     }
   }
   int numRows = b.allLogits ? b.numTokens : b.numSeqs;
-  p.lay = metaLayout(b.numTokens, b.numSeqs, b.maxPagesPerSeq, numRows, numDecode, numTiles);
+  p.lay = metaLayout(b.numTokens, b.numSeqs, b.maxPagesPerSeq, numRows, numDecode, numTiles,
+                     b.tokensOut ? b.numSeqs : 0);
   return p;
 }
 
@@ -73,12 +95,15 @@ void packEager(const Batch& b, const EagerPlan& p, int32_t* dst) {
     if (!b.allLogits) dst[l.rows + r++] = t - 1;
   }
   for (size_t i = 0; i < size_t(b.numSeqs) * b.maxPagesPerSeq; i++) dst[l.pageTable + i] = b.pageTables[i];
+  packSampleParams(b, l, dst);
 }
 
-MetaLayout graphLayout(int bucket, int ptStride) { return metaLayout(bucket, bucket, ptStride, bucket, bucket, 0); }
+MetaLayout graphLayout(int bucket, int ptStride, bool sampling) {
+  return metaLayout(bucket, bucket, ptStride, bucket, bucket, 0, sampling ? bucket : 0);
+}
 
 void packGraph(const Batch& b, int bucket, int ptStride, int pageSize, int dummyPage, int32_t* dst) {
-  const MetaLayout l = graphLayout(bucket, ptStride);
+  const MetaLayout l = graphLayout(bucket, ptStride, b.tokensOut != nullptr);
   for (int s = 0; s < bucket; s++) {
     const bool real = s < b.numSeqs;
     dst[l.tokens + s] = real ? b.tokens[s] : 0;
@@ -90,6 +115,7 @@ void packGraph(const Batch& b, int bucket, int ptStride, int pageSize, int dummy
     int need = real ? (b.startPos[s] + pageSize) / pageSize : 0;  // pages covering [0, pos]
     for (int i = 0; i < ptStride; i++) row[i] = i < need ? b.pageTables[size_t(s) * b.maxPagesPerSeq + i] : dummyPage;
   }
+  packSampleParams(b, l, dst);
 }
 
 }  // namespace ms::cuda

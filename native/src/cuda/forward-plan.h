@@ -21,9 +21,13 @@ struct MetaLayout {
   size_t pageTable = 0;  // (numSeqs, ptStride)
   size_t decode = 0;     // (numDecode,) tokens attended by the decode kernel
   size_t tiles = 0;      // (numTiles, 4) PrefillTile, 16-byte aligned
+  int numSampled = 0;    // rows sampled on the device: 0, or numRows (Batch::tokensOut)
+  size_t sampleParams = 0;  // (numSampled, kSampleParamInts) see cuda/sampling.h
+  size_t sampled = 0;       // (numSampled,) sampled token ids, written by the device
   size_t total = 0;
 };
-MetaLayout metaLayout(int numTokens, int numSeqs, int ptStride, int numRows, int numDecode, int numTiles);
+MetaLayout metaLayout(int numTokens, int numSeqs, int ptStride, int numRows, int numDecode, int numTiles,
+                      int numSampled = 0);
 
 // Device pointers into a packed buffer.
 struct DeviceMeta {
@@ -47,8 +51,8 @@ void packEager(const Batch& b, const EagerPlan& p, int32_t* dst);
 
 // Graph plan: a pure-decode batch (every seqLen 1) padded to `bucket` sequences. Padding rows
 // decode token 0 at position 0 into `dummyPage`; page tables are (bucket, ptStride), padded
-// with dummyPage.
-MetaLayout graphLayout(int bucket, int ptStride);
+// with dummyPage. With b.tokensOut the layout has sampling parameters (padding rows greedy).
+MetaLayout graphLayout(int bucket, int ptStride, bool sampling = false);
 void packGraph(const Batch& b, int bucket, int ptStride, int pageSize, int dummyPage, int32_t* dst);
 
 }  // namespace ms::cuda

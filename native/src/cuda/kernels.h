@@ -108,6 +108,14 @@ struct DecodeAttentionArgs {
   float* partML = nullptr;   // (numQueries, heads, maxSplits, 2) f32 scratch: max, sum
   int32_t* counters = nullptr;  // (numQueries, kvHeads) zeroed once; each launch leaves them zero
   L2Prefetch prefetch;          // the output projection's weights
+  // Fused RoPE + KV append (tensor-core kernel only; see decodeRopeFused): when set, q and the
+  // newest k and v arrive unrotated in each query token's qkv row (k at heads * headDim, v at
+  // (heads + kvHeads) * headDim from q's start, qStride the row length) and the kernel rotates q,
+  // rotates k and writes k and v into the token's page slot, as ropeAppend would. Null: ropeAppend ran.
+  const float* ropeInvFreq = nullptr;
+  // [default 0] 1 = the split merge of decode-merge.h loads one split at a time (the former merge,
+  // kept for measuring: MS_DECODE_MERGE=serial in decodeAttention).
+  int serialMerge = 0;
 };
 constexpr int kMaxSplitLen = 512;
 // Picks splitLen and maxSplits for numQueries queries of at most maxCtx keys on numSms SMs.
@@ -116,6 +124,9 @@ void planDecodeSplits(int numQueries, int kvHeads, int maxCtx, int numSms, int* 
 // a captured graph keeps the kernel it was captured with).
 void decodeAttention(const DecodeAttentionArgs& a, cudaStream_t s);
 void decodeAttentionMma(const DecodeAttentionArgs& a, cudaStream_t s);   // rows of an mma tile = GQA heads
+// [default on] Whether a pure-decode layer should pass ropeInvFreq to decodeAttention instead of
+// running ropeAppend: true unless MS_FUSED_ROPE=0 or MS_DECODE_KERNEL=simt (read per call).
+bool decodeRopeFused();
 // Raises the mma kernel's shared-memory limit; once per device (process), before any launch.
 void decodeAttentionInit();
 void decodeAttentionSimt(const DecodeAttentionArgs& a, cudaStream_t s);  // lanes per key, shuffles

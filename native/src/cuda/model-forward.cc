@@ -7,8 +7,10 @@
 #include <thread>
 #include <vector>
 
+#include "../common/sampling.h"
 #include "check.h"
 #include "cuda-backend.h"
+#include "sampling.h"
 
 namespace ms::cuda {
 namespace {
@@ -30,6 +32,17 @@ int ctxBucket(int ctx) {
   int c = kMinGraphCtx;
   while (c < ctx) c *= 2;
   return c;
+}
+
+// Samples `rows` rows of logits (overwriting them) into tokens, with params from the metadata.
+void launchSampler(float* logits, int rows, int vocab, const int32_t* params, int32_t* tokens, cudaStream_t s) {
+  SamplingArgs a;
+  a.logits = logits;
+  a.vocab = vocab;
+  a.rows = rows;
+  a.params = params;
+  a.tokens = tokens;
+  sampleTokens(a, s);
 }
 
 }  // namespace
@@ -56,6 +69,9 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
   const float scale = 1.f / std::sqrt(float(hd));
   embedGather(dm.tokens, N, weights_->embed, H, a.x, s);
   mark(kEmbed, s);
+  // Pure-decode layers: RoPE and the KV append run inside the decode attention kernel (no
+  // ropeAppend launch); MS_FUSED_ROPE=0 runs them separately.
+  const bool fuseRope = dm.lay.numTiles == 0 && dm.lay.numDecode > 0 && decodeRopeFused();
   for (int l = 0; l < m_.layers; l++) {
     const LayerWeights& L = weights_->layers[l];
     KvLayer kv;
@@ -69,7 +85,7 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
     mark(kNorm, s);
     linear(kQkv, a.xn, N, L.qkv, qkvDim, H, a.qkv, OutMode::Bf16, s);
     mark(kQkvGemm, s);
-    ropeAppend(a.qkv, dm.token, m_.heads, invFreq_, kv, s);
+    if (!fuseRope) ropeAppend(a.qkv, dm.token, m_.heads, invFreq_, kv, s);
     mark(kRope, s);
     if (dm.lay.numDecode > 0) {
       DecodeAttentionArgs d;
@@ -89,6 +105,7 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
       d.partML = a.partML;
       d.counters = a.counters;
       d.prefetch = weightsPrefetch(L.o, size_t(H) * qDim * 2);
+      d.ropeInvFreq = fuseRope ? invFreq_ : nullptr;
       decodeAttention(d, s);
     }
     if (dm.lay.numTiles > 0) {
@@ -212,7 +229,10 @@ void CudaBackend::copyLogits(const float* dev, int rows, float* out) {
 Status CudaBackend::forward(const Batch& b, float* logitsOut) {
   return guarded([&] {
     if (!finalized_) return Status::Error(Code::NATIVE_ERROR, "forward before finalize");
-    if (graphEligible(b))
+    Status st = checkBatchSampling(b, logitsOut);
+    if (!st.ok()) return st;
+    // A graph's sampler overwrites the logits it would return: logits and tokens together run eagerly.
+    if (graphEligible(b) && !(b.tokensOut && logitsOut))
       forwardGraph(b, logitsOut);
     else
       forwardEager(b, logitsOut);
@@ -252,11 +272,23 @@ void CudaBackend::forwardEager(const Batch& b, float* out) {
   MS_CUDA_CHECK(cudaMemcpyAsync(eager_.meta, hostMeta_, p.lay.total * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   DeviceMeta dm = deviceMeta(p.lay, eager_.meta);
   runLayers(dm, eager_, splitLen, maxSplits, stream_);
+  const bool sampling = b.tokensOut != nullptr;
   for (int r0 = 0; r0 < p.lay.numRows; r0 += kHeadChunk) {
     int n = std::min(kHeadChunk, p.lay.numRows - r0);
     runHead(dm.rows + r0, n, eager_, stream_);
+    if (sampling) {
+      if (out) copyLogits(eager_.logits, n, out + size_t(r0) * m_.vocab);  // before the sampler overwrites them
+      launchSampler(eager_.logits, n, m_.vocab, eager_.meta + p.lay.sampleParams + size_t(r0) * kSampleParamInts,
+                    eager_.meta + p.lay.sampled + r0, stream_);
+    }
     if (timing_ && r0 == 0) MS_CUDA_CHECK(cudaEventRecord(evStop_, stream_));
-    copyLogits(eager_.logits, n, out + size_t(r0) * m_.vocab);
+    if (!sampling) copyLogits(eager_.logits, n, out + size_t(r0) * m_.vocab);
+  }
+  if (sampling) {  // numSeqs int32 back through the pinned staging of the metadata
+    MS_CUDA_CHECK(cudaMemcpyAsync(hostMeta_ + p.lay.sampled, eager_.meta + p.lay.sampled, size_t(b.numSeqs) * 4,
+                                  cudaMemcpyDeviceToHost, stream_));
+    MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::memcpy(b.tokensOut, hostMeta_ + p.lay.sampled, size_t(b.numSeqs) * 4);
   }
   if (profiling_) collectProfile();
   if (timing_) {
@@ -273,13 +305,13 @@ bool CudaBackend::graphEligible(const Batch& b) const {
   return true;
 }
 
-CudaBackend::Graph& CudaBackend::captureGraph(int bucket, int ctxB) {
-  auto key = std::make_pair(bucket, ctxB);
+CudaBackend::Graph& CudaBackend::captureGraph(int bucket, int ctxB, bool sampling) {
+  auto key = std::make_tuple(bucket, ctxB, sampling);
   auto it = graphs_.find(key);
   if (it != graphs_.end()) return it->second;
   Graph g;
   const int ptStride = (ctxB + kv_.pageSize - 1) / kv_.pageSize;
-  g.lay = graphLayout(bucket, ptStride);
+  g.lay = graphLayout(bucket, ptStride, sampling);
   int splitLen, maxSplits;
   planDecodeSplits(bucket, m_.kvHeads, ctxB, numSms_, &splitLen, &maxSplits);
   if (graphArena_.capPartial < size_t(bucket) * m_.heads * maxSplits * m_.headDim)
@@ -294,6 +326,12 @@ CudaBackend::Graph& CudaBackend::captureGraph(int bucket, int ctxB) {
     DeviceMeta dm = deviceMeta(g.lay, g.devMeta);
     runLayers(dm, graphArena_, splitLen, maxSplits, stream_);
     runHead(dm.rows, bucket, graphArena_, stream_);
+    if (sampling) {  // the sampler and the copy of its tokens to the pinned metadata are graph nodes
+      launchSampler(graphArena_.logits, bucket, m_.vocab, g.devMeta + g.lay.sampleParams, g.devMeta + g.lay.sampled,
+                    stream_);
+      MS_CUDA_CHECK(cudaMemcpyAsync(g.hostMeta + g.lay.sampled, g.devMeta + g.lay.sampled, size_t(bucket) * 4,
+                                    cudaMemcpyDeviceToHost, stream_));
+    }
   } catch (...) {
     cudaStreamEndCapture(stream_, &graph);
     if (graph) cudaGraphDestroy(graph);
@@ -312,12 +350,18 @@ void CudaBackend::forwardGraph(const Batch& b, float* out) {
   int maxCtx = 1;
   for (int s = 0; s < b.numSeqs; s++) maxCtx = std::max(maxCtx, b.startPos[s] + 1);
   const int bucket = graphBucket(b.numSeqs), ctxB = ctxBucket(maxCtx);
-  Graph& g = captureGraph(bucket, ctxB);
+  const bool sampling = b.tokensOut != nullptr;
+  Graph& g = captureGraph(bucket, ctxB, sampling);
   packGraph(b, bucket, g.lay.ptStride, kv_.pageSize, kv_.numPages, g.hostMeta);
   if (timing_) MS_CUDA_CHECK(cudaEventRecord(evStart_, stream_));
   MS_CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
   if (timing_) MS_CUDA_CHECK(cudaEventRecord(evStop_, stream_));
-  copyLogits(graphArena_.logits, b.numSeqs, out);
+  if (sampling) {
+    MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+    std::memcpy(b.tokensOut, g.hostMeta + g.lay.sampled, size_t(b.numSeqs) * 4);
+  } else {
+    copyLogits(graphArena_.logits, b.numSeqs, out);
+  }
   lastUsedGraph_ = true;
   if (timing_) {
     float ms = 0;

@@ -1,0 +1,27 @@
+// Token sampling on the GPU (kernel in sampling.cu; the algorithm: common/sampling.h). Needs only
+// cudart, so it is compile-checked in CI with the other kernel files.
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+namespace ms::cuda {
+
+// Per-row parameters, packed as int32 in the forward's metadata buffer (forward-plan.h) so that
+// a captured graph replays with new values: temperature (f32 bits), topP (f32 bits), seed, step.
+constexpr int kSampleParamInts = 4;
+
+struct SamplingArgs {
+  float* logits = nullptr;          // (rows, vocab) f32; a sampled (non-greedy) row is overwritten
+                                    // with its integer weights q (uint32), see common/sampling.h
+  int vocab = 0;
+  int rows = 0;
+  const int32_t* params = nullptr;  // (rows, kSampleParamInts)
+  int32_t* tokens = nullptr;        // (rows,) out
+};
+
+// One block per row: argmax for greedy rows; max, weights, radix threshold search and an id-order
+// prefix scan for sampled ones. Deterministic (integer sums), graph-capturable.
+void sampleTokens(const SamplingArgs& a, cudaStream_t s);
+
+}  // namespace ms::cuda
