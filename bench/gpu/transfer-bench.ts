@@ -195,6 +195,41 @@ async function main(): Promise<void> {
     console.log('overlap', JSON.stringify(ov[ov.length - 1]));
   }
   res.overlap = ov;
+
+  // (e) aborts while a push is in flight (8B: a 4000-token prefill takes ~110 ms): abort on D (the
+  // receiver) and on P (the sender) 30 ms into remote_send; D's pages must all come back (its
+  // leases end once P's writes are done) and D's integrity check must hold.
+  if (big) {
+    const used = (st: EngineStatus) => st.kv.inUse + st.kv.reserved;
+    const aborts: Record<string, unknown>[] = [];
+    await D.query({ type: 'flush_cache' }, 10000);
+    await P.query({ type: 'flush_cache' }, 10000);
+    const base = used(await D.query<EngineStatus>({ type: 'status' }, 5000));
+    for (const who of ['D', 'P'] as const) {
+      seq++;
+      const id = `abort-${who}-${seq}`;
+      const ids = prompt(4000);
+      const prep = await D.query<PrepRecvResult>({ type: 'prep_recv', id, promptIds: ids, end: ids.length - 1 }, 30000);
+      const sending = P.query<RemoteSendResult>({ type: 'remote_send', id, promptIds: ids, begin: prep.matchedLen, end: ids.length - 1, kvAddr: prep.kvAddr }, 60000).then(
+        (r) => `ok ${r.transport}`,
+        (e) => `error ${(e as { code?: string }).code}`,
+      );
+      await new Promise((r) => setTimeout(r, 30));
+      await (who === 'D' ? D : P).query({ type: 'abort', id }, 5000);
+      const heldRightAfter = used(await D.query<EngineStatus>({ type: 'status' }, 5000)) - base;
+      const outcome = await sending;
+      if (who === 'P') await D.query({ type: 'abort', id }, 5000); // the reservation is D's to drop
+      let back = false;
+      for (let i = 0; i < 100 && !back; i++) {
+        back = used(await D.query<EngineStatus>({ type: 'status' }, 5000)) === base;
+        if (!back) await new Promise((r) => setTimeout(r, 50));
+      }
+      const check = await node.ref('kv/d').query<{ ok: boolean }>({ type: 'check' }, 5000).then((r) => (r.ok ? 'ok' : 'bad'), (e) => `failed: ${(e as Error).message}`);
+      aborts.push({ abortOn: who, remoteSend: outcome, pagesHeldRightAfterAbort: heldRightAfter, allPagesBack: back, dIntegrityCheck: check });
+    }
+    res.abortsDuringPush = aborts;
+    console.log('aborts during push', JSON.stringify(aborts));
+  }
   res.device = be.deviceName;
   writeFileSync(outFile, JSON.stringify(res, null, 1));
   child.send('exit');

@@ -45,6 +45,7 @@ console.log(require("path").basename(process.argv[1]), r.device, "nvshmem", JSON
 console.log(" equivalence", JSON.stringify(r.equivalence.map((e) => [e.len, e.pdSame, e.migSame, e.pdFirstDiff, e.ipcSameAsHost, e.migSameAsHost, e.pdTransport, e.migTransport, e.migComputed])), JSON.stringify(r.counters));
 console.log(" rate GB/s", r.rate.peer, r.rate.ipc.GBps.toFixed(0), "local", r.rate.local.GBps.toFixed(0), "bytes", r.rate.bytes);
 console.log(" migration", JSON.stringify(r.migration));
+if (r.abortsDuringPush) console.log(" aborts during push", JSON.stringify(r.abortsDuringPush));
 for (const o of r.overlap) console.log(" overlap T", o.T, "ok", o.correct, "alone", o.tAloneMs.toFixed(2), "with", o.tWithMs.toFixed(2), "send", o.tSendMs.toFixed(3), "hidden", o.hiddenShare.toFixed(3), "tail", o.exposedTailMs.toFixed(3), "hiddenTail", o.hiddenShareTail.toFixed(3), o.layersCopyStartedBeforeLastLayerEnd);
 ' "$f"
 done
