@@ -1,20 +1,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { argmax, packSampling, sampleToken, sampleUniform, samplingFor } from '../../actors/engine/sampler.ts';
+import { xorshift } from '../shared/xorshift.ts';
 
 const logits = Float32Array.from([1.0, 3.0, 2.0, 3.0, -5.0, 0.5]);
-
-/** A seeded xorshift32 stream in [0, 1) for test data. */
-function stream(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
-}
 
 /**
  * The definition written the slow, obvious way: sort the integer weights, keep the shortest
@@ -109,7 +98,7 @@ test('top-p keeps the smallest most likely set reaching p (boundary ties include
 });
 
 test('the radix threshold search equals the sorted definition on random rows', () => {
-  const rnd = stream(99);
+  const rnd = xorshift(99);
   for (let row = 0; row < 300; row++) {
     const n = 1 + Math.floor(rnd() * 3000);
     const spread = [0.5, 3, 10, 40][row % 4];

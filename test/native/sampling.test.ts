@@ -9,23 +9,13 @@ import { loadAddon } from '../../native/addon.ts';
 import type { ForwardBatch, ForwardSampling } from '../../native/backend.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
 import { FIXTURE, REFERENCE, pageRange } from './helpers.ts';
+import { xorshift } from '../shared/xorshift.ts';
 
 let fixture: LoadedModel;
 test.before(async () => {
   fixture = await openModel(FIXTURE, { numPages: 32, pageSize: 16, numThreads: 2 });
 });
 test.after(() => fixture.backend.close());
-
-function stream(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    x >>>= 0;
-    return x / 2 ** 32;
-  };
-}
 
 const ROWS: SampleRow[] = [
   { temperature: 0, topP: 1, seed: 1, step: 0 },
@@ -42,7 +32,7 @@ function tsTokens(z: Float32Array, vocab: number, rows: SampleRow[]): number[] {
 
 test('the C++ sampler equals the TS one on random logits (Llama 3 vocabulary and small ones)', () => {
   const { NativeBackend } = loadAddon();
-  const rnd = stream(2024);
+  const rnd = xorshift(2024);
   for (const [vocab, reps] of [[128256, 2], [1000, 40], [7, 40]] as const) {
     for (let rep = 0; rep < reps; rep++) {
       const rows = ROWS.map((r, i) => ({ ...r, seed: (r.seed + rep * 7919) >>> 0, step: (r.step + rep + i) >>> 0 }));
