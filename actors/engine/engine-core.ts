@@ -28,7 +28,7 @@ import type {
   StartGenerateMsg,
   TokensMsg,
 } from '../messages.ts';
-import { Request } from './request.ts';
+import { Request, type PushPlan } from './request.ts';
 import { ReservationTable } from './reservations.ts';
 import { samplingFor } from './sampler.ts';
 import { Scheduler, type StepEntry } from './scheduler.ts';
@@ -281,7 +281,7 @@ export class EngineCore {
     };
     this.inFlight = new Set(entries.map((e) => e.req));
     // Sends over a GPU push transport write their pages into the receiver layer by layer.
-    const send = this.layerSend(entries);
+    const { send, pushed } = this.layerSend(entries);
     let endStep!: () => void;
     this.stepEnd = new Promise<void>((r) => (endStep = r));
     let tokens: Int32Array;
@@ -289,7 +289,7 @@ export class EngineCore {
       if (send) {
         const r = await this.backend.kvIpc!.forwardWithSend(batch, send);
         tokens = r.tokens!;
-        for (const { req } of entries) if (req.push) this.markPushed(req, send);
+        for (const [plan, i] of pushed) plan.pushed.add(i);
         const lp = this.counters.layerPush!;
         lp.forwards++;
         lp.computeMs += r.timeline.computeEnd;
@@ -338,12 +338,14 @@ export class EngineCore {
 
   /**
    * The pages this step's send requests push (PushPlan): every page of [first, last) that a
-   * chunk touches, whole per layer (a page a later chunk completes is written again then).
+   * chunk touches, whole per layer (a page a later chunk completes is written again then), and
+   * which plan index each is, to mark once the forward succeeded.
    */
-  private layerSend(entries: StepEntry[]): LayerSendSpec | null {
+  private layerSend(entries: StepEntry[]): { send: LayerSendSpec | null; pushed: [PushPlan, number][] } {
     const src: number[] = [];
     const dst: number[] = [];
     const peers: number[] = [];
+    const pushed: [PushPlan, number][] = [];
     const ps = this.kv.pageSize;
     for (const { req, start, n } of entries) {
       const p = req.push;
@@ -354,20 +356,11 @@ export class EngineCore {
         src.push(req.seq.pageIds[i]);
         dst.push(p.dstPageIds[i]);
         peers.push(p.peerId);
+        pushed.push([p, i]);
       }
     }
-    if (src.length === 0) return null;
-    return { peerId: peers[0], srcPages: Int32Array.from(src), dstPages: Int32Array.from(dst), peerIds: Int32Array.from(peers) };
-  }
-
-  private markPushed(req: Request, send: LayerSendSpec): void {
-    const p = req.push!;
-    const seqPages = req.seq!.pageIds;
-    for (let k = 0; k < send.srcPages.length; k++) {
-      if (send.peerIds![k] !== p.peerId) continue;
-      const i = seqPages.indexOf(send.srcPages[k]);
-      if (i >= p.first && i < p.last && p.dstPageIds[i] === send.dstPages[k]) p.pushed.add(i);
-    }
+    if (src.length === 0) return { send: null, pushed };
+    return { send: { peerId: peers[0], srcPages: Int32Array.from(src), dstPages: Int32Array.from(dst), peerIds: Int32Array.from(peers) }, pushed };
   }
 
   /** @internal Resolves once `req` is not part of the forward in flight (its writes have landed). */
