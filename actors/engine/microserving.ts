@@ -79,7 +79,7 @@ export async function kvWrite(core: EngineCore, msg: Omit<KvWriteMsg, 'type'>): 
 
 /** start_generate on a reservation: take its pages; compute from `begin` (see module comment). */
 export function startFromReservation(core: EngineCore, req: Request, r: Reservation, begin: number): void {
-  assertNoPush(r, req.id);
+  assertNoPush(core, r);
   for (let i = 0; i < r.end; i++) {
     if (r.promptIds[i] !== req.promptIds[i]) {
       throw new MicroserveError('BAD_REQUEST', `start_generate '${req.id}': promptIds differ from the prep_recv prompt at position ${i}`, { field: 'promptIds' });

@@ -52,7 +52,6 @@ export function kvPushBegin(core: EngineCore, msg: Omit<KvPushBeginMsg, 'type'>)
   const mine = leasesOf(core);
   if (mine.has(id)) throw new MicroserveError('DUPLICATE_REQUEST', `${op}: a push for '${id}' is already running into ${core.name}`);
   const { r, indexes } = core.reservations.beginWrite(id, pageIds);
-  r.numPushes++;
   const timer = setTimeout(() => {
     log.warn('KV push lease ended without kv_push_end; pages released unwritten', { engine: core.name, id, pages: indexes.length });
     end(core, id, false);
@@ -77,7 +76,6 @@ function end(core: EngineCore, id: string, written: boolean): number {
   if (!l) return 0;
   clearTimeout(l.timer);
   mine.delete(id);
-  l.r.numPushes--;
   const isLive = !l.r.isClosing;
   core.reservations.endWrite(l.r, written && isLive ? l.indexes : null);
   if (!written || !isLive) return 0;
@@ -88,8 +86,8 @@ function end(core: EngineCore, id: string, written: boolean): number {
 }
 
 /** start_generate on a reservation a push may still write into is refused (typed). */
-export function assertNoPush(r: Reservation, id: string): void {
-  if (r.numPushes > 0) {
-    throw new MicroserveError('TRANSFER_IN_PROGRESS', `start_generate '${id}': a KV push into its pages has not finished (wait for remote_send's reply)`);
+export function assertNoPush(core: EngineCore, r: Reservation): void {
+  if (leases.get(core)?.has(r.id)) {
+    throw new MicroserveError('TRANSFER_IN_PROGRESS', `start_generate '${r.id}': a KV push into its pages has not finished (wait for remote_send's reply)`);
   }
 }

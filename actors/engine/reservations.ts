@@ -22,8 +22,6 @@ export interface Reservation {
   /** Indexes (into seq.pageIds) of the pages a kv_write has filled. */
   readonly written: Set<number>;
   numPendingWrites: number;
-  /** Live GPU push leases (kv_push_begin without its end yet): the pages may still be written. */
-  numPushes: number;
   /** Set once the reservation is released or expired (its pages go back when writes finish). */
   isClosing: boolean;
   timer: NodeJS.Timeout | null;
@@ -70,7 +68,7 @@ export class ReservationTable {
       throw new MicroserveError('KV_PAGES_EXHAUSTED', `prep_recv '${id}': needs ${need} pages, ${st.free} free + ${st.cached} evictable`);
     }
     this.kv.grow(seq, end);
-    const r: Reservation = { id, promptIds, end, matchedLen, seq, written: new Set(), numPendingWrites: 0, numPushes: 0, isClosing: false, timer: null };
+    const r: Reservation = { id, promptIds, end, matchedLen, seq, written: new Set(), numPendingWrites: 0, isClosing: false, timer: null };
     r.timer = setTimeout(() => this.expire(id), ttlMs);
     r.timer.unref?.();
     this.live.set(id, r);
