@@ -294,29 +294,45 @@ int main(int argc, char** argv) {
               ",\"floorMs\":" + std::to_string(floorMs) + ",\"eagerWallMs\":" + std::to_string(e.wallMs) +
               ",\"eagerGpuMs\":" + std::to_string(e.gpuMs) + "}";
     }
-    // Decode variants, each switched by its environment variable, graphs recaptured: what PDL, the
-    // weight prefetch, the SIMT attention kernel and the 6-blocks-per-SM skinny kernel are worth.
+    // Decode variants, each switched by environment variables, graphs recaptured: what the cluster
+    // merge, PDL, the weight prefetch, the SIMT attention kernel and the skinny shapes are worth.
     json += "],\"decodeVariants\":[";
-    const std::pair<const char*, const char*> variants[] = {
-        {"MS_DECODE_KERNEL", "simt"}, {"MS_PDL", "0"},          {"MS_L2_PREFETCH", "1"},  {"MS_SKINNY", "u4"},
-        {"MS_SKINNY", "base"},        {"MS_FUSED_ROPE", "0"},   {"MS_DECODE_MERGE", "serial"}};
+    // Each variant is one or more VAR=value settings separated by spaces.
+    const char* variants[] = {"MS_DECODE_CLUSTER=0",
+                              "MS_DECODE_CLUSTER=8",
+                              "MS_DECODE_TRIGGER=entry",
+                              "MS_DECODE_CLUSTER=0 MS_DECODE_MERGE=serial",
+                              "MS_DECODE_KERNEL=simt",
+                              "MS_PDL=0",
+                              "MS_L2_PREFETCH=1",
+                              "MS_SKINNY=u4",
+                              "MS_SKINNY=base",
+                              "MS_FUSED_ROPE=0"};
     bool firstVariant = true;
-    for (auto [var, val] : variants) {
-      setenv(var, val, 1);
+    for (const char* variant : variants) {
+      std::vector<std::string> vars;
+      for (std::string rest = variant; !rest.empty();) {
+        const size_t sp = rest.find(' ');
+        const std::string kv = rest.substr(0, sp);
+        rest = sp == std::string::npos ? "" : rest.substr(sp + 1);
+        const size_t eq = kv.find('=');
+        setenv(kv.substr(0, eq).c_str(), kv.substr(eq + 1).c_str(), 1);
+        vars.push_back(kv.substr(0, eq));
+      }
       b.resetGraphs();
       for (int batch : {1, 64}) {
         if (std::find(batches.begin(), batches.end(), batch) == batches.end()) continue;
         StepTimes g = decode(b, batch, ctx + 1, pageSize, 15, rng);
-        char line[200];
-        std::snprintf(line, sizeof line, "decode b=%-3d ctx=1k, %s=%s | graph: wall %7.3f ms, gpu %7.3f ms", batch, var,
-                      val, g.wallMs, g.gpuMs);
+        char line[240];
+        std::snprintf(line, sizeof line, "decode b=%-3d ctx=1k, %s | graph: wall %7.3f ms, gpu %7.3f ms", batch, variant,
+                      g.wallMs, g.gpuMs);
         rows.push_back(line);
         std::printf("%s\n", line);
-        json += std::string(firstVariant ? "" : ",") + "{\"batch\":" + std::to_string(batch) + ",\"env\":\"" + var +
-                "=" + val + "\",\"gpuMs\":" + std::to_string(g.gpuMs) + "}";
+        json += std::string(firstVariant ? "" : ",") + "{\"batch\":" + std::to_string(batch) + ",\"env\":\"" + variant +
+                "\",\"gpuMs\":" + std::to_string(g.gpuMs) + "}";
         firstVariant = false;
       }
-      unsetenv(var);
+      for (const std::string& v : vars) unsetenv(v.c_str());
     }
     b.resetGraphs();
     json += "],\"prefill\":[";

@@ -61,6 +61,7 @@ std::vector<float> bf16Vec(const std::vector<uint16_t>& h) {
   for (size_t i = 0; i < h.size(); i++) v[i] = bf16ToF32(h[i]);
   return v;
 }
+int clusterChecks = 0;  // decode attention checks run in clusters (some must run where clusters exist)
 void check(const std::string& name, const std::vector<float>& got, const std::vector<double>& ref, double tol) {
   double num = 0, den = 0;
   bool finite = true;
@@ -73,6 +74,16 @@ void check(const std::string& name, const std::vector<float>& got, const std::ve
   bool ok = finite && err <= tol;
   if (!ok) numFailed++;
   std::printf("%-58s rel err %.2e (tol %.0e) %s\n", name.c_str(), err, tol, ok ? "PASS" : "FAIL");
+  if (!ok) {  // where: the first few elements off by more than the tolerance (or not finite)
+    const double scale = std::sqrt(den / std::max<size_t>(ref.size(), 1));
+    int shown = 0, bad = 0;
+    for (size_t i = 0; i < ref.size(); i++)
+      if (!std::isfinite(got[i]) || std::fabs(got[i] - ref[i]) > tol * scale) {
+        if (shown < 4) std::printf("    [%zu] got %g, want %g\n", i, double(got[i]), ref[i]), shown++;
+        bad++;
+      }
+    std::printf("    %d of %zu elements off\n", bad, ref.size());
+  }
 }
 
 void checkRmsNormSilu() {
@@ -370,17 +381,26 @@ void checkAttention(int D, int rep, int pageSize) {
     MS_CUDA_CHECK(cudaMalloc(&cnt, size_t(N) * kvHeads * 4));
     MS_CUDA_CHECK(cudaMemset(cnt, 0, size_t(N) * kvHeads * 4));
     a.counters = cnt;
-    for (int kernel = 0; kernel < 3; kernel++)  // 2: the tensor-core kernel with the serial split merge
+    // 2: the tensor-core kernel with the serial split merge; 3, 4: in clusters of up to 16 and 8 blocks
+    for (int kernel = 0; kernel < 5; kernel++)
       for (int again = 0; again < 2; again++) {  // the second launch reuses the counters (left at zero)
+        DecodeAttentionArgs ak = a;
+        ak.serialMerge = kernel == 2;
+        if (kernel >= 3) {
+          planDecodeCluster(ak, std::min(kernel == 3 ? 16 : 8, decodeMaxCluster()));
+          if (ak.clusterSize == 0) continue;  // one split, or too long for clusters: nothing to merge
+          clusterChecks++;
+        }
         MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));  // poison: NaN bf16
-        a.serialMerge = kernel == 2;
         if (kernel != 1)
-          decodeAttentionMma(a, 0);
+          decodeAttentionMma(ak, 0);
         else
-          decodeAttentionSimt(a, 0);
+          decodeAttentionSimt(ak, 0);
         auto got = bf16Vec(download<uint16_t>(dout, ref.size()));
-        check(std::string(kernel == 0 ? "decodeAttentionMma " : kernel == 1 ? "decodeAttentionSimt " : "decodeAttentionMma serial merge ") +
-                  tag + " split=" + std::to_string(a.splitLen) + (again ? " again" : ""),
+        const char* name[] = {"decodeAttentionMma ", "decodeAttentionSimt ", "decodeAttentionMma serial merge ",
+                              "decodeAttentionMma cluster ", "decodeAttentionMma cluster "};
+        check(std::string(name[kernel]) + tag + " split=" + std::to_string(ak.splitLen) +
+                  (kernel >= 3 ? " cluster=" + std::to_string(ak.clusterSize) : "") + (again ? " again" : ""),
               got, ref, 1e-2);
       }
     a.serialMerge = 0;
@@ -406,7 +426,7 @@ void checkAttention(int D, int rep, int pageSize) {
         poolBits[slots.back() + i] = poolBits[slots.back() + int64_t(pageSize) * kvDim + i] = 0xffff;  // NaN
     }
     bf16* dpool2 = reinterpret_cast<bf16*>(upload(poolBits));
-    for (int forced = 0; forced < 2; forced++) {
+    for (int forced = 0; forced < 4; forced++) {  // 2, 3: the plan in clusters of up to 16 and 8 blocks
       DecodeAttentionArgs a;
       a.q = dqkv0;
       a.qStride = qkvDim;
@@ -421,7 +441,12 @@ void checkAttention(int D, int rep, int pageSize) {
       a.scale = float(scale);
       a.ropeInvFreq = dinv;
       planDecodeSplits(a.numQueries, kvHeads, decCtx, 132, &a.splitLen, &a.maxSplits);
-      if (forced) a.splitLen = 64, a.maxSplits = (decCtx + 63) / 64;
+      if (forced == 1) a.splitLen = 64, a.maxSplits = (decCtx + 63) / 64;
+      if (forced >= 2) {
+        planDecodeCluster(a, std::min(forced == 2 ? 16 : 8, decodeMaxCluster()));
+        if (a.clusterSize == 0) continue;
+        clusterChecks++;
+      }
       float *po, *pml;
       int32_t* cnt;
       MS_CUDA_CHECK(cudaMalloc(&po, dec.size() * heads * a.maxSplits * D * 4));
@@ -442,7 +467,8 @@ void checkAttention(int D, int rep, int pageSize) {
           for (int64_t off : {slots[k] + i, slots[k] + int64_t(pageSize) * kvDim + i})
             gotKv.push_back(pool2[off]), wantKv.push_back(poolAfter[off]);
       }
-      const std::string sp = " split=" + std::to_string(a.splitLen);
+      const std::string sp = " split=" + std::to_string(a.splitLen) +
+                             (a.clusterSize ? " cluster=" + std::to_string(a.clusterSize) : "");
       check("decodeAttentionMma fused rope " + tag + sp, got, want, 1e-2);
       check("decodeAttentionMma fused rope, appended K/V " + tag + sp, gotKv, wantKv, 1e-2);
       cudaFree(po), cudaFree(pml), cudaFree(cnt);
@@ -541,6 +567,21 @@ void checkSampling() {
     MS_CUDA_CHECK(cudaMemcpy(dz, z.data(), z.size() * 4, cudaMemcpyHostToDevice));
     sampleTokens(a, 0);
     auto tok2 = download<int32_t>(dt, rows);
+    // With the argmax in parts (scratch given): the same tokens, at 1 row (128 parts), 7 rows and all.
+    float* pv;
+    int32_t* pi;
+    MS_CUDA_CHECK(cudaMalloc(&pv, size_t(rows) * kMaxArgmaxParts * 4));
+    MS_CUDA_CHECK(cudaMalloc(&pi, size_t(rows) * kMaxArgmaxParts * 4));
+    bool partsSame = true;
+    for (int nr : {1, 7, rows}) {
+      MS_CUDA_CHECK(cudaMemcpy(dz, z.data(), z.size() * 4, cudaMemcpyHostToDevice));
+      SamplingArgs ap = a;
+      ap.rows = nr, ap.partV = pv, ap.partI = pi;
+      sampleTokens(ap, 0);
+      auto t3 = download<int32_t>(dt, nr);
+      partsSame = partsSame && std::equal(t3.begin(), t3.end(), tok.begin());
+    }
+    cudaFree(pv), cudaFree(pi);
     int badGreedy = 0, badInteger = 0, badWeights = 0, differ = 0, numSampled = 0;
     double maxRel = 0;
     std::vector<uint32_t> qh(vocab), scratch;
@@ -564,11 +605,12 @@ void checkSampling() {
       badInteger += tok[r] != ms::sampleFromWeights(qr, vocab, w.p, w.seed, w.step);
       differ += tok[r] != ref;
     }
-    const bool ok = !badGreedy && !badInteger && !badWeights && differ * 100 <= numSampled && tok == tok2;
+    const bool ok = !badGreedy && !badInteger && !badWeights && differ * 100 <= numSampled && tok == tok2 && partsSame;
     if (!ok) numFailed++;
-    std::printf("%-58s greedy bad %d, integer part bad %d, weights bad %d (max rel %.1e), differ %d/%d, relaunch %s %s\n",
+    std::printf("%-58s greedy bad %d, integer part bad %d, weights bad %d (max rel %.1e), differ %d/%d, relaunch %s, "
+                "argmax in parts %s %s\n",
                 ("sampleTokens vocab=" + std::to_string(vocab)).c_str(), badGreedy, badInteger, badWeights, maxRel, differ,
-                numSampled, tok == tok2 ? "same" : "DIFFERENT", ok ? "PASS" : "FAIL");
+                numSampled, tok == tok2 ? "same" : "DIFFERENT", partsSame ? "same" : "DIFFERENT", ok ? "PASS" : "FAIL");
     cudaFree(dz), cudaFree(dp), cudaFree(dt);
   }
   // Time: 64 rows of 128256, all greedy or all sampled (T 0.8, top-p 0.9 / 1), fresh logits per launch.
@@ -609,6 +651,34 @@ void checkSampling() {
     cudaFree(dp);
   }
   std::printf("\n");
+  {  // greedy at 1 and 64 rows, with the argmax in one block per row or in parts
+    float* pv;
+    int32_t* pi;
+    MS_CUDA_CHECK(cudaMalloc(&pv, size_t(rows) * kMaxArgmaxParts * 4));
+    MS_CUDA_CHECK(cudaMalloc(&pi, size_t(rows) * kMaxArgmaxParts * 4));
+    int32_t* dp = upload(std::vector<int32_t>(size_t(rows) * kSampleParamInts, 0));  // T = 0: greedy
+    std::printf("sampleTokens greedy time:");
+    for (int nr : {1, 64})
+      for (int withParts : {0, 1}) {
+        SamplingArgs a;
+        a.logits = dz, a.vocab = vocab, a.rows = nr, a.params = dp, a.tokens = dt;
+        if (withParts) a.partV = pv, a.partI = pi;
+        std::vector<float> ms;
+        for (int rep = 0; rep < 8; rep++) {
+          MS_CUDA_CHECK(cudaEventRecord(e0, 0));
+          sampleTokens(a, 0);
+          MS_CUDA_CHECK(cudaEventRecord(e1, 0));
+          MS_CUDA_CHECK(cudaEventSynchronize(e1));
+          float v;
+          MS_CUDA_CHECK(cudaEventElapsedTime(&v, e0, e1));
+          if (rep) ms.push_back(v);
+        }
+        std::sort(ms.begin(), ms.end());
+        std::printf(" %d rows %s %.1f us;", nr, withParts ? "in parts" : "one block/row", ms[ms.size() / 2] * 1e3);
+      }
+    std::printf("\n");
+    cudaFree(pv), cudaFree(pi), cudaFree(dp);
+  }
   cudaFree(pristine), cudaFree(dz), cudaFree(dt);
   cudaEventDestroy(e0), cudaEventDestroy(e1);
 }
@@ -642,6 +712,10 @@ int main() {
     unsetenv("MS_PREFILL_VARIANT");
     checkRandom();
     checkSampling();
+    const bool clustersRan = decodeMaxCluster() == 0 || clusterChecks > 0;
+    if (!clustersRan) numFailed++;
+    std::printf("%-58s %d checks (largest cluster %d) %s\n", "decodeAttentionMma in clusters", clusterChecks,
+                decodeMaxCluster(), clustersRan ? "PASS" : "FAIL");
   } catch (const CudaError& e) {
     std::printf("CUDA error: %s\n", e.what());
     return 2;

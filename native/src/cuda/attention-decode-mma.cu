@@ -2,15 +2,26 @@
 // rows of a 16-row mma tile (rows past rep are zero), so the K and V of a split stream through
 // shared memory with cp.async as in the prefill kernel, and the arithmetic is off the critical
 // path. One block (4 warps) per (split, KV head, query token); every 64-key tile is shared by
-// the warps, 16 keys each, each warp with its own online softmax; the warps, then the splits
-// (the last block to finish, see decode-merge.h), are merged. K/V tiles are double-buffered (the
-// next tile's copy runs during this tile's math). The page ids and the first tile (all but the
-// newest key) are loaded before the PDL wait, as is a slice of the output projection's weights
-// towards L2. With ropeInvFreq (pure-decode layers) the kernel also does ropeAppend's work for its
-// tokens: the split holding the newest key rotates k and writes k and v into the page slot before
-// loading it, and every block rotates its q heads as it stages them (one kernel less per layer).
+// the warps, 16 keys each, each warp with its own online softmax; the warps, then the splits, are
+// merged. The first K/V tile (all but the newest key) and the page ids are loaded before the PDL
+// wait; the tiles are double-buffered.
+//
+// Two ways to merge the splits:
+// - cluster (clusterSize >= 8, the default where the plan has 8 splits or more: small batches):
+//   the blocks of one (KV head, query token) form a thread-block cluster and share the context
+//   evenly; each block writes every other block the slice of its partial that block reduces
+//   (distributed shared memory), then one cluster barrier, then each block reduces its slice.
+//   Nothing round-trips through global memory, which matters because the output projection's
+//   blocks stream their weights meanwhile and every global round trip waits behind them.
+// - split (clusterSize 0): fixed-length splits write f32 partials and the last block to finish
+//   merges them (decode-merge.h).
+// With ropeInvFreq (pure-decode layers) the kernel also does ropeAppend's work for its tokens: the
+// split holding the newest key rotates k and writes k and v into the page slot (and straight into
+// its shared tile), and every block rotates its q heads as it stages them (one kernel less per layer).
 #include <cfloat>
 #include <cmath>
+
+#include <cooperative_groups.h>
 
 #include "check.h"
 #include "decode-merge.h"
@@ -21,8 +32,11 @@
 namespace ms::cuda {
 namespace {
 
+namespace cg = cooperative_groups;
+
 constexpr int BN = 64;  // keys per tile
 constexpr int kThreads = 128;
+constexpr int kMaxCluster = 16;
 constexpr float kLog2e = 1.4426950408889634f;
 
 template <int D>
@@ -30,8 +44,63 @@ constexpr size_t smemBytes(int numPageIds) {
   return size_t(16 + 4 * BN) * (D + 8) * sizeof(bf16) + size_t(numPageIds) * sizeof(int32_t);
 }
 
-// grid (maxSplits, kvHeads, numQueries), block kThreads; dynamic smem smemBytes<D>(splitLen / pageSize + 2).
+// Cluster merge, pushed: every block writes each block of its cluster the slice of its
+// unnormalised (rep, D) output that block reduces, and its max and sum per head (max -FLT_MAX:
+// no keys), straight into that block's shared memory; after one cluster barrier every block
+// reduces its slice from its own shared memory. Slices are rep * D / C <= D values (C >= 8).
 template <int D>
+struct ClusterRed {
+  float o[kMaxCluster][D];  // [sender][index in the slice]
+  float m[kMaxCluster][8], l[kMaxCluster][8];
+};
+template <int D>
+__device__ __forceinline__ ClusterRed<D>& clusterRed() {
+  __shared__ ClusterRed<D> red;  // static: the same place in every block of the kernel
+  return red;
+}
+
+// Sender side: output element e (of rep * D) of this block.
+template <int D>
+__device__ __forceinline__ void clusterPushO(int rep, int e, float v) {
+  cg::cluster_group cluster = cg::this_cluster();
+  const int C = int(cluster.num_blocks()), per = (rep * D + C - 1) / C, to = e / per;
+  *cluster.map_shared_rank(&clusterRed<D>().o[cluster.block_rank()][e - to * per], to) = v;
+}
+template <int D>
+__device__ __forceinline__ void clusterPushML(int h, float m, float l) {
+  cg::cluster_group cluster = cg::this_cluster();
+  const int C = int(cluster.num_blocks()), me = int(cluster.block_rank());
+  for (int r = 0; r < C; r++) {
+    *cluster.map_shared_rank(&clusterRed<D>().m[me][h], r) = m;
+    *cluster.map_shared_rank(&clusterRed<D>().l[me][h], r) = l;
+  }
+}
+
+// After every push of the block: the barrier, then this block's slice of the output.
+template <int D>
+__device__ __forceinline__ void clusterReduce(const DecodeAttentionArgs& a, int tok, int g, int rep) {
+  cg::cluster_group cluster = cg::this_cluster();
+  cluster.sync();  // release the pushes, acquire everyone's
+  const ClusterRed<D>& red = clusterRed<D>();
+  const int C = int(cluster.num_blocks()), rank = int(cluster.block_rank());
+  const int total = rep * D, per = (total + C - 1) / C;
+  for (int t = threadIdx.x; t < per && rank * per + t < total; t += blockDim.x) {
+    const int e = rank * per + t, h = e / D;
+    float M = -FLT_MAX;
+    for (int r = 0; r < C; r++) M = fmaxf(M, red.m[r][h]);
+    float acc = 0.f, L = 0.f;
+    for (int r = 0; r < C; r++) {
+      const float f = exp2f(red.m[r][h] - M);  // 0 for a block without keys, which pushed no output
+      if (f > 0.f) acc = fmaf(f, red.o[r][t], acc), L = fmaf(f, red.l[r][h], L);
+    }
+    a.out[int64_t(tok) * a.outStride + g * rep * D + e] = __float2bfloat16(acc / L);
+  }
+}
+
+// grid (splits, kvHeads, numQueries), block kThreads; dynamic smem smemBytes<D>(splitLen / pageSize + 2).
+// kCluster: grid.x is one cluster, whose blocks split each context evenly (in multiples of 16 keys);
+// a.splitLen bounds the keys per block. Else split s holds keys [s * splitLen, (s + 1) * splitLen).
+template <int D, bool kCluster>
 __global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAttentionArgs a) {
   constexpr int LD = D + 8, CPR = D / 8;
   extern __shared__ __align__(16) unsigned char smRaw[];
@@ -47,16 +116,23 @@ __global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAtten
                size_t(gridDim.x) * gridDim.y * gridDim.z * blockDim.x);
   }
 
+  if (a.triggerAtEntry) pdlTrigger();
   const int rep = a.heads / a.kv.kvHeads;
   const int qi = blockIdx.z, g = blockIdx.y, split = blockIdx.x;
   const int tok = a.queries[qi];  // metadata: copied before the first kernel, safe before the wait
   const int ctx = a.meta.pos[tok] + 1;
-  const int k0 = split * a.splitLen;
+  const int len = kCluster ? ((ctx + int(gridDim.x) - 1) / int(gridDim.x) + 15) / 16 * 16 : a.splitLen;
+  const int k0 = split * len;
   if (k0 >= ctx) {
     pdlWait();
+    if constexpr (kCluster) {
+      if (threadIdx.x < rep) clusterPushML<D>(threadIdx.x, -FLT_MAX, 0.f);
+      clusterReduce<D>(a, tok, g, rep);
+    }
     return;
   }
-  const int n = min(ctx - k0, a.splitLen), newest = ctx - 1 - k0;
+  const int n = min(ctx - k0, len), newest = ctx - 1 - k0;
+  const int numTiles = (n + BN - 1) / BN;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int kvDim = a.kv.kvHeads * D, ps = a.kv.pageSize, page0 = k0 / ps;
   const int32_t* pt = a.meta.pageTable + int64_t(a.meta.seqOf[tok]) * a.meta.ptStride;
@@ -73,7 +149,7 @@ __global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAtten
     bf16* Vs = Ks + BN * LD;
     for (int c = threadIdx.x; c < BN * CPR; c += kThreads) {
       const int r = c / CPR, col = (c % CPR) * 8, kb = j0 + r;
-      if (skipNewest && kb == newest) continue;
+      if (skipNewest && kb == newest && kb < n) continue;  // a newest key past n is another block's
       const bf16* src = a.kv.base;
       int bytes = 0;
       if (kb < n) src = keySrc(kb, col), bytes = 16;
@@ -81,55 +157,77 @@ __global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAtten
       cpAsync16(Vs + r * LD + col, bytes ? src + vOff : src, bytes);
     }
   };
-  loadTile(0, true);
+  loadTile(0, true);  // before the wait: the newest key may not be written yet
+  cpAsyncCommit();
   pdlWait();  // q and the newest K/V come from the kernels before
-  pdlTrigger();
+  if (!a.triggerAtEntry) pdlTrigger();
   const bf16* qRow = a.q + int64_t(tok) * a.qStride;
-  if (a.ropeInvFreq && newest < n) {  // this split holds the newest key: rotate k, append k and v
+  const bool newestHere = newest < n, newestInSmem = newest < 2 * BN;
+  if (newestHere && a.ropeInvFreq) {  // rotate k, append k and v; the tile row gets them directly
     const int pos = ctx - 1;
     bf16* kDst = a.kv.base + int64_t(smPage[pos / ps - page0]) * a.kv.pageStride + int64_t(pos % ps) * kvDim + g * D;
+    bf16* kRow = KV + ((newest / BN) % 2) * 2 * BN * LD + (newest % BN) * LD;
     const bf16* kSrc = qRow + (a.heads + g) * D;
     for (int i = threadIdx.x; i < D / 2; i += kThreads) {
       float sn, cs;
       sincosf(float(pos) * a.ropeInvFreq[i], &sn, &cs);  // as ropeAppendKernel: f32 angle, full sin/cos
       const float x0 = __bfloat162float(kSrc[i]), x1 = __bfloat162float(kSrc[i + D / 2]);
-      kDst[i] = __float2bfloat16(x0 * cs - x1 * sn);
-      kDst[i + D / 2] = __float2bfloat16(x1 * cs + x0 * sn);
+      const bf16 lo = __float2bfloat16(x0 * cs - x1 * sn), hi = __float2bfloat16(x1 * cs + x0 * sn);
+      kDst[i] = lo;
+      kDst[i + D / 2] = hi;
+      if (newestInSmem) kRow[i] = lo, kRow[i + D / 2] = hi;
     }
     const bf16* vSrc = qRow + (a.heads + a.kv.kvHeads + g) * D;
-    for (int i = threadIdx.x; i < D / 8; i += kThreads)
-      reinterpret_cast<uint4*>(kDst + vOff)[i] = reinterpret_cast<const uint4*>(vSrc)[i];
-    __threadfence_block();
-    __syncthreads();  // the slot is written before the cp.async below reads it back
+    for (int i = threadIdx.x; i < D / 8; i += kThreads) {
+      const uint4 v = reinterpret_cast<const uint4*>(vSrc)[i];
+      reinterpret_cast<uint4*>(kDst + vOff)[i] = v;
+      if (newestInSmem) reinterpret_cast<uint4*>(kRow + BN * LD)[i] = v;
+    }
+    if (!newestInSmem) {
+      __threadfence_block();
+      __syncthreads();  // the slot is written before a later tile's cp.async reads it back
+    }
   }
-  if (newest < BN && newest < n)
+  // Commit groups: tile 0, the newest row where ropeAppend wrote it, then tile 1: the first tile's
+  // math waits for all but tile 1.
+  if (newestHere && newestInSmem && !a.ropeInvFreq) {
+    bf16* kRow = KV + ((newest / BN) % 2) * 2 * BN * LD + (newest % BN) * LD;
     for (int c = threadIdx.x; c < CPR; c += kThreads) {
       const bf16* src = keySrc(newest, c * 8);
-      cpAsync16(KV + newest * LD + c * 8, src, 16);
-      cpAsync16(KV + (BN + newest) * LD + c * 8, src + vOff, 16);
+      cpAsync16(kRow + c * 8, src, 16);
+      cpAsync16(kRow + BN * LD + c * 8, src + vOff, 16);
     }
-  cpAsyncCommit();
-  const int numTiles = (n + BN - 1) / BN;
+    cpAsyncCommit();
+  }
   if (numTiles > 1) {
-    loadTile(BN, false);
+    loadTile(BN, true);
     cpAsyncCommit();
   }
   if (a.ropeInvFreq) {  // q heads g * rep + r rotated here (pairs i, i + D/2); rows past rep zero
-    const int pos = ctx - 1;
-    for (int e = threadIdx.x; e < 16 * (D / 2); e += kThreads) {
-      const int r = e / (D / 2), i = e % (D / 2);
-      bf16 lo = __float2bfloat16(0.f), hi = lo;
-      if (r < rep) {
-        float sn, cs;
-        sincosf(float(pos) * a.ropeInvFreq[i], &sn, &cs);
+    // Every load first (one round trip on the critical path), then the rotations.
+    constexpr int P = (8 * (D / 2) + kThreads - 1) / kThreads;  // pairs per thread at rep 8
+    const int pos = ctx - 1, pairs = rep * (D / 2);
+    float x0[P], x1[P], f[P];
+#pragma unroll
+    for (int k = 0; k < P; k++) {
+      const int e = threadIdx.x + k * kThreads, r = e / (D / 2), i = e % (D / 2);
+      if (e < pairs) {
         const bf16* src = qRow + (g * rep + r) * D;
-        const float x0 = __bfloat162float(src[i]), x1 = __bfloat162float(src[i + D / 2]);
-        lo = __float2bfloat16(x0 * cs - x1 * sn);
-        hi = __float2bfloat16(x1 * cs + x0 * sn);
+        x0[k] = __bfloat162float(src[i]), x1[k] = __bfloat162float(src[i + D / 2]), f[k] = a.ropeInvFreq[i];
       }
-      Qs[r * LD + i] = lo;
-      Qs[r * LD + i + D / 2] = hi;
     }
+#pragma unroll
+    for (int k = 0; k < P; k++) {
+      const int e = threadIdx.x + k * kThreads, r = e / (D / 2), i = e % (D / 2);
+      if (e < pairs) {
+        float sn, cs;
+        sincosf(float(pos) * f[k], &sn, &cs);
+        Qs[r * LD + i] = __float2bfloat16(x0[k] * cs - x1[k] * sn);
+        Qs[r * LD + i + D / 2] = __float2bfloat16(x1[k] * cs + x0[k] * sn);
+      }
+    }
+    for (int c = threadIdx.x; c < (16 - rep) * CPR; c += kThreads)
+      *reinterpret_cast<uint4*>(Qs + (rep + c / CPR) * LD + (c % CPR) * 8) = make_uint4(0, 0, 0, 0);
   } else {
     for (int c = threadIdx.x; c < 16 * CPR; c += kThreads) {
       const int r = c / CPR, col = (c % CPR) * 8;
@@ -139,7 +237,7 @@ __global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAtten
     }
   }
   if (numTiles > 1)
-    cpAsyncWait<1>();  // tile 0 landed; tile 1 may still be in flight
+    cpAsyncWait<1>();  // tile 1 may still be in flight
   else
     cpAsyncWait<0>();
   __syncthreads();
@@ -156,14 +254,11 @@ __global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAtten
   for (int t = 0; t < numTiles; t++) {
     const bf16* Ks = KV + (t % 2) * 2 * BN * LD;
     const bf16* Vs = Ks + BN * LD;
-    if (t > 0) {  // tile t was issued one iteration ago; issue t + 1 into the other buffer
-      if (t + 1 < numTiles) {
-        loadTile((t + 1) * BN, false);
-        cpAsyncCommit();
+    if (t >= 1) {  // tile t was issued before tile t - 1's math; t + 1 may be in flight
+      if (t + 1 < numTiles)
         cpAsyncWait<1>();
-      } else {
+      else
         cpAsyncWait<0>();
-      }
       __syncthreads();
     }
     // S = Q . K^T for this warp's 16 keys of the tile.
@@ -221,6 +316,10 @@ __global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAtten
       mma16816(o[2 * dp + 1], pa, b[2], b[3]);
     }
     __syncthreads();  // this buffer is consumed before the load two tiles on (or smO) overwrites it
+    if (t + 2 < numTiles) {
+      loadTile((t + 2) * BN, false);
+      cpAsyncCommit();
+    }
   }
 
   // Per-warp state of row lane / 4 (head g * rep + row; rows >= rep are padding) -> shared.
@@ -239,7 +338,7 @@ __global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAtten
     if (lane % 4 == 0) smM[warp][row] = m[0], smL[warp][row] = l[0];
   }
   __syncthreads();
-  const int numSplits = (ctx + a.splitLen - 1) / a.splitLen;
+  const int numSplits = kCluster ? int(gridDim.x) : (ctx + a.splitLen - 1) / a.splitLen;
   const int64_t slot0 = (int64_t(qi) * a.heads + g * rep) * a.maxSplits;  // head g * rep, split 0
   for (int e = threadIdx.x; e < rep * D; e += kThreads) {
     const int h = e / D, d = e % D;
@@ -253,47 +352,89 @@ __global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAtten
     }
     if (numSplits == 1) {
       a.out[int64_t(tok) * a.outStride + (g * rep + h) * D + d] = __float2bfloat16(acc / L);
-      continue;
-    }
-    const int64_t slot = slot0 + int64_t(h) * a.maxSplits + split;
-    a.partO[slot * D + d] = acc;
-    if (d == 0) {
-      a.partML[slot * 2] = M;
-      a.partML[slot * 2 + 1] = L;
+    } else if (kCluster) {
+      clusterPushO<D>(rep, e, acc);
+      if (d == 0) clusterPushML<D>(h, M, L);
+    } else {
+      const int64_t slot = slot0 + int64_t(h) * a.maxSplits + split;
+      a.partO[slot * D + d] = acc;
+      if (d == 0) {
+        a.partML[slot * 2] = M;
+        a.partML[slot * 2 + 1] = L;
+      }
     }
   }
   if (numSplits == 1) return;
-  mergeSplitsIfLast(a, qi, g, rep, D, numSplits, slot0, tok, &smIsLast);
+  if constexpr (kCluster)
+    clusterReduce<D>(a, tok, g, rep);
+  else
+    mergeSplitsIfLast(a, qi, g, rep, D, numSplits, slot0, tok, &smIsLast);
 }
 
-template <int D>
+template <int D, bool kCluster>
 void launchMma(const DecodeAttentionArgs& a, cudaStream_t s) {
   const size_t smem = smemBytes<D>(a.splitLen / a.kv.pageSize + 2);
-  launchPdl("decodeAttentionMmaKernel", decodeAttentionMmaKernel<D>, dim3(a.maxSplits, a.kv.kvHeads, a.numQueries),
-            dim3(kThreads), smem, s, a);
+  const dim3 grid(kCluster ? a.clusterSize : a.maxSplits, a.kv.kvHeads, a.numQueries);
+  launchPdlCluster("decodeAttentionMmaKernel", decodeAttentionMmaKernel<D, kCluster>, grid, dim3(kThreads), smem, s,
+                   kCluster ? a.clusterSize : 0, a);
+}
+
+template <int D, bool kCluster>
+void allowSmem() {
+  MS_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionMmaKernel<D, kCluster>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     int(smemBytes<D>(kMaxSplitLen + 2))));
+  if (kCluster)
+    MS_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionMmaKernel<D, kCluster>,
+                                       cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
 }
 
 template <int D>
-void allowSmem() {
-  MS_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionMmaKernel<D>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(smemBytes<D>(kMaxSplitLen + 2))));
+void launchD(const DecodeAttentionArgs& a, cudaStream_t s) {
+  if (a.clusterSize > 0)
+    launchMma<D, true>(a, s);
+  else
+    launchMma<D, false>(a, s);
 }
+
+int g_maxCluster = 0;  // largest cluster the device can run the D = 128 kernel in (decodeAttentionInit)
 
 }  // namespace
 
 void decodeAttentionInit() {
-  allowSmem<16>();
-  allowSmem<32>();
-  allowSmem<64>();
-  allowSmem<128>();
+  allowSmem<16, false>();
+  allowSmem<32, false>();
+  allowSmem<64, false>();
+  allowSmem<128, false>();
+  allowSmem<16, true>();
+  allowSmem<32, true>();
+  allowSmem<64, true>();
+  allowSmem<128, true>();
+  g_maxCluster = 0;
+  for (int c = kMaxCluster; c >= 2 && !g_maxCluster; c /= 2) {  // with the largest shared memory it may need
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(c, 1, 1);
+    cfg.blockDim = dim3(kThreads);
+    cfg.dynamicSmemBytes = smemBytes<128>(kMaxSplitLen + 2);
+    cudaLaunchAttribute attr[1];
+    attr[0].id = cudaLaunchAttributeClusterDimension;
+    attr[0].val.clusterDim.x = c, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
+    cfg.attrs = attr;
+    cfg.numAttrs = 1;
+    int n = 0;
+    if (cudaOccupancyMaxActiveClusters(&n, decodeAttentionMmaKernel<128, true>, &cfg) == cudaSuccess && n > 0)
+      g_maxCluster = c;
+    cudaGetLastError();  // an unsupported size is an answer, not an error
+  }
 }
+
+int decodeMaxCluster() { return g_maxCluster; }
 
 void decodeAttentionMma(const DecodeAttentionArgs& a, cudaStream_t s) {
   switch (a.kv.headDim) {
-    case 16: launchMma<16>(a, s); break;
-    case 32: launchMma<32>(a, s); break;
-    case 64: launchMma<64>(a, s); break;
-    case 128: launchMma<128>(a, s); break;
+    case 16: launchD<16>(a, s); break;
+    case 32: launchD<32>(a, s); break;
+    case 64: launchD<64>(a, s); break;
+    case 128: launchD<128>(a, s); break;
     default: throw CudaError("decodeAttentionMma: unsupported head dim " + std::to_string(a.kv.headDim), false);
   }
 }

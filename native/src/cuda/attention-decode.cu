@@ -226,6 +226,17 @@ void planDecodeSplits(int numQueries, int kvHeads, int maxCtx, int numSms, int* 
   *maxSplits = (maxCtx + len - 1) / len;
 }
 
+void planDecodeCluster(DecodeAttentionArgs& a, int cap) {
+  int c = 1;
+  while (c * 2 <= cap && c * 2 <= a.maxSplits) c *= 2;
+  if (c < kMinCluster) return;
+  const int maxCtx = a.maxSplits * a.splitLen;
+  const int bound = ((maxCtx + c - 1) / c + 15) / 16 * 16;
+  if (bound > kMaxSplitLen) return;
+  a.clusterSize = c;
+  a.splitLen = bound;
+}
+
 void decodeAttentionSimt(const DecodeAttentionArgs& a, cudaStream_t s) {
   if (a.numQueries == 0) return;
   if (a.splitLen <= 0 || a.splitLen > kMaxSplitLen || a.splitLen % 64 != 0 || a.maxSplits <= 0)
@@ -267,6 +278,10 @@ void decodeAttention(const DecodeAttentionArgs& args, cudaStream_t s) {
   if (a.splitLen <= 0 || a.splitLen > kMaxSplitLen || a.splitLen % 64 != 0 || a.maxSplits <= 0 ||
       a.heads / a.kv.kvHeads > 8)
     throw CudaError("decodeAttention: bad split plan or GQA group over 8", false);
+  const char* tv = std::getenv("MS_DECODE_TRIGGER");
+  a.triggerAtEntry = tv && std::string(tv) == "entry";
+  const char* cv = std::getenv("MS_DECODE_CLUSTER");  // [default: the device's largest] 0 = split merge
+  planDecodeCluster(a, cv ? std::min(std::atoi(cv), decodeMaxCluster()) : decodeMaxCluster());
   decodeAttentionMma(a, s);
 }
 

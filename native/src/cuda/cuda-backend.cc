@@ -9,6 +9,7 @@
 
 #include "../common/model-util.h"
 #include "check.h"
+#include "sampling.h"
 
 namespace ms::cuda {
 namespace {
@@ -77,7 +78,8 @@ void CudaBackend::allocArena(Arena& a, int capTokens, int capRows, size_t capPar
   size_t sizes[] = {T * H * 4,     T * H * 2,           T * (q + 2 * kvd) * 2, T * q * 2,
                     T * 2 * I * 2, T * I * 2,           size_t(capRows) * m_.vocab * 4,
                     capPartial * 4, capPartial / m_.headDim * 2 * 4, capMeta * 4,
-                    T * m_.kvHeads * 4};
+                    T * m_.kvHeads * 4, size_t(capRows) * kMaxArgmaxParts * 4,
+                    size_t(capRows) * kMaxArgmaxParts * 4};
   size_t total = 0;
   for (size_t s : sizes) total += align256(s);
   char* p;
@@ -88,7 +90,8 @@ void CudaBackend::allocArena(Arena& a, int capTokens, int capRows, size_t capPar
                    reinterpret_cast<void**>(&a.gu),     reinterpret_cast<void**>(&a.act),
                    reinterpret_cast<void**>(&a.logits), reinterpret_cast<void**>(&a.partO),
                    reinterpret_cast<void**>(&a.partML), reinterpret_cast<void**>(&a.meta),
-                   reinterpret_cast<void**>(&a.counters)};
+                   reinterpret_cast<void**>(&a.counters), reinterpret_cast<void**>(&a.argmaxV),
+                   reinterpret_cast<void**>(&a.argmaxI)};
   for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
     *ptrs[i] = p;
     p += align256(sizes[i]);

@@ -39,6 +39,8 @@ struct Arena {
   float* partML = nullptr;  // (capPartial / headDim * 2,)
   int32_t* meta = nullptr;  // (capMeta,) packed batch metadata
   int32_t* counters = nullptr;  // (capTokens, kvHeads) decode split counters, zero between launches
+  float* argmaxV = nullptr;     // (capRows, kMaxArgmaxParts) sampling's argmax partials
+  int32_t* argmaxI = nullptr;   // (capRows, kMaxArgmaxParts)
   void* mem = nullptr;
 };
 

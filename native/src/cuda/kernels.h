@@ -116,12 +116,30 @@ struct DecodeAttentionArgs {
   // [default 0] 1 = the split merge of decode-merge.h loads one split at a time (the former merge,
   // kept for measuring: MS_DECODE_MERGE=serial in decodeAttention).
   int serialMerge = 0;
+  // Tensor-core kernel: 0 = fixed splits of splitLen keys merged through global memory; C >= 8 = one
+  // thread-block cluster of C blocks per (KV head, query) that share each context evenly and merge
+  // in shared memory, splitLen then bounding the keys per block (set by planDecodeCluster).
+  int clusterSize = 0;
+  // [default 0] 1 = let the next kernel launch at entry rather than after the PDL wait
+  // (MS_DECODE_TRIGGER=entry, kept for measuring).
+  int triggerAtEntry = 0;
 };
 constexpr int kMaxSplitLen = 512;
 // Picks splitLen and maxSplits for numQueries queries of at most maxCtx keys on numSms SMs.
 void planDecodeSplits(int numQueries, int kvHeads, int maxCtx, int numSms, int* splitLen, int* maxSplits);
+// Turns a split plan into a cluster plan (clusterSize, splitLen) when it has at least kMinCluster
+// splits (small batches, where clusters of 8 or 16 blocks fill the GPU; larger batches keep fixed
+// splits, measured faster there), cap allows a cluster of kMinCluster or more, and the keys per
+// block stay within kMaxSplitLen. cap bounds the cluster size (decodeMaxCluster() for the device's
+// largest). Leaves `a` as it is otherwise.
+constexpr int kMinCluster = 8;
+void planDecodeCluster(DecodeAttentionArgs& a, int cap);
+// Largest cluster (power of two, <= 16) the device runs the tensor-core kernel in; 0 before
+// decodeAttentionInit or without cluster support.
+int decodeMaxCluster();
 // The tensor-core kernel (attention-decode-mma.cu) unless MS_DECODE_KERNEL=simt (read per launch;
-// a captured graph keeps the kernel it was captured with).
+// a captured graph keeps the kernel it was captured with), in clusters (planDecodeCluster) unless
+// MS_DECODE_CLUSTER=0; MS_DECODE_CLUSTER=N caps the cluster size at N.
 void decodeAttention(const DecodeAttentionArgs& a, cudaStream_t s);
 void decodeAttentionMma(const DecodeAttentionArgs& a, cudaStream_t s);   // rows of an mma tile = GQA heads
 // [default on] Whether a pure-decode layer should pass ropeInvFreq to decodeAttention instead of

@@ -35,9 +35,11 @@ int ctxBucket(int ctx) {
 }
 
 // Samples `rows` rows of logits (overwriting them) into tokens, with params from the metadata.
-void launchSampler(float* logits, int rows, int vocab, const int32_t* params, int32_t* tokens, cudaStream_t s) {
+void launchSampler(const Arena& arena, int rows, int vocab, const int32_t* params, int32_t* tokens, cudaStream_t s) {
   SamplingArgs a;
-  a.logits = logits;
+  a.logits = arena.logits;
+  a.partV = arena.argmaxV;
+  a.partI = arena.argmaxI;
   a.vocab = vocab;
   a.rows = rows;
   a.params = params;
@@ -278,7 +280,7 @@ void CudaBackend::forwardEager(const Batch& b, float* out) {
     runHead(dm.rows + r0, n, eager_, stream_);
     if (sampling) {
       if (out) copyLogits(eager_.logits, n, out + size_t(r0) * m_.vocab);  // before the sampler overwrites them
-      launchSampler(eager_.logits, n, m_.vocab, eager_.meta + p.lay.sampleParams + size_t(r0) * kSampleParamInts,
+      launchSampler(eager_, n, m_.vocab, eager_.meta + p.lay.sampleParams + size_t(r0) * kSampleParamInts,
                     eager_.meta + p.lay.sampled + r0, stream_);
     }
     if (timing_ && r0 == 0) MS_CUDA_CHECK(cudaEventRecord(evStop_, stream_));
@@ -327,7 +329,7 @@ CudaBackend::Graph& CudaBackend::captureGraph(int bucket, int ctxB, bool samplin
     runLayers(dm, graphArena_, splitLen, maxSplits, stream_);
     runHead(dm.rows, bucket, graphArena_, stream_);
     if (sampling) {  // the sampler and the copy of its tokens to the pinned metadata are graph nodes
-      launchSampler(graphArena_.logits, bucket, m_.vocab, g.devMeta + g.lay.sampleParams, g.devMeta + g.lay.sampled,
+      launchSampler(graphArena_, bucket, m_.vocab, g.devMeta + g.lay.sampleParams, g.devMeta + g.lay.sampled,
                     stream_);
       MS_CUDA_CHECK(cudaMemcpyAsync(g.hostMeta + g.lay.sampled, g.devMeta + g.lay.sampled, size_t(bucket) * 4,
                                     cudaMemcpyDeviceToHost, stream_));

@@ -30,22 +30,38 @@ inline bool pdlEnabled() {
   return !(v && v[0] == '0');
 }
 
+// launchPdl, with the grid's x dimension in thread-block clusters of clusterX blocks (0: none).
 template <class... KernelArgs, class... Args>
-void launchPdl(const char* name, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
-               Args&&... args) {
+void launchPdlCluster(const char* name, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
+                      cudaStream_t s, int clusterX, Args&&... args) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = grid;
   cfg.blockDim = block;
   cfg.dynamicSmemBytes = smem;
   cfg.stream = s;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
-  attr[0].val.programmaticStreamSerializationAllowed = 1;
+  cudaLaunchAttribute attr[2];
+  unsigned n = 0;
+  if (pdlEnabled()) {
+    attr[n].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attr[n++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (clusterX > 0) {
+    attr[n].id = cudaLaunchAttributeClusterDimension;
+    attr[n].val.clusterDim.x = unsigned(clusterX);
+    attr[n].val.clusterDim.y = 1;
+    attr[n++].val.clusterDim.z = 1;
+  }
   cfg.attrs = attr;
-  cfg.numAttrs = pdlEnabled() ? 1 : 0;
+  cfg.numAttrs = n;
   cudaError_t e = cudaLaunchKernelEx(&cfg, kernel, std::forward<Args>(args)...);
   if (e != cudaSuccess) throwCuda(e, name, __FILE__, __LINE__);
   MS_LAUNCH_CHECK(name);
+}
+
+template <class... KernelArgs, class... Args>
+void launchPdl(const char* name, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem, cudaStream_t s,
+               Args&&... args) {
+  launchPdlCluster(name, kernel, grid, block, smem, s, 0, std::forward<Args>(args)...);
 }
 
 }  // namespace ms::cuda

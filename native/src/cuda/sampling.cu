@@ -10,6 +10,7 @@
 
 #include "../common/sampling.h"
 #include "check.h"
+#include "pdl.h"
 #include "sampling.h"
 
 namespace ms::cuda {
@@ -141,7 +142,45 @@ __device__ void pickDigit(const u64* hist, u64 above, double target, Pick* out) 
   if (best < 0 && lane == 0) *out = Pick{0, cum - loc[0], cum};
 }
 
-__global__ void __launch_bounds__(kThreads) sampleKernel(SamplingArgs a) {
+// Step 1 in parts: block (part, row) writes the argmax of its slice of the row (NaN as -inf,
+// lowest id on ties), which the sampling kernel combines; the order of the combination does not
+// change the result.
+constexpr int kPartThreads = 256;
+__global__ void __launch_bounds__(kPartThreads) argmaxPartsKernel(SamplingArgs a, int parts) {
+  __shared__ float redV[kPartThreads / 32];
+  __shared__ int redI[kPartThreads / 32];
+  pdlWait();  // the logits come from the kernel before
+  pdlTrigger();
+  const int row = blockIdx.y, part = blockIdx.x, V = a.vocab, tid = threadIdx.x;
+  const int chunk = (V + parts - 1) / parts, lo = part * chunk, hi = min(V, lo + chunk);
+  const float* z = a.logits + size_t(row) * V;
+  float m = -INFINITY;
+  int best = INT_MAX;
+  constexpr int U = 4;  // loads in flight per thread
+  int i = lo + tid;
+  for (; i + (U - 1) * kPartThreads < hi; i += U * kPartThreads) {
+    float v[U];
+#pragma unroll
+    for (int u = 0; u < U; u++) v[u] = z[i + u * kPartThreads];
+#pragma unroll
+    for (int u = 0; u < U; u++)
+      if (better(noNan(v[u]), i + u * kPartThreads, m, best)) m = noNan(v[u]), best = i + u * kPartThreads;
+  }
+  for (; i < hi; i += kPartThreads)
+    if (better(noNan(z[i]), i, m, best)) m = noNan(z[i]), best = i;
+  const int lane = tid & 31, warp = tid >> 5;
+  warpArgmax(m, best);
+  if (lane == 0) redV[warp] = m, redI[warp] = best;
+  __syncthreads();
+  if (warp == 0) {
+    m = lane < kPartThreads / 32 ? redV[lane] : -INFINITY;
+    best = lane < kPartThreads / 32 ? redI[lane] : INT_MAX;
+    warpArgmax(m, best);
+    if (lane == 0) a.partV[size_t(row) * parts + part] = m, a.partI[size_t(row) * parts + part] = best;
+  }
+}
+
+__global__ void __launch_bounds__(kThreads) sampleKernel(SamplingArgs a, int parts) {
   __shared__ u64 hist[256];
   __shared__ u64 red[kWarps];
   __shared__ float redV[kWarps];
@@ -155,12 +194,17 @@ __global__ void __launch_bounds__(kThreads) sampleKernel(SamplingArgs a) {
   const float T = __int_as_float(prm[0]), p = __int_as_float(prm[1]);
   const uint32_t seed = uint32_t(prm[2]), step = uint32_t(prm[3]);
 
-  // Step 1: argmax (NaN as -inf, lowest id on ties).
+  pdlWait();  // the logits (or the argmax partials) come from the kernel before
+  // Step 1: argmax (NaN as -inf, lowest id on ties), from the partials when there are some.
   float m = -INFINITY;
   int best = INT_MAX;
-  for (int i = tid; i < V; i += kThreads) {
-    const float v = noNan(z[i]);
-    if (better(v, i, m, best)) m = v, best = i;
+  if (parts > 1) {
+    if (tid < parts) m = a.partV[size_t(row) * parts + tid], best = a.partI[size_t(row) * parts + tid];
+  } else {
+    for (int i = tid; i < V; i += kThreads) {
+      const float v = noNan(z[i]);
+      if (better(v, i, m, best)) m = v, best = i;
+    }
   }
   blockArgmax(m, best, redV, redI);
   if (!(T > 0.f) || !isfinite(m)) {  // uniform across the block
@@ -248,8 +292,10 @@ __global__ void __launch_bounds__(kThreads) sampleKernel(SamplingArgs a) {
 
 void sampleTokens(const SamplingArgs& a, cudaStream_t s) {
   if (a.rows <= 0) return;
-  sampleKernel<<<a.rows, kThreads, 0, s>>>(a);
-  MS_LAUNCH_CHECK("sampleKernel");
+  const int parts = a.partV && a.partI ? argmaxParts(a.rows) : 1;
+  if (parts > 1)
+    launchPdl("argmaxPartsKernel", argmaxPartsKernel, dim3(parts, a.rows), dim3(kPartThreads), 0, s, a, parts);
+  launchPdl("sampleKernel", sampleKernel, dim3(a.rows), dim3(kThreads), 0, s, a, parts);
 }
 
 }  // namespace ms::cuda

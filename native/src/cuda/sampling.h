@@ -18,10 +18,19 @@ struct SamplingArgs {
   int rows = 0;
   const int32_t* params = nullptr;  // (rows, kSampleParamInts)
   int32_t* tokens = nullptr;        // (rows,) out
+  // Scratch of rows * kMaxArgmaxParts entries each (or null): with it the argmax of step 1 runs as
+  // a first kernel over several blocks per row (all the SMs at small batch), then the sampling
+  // kernel combines their partials (see argmaxParts).
+  float* partV = nullptr;
+  int32_t* partI = nullptr;
 };
+constexpr int kMaxArgmaxParts = 128;
+// Blocks per row of the argmax pass for `rows` rows: 1 (no pass) from 256 rows up.
+inline int argmaxParts(int rows) { return rows >= 256 ? 1 : rows >= kMaxArgmaxParts ? 2 : 256 / rows > kMaxArgmaxParts ? kMaxArgmaxParts : 256 / rows; }
 
 // One block per row: argmax for greedy rows; max, weights, radix threshold search and an id-order
-// prefix scan for sampled ones. Deterministic (integer sums), graph-capturable.
+// prefix scan for sampled ones. Deterministic (integer sums), graph-capturable; both kernels are
+// launched with PDL (the logits come from the LM head product just before).
 void sampleTokens(const SamplingArgs& a, cudaStream_t s);
 
 }  // namespace ms::cuda
