@@ -300,6 +300,7 @@ int main(int argc, char** argv) {
     // Each variant is one or more VAR=value settings separated by spaces.
     const char* variants[] = {"MS_DECODE_CLUSTER=0",
                               "MS_DECODE_CLUSTER=8",
+                              "MS_DECODE_WARPS=4",
                               "MS_DECODE_TRIGGER=entry",
                               "MS_DECODE_CLUSTER=0 MS_DECODE_MERGE=serial",
                               "MS_DECODE_KERNEL=simt",

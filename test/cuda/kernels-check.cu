@@ -695,6 +695,13 @@ int main() {
     checkAttention(64, 1, 5);
     checkAttention(128, 4, 16);
     checkAttention(128, 4, 7);
+    // Clusters of eight-warp blocks, which the launcher picks only when all clusters fit at once.
+    setenv("MS_DECODE_WARPS", "8", 1);
+    std::printf("decode clusters of eight-warp blocks (device holds %d clusters of 16):\n", decodeWideClusters());
+    checkAttention(128, 4, 16);
+    checkAttention(64, 1, 5);
+    checkAttention(32, 8, 16);
+    unsetenv("MS_DECODE_WARPS");
     // Prefill kernels (MS_PREFILL_KERNEL): the gqa kernel's smaller blocks, and the fa2 kernel with
     // its head-dim-128 tuning variants (MS_PREFILL_VARIANT implies fa2).
     for (const char* k : {"g2x64", "g1x64", "fa2"}) {

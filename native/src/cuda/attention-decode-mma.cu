@@ -1,10 +1,11 @@
 // Paged decode attention on the tensor cores. The rep query heads that share a KV head are the
 // rows of a 16-row mma tile (rows past rep are zero), so the K and V of a split stream through
 // shared memory with cp.async as in the prefill kernel, and the arithmetic is off the critical
-// path. One block (4 warps) per (split, KV head, query token); every 64-key tile is shared by
-// the warps, 16 keys each, each warp with its own online softmax; the warps, then the splits, are
-// merged. The first K/V tile (all but the newest key) and the page ids are loaded before the PDL
-// wait; the tiles are double-buffered.
+// path. One block of W warps per (split, KV head, query token); every (16 * W)-key tile is shared
+// by the warps, 16 keys each, each warp with its own online softmax; the warps, then the splits,
+// are merged. The first K/V tile (all but the newest key) and the page ids are loaded before the
+// PDL wait. W = 4 double-buffers 64-key tiles; W = 8 (clusters at batch 1-2, see launchD) holds
+// one 128-key tile, a block's whole share, so after the wait only q is loaded.
 //
 // Two ways to merge the splits:
 // - cluster (clusterSize >= 8, the default where the plan has 8 splits or more: small batches):
@@ -20,6 +21,7 @@
 // its shared tile), and every block rotates its q heads as it stages them (one kernel less per layer).
 #include <cfloat>
 #include <cmath>
+#include <cstdlib>
 
 #include <cooperative_groups.h>
 
@@ -34,14 +36,16 @@ namespace {
 
 namespace cg = cooperative_groups;
 
-constexpr int BN = 64;  // keys per tile
-constexpr int kThreads = 128;
 constexpr int kMaxCluster = 16;
 constexpr float kLog2e = 1.4426950408889634f;
 
-template <int D>
+// W warps per block, 16 keys each: a tile is 16 * W keys. Four warps double-buffer the K/V tiles;
+// eight (clusters only) hold one tile, which must be the block's whole share (splitLen <= 128).
+template <int W>
+__host__ __device__ constexpr int kvBuffers() { return W == 8 ? 1 : 2; }
+template <int D, int W>
 constexpr size_t smemBytes(int numPageIds) {
-  return size_t(16 + 4 * BN) * (D + 8) * sizeof(bf16) + size_t(numPageIds) * sizeof(int32_t);
+  return size_t(16 + kvBuffers<W>() * 2 * 16 * W) * (D + 8) * sizeof(bf16) + size_t(numPageIds) * sizeof(int32_t);
 }
 
 // Cluster merge, pushed: every block writes each block of its cluster the slice of its
@@ -58,6 +62,11 @@ __device__ __forceinline__ ClusterRed<D>& clusterRed() {
   __shared__ ClusterRed<D> red;  // static: the same place in every block of the kernel
   return red;
 }
+
+// A block may write another's shared memory only once that block runs: every block arrives at
+// the cluster barrier on entry (no ordering) and waits on it before its first push.
+__device__ __forceinline__ void clusterArriveOnEntry() { asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void clusterWaitStarted() { asm volatile("barrier.cluster.wait.aligned;\n" ::: "memory"); }
 
 // Sender side: output element e (of rep * D) of this block.
 template <int D>
@@ -97,18 +106,18 @@ __device__ __forceinline__ void clusterReduce(const DecodeAttentionArgs& a, int 
   }
 }
 
-// grid (splits, kvHeads, numQueries), block kThreads; dynamic smem smemBytes<D>(splitLen / pageSize + 2).
+// grid (splits, kvHeads, numQueries), block 32 * W; dynamic smem smemBytes<D, W>(splitLen / pageSize + 2).
 // kCluster: grid.x is one cluster, whose blocks split each context evenly (in multiples of 16 keys);
 // a.splitLen bounds the keys per block. Else split s holds keys [s * splitLen, (s + 1) * splitLen).
-template <int D, bool kCluster>
-__global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAttentionArgs a) {
-  constexpr int LD = D + 8, CPR = D / 8;
+template <int D, bool kCluster, int W>
+__global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKernel(DecodeAttentionArgs a) {
+  constexpr int LD = D + 8, CPR = D / 8, BN = 16 * W, kThreads = 32 * W;
   extern __shared__ __align__(16) unsigned char smRaw[];
   bf16* Qs = reinterpret_cast<bf16*>(smRaw);      // (16, LD)
-  bf16* KV = Qs + 16 * LD;                        // 2 buffers of K (BN, LD) then V (BN, LD)
-  int32_t* smPage = reinterpret_cast<int32_t*>(KV + 4 * BN * LD);
-  float* smO = reinterpret_cast<float*>(KV);      // (4 warps, 8 heads, D), once the tiles are consumed
-  __shared__ float smM[4][8], smL[4][8];
+  bf16* KV = Qs + 16 * LD;                        // kvBuffers<W>() buffers of K (BN, LD) then V (BN, LD)
+  int32_t* smPage = reinterpret_cast<int32_t*>(KV + kvBuffers<W>() * 2 * BN * LD);
+  float* smO = reinterpret_cast<float*>(KV);      // (W warps, 8 heads, D), once the tiles are consumed
+  __shared__ float smM[W][8], smL[W][8];
   __shared__ int smIsLast;
   {  // the output projection's weights towards L2 (they depend on nothing)
     const size_t b = blockIdx.x + size_t(gridDim.x) * (blockIdx.y + size_t(gridDim.y) * blockIdx.z);
@@ -116,6 +125,7 @@ __global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAtten
                size_t(gridDim.x) * gridDim.y * gridDim.z * blockDim.x);
   }
 
+  if constexpr (kCluster) clusterArriveOnEntry();
   if (a.triggerAtEntry) pdlTrigger();
   const int rep = a.heads / a.kv.kvHeads;
   const int qi = blockIdx.z, g = blockIdx.y, split = blockIdx.x;
@@ -126,6 +136,7 @@ __global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAtten
   if (k0 >= ctx) {
     pdlWait();
     if constexpr (kCluster) {
+      clusterWaitStarted();
       if (threadIdx.x < rep) clusterPushML<D>(threadIdx.x, -FLT_MAX, 0.f);
       clusterReduce<D>(a, tok, g, rep);
     }
@@ -339,13 +350,14 @@ __global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAtten
   }
   __syncthreads();
   const int numSplits = kCluster ? int(gridDim.x) : (ctx + a.splitLen - 1) / a.splitLen;
+  if constexpr (kCluster) clusterWaitStarted();
   const int64_t slot0 = (int64_t(qi) * a.heads + g * rep) * a.maxSplits;  // head g * rep, split 0
   for (int e = threadIdx.x; e < rep * D; e += kThreads) {
     const int h = e / D, d = e % D;
     float M = smM[0][h];
-    for (int w = 1; w < 4; w++) M = fmaxf(M, smM[w][h]);
+    for (int w = 1; w < W; w++) M = fmaxf(M, smM[w][h]);
     float acc = 0.f, L = 0.f;
-    for (int w = 0; w < 4; w++) {
+    for (int w = 0; w < W; w++) {
       const float f = exp2f(smM[w][h] - M);  // a warp without keys has m = -FLT_MAX: weight 0
       acc += f * smO[(w * 8 + h) * D + d];
       L += f * smL[w][h];
@@ -371,63 +383,84 @@ __global__ void __launch_bounds__(kThreads) decodeAttentionMmaKernel(DecodeAtten
     mergeSplitsIfLast(a, qi, g, rep, D, numSplits, slot0, tok, &smIsLast);
 }
 
-template <int D, bool kCluster>
+template <int D, bool kCluster, int W>
 void launchMma(const DecodeAttentionArgs& a, cudaStream_t s) {
-  const size_t smem = smemBytes<D>(a.splitLen / a.kv.pageSize + 2);
+  const size_t smem = smemBytes<D, W>(a.splitLen / a.kv.pageSize + 2);
   const dim3 grid(kCluster ? a.clusterSize : a.maxSplits, a.kv.kvHeads, a.numQueries);
-  launchPdlCluster("decodeAttentionMmaKernel", decodeAttentionMmaKernel<D, kCluster>, grid, dim3(kThreads), smem, s,
+  launchPdlCluster("decodeAttentionMmaKernel", decodeAttentionMmaKernel<D, kCluster, W>, grid, dim3(32 * W), smem, s,
                    kCluster ? a.clusterSize : 0, a);
 }
 
-template <int D, bool kCluster>
+template <int D, bool kCluster, int W>
 void allowSmem() {
-  MS_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionMmaKernel<D, kCluster>, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(smemBytes<D>(kMaxSplitLen + 2))));
+  MS_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionMmaKernel<D, kCluster, W>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize, int(smemBytes<D, W>(kMaxSplitLen + 2))));
   if (kCluster)
-    MS_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionMmaKernel<D, kCluster>,
+    MS_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionMmaKernel<D, kCluster, W>,
                                        cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
 }
 
-template <int D>
-void launchD(const DecodeAttentionArgs& a, cudaStream_t s) {
-  if (a.clusterSize > 0)
-    launchMma<D, true>(a, s);
-  else
-    launchMma<D, false>(a, s);
+// Clusters of c blocks of the D = 128 kernel with W warps the device can hold at once (0: none).
+template <int W>
+int activeClusters(int c) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(c, 1, 1);
+  cfg.blockDim = dim3(32 * W);
+  cfg.dynamicSmemBytes = smemBytes<128, W>(kMaxSplitLen + 2);
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = c, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int n = 0;
+  if (cudaOccupancyMaxActiveClusters(&n, decodeAttentionMmaKernel<128, true, W>, &cfg) != cudaSuccess) n = 0;
+  cudaGetLastError();  // an unsupported size is an answer, not an error
+  return n;
 }
 
-int g_maxCluster = 0;  // largest cluster the device can run the D = 128 kernel in (decodeAttentionInit)
+int g_maxCluster = 0;     // largest cluster the device runs the kernel in (decodeAttentionInit)
+int g_wideClusters = 0;   // clusters of 16 eight-warp blocks the device holds at once
+
+// Clusters use eight warps per block (one 128-key tile: a block's whole share of up to 2k keys)
+// when the shares fit one tile and every cluster of the grid fits on the device at once; else
+// four. MS_DECODE_WARPS=4 or 8 forces one where it can run (read per launch; 8 is for the checks).
+template <int D>
+void launchD(const DecodeAttentionArgs& a, cudaStream_t s) {
+  if (a.clusterSize == 0) return launchMma<D, false, 4>(a, s);
+  const char* wv = std::getenv("MS_DECODE_WARPS");
+  const bool fits = a.splitLen <= 16 * 8;  // one tile per block: the eight-warp kernel has one buffer
+  const bool wide = fits && (wv && (wv[0] == '4' || wv[0] == '8')
+                                 ? wv[0] == '8'
+                                 : a.clusterSize == kMaxCluster && a.numQueries * a.kv.kvHeads <= g_wideClusters);
+  if (wide)
+    launchMma<D, true, 8>(a, s);
+  else
+    launchMma<D, true, 4>(a, s);
+}
 
 }  // namespace
 
 void decodeAttentionInit() {
-  allowSmem<16, false>();
-  allowSmem<32, false>();
-  allowSmem<64, false>();
-  allowSmem<128, false>();
-  allowSmem<16, true>();
-  allowSmem<32, true>();
-  allowSmem<64, true>();
-  allowSmem<128, true>();
+  allowSmem<16, false, 4>();
+  allowSmem<32, false, 4>();
+  allowSmem<64, false, 4>();
+  allowSmem<128, false, 4>();
+  allowSmem<16, true, 4>();
+  allowSmem<32, true, 4>();
+  allowSmem<64, true, 4>();
+  allowSmem<128, true, 4>();
+  allowSmem<16, true, 8>();
+  allowSmem<32, true, 8>();
+  allowSmem<64, true, 8>();
+  allowSmem<128, true, 8>();
   g_maxCluster = 0;
-  for (int c = kMaxCluster; c >= 2 && !g_maxCluster; c /= 2) {  // with the largest shared memory it may need
-    cudaLaunchConfig_t cfg = {};
-    cfg.gridDim = dim3(c, 1, 1);
-    cfg.blockDim = dim3(kThreads);
-    cfg.dynamicSmemBytes = smemBytes<128>(kMaxSplitLen + 2);
-    cudaLaunchAttribute attr[1];
-    attr[0].id = cudaLaunchAttributeClusterDimension;
-    attr[0].val.clusterDim.x = c, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
-    cfg.attrs = attr;
-    cfg.numAttrs = 1;
-    int n = 0;
-    if (cudaOccupancyMaxActiveClusters(&n, decodeAttentionMmaKernel<128, true>, &cfg) == cudaSuccess && n > 0)
-      g_maxCluster = c;
-    cudaGetLastError();  // an unsupported size is an answer, not an error
-  }
+  for (int c = kMaxCluster; c >= 2 && !g_maxCluster; c /= 2)
+    if (activeClusters<4>(c) > 0) g_maxCluster = c;
+  g_wideClusters = activeClusters<8>(kMaxCluster);
 }
 
 int decodeMaxCluster() { return g_maxCluster; }
+int decodeWideClusters() { return g_wideClusters; }
 
 void decodeAttentionMma(const DecodeAttentionArgs& a, cudaStream_t s) {
   switch (a.kv.headDim) {

@@ -137,6 +137,9 @@ void planDecodeCluster(DecodeAttentionArgs& a, int cap);
 // Largest cluster (power of two, <= 16) the device runs the tensor-core kernel in; 0 before
 // decodeAttentionInit or without cluster support.
 int decodeMaxCluster();
+// Clusters of 16 eight-warp blocks the device holds at once (the kernel uses them when all of a
+// launch's clusters fit); 0 before decodeAttentionInit.
+int decodeWideClusters();
 // The tensor-core kernel (attention-decode-mma.cu) unless MS_DECODE_KERNEL=simt (read per launch;
 // a captured graph keeps the kernel it was captured with), in clusters (planDecodeCluster) unless
 // MS_DECODE_CLUSTER=0; MS_DECODE_CLUSTER=N caps the cluster size at N.
