@@ -624,6 +624,22 @@ void checkSampling() {
   cudaEvent_t e0, e1;
   MS_CUDA_CHECK(cudaEventCreate(&e0));
   MS_CUDA_CHECK(cudaEventCreate(&e1));
+  // Median of reps launches (the first dropped) in µs; restore: fresh logits before each launch.
+  auto medianUs = [&](const SamplingArgs& a, int reps, bool restore) {
+    std::vector<float> ms;
+    for (int rep = 0; rep < reps; rep++) {
+      if (restore) MS_CUDA_CHECK(cudaMemcpy(dz, pristine, z.size() * 4, cudaMemcpyDeviceToDevice));
+      MS_CUDA_CHECK(cudaEventRecord(e0, 0));
+      sampleTokens(a, 0);
+      MS_CUDA_CHECK(cudaEventRecord(e1, 0));
+      MS_CUDA_CHECK(cudaEventSynchronize(e1));
+      float v;
+      MS_CUDA_CHECK(cudaEventElapsedTime(&v, e0, e1));
+      if (rep) ms.push_back(v);
+    }
+    std::sort(ms.begin(), ms.end());
+    return ms[ms.size() / 2] * 1e3;
+  };
   std::printf("sampleTokens time, 64 rows x 128256:");
   for (auto [t, p] : {std::pair<float, float>{0.f, 1.f}, {0.8f, 1.f}, {0.8f, 0.9f}}) {
     std::vector<int32_t> packed(size_t(rows) * kSampleParamInts);
@@ -635,19 +651,7 @@ void checkSampling() {
     int32_t* dp = upload(packed);
     SamplingArgs a;
     a.logits = dz, a.vocab = vocab, a.rows = rows, a.params = dp, a.tokens = dt;
-    std::vector<float> ms;
-    for (int rep = 0; rep < 6; rep++) {
-      MS_CUDA_CHECK(cudaMemcpy(dz, pristine, z.size() * 4, cudaMemcpyDeviceToDevice));
-      MS_CUDA_CHECK(cudaEventRecord(e0, 0));
-      sampleTokens(a, 0);
-      MS_CUDA_CHECK(cudaEventRecord(e1, 0));
-      MS_CUDA_CHECK(cudaEventSynchronize(e1));
-      float v;
-      MS_CUDA_CHECK(cudaEventElapsedTime(&v, e0, e1));
-      if (rep) ms.push_back(v);
-    }
-    std::sort(ms.begin(), ms.end());
-    std::printf(" T=%.1f top-p=%.1f %.1f us;", t, p, ms[ms.size() / 2] * 1e3);
+    std::printf(" T=%.1f top-p=%.1f %.1f us;", t, p, medianUs(a, 6, true));
     cudaFree(dp);
   }
   std::printf("\n");
@@ -663,18 +667,7 @@ void checkSampling() {
         SamplingArgs a;
         a.logits = dz, a.vocab = vocab, a.rows = nr, a.params = dp, a.tokens = dt;
         if (withParts) a.partV = pv, a.partI = pi;
-        std::vector<float> ms;
-        for (int rep = 0; rep < 8; rep++) {
-          MS_CUDA_CHECK(cudaEventRecord(e0, 0));
-          sampleTokens(a, 0);
-          MS_CUDA_CHECK(cudaEventRecord(e1, 0));
-          MS_CUDA_CHECK(cudaEventSynchronize(e1));
-          float v;
-          MS_CUDA_CHECK(cudaEventElapsedTime(&v, e0, e1));
-          if (rep) ms.push_back(v);
-        }
-        std::sort(ms.begin(), ms.end());
-        std::printf(" %d rows %s %.1f us;", nr, withParts ? "in parts" : "one block/row", ms[ms.size() / 2] * 1e3);
+        std::printf(" %d rows %s %.1f us;", nr, withParts ? "in parts" : "one block/row", medianUs(a, 8, false));
       }
     std::printf("\n");
     cudaFree(pv), cudaFree(pi), cudaFree(dp);

@@ -22,6 +22,7 @@
 #include <cfloat>
 #include <cmath>
 #include <cstdlib>
+#include <initializer_list>
 
 #include <cooperative_groups.h>
 
@@ -441,18 +442,10 @@ void launchD(const DecodeAttentionArgs& a, cudaStream_t s) {
 }  // namespace
 
 void decodeAttentionInit() {
-  allowSmem<16, false, 4>();
-  allowSmem<32, false, 4>();
-  allowSmem<64, false, 4>();
-  allowSmem<128, false, 4>();
-  allowSmem<16, true, 4>();
-  allowSmem<32, true, 4>();
-  allowSmem<64, true, 4>();
-  allowSmem<128, true, 4>();
-  allowSmem<16, true, 8>();
-  allowSmem<32, true, 8>();
-  allowSmem<64, true, 8>();
-  allowSmem<128, true, 8>();
+  for (auto allow : {allowSmem<16, false, 4>, allowSmem<32, false, 4>, allowSmem<64, false, 4>, allowSmem<128, false, 4>,
+                     allowSmem<16, true, 4>, allowSmem<32, true, 4>, allowSmem<64, true, 4>, allowSmem<128, true, 4>,
+                     allowSmem<16, true, 8>, allowSmem<32, true, 8>, allowSmem<64, true, 8>, allowSmem<128, true, 8>})
+    allow();
   g_maxCluster = 0;
   for (int c = kMaxCluster; c >= 2 && !g_maxCluster; c /= 2)
     if (activeClusters<4>(c) > 0) g_maxCluster = c;
