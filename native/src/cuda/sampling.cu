@@ -84,8 +84,9 @@ __device__ u64 blockExclusiveScan(u64 v, u64* red) {
   return warpBefore + incl - v;
 }
 
-// A thread's run of equal digits is added with one shared atomic: most weights of a row share a
-// digit (the tiny ones), so this keeps the atomics few where they would all hit one bin.
+// A thread's run of equal digits is added with one shared atomic, which keeps the atomics few where
+// neighbouring weights share a digit. (Digit 0, where the tiny weights of a flat row all land, is
+// not added at all: pickDigit derives it.)
 struct DigitRun {
   int digit = -1;
   u64 mass = 0;
@@ -108,12 +109,18 @@ struct Pick {
 };
 
 // Warp 0: the largest digit d with above + sum_{d' >= d} hist[d'] >= target (step 3 of the
-// definition); the mass strictly above d and M at d. Lane l owns bins [8l, 8l + 8).
-__device__ void pickDigit(const u64* hist, u64 above, double target, Pick* out) {
+// definition); the mass strictly above d and M at d. Lane l owns bins [8l, 8l + 8). Digit 0 is
+// never added into hist (on flat rows most weights land there and the adds would all collide):
+// its mass is `mass` (of every weight under the current prefix) minus the other bins.
+__device__ void pickDigit(const u64* hist, u64 mass, u64 above, double target, Pick* out) {
   const int lane = threadIdx.x;
   u64 loc[8], s = 0;
 #pragma unroll
   for (int j = 0; j < 8; j++) loc[j] = hist[8 * lane + j], s += loc[j];
+  u64 rest = s;  // sum over every bin but 0 (bin 0 reads 0 here)
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) rest += __shfl_xor_sync(kFull, rest, o);
+  if (lane == 0) loc[0] = mass - rest, s += loc[0];
   u64 suffix = s;  // sum over lanes >= this one
 #pragma unroll
   for (int o = 1; o < 32; o <<= 1) {
@@ -224,7 +231,7 @@ __global__ void __launch_bounds__(kThreads) sampleKernel(SamplingArgs a, int par
       const uint32_t v = uint32_t(w * 2147483648.f);  // floor(w * 2^31), exact scaling
       q[i] = v;
       total += v;
-      if (nucleus && v) run.add(int(v >> 24), v, hist);
+      if (nucleus && (v >> 24)) run.add(int(v >> 24), v, hist);  // digit 0: by subtraction
     }
     run.flush(hist);
   }
@@ -234,7 +241,7 @@ __global__ void __launch_bounds__(kThreads) sampleKernel(SamplingArgs a, int par
   u64 tau = 1, kept = total;
   if (nucleus) {
     const double target = double(p) * double(total);
-    u64 prefix = 0, above = 0;
+    u64 prefix = 0, above = 0, mass = total;  // mass: of the weights under the prefix so far
     for (int shift = 24; shift >= 0; shift -= 8) {
       if (shift < 24) {  // the top digit's histogram came with step 2
         if (tid < 256) hist[tid] = 0;
@@ -244,16 +251,18 @@ __global__ void __launch_bounds__(kThreads) sampleKernel(SamplingArgs a, int par
         DigitRun run;
         for (int i = tid; i < V; i += kThreads) {
           const uint32_t v = q[i];
-          if (v && (v >> hi) == want) run.add(int((v >> shift) & 255), v, hist);
+          const int d = int((v >> shift) & 255);
+          if (d && (v >> hi) == want) run.add(d, v, hist);  // digit 0: by subtraction
         }
         run.flush(hist);
         __syncthreads();
       }
-      if (tid < 32) pickDigit(hist, above, target, &pick);
+      if (tid < 32) pickDigit(hist, mass, above, target, &pick);
       __syncthreads();
       prefix |= u64(pick.digit) << shift;
       above = pick.above;
       kept = pick.kept;
+      mass = pick.kept - pick.above;  // the chosen digit's bin
       __syncthreads();  // pick is rewritten by the next pass
     }
     tau = prefix;
