@@ -2,24 +2,12 @@
 // options are checked; long native work leaves the event loop free; the tiny preset.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { isMicroserveError } from '../../actors/errors.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
-import { FIXTURE, REFERENCE, argmax, pageRange } from './helpers.ts';
+import { FIXTURE, REFERENCE, argmax, pageRange, rejects } from './helpers.ts';
 
 let fixture: LoadedModel;
 const prompt = Int32Array.from(REFERENCE.cases[1].prompt_ids);
 
-async function rejects(p: Promise<unknown> | (() => Promise<unknown>), code: string, needle: string) {
-  try {
-    await (typeof p === 'function' ? p() : p);
-  } catch (e) {
-    assert.ok(isMicroserveError(e), `not a MicroserveError: ${e}`);
-    assert.is((e as any).code, code, (e as Error).message);
-    assert.ok((e as Error).message.includes(needle), `'${(e as Error).message}' lacks '${needle}'`);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 test.before(async () => {
   fixture = await openModel(FIXTURE, { numPages: 8, pageSize: 16 });

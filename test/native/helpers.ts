@@ -1,6 +1,8 @@
 /** Shared helpers of the native tests: the fixture, safetensors read/write, greedy drivers. */
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import * as assert from 'uvu/assert';
+import { isMicroserveError } from '../../actors/errors.ts';
 import type { Backend } from '../../native/backend.ts';
 
 export const FIXTURE = new URL('../fixtures/tiny-llama-a/', import.meta.url).pathname;
@@ -110,4 +112,17 @@ export function layer0Projection(w: Record<string, Float32Array>, tok: number, n
   const xn = x.map((v, i) => (v / Math.sqrt(ms + 1e-5)) * w['model.layers.0.input_layernorm.weight'][i]);
   const m = w[`model.layers.0.self_attn.${name}.weight`];
   return Array.from({ length: kvDim }, (_, o) => xn.reduce((a, v, i) => a + v * m[o * H + i], 0));
+}
+
+/** Asserts that p (or the promise fn returns) rejects with a MicroserveError of this code whose message names needle. */
+export async function rejects(p: Promise<unknown> | (() => Promise<unknown>), code: string, needle: string) {
+  try {
+    await (typeof p === 'function' ? p() : p);
+  } catch (e) {
+    assert.ok(isMicroserveError(e), `not a MicroserveError: ${e}`);
+    assert.is((e as any).code, code, (e as Error).message);
+    assert.ok((e as Error).message.includes(needle), `'${(e as Error).message}' lacks '${needle}'`);
+    return;
+  }
+  assert.unreachable(`expected ${code}`);
 }

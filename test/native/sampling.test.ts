@@ -4,11 +4,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { packSampling, sampleToken, type SampleRow } from '../../actors/engine/sampler.ts';
-import { isMicroserveError } from '../../actors/errors.ts';
 import { loadAddon } from '../../native/addon.ts';
 import type { ForwardBatch, ForwardSampling } from '../../native/backend.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
-import { FIXTURE, REFERENCE, pageRange } from './helpers.ts';
+import { FIXTURE, REFERENCE, pageRange, rejects } from './helpers.ts';
 import { xorshift } from '../shared/xorshift.ts';
 
 let fixture: LoadedModel;
@@ -70,17 +69,6 @@ test('forwardTokens samples on the backend what TS samples from its logits; gree
   }
 });
 
-async function rejects(p: Promise<unknown>, code: string, needle: string) {
-  try {
-    await p;
-  } catch (e) {
-    assert.ok(isMicroserveError(e), `not a MicroserveError: ${e}`);
-    assert.is((e as any).code, code, (e as Error).message);
-    assert.ok((e as Error).message.includes(needle), `'${(e as Error).message}' lacks '${needle}'`);
-    return;
-  }
-  assert.unreachable(`expected ${code}`);
-}
 
 test('bad sampling inputs are typed errors naming the field; the backend keeps working', async () => {
   const b = fixture.backend;
