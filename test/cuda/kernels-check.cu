@@ -243,6 +243,31 @@ void checkGemms() {
   }
 }
 
+// The split kernel's scratch for n queries under a's plan (partials, zeroed counters), set in a;
+// freed with the object.
+struct SplitScratch {
+  float *po = nullptr, *pml = nullptr;
+  int32_t* cnt = nullptr;
+  SplitScratch(DecodeAttentionArgs& a, size_t n, int D) {
+    MS_CUDA_CHECK(cudaMalloc(&po, n * a.heads * a.maxSplits * D * 4));
+    MS_CUDA_CHECK(cudaMalloc(&pml, n * a.heads * a.maxSplits * 2 * 4));
+    MS_CUDA_CHECK(cudaMalloc(&cnt, n * a.kv.kvHeads * 4));
+    MS_CUDA_CHECK(cudaMemset(cnt, 0, n * a.kv.kvHeads * 4));
+    a.partO = po, a.partML = pml, a.counters = cnt;
+  }
+  SplitScratch(const SplitScratch&) = delete;
+  ~SplitScratch() { cudaFree(po), cudaFree(pml), cudaFree(cnt); }
+};
+
+// a's plan in clusters of up to cap blocks (counted in clusterChecks); false where it stays in
+// fixed splits (one split, or too long for clusters): nothing to check then.
+bool clusterPlan(DecodeAttentionArgs& a, int cap) {
+  planDecodeCluster(a, std::min(cap, decodeMaxCluster()));
+  if (a.clusterSize == 0) return false;
+  clusterChecks++;
+  return true;
+}
+
 // RoPE + KV append, then decode and prefill attention over a ragged batch with prefixes.
 void checkAttention(int D, int rep, int pageSize) {
   const int kvHeads = 2, heads = kvHeads * rep, layers = 2, layer = 1, kvDim = kvHeads * D;
@@ -372,25 +397,13 @@ void checkAttention(int D, int rep, int pageSize) {
     a.scale = float(scale);
     planDecodeSplits(N, kvHeads, maxCtx, 132, &a.splitLen, &a.maxSplits);
     if (forced) a.splitLen = 64, a.maxSplits = (maxCtx + 63) / 64;
-    float *po, *pml;
-    MS_CUDA_CHECK(cudaMalloc(&po, size_t(N) * heads * a.maxSplits * D * 4));
-    MS_CUDA_CHECK(cudaMalloc(&pml, size_t(N) * heads * a.maxSplits * 2 * 4));
-    a.partO = po;
-    a.partML = pml;
-    int32_t* cnt;
-    MS_CUDA_CHECK(cudaMalloc(&cnt, size_t(N) * kvHeads * 4));
-    MS_CUDA_CHECK(cudaMemset(cnt, 0, size_t(N) * kvHeads * 4));
-    a.counters = cnt;
+    SplitScratch scratch(a, N, D);
     // 2: the tensor-core kernel with the serial split merge; 3, 4: in clusters of up to 16 and 8 blocks
     for (int kernel = 0; kernel < 5; kernel++)
       for (int again = 0; again < 2; again++) {  // the second launch reuses the counters (left at zero)
         DecodeAttentionArgs ak = a;
         ak.serialMerge = kernel == 2;
-        if (kernel >= 3) {
-          planDecodeCluster(ak, std::min(kernel == 3 ? 16 : 8, decodeMaxCluster()));
-          if (ak.clusterSize == 0) continue;  // one split, or too long for clusters: nothing to merge
-          clusterChecks++;
-        }
+        if (kernel >= 3 && !clusterPlan(ak, kernel == 3 ? 16 : 8)) continue;
         MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));  // poison: NaN bf16
         if (kernel != 1)
           decodeAttentionMma(ak, 0);
@@ -403,8 +416,6 @@ void checkAttention(int D, int rep, int pageSize) {
                   (kernel >= 3 ? " cluster=" + std::to_string(ak.clusterSize) : "") + (again ? " again" : ""),
               got, ref, 1e-2);
       }
-    a.serialMerge = 0;
-    cudaFree(po), cudaFree(pml), cudaFree(cnt);
   }
   // Fused RoPE + KV append (ropeInvFreq) on the one-token sequences, as a pure-decode layer runs:
   // from the unrotated qkv and a pool whose newest slots are poisoned, the same attention output
@@ -442,18 +453,8 @@ void checkAttention(int D, int rep, int pageSize) {
       a.ropeInvFreq = dinv;
       planDecodeSplits(a.numQueries, kvHeads, decCtx, 132, &a.splitLen, &a.maxSplits);
       if (forced == 1) a.splitLen = 64, a.maxSplits = (decCtx + 63) / 64;
-      if (forced >= 2) {
-        planDecodeCluster(a, std::min(forced == 2 ? 16 : 8, decodeMaxCluster()));
-        if (a.clusterSize == 0) continue;
-        clusterChecks++;
-      }
-      float *po, *pml;
-      int32_t* cnt;
-      MS_CUDA_CHECK(cudaMalloc(&po, dec.size() * heads * a.maxSplits * D * 4));
-      MS_CUDA_CHECK(cudaMalloc(&pml, dec.size() * heads * a.maxSplits * 2 * 4));
-      MS_CUDA_CHECK(cudaMalloc(&cnt, dec.size() * kvHeads * 4));
-      MS_CUDA_CHECK(cudaMemset(cnt, 0, dec.size() * kvHeads * 4));
-      a.partO = po, a.partML = pml, a.counters = cnt;
+      if (forced >= 2 && !clusterPlan(a, forced == 2 ? 16 : 8)) continue;
+      SplitScratch scratch(a, dec.size(), D);
       MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));
       decodeAttentionMma(a, 0);
       auto all = bf16Vec(download<uint16_t>(dout, ref.size()));
@@ -471,7 +472,6 @@ void checkAttention(int D, int rep, int pageSize) {
                              (a.clusterSize ? " cluster=" + std::to_string(a.clusterSize) : "");
       check("decodeAttentionMma fused rope " + tag + sp, got, want, 1e-2);
       check("decodeAttentionMma fused rope, appended K/V " + tag + sp, gotKv, wantKv, 1e-2);
-      cudaFree(po), cudaFree(pml), cudaFree(cnt);
     }
     cudaFree(ddec), cudaFree(dqkv0), cudaFree(dpool2);
   }
