@@ -34,14 +34,15 @@ __device__ __forceinline__ void warpArgmax(float& v, int& i) {
   }
 }
 
-// Every thread gets the block's best (v, i). sv, si: (kWarps,) shared scratch.
+// Every thread of a block of W warps gets the block's best (v, i). sv, si: (W,) shared scratch.
+template <int W = kWarps>
 __device__ void blockArgmax(float& v, int& i, float* sv, int* si) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   warpArgmax(v, i);
   __syncthreads();
   if (lane == 0) sv[warp] = v, si[warp] = i;
   __syncthreads();
-  v = sv[lane], i = si[lane];
+  v = lane < W ? sv[lane] : -INFINITY, i = lane < W ? si[lane] : INT_MAX;
   warpArgmax(v, i);
 }
 
@@ -175,16 +176,8 @@ __global__ void __launch_bounds__(kPartThreads) argmaxPartsKernel(SamplingArgs a
   }
   for (; i < hi; i += kPartThreads)
     if (better(noNan(z[i]), i, m, best)) m = noNan(z[i]), best = i;
-  const int lane = tid & 31, warp = tid >> 5;
-  warpArgmax(m, best);
-  if (lane == 0) redV[warp] = m, redI[warp] = best;
-  __syncthreads();
-  if (warp == 0) {
-    m = lane < kPartThreads / 32 ? redV[lane] : -INFINITY;
-    best = lane < kPartThreads / 32 ? redI[lane] : INT_MAX;
-    warpArgmax(m, best);
-    if (lane == 0) a.partV[size_t(row) * parts + part] = m, a.partI[size_t(row) * parts + part] = best;
-  }
+  blockArgmax<kPartThreads / 32>(m, best, redV, redI);
+  if (tid == 0) a.partV[size_t(row) * parts + part] = m, a.partI[size_t(row) * parts + part] = best;
 }
 
 __global__ void __launch_bounds__(kThreads) sampleKernel(SamplingArgs a, int parts) {

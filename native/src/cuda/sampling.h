@@ -3,6 +3,7 @@
 #pragma once
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstdint>
 
 namespace ms::cuda {
@@ -26,7 +27,7 @@ struct SamplingArgs {
 };
 constexpr int kMaxArgmaxParts = 128;
 // Blocks per row of the argmax pass for `rows` rows: 1 (no pass) from 256 rows up.
-inline int argmaxParts(int rows) { return rows >= 256 ? 1 : rows >= kMaxArgmaxParts ? 2 : 256 / rows > kMaxArgmaxParts ? kMaxArgmaxParts : 256 / rows; }
+inline int argmaxParts(int rows) { return rows >= 256 ? 1 : std::clamp(256 / rows, 2, kMaxArgmaxParts); }
 
 // One block per row: argmax for greedy rows; max, weights, radix threshold search and an id-order
 // prefix scan for sampled ones. Deterministic (integer sums), graph-capturable; both kernels are
