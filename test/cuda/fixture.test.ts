@@ -7,7 +7,7 @@ import * as assert from 'uvu/assert';
 import { join } from 'node:path';
 import { loadAddon } from '../../native/addon.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
-import { FIXTURE, REFERENCE, argmax, bf16ToF32, greedyBatch, pageRange, readSafetensors, relL2, layer0Projection } from '../native/helpers.ts';
+import { FIXTURE, REFERENCE, argmax, bf16ToF32, greedyBatch, pageRange, readSafetensors, relL2, layer0Projection, rejects } from '../native/helpers.ts';
 
 const DEVICE = process.env.MICROSERVE_CUDA_DEVICE ?? 'cuda:0';
 const PAGE = 16;
@@ -28,14 +28,8 @@ async function open(model: string, graphs = true): Promise<LoadedModel> {
 }
 
 if (!hasCuda) {
-  test('without a CUDA build, a cuda device is refused with NO_DEVICE', async () => {
-    try {
-      await openModel(FIXTURE, { device: DEVICE, numPages: 4, pageSize: PAGE });
-      assert.unreachable('opened a CUDA model without CUDA');
-    } catch (e) {
-      assert.is((e as { code?: string }).code, 'NO_DEVICE');
-    }
-  });
+  test('without a CUDA build, a cuda device is refused with NO_DEVICE', () =>
+    rejects(() => openModel(FIXTURE, { device: DEVICE, numPages: 4, pageSize: PAGE }), 'NO_DEVICE', DEVICE));
 } else {
   let model: LoadedModel;
   test.before(async () => {

@@ -9,21 +9,15 @@ import { argmax, packSampling, sampleToken, type SampleRow } from '../../actors/
 import { loadAddon } from '../../native/addon.ts';
 import type { ForwardBatch } from '../../native/backend.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
-import { FIXTURE, REFERENCE, pageRange } from '../native/helpers.ts';
+import { FIXTURE, REFERENCE, pageRange, rejects } from '../native/helpers.ts';
 
 const DEVICE = process.env.MICROSERVE_CUDA_DEVICE ?? 'cuda:0';
 const PAGE = 16;
 const VOCAB = 1024;
 
 if (!loadAddon().hasCuda) {
-  test('without a CUDA build, a cuda device is refused with NO_DEVICE', async () => {
-    try {
-      await openModel(FIXTURE, { device: DEVICE, numPages: 4, pageSize: PAGE });
-      assert.unreachable('opened a CUDA model without CUDA');
-    } catch (e) {
-      assert.is((e as { code?: string }).code, 'NO_DEVICE');
-    }
-  });
+  test('without a CUDA build, a cuda device is refused with NO_DEVICE', () =>
+    rejects(() => openModel(FIXTURE, { device: DEVICE, numPages: 4, pageSize: PAGE }), 'NO_DEVICE', DEVICE));
 } else {
   let model: LoadedModel;
   test.before(async () => {
