@@ -28,6 +28,7 @@ export type ErrorCode =
   | 'PROMPT_TOO_LONG' // prompt (+ max tokens) exceeds the context or the KV pool
   | 'BAD_TOKEN' // a token id outside the vocabulary
   | 'NO_TOKENIZER' // text given to a model that has no tokenizer
+  | 'STEP_FAILED' // a forward step failed (its retry split in two too): only that step's requests end
   // model loading and native
   | 'BAD_CHECKPOINT' // missing tensor, wrong shape, unknown dtype, truncated file
   | 'BAD_CONFIG' // bad config.json or bad option
@@ -36,6 +37,7 @@ export type ErrorCode =
   // topology and router
   | 'TOPOLOGY_INVALID'
   | 'NO_ENGINE' // no engine is available for the request
+  | 'OVERLOADED' // the router's queue is full (router.maxQueue), or no engine could take the request for too long: HTTP 429
   | 'BAD_REQUEST';
 
 export interface WireError {

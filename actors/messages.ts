@@ -201,6 +201,16 @@ export interface FlushCacheMsg {
   type: 'flush_cache';
 }
 
+/**
+ * TEST ONLY: the next `count` forwards of the engine throw, to test step-failure isolation.
+ * Refused (BAD_MESSAGE) unless the engine runs with test hooks (MICROSERVE_TEST_HOOKS=1).
+ * Reply: `{ numStepsToFail }`.
+ */
+export interface TestFailStepsMsg {
+  type: 'test_fail_steps';
+  count: number;
+}
+
 export type EngineMsg =
   | GenerateMsg
   | PrepRecvMsg
@@ -214,6 +224,7 @@ export type EngineMsg =
   | KvPushEndMsg
   | SetRoleMsg
   | FlushCacheMsg
+  | TestFailStepsMsg
   | StatusMsg;
 
 /** Page accounting; invariant: free + cached + inUse + reserved == total. */
@@ -241,7 +252,19 @@ export interface EngineCounters {
    * GPU compute time, and the send time left after the compute ended (exposed), in ms.
    */
   layerPush?: { forwards: number; computeMs: number; exposedMs: number };
+  /** Running requests preempted (pages taken back; they re-queue and recompute). */
   preemptions: number;
+  /**
+   * Prefill tokens computed a second time because a preemption dropped them (positions below
+   * the request's high-water mark). Preemption never generates an output token twice.
+   */
+  tokensRecomputed: number;
+  /** Forwards that threw (each counted once, split retries included). */
+  stepFailures: number;
+  /** Failed steps retried split in two halves. */
+  stepRetries: number;
+  /** Requests ended with STEP_FAILED (or released, when already aborted) by a failed forward. */
+  requestsFailedByStep: number;
   aborts: number;
 }
 
@@ -255,6 +278,11 @@ export interface EngineStatus {
   numWaiting: number;
   numReserved: number;
   kv: KvPageStats;
+  /** Tokens per KV page: the pool holds `kv.total * pageSize` tokens (what a request can need at most). */
+  pageSize: number;
+  /** Scheduler limits: sequences and tokens per step. */
+  maxNumSeqs: number;
+  maxBatchTokens: number;
   counters: EngineCounters;
 }
 

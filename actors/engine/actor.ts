@@ -41,6 +41,8 @@ export interface EngineOptions {
   pageSize?: number;
   /** [maxBatchTokens=512] tokens per step (prefill chunk budget). */
   maxBatchTokens?: number;
+  /** [maxNumSeqs=256] sequences per step / requests running at once. */
+  maxNumSeqs?: number;
   /** [threads=0] CPU threads, 0 = all cores. */
   threads?: number;
   /** [transport='auto'] KV transport to other engines; only 'host' exists on CPU engines. */
@@ -94,6 +96,9 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
     model: loaded.name,
     role: opts.role ?? 'both',
     maxBatchTokens: opts.maxBatchTokens ?? 512,
+    ...(opts.maxNumSeqs !== undefined ? { maxNumSeqs: opts.maxNumSeqs } : {}),
+    // TEST ONLY (see EngineCoreOptions.testHooks): the one place this switch is read
+    testHooks: process.env.MICROSERVE_TEST_HOOKS === '1',
     sink: (replyTo, msg) => {
       if (replyTo) system.ref(replyTo).dispatch(msg);
     },
@@ -162,6 +167,8 @@ export function engineHandler(core: EngineCore): Handler {
         return core.flushCache();
       case 'status':
         return core.status();
+      case 'test_fail_steps':
+        return core.failNextSteps(msg.count);
       default:
         throw new MicroserveError('BAD_MESSAGE', `engine/${core.name}: unknown message type '${(msg as { type?: unknown })?.type}'`);
     }

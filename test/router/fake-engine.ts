@@ -81,7 +81,7 @@ export function spawnFakeEngine(system: ActorSystemApi, name: string, role: Role
   const ops: OpRecord[] = [];
   let isStalled = false;
   let reservedPages = 0;
-  const counters = { requests: 0, tokensPrefilled: 0, tokensGenerated: 0, tokensReceived: 0, tokensSent: 0, bytesSent: 0, bytesReceived: 0, prefixHitTokens: 0, transfers: {} as Record<string, number>, preemptions: 0, aborts: 0 };
+  const counters = { requests: 0, tokensPrefilled: 0, tokensGenerated: 0, tokensReceived: 0, tokensSent: 0, bytesSent: 0, bytesReceived: 0, prefixHitTokens: 0, transfers: {} as Record<string, number>, preemptions: 0, tokensRecomputed: 0, stepFailures: 0, stepRetries: 0, requestsFailedByStep: 0, aborts: 0 };
 
   const match = (ids: readonly number[]) => {
     let best = 0;
@@ -138,6 +138,7 @@ export function spawnFakeEngine(system: ActorSystemApi, name: string, role: Role
           name, role, device: 'fake', pid: process.pid, model: 'fake',
           numRunning: running.size, numWaiting: 0, numReserved: reservations.size,
           kv: { total: o.numPages, free: o.numPages - reservedPages, cached: 0, inUse: 0, reserved: reservedPages },
+          pageSize: o.pageSize, maxNumSeqs: 256, maxBatchTokens: 512,
           counters,
         };
         return st;
