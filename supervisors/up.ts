@@ -67,6 +67,7 @@ export async function startControlPlane(path: string, token: string, opts: UpOpt
       vocabSize: model.config.vocabSize,
       eosTokenIds: model.config.eosTokenIds,
       apiKey: r.apiKey,
+      maxQueue: r.maxQueue ?? null,
       engines: topology.engines.map((e) => ({ name: e.name, role: e.role })),
       strategy: r.strategy,
       params: r.params,

@@ -36,7 +36,7 @@ export interface TopologyDiff {
   added: EngineSpec[];
   removed: EngineSpec[];
   restart: RestartChange[];
-  /** Router listener fields that changed (`host`, `port`, `apiKey`): need the router restarted. */
+  /** Router listener fields that changed (`host`, `port`, `apiKey`, `maxQueue`): need the router restarted. */
   routerChanges: string[];
   /** Control-plane fields that changed: need `microserve up` restarted. */
   controlChanges: string[];
@@ -73,7 +73,7 @@ export function diffTopology(old: Topology, next: Topology): TopologyDiff {
   const so = { strategy: old.router.strategy, params: old.router.params };
   const sn = { strategy: next.router.strategy, params: next.router.params };
   const strategyChange = so.strategy !== sn.strategy || !sameJson(so.params, sn.params) ? { from: so, to: sn } : null;
-  const routerChanges = (['host', 'port', 'apiKey'] as const).filter((f) => old.router[f] !== next.router[f]);
+  const routerChanges = (['host', 'port', 'apiKey', 'maxQueue'] as const).filter((f) => old.router[f] !== next.router[f]);
   const controlChanges = (['host', 'port', 'maxFrameBytes'] as const).filter((f) => old.control[f] !== next.control[f]);
   // the order of engines is the plan order (ties in load go to the earlier one): it matters too
   const isReordered = old.engines.filter((e) => after.has(e.name)).some((e, i) => kept[i].name !== e.name);

@@ -7,7 +7,7 @@
  * Defaults, as documented in topology/README.md:
  * - `transport: auto`, `hosts: [{ name: local }]`
  * - `control: { host: 127.0.0.1, port: 7700, maxFrameBytes: 67108864 }`
- * - `router: { host: 127.0.0.1, port: 8000, strategy: dp, params: {} }`
+ * - `router: { host: 127.0.0.1, port: 8000, strategy: dp, params: {} }` (`apiKey`, `maxQueue`: none)
  * - engine: `{ role: both, device: cpu, host: local, kvPages: 512, pageSize: 16,
  *   maxBatchTokens: 512, threads: 0 }`
  * `model` and `engines` (at least one, each with a `name`) are required.
@@ -47,6 +47,7 @@ export const RouterSchema = z.strictObject({
   strategy: z.string().min(1).default('dp'),
   params: z.record(z.string(), z.unknown()).default({}),
   apiKey: z.string().min(1).optional(),
+  maxQueue: int(1).optional(),
 });
 
 export const ControlSchema = z.strictObject({
@@ -95,6 +96,7 @@ export const EXPECTED: Record<string, string> = {
   strategy: `a built-in strategy (${BUILTIN_STRATEGIES.join(', ')}) or a module path`,
   params: 'a mapping of strategy parameters',
   apiKey: 'a non-empty string',
+  maxQueue: 'an integer >= 1 (omit for unlimited)',
   engines: 'a list of at least one engine',
   hosts: 'a list of hosts ({ name })',
 };

@@ -35,6 +35,11 @@ export interface RouterSpec {
   params: Record<string, unknown>;
   /** [apiKey] when set, HTTP requests need `Authorization: Bearer <apiKey>`. */
   apiKey?: string;
+  /**
+   * [maxQueue] unlimited when absent. Requests arriving while this many wait for their first
+   * token get HTTP 429 with Retry-After; nothing is refused for load after its first token.
+   */
+  maxQueue?: number;
 }
 
 export interface ControlSpec {

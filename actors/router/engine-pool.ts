@@ -7,6 +7,8 @@
  * - Load = this router's requests on the engine now (`acquire`/`release`, updated the moment a
  *   strategy picks it) + whatever the last status reported beyond what the router had then.
  * - A changed pid in status means the engine's process was restarted (counted).
+ * - Progress = the engine's work counters (tokens prefilled, generated, received) moved between
+ *   two polls; the request watchdog tells a busy engine from a silent one by it.
  */
 import type { EngineStatus, Role } from '../messages.ts';
 import { log } from '../log.ts';
@@ -24,6 +26,9 @@ interface EngineState {
   restarts: number;
   isPolling: boolean;
   inPlan: boolean;
+  /** Sum of the work counters at the last status, and when it last changed. */
+  work: number;
+  lastProgressAt: number;
 }
 
 export const enginePath = (name: string) => `engine/${name}`;
@@ -62,7 +67,7 @@ export class EnginePool {
     for (const e of list) {
       const s = this.engines.get(e.name);
       if (s) Object.assign(s, { role: e.role, inPlan: true });
-      else this.engines.set(e.name, { name: e.name, role: e.role, isAlive: false, status: null, activeAtStatus: 0, active: 0, restarts: 0, isPolling: false, inPlan: true });
+      else this.engines.set(e.name, { name: e.name, role: e.role, isAlive: false, status: null, activeAtStatus: 0, active: 0, restarts: 0, isPolling: false, inPlan: true, work: -1, lastProgressAt: 0 });
     }
     this.pollAll();
   }
@@ -84,6 +89,12 @@ export class EnginePool {
 
   status(name: string): EngineStatus | null {
     return this.engines.get(name)?.status ?? null;
+  }
+
+  /** Whether a status poll saw the engine do work (prefill, decode, KV received) after time `t` (performance.now()). */
+  progressedSince(name: string, t: number): boolean {
+    const s = this.engines.get(name);
+    return !!s && s.isAlive && s.lastProgressAt > t;
   }
 
   acquire(name: string): void {
@@ -155,6 +166,12 @@ export class EnginePool {
         log.info('engine restarted', { engine: s.name, pid: st.pid });
       }
       s.status = st;
+      const c = st.counters;
+      const work = c ? c.tokensPrefilled + c.tokensGenerated + c.tokensReceived : 0;
+      if (work !== s.work) {
+        s.work = work;
+        s.lastProgressAt = performance.now();
+      }
       s.activeAtStatus = Math.min(activeBefore, s.active);
       if (!s.isAlive) {
         s.isAlive = true;

@@ -12,6 +12,7 @@ import { MicroserveError } from '../errors.ts';
 import { log } from '../log.ts';
 import type { Role, TokensMsg } from '../messages.ts';
 import type { ActorSystemApi } from '../runtime/types.ts';
+import { Admission } from './admission.ts';
 import { EnginePool, enginePath } from './engine-pool.ts';
 import { buildApp } from './http/app.ts';
 import { RouterMetrics } from './metrics.ts';
@@ -42,6 +43,8 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
   const baseDir = opts.baseDir ?? process.cwd();
   if (!opts.modelName) throw new MicroserveError('BAD_CONFIG', 'modelName is required', { field: 'modelName' });
   if (!(opts.contextLength > 1)) throw new MicroserveError('BAD_CONFIG', 'contextLength must be > 1', { field: 'contextLength' });
+  const maxQueue = opts.maxQueue ?? null;
+  if (maxQueue !== null && !(Number.isInteger(maxQueue) && maxQueue >= 1)) throw new MicroserveError('BAD_CONFIG', `maxQueue must be an integer >= 1 (got ${maxQueue})`, { field: 'router.maxQueue' });
 
   await preloadBuiltinStrategies();
   let plan: ActivePlan = { version: 1, engines: checkEngines(opts.engines), strategy: await loadStrategy(opts.strategy, opts.params ?? {}, baseDir), inFlight: 0 };
@@ -83,8 +86,17 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
   pool.start();
 
   const tokenizer = opts.tokenizer;
+  const admission = new Admission({
+    pool,
+    planEngines: () => plan.engines,
+    numQueued: () => runner.numQueued,
+    ttftS: () => runner.ttftEwmaS,
+    maxQueue,
+    contextLength: opts.contextLength,
+  });
   const app = buildApp({
     runner,
+    admission,
     pool,
     metrics,
     modelName: opts.modelName,
@@ -122,6 +134,8 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
       engines: pool.views(),
       requestsInFlight: runner.numInFlight,
       requestsWaiting: runner.numWaiting,
+      requestsQueued: runner.numQueued,
+      maxQueue,
       lastPlanChange: lastPlanChange ? { ...lastPlanChange } : null,
       counters: { ...runner.counters },
     };

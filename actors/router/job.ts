@@ -44,6 +44,8 @@ export interface Attempt {
 export class Job {
   readonly startedAt = performance.now();
   firstTokenAt: number | null = null;
+  /** When an engine first accepted it (start_generate answered): the end of its router queue time. */
+  acceptedAt: number | null = null;
   lastTokenAt: number | null = null;
   readonly generated: number[] = [];
   readonly excluded = new Set<string>();

@@ -30,7 +30,7 @@ export function buildApp(deps: AppDeps): Hono {
   const created = Math.floor(Date.now() / 1000);
   const fail = (e: ApiError) => {
     deps.metrics.httpErrors.inc({ status: String(e.status) });
-    return new Response(JSON.stringify(e.body()), { status: e.status, headers: { 'content-type': 'application/json' } });
+    return new Response(JSON.stringify(e.body()), { status: e.status, headers: { 'content-type': 'application/json', ...e.headers } });
   };
 
   app.onError((err) => {
