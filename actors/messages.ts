@@ -6,6 +6,8 @@
  * A query's reply is the handler's return value; a typed failure is a MicroserveError.
  */
 
+import type { MemoryPlan } from '../native/backend.ts';
+
 export type Role = 'prefill' | 'decode' | 'both';
 
 /** Sampling parameters. `temperature: 0` is greedy. */
@@ -256,6 +258,8 @@ export interface EngineStatus {
   numReserved: number;
   kv: KvPageStats;
   counters: EngineCounters;
+  /** The backend's memory plan (weights / arena / KV bytes, KV tokens, longest request, caps). */
+  plan?: MemoryPlan;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@
  *
  * The microserving operations (prep_recv, kv_write, remote_send) live in microserving.ts.
  */
-import type { Backend, ForwardBatch, ForwardSampling, LayerSendSpec } from '../../native/backend.ts';
+import type { Backend, ForwardBatch, ForwardSampling, LayerSendSpec, MemoryPlan } from '../../native/backend.ts';
 import { MicroserveError, isMicroserveError } from '../errors.ts';
 import { KvCacheManager } from '../kvcache/manager.ts';
 import { log } from '../log.ts';
@@ -38,6 +38,15 @@ import { checkFits, checkId, checkInt, checkSampling, checkTokens, type Capacity
 import { kvWrite, prepRecv, remoteSend, startFromReservation } from './microserving.ts';
 
 const ROLES: Role[] = ['prefill', 'decode', 'both'];
+
+/** The backend's memory plan; undefined for a backend that has none (test doubles). */
+function planOf(b: Backend): MemoryPlan | undefined {
+  try {
+    return b.plan ? { ...b.plan } : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export class EngineCore {
   readonly name: string;
@@ -183,6 +192,7 @@ export class EngineCore {
       numReserved: this.reservations.size,
       kv: this.kv.stats(),
       counters: structuredClone(this.counters),
+      ...(planOf(this.backend) ? { plan: planOf(this.backend) } : {}),
     };
   }
 

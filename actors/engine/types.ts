@@ -16,6 +16,11 @@ export interface EngineCoreOptions {
   role?: Role;
   /** [maxBatchTokens=512] tokens per step (decodes plus prefill chunks). */
   maxBatchTokens?: number;
+  /**
+   * [maxNumSeqs=256] sequences per step; the backend's memory plan holds no more (a larger step
+   * fails with OVER_PLAN), so the scheduler caps its steps here.
+   */
+  maxNumSeqs?: number;
   sink: TokenSink;
   /** [pickTransport] transport to a receiver; without it remote_send fails with TRANSFER_FAILED. */
   pickTransport?: TransportPicker;
