@@ -42,6 +42,8 @@ export interface NativeBackendHandle {
   readonly numPages: number;
   /** The memory plan as 15 numbers (see MemoryPlan in native/src/backend.h; native-backend.ts names them). */
   memoryPlan(): Promise<Float64Array>;
+  /** [free, total] device bytes now (cudaMemGetInfo); NO_DEVICE on CPU. */
+  deviceMemory(): Promise<Float64Array>;
   readonly deviceName: string;
   /** dtype: 0 F32, 1 F16, 2 BF16. */
   loadTensor(name: string, dtype: number, shape: number[], data: Uint8Array): Promise<void>;

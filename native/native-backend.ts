@@ -88,6 +88,14 @@ export class NativeBackend implements Backend {
     return nativeCall(() => this.native().randomInit(seed, std));
   }
 
+  /** Free and total device bytes now (cudaMemGetInfo; tests and benchmarks). NO_DEVICE on CPU. */
+  deviceMemory(): Promise<{ free: number; total: number }> {
+    return nativeCall(async () => {
+      const r = await this.native().deviceMemory();
+      return { free: r[0], total: r[1] };
+    });
+  }
+
   /** Checks the weights, fixes the memory plan (an auto pool is sized here) and reads it back. */
   finalize(): Promise<void> {
     return nativeCall(async () => {

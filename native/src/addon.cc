@@ -35,6 +35,7 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
                         InstanceMethod("writePages", &NativeBackend::WritePages),
                         InstanceMethod("close", &NativeBackend::Close),
                         InstanceMethod("memoryPlan", &NativeBackend::MemoryPlan),
+                        InstanceMethod("deviceMemory", &NativeBackend::DeviceMemory),
                         InstanceMethod("exportKvPool", &NativeBackend::ExportKvPool),
                         InstanceMethod("openPeerPool", &NativeBackend::OpenPeerPool),
                         InstanceMethod("copyPeerPages", &NativeBackend::CopyPeerPages),
@@ -222,6 +223,23 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
       return st;
     };
     return submit(info.Env(), std::move(job));
+  }
+
+  // deviceMemory(): Promise<Float64Array(2)> — free and total device bytes now (NO_DEVICE on CPU).
+  Napi::Value DeviceMemory(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Float64Array out = Napi::Float64Array::New(env, 2);
+    double* p = out.Data();
+    auto job = std::make_unique<Job>(env);
+    job->out = Napi::Persistent(out.As<Napi::Object>());
+    job->run = [p](ms::Backend& b) {
+      size_t f = 0, t = 0;
+      ms::Status st = b.deviceMemory(&f, &t);
+      p[0] = double(f);
+      p[1] = double(t);
+      return st;
+    };
+    return submit(env, std::move(job));
   }
 
   // memoryPlan(): Promise<Float64Array(15)> — maxBatchTokens, maxNumSeqs, maxContext, numPages,

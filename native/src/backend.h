@@ -141,6 +141,8 @@ class Backend {
   virtual std::string deviceName() const = 0;
   // The plan (complete after finalize; numPages may be 0 = auto until then on CUDA).
   virtual MemoryPlan memoryPlan() const = 0;
+  // The device's free and total memory now (cudaMemGetInfo; tests check steps allocate nothing).
+  virtual Status deviceMemory(size_t* freeBytes, size_t* totalBytes) { return unsupported("deviceMemory"); }
 
   // ---- KV transfer between pools on one GPU (CUDA IPC); other backends answer unsupported ----
   // The pool's IPC handle (kIpcHandleBytes) and the device's UUID (hex), so a peer can tell it

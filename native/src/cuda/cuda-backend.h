@@ -85,6 +85,12 @@ class CudaBackend : public Backend {
   Status writePages(const int32_t* pageIds, int n, const uint8_t* in) override;
   std::string deviceName() const override { return deviceName_; }
   MemoryPlan memoryPlan() const override { return plan_; }
+  Status deviceMemory(size_t* freeBytes, size_t* totalBytes) override {
+    return guarded([&] {
+      MS_CUDA_CHECK(cudaMemGetInfo(freeBytes, totalBytes));
+      return Status::Ok();
+    });
+  }
 
   // ---- benchmarks and tests ----
   // [default: on unless MS_CUDA_GRAPHS=0] replay CUDA graphs for pure-decode batches.
