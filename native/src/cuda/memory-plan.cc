@@ -69,6 +69,7 @@ void CudaBackend::planArena() {
   MS_CUDA_CHECK(cudaMallocHost(&staging_, stagingBytes_));
   for (cudaEvent_t& e : evCopy_)
     if (!e) MS_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  ipc();  // the transfer stream and its events: a forwardWithSend creates nothing either
 }
 
 void CudaBackend::captureAllGraphs() {
