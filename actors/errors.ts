@@ -34,6 +34,8 @@ export type ErrorCode =
   | 'BAD_CONFIG' // bad config.json or bad option
   | 'NATIVE_ERROR' // the native backend reported a failure
   | 'NO_DEVICE' // the requested device does not exist
+  | 'OVER_PLAN' // a step larger than the engine's memory plan (maxBatchTokens, maxNumSeqs, context)
+  | 'DEVICE_MEMORY' // the memory plan (weights + step arena + KV pages) does not fit the device
   // topology and router
   | 'TOPOLOGY_INVALID'
   | 'NO_ENGINE' // no engine is available for the request

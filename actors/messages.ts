@@ -6,6 +6,8 @@
  * A query's reply is the handler's return value; a typed failure is a MicroserveError.
  */
 
+import type { MemoryPlan } from '../native/backend.ts';
+
 export type Role = 'prefill' | 'decode' | 'both';
 
 /** Sampling parameters. `temperature: 0` is greedy. */
@@ -284,6 +286,8 @@ export interface EngineStatus {
   maxNumSeqs: number;
   maxBatchTokens: number;
   counters: EngineCounters;
+  /** The backend's memory plan (weights / arena / KV bytes, KV tokens, longest request, caps). */
+  plan?: MemoryPlan;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -24,11 +24,26 @@ export interface NativeModelConfig {
   highFreqFactor: number;
   originalMaxPositions: number;
   tiedEmbeddings: boolean;
+  /** max_position_embeddings: the plan's context cap. */
+  maxPositions: number;
+}
+
+/** The plan caps as the addon takes them (ms::BackendOptions; absent fields keep its defaults). */
+export interface NativePlanOptions {
+  maxBatchTokens?: number;
+  maxNumSeqs?: number;
+  gpuMemoryUtilization?: number;
 }
 
 /** The addon's class (see native/src/addon.cc). All methods validate their arguments. */
 export interface NativeBackendHandle {
   readonly pageBytes: number;
+  /** Pages of the KV pool; 0 for an auto pool until finalize sized it. */
+  readonly numPages: number;
+  /** The memory plan as 15 numbers (see MemoryPlan in native/src/backend.h; native-backend.ts names them). */
+  memoryPlan(): Promise<Float64Array>;
+  /** [free, total] device bytes now (cudaMemGetInfo); NO_DEVICE on CPU. */
+  deviceMemory(): Promise<Float64Array>;
   readonly deviceName: string;
   /** dtype: 0 F32, 1 F16, 2 BF16. */
   loadTensor(name: string, dtype: number, shape: number[], data: Uint8Array): Promise<void>;
@@ -55,7 +70,7 @@ export interface NativeBackendHandle {
 
 interface Addon {
   NativeBackend: {
-    new (device: string, config: NativeModelConfig, numPages: number, pageSize: number, numThreads: number): NativeBackendHandle;
+    new (device: string, config: NativeModelConfig, numPages: number, pageSize: number, numThreads: number, plan?: NativePlanOptions): NativeBackendHandle;
     /** The C++ host sampler (native/src/common/sampling.h) on (rows, vocab) logits, on the calling thread: (rows,) tokens. */
     sampleLogits(logits: Float32Array, vocab: number, sampling: ForwardSampling): Int32Array;
   };
@@ -77,7 +92,7 @@ export function loadAddon(): Addon {
   return addon;
 }
 
-const PASSED_THROUGH = new Set<string>(['BAD_TOKEN', 'BAD_CHECKPOINT', 'BAD_CONFIG', 'NO_DEVICE', 'NATIVE_ERROR']);
+const PASSED_THROUGH = new Set<string>(['BAD_TOKEN', 'BAD_CHECKPOINT', 'BAD_CONFIG', 'NO_DEVICE', 'NATIVE_ERROR', 'OVER_PLAN', 'DEVICE_MEMORY']);
 
 /** Native error → MicroserveError; BAD_ARGUMENT and OUT_OF_MEMORY become NATIVE_ERROR with `details.nativeCode`. */
 export function toMicroserveError(e: unknown): Error {

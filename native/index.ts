@@ -14,7 +14,7 @@ import { PRESETS, isPreset } from './presets.ts';
 
 export { parseModelConfig } from './config.ts';
 export { PRESETS, isPreset } from './presets.ts';
-export type { Backend, BackendOptions, ForwardBatch, ForwardSeq, ModelConfig } from './backend.ts';
+export type { Backend, BackendOptions, ForwardBatch, ForwardSeq, MemoryPlan, ModelConfig } from './backend.ts';
 
 export interface LoadedModel {
   backend: Backend;
@@ -84,14 +84,15 @@ async function readConfig(folder: string): Promise<ModelConfig> {
  * (missing/extra tensor, wrong shape, unknown dtype, truncated file), NO_DEVICE, NATIVE_ERROR.
  */
 export async function openModel(model: string, opts: OpenModelOptions): Promise<LoadedModel> {
-  const numPages = checkInt('numPages', opts.numPages, 1);
+  const numPages = opts.numPages === 'auto' ? 0 : checkInt('numPages', opts.numPages, 1);
   const pageSize = checkInt('pageSize', opts.pageSize ?? 16, 1);
   const numThreads = checkInt('numThreads', opts.numThreads ?? 0, 0);
   const device = opts.device ?? 'cpu';
+  const plan = planOptions(opts);
 
   if (isPreset(model)) {
     const p = PRESETS[model];
-    const backend = new NativeBackend(p.config, numPages, pageSize, device, numThreads);
+    const backend = new NativeBackend(p.config, numPages, pageSize, device, numThreads, plan);
     let nvshmem: NvshmemJoin = null;
     try {
       nvshmem = await join(backend, opts);
@@ -111,7 +112,7 @@ export async function openModel(model: string, opts: OpenModelOptions): Promise<
   }
   const config = await readConfig(folder);
   const tensors = await listTensors(folder, skipTensor(config));
-  const backend = new NativeBackend(config, numPages, pageSize, device, numThreads);
+  const backend = new NativeBackend(config, numPages, pageSize, device, numThreads, plan);
   let nvshmem: NvshmemJoin = null;
   try {
     nvshmem = await join(backend, opts);
@@ -122,6 +123,15 @@ export async function openModel(model: string, opts: OpenModelOptions): Promise<
     throw e;
   }
   return { backend, nvshmem, name: basename(folder), folder, isPreset: false, config };
+}
+
+/** The memory plan caps of `opts`, checked (BAD_CONFIG naming the option). */
+function planOptions(opts: OpenModelOptions): { maxBatchTokens: number; maxNumSeqs: number; gpuMemoryUtilization: number } {
+  const u = opts.gpuMemoryUtilization ?? 0.9;
+  if (typeof u !== 'number' || !(u > 0 && u <= 1)) {
+    throw new MicroserveError('BAD_CONFIG', `option gpuMemoryUtilization must be a number in (0, 1] (got ${JSON.stringify(u)})`, { field: 'gpuMemoryUtilization' });
+  }
+  return { maxBatchTokens: checkInt('maxBatchTokens', opts.maxBatchTokens ?? 8192, 1), maxNumSeqs: checkInt('maxNumSeqs', opts.maxNumSeqs ?? 256, 1), gpuMemoryUtilization: u };
 }
 
 async function join(backend: NativeBackend, opts: OpenModelOptions): Promise<NvshmemJoin> {

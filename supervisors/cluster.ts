@@ -30,6 +30,8 @@ export interface ActorStatus {
   /** Engines: KV page accounting. */
   kv?: EngineStatus['kv'];
   counters?: EngineStatus['counters'];
+  /** Engines: the memory plan made at start (weights / arena / KV bytes, KV tokens, longest request). */
+  plan?: EngineStatus['plan'];
   gaveUp?: string;
 }
 
@@ -172,6 +174,7 @@ export class Cluster {
         if (st && kind === 'engine') {
           row.queueDepth = st.numRunning + st.numWaiting;
           row.counters = st.counters;
+          if (st.plan) row.plan = st.plan;
         }
         if (st) row.kv = st.kv;
         actors.push(row);

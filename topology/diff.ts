@@ -3,7 +3,8 @@
  * - in place, no process touched: role changes, strategy (and params) changes;
  * - spawn / drain-and-stop: engines added / removed (matched by name);
  * - restart (drain, stop, start again; weights reload): an engine whose process was started with
- *   something that changed: device, host, kvPages, pageSize, maxBatchTokens, threads, the model,
+ *   something that changed: device, host, kvPages, pageSize, maxBatchTokens, maxNumSeqs,
+ *   gpuMemoryUtilization, threads, the model,
  *   the transport; and with `transport: nvshmem`, an engine whose NVSHMEM job changed members
  *   (a job = the GPU engines of one host; membership is fixed when its processes start);
  * - router listener changes (host, port, apiKey) and control changes: not applicable by a hot
@@ -44,7 +45,7 @@ export interface TopologyDiff {
   isEmpty: boolean;
 }
 
-const PROCESS_FIELDS = ['device', 'host', 'kvPages', 'pageSize', 'maxBatchTokens', 'threads'] as const;
+const PROCESS_FIELDS = ['device', 'host', 'kvPages', 'pageSize', 'maxBatchTokens', 'maxNumSeqs', 'gpuMemoryUtilization', 'threads'] as const;
 
 /** Compares `old` with `next` (both loaded by load.ts). Pure. */
 export function diffTopology(old: Topology, next: Topology): TopologyDiff {

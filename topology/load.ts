@@ -57,7 +57,7 @@ export function parseTopology(text: string, sourcePath?: string, opts: LoadOptio
   const parsed = TopologySchema.safeParse(raw);
   if (!parsed.success) throw invalid(parsed.error.issues.flatMap((i) => fromIssue(i, raw)).map((p) => place(p, pos)), source);
   const baseDir = opts.baseDir ?? (source ? dirname(source) : process.cwd());
-  const topology: Topology = { ...parsed.data, ...(source ? { source } : {}) };
+  const topology = { ...parsed.data, ...(source ? { source } : {}) } as Topology; // validate fills kvPages defaults
   const problems = validateTopology(topology, { baseDir, numGpus: opts.numGpus });
   if (problems.length > 0) throw invalid(problems.map((p) => place(p, pos)), source);
   return topology;

@@ -14,12 +14,19 @@ export interface EngineSpec {
   device: string;
   /** [host='local'] which host's node supervisor runs it. */
   host: string;
-  /** [kvPages=512] KV pool size in pages. */
-  kvPages: number;
+  /**
+   * [kvPages='auto' on a GPU, 512 on CPU] KV pool size in pages. 'auto' on a GPU: what
+   * gpuMemoryUtilization leaves after weights, the step arena and CUDA graphs; on CPU: 512.
+   */
+  kvPages: number | 'auto';
   /** [pageSize=16] tokens per page. */
   pageSize: number;
-  /** [maxBatchTokens=512] scheduler budget per step (prefill chunk size). */
+  /** [maxBatchTokens=512] scheduler budget per step (prefill chunk size); the memory plan holds a step of this many tokens. */
   maxBatchTokens: number;
+  /** [maxNumSeqs=256] sequences per step (scheduler cap and memory plan). */
+  maxNumSeqs: number;
+  /** [gpuMemoryUtilization=0.9] share of the GPU's total memory this engine may use (sizes kvPages 'auto'). */
+  gpuMemoryUtilization: number;
   /** [threads=0] CPU threads for a cpu engine, 0 = all cores. */
   threads: number;
 }

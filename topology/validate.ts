@@ -17,7 +17,8 @@ import { validateParams as dpPrefixParams } from '../actors/router/strategies/dp
 import { validateParams as migrateParams } from '../actors/router/strategies/migrate.ts';
 import { detectGpuCount } from './gpus.ts';
 import type { FieldPath } from './positions.ts';
-import { BUILTIN_STRATEGIES, EXPECTED, LOCAL_HOST, MODEL_PRESETS } from './schema.ts';
+import { nvshmemJobs } from './diff.ts';
+import { BUILTIN_STRATEGIES, CPU_KV_PAGES, EXPECTED, LOCAL_HOST, MODEL_PRESETS } from './schema.ts';
 import type { Topology } from './types.ts';
 
 export interface Problem {
@@ -75,6 +76,16 @@ export function validateTopology(t: Topology, opts: ValidateOptions): Problem[] 
     const i = t.engines.findIndex((e) => !e.device.startsWith('cuda:'));
     if (i >= 0) add(['transport'], `transport '${t.transport}' needs every engine on a GPU (engines[${i}] '${t.engines[i].name}' is on ${t.engines[i].device})`);
   }
+  // kvPages default: auto on a GPU, 512 on CPU (where auto also means 512) and for the members of
+  // an NVSHMEM job, whose equal pools are allocated before the weights load (auto is refused there)
+  const jobs = t.transport === 'nvshmem' ? nvshmemJobs(t) : new Map<string, string>();
+  const isJobMember = (name: string) => jobs.has(name) && t.engines.filter((x) => jobs.get(x.name) === jobs.get(name)).length > 1;
+  t.engines.forEach((e, i) => {
+    if ((e as { kvPages?: unknown }).kvPages === undefined) e.kvPages = e.device.startsWith('cuda:') && !isJobMember(e.name) ? 'auto' : CPU_KV_PAGES;
+    else if (e.kvPages === 'auto' && isJobMember(e.name)) {
+      add(['engines', i, 'kvPages'], `kvPages auto cannot be used with transport 'nvshmem' (the GPU engines of host '${e.host}' form one job whose equal KV pools are allocated before the weights load): set kvPages`);
+    }
+  });
   if (t.transport === 'nvshmem') {
     // nvshmem_malloc is collective: the members of a job (GPU engines of one host) need equal pools
     for (const host of new Set(t.engines.map((e) => e.host))) {

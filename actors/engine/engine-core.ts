@@ -10,7 +10,7 @@
  *
  * The microserving operations (prep_recv, kv_write, remote_send) live in microserving.ts.
  */
-import type { Backend, ForwardBatch, ForwardSampling, LayerSendSpec } from '../../native/backend.ts';
+import type { Backend, ForwardBatch, ForwardSampling, LayerSendSpec, MemoryPlan } from '../../native/backend.ts';
 import { MicroserveError, isMicroserveError } from '../errors.ts';
 import { KvCacheManager } from '../kvcache/manager.ts';
 import { log } from '../log.ts';
@@ -44,6 +44,15 @@ interface StepPart {
   entries: StepEntry[];
   tokens: Int32Array | null;
   error?: MicroserveError;
+}
+
+/** The backend's memory plan; undefined for a backend that has none (test doubles). */
+function planOf(b: Backend): MemoryPlan | undefined {
+  try {
+    return b.plan ? { ...b.plan } : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export class EngineCore {
@@ -211,6 +220,7 @@ export class EngineCore {
       maxNumSeqs: this.limits.maxNumSeqs,
       maxBatchTokens: this.limits.maxBatchTokens,
       counters: structuredClone(this.counters),
+      ...(planOf(this.backend) ? { plan: planOf(this.backend) } : {}),
     };
   }
 

@@ -21,7 +21,8 @@ export interface EngineCoreOptions {
   maxBatchTokens?: number;
   /**
    * [maxNumSeqs=256] sequences per step and requests running at once (vLLM's max_num_seqs);
-   * more wait in the engine's queue. Set from the topology's `engines[].maxNumSeqs`.
+   * more wait in the engine's queue. Set from the topology's `engines[].maxNumSeqs`; the backend's
+   * memory plan holds no more (a larger step fails with OVER_PLAN).
    */
   maxNumSeqs?: number;
   /**

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { describePlan } from '../../actors/engine/plan.ts';
 import { log, setLogProcessName } from '../../actors/log.ts';
 import { newToken, removeRunFile, writeRunFile } from '../../actors/runtime/token.ts';
 import type { Cluster } from '../../supervisors/cluster.ts';
@@ -39,6 +40,9 @@ export function register(program: Command): void {
       process.stdout.write(
         `microserve up: router ${up.httpUrl}  control ${cluster.system.url}  engines ${cluster.topology.engines.map((e) => `${e.name}(${e.role},${e.device})`).join(' ')}  strategy ${cluster.topology.router.strategy}\n`,
       );
+      // the engines are ready (the router waited for them): their memory plans
+      const st = await cluster.status().catch(() => null);
+      for (const a of st?.actors ?? []) if (a.plan) process.stdout.write(`  ${a.path} memory plan, ${describePlan(a.plan)}\n`);
       if (stopping) return;
       await new Promise(() => {});
     });

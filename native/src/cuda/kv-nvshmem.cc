@@ -60,6 +60,9 @@ Status CudaBackend::joinNvshmem(const uint8_t* uid, int rank, int nranks, Nvshme
   return guarded([&] {
     if (gJoined) return Status::Error(Code::BAD_ARGUMENT, "this process already joined an NVSHMEM job");
     if (finalized_ || pool_) return Status::Error(Code::BAD_ARGUMENT, "joinNvshmem must come before finalize");
+    if (kv_.numPages <= 0)
+      return Status::Error(Code::BAD_ARGUMENT, "kvPages auto cannot join an NVSHMEM job: its members need equal pools "
+                                               "fixed before the weights load (set kvPages)");
     if (nranks < 1 || rank < 0 || rank >= nranks)
       return Status::Error(Code::BAD_ARGUMENT, "rank " + std::to_string(rank) + " of " + std::to_string(nranks));
     const size_t bytes = size_t(kv_.numPages + 1) * pageBytes_;
