@@ -133,7 +133,7 @@ export class Cluster {
 
   /** Hosts with a node supervisor: local and every host the topology places engines on. */
   private hosts(): string[] {
-    return [...new Set(['local', ...this.topology.engines.map((e) => e.host)])];
+    return [...new Set(['local', ...(this.topology.hosts ?? []).map((h) => h.name), ...this.topology.engines.map((e) => e.host)])];
   }
 
   async status(): Promise<ClusterStatus> {

@@ -49,7 +49,7 @@ test("an onCrash 'stop' decision restarts the actor like a kill", async () => {
   try {
     sys.spawn('test/c', counter(), { reset: counter, onCrash: () => 'stop', restartPolicy: { backoffMs: 20 } });
     await sys.ref('test/c').query({ type: 'inc' }, 1000);
-    const err = await sys.ref('test/c').query({ type: 'boom' }, 1000).catch((e) => e);
+    const err = await sys.ref('test/c').query<any>({ type: 'boom' }, 1000).catch((e: any) => e);
     assert.is(err.code, 'ACTOR_CRASHED');
     await waitFor(() => sys.supervision().find((a) => a.path === 'test/c')!.restarts === 1, 5000);
     assert.is(await sys.ref('test/c').query({ type: 'get' }, 1000), 0);
@@ -70,7 +70,7 @@ test('a crash loop ends failed with the reason (GAVE_UP to callers); restart bri
     const s = sys.supervision().find((a) => a.path === 'test/c')!;
     assert.is(s.state, 'failed');
     assert.match(s.failed!, /3 failures within 60000 ms/);
-    const err = await sys.ref('test/c').query({ type: 'get' }, 1000).catch((e) => e);
+    const err = await sys.ref('test/c').query<any>({ type: 'get' }, 1000).catch((e: any) => e);
     assert.is(err.code, 'GAVE_UP');
     assert.ok(sys.restart('test/c'));
     assert.is(await sys.ref('test/c').query({ type: 'inc' }, 1000), 1);
@@ -87,7 +87,7 @@ test('stop is permanent: no restart, callers get ACTOR_STOPPED', async () => {
     sys.spawn('test/c', counter(), { restartPolicy: { backoffMs: 10 } });
     sys.stop('test/c');
     await new Promise((r) => setTimeout(r, 100));
-    const err = await sys.ref('test/c').query({ type: 'get' }, 1000).catch((e) => e);
+    const err = await sys.ref('test/c').query<any>({ type: 'get' }, 1000).catch((e: any) => e);
     assert.is(err.code, 'ACTOR_STOPPED');
     assert.not.ok(sys.supervision().some((a) => a.path === 'test/c'));
   } finally {
