@@ -44,7 +44,10 @@ interface Entry {
   opts: SpawnOptions;
   sup: ActorSupervision;
   window: CrashWindow;
+  /** Messages waiting while the actor is down. */
   queue: Envelope[];
+  /** Messages handed to the current nact incarnation and not yet handled: a kill keeps them. */
+  inbox: Envelope[];
   timer?: NodeJS.Timeout;
 }
 
@@ -87,6 +90,7 @@ export class LocalActors {
       sup: { path, state: 'running', restarts: 0 },
       window: new CrashWindow(opts.restartPolicy),
       queue: [],
+      inbox: [],
     };
     this.start(entry, handler);
     this.actors.set(path, entry);
@@ -118,7 +122,12 @@ export class LocalActors {
       else e.queue.push({ msg, from, reply });
       return;
     }
-    nact.dispatch(e.ref, { msg, from, reply } satisfies Envelope);
+    this.dispatch(e, { msg, from, reply });
+  }
+
+  private dispatch(e: Entry, env: Envelope): void {
+    e.inbox.push(env);
+    nact.dispatch(e.ref, env);
   }
 
   /**
@@ -128,7 +137,7 @@ export class LocalActors {
   kill(path: string, why = 'killed'): boolean {
     const e = this.actors.get(path);
     if (!e || e.isStopped) return false;
-    if (e.sup.state === 'running') nact.stop(e.ref);
+    if (e.sup.state === 'running') this.halt(e);
     this.failed(e, why);
     return true;
   }
@@ -138,7 +147,7 @@ export class LocalActors {
     const e = this.actors.get(path);
     if (!e || e.isStopped) return false;
     clearTimeout(e.timer);
-    if (e.sup.state === 'running') nact.stop(e.ref);
+    if (e.sup.state === 'running') this.halt(e);
     e.window.clear();
     delete e.sup.failed;
     this.revive(e);
@@ -151,7 +160,7 @@ export class LocalActors {
     e.isStopped = true;
     clearTimeout(e.timer);
     if (e.sup.state === 'running') nact.stop(e.ref);
-    for (const q of e.queue.splice(0)) q.reply?.(undefined, { code: 'ACTOR_STOPPED', message: `actor '${path}' was stopped` });
+    for (const q of [...e.inbox.splice(0), ...e.queue.splice(0)]) q.reply?.(undefined, { code: 'ACTOR_STOPPED', message: `actor '${path}' was stopped` });
     this.actors.delete(path);
     this.stoppedPaths.add(path);
     e.onStopped();
@@ -169,6 +178,12 @@ export class LocalActors {
     } catch {
       /* already stopped */
     }
+  }
+
+  /** Stops the current nact incarnation; what it had not handled yet goes first in the queue. */
+  private halt(e: Entry): void {
+    nact.stop(e.ref);
+    e.queue.unshift(...e.inbox.splice(0).filter((x) => !('crash' in x)));
   }
 
   /** The actor is down (killed, or a 'stop' decision): restart after the backoff, or give up. */
@@ -194,7 +209,7 @@ export class LocalActors {
     e.sup.restarts += 1;
     this.start(e, e.opts.reset ? e.opts.reset() : e.handler);
     e.sup.state = 'running';
-    for (const q of e.queue.splice(0)) nact.dispatch(e.ref, q);
+    for (const q of e.queue.splice(0)) this.dispatch(e, q);
     log.info('actor restarted', { path: e.path, restarts: e.sup.restarts });
   }
 
@@ -215,6 +230,10 @@ export class LocalActors {
     const ref = nact.spawn(
       this.nactSystem,
       (state: Handler, env: Envelope) => {
+        // a message a kill moved to the next incarnation's queue is not handled here
+        if (entry.gen !== gen || entry.isStopped || entry.sup.state !== 'running') return state;
+        const at = entry.inbox.indexOf(env);
+        if (at >= 0) entry.inbox.splice(at, 1);
         if ('crash' in env) throw env.crash;
         const ctx: ActorContext = { self: path, from: env.from, system };
         let result: unknown;
@@ -231,7 +250,7 @@ export class LocalActors {
             (e) => {
               if (typedError(e, env.reply)) return;
               crashed(e, env.reply);
-              if (isCurrent()) nact.dispatch(ref, { crash: e });
+              if (isCurrent()) nact.dispatch(ref, { crash: e } satisfies Envelope);
             },
           );
         } else {
@@ -251,7 +270,10 @@ export class LocalActors {
           }
           log.warn('actor crashed', { path, decision: d, error: err as Error });
           if (d === 'stop') {
-            if (isCurrent()) this.failed(entry, `crashed: ${(err as Error)?.message ?? String(err)}`);
+            if (isCurrent()) {
+              entry.queue.unshift(...entry.inbox.splice(0).filter((x) => !('crash' in x)));
+              this.failed(entry, `crashed: ${(err as Error)?.message ?? String(err)}`);
+            }
             return ctx.stop;
           }
           return d === 'reset' ? ctx.reset : ctx.resume;

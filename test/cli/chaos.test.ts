@@ -134,6 +134,7 @@ test('60 s of kills every 2 s under 20 continuous streams: no failed request, st
 
   const rand = xorshift(15);
   const killed: Victim[] = [];
+  const log: string[] = [];
   let round: Victim[] = [];
   const t0 = Date.now();
   let isRunning = true;
@@ -148,6 +149,7 @@ test('60 s of kills every 2 s under 20 continuous streams: no failed request, st
       const [v] = round.splice(i, 1);
       await client.ref('control').query({ type: 'kill', path: v.path, process: v.isProcess }, 30_000);
       killed.push(v);
+      log.push(`${((Date.now() - t0) / 1000).toFixed(1)}s kill ${v.path}${v.isProcess ? ' --process' : ''}`);
     }
     isRunning = false;
   })();
@@ -158,15 +160,17 @@ test('60 s of kills every 2 s under 20 continuous streams: no failed request, st
     Array.from({ length: NUM_STREAMS }, async (_, w) => {
       for (let k = 0; isRunning; k++) {
         const prompt = PROMPTS[(w + k) % PROMPTS.length];
+        const ts = ((Date.now() - t0) / 1000).toFixed(1);
         const r = await stream(up.httpUrl, prompt).catch((e) => ({ ids: [], finish: null, error: String(e) }));
         numDone++;
-        if (r.error || r.finish !== 'length') failures.push(`stream ${w}/${k}: ${r.error ?? `finish ${r.finish}`}`);
-        else if (JSON.stringify(r.ids) !== JSON.stringify(reference.get(prompt))) failures.push(`stream ${w}/${k}: tokens differ from the undisturbed run`);
+        const te = ((Date.now() - t0) / 1000).toFixed(1);
+        if (r.error || r.finish !== 'length') failures.push(`stream ${w}/${k} (${ts}-${te}s): ${r.error ?? `finish ${r.finish}`}`);
+        else if (JSON.stringify(r.ids) !== JSON.stringify(reference.get(prompt))) failures.push(`stream ${w}/${k} (${ts}-${te}s): ${JSON.stringify(r.ids)} != ${JSON.stringify(reference.get(prompt))}`);
       }
     }),
   );
   await killer;
-  assert.equal(failures, [], `${failures.length} of ${numDone} requests failed`);
+  assert.equal(failures, [], `${failures.length} of ${numDone} requests failed; kills: ${log.join(', ')}`);
   assert.ok(numDone >= NUM_STREAMS * 2, `only ${numDone} requests completed`);
   assert.ok(killed.length >= 20, `only ${killed.length} kills`);
 

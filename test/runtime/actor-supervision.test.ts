@@ -44,6 +44,18 @@ test('a killed actor comes back with fresh state; messages sent while it was dow
   }
 });
 
+test('messages already in the mailbox when the actor is killed are not lost: the next incarnation handles them in order', async () => {
+  const sys = await start('sup-e');
+  try {
+    sys.spawn('test/c', counter(), { reset: counter, restartPolicy: { backoffMs: 20 } });
+    const pending = Array.from({ length: 50 }, () => sys.ref('test/c').query({ type: 'inc' }, 5000));
+    sys.kill('test/c'); // before nact handled any of them
+    assert.equal(await Promise.all(pending), Array.from({ length: 50 }, (_, i) => i + 1));
+  } finally {
+    await sys.close();
+  }
+});
+
 test("an onCrash 'stop' decision restarts the actor like a kill", async () => {
   const sys = await start('sup-b');
   try {
