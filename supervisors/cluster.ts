@@ -58,6 +58,8 @@ export class Cluster {
     setPlan(plan: { engines: { name: string; role: string }[]; strategy: string; params: Record<string, unknown> }): Promise<unknown> | unknown;
     close(): Promise<void>;
   } = null;
+  /** [applyReadyTimeoutMs=APPLY_READY_TIMEOUT_MS (supervisors/up.ts)] how long an apply waits for an engine it starts. */
+  applyReadyTimeoutMs: number | null = null;
   /** Applies a new topology; set by `up` (topology/apply.ts wiring). */
   applyHook: null | ((next: Topology) => Promise<unknown>) = null;
 
