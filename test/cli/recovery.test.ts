@@ -12,13 +12,14 @@ import { join } from 'node:path';
 import { connect } from '../../actors/runtime/client.ts';
 import type { ActorSystem } from '../../actors/runtime/system.ts';
 import type { ActorStatus } from '../../supervisors/cluster-status.ts';
-import { cli, sleep, startUp, stopUp, tempHome, writeTopology, type UpProcess } from './helpers.ts';
+import { cliAsync, sleep, startUp, stopUp, tempHome, writeTopology, type UpProcess } from './helpers.ts';
 
 const home = tempHome();
 process.env.MICROSERVE_HOME = home;
 const file = writeTopology(home);
 let up: UpProcess;
 let client: ActorSystem;
+const cli = cliAsync;
 
 const row = async (path: string): Promise<ActorStatus> => ((await client.ref('control').query({ type: 'status' }, 20_000)) as { actors: ActorStatus[] }).actors.find((a) => a.path === path)!;
 
@@ -54,14 +55,14 @@ test.after(async () => {
 
 test('kill engine/e1 (the actor): it comes back, still answers, and kill --process still finds it', async () => {
   const before = await row('engine/e1');
-  const r = cli(['kill', 'engine/e1'], home);
+  const r = await cli(['kill', 'engine/e1'], home);
   assert.is(r.code, 0, r.stderr);
   const back = await until('engine/e1 after an actor kill', () => row('engine/e1'), (a) => a.state === 'running' && a.restarts === before.restarts + 1);
   assert.is(back.pid, before.pid, 'an actor kill does not restart the process');
   assert.is(back.lastExit!.reason, 'killed');
-  assert.is(JSON.parse(cli(['send', 'engine/e1', '{"type":"status"}'], home).stdout).name, 'e1');
+  assert.is(JSON.parse((await cli(['send', 'engine/e1', '{"type":"status"}'], home)).stdout).name, 'e1');
 
-  const k = cli(['kill', 'engine/e1', '--process'], home);
+  const k = await cli(['kill', 'engine/e1', '--process'], home);
   assert.is(k.code, 0, k.stderr);
   // while e1's process is away, e0 serves: /health stays 200 and names e1 as down
   const seen = new Set<string>();
@@ -83,7 +84,7 @@ test('an apply whose engine cannot start fails within seconds and rolls back to 
   const bad = join(home, 'bad.yaml');
   writeFileSync(bad, readFileSync(file, 'utf8').replace(/(name: e1.*kvPages:) 256/, '$1 100000000'));
   const t0 = Date.now();
-  const r = cli(['apply', bad], home);
+  const r = await cli(['apply', bad], home);
   const tookMs = Date.now() - t0;
   assert.is(r.code, 1);
   assert.match(r.stderr, /engine 'e1' exited while starting/);
@@ -100,27 +101,27 @@ test('a crash loop ends failed with the reason in status; applying the (correct)
     const a = await until('e1 up or failed', () => row('engine/e1'), (x) => x.state === 'running' || x.state === 'failed');
     if (a.state === 'failed') break;
     assert.ok(i < 10, 'never failed');
-    assert.is(cli(['kill', 'engine/e1', '--process'], home).code, 0);
+    assert.is((await cli(['kill', 'engine/e1', '--process'], home)).code, 0);
     await until('e1 down', () => row('engine/e1'), (x) => x.state !== 'running');
   }
   const failed = await row('engine/e1');
   assert.match(failed.failed!, /crashes within 60000 ms/);
-  const st = JSON.parse(cli(['status', '--json'], home).stdout);
+  const st = JSON.parse((await cli(['status', '--json'], home)).stdout);
   assert.is(st.actors.find((a: any) => a.path === 'engine/e1').state, 'failed');
   assert.is((await fetch(`${up.httpUrl}/health`)).status, 200, 'e0 still serves');
   await complete();
 
-  const r = cli(['apply', file], home); // the same file: desired (e1 running) vs actual (e1 failed)
+  const r = await cli(['apply', file], home); // the same file: desired (e1 running) vs actual (e1 failed)
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stdout, /e1/);
   await until('e1 back after the apply', () => row('engine/e1'), (a) => a.state === 'running' && !a.failed && !!a.kv);
 });
 
 test('microserve restart brings a failed control-process actor back', async () => {
-  for (let i = 0; i < 6; i++) cli(['kill', 'nvshmem'], home);
+  for (let i = 0; i < 6; i++) await cli(['kill', 'nvshmem'], home);
   const failed = await until('nvshmem failed', () => row('nvshmem'), (a) => a.state === 'failed');
   assert.match(failed.failed!, /6 failures/);
-  const r = cli(['restart', 'nvshmem'], home);
+  const r = await cli(['restart', 'nvshmem'], home);
   assert.is(r.code, 0, r.stderr);
   const back = await row('nvshmem');
   assert.is(back.state, 'running');
