@@ -127,8 +127,8 @@ export async function applyTopology(current: Topology, next: Topology, hooks: Ap
       const tr = now();
       const interim = planOf(next, restarting);
       if (interim.engines.some((e) => e.role !== 'prefill')) {
-        isPlanSet = true;
         await hooks.setPlan(interim);
+        isPlanSet = true;
       }
       for (const r of diff.restart) {
         const old = current.engines.find((e) => e.name === r.spec.name);
@@ -137,7 +137,6 @@ export async function applyTopology(current: Topology, next: Topology, hooks: Ap
       }
       report.restartMs = now() - tr;
     }
-    isPlanSet = true;
     report.planAck = await hooks.setPlan(planOf(next));
   } catch (e) {
     await undo(e);
