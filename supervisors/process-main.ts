@@ -1,12 +1,12 @@
 /**
  * Entry point of a supervised process (one engine = one OS process, which owns its CUDA context).
  * argv[2]: the ProcSpec as JSON; env: MICROSERVE_TOKEN, MICROSERVE_CONTROL, MICROSERVE_NODE_ID.
- * Joins control, spawns `proc/<nodeId>` (admin: pid, stop_actor) and what the spec asks for.
- * SIGTERM/SIGINT: stop the actors and exit 0.
+ * Joins control, spawns `proc/<nodeId>` (admin, supervisors/proc-actor.ts) and what the spec asks
+ * for. SIGTERM/SIGINT, or the supervisor's IPC channel closing: stop the actors and exit 0.
  */
-import { MicroserveError } from '../actors/errors.ts';
 import { log, setLogProcessName } from '../actors/log.ts';
 import { ActorSystem } from '../actors/runtime/system.ts';
+import { spawnProcActor } from './proc-actor.ts';
 import type { ProcSpec } from './proc-spec.ts';
 
 const spec = JSON.parse(process.argv[2] ?? 'null') as ProcSpec;
@@ -35,20 +35,11 @@ async function shutdown(code: number): Promise<void> {
 }
 let closeHook: (() => Promise<void> | void) | undefined;
 
-system.spawn(`proc/${spec.nodeId}`, (msg: any) => {
-  switch (msg.type) {
-    case 'pid':
-      return { pid: process.pid, nodeId: spec.nodeId };
-    case 'stop_actor':
-      if (typeof msg.path !== 'string') throw new MicroserveError('BAD_MESSAGE', 'stop_actor needs a path');
-      system.stop(msg.path);
-      return { stopped: msg.path };
-    case 'exit':
-      setTimeout(() => void shutdown(0), 10);
-      return { exiting: true };
-    default:
-      throw new MicroserveError('BAD_MESSAGE', `proc actor: unknown message type '${msg.type}'`);
-  }
+spawnProcActor(system, () => void shutdown(0));
+// the supervisor's IPC channel closes when it dies: no orphan engine outlives it
+process.on('disconnect', () => {
+  log.warn('supervisor gone: exiting');
+  void shutdown(0);
 });
 
 if (spec.kind === 'engine') {

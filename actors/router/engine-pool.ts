@@ -38,6 +38,8 @@ export class EnginePool {
   private readonly changeListeners = new Set<() => void>();
   private readonly goneListeners = new Set<(name: string) => void>();
   private timer: NodeJS.Timeout | null = null;
+  /** Every plan engine has answered status at least once (startup is over). */
+  private hasStarted = false;
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -117,6 +119,20 @@ export class EnginePool {
     return [...this.engines.values()].filter((s) => s.inPlan && !s.isAlive).map((s) => s.name);
   }
 
+  /**
+   * What `/health` says. `starting` (503) until every plan engine has answered once; then `ok`
+   * (200) with every plan engine alive, `degraded` (200, the ones down listed) while at least one
+   * serves, `unavailable` (503) when none does.
+   */
+  health(): { status: 'starting' | 'ok' | 'degraded' | 'unavailable'; isServing: boolean; down: string[] } {
+    const down = this.missing();
+    if (down.length === 0) this.hasStarted = true;
+    const numPlan = [...this.engines.values()].filter((s) => s.inPlan).length;
+    if (!this.hasStarted) return { status: 'starting', isServing: false, down };
+    if (down.length === 0) return { status: 'ok', isServing: true, down };
+    return down.length < numPlan ? { status: 'degraded', isServing: true, down } : { status: 'unavailable', isServing: false, down };
+  }
+
   views(): EngineView[] {
     return [...this.engines.values()]
       .filter((s) => s.inPlan || s.active > 0)
@@ -176,6 +192,7 @@ export class EnginePool {
       if (!s.isAlive) {
         s.isAlive = true;
         log.info('engine up', { engine: s.name });
+        if (this.missing().length === 0) this.hasStarted = true;
         for (const fn of this.changeListeners) fn();
       }
     } catch (e) {

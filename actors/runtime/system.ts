@@ -22,7 +22,7 @@ import type { DirEntry, Frame } from './frames.ts';
 import { LocalActors } from './local-actors.ts';
 import { PendingQueries } from './pending.ts';
 import { dialWs, listenWs } from './sockets.ts';
-import type { ActorRef, ActorSystemApi, Handler, SpawnOptions } from './types.ts';
+import type { ActorRef, ActorSupervision, ActorSystemApi, Handler, SpawnOptions } from './types.ts';
 
 export interface SystemOptions {
   /** Unique node id, e.g. `control`, `engine-p0`, `client-123`. */
@@ -102,6 +102,18 @@ export class ActorSystem implements ActorSystemApi {
 
   stop(path: string): void {
     this.local.stop(path);
+  }
+
+  kill(path: string, why = 'killed'): boolean {
+    return this.local.kill(path, why);
+  }
+
+  restart(path: string): boolean {
+    return this.local.restart(path);
+  }
+
+  supervision(): ActorSupervision[] {
+    return this.local.supervision();
   }
 
   ref(path: string): ActorRef {

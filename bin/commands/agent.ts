@@ -5,6 +5,7 @@ import { log, setLogProcessName } from '../../actors/log.ts';
 import { ActorSystem } from '../../actors/runtime/system.ts';
 import { resolveToken } from '../../actors/runtime/token.ts';
 import { NodeSupervisor } from '../../supervisors/node-supervisor.ts';
+import { spawnProcActor } from '../../supervisors/proc-actor.ts';
 import { spawnSupervisorActor } from '../../supervisors/supervisor-actor.ts';
 
 export function register(program: Command): void {
@@ -21,6 +22,7 @@ export function register(program: Command): void {
       const system = await ActorSystem.start({ nodeId: `agent-${o.host}`, token, controlUrl: o.connect, listen: { host: o.bind, port: 0 } });
       const sup = new NodeSupervisor(system, { host: o.host, controlUrl: o.connect, token, env: { MICROSERVE_BIND: o.bind } });
       spawnSupervisorActor(system, o.host, sup);
+      spawnProcActor(system, () => void stop());
       process.stdout.write(`microserve agent: host ${o.host} joined ${o.connect}\n`);
       const stop = async () => {
         log.info('agent stopping');

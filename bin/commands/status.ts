@@ -27,6 +27,7 @@ export function register(program: Command): void {
         const w = head.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
         for (const r of [head, ...rows]) process.stdout.write(r.map((x, i) => x.padEnd(w[i])).join('  ').trimEnd() + '\n');
         for (const a of st.actors) if (a.plan) process.stdout.write(`${a.path} memory plan, ${describePlan(a.plan)}\n`);
+        for (const a of st.actors) if (a.failed) process.stdout.write(`${a.path} failed: ${a.failed} (bring it back: microserve restart ${a.path})\n`);
         if (st.lastApply) process.stdout.write(`last apply: ${JSON.stringify(st.lastApply)}\n`);
       } finally {
         await c.close();

@@ -29,7 +29,7 @@ test('status --json lists every actor with path, kind, role, host, pid, restarts
   for (const p of ['control', 'engine/e0', 'engine/e1', 'kv/e0', 'kv/e1', 'router', 'supervisor/local']) assert.ok(paths.includes(p), `missing ${p}`);
   for (const a of st.actors) {
     for (const k of ['path', 'kind', 'role', 'host', 'pid', 'restarts', 'state']) assert.ok(k in a, `${a.path} lacks ${k}`);
-    assert.ok(['starting', 'running', 'restarting', 'stopped', 'dead'].includes(a.state));
+    assert.ok(['starting', 'running', 'restarting', 'stopped', 'failed'].includes(a.state));
   }
   const e0 = st.actors.find((a: any) => a.path === 'engine/e0');
   assert.is(e0.kind, 'engine');
