@@ -5,7 +5,7 @@
 import { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { MicroserveError } from '../actors/errors.ts';
+import { MicroserveError } from '../common/errors.ts';
 
 const COMMANDS = ['up', 'status', 'kill', 'send', 'agent', 'generate', 'apply', 'bench'];
 

@@ -4,7 +4,7 @@
  * (`{ code, message }`) into MicroserveError.
  */
 import { createRequire } from 'node:module';
-import { MicroserveError, type ErrorCode } from '../actors/errors.ts';
+import { MicroserveError, type ErrorCode } from '../common/errors.ts';
 import type { ForwardSampling } from './backend.ts';
 
 /** Hyper-parameters as the addon takes them (ms::ModelConfig field names). */

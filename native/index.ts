@@ -4,7 +4,7 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
-import { MicroserveError } from '../actors/errors.ts';
+import { MicroserveError } from '../common/errors.ts';
 import type { Backend, BackendOptions, ModelConfig, NvshmemMembership } from './backend.ts';
 import { loadAddon, toMicroserveError } from './addon.ts';
 import { listTensors, readTensors } from './checkpoint.ts';

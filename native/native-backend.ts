@@ -1,5 +1,5 @@
 /** {@link Backend} over the addon: packs ragged batches into flat Int32Arrays, maps errors. */
-import { MicroserveError } from '../actors/errors.ts';
+import { MicroserveError } from '../common/errors.ts';
 import type { Backend, ForwardBatch, ForwardSampling, KvIpcOps, ModelConfig, NvshmemMembership, SendTimeline } from './backend.ts';
 import { loadAddon, nativeCall, toMicroserveError, type NativeBackendHandle, type NativeModelConfig } from './addon.ts';
 

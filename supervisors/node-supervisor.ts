@@ -6,7 +6,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { log } from '../actors/log.ts';
+import { log } from '../common/log.ts';
 import type { ActorSystem } from '../actors/runtime/system.ts';
 import { specPaths, type ProcSpec, type ProcStatus } from './proc-spec.ts';
 

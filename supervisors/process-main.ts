@@ -4,8 +4,8 @@
  * Joins control, spawns `proc/<nodeId>` (admin: pid, stop_actor) and what the spec asks for.
  * SIGTERM/SIGINT: stop the actors and exit 0.
  */
-import { MicroserveError } from '../actors/errors.ts';
-import { log, setLogProcessName } from '../actors/log.ts';
+import { MicroserveError } from '../common/errors.ts';
+import { log, setLogProcessName } from '../common/log.ts';
 import { ActorSystem } from '../actors/runtime/system.ts';
 import type { ProcSpec } from './proc-spec.ts';
 

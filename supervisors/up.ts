@@ -9,8 +9,8 @@
  */
 import { readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
-import { MicroserveError } from '../actors/errors.ts';
-import { log } from '../actors/log.ts';
+import { MicroserveError } from '../common/errors.ts';
+import { log } from '../common/log.ts';
 import type { Role } from '../actors/messages.ts';
 import { startRouter } from '../actors/router/index.ts';
 import type { Plan } from '../actors/router/types.ts';

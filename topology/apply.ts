@@ -14,8 +14,8 @@
  * rethrows, so the old topology keeps serving. Router listener or control-plane changes are
  * refused up front (TOPOLOGY_INVALID): they need `microserve up` restarted.
  */
-import { MicroserveError } from '../actors/errors.ts';
-import { log } from '../actors/log.ts';
+import { MicroserveError } from '../common/errors.ts';
+import { log } from '../common/log.ts';
 import type { Role } from '../actors/messages.ts';
 import type { Plan } from '../actors/router/types.ts';
 import { describeDiff, diffTopology, type TopologyDiff } from './diff.ts';

@@ -13,12 +13,10 @@
  * `model` and `engines` (at least one, each with a `name`) are required.
  */
 import { z } from 'zod';
-import { BUILTIN_STRATEGIES } from '../actors/router/strategy-loader.ts';
-
-export { BUILTIN_STRATEGIES };
+import { TRANSPORTS } from '../common/transport.ts';
+import { BUILTIN_STRATEGIES } from '../actors/router/strategies/index.ts';
 
 export const ROLES = ['prefill', 'decode', 'both'] as const;
-export const TRANSPORTS = ['auto', 'host', 'cuda-ipc', 'nvshmem'] as const;
 export const MODEL_PRESETS = ['tiny', 'llama-3.1-8b'] as const;
 /** The host the control process runs on; always known, never needs an entry in `hosts`. */
 export const LOCAL_HOST = 'local';

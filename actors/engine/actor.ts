@@ -11,10 +11,10 @@
  * TokensMsg, dispatched as soon as they are sampled.
  */
 import { openModel, type LoadedModel } from '../../native/index.ts';
-import type { TransportName } from '../../topology/types.ts';
-import { MicroserveError } from '../errors.ts';
+import type { TransportName } from '../../common/transport.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import { spawnKvActor } from '../kvcache/actor.ts';
-import { log } from '../log.ts';
+import { log } from '../../common/log.ts';
 import type { Backend } from '../../native/backend.ts';
 import type { EngineMsg, KvAddr, KvIpcAddr, KvNvshmemAddr, Role } from '../messages.ts';
 import type { ActorSystemApi, Handler } from '../runtime/types.ts';

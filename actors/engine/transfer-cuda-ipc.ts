@@ -10,8 +10,8 @@
  */
 import { hostname } from 'node:os';
 import type { Backend } from '../../native/backend.ts';
-import { MicroserveError } from '../errors.ts';
-import { log } from '../log.ts';
+import { MicroserveError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import type { KvAddr, KvCopyMsg, KvIpcAddr } from '../messages.ts';
 import type { ActorSystemApi } from '../runtime/types.ts';
 import type { EngineCore } from './engine-core.ts';

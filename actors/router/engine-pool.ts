@@ -9,7 +9,7 @@
  * - A changed pid in status means the engine's process was restarted (counted).
  */
 import type { EngineStatus, Role } from '../messages.ts';
-import { log } from '../log.ts';
+import { log } from '../../common/log.ts';
 import type { ActorSystemApi } from '../runtime/types.ts';
 import type { EngineView, PlanEngine } from './types.ts';
 

@@ -14,8 +14,8 @@
  * A strategy error that is an engine failure (or KV_PAGES_EXHAUSTED) is retried with backoff;
  * any other error ends the request with it.
  */
-import { isMicroserveError, MicroserveError } from '../errors.ts';
-import { log } from '../log.ts';
+import { isMicroserveError, MicroserveError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import type { FinishReason, TokensMsg } from '../messages.ts';
 import { AttemptContext, type AttemptDeps } from './attempt-context.ts';
 import { Job, type ActivePlan, type Attempt, type JobResult, type JobSpec, type Outcome } from './job.ts';

@@ -9,7 +9,7 @@
  * ```
  */
 import { randomBytes } from 'node:crypto';
-import { MicroserveError } from '../errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import { readRunFile, resolveToken } from './token.ts';
 import { ActorSystem } from './system.ts';
 

@@ -8,8 +8,8 @@
  * through nact's supervision (`onCrash`), never through the socket as an exception.
  */
 import nact from 'nact';
-import { MicroserveError, type WireError } from '../errors.ts';
-import { log } from '../log.ts';
+import { MicroserveError, type WireError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import type { ActorContext, ActorSystemApi, CrashDecision, Handler, SpawnOptions } from './types.ts';
 
 type Reply = (body: unknown, error?: WireError) => void;

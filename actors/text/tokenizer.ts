@@ -12,7 +12,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { MicroserveError } from '../errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 
 /** One chat message. `content` may be OpenAI's array of parts; only `text` parts are used. */
 export interface ChatMessage {

@@ -7,8 +7,8 @@
  */
 import type { Command } from 'commander';
 import { EngineCore } from '../../actors/engine/engine-core.ts';
-import { MicroserveError } from '../../actors/errors.ts';
-import { setLogLevel } from '../../actors/log.ts';
+import { MicroserveError } from '../../common/errors.ts';
+import { setLogLevel } from '../../common/log.ts';
 import type { TokensMsg } from '../../actors/messages.ts';
 import { loadTokenizer, type Tokenizer } from '../../actors/text/tokenizer.ts';
 import { openModel } from '../../native/index.ts';

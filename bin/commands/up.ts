@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { log, setLogProcessName } from '../../actors/log.ts';
+import { log, setLogProcessName } from '../../common/log.ts';
 import { newToken, removeRunFile, writeRunFile } from '../../actors/runtime/token.ts';
 import type { Cluster } from '../../supervisors/cluster.ts';
 

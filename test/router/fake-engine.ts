@@ -12,7 +12,7 @@
  * any engine continues any context the same way (what migration at temperature 0 relies on).
  * Test-only messages: test_log (the op log), test_set (change options), test_stall (go silent).
  */
-import { MicroserveError } from '../../actors/errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import type { EngineStatus, Role, TokensMsg } from '../../actors/messages.ts';
 import type { ActorSystemApi } from '../../actors/runtime/types.ts';
 
