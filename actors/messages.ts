@@ -5,6 +5,7 @@
  * Paths: `router`, `engine/<name>`, `kv/<name>`, `supervisor/<host>`, `control`.
  * A query's reply is the handler's return value; a typed failure is a MicroserveError.
  */
+import type { NativeStatus } from '../native/backend.ts';
 
 export type Role = 'prefill' | 'decode' | 'both';
 
@@ -249,6 +250,8 @@ export interface EngineStatus {
   name: string;
   role: Role;
   device: string;
+  /** The backend's device and the kernel/launch options it was built with (fixed for its life). */
+  native: NativeStatus;
   pid: number;
   model: string;
   numRunning: number;

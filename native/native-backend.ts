@@ -1,7 +1,7 @@
 /** {@link Backend} over the addon: packs ragged batches into flat Int32Arrays, maps errors. */
 import { MicroserveError } from '../common/errors.ts';
-import type { Backend, ForwardBatch, ForwardSampling, KvIpcOps, ModelConfig, NvshmemMembership, SendTimeline } from './backend.ts';
-import { loadAddon, nativeCall, toMicroserveError, type NativeBackendHandle, type NativeModelConfig } from './addon.ts';
+import type { Backend, ForwardBatch, ForwardSampling, KvIpcOps, ModelConfig, NativeStatus, NvshmemMembership, SendTimeline } from './backend.ts';
+import { loadAddon, nativeCall, toMicroserveError, type NativeBackendArgs, type NativeBackendHandle, type NativeModelConfig } from './addon.ts';
 
 /** Dtype codes of NativeBackendHandle.loadTensor. */
 export const DTYPE_CODES = { F32: 0, F16: 1, BF16: 2 } as const;
@@ -30,6 +30,7 @@ export function toNativeConfig(c: ModelConfig): NativeModelConfig {
 export class NativeBackend implements Backend {
   readonly pageBytes: number;
   readonly device: string;
+  readonly nativeStatus: NativeStatus;
   private handle: NativeBackendHandle | null;
 
   constructor(
@@ -37,16 +38,17 @@ export class NativeBackend implements Backend {
     readonly numPages: number,
     readonly pageSize: number,
     device: string,
-    numThreads: number,
+    options: NativeBackendArgs,
   ) {
     const { NativeBackend: Ctor } = loadAddon();
     try {
-      this.handle = new Ctor(device, toNativeConfig(config), numPages, pageSize, numThreads);
+      this.handle = new Ctor(device, toNativeConfig(config), numPages, pageSize, options);
     } catch (e) {
       throw toMicroserveError(e);
     }
     this.pageBytes = this.handle.pageBytes;
     this.device = device;
+    this.nativeStatus = Object.freeze({ deviceName: this.handle.deviceName, ...this.handle.options });
   }
 
   /** Human-readable backend description (e.g. "cpu (2 threads, avx512)"). */

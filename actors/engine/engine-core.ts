@@ -176,6 +176,7 @@ export class EngineCore {
       name: this.name,
       role: this.role,
       device: this.backend.device,
+      native: this.backend.nativeStatus,
       pid: process.pid,
       model: this.model,
       numRunning,

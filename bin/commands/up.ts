@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { log, setLogProcessName } from '../../common/log.ts';
 import { newToken, removeRunFile, writeRunFile } from '../../actors/runtime/token.ts';
 import type { Cluster } from '../../supervisors/cluster.ts';
+import { env } from '../../common/env.ts';
 
 const DEFAULT_TOPOLOGY = fileURLToPath(new URL('../../topology/default.yaml', import.meta.url));
 
@@ -15,7 +16,7 @@ export function register(program: Command): void {
     .action(async (file: string | undefined, o: { watch: boolean }) => {
       setLogProcessName('up');
       const path = resolve(file ?? DEFAULT_TOPOLOGY);
-      const token = process.env.MICROSERVE_TOKEN ?? newToken();
+      const token = env('token') ?? newToken();
       let cluster: Cluster | null = null;
       let stopping = false;
       const stop = async (code: number) => {

@@ -8,6 +8,7 @@
 #include <climits>
 #include <cstring>
 #include <cmath>
+#include <iterator>
 #include <regex>
 
 #include "addon-worker.h"
@@ -40,14 +41,17 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
                         InstanceMethod("openNvshmemPeer", &NativeBackend::OpenNvshmemPeer),
                         StaticMethod("sampleLogits", &NativeBackend::SampleLogits),
                         InstanceAccessor("pageBytes", &NativeBackend::PageBytes, nullptr),
-                        InstanceAccessor("deviceName", &NativeBackend::DeviceName, nullptr)});
+                        InstanceAccessor("deviceName", &NativeBackend::DeviceName, nullptr),
+                        InstanceAccessor("options", &NativeBackend::Options, nullptr)});
   }
 
-  // new NativeBackend(device, config, numPages, pageSize, numThreads)
+  // new NativeBackend(device, config, numPages, pageSize, options), options = { numThreads,
+  // cpuIsa: 'auto'|'base'|'avx2'|'avx512', cudaGraphs, pdl, decodeClusterCap, nvshmemPut }
+  // (ms::BackendOptions; every field required: the defaults live in TypeScript, common/env.ts).
   explicit NativeBackend(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeBackend>(info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 5 || !info[0].IsString() || !info[1].IsObject())
-      fail(env, "BAD_ARGUMENT", "NativeBackend(device, config, numPages, pageSize, numThreads)");
+    if (info.Length() < 5 || !info[0].IsString() || !info[1].IsObject() || !info[4].IsObject())
+      fail(env, "BAD_ARGUMENT", "NativeBackend(device, config, numPages, pageSize, options)");
     std::string device = info[0].As<Napi::String>();
     Napi::Object c = info[1].As<Napi::Object>();
     m_.vocab = intField(env, c, "vocab");
@@ -67,9 +71,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     m_.tiedEmbeddings = boolField(env, c, "tiedEmbeddings");
     kv_.numPages = intArg(env, info[2], "numPages", 1);
     kv_.pageSize = intArg(env, info[3], "pageSize", 1);
-    ms::BackendOptions o;
+    ms::BackendOptions o = backendOptions(env, info[4].As<Napi::Object>());
     o.device = device;
-    o.numThreads = intArg(env, info[4], "numThreads", 0);
 
     ms::Status st;
     std::unique_ptr<ms::Backend> b;
@@ -90,6 +93,7 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
            st.message.empty() ? "backend creation failed" : st.message);
     pageBytes_ = b->pageBytes();
     deviceName_ = b->deviceName();
+    options_ = o;
     worker_ = std::make_shared<Worker>();
     worker_->backend = std::move(b);
     auto* holder = new std::shared_ptr<Worker>(worker_);
@@ -127,6 +131,27 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     if (!v.IsBoolean()) fail(env, "BAD_CONFIG", std::string("config.") + key + " must be a boolean");
     return v.As<Napi::Boolean>();
   }
+  static ms::BackendOptions backendOptions(Napi::Env env, Napi::Object v) {
+    auto flag = [&](const char* key) {
+      Napi::Value f = v.Get(key);
+      if (!f.IsBoolean()) fail(env, "BAD_CONFIG", std::string("options.") + key + " must be a boolean");
+      return bool(f.As<Napi::Boolean>());
+    };
+    ms::BackendOptions o;
+    o.numThreads = intArg(env, v.Get("numThreads"), "options.numThreads", 0);
+    Napi::Value isa = v.Get("cpuIsa");
+    const std::string isaName = isa.IsString() ? isa.As<Napi::String>().Utf8Value() : "";
+    const char* isaNames[] = {"auto", "base", "avx2", "avx512"};
+    auto at = std::find(std::begin(isaNames), std::end(isaNames), isaName);
+    if (at == std::end(isaNames)) fail(env, "BAD_CONFIG", "options.cpuIsa must be 'auto', 'base', 'avx2' or 'avx512'");
+    o.cpuIsa = ms::CpuIsa(at - std::begin(isaNames));
+    o.cudaGraphs = flag("cudaGraphs");
+    o.pdl = flag("pdl");
+    o.decodeClusterCap = intArg(env, v.Get("decodeClusterCap"), "options.decodeClusterCap", 0);
+    o.nvshmemPut = flag("nvshmemPut");
+    return o;
+  }
+
   static int intArg(Napi::Env env, Napi::Value v, const char* name, int min) {
     double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1e300;
     if (!(d >= min && d <= INT_MAX && d == double(int64_t(d))))
@@ -552,11 +577,25 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
 
   Napi::Value PageBytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(pageBytes_)); }
   Napi::Value DeviceName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), deviceName_); }
+  // The options this backend was built with (what `status` shows).
+  Napi::Value Options(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const char* isaNames[] = {"auto", "base", "avx2", "avx512"};
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("numThreads", options_.numThreads);
+    o.Set("cpuIsa", isaNames[int(options_.cpuIsa)]);
+    o.Set("cudaGraphs", options_.cudaGraphs);
+    o.Set("pdl", options_.pdl);
+    o.Set("decodeClusterCap", options_.decodeClusterCap);
+    o.Set("nvshmemPut", options_.nvshmemPut);
+    return o;
+  }
 
   ms::ModelConfig m_;
   ms::KvConfig kv_;
   size_t pageBytes_ = 0;
   std::string deviceName_;
+  ms::BackendOptions options_;
   std::shared_ptr<Worker> worker_;
 };
 

@@ -136,6 +136,7 @@ export function spawnFakeEngine(system: ActorSystemApi, name: string, role: Role
       case 'status': {
         const st: EngineStatus = {
           name, role, device: 'fake', pid: process.pid, model: 'fake',
+          native: { deviceName: 'fake', numThreads: 0, cpuIsa: 'auto', cudaGraphs: false, pdl: false, decodeClusterCap: 0, nvshmemPut: false },
           numRunning: running.size, numWaiting: 0, numReserved: reservations.size,
           kv: { total: o.numPages, free: o.numPages - reservedPages, cached: 0, inUse: 0, reserved: reservedPages },
           counters,

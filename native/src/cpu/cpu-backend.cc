@@ -39,8 +39,8 @@ void rope(float* v, const float* cosT, const float* sinT, int half) {
 
 class CpuBackend : public Backend {
  public:
-  CpuBackend(const ModelConfig& m, const KvConfig& kv, int numThreads)
-      : m_(m), kv_(kv), threads_(numThreads), weights_(m), invFreq_(ropeInvFreq(m)) {
+  CpuBackend(const ModelConfig& m, const KvConfig& kv, int numThreads, CpuIsa isa)
+      : m_(m), kv_(kv), k_(kernelsFor(isa)), threads_(numThreads), weights_(m), invFreq_(ropeInvFreq(m)) {
     pageFloats_ = size_t(m.layers) * 2 * kv.pageSize * m.kvHeads * m.headDim;
     size_t bytes = size_t(kv.numPages) * pageFloats_ * 4;
     kvPool_ = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
@@ -73,7 +73,7 @@ class CpuBackend : public Backend {
     return Status::Ok();
   }
   std::string deviceName() const override {
-    return "cpu (" + std::to_string(threads_.size()) + " threads, " + kernels().name + ")";
+    return "cpu (" + std::to_string(threads_.size()) + " threads, " + k_.name + ")";
   }
 
  private:
@@ -92,6 +92,7 @@ class CpuBackend : public Backend {
 
   ModelConfig m_;
   KvConfig kv_;
+  const Kernels& k_;  // the instruction set chosen at construction (BackendOptions::cpuIsa)
   ThreadPool threads_;
   ModelWeights weights_;
   std::vector<float> invFreq_;  // (headDim/2,)
@@ -148,7 +149,7 @@ Status CpuBackend::run(const Batch& b, float* logitsOut) {
     const LayerWeights& L = weights_.layers[l];
     // Attention block: norm, q/k/v, RoPE, KV into pages, attention, o_proj + residual.
     for (int i = 0; i < N; i++) rmsNorm(&x[size_t(i) * H], L.attnNorm.data(), H, m_.rmsEps, &xb[size_t(i) * H]);
-    L.qkv.matmul(threads_, xb.data(), N, H, qkv.data(), qkvDim, false);
+    L.qkv.matmul(k_, threads_, xb.data(), N, H, qkv.data(), qkvDim, false);
     for (int i = 0; i < N; i++) {
       float* row = &qkv[size_t(i) * qkvDim];
       const float* c = &cosT[size_t(i) * half];
@@ -160,18 +161,18 @@ Status CpuBackend::run(const Batch& b, float* logitsOut) {
       std::memcpy(dst, row + qDim, kvDim * 4);                                  // K
       std::memcpy(dst + size_t(kv_.pageSize) * kvDim, row + qDim + kvDim, kvDim * 4);  // V
     }
-    attendLayer(threads_, shape, b, idx, kvPool_, l, qkv.data(), qkvDim, att.data());
-    L.o.matmul(threads_, att.data(), N, qDim, x.data(), H, true);
+    attendLayer(k_, threads_, shape, b, idx, kvPool_, l, qkv.data(), qkvDim, att.data());
+    L.o.matmul(k_, threads_, att.data(), N, qDim, x.data(), H, true);
 
     // MLP block: norm, gate/up, silu(gate) * up, down + residual.
     for (int i = 0; i < N; i++) rmsNorm(&x[size_t(i) * H], L.mlpNorm.data(), H, m_.rmsEps, &xb[size_t(i) * H]);
-    L.gateUp.matmul(threads_, xb.data(), N, H, gu.data(), 2 * I, false);
+    L.gateUp.matmul(k_, threads_, xb.data(), N, H, gu.data(), 2 * I, false);
     for (int i = 0; i < N; i++) {
       const float* g = &gu[size_t(i) * 2 * I];
       float* h = &hid[size_t(i) * I];
       for (int j = 0; j < I; j++) h[j] = g[j] / (1.f + std::exp(-g[j])) * g[I + j];
     }
-    L.down.matmul(threads_, hid.data(), N, I, x.data(), H, true);
+    L.down.matmul(k_, threads_, hid.data(), N, I, x.data(), H, true);
   }
 
   // Final norm on the rows that need logits, then the LM head.
@@ -190,7 +191,7 @@ Status CpuBackend::run(const Batch& b, float* logitsOut) {
     ownLogits.resize(rows.size() * size_t(m_.vocab));
     logits = ownLogits.data();
   }
-  weights_.head().matmul(threads_, xf.data(), int(rows.size()), H, logits, m_.vocab, false);
+  weights_.head().matmul(k_, threads_, xf.data(), int(rows.size()), H, logits, m_.vocab, false);
   if (b.tokensOut) {  // one row per task; each thread keeps its own weights scratch
     std::vector<std::vector<uint32_t>> scratch(threads_.size());
     threads_.run(b.numSeqs, [&](int s, int t) {
@@ -217,7 +218,7 @@ std::unique_ptr<Backend> makeCpuBackend(const ModelConfig& m, const KvConfig& kv
   }
   int threads = o.numThreads > 0 ? o.numThreads : int(std::thread::hardware_concurrency());
   try {
-    auto b = std::make_unique<cpu::CpuBackend>(m, kv, threads > 0 ? threads : 1);
+    auto b = std::make_unique<cpu::CpuBackend>(m, kv, threads > 0 ? threads : 1, o.cpuIsa);
     *st = Status::Ok();
     return b;
   } catch (const std::bad_alloc&) {

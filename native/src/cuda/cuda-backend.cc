@@ -18,15 +18,15 @@ size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 
 }  // namespace
 
-CudaBackend::CudaBackend(const ModelConfig& m, const KvConfig& kv, int device) : m_(m), kv_(kv), device_(device) {
+CudaBackend::CudaBackend(const ModelConfig& m, const KvConfig& kv, int device, const BackendOptions& opts)
+    : m_(m), kv_(kv), device_(device), opts_(opts) {
   MS_CUDA_CHECK(cudaSetDevice(device_));
   cudaDeviceProp prop;
   MS_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
   numSms_ = prop.multiProcessorCount;
   deviceName_ = "cuda:" + std::to_string(device_) + " (" + prop.name + ", sm_" + std::to_string(prop.major) +
                 std::to_string(prop.minor) + ", " + std::to_string(numSms_) + " SMs)";
-  const char* env = std::getenv("MS_CUDA_GRAPHS");
-  graphsEnabled_ = !(env && std::strcmp(env, "0") == 0);
+  graphsEnabled_ = opts_.cudaGraphs;
   pageElems_ = int64_t(m.layers) * 2 * kv.pageSize * m.kvHeads * m.headDim;
   pageBytes_ = size_t(pageElems_) * sizeof(bf16);
   MS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -210,7 +210,7 @@ std::unique_ptr<Backend> makeCudaBackend(const ModelConfig& m, const KvConfig& k
                                                       : std::to_string(count) + " CUDA devices") +
                                     ")");
   try {
-    auto b = std::make_unique<cuda::CudaBackend>(m, kv, device);
+    auto b = std::make_unique<cuda::CudaBackend>(m, kv, device, o);
     *st = Status::Ok();
     return b;
   } catch (const cuda::CudaError& err) {

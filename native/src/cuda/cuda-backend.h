@@ -20,6 +20,7 @@
 #include "gemm.h"
 #include "kernels.h"
 #include "kv-ipc.h"
+#include "pdl-scope.h"
 #include "weights.h"
 
 namespace ms::cuda {
@@ -55,7 +56,7 @@ constexpr int kGraphBuckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 1
 
 class CudaBackend : public Backend {
  public:
-  CudaBackend(const ModelConfig& m, const KvConfig& kv, int device);
+  CudaBackend(const ModelConfig& m, const KvConfig& kv, int device, const BackendOptions& opts);
   ~CudaBackend() override;
 
   Status loadTensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
@@ -70,7 +71,7 @@ class CudaBackend : public Backend {
   std::string deviceName() const override { return deviceName_; }
 
   // ---- benchmarks and tests ----
-  // [default: on unless MS_CUDA_GRAPHS=0] replay CUDA graphs for pure-decode batches.
+  // [default: BackendOptions::cudaGraphs] replay CUDA graphs for pure-decode batches.
   void setGraphsEnabled(bool on) { graphsEnabled_ = on; }
   // Drops the captured graphs (they are captured again on demand).
   void resetGraphs() { clearGraphs(); }
@@ -160,6 +161,7 @@ class CudaBackend : public Backend {
   static constexpr int kCopyParts = 4;
   cudaEvent_t evCopy_[kCopyParts] = {};
   std::map<std::tuple<int, int, bool>, Graph> graphs_;  // (batch bucket, context bucket, sampling)
+  const BackendOptions opts_;  // fixed at construction
   bool graphsEnabled_ = true;
   bool timing_ = false;
   double lastGpuMs_ = 0;
@@ -179,6 +181,7 @@ template <class F>
 Status CudaBackend::guarded(F&& f) {
   try {
     MS_CUDA_CHECK(cudaSetDevice(device_));
+    PdlScope pdl(opts_.pdl);
     return f();
   } catch (const CudaError& e) {
     return Status::Error(e.isOom() ? Code::OUT_OF_MEMORY : Code::NATIVE_ERROR, e.what());
