@@ -9,7 +9,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { MicroserveError } from '../../common/errors.ts';
-import { loadTokenizer } from '../../actors/text/tokenizer.ts';
+import { loadTokenizer } from '../../actors/text/loader.ts';
 import type { BenchRequest } from './datasets.ts';
 import { CHAT_SHAPE } from './datasets.ts';
 import { Rng, subSeed } from './rng.ts';

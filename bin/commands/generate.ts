@@ -10,7 +10,8 @@ import { EngineCore } from '../../actors/engine/engine-core.ts';
 import { MicroserveError } from '../../common/errors.ts';
 import { setLogLevel } from '../../common/log.ts';
 import type { TokensMsg } from '../../actors/messages.ts';
-import { loadTokenizer, type Tokenizer } from '../../actors/text/tokenizer.ts';
+import { loadTokenizer } from '../../actors/text/loader.ts';
+import type { Tokenizer } from '../../actors/text/tokenizer.ts';
 import { openModel } from '../../native/index.ts';
 import { envIsSet } from '../../common/env.ts';
 
