@@ -7,7 +7,7 @@
  *   3. with engines to restart: an interim plan without them (when others remain), then each is
  *      drained, stopped and started again, one at a time;
  *   4. hand the router the new plan and wait for its ack: new requests use it, requests in flight
- *      finish under the old one. `reconfigureMs` ends here (DESIGN.md: from receipt of the new
+ *      finish under the old one. `reconfigureMs` ends here (reconfiguration time: from receipt of the new
  *      topology to the router's ack; drain excluded);
  *   5. drain, then stop removed engines (`drainMs`).
  * A failure before step 4 undoes what was done (roles set back, spawned engines stopped) and

@@ -1,5 +1,5 @@
 /**
- * The microserving operations of an engine (DESIGN.md "The three operations"):
+ * The microserving operations of an engine (docs/ARCHITECTURE.md, request lifecycle steps 3-5):
  *
  * - `prep_recv` (receiver): match the prefix cache (at most min(end, len - 1) tokens, so the
  *   reserved range always holds the last prompt position privately), reserve pages for
