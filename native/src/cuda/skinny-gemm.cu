@@ -142,7 +142,8 @@ void launchVariant(const bf16* X, const bf16* W, int O, int K, void* Y, OutMode 
 // wave). T = 1 with long rows (K >= 8192: the down projection) and no gate/up pairs: 1 row per
 // warp, 4 chunks per set, 8 blocks per SM, so 4096 rows fill every SM's slots in one wave (measured
 // on an H100 at the 8B shape: 43 us instead of 50 alone, 0.04-0.05 ms less per decode step). The
-// shapes that lost are timed in bench/kernels/skinny-gemm-shapes.cu.
+// shapes that lost (the first shape everywhere; 4 chunks per set at the registers' occupancy) cost
+// 0.03-0.08 ms per 8B decode step (bench/results/engine-gpu.md); their switch is gone.
 template <int T>
 void launch(const bf16* X, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s) {
   if constexpr (T <= 2) {
