@@ -5,6 +5,7 @@
  * Paths: `router`, `engine/<name>`, `kv/<name>`, `supervisor/<host>`, `control`.
  * A query's reply is the handler's return value; a typed failure is a MicroserveError.
  */
+import type { NativeStatus } from '../native/backend.ts';
 
 import type { MemoryPlan } from '../native/backend.ts';
 
@@ -274,6 +275,8 @@ export interface EngineStatus {
   name: string;
   role: Role;
   device: string;
+  /** The backend's device and the kernel/launch options it was built with (fixed for its life). */
+  native: NativeStatus;
   pid: number;
   model: string;
   numRunning: number;

@@ -2,6 +2,7 @@
  * The TypeScript face of the native backend (see native/src/backend.h for the C++ side).
  * `native/index.ts` loads the addon and implements this; the engine depends only on this file.
  */
+import type { CpuIsa } from '../common/env.ts';
 
 /** Llama-3 hyper-parameters, normalised from config.json (both rope config styles). */
 export interface ModelConfig {
@@ -102,6 +103,8 @@ export interface MemoryPlan {
 
 export interface Backend {
   readonly config: ModelConfig;
+  /** The device and the options the backend was built with (shown by the engine's `status`). */
+  readonly nativeStatus: NativeStatus;
   /** Pages of the KV pool (an auto pool: as sized at start). */
   readonly numPages: number;
   /** The memory plan (complete once the model is open). */
@@ -202,4 +205,31 @@ export interface BackendOptions {
   pageSize?: number;
   /** [numThreads=0] CPU threads, 0 = all cores. */
   numThreads?: number;
+  /** [native] kernel and launch options; each field unset takes its environment knob (common/env.ts). */
+  native?: Partial<NativeOptions>;
+}
+
+/**
+ * Kernel and launch options of a native backend (ms::BackendOptions in native/src/backend.h),
+ * fixed when the backend is built: a captured CUDA graph and an eager step always agree.
+ * Defaults come from common/env.ts (the knob named in brackets).
+ */
+export interface NativeOptions {
+  /** [cpuIsa=MS_CPU_ISA, 'auto'] CPU kernel set; a set this CPU lacks falls back to a narrower one. */
+  cpuIsa: CpuIsa;
+  /** [cudaGraphs=MS_CUDA_GRAPHS, true] CUDA: replay captured graphs for pure-decode steps. */
+  cudaGraphs: boolean;
+  /** [pdl=MS_PDL, true] CUDA: programmatic dependent launch between kernels. */
+  pdl: boolean;
+  /** [decodeClusterCap=MS_DECODE_CLUSTER, 16] CUDA: largest decode-attention cluster; below 8 = fixed splits. */
+  decodeClusterCap: number;
+  /** [nvshmemPut=MS_NVSHMEM_PUT, false] CUDA: NVSHMEM peers by one-sided puts even where a direct pointer exists. */
+  nvshmemPut: boolean;
+}
+
+/** What a backend was built with, as `status` shows it. */
+export interface NativeStatus extends NativeOptions {
+  /** e.g. "cpu (2 threads, avx512)" or "cuda:0 (NVIDIA H200, sm_90, 132 SMs)". */
+  deviceName: string;
+  numThreads: number;
 }

@@ -4,17 +4,18 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
-import { MicroserveError } from '../actors/errors.ts';
+import { MicroserveError } from '../common/errors.ts';
 import type { Backend, BackendOptions, ModelConfig, NvshmemMembership } from './backend.ts';
 import { loadAddon, toMicroserveError } from './addon.ts';
 import { listTensors, readTensors } from './checkpoint.ts';
 import { parseModelConfig } from './config.ts';
 import { NativeBackend } from './native-backend.ts';
+import { nvshmemHeapBytes, resolveNativeOptions } from './options.ts';
 import { PRESETS, isPreset } from './presets.ts';
 
 export { parseModelConfig } from './config.ts';
 export { PRESETS, isPreset } from './presets.ts';
-export type { Backend, BackendOptions, ForwardBatch, ForwardSeq, MemoryPlan, ModelConfig } from './backend.ts';
+export type { Backend, BackendOptions, ForwardBatch, ForwardSeq, MemoryPlan, ModelConfig, NativeOptions, NativeStatus } from './backend.ts';
 
 export interface LoadedModel {
   backend: Backend;
@@ -88,11 +89,11 @@ export async function openModel(model: string, opts: OpenModelOptions): Promise<
   const pageSize = checkInt('pageSize', opts.pageSize ?? 16, 1);
   const numThreads = checkInt('numThreads', opts.numThreads ?? 0, 0);
   const device = opts.device ?? 'cpu';
-  const plan = planOptions(opts);
+  const native = { ...resolveNativeOptions(opts.native, numThreads), ...planOptions(opts) };
 
   if (isPreset(model)) {
     const p = PRESETS[model];
-    const backend = new NativeBackend(p.config, numPages, pageSize, device, numThreads, plan);
+    const backend = new NativeBackend(p.config, numPages, pageSize, device, native);
     let nvshmem: NvshmemJoin = null;
     try {
       nvshmem = await join(backend, opts);
@@ -112,7 +113,7 @@ export async function openModel(model: string, opts: OpenModelOptions): Promise<
   }
   const config = await readConfig(folder);
   const tensors = await listTensors(folder, skipTensor(config));
-  const backend = new NativeBackend(config, numPages, pageSize, device, numThreads, plan);
+  const backend = new NativeBackend(config, numPages, pageSize, device, native);
   let nvshmem: NvshmemJoin = null;
   try {
     nvshmem = await join(backend, opts);
@@ -141,5 +142,8 @@ async function join(backend: NativeBackend, opts: OpenModelOptions): Promise<Nvs
   const nranks = checkInt('nvshmem.nranks', j.nranks, 1);
   const rank = checkInt('nvshmem.rank', j.rank, 0);
   if (rank >= nranks) throw new MicroserveError('BAD_CONFIG', `nvshmem.rank ${rank} must be < nranks ${nranks}`, { field: 'nvshmem.rank' });
+  // The symmetric heap must hold the pool (and its padding page); a user's setting wins. NVSHMEM
+  // reads it from the environment when it initialises (the one variable of its own we set here).
+  process.env.NVSHMEM_SYMMETRIC_SIZE ??= String(nvshmemHeapBytes((backend.numPages + 1) * backend.pageBytes));
   return backend.joinNvshmem(j.uid, rank, nranks);
 }

@@ -1,7 +1,7 @@
 /** {@link Backend} over the addon: packs ragged batches into flat Int32Arrays, maps errors. */
-import { MicroserveError } from '../actors/errors.ts';
-import type { Backend, ForwardBatch, ForwardSampling, KvIpcOps, MemoryPlan, ModelConfig, NvshmemMembership, SendTimeline } from './backend.ts';
-import { loadAddon, nativeCall, toMicroserveError, type NativeBackendHandle, type NativeModelConfig, type NativePlanOptions } from './addon.ts';
+import { MicroserveError } from '../common/errors.ts';
+import type { Backend, ForwardBatch, ForwardSampling, KvIpcOps, MemoryPlan, ModelConfig, NativeStatus, NvshmemMembership, SendTimeline } from './backend.ts';
+import { loadAddon, nativeCall, toMicroserveError, type NativeBackendArgs, type NativeBackendHandle, type NativeModelConfig } from './addon.ts';
 
 /** Dtype codes of NativeBackendHandle.loadTensor. */
 export const DTYPE_CODES = { F32: 0, F16: 1, BF16: 2 } as const;
@@ -40,6 +40,7 @@ function toPlan(v: Float64Array): MemoryPlan {
 export class NativeBackend implements Backend {
   readonly pageBytes: number;
   readonly device: string;
+  readonly nativeStatus: NativeStatus;
   private handle: NativeBackendHandle | null;
   private memPlan: MemoryPlan | null = null;
   private pages: number;
@@ -50,18 +51,18 @@ export class NativeBackend implements Backend {
     numPages: number,
     readonly pageSize: number,
     device: string,
-    numThreads: number,
-    plan: NativePlanOptions = {},
+    options: NativeBackendArgs,
   ) {
     const { NativeBackend: Ctor } = loadAddon();
     try {
-      this.handle = new Ctor(device, toNativeConfig(config), numPages, pageSize, numThreads, plan);
+      this.handle = new Ctor(device, toNativeConfig(config), numPages, pageSize, options);
     } catch (e) {
       throw toMicroserveError(e);
     }
     this.pageBytes = this.handle.pageBytes;
     this.pages = this.handle.numPages;
     this.device = device;
+    this.nativeStatus = Object.freeze({ deviceName: this.handle.deviceName, ...this.handle.options });
   }
 
   /** Pages of the KV pool (0 for an auto pool before finalize). */

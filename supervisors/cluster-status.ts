@@ -4,7 +4,7 @@
  * actor supervision, `proc/<nodeId>` `supervision`), restarts, last exit and why a part failed.
  * Also finds where a path lives, for `kill` and `restart`.
  */
-import { MicroserveError } from '../actors/errors.ts';
+import { MicroserveError } from '../common/errors.ts';
 import type { EngineStatus } from '../actors/messages.ts';
 import type { ActorSupervision, ActorSystemApi } from '../actors/runtime/types.ts';
 import { procPath } from './proc-actor.ts';

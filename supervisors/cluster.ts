@@ -5,8 +5,8 @@
  *
  * `control` answers: status, kill {path, process}, restart {path}, apply {topology}, topology.
  */
-import { MicroserveError } from '../actors/errors.ts';
-import { log } from '../actors/log.ts';
+import { MicroserveError } from '../common/errors.ts';
+import { log } from '../common/log.ts';
 import type { EngineStatus } from '../actors/messages.ts';
 import { ActorSystem } from '../actors/runtime/system.ts';
 import { nvshmemJobs } from '../topology/diff.ts';

@@ -8,8 +8,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { MicroserveError } from '../actors/errors.ts';
-import { log } from '../actors/log.ts';
+import { MicroserveError } from '../common/errors.ts';
+import { log } from '../common/log.ts';
 import { CrashWindow, DEFAULT_RESTART_POLICY } from '../actors/runtime/restart-policy.ts';
 import type { ActorSystem } from '../actors/runtime/system.ts';
 import { specPaths, type ProcSpec, type ProcStatus } from './proc-spec.ts';

@@ -8,7 +8,7 @@
  * - `supervision` → `{ pid, actors: ActorSupervision[] }`;
  * - `exit` → `{ exiting: true }`, then the process shuts down (code 0).
  */
-import { MicroserveError } from '../actors/errors.ts';
+import { MicroserveError } from '../common/errors.ts';
 import type { ActorSystemApi } from '../actors/runtime/types.ts';
 
 export const procPath = (nodeId: string) => `proc/${nodeId}`;

@@ -4,21 +4,23 @@
  * Joins control, spawns `proc/<nodeId>` (admin, supervisors/proc-actor.ts) and what the spec asks
  * for. SIGTERM/SIGINT, or the supervisor's IPC channel closing: stop the actors and exit 0.
  */
-import { log, setLogProcessName } from '../actors/log.ts';
+import { MicroserveError } from '../common/errors.ts';
+import { log, setLogProcessName } from '../common/log.ts';
 import { ActorSystem } from '../actors/runtime/system.ts';
 import { spawnProcActor } from './proc-actor.ts';
 import type { ProcSpec } from './proc-spec.ts';
+import { env } from '../common/env.ts';
 
 const spec = JSON.parse(process.argv[2] ?? 'null') as ProcSpec;
-const token = process.env.MICROSERVE_TOKEN;
-const controlUrl = process.env.MICROSERVE_CONTROL;
+const token = env('token');
+const controlUrl = env('controlUrl');
 if (!spec || !token || !controlUrl) {
   process.stderr.write('process-main: needs a ProcSpec argument and MICROSERVE_TOKEN / MICROSERVE_CONTROL\n');
   process.exit(2);
 }
 setLogProcessName(spec.nodeId);
 
-const bindHost = process.env.MICROSERVE_BIND ?? '127.0.0.1';
+const bindHost = env('bindHost');
 const system = await ActorSystem.start({ nodeId: spec.nodeId, token, controlUrl, listen: { host: bindHost, port: 0 } });
 
 let shuttingDown = false;

@@ -2,7 +2,7 @@
  * `supervisor/<host>`: the actor face of a NodeSupervisor, so `up` drives local and remote
  * hosts the same way. Messages: start {spec}, stop {nodeId}, kill {nodeId}, restart {nodeId}, status.
  */
-import { MicroserveError } from '../actors/errors.ts';
+import { MicroserveError } from '../common/errors.ts';
 import type { ActorSystemApi } from '../actors/runtime/types.ts';
 import type { NodeSupervisor } from './node-supervisor.ts';
 import type { ProcSpec } from './proc-spec.ts';

@@ -9,12 +9,12 @@
  */
 import { readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
-import { MicroserveError } from '../actors/errors.ts';
-import { log } from '../actors/log.ts';
+import { MicroserveError } from '../common/errors.ts';
+import { log } from '../common/log.ts';
 import type { Role } from '../actors/messages.ts';
 import { startRouter } from '../actors/router/index.ts';
 import type { Plan } from '../actors/router/types.ts';
-import { loadTokenizer } from '../actors/text/tokenizer.ts';
+import { loadTokenizer } from '../actors/text/loader.ts';
 import { parseModelConfig } from '../native/config.ts';
 import { PRESETS, isPreset } from '../native/presets.ts';
 import type { ModelConfig } from '../native/backend.ts';

@@ -7,7 +7,7 @@
  *   3. with engines to restart: an interim plan without them (when others remain), then each is
  *      drained, stopped and started again, one at a time;
  *   4. hand the router the new plan and wait for its ack: new requests use it, requests in flight
- *      finish under the old one. `reconfigureMs` ends here (DESIGN.md: from receipt of the new
+ *      finish under the old one. `reconfigureMs` ends here (reconfiguration time: from receipt of the new
  *      topology to the router's ack; drain excluded);
  *   5. drain, then stop removed engines (`drainMs`).
  * A failure before step 4 rolls back for real and rethrows, so the old topology keeps serving:
@@ -16,8 +16,8 @@
  * the engine's process exits while starting, or after its ready timeout (see supervisors/up.ts). Router listener or control-plane changes are
  * refused up front (TOPOLOGY_INVALID): they need `microserve up` restarted.
  */
-import { MicroserveError } from '../actors/errors.ts';
-import { log } from '../actors/log.ts';
+import { MicroserveError } from '../common/errors.ts';
+import { log } from '../common/log.ts';
 import type { Role } from '../actors/messages.ts';
 import type { Plan } from '../actors/router/types.ts';
 import { describeDiff, diffTopology, type TopologyDiff } from './diff.ts';

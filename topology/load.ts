@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import type { $ZodIssue } from 'zod/v4/core';
-import { MicroserveError } from '../actors/errors.ts';
+import { MicroserveError } from '../common/errors.ts';
 import { formatPath, Positions, type FieldPath } from './positions.ts';
 import { EXPECTED, fieldsAt, TopologySchema } from './schema.ts';
 import type { Topology } from './types.ts';

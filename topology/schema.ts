@@ -14,12 +14,10 @@
  * `model` and `engines` (at least one, each with a `name`) are required.
  */
 import { z } from 'zod';
-import { BUILTIN_STRATEGIES } from '../actors/router/strategy-loader.ts';
-
-export { BUILTIN_STRATEGIES };
+import { TRANSPORTS } from '../common/transport.ts';
+import { BUILTIN_STRATEGIES } from '../actors/router/strategies/index.ts';
 
 export const ROLES = ['prefill', 'decode', 'both'] as const;
-export const TRANSPORTS = ['auto', 'host', 'cuda-ipc', 'nvshmem'] as const;
 export const MODEL_PRESETS = ['tiny', 'llama-3.1-8b'] as const;
 /** kvPages of a CPU engine that does not set it, and what `auto` means on CPU. */
 export const CPU_KV_PAGES = 512;

@@ -3,8 +3,7 @@
  * documented in topology/README.md and the examples beside it.
  */
 import type { Role } from '../actors/messages.ts';
-
-export type TransportName = 'auto' | 'host' | 'cuda-ipc' | 'nvshmem';
+import type { TransportName } from '../common/transport.ts';
 
 export interface EngineSpec {
   /** Unique; the actor paths are `engine/<name>` and `kv/<name>`. */

@@ -10,11 +10,12 @@
  * `{ matchedLen }`; set_role → `{ role }`; status → EngineStatus. Tokens go to `replyTo` as
  * TokensMsg, dispatched as soon as they are sampled.
  */
+import { env } from '../../common/env.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
-import type { TransportName } from '../../topology/types.ts';
-import { MicroserveError } from '../errors.ts';
+import type { TransportName } from '../../common/transport.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import { spawnKvActor } from '../kvcache/actor.ts';
-import { log } from '../log.ts';
+import { log } from '../../common/log.ts';
 import type { Backend } from '../../native/backend.ts';
 import type { EngineMsg, KvAddr, KvIpcAddr, KvNvshmemAddr, Role } from '../messages.ts';
 import type { ActorSystemApi, Handler } from '../runtime/types.ts';
@@ -106,7 +107,7 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
     maxBatchTokens,
     maxNumSeqs,
     // TEST ONLY (see EngineCoreOptions.testHooks): the one place this switch is read
-    testHooks: process.env.MICROSERVE_TEST_HOOKS === '1',
+    testHooks: env('testHooks'),
     sink: (replyTo, msg) => {
       if (replyTo) system.ref(replyTo).dispatch(msg);
     },

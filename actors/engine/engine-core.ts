@@ -11,9 +11,9 @@
  * The microserving operations (prep_recv, kv_write, remote_send) live in microserving.ts.
  */
 import type { Backend, ForwardBatch, ForwardSampling, LayerSendSpec, MemoryPlan } from '../../native/backend.ts';
-import { MicroserveError, isMicroserveError } from '../errors.ts';
+import { MicroserveError, isMicroserveError } from '../../common/errors.ts';
 import { KvCacheManager } from '../kvcache/manager.ts';
-import { log } from '../log.ts';
+import { log } from '../../common/log.ts';
 import type {
   EngineCounters,
   EngineStatus,
@@ -210,6 +210,7 @@ export class EngineCore {
       name: this.name,
       role: this.role,
       device: this.backend.device,
+      native: this.backend.nativeStatus,
       pid: process.pid,
       model: this.model,
       numRunning,

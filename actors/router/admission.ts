@@ -9,7 +9,7 @@
  * Engines whose status is not known yet are not counted; with none known the check passes
  * (the engine's own check, the same arithmetic, still refuses).
  */
-import { MicroserveError } from '../errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import type { EnginePool } from './engine-pool.ts';
 import type { PlanEngine } from './types.ts';
 

@@ -11,7 +11,7 @@
  *   two polls; the request watchdog tells a busy engine from a silent one by it.
  */
 import type { EngineStatus, Role } from '../messages.ts';
-import { log } from '../log.ts';
+import { log } from '../../common/log.ts';
 import type { ActorSystemApi } from '../runtime/types.ts';
 import type { EngineView, PlanEngine } from './types.ts';
 

@@ -8,8 +8,8 @@
  */
 import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
-import { MicroserveError } from '../errors.ts';
-import { log } from '../log.ts';
+import { MicroserveError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import type { Role, TokensMsg } from '../messages.ts';
 import type { ActorSystemApi } from '../runtime/types.ts';
 import { Admission } from './admission.ts';
@@ -17,7 +17,7 @@ import { EnginePool, enginePath } from './engine-pool.ts';
 import { buildApp } from './http/app.ts';
 import { RouterMetrics } from './metrics.ts';
 import { RequestRunner, type ActivePlan } from './request-runner.ts';
-import { loadStrategy, preloadBuiltinStrategies } from './strategy-loader.ts';
+import { loadStrategy } from './strategy-loader.ts';
 import type { Plan, PlanApplied, PlanEngine, Router, RouterOptions, RouterStatus } from './types.ts';
 
 export type { Plan, PlanApplied, Router, RouterOptions, RouterStatus } from './types.ts';
@@ -46,7 +46,6 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
   const maxQueue = opts.maxQueue ?? null;
   if (maxQueue !== null && !(Number.isInteger(maxQueue) && maxQueue >= 1)) throw new MicroserveError('BAD_CONFIG', `maxQueue must be an integer >= 1 (got ${maxQueue})`, { field: 'router.maxQueue' });
 
-  await preloadBuiltinStrategies();
   let plan: ActivePlan = { version: 1, engines: checkEngines(opts.engines), strategy: await loadStrategy(opts.strategy, opts.params ?? {}, baseDir), inFlight: 0 };
   const pool = new EnginePool(system, { statusIntervalMs: opts.statusIntervalMs ?? 500, statusTimeoutMs: Math.min(opTimeoutMs, 2000) });
   const metrics = new RouterMetrics(pool);

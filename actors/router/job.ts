@@ -2,7 +2,7 @@
  * A request as the runner tracks it: the client's spec, the tokens streamed so far, the current
  * attempt, and how it ends (`done`). See request-runner.ts for the lifecycle.
  */
-import type { MicroserveError } from '../errors.ts';
+import type { MicroserveError } from '../../common/errors.ts';
 import type { FinishReason, SamplingParams } from '../messages.ts';
 import type { AttemptContext } from './attempt-context.ts';
 import type { RoutedRequest } from './strategy-api.ts';

@@ -24,8 +24,8 @@
  *   if its status shows no progress either (a request queued behind others is waiting, not lost).
  * Any other error ends the request with it.
  */
-import { isMicroserveError, MicroserveError } from '../errors.ts';
-import { log } from '../log.ts';
+import { isMicroserveError, MicroserveError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import type { FinishReason, TokensMsg } from '../messages.ts';
 import { AttemptContext, type AttemptDeps } from './attempt-context.ts';
 import { Job, type ActivePlan, type Attempt, type JobResult, type JobSpec, type Outcome } from './job.ts';

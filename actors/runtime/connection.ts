@@ -4,7 +4,7 @@
  * is terminated, which also catches a SIGSTOPped process whose kernel still holds the TCP socket.
  */
 import type WebSocket from 'ws';
-import { log } from '../log.ts';
+import { log } from '../../common/log.ts';
 import { CLOSE, decodeFrame, encodeFrame, type Frame } from './frames.ts';
 
 export interface ConnectionOptions {

@@ -4,7 +4,7 @@
  * received frame: copy before keeping them past the handler.
  */
 import { Packr } from 'msgpackr';
-import type { WireError } from '../errors.ts';
+import type { WireError } from '../../common/errors.ts';
 
 /** Directory entry: an actor path and the node that hosts it. */
 export type DirEntry = [path: string, nodeId: string, url: string | null];

@@ -16,8 +16,8 @@
  * owner's deliberate, permanent stop and is never undone.
  */
 import nact from 'nact';
-import { MicroserveError, type WireError } from '../errors.ts';
-import { log } from '../log.ts';
+import { MicroserveError, type WireError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import { CrashWindow } from './restart-policy.ts';
 import type { ActorContext, ActorSupervision, ActorSystemApi, CrashDecision, Handler, SpawnOptions } from './types.ts';
 

@@ -15,8 +15,8 @@
 import nact from 'nact';
 import type { Server } from 'node:http';
 import type { WebSocket, WebSocketServer } from 'ws';
-import { MicroserveError, type WireError } from '../errors.ts';
-import { log } from '../log.ts';
+import { MicroserveError, type WireError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import { Connection, DEFAULT_CONNECTION_OPTIONS, type ConnectionOptions } from './connection.ts';
 import type { DirEntry, Frame } from './frames.ts';
 import { LocalActors } from './local-actors.ts';

@@ -4,8 +4,8 @@
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdirSync, readFileSync, writeFileSync, rmSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
+import { env } from '../../common/env.ts';
 
 export interface RunFile {
   token: string;
@@ -16,7 +16,7 @@ export interface RunFile {
 }
 
 export function runDir(): string {
-  return process.env.MICROSERVE_HOME ?? join(homedir(), '.microserve');
+  return env('home');
 }
 
 export function runFilePath(): string {
@@ -47,7 +47,7 @@ export function removeRunFile(pid: number): void {
 
 /** The token a CLI command should use: env override, else the run file's. */
 export function resolveToken(): string | null {
-  return process.env.MICROSERVE_TOKEN ?? readRunFile()?.token ?? null;
+  return env('token') ?? readRunFile()?.token ?? null;
 }
 
 export function tokensEqual(a: string, b: string): boolean {

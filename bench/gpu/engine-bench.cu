@@ -294,46 +294,42 @@ int main(int argc, char** argv) {
               ",\"floorMs\":" + std::to_string(floorMs) + ",\"eagerWallMs\":" + std::to_string(e.wallMs) +
               ",\"eagerGpuMs\":" + std::to_string(e.gpuMs) + "}";
     }
-    // Decode variants, each switched by environment variables, graphs recaptured: what the cluster
-    // merge, PDL, the weight prefetch, the SIMT attention kernel and the skinny shapes are worth.
+    // Decode variants of the options that stay (ms::BackendOptions), each a backend of its own built
+    // the same way (same weights and KV), graphs captured with it: what the cluster merge and PDL
+    // are worth. Losing kernel variants are timed in bench/kernels/.
     json += "],\"decodeVariants\":[";
-    // Each variant is one or more VAR=value settings separated by spaces.
-    const char* variants[] = {"MS_DECODE_CLUSTER=0",
-                              "MS_DECODE_CLUSTER=8",
-                              "MS_DECODE_WARPS=4",
-                              "MS_DECODE_TRIGGER=entry",
-                              "MS_DECODE_CLUSTER=0 MS_DECODE_MERGE=serial",
-                              "MS_DECODE_KERNEL=simt",
-                              "MS_PDL=0",
-                              "MS_L2_PREFETCH=1",
-                              "MS_SKINNY=u4",
-                              "MS_SKINNY=base",
-                              "MS_FUSED_ROPE=0"};
+    struct Variant {
+      const char* name;
+      void (*set)(ms::BackendOptions&);
+    };
+    const Variant variants[] = {
+        {"decodeClusterCap=0", [](ms::BackendOptions& v) { v.decodeClusterCap = 0; }},
+        {"decodeClusterCap=8", [](ms::BackendOptions& v) { v.decodeClusterCap = 8; }},
+        {"pdl=false", [](ms::BackendOptions& v) { v.pdl = false; }},
+    };
     bool firstVariant = true;
-    for (const char* variant : variants) {
-      std::vector<std::string> vars;
-      for (std::string rest = variant; !rest.empty();) {
-        const size_t sp = rest.find(' ');
-        const std::string kv = rest.substr(0, sp);
-        rest = sp == std::string::npos ? "" : rest.substr(sp + 1);
-        const size_t eq = kv.find('=');
-        setenv(kv.substr(0, eq).c_str(), kv.substr(eq + 1).c_str(), 1);
-        vars.push_back(kv.substr(0, eq));
-      }
-      b.resetGraphs();
+    for (const Variant& variant : variants) {
+      ms::BackendOptions vo = o;
+      variant.set(vo);
+      auto vbase = ms::makeCudaBackend(m, kv, vo, &st);
+      ok(st, "makeCudaBackend (variant)");
+      auto& vb = static_cast<CudaBackend&>(*vbase);
+      ok(vb.randomInit(0, 0.08f), "randomInit");
+      ok(vb.finalize(), "finalize");
+      ok(vb.fillKvRandom(11), "fillKvRandom");
+      vb.setTiming(true);
       for (int batch : {1, 64}) {
         if (std::find(batches.begin(), batches.end(), batch) == batches.end()) continue;
-        StepTimes g = decode(b, batch, ctx + 1, pageSize, 15, rng);
+        StepTimes g = decode(vb, batch, ctx + 1, pageSize, 15, rng);
         char line[240];
-        std::snprintf(line, sizeof line, "decode b=%-3d ctx=1k, %s | graph: wall %7.3f ms, gpu %7.3f ms", batch, variant,
-                      g.wallMs, g.gpuMs);
+        std::snprintf(line, sizeof line, "decode b=%-3d ctx=1k, %s | graph: wall %7.3f ms, gpu %7.3f ms", batch,
+                      variant.name, g.wallMs, g.gpuMs);
         rows.push_back(line);
         std::printf("%s\n", line);
-        json += std::string(firstVariant ? "" : ",") + "{\"batch\":" + std::to_string(batch) + ",\"env\":\"" + variant +
-                "\",\"gpuMs\":" + std::to_string(g.gpuMs) + "}";
+        json += std::string(firstVariant ? "" : ",") + "{\"batch\":" + std::to_string(batch) + ",\"options\":\"" +
+                variant.name + "\",\"gpuMs\":" + std::to_string(g.gpuMs) + "}";
         firstVariant = false;
       }
-      for (const std::string& v : vars) unsetenv(v.c_str());
     }
     b.resetGraphs();
     json += "],\"prefill\":[";
@@ -348,28 +344,7 @@ int main(int argc, char** argv) {
       json += std::string(len == prompts.front() ? "" : ",") + "{\"tokens\":" + std::to_string(len) +
               ",\"wallMs\":" + std::to_string(p.wallMs) + ",\"gpuMs\":" + std::to_string(p.gpuMs) + "}";
     }
-    // Prefill attention kernels (MS_PREFILL_KERNEL: fa2 = the former one-head-per-block kernel,
-    // g2x64 = two heads per block) and an fa2 tuning variant (MS_PREFILL_VARIANT), same prompts.
-    json += "],\"prefillVariants\":{";
-    const std::pair<const char*, const char*> pvariants[] = {
-        {"MS_PREFILL_KERNEL", "fa2"}, {"MS_PREFILL_KERNEL", "g2x64"}, {"MS_PREFILL_VARIANT", "32x4"}};
-    for (auto [var, v] : pvariants) {
-      setenv(var, v, 1);
-      json += std::string(v == std::string("fa2") ? "" : ",") + "\"" + var + "=" + v + "\":[";
-      for (int len : {4096, 8192}) {
-        StepTimes p = prefill(b, len, pageSize, 2, rng);
-        char line[200];
-        std::snprintf(line, sizeof line, "prefill %5d tokens, attention %s=%s | wall %8.2f ms | %8.0f tok/s", len, var, v,
-                      p.wallMs, len / (p.wallMs * 1e-3));
-        rows.push_back(line);
-        std::printf("%s\n", line);
-        json += std::string(len == 4096 ? "" : ",") + "{\"tokens\":" + std::to_string(len) +
-                ",\"wallMs\":" + std::to_string(p.wallMs) + "}";
-      }
-      json += "]";
-      unsetenv(var);
-    }
-    json += "},\"profile\":{";
+    json += "],\"profile\":{";
     // Per-stage GPU time of eager decode steps (events after every stage; includes launch gaps).
     for (int batch : {1, 64}) {
       if (std::find(batches.begin(), batches.end(), batch) == batches.end()) continue;

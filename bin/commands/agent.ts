@@ -1,7 +1,7 @@
 import type { Command } from 'commander';
 import { hostname } from 'node:os';
-import { MicroserveError } from '../../actors/errors.ts';
-import { log, setLogProcessName } from '../../actors/log.ts';
+import { MicroserveError } from '../../common/errors.ts';
+import { log, setLogProcessName } from '../../common/log.ts';
 import { ActorSystem } from '../../actors/runtime/system.ts';
 import { resolveToken } from '../../actors/runtime/token.ts';
 import { NodeSupervisor } from '../../supervisors/node-supervisor.ts';

@@ -2,9 +2,10 @@ import type { Command } from 'commander';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describePlan } from '../../actors/engine/plan.ts';
-import { log, setLogProcessName } from '../../actors/log.ts';
+import { log, setLogProcessName } from '../../common/log.ts';
 import { newToken, removeRunFile, writeRunFile } from '../../actors/runtime/token.ts';
 import type { Cluster } from '../../supervisors/cluster.ts';
+import { env } from '../../common/env.ts';
 
 const DEFAULT_TOPOLOGY = fileURLToPath(new URL('../../topology/default.yaml', import.meta.url));
 
@@ -16,7 +17,7 @@ export function register(program: Command): void {
     .action(async (file: string | undefined, o: { watch: boolean }) => {
       setLogProcessName('up');
       const path = resolve(file ?? DEFAULT_TOPOLOGY);
-      const token = process.env.MICROSERVE_TOKEN ?? newToken();
+      const token = env('token') ?? newToken();
       let cluster: Cluster | null = null;
       let stopping = false;
       const stop = async (code: number) => {

@@ -10,6 +10,7 @@
 #include <climits>
 #include <cstring>
 #include <cmath>
+#include <iterator>
 #include <regex>
 
 #include "addon-worker.h"
@@ -45,15 +46,19 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
                         StaticMethod("sampleLogits", &NativeBackend::SampleLogits),
                         InstanceAccessor("pageBytes", &NativeBackend::PageBytes, nullptr),
                         InstanceAccessor("numPages", &NativeBackend::NumPages, nullptr),
-                        InstanceAccessor("deviceName", &NativeBackend::DeviceName, nullptr)});
+                        InstanceAccessor("deviceName", &NativeBackend::DeviceName, nullptr),
+                        InstanceAccessor("options", &NativeBackend::Options, nullptr)});
   }
 
-  // new NativeBackend(device, config, numPages, pageSize, numThreads[, plan]); numPages 0 = auto;
-  // plan = { maxBatchTokens, maxNumSeqs, gpuMemoryUtilization } (ms::BackendOptions defaults).
+  // new NativeBackend(device, config, numPages, pageSize, options); numPages 0 = auto. options =
+  // { numThreads, cpuIsa: 'auto'|'base'|'avx2'|'avx512', cudaGraphs, pdl, decodeClusterCap,
+  // nvshmemPut } (ms::BackendOptions; every one required: the defaults live in TypeScript,
+  // common/env.ts) plus the plan's optional caps { maxBatchTokens, maxNumSeqs,
+  // gpuMemoryUtilization } (ms::BackendOptions defaults).
   explicit NativeBackend(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeBackend>(info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 5 || !info[0].IsString() || !info[1].IsObject())
-      fail(env, "BAD_ARGUMENT", "NativeBackend(device, config, numPages, pageSize, numThreads[, plan])");
+    if (info.Length() < 5 || !info[0].IsString() || !info[1].IsObject() || !info[4].IsObject())
+      fail(env, "BAD_ARGUMENT", "NativeBackend(device, config, numPages, pageSize, options)");
     std::string device = info[0].As<Napi::String>();
     Napi::Object c = info[1].As<Napi::Object>();
     m_.vocab = intField(env, c, "vocab");
@@ -74,21 +79,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     m_.maxPositions = intField(env, c, "maxPositions");
     kv_.numPages = intArg(env, info[2], "numPages", 0);
     kv_.pageSize = intArg(env, info[3], "pageSize", 1);
-    ms::BackendOptions o;
+    ms::BackendOptions o = backendOptions(env, info[4].As<Napi::Object>());
     o.device = device;
-    o.numThreads = intArg(env, info[4], "numThreads", 0);
-    if (info.Length() > 5 && !info[5].IsUndefined()) {
-      if (!info[5].IsObject()) fail(env, "BAD_ARGUMENT", "plan must be an object");
-      Napi::Object p = info[5].As<Napi::Object>();
-      if (!p.Get("maxBatchTokens").IsUndefined()) o.maxBatchTokens = intArg(env, p.Get("maxBatchTokens"), "plan.maxBatchTokens", 1);
-      if (!p.Get("maxNumSeqs").IsUndefined()) o.maxNumSeqs = intArg(env, p.Get("maxNumSeqs"), "plan.maxNumSeqs", 1);
-      if (!p.Get("gpuMemoryUtilization").IsUndefined()) {
-        Napi::Value u = p.Get("gpuMemoryUtilization");
-        double d = u.IsNumber() ? u.As<Napi::Number>().DoubleValue() : -1;
-        if (!(d > 0 && d <= 1)) fail(env, "BAD_ARGUMENT", "plan.gpuMemoryUtilization must be a number in (0, 1]");
-        o.gpuMemoryUtilization = d;
-      }
-    }
 
     ms::Status st;
     std::unique_ptr<ms::Backend> b;
@@ -110,6 +102,7 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     pageBytes_ = b->pageBytes();
     deviceName_ = b->deviceName();
     numPages_ = std::make_shared<std::atomic<int>>(b->memoryPlan().numPages);  // 0 until finalize sizes an auto pool
+    options_ = o;
     worker_ = std::make_shared<Worker>();
     worker_->backend = std::move(b);
     auto* holder = new std::shared_ptr<Worker>(worker_);
@@ -147,6 +140,36 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     if (!v.IsBoolean()) fail(env, "BAD_CONFIG", std::string("config.") + key + " must be a boolean");
     return v.As<Napi::Boolean>();
   }
+  static ms::BackendOptions backendOptions(Napi::Env env, Napi::Object v) {
+    auto flag = [&](const char* key) {
+      Napi::Value f = v.Get(key);
+      if (!f.IsBoolean()) fail(env, "BAD_CONFIG", std::string("options.") + key + " must be a boolean");
+      return bool(f.As<Napi::Boolean>());
+    };
+    ms::BackendOptions o;
+    o.numThreads = intArg(env, v.Get("numThreads"), "options.numThreads", 0);
+    Napi::Value isa = v.Get("cpuIsa");
+    const std::string isaName = isa.IsString() ? isa.As<Napi::String>().Utf8Value() : "";
+    const char* isaNames[] = {"auto", "base", "avx2", "avx512"};
+    auto at = std::find(std::begin(isaNames), std::end(isaNames), isaName);
+    if (at == std::end(isaNames)) fail(env, "BAD_CONFIG", "options.cpuIsa must be 'auto', 'base', 'avx2' or 'avx512'");
+    o.cpuIsa = ms::CpuIsa(at - std::begin(isaNames));
+    o.cudaGraphs = flag("cudaGraphs");
+    o.pdl = flag("pdl");
+    o.decodeClusterCap = intArg(env, v.Get("decodeClusterCap"), "options.decodeClusterCap", 0);
+    o.nvshmemPut = flag("nvshmemPut");
+    // The memory plan's caps: optional (ms::BackendOptions defaults).
+    if (!v.Get("maxBatchTokens").IsUndefined()) o.maxBatchTokens = intArg(env, v.Get("maxBatchTokens"), "options.maxBatchTokens", 1);
+    if (!v.Get("maxNumSeqs").IsUndefined()) o.maxNumSeqs = intArg(env, v.Get("maxNumSeqs"), "options.maxNumSeqs", 1);
+    if (!v.Get("gpuMemoryUtilization").IsUndefined()) {
+      Napi::Value u = v.Get("gpuMemoryUtilization");
+      double d = u.IsNumber() ? u.As<Napi::Number>().DoubleValue() : -1;
+      if (!(d > 0 && d <= 1)) fail(env, "BAD_ARGUMENT", "options.gpuMemoryUtilization must be a number in (0, 1]");
+      o.gpuMemoryUtilization = d;
+    }
+    return o;
+  }
+
   static int intArg(Napi::Env env, Napi::Value v, const char* name, int min) {
     double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1e300;
     if (!(d >= min && d <= INT_MAX && d == double(int64_t(d))))
@@ -626,12 +649,26 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
   Napi::Value PageBytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(pageBytes_)); }
   Napi::Value NumPages(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(numPages_ ? numPages_->load() : 0)); }
   Napi::Value DeviceName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), deviceName_); }
+  // The options this backend was built with (what `status` shows).
+  Napi::Value Options(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const char* isaNames[] = {"auto", "base", "avx2", "avx512"};
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("numThreads", options_.numThreads);
+    o.Set("cpuIsa", isaNames[int(options_.cpuIsa)]);
+    o.Set("cudaGraphs", options_.cudaGraphs);
+    o.Set("pdl", options_.pdl);
+    o.Set("decodeClusterCap", options_.decodeClusterCap);
+    o.Set("nvshmemPut", options_.nvshmemPut);
+    return o;
+  }
 
   ms::ModelConfig m_;
   ms::KvConfig kv_;
   size_t pageBytes_ = 0;
   std::shared_ptr<std::atomic<int>> numPages_;  // pages of the pool, written by finalize for an auto pool
   std::string deviceName_;
+  ms::BackendOptions options_;
   std::shared_ptr<Worker> worker_;
 };
 

@@ -179,12 +179,24 @@ class Backend {
   }
 };
 
+// CPU kernel sets (cpu/kernels.h): kAuto picks the widest this CPU runs.
+enum class CpuIsa : int { kAuto = 0, kBase = 1, kAvx2 = 2, kAvx512 = 3 };
+
+// Everything a backend may be told besides the model and the pool: filled once, by the addon from
+// what TypeScript passes (common/env.ts is where the defaults can be overridden), before the backend
+// is built, and never read from the environment. A backend keeps its copy for its whole life, so
+// a captured CUDA graph and an eager step always run the same kernels. Shown in the engine status.
 struct BackendOptions {
   std::string device = "cpu";  // "cpu" or "cuda:N"
   int numThreads = 0;          // cpu: 0 = hardware concurrency
   int maxBatchTokens = 8192;   // tokens per step the plan holds
   int maxNumSeqs = 256;        // sequences per step the plan holds
   double gpuMemoryUtilization = 0.9;  // cuda, kvPages auto: share of the device's total memory this engine may use
+  CpuIsa cpuIsa = CpuIsa::kAuto;  // cpu: kernel set; a set this CPU lacks falls back to a narrower one
+  bool cudaGraphs = true;      // cuda: replay captured graphs for pure-decode steps
+  bool pdl = true;             // cuda: programmatic dependent launch between kernels
+  int decodeClusterCap = 16;   // cuda: largest thread-block cluster of decode attention; < 8 = fixed splits
+  bool nvshmemPut = false;     // cuda: NVSHMEM peers by one-sided puts even where a direct pointer exists
 };
 
 // A fresh NVSHMEM unique id (kNvshmemUidBytes) for a new job; the calling process must join it

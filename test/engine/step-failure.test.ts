@@ -7,7 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { engineHandler } from '../../actors/engine/actor.ts';
-import { isMicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError } from '../../common/errors.ts';
 import type { LoadedModel } from '../../native/index.ts';
 import { CASES, Collector, greedy, makeCore, openFixture, run, usedPages } from './helpers.ts';
 

@@ -12,7 +12,7 @@
  * any engine continues any context the same way (what migration at temperature 0 relies on).
  * Test-only messages: test_log (the op log), test_set (change options), test_stall (go silent).
  */
-import { MicroserveError } from '../../actors/errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import type { EngineStatus, Role, TokensMsg } from '../../actors/messages.ts';
 import type { ActorSystemApi } from '../../actors/runtime/types.ts';
 
@@ -136,6 +136,7 @@ export function spawnFakeEngine(system: ActorSystemApi, name: string, role: Role
       case 'status': {
         const st: EngineStatus = {
           name, role, device: 'fake', pid: process.pid, model: 'fake',
+          native: { deviceName: 'fake', numThreads: 0, cpuIsa: 'auto', cudaGraphs: false, pdl: false, decodeClusterCap: 0, nvshmemPut: false },
           numRunning: running.size, numWaiting: 0, numReserved: reservations.size,
           kv: { total: o.numPages, free: o.numPages - reservedPages, cached: 0, inUse: 0, reserved: reservedPages },
           pageSize: o.pageSize, maxNumSeqs: 256, maxBatchTokens: 512,

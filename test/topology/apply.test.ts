@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { isMicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError } from '../../common/errors.ts';
 import type { Plan } from '../../actors/router/types.ts';
 import { applyTopology, type ApplyHooks } from '../../topology/apply.ts';
 import { parseTopology } from '../../topology/load.ts';

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { isMicroserveError, type MicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError, type MicroserveError } from '../../common/errors.ts';
 import { loadTopology, parseTopology } from '../../topology/load.ts';
 
 const EXAMPLES = ['default', 'cpu-pd', 'gpu-shared', 'multi-gpu'];

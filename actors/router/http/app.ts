@@ -6,7 +6,7 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { timingSafeEqual } from 'node:crypto';
-import { log } from '../../log.ts';
+import { log } from '../../../common/log.ts';
 import type { EnginePool } from '../engine-pool.ts';
 import type { RouterMetrics } from '../metrics.ts';
 import { handleCompletion, type CompletionDeps } from './completions.ts';

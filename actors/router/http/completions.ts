@@ -6,7 +6,7 @@
 import type { Context } from 'hono';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import { randomBytes } from 'node:crypto';
-import { MicroserveError } from '../../errors.ts';
+import { MicroserveError } from '../../../common/errors.ts';
 import type { FinishReason, SamplingParams } from '../../messages.ts';
 import { checkTokenIds, type Tokenizer } from '../../text/tokenizer.ts';
 import type { Admission } from '../admission.ts';

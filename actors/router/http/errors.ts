@@ -3,7 +3,7 @@
  * OpenAI uses (400 invalid request, 401 bad key, 404 unknown model, 413 body too large,
  * 429 overloaded (with Retry-After), 503 no engine, 500 otherwise).
  */
-import { MicroserveError, type ErrorCode } from '../../errors.ts';
+import { MicroserveError, type ErrorCode } from '../../../common/errors.ts';
 
 export type ApiErrorType = 'invalid_request_error' | 'authentication_error' | 'not_found_error' | 'rate_limit_error' | 'server_error' | 'service_unavailable_error';
 

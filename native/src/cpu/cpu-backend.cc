@@ -84,7 +84,7 @@ struct StepScratch {
 class CpuBackend : public Backend {
  public:
   CpuBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o, int numThreads)
-      : m_(m), kv_(kv), threads_(numThreads), weights_(m), invFreq_(ropeInvFreq(m)) {
+      : m_(m), kv_(kv), k_(kernelsFor(o.cpuIsa)), threads_(numThreads), weights_(m), invFreq_(ropeInvFreq(m)) {
     if (kv_.numPages == 0) kv_.numPages = kCpuAutoPages;
     pageFloats_ = size_t(m.layers) * 2 * kv_.pageSize * m.kvHeads * m.headDim;
     size_t bytes = size_t(kv_.numPages) * pageFloats_ * 4;
@@ -140,7 +140,7 @@ class CpuBackend : public Backend {
     return Status::Ok();
   }
   std::string deviceName() const override {
-    return "cpu (" + std::to_string(threads_.size()) + " threads, " + kernels().name + ")";
+    return "cpu (" + std::to_string(threads_.size()) + " threads, " + k_.name + ")";
   }
   MemoryPlan memoryPlan() const override { return plan_; }
 
@@ -160,6 +160,7 @@ class CpuBackend : public Backend {
 
   ModelConfig m_;
   KvConfig kv_;
+  const Kernels& k_;  // the instruction set chosen at construction (BackendOptions::cpuIsa)
   ThreadPool threads_;
   ModelWeights weights_;
   std::vector<float> invFreq_;  // (headDim/2,)
@@ -222,7 +223,7 @@ Status CpuBackend::run(const Batch& b, float* logitsOut) {
     const LayerWeights& L = weights_.layers[l];
     // Attention block: norm, q/k/v, RoPE, KV into pages, attention, o_proj + residual.
     for (int i = 0; i < N; i++) rmsNorm(&x[size_t(i) * H], L.attnNorm.data(), H, m_.rmsEps, &xb[size_t(i) * H]);
-    L.qkv.matmul(threads_, xb, N, H, qkv, qkvDim, false);
+    L.qkv.matmul(k_, threads_, xb, N, H, qkv, qkvDim, false);
     for (int i = 0; i < N; i++) {
       float* row = &qkv[size_t(i) * qkvDim];
       const float* c = &cosT[size_t(i) * half];
@@ -234,18 +235,18 @@ Status CpuBackend::run(const Batch& b, float* logitsOut) {
       std::memcpy(dst, row + qDim, kvDim * 4);                                  // K
       std::memcpy(dst + size_t(kv_.pageSize) * kvDim, row + qDim + kvDim, kvDim * 4);  // V
     }
-    attendLayer(threads_, shape, b, idx, kvPool_, l, qkv, qkvDim, att);
-    L.o.matmul(threads_, att, N, qDim, x, H, true);
+    attendLayer(k_, threads_, shape, b, idx, kvPool_, l, qkv, qkvDim, att);
+    L.o.matmul(k_, threads_, att, N, qDim, x, H, true);
 
     // MLP block: norm, gate/up, silu(gate) * up, down + residual.
     for (int i = 0; i < N; i++) rmsNorm(&x[size_t(i) * H], L.mlpNorm.data(), H, m_.rmsEps, &xb[size_t(i) * H]);
-    L.gateUp.matmul(threads_, xb, N, H, gu, 2 * I, false);
+    L.gateUp.matmul(k_, threads_, xb, N, H, gu, 2 * I, false);
     for (int i = 0; i < N; i++) {
       const float* g = &gu[size_t(i) * 2 * I];
       float* h = &hid[size_t(i) * I];
       for (int j = 0; j < I; j++) h[j] = g[j] / (1.f + std::exp(-g[j])) * g[I + j];
     }
-    L.down.matmul(threads_, hid, N, I, x, H, true);
+    L.down.matmul(k_, threads_, hid, N, I, x, H, true);
   }
 
   // Final norm on the rows that need logits, then the LM head.
@@ -260,7 +261,7 @@ Status CpuBackend::run(const Batch& b, float* logitsOut) {
   for (size_t r = 0; r < rows.size(); r++)
     rmsNorm(&x[size_t(rows[r]) * H], weights_.finalNorm.data(), H, m_.rmsEps, &xf[r * H]);
   float* logits = logitsOut ? logitsOut : w.logits.data();  // planned (numSeqs, vocab) when only tokens are wanted
-  weights_.head().matmul(threads_, xf, int(rows.size()), H, logits, m_.vocab, false);
+  weights_.head().matmul(k_, threads_, xf, int(rows.size()), H, logits, m_.vocab, false);
   if (b.tokensOut) {  // one row per task; each thread keeps its own scratch
     threads_.run(b.numSeqs, [&](int s, int t) {
       b.tokensOut[s] = sampleRow(logits + size_t(s) * m_.vocab, m_.vocab, b.temperature[s], b.topP[s], b.seed[s],

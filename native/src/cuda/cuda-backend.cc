@@ -43,8 +43,7 @@ CudaBackend::CudaBackend(const ModelConfig& m, const KvConfig& kv, const Backend
   numSms_ = prop.multiProcessorCount;
   deviceName_ = "cuda:" + std::to_string(device_) + " (" + prop.name + ", sm_" + std::to_string(prop.major) +
                 std::to_string(prop.minor) + ", " + std::to_string(numSms_) + " SMs)";
-  const char* env = std::getenv("MS_CUDA_GRAPHS");
-  graphsEnabled_ = !(env && std::strcmp(env, "0") == 0);
+  graphsEnabled_ = opts_.cudaGraphs;
   pageElems_ = int64_t(m.layers) * 2 * kv.pageSize * m.kvHeads * m.headDim;
   pageBytes_ = size_t(pageElems_) * sizeof(bf16);
   MS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));

@@ -28,6 +28,7 @@
 #include "gemm.h"
 #include "kernels.h"
 #include "kv-ipc.h"
+#include "pdl-scope.h"
 #include "weights.h"
 
 namespace ms::cuda {
@@ -93,7 +94,7 @@ class CudaBackend : public Backend {
   }
 
   // ---- benchmarks and tests ----
-  // [default: on unless MS_CUDA_GRAPHS=0] replay CUDA graphs for pure-decode batches.
+  // [default: BackendOptions::cudaGraphs] replay CUDA graphs for pure-decode batches.
   void setGraphsEnabled(bool on) { graphsEnabled_ = on; }
   // Captures every planned graph again (after kernel settings changed; benchmarks).
   void resetGraphs();
@@ -186,7 +187,6 @@ class CudaBackend : public Backend {
   int32_t* hostMeta_ = nullptr;  // pinned, (arena_.capMeta,) eager metadata staging
   float* staging_ = nullptr;     // pinned, (arena_.capRows, vocab) logits staging
   size_t stagingBytes_ = 0;
-  BackendOptions opts_;
   MemoryPlan plan_;
   size_t freeAtStart_ = 0;       // cudaMemGetInfo free when the backend was created
   int maxGraphBatch_ = 0;        // largest graph bucket captured (0: none)
@@ -194,6 +194,7 @@ class CudaBackend : public Backend {
   static constexpr int kCopyParts = 4;
   cudaEvent_t evCopy_[kCopyParts] = {};
   std::map<std::tuple<int, int, bool>, Graph> graphs_;  // (batch bucket, context bucket, sampling)
+  const BackendOptions opts_;  // fixed at construction
   bool graphsEnabled_ = true;
   bool timing_ = false;
   double lastGpuMs_ = 0;
@@ -213,6 +214,7 @@ template <class F>
 Status CudaBackend::guarded(F&& f) {
   try {
     MS_CUDA_CHECK(cudaSetDevice(device_));
+    PdlScope pdl(opts_.pdl);
     return f();
   } catch (const DeviceMemoryError& e) {
     return Status::Error(Code::DEVICE_MEMORY, e.what());

@@ -57,14 +57,6 @@ void CudaBackend::linear(int kind, const bf16* X, int T, const bf16* W, int O, i
     gemm_->run(X, T, W, O, K, Y, mode, s);
 }
 
-// [default off] MS_L2_PREFETCH=1 makes the small kernels prefetch the next product's weights into
-// L2. Measured on an H100 (bench/results/engine-gpu.md) it cost 0.2 ms per decode step, so it is off.
-static L2Prefetch weightsPrefetch(const void* ptr, size_t bytes) {
-  const char* v = std::getenv("MS_L2_PREFETCH");
-  if (!(v && v[0] == '1')) return {};
-  return L2Prefetch{ptr, bytes};
-}
-
 void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int maxSplits, cudaStream_t s) {
   const int N = dm.lay.numTokens, H = m_.hidden, hd = m_.headDim, I = m_.intermediate;
   const int qDim = m_.heads * hd, kvDim = m_.kvHeads * hd, qkvDim = qDim + 2 * kvDim;
@@ -72,8 +64,8 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
   embedGather(dm.tokens, N, weights_->embed, H, a.x, s);
   mark(kEmbed, s);
   // Pure-decode layers: RoPE and the KV append run inside the decode attention kernel (no
-  // ropeAppend launch); MS_FUSED_ROPE=0 runs them separately.
-  const bool fuseRope = dm.lay.numTiles == 0 && dm.lay.numDecode > 0 && decodeRopeFused();
+  // ropeAppend launch).
+  const bool fuseRope = dm.lay.numTiles == 0 && dm.lay.numDecode > 0;
   for (int l = 0; l < m_.layers; l++) {
     const LayerWeights& L = weights_->layers[l];
     KvLayer kv;
@@ -83,7 +75,7 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
     kv.kvHeads = m_.kvHeads;
     kv.headDim = hd;
 
-    rmsNorm(a.x, nullptr, N, H, L.attnNorm, m_.rmsEps, a.xn, s, weightsPrefetch(L.qkv, size_t(qkvDim) * H * 2));
+    rmsNorm(a.x, nullptr, N, H, L.attnNorm, m_.rmsEps, a.xn, s);
     mark(kNorm, s);
     linear(kQkv, a.xn, N, L.qkv, qkvDim, H, a.qkv, OutMode::Bf16, s);
     mark(kQkvGemm, s);
@@ -106,7 +98,7 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
       d.partO = a.partO;
       d.partML = a.partML;
       d.counters = a.counters;
-      d.prefetch = weightsPrefetch(L.o, size_t(H) * qDim * 2);
+      d.clusterCap = opts_.decodeClusterCap;
       d.ropeInvFreq = fuseRope ? invFreq_ : nullptr;
       decodeAttention(d, s);
     }
@@ -129,7 +121,7 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
     linear(kO, a.attn, N, L.o, H, qDim, a.x, OutMode::F32Add, s);
     mark(kOGemm, s);
 
-    rmsNorm(a.x, nullptr, N, H, L.mlpNorm, m_.rmsEps, a.xn, s, weightsPrefetch(L.gateUp, size_t(2) * I * H * 2));
+    rmsNorm(a.x, nullptr, N, H, L.mlpNorm, m_.rmsEps, a.xn, s);
     mark(kNorm, s);
     if (N <= kSkinnyMaxTokens && useSkinny_[kGateUp][N]) {  // silu.mul in the product's epilogue
       skinnyGemm(a.xn, N, L.gateUp, 2 * I, H, a.act, OutMode::SiluPairBf16, s);
@@ -147,8 +139,7 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
 }
 
 void CudaBackend::runHead(const int32_t* rows, int n, Arena& a, cudaStream_t s) {
-  rmsNorm(a.x, rows, n, m_.hidden, weights_->finalNorm, m_.rmsEps, a.xn, s,
-          weightsPrefetch(weights_->head, size_t(m_.vocab) * m_.hidden * 2));
+  rmsNorm(a.x, rows, n, m_.hidden, weights_->finalNorm, m_.rmsEps, a.xn, s);
   linear(kHead, a.xn, n, weights_->head, m_.vocab, m_.hidden, a.logits, OutMode::F32, s);
   mark(kHeadStage, s);
 }

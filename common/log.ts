@@ -1,12 +1,22 @@
 /**
  * The one logger. Library code logs through this, never console.log. Lines go to stderr as
  * `time level [process] msg {fields}`; MICROSERVE_LOG=debug|info|warn|error|silent sets the level
- * [default: info].
+ * [default: info] (common/env.ts; a malformed value logs at info).
  */
-const LEVELS = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 } as const;
-type Level = keyof typeof LEVELS;
+import { env, type LogLevel } from './env.ts';
 
-let threshold: number = LEVELS[(process.env.MICROSERVE_LOG as Level) ?? 'info'] ?? LEVELS.info;
+const LEVELS: Record<LogLevel, number> = { debug: 10, info: 20, warn: 30, error: 40, silent: 100 };
+type Level = LogLevel;
+
+let threshold: number = initialThreshold();
+
+function initialThreshold(): number {
+  try {
+    return LEVELS[env('logLevel')];
+  } catch {
+    return LEVELS.info;
+  }
+}
 let processName = `pid${process.pid}`;
 
 export function setLogProcessName(name: string): void {
