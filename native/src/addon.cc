@@ -13,8 +13,10 @@
 #include <iterator>
 #include <regex>
 
+#include "addon-extras.h"
 #include "addon-worker.h"
 #include "backend.h"
+#include "common/logit-processing.h"
 #include "common/sampling.h"
 
 namespace {
@@ -23,6 +25,8 @@ using ms::addon::codeName;
 using ms::addon::fail;
 using ms::addon::Job;
 using ms::addon::Worker;
+using ms::addon::ExtrasInputs;
+using ms::addon::parseExtras;
 
 class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
  public:
@@ -294,6 +298,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     bool sampling = false;  // tokens instead of logits; the four arrays below are (numSeqs,)
     std::vector<float> temperature, topP;
     std::vector<uint32_t> seed, step;
+    std::shared_ptr<ExtrasInputs> extras;     // sampling.extras, or null
+    std::vector<Napi::ObjectReference> outs;  // extras' output arrays: moved into the job's keep
     // The batch; with sampling, tokens go to tokensOut (numSeqs,).
     ms::Batch batch(int32_t* tokensOut = nullptr) const {
       ms::Batch b;
@@ -311,6 +317,7 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
         b.seed = seed.data();
         b.step = step.data();
         b.tokensOut = tokensOut;
+        if (extras) b.extras = &extras->x;
       }
       return b;
     }
@@ -328,6 +335,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
       int32_t* tp = toks.Data();
       auto job = std::make_unique<Job>(env);
       job->out = Napi::Persistent(toks.As<Napi::Object>());
+      for (auto& r : in->outs) job->keep.push_back(std::move(r));
+      in->outs.clear();
       job->run = [in, tp](ms::Backend& b) { return b.forward(in->batch(tp), nullptr); };
       return submit(env, std::move(job));
     }
@@ -373,6 +382,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     size_t tn = timeline.ElementLength();
     auto job = std::make_unique<Job>(env);
     job->out = Napi::Persistent(out);
+    for (auto& r : in->outs) job->keep.push_back(std::move(r));
+    in->outs.clear();
     job->run = [in, peerId, src, dstIds, peerIds, lp, kp, tp, tn](ms::Backend& b) {
       ms::LayerSend send;
       send.peerId = peerId;
@@ -546,12 +557,12 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     in->allLogits = allLogits;
     in->rows = allLogits ? numTokens : numSeqs;
     if (samplingArg >= 0 && int(info.Length()) > samplingArg && !info[samplingArg].IsUndefined())
-      samplingInputs(env, info[samplingArg], in.get());
+      samplingInputs(env, info[samplingArg], in.get(), m_.vocab);
     return in;
   }
 
   // sampling = {temperature, topP: Float32Array, seed, step: Uint32Array}, one entry per sequence.
-  static void samplingInputs(Napi::Env env, Napi::Value v, ForwardInputs* in) {
+  static void samplingInputs(Napi::Env env, Napi::Value v, ForwardInputs* in, int vocab) {
     if (!v.IsObject()) fail(env, "BAD_ARGUMENT", "sampling must be an object");
     Napi::Object o = v.As<Napi::Object>();
     const size_t numSeqs = in->seqLens.size();
@@ -575,6 +586,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     in->topP.assign(p.Data(), p.Data() + numSeqs);
     in->seed.assign(seed.Data(), seed.Data() + numSeqs);
     in->step.assign(step.Data(), step.Data() + numSeqs);
+    Napi::Value ex = o.Get("extras");
+    if (!ex.IsUndefined()) in->extras = parseExtras(env, ex, numSeqs, vocab, &in->outs);
   }
 
   // sampleLogits(logits Float32Array (rows, vocab), vocab, sampling): Int32Array (rows,) — the
@@ -587,11 +600,32 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     if (z.ElementLength() % size_t(vocab) != 0) fail(env, "BAD_ARGUMENT", "logits length is not a multiple of vocab");
     ForwardInputs in;
     in.seqLens.resize(z.ElementLength() / size_t(vocab));
-    samplingInputs(env, info[2], &in);
+    samplingInputs(env, info[2], &in, vocab);
     Napi::Int32Array out = Napi::Int32Array::New(env, in.seqLens.size());
     std::vector<uint32_t> q;
-    for (size_t s = 0; s < in.seqLens.size(); s++)
-      out[s] = ms::sampleRow(z.Data() + s * size_t(vocab), vocab, in.temperature[s], in.topP[s], in.seed[s], in.step[s], q);
+    if (!in.extras) {
+      for (size_t s = 0; s < in.seqLens.size(); s++)
+        out[s] = ms::sampleRow(z.Data() + s * size_t(vocab), vocab, in.temperature[s], in.topP[s], in.seed[s], in.step[s], q);
+      return out;
+    }
+    // With extras: on a copy of the logits; a row's penalty state comes from its history (reset
+    // rows) or is empty, as a backend's slot would be.
+    ms::Batch b = in.batch(out.Data());
+    std::string e = ms::samplingExtrasError(b, vocab);
+    if (!e.empty()) fail(env, "BAD_ARGUMENT", e);
+    const ms::SamplingExtras& x = in.extras->x;
+    std::vector<float> row(static_cast<size_t>(vocab));
+    std::vector<int32_t> idx;
+    for (size_t s = 0; s < in.seqLens.size(); s++) {
+      std::copy(z.Data() + s * size_t(vocab), z.Data() + (s + 1) * size_t(vocab), row.begin());
+      ms::PenaltyState st;
+      const bool hasState = x.slot && x.slot[s] >= 0;
+      if (hasState && x.reset[s]) st.rebuild(x.histTokens + x.histOffsets[s], x.histOffsets[s + 1] - x.histOffsets[s], x.histNumOutput[s]);
+      const int si = int(s);
+      out[s] = ms::sampleRowExtras(row.data(), vocab, in.temperature[s], in.topP[s], in.seed[s], in.step[s], x, si, hasState ? &st : nullptr, q);
+      if (x.numLogprobs && x.numLogprobs[s] >= 0)
+        ms::rowLogprobs(row.data(), vocab, in.temperature[s], out[s], x.numLogprobs[s], x.logprobsOut + s * (1 + ms::kMaxLogprobs), x.topIdsOut + s * ms::kMaxLogprobs, idx);
+    }
     return out;
   }
 
