@@ -23,6 +23,33 @@ export interface SamplingParams {
   seed?: number;
   /** [stopTokenIds=[]] generation ends after emitting one of these (it is included in the stream). */
   stopTokenIds: number[];
+  /** [topK=0] keep the k most likely tokens (ties at the boundary kept); 0: off. */
+  topK?: number;
+  /** [minP=0] keep tokens at least minP times as likely as the most likely one; 0: off. */
+  minP?: number;
+  /** [repetitionPenalty=1] divides positive / multiplies negative logits of every token seen (prompt and output). */
+  repetitionPenalty?: number;
+  /** [presencePenalty=0] subtracted from the logit of every token already in the output. */
+  presencePenalty?: number;
+  /** [frequencyPenalty=0] times its count in the output, subtracted from a token's logit. */
+  frequencyPenalty?: number;
+  /** [logitBias=[]] (token id, bias) pairs added to the logits. */
+  logitBias?: [number, number][];
+  /** [minTokens=0] the stop tokens are banned until the output has this many tokens. */
+  minTokens?: number;
+  /** [logprobs] with each token, its logprob and this many top alternatives (0..20); unset: none. */
+  logprobs?: number;
+  /**
+   * [numPriorOutput=0] the last numPriorOutput prompt tokens are output of an earlier attempt
+   * (migration): they count as output for penalties, min_tokens and the seeded draw's step.
+   */
+  numPriorOutput?: number;
+}
+
+/** A generated token's logprob and the top alternatives ([token id, logprob], best first). */
+export interface TokenLogprob {
+  logprob: number;
+  top: [number, number][];
 }
 
 /** Where a decode engine parked the KV slots it reserved for `[matchedLen, end)`. */
@@ -304,6 +331,8 @@ export interface TokensMsg {
   id: string;
   engine: string;
   tokens: number[];
+  /** One per token when the request asked for logprobs. */
+  logprobs?: TokenLogprob[];
   finish?: FinishReason;
   error?: { code: string; message: string };
 }

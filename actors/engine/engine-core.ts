@@ -27,10 +27,11 @@ import type {
   Role,
   StartGenerateMsg,
   TokensMsg,
+  TokenLogprob,
 } from '../messages.ts';
 import { Request, type PushPlan } from './request.ts';
 import { ReservationTable } from './reservations.ts';
-import { samplingFor } from './sampler.ts';
+import { SamplingBatch, SamplingSlots, checkSamplingExtras } from './sampling-params.ts';
 import { Scheduler, type SchedulerLimits, type StepEntry } from './scheduler.ts';
 import type { EngineCoreOptions } from './types.ts';
 import { DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NUM_SEQS, newCounters } from './types.ts';
@@ -67,6 +68,8 @@ export class EngineCore {
   readonly limits: SchedulerLimits;
   /** @internal */ readonly opts: EngineCoreOptions;
   /** @internal */ readonly scheduler: Scheduler;
+  /** Penalty-state slots of the backend, one per live request that uses penalties. */
+  private readonly samplingSlots = new SamplingSlots();
   /** @internal */ readonly reservations: ReservationTable;
   /** @internal requests by key (generate: id; send: `send:<id>`) */
   readonly requests = new Map<string, Request>();
@@ -123,7 +126,7 @@ export class EngineCore {
     this.assertOpen();
     const id = checkId(msg.id, op);
     const promptIds = checkTokens(msg.promptIds, this.backend.config.vocabSize, op);
-    const sampling = checkSampling(msg.sampling, op);
+    const sampling = { ...checkSampling(msg.sampling, op), ...checkSamplingExtras(msg.sampling as unknown as Record<string, unknown>, op, this.backend.config.vocabSize, promptIds.length) };
     const begin = checkInt(msg.begin ?? 0, op, 'begin', 0, promptIds.length);
     if (typeof msg.replyTo !== 'string') throw new MicroserveError('BAD_REQUEST', `${op}: replyTo must be an actor path`, { field: 'replyTo' });
     if (this.requests.has(id)) throw new MicroserveError('DUPLICATE_REQUEST', `${op}: request '${id}' already exists on ${this.name}`);
@@ -253,13 +256,13 @@ export class EngineCore {
   }
 
   /** @internal Ends a generate request: stream `tokens` with `reason`, give its pages back. */
-  stopGenerate(req: Request, reason: FinishReason, tokens: number[] = [], error?: MicroserveError): void {
+  stopGenerate(req: Request, reason: FinishReason, tokens: number[] = [], error?: MicroserveError, logprobs?: TokenLogprob[]): void {
     if (req.state === 'finished') return;
     req.state = 'finished';
     req.finishReason = reason;
     const cache = reason === 'stop' || reason === 'length';
     this.release(req, cache);
-    this.emit(req, tokens, reason, error);
+    this.emit(req, tokens, reason, error, logprobs);
   }
 
   /** @internal Fails a send request: stops its compute or its transfer. */
@@ -281,6 +284,7 @@ export class EngineCore {
       req.isAborted = req.isAborted || !cache;
       return; // the step's end releases it
     }
+    this.samplingSlots.release(req);
     if (req.seq) {
       this.kv.closeSeq(req.seq, cache ? { tokens: req.tokens(), numValid: req.numComputed } : undefined);
       req.seq = null;
@@ -391,15 +395,25 @@ export class EngineCore {
       this.numStepsToFail--;
       throw new MicroserveError('NATIVE_ERROR', 'forced step failure (test hook)');
     }
+    // rows whose chunk reaches the request's last token sample its next token; others are ignored
+    const sb = new SamplingBatch(
+      entries.map(({ req, start, n }) => (req.kind === 'generate' && start + n === req.totalLen ? req : null)),
+      this.samplingSlots,
+    );
     const batch: ForwardBatch & { sampling: ForwardSampling } = {
       seqs: entries.map((e) => ({ tokens: e.req.slice(e.start, e.n), startPos: e.start, pageTable: Int32Array.from(e.req.seq!.pageIds) })),
       logits: 'last',
-      sampling: samplingFor(entries),
+      sampling: sb.sampling,
     };
     // Sends over a GPU push transport write their pages into the receiver layer by layer.
     const { send, pushed } = this.layerSend(entries);
-    if (!send) return this.backend.forwardTokens(batch);
+    if (!send) {
+      const tokens = await this.backend.forwardTokens(batch);
+      sb.commit();
+      return tokens;
+    }
     const r = await this.backend.kvIpc!.forwardWithSend(batch, send);
+    sb.commit();
     for (const [plan, i] of pushed) plan.pushed.add(i);
     const lp = this.counters.layerPush!;
     lp.forwards++;
@@ -435,8 +449,9 @@ export class EngineCore {
       let finish: FinishReason | null = null;
       if (s.stopTokenIds.includes(tok)) finish = 'stop';
       else if (req.outputIds.length >= s.maxTokens || req.totalLen >= this.capacity.maxPositions) finish = 'length';
-      if (finish) this.stopGenerate(req, finish, [tok]);
-      else this.emit(req, [tok]);
+      const lps = req.lastLogprobs ? [req.lastLogprobs] : undefined;
+      if (finish) this.stopGenerate(req, finish, [tok], undefined, lps);
+      else this.emit(req, [tok], undefined, undefined, lps);
     });
   }
 
@@ -479,8 +494,9 @@ export class EngineCore {
     req.resolveComputed();
   }
 
-  private emit(req: Request, tokens: number[], finish?: FinishReason, error?: MicroserveError): void {
+  private emit(req: Request, tokens: number[], finish?: FinishReason, error?: MicroserveError, logprobs?: TokenLogprob[]): void {
     const msg: TokensMsg = { type: 'tokens', id: req.id, engine: this.name, tokens };
+    if (logprobs) msg.logprobs = logprobs;
     if (finish) msg.finish = finish;
     if (error) msg.error = error.toWire();
     try {

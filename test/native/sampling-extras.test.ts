@@ -1,0 +1,146 @@
+// Logit processing before sampling (common/logit-processing.h): the C++ code equals the TS
+// reference (actors/engine/logit-processing.ts) on random logits for top-k, min-p, penalties,
+// bias and logprobs; each parameter changes the outcome the way it should; bad extras are typed
+// errors naming the field.
+import { test } from 'uvu';
+import * as assert from 'uvu/assert';
+import { logprobsOf, processLogits, sampleProcessed, type ProcessingRow } from '../../actors/engine/logit-processing.ts';
+import { packSampling, type SampleRow } from '../../actors/engine/sampler.ts';
+import { loadAddon } from '../../native/addon.ts';
+import type { ForwardSamplingExtras } from '../../native/backend.ts';
+import { xorshift } from '../shared/xorshift.ts';
+
+type Row = SampleRow & ProcessingRow & { numLogprobs?: number };
+
+/** The extras arrays of `rows` (every row with a history gets a slot and a reset). */
+function extrasOf(rows: Row[]): ForwardSamplingExtras {
+  const n = rows.length;
+  const hist: number[] = [];
+  const histOffsets = [0];
+  const biasT: number[] = [];
+  const biasV: number[] = [];
+  const biasOffsets = [0];
+  for (const r of rows) {
+    hist.push(...(r.history ?? []));
+    histOffsets.push(hist.length);
+    for (const [t, b] of r.bias ?? []) biasT.push(t), biasV.push(b);
+    biasOffsets.push(biasT.length);
+  }
+  return {
+    topK: Int32Array.from(rows, (r) => r.topK ?? 0),
+    minP: Float32Array.from(rows, (r) => r.minP ?? 0),
+    repetitionPenalty: Float32Array.from(rows, (r) => r.repetitionPenalty ?? 1),
+    presencePenalty: Float32Array.from(rows, (r) => r.presencePenalty ?? 0),
+    frequencyPenalty: Float32Array.from(rows, (r) => r.frequencyPenalty ?? 0),
+    slot: Int32Array.from(rows, (r, i) => (r.history ? i : -1)),
+    reset: Uint8Array.from(rows, (r) => (r.history ? 1 : 0)),
+    histOffsets: Int32Array.from(histOffsets),
+    histTokens: Int32Array.from(hist),
+    histNumOutput: Int32Array.from(rows, (r) => r.numOutput ?? 0),
+    biasOffsets: Int32Array.from(biasOffsets),
+    biasTokens: Int32Array.from(biasT),
+    biasValues: Float32Array.from(biasV),
+    numLogprobs: Int32Array.from(rows, (r) => r.numLogprobs ?? -1),
+    logprobsOut: new Float32Array(n * 21),
+    topIdsOut: new Int32Array(n * 20),
+  };
+}
+
+function nativeSample(z: Float32Array, vocab: number, rows: Row[]): { tokens: number[]; x: ForwardSamplingExtras } {
+  const { NativeBackend } = loadAddon();
+  const x = extrasOf(rows);
+  const tokens = NativeBackend.sampleLogits(z, vocab, { ...packSampling(rows), extras: x });
+  return { tokens: [...tokens], x };
+}
+
+function tsSample(z: Float32Array, vocab: number, r: Row, i: number): number {
+  const p = processLogits(z.subarray(i * vocab, (i + 1) * vocab), r);
+  return sampleProcessed(p, r.temperature, r.topP, r.seed, r.step, r.topK ?? 0, r.minP ?? 0);
+}
+
+test('native processing + sampling equals the TS reference on random logits', () => {
+  const rnd = xorshift(77);
+  for (const vocab of [50, 1000, 32000]) {
+    for (let rep = 0; rep < 12; rep++) {
+      const history = Array.from({ length: 40 }, () => Math.floor(rnd() * vocab));
+      const rows: Row[] = [
+        { temperature: 0.8, topP: 1, seed: rep, step: 1, topK: 5 },
+        { temperature: 1.2, topP: 0.9, seed: rep + 1, step: 2, minP: 0.1 },
+        { temperature: 1, topP: 1, seed: rep + 2, step: 3, repetitionPenalty: 1.3, history, numOutput: 10 },
+        { temperature: 0.7, topP: 0.95, seed: rep + 3, step: 4, presencePenalty: 1.5, frequencyPenalty: 0.5, history, numOutput: 25 },
+        { temperature: 0, topP: 1, seed: 0, step: 0, bias: [[3, 100]] },
+        { temperature: 1.5, topP: 0.8, seed: rep + 5, step: 9, topK: 40, minP: 0.02, repetitionPenalty: 0.8, frequencyPenalty: -0.3, history, numOutput: 5, bias: [[1, -Infinity], [7, 2]] },
+      ];
+      const z = Float32Array.from({ length: vocab * rows.length }, () => (rnd() - 0.5) * [2, 8, 20][rep % 3]);
+      const { tokens } = nativeSample(z, vocab, rows);
+      assert.equal(tokens, rows.map((r, i) => tsSample(z, vocab, r, i)), `vocab ${vocab} rep ${rep}`);
+      assert.is(tokens[4], 3, 'a +100 bias wins a greedy row');
+    }
+  }
+});
+
+test('each parameter has its effect', () => {
+  const vocab = 64;
+  const rnd = xorshift(5);
+  const z = Float32Array.from({ length: vocab }, () => rnd() * 4);
+  const many = (r: Partial<Row>) => {
+    const rows: Row[] = Array.from({ length: 200 }, (_, k) => ({ temperature: 1, topP: 1, seed: 11, step: k, ...r }));
+    const zz = new Float32Array(vocab * rows.length);
+    rows.forEach((_, i) => zz.set(z, i * vocab));
+    return new Set(nativeSample(zz, vocab, rows).tokens);
+  };
+  const sorted = Array.from(z.keys()).sort((a, b) => z[b] - z[a]);
+  assert.ok(many({}).size > 10, 'plain sampling spreads');
+  assert.equal([...many({ topK: 3 })].sort(), sorted.slice(0, 3).sort(), 'top_k 3 keeps the 3 best');
+  assert.equal([...many({ topK: 1 })], [sorted[0]], 'top_k 1 is greedy');
+  const best = z[sorted[0]];
+  const minP = 0.5;
+  for (const t of many({ minP })) assert.ok(Math.exp(z[t] - best) >= minP - 1e-6, `min_p keeps only likely tokens (${t})`);
+  assert.ok(!many({ bias: [[sorted[0], -Infinity]] }).has(sorted[0]), 'a -inf bias bans');
+  const greedyRow = (r: Partial<Row>) => nativeSample(z, vocab, [{ temperature: 0, topP: 1, seed: 0, step: 0, ...r }]).tokens[0];
+  assert.is(greedyRow({}), sorted[0]);
+  assert.is.not(greedyRow({ presencePenalty: 100, history: [sorted[0]], numOutput: 1 }), sorted[0], 'presence penalty on an output token');
+  assert.is(greedyRow({ presencePenalty: 100, history: [sorted[0]], numOutput: 0 }), sorted[0], 'presence does not count prompt tokens');
+  assert.is.not(greedyRow({ repetitionPenalty: 100, history: [sorted[0]], numOutput: 0 }), sorted[0], 'repetition counts prompt tokens');
+  assert.is.not(greedyRow({ frequencyPenalty: 50, history: [sorted[0], sorted[0]], numOutput: 2 }), sorted[0], 'frequency penalty');
+});
+
+test('logprobs are the log-softmax of the processed logits at the temperature', () => {
+  const vocab = 300;
+  const rnd = xorshift(9);
+  const z = Float32Array.from({ length: vocab * 2 }, () => (rnd() - 0.5) * 10);
+  const rows: Row[] = [
+    { temperature: 0, topP: 1, seed: 0, step: 0, numLogprobs: 5 },
+    { temperature: 0.5, topP: 1, seed: 3, step: 0, numLogprobs: 20, presencePenalty: 2, history: [1, 2, 3], numOutput: 2 },
+  ];
+  const { tokens, x } = nativeSample(z, vocab, rows);
+  rows.forEach((r, i) => {
+    const ref = logprobsOf(processLogits(z.subarray(i * vocab, (i + 1) * vocab), r), r.temperature, tokens[i], r.numLogprobs!);
+    const lp = x.logprobsOut!.subarray(i * 21, (i + 1) * 21);
+    assert.ok(Math.abs(lp[0] - ref.logprob) < 1e-4, `row ${i} token logprob ${lp[0]} vs ${ref.logprob}`);
+    ref.top.forEach(([id, l], k) => {
+      assert.is(x.topIdsOut![i * 20 + k], id, `row ${i} top ${k}`);
+      assert.ok(Math.abs(lp[1 + k] - l) < 1e-4);
+    });
+  });
+  assert.is(x.topIdsOut![5], -1, 'entries past the asked count stay empty');
+});
+
+test('bad extras are typed errors naming the field', () => {
+  const { NativeBackend } = loadAddon();
+  const z = new Float32Array(8);
+  const base = packSampling([{ temperature: 1, topP: 1, seed: 1, step: 0 }]);
+  const bad = (x: Record<string, unknown>, re: RegExp) =>
+    assert.throws(() => NativeBackend.sampleLogits(z, 8, { ...base, extras: x as ForwardSamplingExtras }), (e: any) => e.code === 'BAD_ARGUMENT' && re.test(e.message));
+  bad({ topK: Int32Array.of(-1) }, /topK/);
+  bad({ topK: Int32Array.of(1, 2) }, /sampling.extras.topK/);
+  bad({ minP: Float32Array.of(2) }, /minP/);
+  bad({ repetitionPenalty: Float32Array.of(0) }, /repetitionPenalty/);
+  bad({ biasOffsets: Int32Array.of(0, 1), biasTokens: Int32Array.of(9), biasValues: Float32Array.of(1) }, /bias token/);
+  bad({ biasOffsets: Int32Array.of(0, 2), biasTokens: Int32Array.of(1), biasValues: Float32Array.of(1) }, /biasOffsets/);
+  bad({ slot: Int32Array.of(0) }, /slot needs/);
+  bad({ numLogprobs: Int32Array.of(21), logprobsOut: new Float32Array(21), topIdsOut: new Int32Array(20) }, /numLogprobs/);
+  bad({ numLogprobs: Int32Array.of(2) }, /logprobsOut/);
+});
+
+test.run();
