@@ -24,7 +24,7 @@ test('a penalised seeded stream is the reference step by step, with its logprobs
   const c = new Collector();
   const core = makeCore(model, { collector: c });
   const prompt = CASES[1].prompt_ids;
-  const s = greedy(12, PENALISED);
+  const s = { ...greedy(12, PENALISED), seed: PENALISED.seed };
   const [out, plain] = await Promise.all([run(core, c, 'a', prompt, s), run(core, c, 'b', CASES[0].prompt_ids, greedy(5))]);
   await core.whenIdle();
   assert.equal(plain.tokens, CASES[0].greedy_ids.slice(0, 5), 'a plain request batched with it is unchanged');
