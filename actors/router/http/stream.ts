@@ -11,7 +11,7 @@ import { MicroserveError } from '../../../common/errors.ts';
 import type { FinishReason, TokenLogprob } from '../../messages.ts';
 import type { JobResult } from '../request-runner.ts';
 import type { Choice, ChoiceDelta } from './choice.ts';
-import { runChoices, usage, type CompletionDeps, type Meta, type PromptRun } from './completions.ts';
+import { runChoices, usage, type CompletionDeps, type Meta, type PromptRun } from './run-choices.ts';
 import { toApiError } from './errors.ts';
 import { chatLogprobs, completionLogprobs } from './logprobs.ts';
 
