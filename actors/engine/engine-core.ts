@@ -31,7 +31,7 @@ import type {
 } from '../messages.ts';
 import { Request, type PushPlan } from './request.ts';
 import { ReservationTable } from './reservations.ts';
-import { SamplingBatch, SamplingSlots, checkSamplingExtras } from './sampling-params.ts';
+import { SamplingBatch, SamplingSlots, checkExtrasSupported, checkSamplingExtras } from './sampling-params.ts';
 import { Scheduler, type SchedulerLimits, type StepEntry } from './scheduler.ts';
 import type { EngineCoreOptions } from './types.ts';
 import { DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NUM_SEQS, newCounters } from './types.ts';
@@ -127,6 +127,7 @@ export class EngineCore {
     const id = checkId(msg.id, op);
     const promptIds = checkTokens(msg.promptIds, this.backend.config.vocabSize, op);
     const sampling = { ...checkSampling(msg.sampling, op), ...checkSamplingExtras(msg.sampling as unknown as Record<string, unknown>, op, this.backend.config.vocabSize, promptIds.length) };
+    checkExtrasSupported(sampling, this.backend.device, op);
     const begin = checkInt(msg.begin ?? 0, op, 'begin', 0, promptIds.length);
     if (typeof msg.replyTo !== 'string') throw new MicroserveError('BAD_REQUEST', `${op}: replyTo must be an actor path`, { field: 'replyTo' });
     if (this.requests.has(id)) throw new MicroserveError('DUPLICATE_REQUEST', `${op}: request '${id}' already exists on ${this.name}`);

@@ -54,6 +54,17 @@ export function checkSamplingExtras(s: Record<string, unknown>, op: string, voca
   return x;
 }
 
+/**
+ * BAD_REQUEST (field `sampling`) when the request needs extras and the backend is not the CPU one:
+ * the CUDA sampling kernels do not run them yet, and a request is refused at admission rather
+ * than failing a step (or being served without them).
+ */
+export function checkExtrasSupported(s: SamplingParams, device: string, op: string): void {
+  if (usesExtras(s) && device !== 'cpu') {
+    throw new MicroserveError('BAD_REQUEST', `${op}: top_k, min_p, penalties, logit_bias, min_tokens and logprobs run on the CPU backend only for now (this engine: ${device})`, { field: 'sampling' });
+  }
+}
+
 /** True when a request needs the backend's extras (anything but temperature / top-p / seed). */
 export function usesExtras(s: SamplingParams): boolean {
   return needsPenaltyState(s) || (s.topK ?? 0) > 0 || (s.minP ?? 0) > 0 || (s.logitBias?.length ?? 0) > 0 || (s.minTokens ?? 0) > 0 || s.logprobs !== undefined;

@@ -5,6 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { logprobsOf, processLogits, sampleProcessed } from '../../actors/engine/logit-processing.ts';
+import { checkExtrasSupported } from '../../actors/engine/sampling-params.ts';
 import type { LoadedModel } from '../../native/index.ts';
 import { CASES, Collector, greedy, makeCore, openFixture, run } from './helpers.ts';
 
@@ -80,6 +81,13 @@ test('bad extension fields are typed errors naming the field', () => {
   bad({ logitBias: [[1e9, 1]] }, 'sampling.logitBias');
   bad({ logitBias: 'junk' }, 'sampling.logitBias');
   bad({ numPriorOutput: 2 }, 'sampling.numPriorOutput');
+});
+
+test('a backend without the extras (CUDA for now) refuses requests that need them, and only those', () => {
+  assert.throws(() => checkExtrasSupported(greedy(2, { topK: 5 }), 'cuda:0', 'generate'), (e: any) => e.code === 'BAD_REQUEST' && e.info.field === 'sampling');
+  assert.throws(() => checkExtrasSupported(greedy(2, { logprobs: 0 }), 'cuda:0', 'generate'), (e: any) => e.code === 'BAD_REQUEST');
+  checkExtrasSupported(greedy(2, { temperature: 1, topP: 0.5, seed: 3 }), 'cuda:0', 'generate');
+  checkExtrasSupported(greedy(2, { topK: 5 }), 'cpu', 'generate');
 });
 
 test.run();

@@ -5,6 +5,7 @@
  * the context is a 400 (context_length_exceeded) naming the field.
  */
 import { isMicroserveError } from '../../../common/errors.ts';
+import { log } from '../../../common/log.ts';
 import type { TokenizePool } from '../../text/tokenize-pool.ts';
 import { shouldOffload } from '../../text/tokenize-pool.ts';
 import { checkTokenIds, messageText, type ChatMessage, type ChatTemplateOptions, type Tokenizer } from '../../text/tokenizer.ts';
@@ -27,7 +28,10 @@ function asBadRequest(e: unknown, param: string) {
 export async function encodeText(deps: PromptDeps, text: string, addBos: boolean, param: string): Promise<number[]> {
   const tok = needTokenizer(deps, param);
   try {
-    if (deps.tokenizePool && shouldOffload(text.length)) return Array.from(await deps.tokenizePool.encode(text, addBos));
+    if (deps.tokenizePool && shouldOffload(text.length)) {
+      const ids = await inPool(() => deps.tokenizePool!.encode(text, addBos));
+      if (ids) return ids;
+    }
     return tok.encode(text, { addBos });
   } catch (e) {
     throw asBadRequest(e, param);
@@ -39,10 +43,26 @@ export async function encodeChat(deps: PromptDeps, messages: ChatMessage[], opts
   let numChars = 0;
   for (const m of messages) numChars += messageText(m).length;
   try {
-    if (deps.tokenizePool && shouldOffload(numChars)) return Array.from(await deps.tokenizePool.applyChatTemplate(messages, opts));
+    if (deps.tokenizePool && shouldOffload(numChars)) {
+      const ids = await inPool(() => deps.tokenizePool!.applyChatTemplate(messages, opts));
+      if (ids) return ids;
+    }
     return tok.applyChatTemplate(messages, opts);
   } catch (e) {
     throw asBadRequest(e, 'messages');
+  }
+}
+
+/** The pool's answer; null when the pool itself failed (a dead worker): the caller tokenizes inline. */
+async function inPool(call: () => Promise<Int32Array>): Promise<number[] | null> {
+  try {
+    return Array.from(await call());
+  } catch (e) {
+    if (isMicroserveError(e, 'NATIVE_ERROR')) {
+      log.warn('tokenizer pool failed; tokenizing inline', { err: e });
+      return null;
+    }
+    throw e;
   }
 }
 
