@@ -72,6 +72,8 @@ test('bad requests get the right status, OpenAI error shape, and the server keep
   const ok = await post(v1 + '/completions', { model: 'tiny', prompt: 'Hello', max_tokens: 3, temperature: 0 });
   assert.is(ok.status, 200);
   assert.is(ok.body.usage.completion_tokens, 3);
+  const text = await post(v1 + '/chat/completions', { messages: [{ role: 'user', content: 'x' }], max_tokens: 2, response_format: { type: 'text' } });
+  assert.is(text.status, 200, 'response_format text asks for what we do anyway');
 });
 
 test('the openai client: completions and chat, streamed and not; an error surfaces as APIError', async () => {

@@ -10,11 +10,14 @@
 import { z } from 'zod';
 import { badRequest, type ApiError } from '../errors.ts';
 
-/** A field we know of but do not implement: any value other than "absent" is a 400 naming it. */
-export const refused = (why: string) =>
+/**
+ * A field we know of but do not implement: any value other than "absent" (or one `isAllowed`
+ * accepts: the value that asks for what we do anyway) is a 400 naming it.
+ */
+export const refused = (why: string, isAllowed: (v: unknown) => boolean = () => false) =>
   z
     .any()
-    .refine((v) => v === undefined, { message: `not supported by this server: ${why}` })
+    .refine((v) => v === undefined || isAllowed(v), { message: `not supported by this server: ${why}` })
     .optional()
     .describe(`refused (400): ${why}`);
 
@@ -57,7 +60,7 @@ export const samplingFields = {
   skip_special_tokens: z.boolean().nullable().optional().describe('vLLM; default true'),
   return_token_ids: z.boolean().nullable().optional().describe('vLLM; default false; choices carry token_ids (always when the model has no tokenizer)'),
   // known, not implemented (part B of issue 18 or later)
-  response_format: refused('structured outputs are not implemented yet'),
+  response_format: refused('structured outputs are not implemented yet; only {"type": "text"} (plain text) is accepted', (v) => JSON.stringify(v) === '{"type":"text"}'),
   guided_json: refused('structured outputs are not implemented yet'),
   guided_regex: refused('structured outputs are not implemented yet'),
   guided_choice: refused('structured outputs are not implemented yet'),
