@@ -12,6 +12,8 @@ export interface ProcessingRow {
   repetitionPenalty?: number;
   presencePenalty?: number;
   frequencyPenalty?: number;
+  /** Grammar hook (P1): bit i clear bans token i; unset: every token allowed. */
+  allowedMask?: Uint32Array;
   /** Additive (token, bias) pairs; -Infinity bans. */
   bias?: [number, number][];
   /** Prompt + output so far; the last numOutput are output. */
@@ -21,9 +23,11 @@ export interface ProcessingRow {
 
 const SCALE = 2 ** 31;
 
-/** P2-P4 on a copy of z (float32 arithmetic, as the backends). */
+/** P1-P4 on a copy of z (float32 arithmetic, as the backends). */
 export function processLogits(z: Float32Array, r: ProcessingRow): Float32Array {
   const out = Float32Array.from(z);
+  const mask = r.allowedMask;
+  if (mask) for (let i = 0; i < out.length; i++) if (!((mask[i >>> 5] >>> (i & 31)) & 1)) out[i] = -Infinity;
   for (const [t, b] of r.bias ?? []) out[t] = Math.fround(out[t] + b);
   const h = r.history ?? [];
   if (h.length === 0) return out;

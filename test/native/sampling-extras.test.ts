@@ -126,6 +126,23 @@ test('logprobs are the log-softmax of the processed logits at the temperature', 
   assert.is(x.topIdsOut![5], -1, 'entries past the asked count stay empty');
 });
 
+test('the grammar hook: an allowed-token mask restricts what is drawn, as the reference does', () => {
+  const { NativeBackend } = loadAddon();
+  const vocab = 100;
+  const words = Math.ceil(vocab / 32);
+  const rnd = xorshift(31);
+  const allowed = [3, 40, 41, 99];
+  const rows: Row[] = Array.from({ length: 50 }, (_, k) => ({ temperature: 1.3, topP: 0.95, seed: 8, step: k }));
+  const mask = new Uint32Array(rows.length * words);
+  rows.forEach((_, s) => allowed.forEach((t) => (mask[s * words + (t >>> 5)] |= 1 << (t & 31))));
+  const z = Float32Array.from({ length: vocab * rows.length }, () => (rnd() - 0.5) * 6);
+  const tokens = [...NativeBackend.sampleLogits(z, vocab, { ...packSampling(rows), extras: { allowedMask: mask } })];
+  assert.ok(tokens.every((t) => allowed.includes(t)), `${tokens}`);
+  assert.ok(new Set(tokens).size > 1);
+  const ref = rows.map((r, i) => tsSample(z, vocab, { ...r, allowedMask: mask.subarray(i * words, (i + 1) * words) }, i));
+  assert.equal(tokens, ref);
+});
+
 test('bad extras are typed errors naming the field', () => {
   const { NativeBackend } = loadAddon();
   const z = new Float32Array(8);
