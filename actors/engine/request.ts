@@ -73,6 +73,12 @@ export class Request {
   samplingSlot = -1;
   /** The slot holds this request's history (set by the first forward that rebuilt it). */
   isSlotSynced = false;
+  /**
+   * Grammar hook (structured outputs, issue 18 part B): the tokens allowed for the next draw,
+   * ceil(vocab / 32) words, bit i = token i; null: all. Whoever owns the grammar sets it before
+   * each step that samples for this request (SamplingBatch sends it with the row).
+   */
+  allowedMask: Uint32Array | null = null;
   /** Logprobs of the token the last forward sampled (requests with sampling.logprobs). */
   lastLogprobs: TokenLogprob | null = null;
   /** Send requests: settled when [0, end) is computed (or the request fails). */

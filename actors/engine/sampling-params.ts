@@ -9,9 +9,10 @@
  * request rebuilds the same state) with `reset`; after that the backend counts each token it
  * samples itself, so nothing but slot ids travels per step. A slot is freed with its request.
  *
- * Grammar hook (structured outputs, not built yet): `ForwardSamplingExtras.allowedMask`, a
- * per-row token bitmask applied before everything else. A later grammar engine fills it per step
- * in {@link SamplingBatch} (e.g. from a `Request.allowedMask` it updates after each token).
+ * Grammar hook (structured outputs, not built yet): `Request.allowedMask`, set by whoever owns the
+ * request's grammar before a step that samples for it, goes to the backend as
+ * `ForwardSamplingExtras.allowedMask` (a per-row token bitmask applied before everything else:
+ * P1 of native/src/common/logit-processing.h).
  */
 import { z } from 'zod';
 import { MicroserveError } from '../../common/errors.ts';
@@ -121,7 +122,7 @@ export class SamplingBatch {
       s.seed[i] = req.seed;
       s.step[i] = numOutput(req);
     });
-    this.extras = rows.some((r) => r?.sampling && usesExtras(r.sampling)) ? buildExtras(rows, slots) : null;
+    this.extras = rows.some((r) => (r?.sampling && usesExtras(r.sampling)) || r?.allowedMask) ? buildExtras(rows, slots) : null;
     if (this.extras) s.extras = this.extras;
     this.sampling = s;
   }
@@ -198,6 +199,13 @@ function buildExtras(rows: (Request | null)[], slots: SamplingSlots): ForwardSam
     if (numOutput(req) < (s.minTokens ?? 0)) for (const t of s.stopTokenIds) biasT.push(t), biasV.push(-Infinity);
     x.biasOffsets![i + 1] = biasT.length;
   });
+  const masked = rows.find((r) => r?.allowedMask);
+  if (masked) {
+    const words = masked.allowedMask!.length;
+    const m = new Uint32Array(n * words).fill(0xffffffff);
+    rows.forEach((r, i) => r?.allowedMask && m.set(r.allowedMask.subarray(0, words), i * words));
+    x.allowedMask = m;
+  }
   const ht = new Int32Array(numHist);
   let off = 0;
   for (const h of hist) ht.set(h, off), (off += h.length);

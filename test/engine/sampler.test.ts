@@ -133,6 +133,10 @@ test('SamplingBatch: sampling rows draw output token k (earlier attempts include
   assert.equal([...e.reset!], [0, 1]);
   assert.equal([...e.histTokens!], [1, 2, 3, 4, 9]);
   assert.equal([...e.histNumOutput!], [0, 2]);
+  const masked = gen('d', []);
+  masked.allowedMask = Uint32Array.of(0b1010, 0);
+  const m = new SamplingBatch([gen('e', []), masked], slots).sampling.extras!;
+  assert.equal([...m.allowedMask!], [0xffffffff, 0xffffffff, 0b1010, 0], 'the grammar mask travels with its row; others allow all');
   const p = packSampling([{ temperature: 1, topP: 0.5, seed: 2 ** 32 - 1, step: 3 }]);
   assert.ok(p.seed instanceof Uint32Array && p.seed[0] === 2 ** 32 - 1);
 });
