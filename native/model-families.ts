@@ -43,7 +43,7 @@ const FamilyFields = z.object({
   attention_bias: z.boolean().optional(),
   sliding_window: z.number().int().positive().nullable().optional(),
   use_sliding_window: z.boolean().optional(),
-  max_position_embeddings: z.unknown(),
+  max_position_embeddings: z.unknown().optional(),
 });
 
 function bad(field: string, why: string): never {
