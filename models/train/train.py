@@ -189,7 +189,7 @@ def main(argv=None):
     for q in SAMPLE_PROMPTS:
         prompt = enc.encode_with_specials(corpus.render_chat([{'role': 'user', 'content': q}], True))
         out, hit = model.generate(prompt, 120, eos)
-        samples.append({'prompt': q, 'reply': enc.decode([i for i in out if i not in eos]), 'stoppedAtEos': hit, 'tokens': len(out)})
+        samples.append({'prompt': q, 'reply': enc.decode([i for i in out if i not in eos]), 'stoppedAtEos': hit, 'ids': out})
         log(f'> {q}\n  {samples[-1]["reply"]!r} (eos: {hit})')
     dtype = torch.bfloat16 if a.save_dtype == 'bf16' else torch.float32
     export.write_folder(folder, model.cpu(), vocab, merges, dtype)
