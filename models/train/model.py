@@ -133,8 +133,8 @@ class Llama(nn.Module):
     def generate(self, ids, max_new, eos_ids):
         """Greedy decoding (no KV cache: small models, short samples); returns (new ids, hit_eos)."""
         out = list(ids)
-        for _ in range(max_new):
-            ctx = torch.tensor([out[-self.config['max_position_embeddings']:]], device=self.cos.device)
+        for _ in range(min(max_new, self.config['max_position_embeddings'] - len(ids))):  # stops at the context, as engines do
+            ctx = torch.tensor([out], device=self.cos.device)
             nxt = int(self(ctx)[0, -1].float().argmax())
             out.append(nxt)
             if nxt in eos_ids:

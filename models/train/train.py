@@ -48,6 +48,7 @@ def args_of(argv):
     p.add_argument('--kv-heads', type=int, default=2)
     p.add_argument('--ffn', type=int, default=1024)
     p.add_argument('--seq', type=int, default=1024, help='training window = max_position_embeddings')
+    p.add_argument('--max-positions', type=int, default=0, help='max_position_embeddings [0: --seq]')
     p.add_argument('--batch', type=int, default=64)
     p.add_argument('--lr', type=float, default=2e-3)
     p.add_argument('--warmup', type=int, default=200, help='linear warm-up steps; then cosine decay to lr/10 over the time budget')
@@ -63,7 +64,7 @@ def model_config(a, vocab):
         'architectures': ['LlamaForCausalLM'], 'model_type': 'llama',
         'vocab_size': a.vocab, 'hidden_size': a.hidden, 'intermediate_size': a.ffn,
         'num_hidden_layers': a.layers, 'num_attention_heads': a.heads, 'num_key_value_heads': a.kv_heads,
-        'head_dim': a.hidden // a.heads, 'hidden_act': 'silu', 'max_position_embeddings': a.seq,
+        'head_dim': a.hidden // a.heads, 'hidden_act': 'silu', 'max_position_embeddings': a.max_positions or a.seq,
         'rms_norm_eps': 1e-5, 'rope_theta': 10000.0, 'rope_scaling': None, 'tie_word_embeddings': True,
         'attention_bias': False, 'mlp_bias': False, 'initializer_range': 0.02,
         'bos_token_id': vocab[corpus.BEGIN], 'eos_token_id': vocab[corpus.END],
