@@ -122,7 +122,9 @@ export function resolveModel(model: string, baseDir: string): Resolved {
   if (!existsSync(path)) {
     const shipped = shippedModelFolder(model);
     if (shipped) return { value: shipped };
-    return { error: `'${model}' is neither a preset (${MODEL_PRESETS.join(', ')}), a shipped model (${shippedModels().join(', ') || 'none'}), nor an existing folder (${path} does not exist)` };
+    // a bare name may have meant a shipped model: list them; a path clearly meant a folder
+    const shippedNote = /[\\/]/.test(model) ? '' : `, a shipped model (${shippedModels().join(', ') || 'none'})`;
+    return { error: `'${model}' is neither a preset (${MODEL_PRESETS.join(', ')})${shippedNote} nor an existing folder (${path} does not exist)` };
   }
   if (!statSync(path).isDirectory()) return { error: `'${model}' must be a checkpoint folder (${path} is a file)` };
   if (!existsSync(join(path, 'config.json'))) return { error: `model folder ${path} has no config.json` };
