@@ -8,7 +8,7 @@
  *      the running topology stays.
  */
 import { readFileSync } from 'node:fs';
-import { basename, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { MicroserveError } from '../common/errors.ts';
 import { log } from '../common/log.ts';
 import type { Role } from '../actors/messages.ts';
@@ -16,7 +16,8 @@ import { startRouter } from '../actors/router/index.ts';
 import type { Plan } from '../actors/router/types.ts';
 import { loadTokenizer } from '../actors/text/loader.ts';
 import { parseModelConfig } from '../native/config.ts';
-import { PRESETS, isPreset } from '../native/presets.ts';
+import { PRESETS } from '../native/presets.ts';
+import { resolveModelSource, type ModelSource } from '../native/model-source.ts';
 import type { ModelConfig } from '../native/backend.ts';
 import { applyTopology, type ApplyReport } from '../topology/apply.ts';
 import { loadTopology, parseTopology } from '../topology/load.ts';
@@ -44,19 +45,22 @@ export const APPLY_READY_TIMEOUT_MS = 30_000;
 export interface Up {
   cluster: Cluster;
   httpUrl: string;
+  /** What `model` resolved to (the banner says whether its weights are random). */
+  model: ModelSource;
 }
 
-/** Model facts the router needs, without loading weights. */
-export function describeModel(model: string): { name: string; folder: string | null; isPreset: boolean; config: ModelConfig } {
-  if (isPreset(model)) return { name: model, folder: null, isPreset: true, config: PRESETS[model].config };
-  const folder = resolve(model);
+/** Model facts the router and the banner need, without loading weights. */
+export function describeModel(model: string): ModelSource & { config: ModelConfig } {
+  const src = resolveModelSource(model);
+  if (src.isPreset) return { ...src, config: PRESETS[model].config };
+  const folder = src.folder!;
   let json: unknown;
   try {
     json = JSON.parse(readFileSync(resolve(folder, 'config.json'), 'utf8'));
   } catch (e) {
     throw new MicroserveError('BAD_CONFIG', `${folder}/config.json: ${(e as Error).message}`, { field: 'model' });
   }
-  return { name: basename(folder), folder, isPreset: false, config: parseModelConfig(json) };
+  return { ...src, config: parseModelConfig(json) };
 }
 
 export async function startControlPlane(path: string, token: string, opts: UpOptions = {}): Promise<Up> {
@@ -108,7 +112,7 @@ export async function startControlPlane(path: string, token: string, opts: UpOpt
       await close();
     };
   }
-  return { cluster, httpUrl: (cluster.router as any).url };
+  return { cluster, httpUrl: (cluster.router as any).url, model };
 }
 
 let applying: Promise<unknown> = Promise.resolve();

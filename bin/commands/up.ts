@@ -7,6 +7,8 @@ import { newToken, removeRunFile, writeRunFile } from '../../actors/runtime/toke
 import type { Cluster } from '../../supervisors/cluster.ts';
 import { env } from '../../common/env.ts';
 
+/** What the random-weights note suggests instead. */
+const TRAINED_HINT = 'kjv-chat, or a Hugging Face checkpoint folder';
 const DEFAULT_TOPOLOGY = fileURLToPath(new URL('../../topology/default.yaml', import.meta.url));
 
 export function register(program: Command): void {
@@ -41,6 +43,8 @@ export function register(program: Command): void {
       process.stdout.write(
         `microserve up: router ${up.httpUrl}  control ${cluster.system.url}  engines ${cluster.topology.engines.map((e) => `${e.name}(${e.role},${e.device})`).join(' ')}  strategy ${cluster.topology.router.strategy}\n`,
       );
+      process.stdout.write(`  model ${up.model.name}: ${up.model.weights}\n`);
+      if (up.model.isRandom) process.stdout.write(`  note: random weights write gibberish and rarely stop; for English serve a trained model (model: ${TRAINED_HINT})\n`);
       // the engines are ready (the router waited for them): their memory plans
       const st = await cluster.status().catch(() => null);
       for (const a of st?.actors ?? []) if (a.plan) process.stdout.write(`  ${a.path} memory plan, ${describePlan(a.plan)}\n`);
