@@ -4,8 +4,8 @@
  * Joins control, spawns `proc/<nodeId>` (admin: pid, stop_actor) and what the spec asks for.
  * SIGTERM/SIGINT: stop the actors and exit 0.
  */
-import { MicroserveError } from '../actors/errors.ts';
 import { log, setLogProcessName } from '../actors/log.ts';
+import { messageParser, ProcMsgSchema } from '../actors/messages.ts';
 import { ActorSystem } from '../actors/runtime/system.ts';
 import type { ProcSpec } from './proc-spec.ts';
 
@@ -35,19 +35,18 @@ async function shutdown(code: number): Promise<void> {
 }
 let closeHook: (() => Promise<void> | void) | undefined;
 
-system.spawn(`proc/${spec.nodeId}`, (msg: any) => {
+const parseProcMsg = messageParser(`proc/${spec.nodeId}`, ProcMsgSchema);
+system.spawn(`proc/${spec.nodeId}`, (raw: unknown) => {
+  const msg = parseProcMsg(raw);
   switch (msg.type) {
     case 'pid':
       return { pid: process.pid, nodeId: spec.nodeId };
     case 'stop_actor':
-      if (typeof msg.path !== 'string') throw new MicroserveError('BAD_MESSAGE', 'stop_actor needs a path');
       system.stop(msg.path);
       return { stopped: msg.path };
     case 'exit':
       setTimeout(() => void shutdown(0), 10);
       return { exiting: true };
-    default:
-      throw new MicroserveError('BAD_MESSAGE', `proc actor: unknown message type '${msg.type}'`);
   }
 });
 

@@ -73,7 +73,7 @@ export async function startControlPlane(path: string, token: string, opts: UpOpt
       baseDir: topology.source ? resolve(topology.source, '..') : process.cwd(),
     });
     cluster.router = router;
-    cluster.applyHook = (next) => applyToCluster(cluster, next as Topology, performance.now());
+    cluster.applyHook = (next) => applyToCluster(cluster, next, performance.now());
     await router.ready(opts.readyTimeoutMs ?? 180_000);
   } catch (e) {
     await cluster.close();
