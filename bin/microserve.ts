@@ -7,7 +7,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { MicroserveError } from '../actors/errors.ts';
 
-const COMMANDS = ['up', 'status', 'kill', 'send', 'agent', 'generate', 'apply', 'bench'];
+const COMMANDS = ['up', 'down', 'status', 'kill', 'send', 'agent', 'generate', 'apply', 'bench'];
 
 export function fail(e: unknown): never {
   if (e instanceof MicroserveError) process.stderr.write(`error [${e.code}]: ${e.message}\n`);
