@@ -175,7 +175,7 @@ async function waitFor<T>(timeoutMs: number, exitCode: () => number | null, prob
 function readRun(home: string, pid: number): RunFile | null {
   try {
     const rf = JSON.parse(readFileSync(join(home, 'run.json'), 'utf8')) as RunFile;
-    return rf.pid === pid ? rf : null;
+    return rf.pid === pid && !rf.isStarting ? rf : null; // a claim placeholder has no urls yet
   } catch {
     return null;
   }
