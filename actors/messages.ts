@@ -14,8 +14,8 @@
  * MicroserveError.
  */
 import { z } from 'zod';
-import { EngineSchema } from '../topology/schema.ts';
-import { MicroserveError } from './errors.ts';
+import type { MemoryPlan, NativeStatus } from '../native/backend.ts';
+import { MicroserveError } from '../common/errors.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Field types shared by the messages
@@ -240,6 +240,14 @@ export type StatusMsg = z.infer<typeof StatusMsgSchema>;
 export const FlushCacheMsgSchema = z.object({ type: z.literal('flush_cache') });
 export type FlushCacheMsg = z.infer<typeof FlushCacheMsgSchema>;
 
+/**
+ * TEST ONLY: the next `count` forwards of the engine throw, to test step-failure isolation.
+ * Refused (BAD_MESSAGE) unless the engine runs with test hooks (MICROSERVE_TEST_HOOKS=1).
+ * Reply: `{ numStepsToFail }`.
+ */
+export const TestFailStepsMsgSchema = z.object({ type: z.literal('test_fail_steps'), count: z.number().int().min(0).max(1_000_000) });
+export type TestFailStepsMsg = z.infer<typeof TestFailStepsMsgSchema>;
+
 export const EngineMsgSchema = z.discriminatedUnion('type', [
   GenerateMsgSchema,
   PrepRecvMsgSchema,
@@ -253,6 +261,7 @@ export const EngineMsgSchema = z.discriminatedUnion('type', [
   KvPushEndMsgSchema,
   SetRoleMsgSchema,
   FlushCacheMsgSchema,
+  TestFailStepsMsgSchema,
   StatusMsgSchema,
 ]);
 export type EngineMsg = z.infer<typeof EngineMsgSchema>;
@@ -293,7 +302,19 @@ export interface EngineCounters {
    * GPU compute time, and the send time left after the compute ended (exposed), in ms.
    */
   layerPush?: { forwards: number; computeMs: number; exposedMs: number };
+  /** Running requests preempted (pages taken back; they re-queue and recompute). */
   preemptions: number;
+  /**
+   * Prefill tokens computed a second time because a preemption dropped them (positions below
+   * the request's high-water mark). Preemption never generates an output token twice.
+   */
+  tokensRecomputed: number;
+  /** Forwards that threw (each counted once, split retries included). */
+  stepFailures: number;
+  /** Failed steps retried split in two halves. */
+  stepRetries: number;
+  /** Requests ended with STEP_FAILED (or released, when already aborted) by a failed forward. */
+  requestsFailedByStep: number;
   aborts: number;
 }
 
@@ -301,13 +322,22 @@ export interface EngineStatus {
   name: string;
   role: Role;
   device: string;
+  /** The backend's device and the kernel/launch options it was built with (fixed for its life). */
+  native: NativeStatus;
   pid: number;
   model: string;
   numRunning: number;
   numWaiting: number;
   numReserved: number;
   kv: KvPageStats;
+  /** Tokens per KV page: the pool holds `kv.total * pageSize` tokens (what a request can need at most). */
+  pageSize: number;
+  /** Scheduler limits: sequences and tokens per step. */
+  maxNumSeqs: number;
+  maxBatchTokens: number;
   counters: EngineCounters;
+  /** The backend's memory plan (weights / arena / KV bytes, KV tokens, longest request, caps). */
+  plan?: MemoryPlan;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -335,13 +365,15 @@ export type RouterMsg = z.infer<typeof RouterMsgSchema>;
 // Control plane: `control`, `supervisor/<host>`, `proc/<nodeId>`, `nvshmem`
 
 /**
- * `control` (in `up`): `status` → ClusterStatus; `kill {path, process}` stops an actor or SIGKILLs
- * its process; `topology` → the running topology; `apply {topology}` (a Topology object or YAML
- * text, re-validated like a file) → ApplyReport.
+ * `control` (in `up`): `status` → ClusterStatus; `kill {path, process}` kills an actor as a crash
+ * would or SIGKILLs its process (both come back under the restart policy); `restart {path}` brings
+ * a failed (or any) actor back now; `topology` → the running topology; `apply {topology}` (a
+ * Topology object or YAML text, re-validated like a file) → ApplyReport.
  */
 export const ControlMsgSchema = z.discriminatedUnion('type', [
   StatusMsgSchema,
   z.object({ type: z.literal('kill'), path: ActorPath, process: z.boolean().default(false) }),
+  z.object({ type: z.literal('restart'), path: ActorPath }),
   z.object({ type: z.literal('topology') }),
   z.object({ type: z.literal('apply'), topology: z.union([z.string().max(1 << 20), z.record(z.string(), z.unknown())]) }),
 ]);
@@ -356,13 +388,33 @@ export const NvshmemSpecSchema = z.object({
 });
 export type NvshmemSpec = z.infer<typeof NvshmemSpecSchema>;
 
+/**
+ * The engine of an engine ProcSpec: a topology `engines` entry (topology/types.ts EngineSpec),
+ * with the same fields, defaults and strictness as topology/schema.ts's EngineSchema. It is
+ * written out here rather than imported because messages sit below topology/ in the layer order
+ * (test/arch/imports.test.ts); test/actors/messages.test.ts checks that the two list the same fields.
+ */
+export const EngineSpecSchema = z.strictObject({
+  name: Name,
+  role: RoleSchema.default('both'),
+  device: z.string().max(256).default('cpu'),
+  host: Name.default('local'),
+  /** A number of pages, or 'auto' (GPU: what gpuMemoryUtilization leaves; CPU: 512). */
+  kvPages: z.union([z.number().int().min(1).max(Number.MAX_SAFE_INTEGER), z.literal('auto')]).optional(),
+  pageSize: z.number().int().min(1).max(4096).default(16),
+  maxBatchTokens: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).default(512),
+  maxNumSeqs: z.number().int().min(1).max(65536).default(256),
+  gpuMemoryUtilization: z.number().gt(0).max(1).default(0.9),
+  threads: z.number().int().min(0).max(4096).default(0),
+});
+
 /** What a node supervisor starts: one OS process per spec, hosting a node of the cluster. */
 export const ProcSpecSchema = z.discriminatedUnion('kind', [
   z.object({
     kind: z.literal('engine'),
     /** Node id of the process, `engine-<name>`. */
     nodeId: Name,
-    engine: EngineSchema,
+    engine: EngineSpecSchema,
     model: z.string().min(1).max(4096),
     transport: z.string().max(64),
     /** The engine's NVSHMEM job (`transport: nvshmem`, a GPU engine with peers on its host). */
@@ -380,19 +432,26 @@ export const ProcSpecSchema = z.discriminatedUnion('kind', [
 ]);
 export type ProcSpec = z.infer<typeof ProcSpecSchema>;
 
-/** `supervisor/<host>`: start {spec}, stop {nodeId, graceMs}, kill {nodeId}, status. */
+/** `supervisor/<host>`: start {spec}, stop {nodeId, graceMs}, kill {nodeId}, restart {nodeId}, status. */
 export const SupervisorMsgSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('start'), spec: ProcSpecSchema }),
   z.object({ type: z.literal('stop'), nodeId: Name, graceMs: z.number().int().min(0).max(600_000).optional() }),
   z.object({ type: z.literal('kill'), nodeId: Name }),
+  /** Relaunch a process now (a failed one too) with a fresh crash window. */
+  z.object({ type: z.literal('restart'), nodeId: Name }),
   StatusMsgSchema,
 ]);
 export type SupervisorMsg = z.infer<typeof SupervisorMsgSchema>;
 
-/** `proc/<nodeId>` (each supervised process): pid, stop_actor {path}, exit. */
+/**
+ * `proc/<nodeId>` (engine processes and agents, supervisors/proc-actor.ts): pid, stop_actor {path}
+ * (killed as a crash would), restart_actor {path}, supervision, exit.
+ */
 export const ProcMsgSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('pid') }),
   z.object({ type: z.literal('stop_actor'), path: ActorPath }),
+  z.object({ type: z.literal('restart_actor'), path: ActorPath }),
+  z.object({ type: z.literal('supervision') }),
   z.object({ type: z.literal('exit') }),
 ]);
 export type ProcMsg = z.infer<typeof ProcMsgSchema>;

@@ -18,7 +18,8 @@ import { fileURLToPath } from 'node:url';
 import type { KvAddr } from '../actors/messages.ts';
 import { startRouter } from '../actors/router/index.ts';
 import type { RoutedRequest, StrategyContext } from '../actors/router/strategy-api.ts';
-import { BUILTIN_STRATEGIES, loadStrategy } from '../actors/router/strategy-loader.ts';
+import { BUILTIN_STRATEGIES } from '../actors/router/strategies/index.ts';
+import { loadStrategy } from '../actors/router/strategy-loader.ts';
 import { ActorSystem } from '../actors/runtime/system.ts';
 import { Llama3PresetTokenizer } from '../actors/text/llama3.ts';
 

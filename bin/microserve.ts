@@ -5,14 +5,15 @@
 import { Command } from 'commander';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { MicroserveError } from '../actors/errors.ts';
+import { MicroserveError } from '../common/errors.ts';
+import { env } from '../common/env.ts';
 
-const COMMANDS = ['up', 'down', 'status', 'kill', 'send', 'agent', 'generate', 'apply', 'bench'];
+const COMMANDS = ['up', 'down', 'status', 'kill', 'restart', 'send', 'agent', 'generate', 'apply', 'bench'];
 
 export function fail(e: unknown): never {
   if (e instanceof MicroserveError) process.stderr.write(`error [${e.code}]: ${e.message}\n`);
   else process.stderr.write(`error: ${(e as Error)?.message ?? String(e)}\n`);
-  if (process.env.MICROSERVE_DEBUG) process.stderr.write(`${(e as Error)?.stack}\n`);
+  if (env('debug')) process.stderr.write(`${(e as Error)?.stack}\n`);
   process.exit(1);
 }
 

@@ -1,11 +1,12 @@
 /**
  * The one place that loads the compiled addon (native/build/Release/microserve_native.node, or
- * the file named by MICROSERVE_NATIVE_ADDON, e.g. a sanitizer build) and turns its errors
+ * the file named by MICROSERVE_NATIVE_ADDON (common/env.ts), e.g. a sanitizer build) and turns its errors
  * (`{ code, message }`) into MicroserveError.
  */
 import { createRequire } from 'node:module';
-import { MicroserveError, type ErrorCode } from '../actors/errors.ts';
-import type { ForwardSampling } from './backend.ts';
+import { MicroserveError, type ErrorCode } from '../common/errors.ts';
+import type { ForwardSampling, NativeOptions } from './backend.ts';
+import { env } from '../common/env.ts';
 
 /** Hyper-parameters as the addon takes them (ms::ModelConfig field names). */
 export interface NativeModelConfig {
@@ -24,12 +25,35 @@ export interface NativeModelConfig {
   highFreqFactor: number;
   originalMaxPositions: number;
   tiedEmbeddings: boolean;
+  /** max_position_embeddings: the plan's context cap. */
+  maxPositions: number;
+}
+
+/** The plan caps as the addon takes them (ms::BackendOptions; absent fields keep its defaults). */
+export interface NativePlanOptions {
+  maxBatchTokens?: number;
+  maxNumSeqs?: number;
+  gpuMemoryUtilization?: number;
 }
 
 /** The addon's class (see native/src/addon.cc). All methods validate their arguments. */
+/** The addon constructor's last argument (ms::BackendOptions): every field given. */
+/** The constructor's options: the native knobs, the thread count and the memory plan's caps. */
+export interface NativeBackendArgs extends NativeOptions, NativePlanOptions {
+  numThreads: number;
+}
+
 export interface NativeBackendHandle {
   readonly pageBytes: number;
+  /** Pages of the KV pool; 0 for an auto pool until finalize sized it. */
+  readonly numPages: number;
+  /** The memory plan as 15 numbers (see MemoryPlan in native/src/backend.h; native-backend.ts names them). */
+  memoryPlan(): Promise<Float64Array>;
+  /** [free, total] device bytes now (cudaMemGetInfo); NO_DEVICE on CPU. */
+  deviceMemory(): Promise<Float64Array>;
   readonly deviceName: string;
+  /** The options the backend was built with. */
+  readonly options: NativeBackendArgs;
   /** dtype: 0 F32, 1 F16, 2 BF16. */
   loadTensor(name: string, dtype: number, shape: number[], data: Uint8Array): Promise<void>;
   randomInit(seed: number, std: number): Promise<void>;
@@ -55,7 +79,7 @@ export interface NativeBackendHandle {
 
 interface Addon {
   NativeBackend: {
-    new (device: string, config: NativeModelConfig, numPages: number, pageSize: number, numThreads: number): NativeBackendHandle;
+    new (device: string, config: NativeModelConfig, numPages: number, pageSize: number, options: NativeBackendArgs): NativeBackendHandle;
     /** The C++ host sampler (native/src/common/sampling.h) on (rows, vocab) logits, on the calling thread: (rows,) tokens. */
     sampleLogits(logits: Float32Array, vocab: number, sampling: ForwardSampling): Int32Array;
   };
@@ -69,7 +93,7 @@ let addon: Addon | null = null;
 export function loadAddon(): Addon {
   if (addon) return addon;
   try {
-    const file = process.env.MICROSERVE_NATIVE_ADDON || './build/Release/microserve_native.node';
+    const file = env('nativeAddon');
     addon = createRequire(import.meta.url)(file) as Addon;
   } catch (e) {
     throw new MicroserveError('NATIVE_ERROR', `the native addon is not built (run \`npm run build:native\`): ${(e as Error).message}`);
@@ -77,7 +101,7 @@ export function loadAddon(): Addon {
   return addon;
 }
 
-const PASSED_THROUGH = new Set<string>(['BAD_TOKEN', 'BAD_CHECKPOINT', 'BAD_CONFIG', 'NO_DEVICE', 'NATIVE_ERROR']);
+const PASSED_THROUGH = new Set<string>(['BAD_TOKEN', 'BAD_CHECKPOINT', 'BAD_CONFIG', 'NO_DEVICE', 'NATIVE_ERROR', 'OVER_PLAN', 'DEVICE_MEMORY']);
 
 /** Native error → MicroserveError; BAD_ARGUMENT and OUT_OF_MEMORY become NATIVE_ERROR with `details.nativeCode`. */
 export function toMicroserveError(e: unknown): Error {

@@ -2,6 +2,7 @@
  * The TypeScript face of the native backend (see native/src/backend.h for the C++ side).
  * `native/index.ts` loads the addon and implements this; the engine depends only on this file.
  */
+import type { CpuIsa } from '../common/env.ts';
 
 /** Llama-3 hyper-parameters, normalised from config.json (both rope config styles). */
 export interface ModelConfig {
@@ -63,9 +64,51 @@ export interface ForwardSampling {
   step: Uint32Array;
 }
 
+/**
+ * The engine's memory plan, fixed once at start (native/src/backend.h MemoryPlan): every per-step
+ * buffer is sized for the largest step the caps allow, then the KV pool takes what is left
+ * (kvPages auto, CUDA) or its fixed size. A step past the caps is refused with OVER_PLAN; a plan
+ * that does not fit the device is refused at start with DEVICE_MEMORY.
+ */
+export interface MemoryPlan {
+  /** Tokens per step the plan holds. */
+  maxBatchTokens: number;
+  /** Sequences per step the plan holds (min(maxNumSeqs, maxBatchTokens)). */
+  maxNumSeqs: number;
+  /** Longest position a step may reach (the model's max positions). */
+  maxContext: number;
+  numPages: number;
+  pageSize: number;
+  /** numPages * pageSize. */
+  kvTokens: number;
+  /** Longest request the engine can hold: min(maxContext, kvTokens). */
+  maxRequestTokens: number;
+  /** Bytes of the weights (device on CUDA, host on CPU). */
+  weightsBytes: number;
+  /** Bytes of the step scratch (activations, logits, sampling, attention partials, metadata). */
+  arenaBytes: number;
+  /** Device bytes of the decode CUDA graphs (0 on CPU). */
+  graphBytes: number;
+  /** Bytes of the KV page pool. */
+  kvBytes: number;
+  /** The device's total memory (0 on CPU). */
+  deviceTotal: number;
+  /** Device memory free once the plan is allocated (0 on CPU). */
+  deviceFree: number;
+  /** Decode CUDA graphs captured at start (0 on CPU). */
+  numGraphs: number;
+  /** True when the bytes are host memory (CPU backend). */
+  isHost: boolean;
+}
+
 export interface Backend {
   readonly config: ModelConfig;
+  /** The device and the options the backend was built with (shown by the engine's `status`). */
+  readonly nativeStatus: NativeStatus;
+  /** Pages of the KV pool (an auto pool: as sized at start). */
   readonly numPages: number;
+  /** The memory plan (complete once the model is open). */
+  readonly plan: MemoryPlan;
   readonly pageSize: number;
   /** Bytes of one page across all layers, wire layout (per layer: K then V). */
   readonly pageBytes: number;
@@ -147,10 +190,46 @@ export interface KvIpcOps {
 export interface BackendOptions {
   /** [device='cpu'] 'cpu' or 'cuda:N'. */
   device?: string;
-  /** [numPages] KV pool size in pages. */
-  numPages: number;
+  /**
+   * KV pool size in pages, or 'auto': on CUDA what gpuMemoryUtilization leaves after weights, the
+   * step arena and CUDA graphs; on CPU a fixed 512 pages.
+   */
+  numPages: number | 'auto';
+  /** [maxBatchTokens=8192] tokens per step the memory plan holds; a larger step fails with OVER_PLAN. */
+  maxBatchTokens?: number;
+  /** [maxNumSeqs=256] sequences per step the memory plan holds; more fail with OVER_PLAN. */
+  maxNumSeqs?: number;
+  /** [gpuMemoryUtilization=0.9] share of the device's total memory a CUDA engine may use (kvPages auto). */
+  gpuMemoryUtilization?: number;
   /** [pageSize=16] tokens per page. */
   pageSize?: number;
   /** [numThreads=0] CPU threads, 0 = all cores. */
   numThreads?: number;
+  /** [native] kernel and launch options; each field unset takes its environment knob (common/env.ts). */
+  native?: Partial<NativeOptions>;
+}
+
+/**
+ * Kernel and launch options of a native backend (ms::BackendOptions in native/src/backend.h),
+ * fixed when the backend is built: a captured CUDA graph and an eager step always agree.
+ * Defaults come from common/env.ts (the knob named in brackets).
+ */
+export interface NativeOptions {
+  /** [cpuIsa=MS_CPU_ISA, 'auto'] CPU kernel set; a set this CPU lacks falls back to a narrower one. */
+  cpuIsa: CpuIsa;
+  /** [cudaGraphs=MS_CUDA_GRAPHS, true] CUDA: replay captured graphs for pure-decode steps. */
+  cudaGraphs: boolean;
+  /** [pdl=MS_PDL, true] CUDA: programmatic dependent launch between kernels. */
+  pdl: boolean;
+  /** [decodeClusterCap=MS_DECODE_CLUSTER, 16] CUDA: largest decode-attention cluster; below 8 = fixed splits. */
+  decodeClusterCap: number;
+  /** [nvshmemPut=MS_NVSHMEM_PUT, false] CUDA: NVSHMEM peers by one-sided puts even where a direct pointer exists. */
+  nvshmemPut: boolean;
+}
+
+/** What a backend was built with, as `status` shows it. */
+export interface NativeStatus extends NativeOptions {
+  /** e.g. "cpu (2 threads, avx512)" or "cuda:0 (NVIDIA H200, sm_90, 132 SMs)". */
+  deviceName: string;
+  numThreads: number;
 }

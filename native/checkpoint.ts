@@ -6,7 +6,7 @@
  */
 import { open, readFile, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { MicroserveError } from '../actors/errors.ts';
+import { MicroserveError } from '../common/errors.ts';
 
 export type TensorDType = 'BF16' | 'F16' | 'F32';
 const DTYPE_BYTES: Record<TensorDType, number> = { BF16: 2, F16: 2, F32: 4 };

@@ -4,7 +4,7 @@
  * `rope_parameters` (transformers ≥ 5). Anything outside the Llama 3 architecture fails with
  * BAD_CONFIG naming the field.
  */
-import { MicroserveError } from '../actors/errors.ts';
+import { MicroserveError } from '../common/errors.ts';
 import type { ModelConfig } from './backend.ts';
 
 type Json = Record<string, unknown>;

@@ -41,6 +41,23 @@ foreach(dir ${CUDAToolkit_INCLUDE_DIRS})
     set(MS_CUBLASLT_INCLUDE_DIR "${dir}")
   endif()
 endforeach()
+# Losing kernel variants with their reference checks and timing loops (bench/kernels, llm.c's
+# dev/cuda style): executables outside the addon, built only on request
+# (`cmake --build native/build --target microserve_kernel_benches`); they need nvcc and cudart only.
+add_library(microserve_kernel_objs OBJECT EXCLUDE_FROM_ALL ${MS_CUDA_KERNEL_SOURCES})
+ms_cuda_target_options(microserve_kernel_objs)
+target_include_directories(microserve_kernel_objs PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+target_link_libraries(microserve_kernel_objs PRIVATE CUDA::cudart)
+add_custom_target(microserve_kernel_benches)
+foreach(name decode-attention-simt prefill-attention-fa2 decode-merge-serial)
+  add_executable(${name} EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/../bench/kernels/${name}.cu
+                                          $<TARGET_OBJECTS:microserve_kernel_objs>)
+  ms_cuda_target_options(${name})
+  target_include_directories(${name} PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
+  target_link_libraries(${name} PRIVATE CUDA::cudart)
+  add_dependencies(microserve_kernel_benches ${name})
+endforeach()
+
 if(NOT MS_CUBLASLT_INCLUDE_DIR OR NOT TARGET CUDA::cublasLt)
   message(STATUS "microserve: nvcc ${CMAKE_CUDA_COMPILER_VERSION} without cuBLASLt: compile check of the CUDA kernels only")
   add_library(microserve_cuda_kernels OBJECT ${MS_CUDA_KERNEL_SOURCES})
@@ -59,7 +76,8 @@ add_library(microserve_cuda STATIC
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/kv-ipc.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/kv-nvshmem.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/model-forward.cc
-  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/autotune.cc)
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/autotune.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/memory-plan.cc)
 ms_cuda_target_options(microserve_cuda)
 target_compile_options(microserve_cuda PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-O2>)
 target_include_directories(microserve_cuda PUBLIC ${CMAKE_CURRENT_SOURCE_DIR}/src)

@@ -4,17 +4,18 @@
  */
 import { readFile, stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
-import { MicroserveError } from '../actors/errors.ts';
+import { MicroserveError } from '../common/errors.ts';
 import type { Backend, BackendOptions, ModelConfig, NvshmemMembership } from './backend.ts';
 import { loadAddon, toMicroserveError } from './addon.ts';
 import { listTensors, readTensors } from './checkpoint.ts';
 import { parseModelConfig } from './config.ts';
 import { NativeBackend } from './native-backend.ts';
+import { nvshmemHeapBytes, resolveNativeOptions } from './options.ts';
 import { PRESETS, isPreset } from './presets.ts';
 
 export { parseModelConfig } from './config.ts';
 export { PRESETS, isPreset } from './presets.ts';
-export type { Backend, BackendOptions, ForwardBatch, ForwardSeq, ModelConfig } from './backend.ts';
+export type { Backend, BackendOptions, ForwardBatch, ForwardSeq, MemoryPlan, ModelConfig, NativeOptions, NativeStatus } from './backend.ts';
 
 export interface LoadedModel {
   backend: Backend;
@@ -84,14 +85,15 @@ async function readConfig(folder: string): Promise<ModelConfig> {
  * (missing/extra tensor, wrong shape, unknown dtype, truncated file), NO_DEVICE, NATIVE_ERROR.
  */
 export async function openModel(model: string, opts: OpenModelOptions): Promise<LoadedModel> {
-  const numPages = checkInt('numPages', opts.numPages, 1);
+  const numPages = opts.numPages === 'auto' ? 0 : checkInt('numPages', opts.numPages, 1);
   const pageSize = checkInt('pageSize', opts.pageSize ?? 16, 1);
   const numThreads = checkInt('numThreads', opts.numThreads ?? 0, 0);
   const device = opts.device ?? 'cpu';
+  const native = { ...resolveNativeOptions(opts.native, numThreads), ...planOptions(opts) };
 
   if (isPreset(model)) {
     const p = PRESETS[model];
-    const backend = new NativeBackend(p.config, numPages, pageSize, device, numThreads);
+    const backend = new NativeBackend(p.config, numPages, pageSize, device, native);
     let nvshmem: NvshmemJoin = null;
     try {
       nvshmem = await join(backend, opts);
@@ -111,7 +113,7 @@ export async function openModel(model: string, opts: OpenModelOptions): Promise<
   }
   const config = await readConfig(folder);
   const tensors = await listTensors(folder, skipTensor(config));
-  const backend = new NativeBackend(config, numPages, pageSize, device, numThreads);
+  const backend = new NativeBackend(config, numPages, pageSize, device, native);
   let nvshmem: NvshmemJoin = null;
   try {
     nvshmem = await join(backend, opts);
@@ -124,6 +126,15 @@ export async function openModel(model: string, opts: OpenModelOptions): Promise<
   return { backend, nvshmem, name: basename(folder), folder, isPreset: false, config };
 }
 
+/** The memory plan caps of `opts`, checked (BAD_CONFIG naming the option). */
+function planOptions(opts: OpenModelOptions): { maxBatchTokens: number; maxNumSeqs: number; gpuMemoryUtilization: number } {
+  const u = opts.gpuMemoryUtilization ?? 0.9;
+  if (typeof u !== 'number' || !(u > 0 && u <= 1)) {
+    throw new MicroserveError('BAD_CONFIG', `option gpuMemoryUtilization must be a number in (0, 1] (got ${JSON.stringify(u)})`, { field: 'gpuMemoryUtilization' });
+  }
+  return { maxBatchTokens: checkInt('maxBatchTokens', opts.maxBatchTokens ?? 8192, 1), maxNumSeqs: checkInt('maxNumSeqs', opts.maxNumSeqs ?? 256, 1), gpuMemoryUtilization: u };
+}
+
 async function join(backend: NativeBackend, opts: OpenModelOptions): Promise<NvshmemJoin> {
   const j = opts.nvshmem;
   if (!j) return null;
@@ -131,5 +142,8 @@ async function join(backend: NativeBackend, opts: OpenModelOptions): Promise<Nvs
   const nranks = checkInt('nvshmem.nranks', j.nranks, 1);
   const rank = checkInt('nvshmem.rank', j.rank, 0);
   if (rank >= nranks) throw new MicroserveError('BAD_CONFIG', `nvshmem.rank ${rank} must be < nranks ${nranks}`, { field: 'nvshmem.rank' });
+  // The symmetric heap must hold the pool (and its padding page); a user's setting wins. NVSHMEM
+  // reads it from the environment when it initialises (the one variable of its own we set here).
+  process.env.NVSHMEM_SYMMETRIC_SIZE ??= String(nvshmemHeapBytes((backend.numPages + 1) * backend.pageBytes));
   return backend.joinNvshmem(j.uid, rank, nranks);
 }

@@ -1,7 +1,7 @@
 /** {@link Backend} over the addon: packs ragged batches into flat Int32Arrays, maps errors. */
-import { MicroserveError } from '../actors/errors.ts';
-import type { Backend, ForwardBatch, ForwardSampling, KvIpcOps, ModelConfig, NvshmemMembership, SendTimeline } from './backend.ts';
-import { loadAddon, nativeCall, toMicroserveError, type NativeBackendHandle, type NativeModelConfig } from './addon.ts';
+import { MicroserveError } from '../common/errors.ts';
+import type { Backend, ForwardBatch, ForwardSampling, KvIpcOps, MemoryPlan, ModelConfig, NativeStatus, NvshmemMembership, SendTimeline } from './backend.ts';
+import { loadAddon, nativeCall, toMicroserveError, type NativeBackendArgs, type NativeBackendHandle, type NativeModelConfig } from './addon.ts';
 
 /** Dtype codes of NativeBackendHandle.loadTensor. */
 export const DTYPE_CODES = { F32: 0, F16: 1, BF16: 2 } as const;
@@ -24,29 +24,56 @@ export function toNativeConfig(c: ModelConfig): NativeModelConfig {
     highFreqFactor: s?.highFreqFactor ?? 4,
     originalMaxPositions: s?.originalMaxPositions ?? c.maxPositions,
     tiedEmbeddings: c.tieWordEmbeddings,
+    maxPositions: c.maxPositions,
   };
+}
+
+/** The order of the addon's memoryPlan() numbers. */
+const PLAN_FIELDS = ['maxBatchTokens', 'maxNumSeqs', 'maxContext', 'numPages', 'pageSize', 'kvTokens', 'maxRequestTokens', 'weightsBytes', 'arenaBytes', 'graphBytes', 'kvBytes', 'deviceTotal', 'deviceFree', 'numGraphs', 'isHost'] as const;
+
+function toPlan(v: Float64Array): MemoryPlan {
+  const o: Record<string, number | boolean> = {};
+  PLAN_FIELDS.forEach((k, i) => (o[k] = k === 'isHost' ? v[i] === 1 : v[i]));
+  return o as unknown as MemoryPlan;
 }
 
 export class NativeBackend implements Backend {
   readonly pageBytes: number;
   readonly device: string;
+  readonly nativeStatus: NativeStatus;
   private handle: NativeBackendHandle | null;
+  private memPlan: MemoryPlan | null = null;
+  private pages: number;
 
+  /** numPages 0 = auto (sized by finalize on CUDA; 512 on CPU). */
   constructor(
     readonly config: ModelConfig,
-    readonly numPages: number,
+    numPages: number,
     readonly pageSize: number,
     device: string,
-    numThreads: number,
+    options: NativeBackendArgs,
   ) {
     const { NativeBackend: Ctor } = loadAddon();
     try {
-      this.handle = new Ctor(device, toNativeConfig(config), numPages, pageSize, numThreads);
+      this.handle = new Ctor(device, toNativeConfig(config), numPages, pageSize, options);
     } catch (e) {
       throw toMicroserveError(e);
     }
     this.pageBytes = this.handle.pageBytes;
+    this.pages = this.handle.numPages;
     this.device = device;
+    this.nativeStatus = Object.freeze({ deviceName: this.handle.deviceName, ...this.handle.options });
+  }
+
+  /** Pages of the KV pool (0 for an auto pool before finalize). */
+  get numPages(): number {
+    return this.pages;
+  }
+
+  /** The memory plan; complete after finalize. */
+  get plan(): MemoryPlan {
+    if (!this.memPlan) throw new MicroserveError('NATIVE_ERROR', 'the memory plan is known after finalize');
+    return this.memPlan;
   }
 
   /** Human-readable backend description (e.g. "cpu (2 threads, avx512)"). */
@@ -62,8 +89,21 @@ export class NativeBackend implements Backend {
     return nativeCall(() => this.native().randomInit(seed, std));
   }
 
+  /** Free and total device bytes now (cudaMemGetInfo; tests and benchmarks). NO_DEVICE on CPU. */
+  deviceMemory(): Promise<{ free: number; total: number }> {
+    return nativeCall(async () => {
+      const r = await this.native().deviceMemory();
+      return { free: r[0], total: r[1] };
+    });
+  }
+
+  /** Checks the weights, fixes the memory plan (an auto pool is sized here) and reads it back. */
   finalize(): Promise<void> {
-    return nativeCall(() => this.native().finalize());
+    return nativeCall(async () => {
+      await this.native().finalize();
+      this.memPlan = toPlan(await this.native().memoryPlan());
+      this.pages = this.memPlan.numPages;
+    });
   }
 
   forward(batch: ForwardBatch): Promise<Float32Array> {

@@ -3,35 +3,22 @@
  * node supervisor per host (`supervisor/local` in-process, `supervisor/<host>` from agents),
  * the engine processes the topology places on each host, and the router.
  *
- * `control` answers: status, kill {path, process}, apply {topology}, topology.
+ * `control` answers: status, kill {path, process}, restart {path}, apply {topology}, topology.
  */
-import { MicroserveError } from '../actors/errors.ts';
-import { log } from '../actors/log.ts';
+import { MicroserveError } from '../common/errors.ts';
+import { log } from '../common/log.ts';
 import { ControlMsgSchema, messageParser, type ControlMsg, type EngineStatus } from '../actors/messages.ts';
 import { ActorSystem } from '../actors/runtime/system.ts';
 import { nvshmemJobs } from '../topology/diff.ts';
 import type { EngineSpec, Topology } from '../topology/types.ts';
 import { NodeSupervisor } from './node-supervisor.ts';
+import { locate, readActors, readHosts, type ActorStatus } from './cluster-status.ts';
+import { procPath } from './proc-actor.ts';
 import type { ProcSpec, ProcStatus } from './proc-spec.ts';
 import { spawnNvshmemRendezvous } from './nvshmem-rendezvous.ts';
 import { spawnSupervisorActor } from './supervisor-actor.ts';
 
-export interface ActorStatus {
-  path: string;
-  kind: string;
-  role: string | null;
-  host: string;
-  pid: number | null;
-  restarts: number;
-  state: 'starting' | 'running' | 'restarting' | 'stopped' | 'dead';
-  nodeId: string;
-  /** Engines: running + waiting requests. */
-  queueDepth?: number;
-  /** Engines: KV page accounting. */
-  kv?: EngineStatus['kv'];
-  counters?: EngineStatus['counters'];
-  gaveUp?: string;
-}
+export type { ActorStatus } from './cluster-status.ts';
 
 export interface ClusterStatus {
   topologyVersion: number;
@@ -71,6 +58,8 @@ export class Cluster {
     setPlan(plan: { engines: { name: string; role: string }[]; strategy: string; params: Record<string, unknown> }): Promise<unknown> | unknown;
     close(): Promise<void>;
   } = null;
+  /** [applyReadyTimeoutMs=APPLY_READY_TIMEOUT_MS (supervisors/up.ts)] how long an apply waits for an engine it starts. */
+  applyReadyTimeoutMs: number | null = null;
   /** Applies a new topology; set by `up` (topology/apply.ts wiring). */
   applyHook: null | ((next: Topology | string) => Promise<unknown>) = null;
 
@@ -119,86 +108,80 @@ export class Cluster {
     await this.system.ref(`supervisor/${e.host}`).query({ type: 'stop', nodeId: engineNodeId(e.name), graceMs }, graceMs + 5000);
   }
 
-  /** Resolves once `engine/<name>` answers status (or rejects after timeoutMs). */
-  async waitEngineReady(name: string, timeoutMs = 120_000): Promise<EngineStatus> {
+  /**
+   * Resolves once `engine/<name>` answers status. Rejects after timeoutMs, or (`isFailFast`) as
+   * soon as its process exits before answering: an engine that cannot start fails the apply at
+   * its first crash instead of after the supervisor's whole crash loop.
+   */
+  async waitEngineReady(name: string, timeoutMs = 120_000, isFailFast = false): Promise<EngineStatus> {
     const t0 = Date.now();
-    for (;;) {
+    const since = new Date(t0 - 1).toISOString();
+    const host = this.topology.engines.find((e) => e.name === name)?.host ?? 'local';
+    for (let i = 0; ; i++) {
       try {
         return await this.system.ref(`engine/${name}`).query<EngineStatus>({ type: 'status' }, 2000);
       } catch (e) {
         if (Date.now() - t0 > timeoutMs) throw new MicroserveError('NO_ENGINE', `engine '${name}' not ready after ${timeoutMs} ms: ${(e as Error).message}`);
+        if (isFailFast && i % 4 === 3) {
+          const [h] = await readHosts(this.system, [host]);
+          const p = h.procs.find((x) => x.nodeId === engineNodeId(name));
+          if (p?.state === 'failed' || (p?.lastExit && p.lastExit.at >= since)) {
+            throw new MicroserveError('NO_ENGINE', `engine '${name}' exited while starting (code ${p.lastExit?.code}, signal ${p.lastExit?.signal})${p.gaveUp ? `; ${p.gaveUp}` : ''}`);
+          }
+        }
         await new Promise((r) => setTimeout(r, 100));
       }
     }
   }
 
+  /** Hosts with a node supervisor: local and every host the topology places engines on. */
+  private hosts(): string[] {
+    return [...new Set(['local', ...(this.topology.hosts ?? []).map((h) => h.name), ...this.topology.engines.map((e) => e.host)])];
+  }
+
   async status(): Promise<ClusterStatus> {
-    const hosts = [...new Set(['local', ...this.topology.engines.map((e) => e.host)])];
-    const procs: ProcStatus[] = [];
-    const actors: ActorStatus[] = [];
-    for (const host of hosts) {
-      try {
-        const r = await this.system.ref(`supervisor/${host}`).query<{ pid: number; procs: ProcStatus[] }>({ type: 'status' }, 2000);
-        procs.push(...r.procs);
-        actors.push(actorRow(`supervisor/${host}`, host, r.pid, 'control'));
-      } catch {
-        actors.push({ ...actorRow(`supervisor/${host}`, host, null, 'control'), state: 'dead' });
-      }
-    }
-    actors.push(actorRow('control', 'local', process.pid, 'control'));
-    if (this.router) actors.push(actorRow('router', 'local', process.pid, 'control'));
+    const hosts = await readHosts(this.system, this.hosts());
     const roleOf = new Map(this.topology.engines.map((e) => [e.name, e.role] as const));
-    const engineStats = await Promise.all(
-      procs.map((p) =>
-        p.state === 'running' && p.paths[0]?.startsWith('engine/')
-          ? this.system.ref(p.paths[0]).query<EngineStatus>({ type: 'status' }, 1500).catch(() => null)
-          : Promise.resolve(null),
-      ),
-    );
-    procs.forEach((p, i) => {
-      const st = engineStats[i];
-      for (const path of p.paths) {
-        const [kind, name] = path.split('/');
-        const row: ActorStatus = {
-          path,
-          kind,
-          role: st?.role ?? roleOf.get(name) ?? null,
-          host: p.host,
-          pid: p.pid,
-          restarts: p.restarts,
-          state: p.state,
-          nodeId: p.nodeId,
-        };
-        if (p.gaveUp) row.gaveUp = p.gaveUp;
-        if (st && kind === 'engine') {
-          row.queueDepth = st.numRunning + st.numWaiting;
-          row.counters = st.counters;
-        }
-        if (st) row.kv = st.kv;
-        actors.push(row);
-      }
-    });
     return {
       topologyVersion: this.version,
       topologySource: this.topology.source ?? null,
       strategy: this.topology.router.strategy,
       lastApply: this.lastApply,
-      actors,
+      actors: await readActors(this.system, hosts, (name) => roleOf.get(name) ?? null),
     };
   }
 
-  /** Stops an actor (`process: false`) or SIGKILLs the OS process hosting it. */
+  /**
+   * Kills an actor (`process: false`: stopped as a crash would, its node restarts it) or SIGKILLs
+   * the OS process hosting it (its node supervisor restarts it). Both come back under the restart policy.
+   */
   async kill(path: string, isProcess: boolean): Promise<unknown> {
-    const entry = this.system.listActors().find((a) => a.path === path);
-    if (!entry) throw new MicroserveError('ACTOR_NOT_FOUND', `no actor at '${path}'`);
-    if (entry.nodeId === this.system.nodeId) {
+    const where = locate(this.system, await readHosts(this.system, this.hosts()), path);
+    if (where.nodeId === this.system.nodeId) {
       if (isProcess) throw new MicroserveError('BAD_REQUEST', `'${path}' lives in the control process; kill it with SIGTERM on 'up'`);
-      this.system.stop(path);
+      this.system.kill(path, 'killed');
       return { stopped: path };
     }
-    if (!isProcess) return this.system.ref(`proc/${entry.nodeId}`).query({ type: 'stop_actor', path }, 5000);
-    const host = this.topology.engines.find((e) => engineNodeId(e.name) === entry.nodeId)?.host ?? 'local';
-    return this.system.ref(`supervisor/${host}`).query({ type: 'kill', nodeId: entry.nodeId }, 5000);
+    if (!isProcess) return this.system.ref(procPath(where.nodeId)).query({ type: 'stop_actor', path }, 5000);
+    if (!where.supHost) throw new MicroserveError('BAD_REQUEST', `'${path}' runs in node '${where.nodeId}', which no node supervisor started: stop that process yourself`);
+    return this.system.ref(`supervisor/${where.supHost}`).query({ type: 'kill', nodeId: where.nodeId }, 5000);
+  }
+
+  /**
+   * Brings a failed (or restarting, or running) actor back now with a fresh crash window: its
+   * process is relaunched if that is what failed, else the actor is restarted in its node.
+   */
+  async restart(path: string): Promise<unknown> {
+    const where = locate(this.system, await readHosts(this.system, this.hosts()), path);
+    if (where.nodeId === this.system.nodeId) {
+      this.system.restart(path);
+      return { restarted: path };
+    }
+    if (where.proc && where.supHost && where.proc.state !== 'running') {
+      await this.system.ref(`supervisor/${where.supHost}`).query({ type: 'restart', nodeId: where.nodeId }, 5000);
+      return { restarted: path, process: where.nodeId };
+    }
+    return this.system.ref(procPath(where.nodeId)).query({ type: 'restart_actor', path }, 5000);
   }
 
   private async onControl(msg: ControlMsg): Promise<unknown> {
@@ -207,6 +190,8 @@ export class Cluster {
         return this.status();
       case 'kill':
         return this.kill(msg.path, msg.process);
+      case 'restart':
+        return this.restart(msg.path);
       case 'topology':
         return { version: this.version, topology: this.topology };
       case 'apply':
@@ -230,8 +215,4 @@ export class Cluster {
     await this.localSup.stopAll(3000);
     await this.system.close();
   }
-}
-
-function actorRow(path: string, host: string, pid: number | null, nodeId: string): ActorStatus {
-  return { path, kind: path.split('/')[0], role: null, host, pid, restarts: 0, state: 'running', nodeId };
 }

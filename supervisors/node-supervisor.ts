@@ -1,12 +1,16 @@
 /**
  * Node supervisor: spawns the processes of one host, watches exit codes and heartbeats (a node
- * whose connection misses heartbeats is SIGKILLed and restarted), restarts a crashed process with
- * exponential backoff, and gives up after `maxRestarts` crashes within `windowMs` (state `dead`,
- * reported by status). One per host: in-process in `microserve up`, or `microserve agent`.
+ * whose connection misses heartbeats is SIGKILLed and restarted), and restarts a crashed process
+ * under the restart policy (actors/runtime/restart-policy.ts: backoff doubling from `backoffMs`,
+ * state `failed` with the reason after more than `maxRestarts` crashes within `windowMs`, until
+ * `restart` or a new `start`). Children hold an IPC channel to it and exit when it closes, so a
+ * killed supervisor leaves no orphans. One per host: in-process in `microserve up`, or `microserve agent`.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { log } from '../actors/log.ts';
+import { MicroserveError } from '../common/errors.ts';
+import { log } from '../common/log.ts';
+import { CrashWindow, DEFAULT_RESTART_POLICY } from '../actors/runtime/restart-policy.ts';
 import type { ActorSystem } from '../actors/runtime/system.ts';
 import { specPaths, type ProcSpec, type ProcStatus } from './proc-spec.ts';
 
@@ -16,7 +20,7 @@ export interface SupervisorOptions {
   /** Control-plane URL the children join, and the token they use. */
   controlUrl: string;
   token: string;
-  /** [maxRestarts=5] crashes within windowMs after which it gives up. */
+  /** [maxRestarts=5] crashes within windowMs after which it gives up (restart policy). */
   maxRestarts?: number;
   /** [windowMs=60000] */
   windowMs?: number;
@@ -30,9 +34,11 @@ interface Proc {
   spec: ProcSpec;
   child: ChildProcess | null;
   status: ProcStatus;
-  crashTimes: number[];
+  window: CrashWindow;
   isStopping: boolean;
   restartTimer?: NodeJS.Timeout;
+  /** Set by `restart` on a live process: its exit is relaunched at once, not counted. */
+  restartNow?: boolean;
   hungTimer?: NodeJS.Timeout;
   exited?: Promise<void>;
 }
@@ -48,7 +54,8 @@ export class NodeSupervisor {
     private readonly system: ActorSystem,
     opts: SupervisorOptions,
   ) {
-    this.o = { maxRestarts: 5, windowMs: 60_000, backoffMs: 250, env: {}, ...opts };
+    const d = DEFAULT_RESTART_POLICY;
+    this.o = { maxRestarts: d.maxRestarts, windowMs: d.windowMs, backoffMs: d.backoffMs, env: {}, ...opts };
     // A child's actors vanish from the directory when its connection dies or misses heartbeats.
     // If the process is still there it is hung (SIGSTOP, a wedged native call): kill it so the
     // exit path restarts it.
@@ -77,15 +84,16 @@ export class NodeSupervisor {
     return () => this.listeners.delete(fn);
   }
 
+  /** Starts a process for `spec`; a failed one (gave up) is replaced, a live one is refused. */
   start(spec: ProcSpec): ProcStatus {
     const existing = this.procs.get(spec.nodeId);
-    if (existing && existing.status.state !== 'stopped' && existing.status.state !== 'dead') {
-      throw new TypeError(`process '${spec.nodeId}' is already supervised`);
+    if (existing && existing.status.state !== 'stopped' && existing.status.state !== 'failed') {
+      throw new MicroserveError('BAD_REQUEST', `process '${spec.nodeId}' is already supervised (${existing.status.state}); stop it first`, { field: 'spec.nodeId' });
     }
     const p: Proc = {
       spec,
       child: null,
-      crashTimes: [],
+      window: new CrashWindow({ maxRestarts: this.o.maxRestarts, windowMs: this.o.windowMs, backoffMs: this.o.backoffMs }),
       isStopping: false,
       status: { nodeId: spec.nodeId, host: this.o.host, pid: null, state: 'starting', restarts: 0, paths: specPaths(spec) },
     };
@@ -101,6 +109,31 @@ export class NodeSupervisor {
   get(nodeId: string): ProcStatus | undefined {
     const p = this.procs.get(nodeId);
     return p && { ...p.status };
+  }
+
+  /** The spec a process runs (or last ran). */
+  spec(nodeId: string): ProcSpec | undefined {
+    return this.procs.get(nodeId)?.spec;
+  }
+
+  /**
+   * Brings a process back now with a fresh crash window: a failed one is launched again, a
+   * restarting one skips its backoff, a running one is SIGKILLed and restarted.
+   */
+  restart(nodeId: string): boolean {
+    const p = this.procs.get(nodeId);
+    if (!p || p.isStopping) return false;
+    p.window.clear();
+    delete p.status.gaveUp;
+    if (p.child && p.child.exitCode === null && p.child.signalCode === null) {
+      p.restartNow = true;
+      p.child.kill('SIGKILL');
+      return true;
+    }
+    clearTimeout(p.restartTimer);
+    p.status.restarts += 1;
+    this.launch(p);
+    return true;
   }
 
   /** SIGKILLs the process (resilience testing); the supervisor restarts it as after any crash. */
@@ -141,7 +174,8 @@ export class NodeSupervisor {
         MICROSERVE_CONTROL: this.o.controlUrl,
         MICROSERVE_NODE_ID: p.spec.nodeId,
       },
-      stdio: ['ignore', 'inherit', 'inherit'],
+      // the IPC channel is the child's lifeline: it exits when this supervisor dies (process-main.ts)
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
     });
     p.child = child;
     p.status.pid = child.pid ?? null;
@@ -158,23 +192,26 @@ export class NodeSupervisor {
     p.status.lastExit = { code, signal, at: new Date().toISOString() };
     p.status.pid = null;
     if (p.isStopping) return;
-    const now = Date.now();
-    p.crashTimes = p.crashTimes.filter((t) => now - t < this.o.windowMs);
-    p.crashTimes.push(now);
-    if (p.crashTimes.length > this.o.maxRestarts) {
-      p.status.gaveUp = `${p.crashTimes.length} crashes within ${this.o.windowMs} ms (last: code ${code}, signal ${signal})`;
-      log.error('giving up on crash-looping process', { nodeId: p.spec.nodeId, why: p.status.gaveUp });
-      this.setState(p, 'dead');
+    if (p.restartNow) {
+      p.restartNow = false;
+      p.status.restarts += 1;
+      this.launch(p);
       return;
     }
-    const delay = Math.min(this.o.backoffMs * 2 ** (p.crashTimes.length - 1), 5000);
-    log.warn('process exited; restarting', { nodeId: p.spec.nodeId, code, signal, inMs: delay });
+    const d = p.window.record(`code ${code}, signal ${signal}`);
+    if (d.gaveUp !== undefined) {
+      p.status.gaveUp = d.gaveUp.replace('failures', 'crashes');
+      log.error('giving up on crash-looping process', { nodeId: p.spec.nodeId, why: p.status.gaveUp });
+      this.setState(p, 'failed');
+      return;
+    }
+    log.warn('process exited; restarting', { nodeId: p.spec.nodeId, code, signal, inMs: d.delayMs });
     this.setState(p, 'restarting');
     p.restartTimer = setTimeout(() => {
       if (p.isStopping) return;
       p.status.restarts += 1;
       this.launch(p);
-    }, delay);
+    }, d.delayMs);
   }
 
   private setState(p: Proc, state: ProcStatus['state']): void {

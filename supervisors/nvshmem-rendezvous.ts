@@ -9,7 +9,7 @@
  * could not make one; the others then run without NVSHMEM too). `get {job}` → `{ uid, error }`,
  * uid undefined while rank 0 has not published yet.
  */
-import { MicroserveError } from '../actors/errors.ts';
+import { MicroserveError } from '../common/errors.ts';
 import { messageParser, NvshmemMsgSchema } from '../actors/messages.ts';
 import type { ActorSystemApi } from '../actors/runtime/types.ts';
 

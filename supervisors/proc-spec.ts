@@ -7,7 +7,8 @@ export function specPaths(s: ProcSpec): string[] {
   return s.kind === 'engine' ? [`engine/${s.engine.name}`, `kv/${s.engine.name}`] : s.paths;
 }
 
-export type ProcState = 'starting' | 'running' | 'restarting' | 'stopped' | 'dead';
+/** `failed`: the supervisor gave up on a crash loop (`gaveUp` says why) until restarted. */
+export type ProcState = 'starting' | 'running' | 'restarting' | 'stopped' | 'failed';
 
 export interface ProcStatus {
   nodeId: string;

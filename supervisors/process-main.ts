@@ -1,24 +1,25 @@
 /**
  * Entry point of a supervised process (one engine = one OS process, which owns its CUDA context).
  * argv[2]: the ProcSpec as JSON; env: MICROSERVE_TOKEN, MICROSERVE_CONTROL, MICROSERVE_NODE_ID.
- * Joins control, spawns `proc/<nodeId>` (admin: pid, stop_actor) and what the spec asks for.
- * SIGTERM/SIGINT: stop the actors and exit 0.
+ * Joins control, spawns `proc/<nodeId>` (admin, supervisors/proc-actor.ts) and what the spec asks
+ * for. SIGTERM/SIGINT, or the supervisor's IPC channel closing: stop the actors and exit 0.
  */
-import { log, setLogProcessName } from '../actors/log.ts';
-import { messageParser, ProcMsgSchema } from '../actors/messages.ts';
+import { log, setLogProcessName } from '../common/log.ts';
 import { ActorSystem } from '../actors/runtime/system.ts';
+import { spawnProcActor } from './proc-actor.ts';
 import type { ProcSpec } from './proc-spec.ts';
+import { env } from '../common/env.ts';
 
 const spec = JSON.parse(process.argv[2] ?? 'null') as ProcSpec;
-const token = process.env.MICROSERVE_TOKEN;
-const controlUrl = process.env.MICROSERVE_CONTROL;
+const token = env('token');
+const controlUrl = env('controlUrl');
 if (!spec || !token || !controlUrl) {
   process.stderr.write('process-main: needs a ProcSpec argument and MICROSERVE_TOKEN / MICROSERVE_CONTROL\n');
   process.exit(2);
 }
 setLogProcessName(spec.nodeId);
 
-const bindHost = process.env.MICROSERVE_BIND ?? '127.0.0.1';
+const bindHost = env('bindHost');
 const system = await ActorSystem.start({ nodeId: spec.nodeId, token, controlUrl, listen: { host: bindHost, port: 0 } });
 
 let shuttingDown = false;
@@ -35,19 +36,11 @@ async function shutdown(code: number): Promise<void> {
 }
 let closeHook: (() => Promise<void> | void) | undefined;
 
-const parseProcMsg = messageParser(`proc/${spec.nodeId}`, ProcMsgSchema);
-system.spawn(`proc/${spec.nodeId}`, (raw: unknown) => {
-  const msg = parseProcMsg(raw);
-  switch (msg.type) {
-    case 'pid':
-      return { pid: process.pid, nodeId: spec.nodeId };
-    case 'stop_actor':
-      system.stop(msg.path);
-      return { stopped: msg.path };
-    case 'exit':
-      setTimeout(() => void shutdown(0), 10);
-      return { exiting: true };
-  }
+spawnProcActor(system, () => void shutdown(0));
+// the supervisor's IPC channel closes when it dies: no orphan engine outlives it
+process.on('disconnect', () => {
+  log.warn('supervisor gone: exiting');
+  void shutdown(0);
 });
 
 if (spec.kind === 'engine') {

@@ -1,6 +1,6 @@
 /**
  * `supervisor/<host>`: the actor face of a NodeSupervisor, so `up` drives local and remote
- * hosts the same way. Messages: start {spec}, stop {nodeId}, kill {nodeId}, status.
+ * hosts the same way. Messages: start {spec}, stop {nodeId}, kill {nodeId}, restart {nodeId}, status.
  */
 import { messageParser, SupervisorMsgSchema } from '../actors/messages.ts';
 import type { ActorSystemApi } from '../actors/runtime/types.ts';
@@ -20,6 +20,8 @@ export function spawnSupervisorActor(system: ActorSystemApi, host: string, sup: 
         return sup.stop(msg.nodeId, msg.graceMs).then(() => ({ stopped: msg.nodeId }));
       case 'kill':
         return { killed: sup.kill(msg.nodeId) };
+      case 'restart':
+        return { restarted: sup.restart(msg.nodeId) };
       case 'status':
         return { host, pid: process.pid, procs: sup.status() };
     }

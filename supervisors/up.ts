@@ -9,12 +9,12 @@
  */
 import { readFileSync } from 'node:fs';
 import { basename, resolve } from 'node:path';
-import { MicroserveError } from '../actors/errors.ts';
-import { log } from '../actors/log.ts';
+import { MicroserveError } from '../common/errors.ts';
+import { log } from '../common/log.ts';
 import type { Role } from '../actors/messages.ts';
 import { startRouter } from '../actors/router/index.ts';
 import type { Plan } from '../actors/router/types.ts';
-import { loadTokenizer } from '../actors/text/tokenizer.ts';
+import { loadTokenizer } from '../actors/text/loader.ts';
 import { parseModelConfig } from '../native/config.ts';
 import { PRESETS, isPreset } from '../native/presets.ts';
 import type { ModelConfig } from '../native/backend.ts';
@@ -24,12 +24,13 @@ import { stringifyTopology } from '../topology/serialize.ts';
 import type { EngineSpec, Topology } from '../topology/types.ts';
 import { watchTopology } from '../topology/watch.ts';
 import { Cluster, engineNodeId, engineProcSpec } from './cluster.ts';
+import { readHosts } from './cluster-status.ts';
 import type { ProcSpec } from './proc-spec.ts';
 
 export interface UpOptions {
   /** [watch=true] hot-reload the topology file. */
   watch?: boolean;
-  /** [readyTimeoutMs=180000] how long engines may take to load. */
+  /** [readyTimeoutMs=180000] how long engines may take to load at `up`. */
   readyTimeoutMs?: number;
   /**
    * [router] overrides of the topology's `router.host` / `router.port` (`up --host/--port`); they
@@ -37,6 +38,13 @@ export interface UpOptions {
    */
   router?: { host?: string; port?: number };
 }
+
+/**
+ * How long an apply waits for an engine it starts (added or restarted) to answer: past it, or as
+ * soon as the engine's process exits while starting, the apply fails and rolls back (the previous
+ * settings run again). Override with `cluster.applyReadyTimeoutMs`.
+ */
+export const APPLY_READY_TIMEOUT_MS = 30_000;
 
 export interface Up {
   cluster: Cluster;
@@ -73,6 +81,7 @@ export async function startControlPlane(path: string, token: string, opts: UpOpt
       vocabSize: model.config.vocabSize,
       eosTokenIds: model.config.eosTokenIds,
       apiKey: r.apiKey,
+      maxQueue: r.maxQueue ?? null,
       engines: topology.engines.map((e) => ({ name: e.name, role: e.role })),
       strategy: r.strategy,
       params: r.params,
@@ -125,16 +134,19 @@ export function applyToCluster(cluster: Cluster, next: Topology | string, receiv
       }
     };
     const byName = (name: string) => cluster.topology.engines.find((e) => e.name === name);
+    const before = cluster.topology;
+    const readyMs = cluster.applyReadyTimeoutMs ?? APPLY_READY_TIMEOUT_MS;
     cluster.nvshmemEpoch++; // engines this apply starts form new NVSHMEM jobs
+    const actual = await actualTopology(cluster);
     const report = await applyTopology(
-      cluster.topology,
+      actual,
       t,
       {
         spawnEngine: async (spec: EngineSpec) => {
           cluster.topology = { ...cluster.topology, engines: [...cluster.topology.engines.filter((e) => e.name !== spec.name), spec] };
           await cluster.startEngine(spec, t);
           // an NVSHMEM member is ready only once every member of its (new) job started: later hooks start them
-          if (!isNvshmemMember(engineProcSpec(t, spec))) await cluster.waitEngineReady(spec.name);
+          if (!isNvshmemMember(engineProcSpec(t, spec))) await cluster.waitEngineReady(spec.name, readyMs, true);
         },
         setRole: async (name: string, role: Role) => {
           await cluster.system.ref(`engine/${name}`).query({ type: 'set_role', role }, 5000);
@@ -145,18 +157,22 @@ export function applyToCluster(cluster: Cluster, next: Topology | string, receiv
           await drain(name);
           if (spec) await cluster.stopEngine(spec);
         },
-        restartEngine: async (spec: EngineSpec) => {
+        restartEngine: async (spec: EngineSpec, isRollback = false) => {
           const old = byName(spec.name);
           await drain(spec.name);
           if (old) await cluster.stopEngine(old);
-          cluster.topology = { ...cluster.topology, model: t.model, transport: t.transport };
-          const procSpec = engineProcSpec(t, spec, cluster.nvshmemEpoch);
+          const topo = isRollback ? before : t;
+          cluster.topology = { ...cluster.topology, model: topo.model, transport: topo.transport, engines: cluster.topology.engines.map((e) => (e.name === spec.name ? spec : e)) };
+          const procSpec = engineProcSpec(topo, spec, cluster.nvshmemEpoch);
           await cluster.system.ref(`supervisor/${spec.host}`).query({ type: 'start', spec: procSpec }, 10_000);
-          if (!isNvshmemMember(procSpec)) await cluster.waitEngineReady(spec.name);
+          if (!isNvshmemMember(procSpec)) await cluster.waitEngineReady(spec.name, readyMs, true);
         },
       },
       { version: cluster.version, receivedAt },
-    );
+    ).catch((e) => {
+      cluster.topology = before;
+      throw e;
+    });
     cluster.topology = t;
     cluster.version = report.version;
     cluster.lastApply = { at: new Date().toISOString(), version: report.version, changes: report.changes, reconfigureMs: +report.reconfigureMs.toFixed(2), drainMs: +report.drainMs.toFixed(2) };
@@ -165,6 +181,25 @@ export function applyToCluster(cluster: Cluster, next: Topology | string, receiv
   const p = applying.then(run, run);
   applying = p.catch(() => undefined);
   return p;
+}
+
+/**
+ * The running topology as it really is: the last applied one, less the engines whose process
+ * is not running any more (failed: the supervisor gave up; stopped or unknown to a supervisor
+ * that answered). Applying a file diffs against this, so an engine that crash-looped is started
+ * again by the next apply (the same file included), not reported as "no changes".
+ */
+async function actualTopology(cluster: Cluster): Promise<Topology> {
+  const hosts = await readHosts(cluster.system, [...new Set(cluster.topology.engines.map((e) => e.host))]);
+  const isGone = (e: EngineSpec) => {
+    const h = hosts.find((x) => x.host === e.host);
+    if (!h || h.pid === null) return false; // its host's supervisor did not answer: we cannot tell
+    const p = h.procs.find((x) => x.nodeId === engineNodeId(e.name));
+    return !p || p.state === 'failed' || p.state === 'stopped';
+  };
+  const gone = cluster.topology.engines.filter(isGone);
+  if (gone.length > 0) log.warn('engines not running: the apply starts them again', { engines: gone.map((e) => e.name).join(' ') });
+  return { ...cluster.topology, engines: cluster.topology.engines.filter((e) => !isGone(e)) };
 }
 
 /**

@@ -7,15 +7,17 @@
  *   3. with engines to restart: an interim plan without them (when others remain), then each is
  *      drained, stopped and started again, one at a time;
  *   4. hand the router the new plan and wait for its ack: new requests use it, requests in flight
- *      finish under the old one. `reconfigureMs` ends here (DESIGN.md: from receipt of the new
+ *      finish under the old one. `reconfigureMs` ends here (reconfiguration time: from receipt of the new
  *      topology to the router's ack; drain excluded);
  *   5. drain, then stop removed engines (`drainMs`).
- * A failure before step 4 undoes what was done (roles set back, spawned engines stopped) and
- * rethrows, so the old topology keeps serving. Router listener or control-plane changes are
+ * A failure before step 4 rolls back for real and rethrows, so the old topology keeps serving:
+ * roles set back, spawned engines stopped, restarted engines started again with their previous
+ * spec, and the router handed the old plan again. A hook that starts an engine fails as soon as
+ * the engine's process exits while starting, or after its ready timeout (see supervisors/up.ts). Router listener or control-plane changes are
  * refused up front (TOPOLOGY_INVALID): they need `microserve up` restarted.
  */
-import { MicroserveError } from '../actors/errors.ts';
-import { log } from '../actors/log.ts';
+import { MicroserveError } from '../common/errors.ts';
+import { log } from '../common/log.ts';
 import type { Role } from '../actors/messages.ts';
 import type { Plan } from '../actors/router/types.ts';
 import { describeDiff, diffTopology, type TopologyDiff } from './diff.ts';
@@ -31,8 +33,11 @@ export interface ApplyHooks {
   setPlan(plan: Plan): Promise<unknown>;
   /** Waits until the engine has no request in flight, then stops its process. */
   drainAndStop(name: string): Promise<void>;
-  /** Drains and stops the engine, starts it again with `spec`; resolves once it answers. */
-  restartEngine(spec: EngineSpec): Promise<void>;
+  /**
+   * Drains and stops the engine, starts it again with `spec`; resolves once it answers.
+   * `isRollback`: `spec` is the engine's previous spec, under the current (old) topology.
+   */
+  restartEngine(spec: EngineSpec, isRollback?: boolean): Promise<void>;
 }
 
 export interface ApplyOptions {
@@ -87,10 +92,17 @@ export async function applyTopology(current: Topology, next: Topology, hooks: Ap
 
   const spawned: string[] = [];
   const rolesSet: { name: string; from: Role }[] = [];
+  const restarted: EngineSpec[] = [];
+  let isPlanSet = false;
   const undo = async (cause: unknown) => {
-    log.warn('topology apply failed, undoing', { error: cause as Error, spawned, rolesSet: rolesSet.map((r) => r.name) });
+    log.warn('topology apply failed, rolling back', { error: cause as Error, spawned, rolesSet: rolesSet.map((r) => r.name), restarted: restarted.map((e) => e.name) });
     await Promise.allSettled(rolesSet.map((r) => hooks.setRole(r.name, r.from)));
     await Promise.allSettled(spawned.map((n) => hooks.drainAndStop(n)));
+    // one at a time, like the restarts themselves; a failed rollback is logged, the cause rethrown
+    for (const old of restarted) {
+      await hooks.restartEngine(old, true).catch((e) => log.error('rollback: the engine did not come back with its previous spec', { engine: old.name, error: e as Error }));
+    }
+    if (isPlanSet) await hooks.setPlan(planOf(current)).catch((e) => log.error('rollback: the router did not take the previous plan', { error: e as Error }));
   };
 
   try {
@@ -114,8 +126,15 @@ export async function applyTopology(current: Topology, next: Topology, hooks: Ap
     if (diff.restart.length > 0) {
       const tr = now();
       const interim = planOf(next, restarting);
-      if (interim.engines.some((e) => e.role !== 'prefill')) await hooks.setPlan(interim);
-      for (const r of diff.restart) await hooks.restartEngine(r.spec);
+      if (interim.engines.some((e) => e.role !== 'prefill')) {
+        await hooks.setPlan(interim);
+        isPlanSet = true;
+      }
+      for (const r of diff.restart) {
+        const old = current.engines.find((e) => e.name === r.spec.name);
+        if (old) restarted.push(old);
+        await hooks.restartEngine(r.spec);
+      }
       report.restartMs = now() - tr;
     }
     report.planAck = await hooks.setPlan(planOf(next));

@@ -3,7 +3,8 @@
  * - in place, no process touched: role changes, strategy (and params) changes;
  * - spawn / drain-and-stop: engines added / removed (matched by name);
  * - restart (drain, stop, start again; weights reload): an engine whose process was started with
- *   something that changed: device, host, kvPages, pageSize, maxBatchTokens, threads, the model,
+ *   something that changed: device, host, kvPages, pageSize, maxBatchTokens, maxNumSeqs,
+ *   gpuMemoryUtilization, threads, the model,
  *   the transport; and with `transport: nvshmem`, an engine whose NVSHMEM job changed members
  *   (a job = the GPU engines of one host; membership is fixed when its processes start);
  * - router listener changes (host, port, apiKey) and control changes: not applicable by a hot
@@ -36,7 +37,7 @@ export interface TopologyDiff {
   added: EngineSpec[];
   removed: EngineSpec[];
   restart: RestartChange[];
-  /** Router listener fields that changed (`host`, `port`, `apiKey`): need the router restarted. */
+  /** Router listener fields that changed (`host`, `port`, `apiKey`, `maxQueue`): need the router restarted. */
   routerChanges: string[];
   /** Control-plane fields that changed: need `microserve up` restarted. */
   controlChanges: string[];
@@ -44,7 +45,7 @@ export interface TopologyDiff {
   isEmpty: boolean;
 }
 
-const PROCESS_FIELDS = ['device', 'host', 'kvPages', 'pageSize', 'maxBatchTokens', 'threads'] as const;
+const PROCESS_FIELDS = ['device', 'host', 'kvPages', 'pageSize', 'maxBatchTokens', 'maxNumSeqs', 'gpuMemoryUtilization', 'threads'] as const;
 
 /** Compares `old` with `next` (both loaded by load.ts). Pure. */
 export function diffTopology(old: Topology, next: Topology): TopologyDiff {
@@ -73,7 +74,7 @@ export function diffTopology(old: Topology, next: Topology): TopologyDiff {
   const so = { strategy: old.router.strategy, params: old.router.params };
   const sn = { strategy: next.router.strategy, params: next.router.params };
   const strategyChange = so.strategy !== sn.strategy || !sameJson(so.params, sn.params) ? { from: so, to: sn } : null;
-  const routerChanges = (['host', 'port', 'apiKey'] as const).filter((f) => old.router[f] !== next.router[f]);
+  const routerChanges = (['host', 'port', 'apiKey', 'maxQueue'] as const).filter((f) => old.router[f] !== next.router[f]);
   const controlChanges = (['host', 'port', 'maxFrameBytes'] as const).filter((f) => old.control[f] !== next.control[f]);
   // the order of engines is the plan order (ties in load go to the earlier one): it matters too
   const isReordered = old.engines.filter((e) => after.has(e.name)).some((e, i) => kept[i].name !== e.name);

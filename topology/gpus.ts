@@ -4,6 +4,7 @@
  * process; `MICROSERVE_NUM_GPUS` overrides (tests, or hosts where nvidia-smi is not on PATH).
  */
 import { execFileSync } from 'node:child_process';
+import { env } from '../common/env.ts';
 
 let cached: string[] | null = null;
 
@@ -24,7 +25,5 @@ export function listGpus(): string[] {
 
 /** Number of GPUs on this host (see the module comment). */
 export function detectGpuCount(): number {
-  const env = process.env.MICROSERVE_NUM_GPUS;
-  if (env !== undefined && /^\d+$/.test(env)) return Number(env);
-  return listGpus().length;
+  return env('numGpus') ?? listGpus().length;
 }

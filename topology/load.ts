@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { LineCounter, parseDocument } from 'yaml';
 import type { $ZodIssue } from 'zod/v4/core';
-import { MicroserveError } from '../actors/errors.ts';
+import { MicroserveError } from '../common/errors.ts';
 import { formatPath, Positions, type FieldPath } from './positions.ts';
 import { EXPECTED, fieldsAt, TopologySchema } from './schema.ts';
 import type { Topology } from './types.ts';
@@ -57,7 +57,7 @@ export function parseTopology(text: string, sourcePath?: string, opts: LoadOptio
   const parsed = TopologySchema.safeParse(raw);
   if (!parsed.success) throw invalid(parsed.error.issues.flatMap((i) => fromIssue(i, raw)).map((p) => place(p, pos)), source);
   const baseDir = opts.baseDir ?? (source ? dirname(source) : process.cwd());
-  const topology: Topology = { ...parsed.data, ...(source ? { source } : {}) };
+  const topology = { ...parsed.data, ...(source ? { source } : {}) } as Topology; // validate fills kvPages defaults
   const problems = validateTopology(topology, { baseDir, numGpus: opts.numGpus });
   if (problems.length > 0) throw invalid(problems.map((p) => place(p, pos)), source);
   return topology;

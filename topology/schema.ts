@@ -7,19 +7,20 @@
  * Defaults, as documented in topology/README.md:
  * - `transport: auto`, `hosts: [{ name: local }]`
  * - `control: { host: 127.0.0.1, port: 7700, maxFrameBytes: 67108864 }`
- * - `router: { host: 127.0.0.1, port: 8000, strategy: dp, params: {} }`
- * - engine: `{ role: both, device: cpu, host: local, kvPages: 512, pageSize: 16,
- *   maxBatchTokens: 512, threads: 0 }`
+ * - `router: { host: 127.0.0.1, port: 8000, strategy: dp, params: {} }` (`apiKey`, `maxQueue`: none)
+ * - engine: `{ role: both, device: cpu, host: local, kvPages: auto (GPU) / 512 (CPU), pageSize: 16,
+ *   maxBatchTokens: 512, maxNumSeqs: 256, gpuMemoryUtilization: 0.9, threads: 0 }` (the kvPages
+ *   default depends on the device, so validate.ts fills it in)
  * `model` and `engines` (at least one, each with a `name`) are required.
  */
 import { z } from 'zod';
-import { BUILTIN_STRATEGIES } from '../actors/router/strategy-loader.ts';
-
-export { BUILTIN_STRATEGIES };
+import { TRANSPORTS } from '../common/transport.ts';
+import { BUILTIN_STRATEGIES } from '../actors/router/strategies/index.ts';
 
 export const ROLES = ['prefill', 'decode', 'both'] as const;
-export const TRANSPORTS = ['auto', 'host', 'cuda-ipc', 'nvshmem'] as const;
 export const MODEL_PRESETS = ['tiny', 'llama-3.1-8b'] as const;
+/** kvPages of a CPU engine that does not set it, and what `auto` means on CPU. */
+export const CPU_KV_PAGES = 512;
 /** The host the control process runs on; always known, never needs an entry in `hosts`. */
 export const LOCAL_HOST = 'local';
 
@@ -35,9 +36,11 @@ export const EngineSchema = z.strictObject({
   role: z.enum(ROLES).default('both'),
   device: z.string().default('cpu'),
   host: name().default(LOCAL_HOST),
-  kvPages: int(1).default(512),
+  kvPages: z.union([int(1), z.literal('auto')]).optional(),
   pageSize: int(1, 4096).default(16),
   maxBatchTokens: int(1).default(512),
+  maxNumSeqs: int(1, 65536).default(256),
+  gpuMemoryUtilization: z.number().gt(0).max(1).default(0.9),
   threads: int(0, 4096).default(0),
 });
 
@@ -47,6 +50,7 @@ export const RouterSchema = z.strictObject({
   strategy: z.string().min(1).default('dp'),
   params: z.record(z.string(), z.unknown()).default({}),
   apiKey: z.string().min(1).optional(),
+  maxQueue: int(1).optional(),
 });
 
 export const ControlSchema = z.strictObject({
@@ -86,7 +90,9 @@ export const EXPECTED: Record<string, string> = {
   transport: `${TRANSPORTS.slice(0, -1).join(', ')} or ${TRANSPORTS[TRANSPORTS.length - 1]}`,
   device: 'cpu or cuda:N',
   port: 'an integer port in [0, 65535] (0 picks a free one)',
-  kvPages: 'an integer >= 1',
+  kvPages: 'an integer >= 1 or auto',
+  maxNumSeqs: 'an integer in [1, 65536]',
+  gpuMemoryUtilization: 'a number in (0, 1]',
   pageSize: 'an integer in [1, 4096]',
   maxBatchTokens: 'an integer >= 1',
   threads: 'an integer >= 0 (0 = all cores)',
@@ -95,6 +101,7 @@ export const EXPECTED: Record<string, string> = {
   strategy: `a built-in strategy (${BUILTIN_STRATEGIES.join(', ')}) or a module path`,
   params: 'a mapping of strategy parameters',
   apiKey: 'a non-empty string',
+  maxQueue: 'an integer >= 1 (omit for unlimited)',
   engines: 'a list of at least one engine',
   hosts: 'a list of hosts ({ name })',
 };

@@ -10,6 +10,7 @@ export function stringifyTopology(t: Topology): string {
   const { source: _source, ...rest } = t;
   const router = { ...rest.router };
   if (router.apiKey === undefined) delete router.apiKey;
+  if (router.maxQueue === undefined) delete router.maxQueue;
   return `# written by microserve${t.source ? ` from ${t.source}` : ''}\n${stringify({ ...rest, router })}`;
 }
 

@@ -3,8 +3,7 @@
  * documented in topology/README.md and the examples beside it.
  */
 import type { Role } from '../actors/messages.ts';
-
-export type TransportName = 'auto' | 'host' | 'cuda-ipc' | 'nvshmem';
+import type { TransportName } from '../common/transport.ts';
 
 export interface EngineSpec {
   /** Unique; the actor paths are `engine/<name>` and `kv/<name>`. */
@@ -14,12 +13,19 @@ export interface EngineSpec {
   device: string;
   /** [host='local'] which host's node supervisor runs it. */
   host: string;
-  /** [kvPages=512] KV pool size in pages. */
-  kvPages: number;
+  /**
+   * [kvPages='auto' on a GPU, 512 on CPU] KV pool size in pages. 'auto' on a GPU: what
+   * gpuMemoryUtilization leaves after weights, the step arena and CUDA graphs; on CPU: 512.
+   */
+  kvPages: number | 'auto';
   /** [pageSize=16] tokens per page. */
   pageSize: number;
-  /** [maxBatchTokens=512] scheduler budget per step (prefill chunk size). */
+  /** [maxBatchTokens=512] scheduler budget per step (prefill chunk size); the memory plan holds a step of this many tokens. */
   maxBatchTokens: number;
+  /** [maxNumSeqs=256] sequences per step (scheduler cap and memory plan). */
+  maxNumSeqs: number;
+  /** [gpuMemoryUtilization=0.9] share of the GPU's total memory this engine may use (sizes kvPages 'auto'). */
+  gpuMemoryUtilization: number;
   /** [threads=0] CPU threads for a cpu engine, 0 = all cores. */
   threads: number;
 }
@@ -35,6 +41,11 @@ export interface RouterSpec {
   params: Record<string, unknown>;
   /** [apiKey] when set, HTTP requests need `Authorization: Bearer <apiKey>`. */
   apiKey?: string;
+  /**
+   * [maxQueue] unlimited when absent. Requests arriving while this many wait for their first
+   * token get HTTP 429 with Retry-After; nothing is refused for load after its first token.
+   */
+  maxQueue?: number;
 }
 
 export interface ControlSpec {

@@ -12,12 +12,11 @@
  */
 import { existsSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
-import { validateParams as balancedPdParams } from '../actors/router/strategies/balanced-pd.ts';
-import { validateParams as dpPrefixParams } from '../actors/router/strategies/dp-prefix.ts';
-import { validateParams as migrateParams } from '../actors/router/strategies/migrate.ts';
+import { builtinParamsCheck, resolveStrategy, type StrategySource } from '../actors/router/strategy-loader.ts';
 import { detectGpuCount } from './gpus.ts';
 import type { FieldPath } from './positions.ts';
-import { BUILTIN_STRATEGIES, EXPECTED, LOCAL_HOST, MODEL_PRESETS } from './schema.ts';
+import { nvshmemJobs } from './diff.ts';
+import { CPU_KV_PAGES, EXPECTED, LOCAL_HOST, MODEL_PRESETS } from './schema.ts';
 import type { Topology } from './types.ts';
 
 export interface Problem {
@@ -32,12 +31,6 @@ export interface ValidateOptions {
   /** [numGpus=detectGpuCount()] */
   numGpus?: number;
 }
-
-const PARAM_CHECKS: Record<string, (p: Record<string, unknown>) => void> = {
-  'balanced-pd': balancedPdParams,
-  'dp-prefix': dpPrefixParams,
-  migrate: migrateParams,
-};
 
 const DEVICE_RE = /^(cpu|cuda:(\d+))$/;
 
@@ -75,6 +68,16 @@ export function validateTopology(t: Topology, opts: ValidateOptions): Problem[] 
     const i = t.engines.findIndex((e) => !e.device.startsWith('cuda:'));
     if (i >= 0) add(['transport'], `transport '${t.transport}' needs every engine on a GPU (engines[${i}] '${t.engines[i].name}' is on ${t.engines[i].device})`);
   }
+  // kvPages default: auto on a GPU, 512 on CPU (where auto also means 512) and for the members of
+  // an NVSHMEM job, whose equal pools are allocated before the weights load (auto is refused there)
+  const jobs = t.transport === 'nvshmem' ? nvshmemJobs(t) : new Map<string, string>();
+  const isJobMember = (name: string) => jobs.has(name) && t.engines.filter((x) => jobs.get(x.name) === jobs.get(name)).length > 1;
+  t.engines.forEach((e, i) => {
+    if ((e as { kvPages?: unknown }).kvPages === undefined) e.kvPages = e.device.startsWith('cuda:') && !isJobMember(e.name) ? 'auto' : CPU_KV_PAGES;
+    else if (e.kvPages === 'auto' && isJobMember(e.name)) {
+      add(['engines', i, 'kvPages'], `kvPages auto cannot be used with transport 'nvshmem' (the GPU engines of host '${e.host}' form one job whose equal KV pools are allocated before the weights load): set kvPages`);
+    }
+  });
   if (t.transport === 'nvshmem') {
     // nvshmem_malloc is collective: the members of a job (GPU engines of one host) need equal pools
     for (const host of new Set(t.engines.map((e) => e.host))) {
@@ -91,12 +94,16 @@ export function validateTopology(t: Topology, opts: ValidateOptions): Problem[] 
   if ('error' in model) add(['model'], model.error);
   else t.model = model.value;
 
-  const strategy = resolveStrategy(t.router.strategy, opts.baseDir);
-  if ('error' in strategy) add(['router', 'strategy'], strategy.error);
-  else {
-    t.router.strategy = strategy.value;
+  let strategy: StrategySource | null = null;
+  try {
+    strategy = resolveStrategy(t.router.strategy, opts.baseDir);
+  } catch (e) {
+    add(['router', 'strategy'], (e as Error).message);
+  }
+  if (strategy) {
+    t.router.strategy = 'builtin' in strategy ? strategy.builtin : strategy.path;
     try {
-      PARAM_CHECKS[strategy.value]?.(t.router.params);
+      builtinParamsCheck(strategy)?.(t.router.params);
     } catch (e) {
       const field = (e as { info?: { field?: string } }).info?.field ?? 'params';
       add(['router', ...field.split('.')], (e as Error).message);
@@ -114,14 +121,5 @@ export function resolveModel(model: string, baseDir: string): Resolved {
   if (!existsSync(path)) return { error: `'${model}' is neither a preset (${MODEL_PRESETS.join(', ')}) nor an existing folder (${path} does not exist)` };
   if (!statSync(path).isDirectory()) return { error: `'${model}' must be a checkpoint folder (${path} is a file)` };
   if (!existsSync(join(path, 'config.json'))) return { error: `model folder ${path} has no config.json` };
-  return { value: path };
-}
-
-/** A built-in name as is; a module path (anything with / \ or .) as an absolute path that exists. */
-export function resolveStrategy(strategy: string, baseDir: string): Resolved {
-  if ((BUILTIN_STRATEGIES as readonly string[]).includes(strategy)) return { value: strategy };
-  if (!/[/\\.]/.test(strategy)) return { error: `unknown strategy '${strategy}' (expected ${BUILTIN_STRATEGIES.join(', ')}, or a module path)` };
-  const path = isAbsolute(strategy) ? strategy : resolve(baseDir, strategy);
-  if (!existsSync(path)) return { error: `strategy module ${path} does not exist` };
   return { value: path };
 }

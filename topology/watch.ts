@@ -9,8 +9,8 @@
 import { createHash } from 'node:crypto';
 import { readFileSync, statSync, watch, type FSWatcher } from 'node:fs';
 import { basename, dirname, resolve } from 'node:path';
-import type { MicroserveError } from '../actors/errors.ts';
-import { log } from '../actors/log.ts';
+import type { MicroserveError } from '../common/errors.ts';
+import { log } from '../common/log.ts';
 import { parseTopology, type LoadOptions } from './load.ts';
 import type { Topology } from './types.ts';
 

@@ -10,11 +10,12 @@
  * `{ matchedLen }`; set_role → `{ role }`; status → EngineStatus. Tokens go to `replyTo` as
  * TokensMsg, dispatched as soon as they are sampled.
  */
+import { env } from '../../common/env.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
-import type { TransportName } from '../../topology/types.ts';
-import { MicroserveError } from '../errors.ts';
+import type { TransportName } from '../../common/transport.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import { spawnKvActor } from '../kvcache/actor.ts';
-import { log } from '../log.ts';
+import { log } from '../../common/log.ts';
 import type { Backend } from '../../native/backend.ts';
 import { EngineMsgSchema, messageParser, type KvAddr, type KvIpcAddr, type KvNvshmemAddr, type Role } from '../messages.ts';
 import type { ActorSystemApi, Handler } from '../runtime/types.ts';
@@ -25,6 +26,7 @@ import { nvshmemRendezvous, type NvshmemSpec } from './nvshmem-join.ts';
 import { kvPushBegin, kvPushEnd } from './push.ts';
 import { canUseNvshmem, nvshmemTransport } from './transfer-nvshmem.ts';
 import { checkId } from './validate.ts';
+import { describePlan } from './plan.ts';
 
 export interface EngineOptions {
   /** Engine name: actors `engine/<name>` and `kv/<name>`. */
@@ -35,12 +37,16 @@ export interface EngineOptions {
   model: string;
   /** [device='cpu'] 'cpu' or 'cuda:N'. */
   device?: string;
-  /** [kvPages=512] KV pool size in pages. */
-  kvPages?: number;
+  /** [kvPages=512] KV pool size in pages, or 'auto' (GPU: what gpuMemoryUtilization leaves; CPU: 512). */
+  kvPages?: number | 'auto';
   /** [pageSize=16] tokens per page. */
   pageSize?: number;
-  /** [maxBatchTokens=512] tokens per step (prefill chunk budget). */
+  /** [maxBatchTokens=512] tokens per step (prefill chunk budget); the memory plan holds such a step. */
   maxBatchTokens?: number;
+  /** [maxNumSeqs=256] sequences per step: the scheduler's cap and the memory plan's. */
+  maxNumSeqs?: number;
+  /** [gpuMemoryUtilization=0.9] share of the GPU's total memory the engine may use (kvPages 'auto'). */
+  gpuMemoryUtilization?: number;
   /** [threads=0] CPU threads, 0 = all cores. */
   threads?: number;
   /** [transport='auto'] KV transport to other engines; only 'host' exists on CPU engines. */
@@ -70,10 +76,15 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
   const device = opts.device ?? 'cpu';
   const wantsNvshmem = !!opts.nvshmem && opts.nvshmem.nranks > 1 && device.startsWith('cuda') && (transport === 'nvshmem' || transport === 'auto');
   const join = wantsNvshmem ? await nvshmemRendezvous(system, name, opts.nvshmem!) : null;
+  const maxBatchTokens = opts.maxBatchTokens ?? 512;
+  const maxNumSeqs = opts.maxNumSeqs ?? 256;
   const loaded = await openModel(opts.model, {
     device,
     numPages: opts.kvPages ?? 512,
     pageSize: opts.pageSize ?? 16,
+    maxBatchTokens,
+    maxNumSeqs,
+    gpuMemoryUtilization: opts.gpuMemoryUtilization ?? 0.9,
     numThreads: opts.threads ?? 0,
     seed: opts.seed,
     ...(join ? { nvshmem: join } : {}),
@@ -93,7 +104,10 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
     backend: loaded.backend,
     model: loaded.name,
     role: opts.role ?? 'both',
-    maxBatchTokens: opts.maxBatchTokens ?? 512,
+    maxBatchTokens,
+    maxNumSeqs,
+    // TEST ONLY (see EngineCoreOptions.testHooks): the one place this switch is read
+    testHooks: env('testHooks'),
     sink: (replyTo, msg) => {
       if (replyTo) system.ref(replyTo).dispatch(msg);
     },
@@ -104,7 +118,7 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
   });
   system.spawn(`engine/${name}`, engineHandler(core), { onCrash: () => 'resume' });
   spawnKvActor(system, name, core.kv);
-  log.info('engine ready', { engine: name, model: loaded.name, device: loaded.backend.device, kvPages: core.kv.numPages, pageSize: core.kv.pageSize });
+  log.info('engine ready', { engine: name, model: loaded.name, device: loaded.backend.device, kvPages: core.kv.numPages, pageSize: core.kv.pageSize, plan: describePlan(loaded.backend.plan) });
   let isClosed = false;
   return {
     name,
@@ -164,6 +178,8 @@ export function engineHandler(core: EngineCore): Handler {
         return core.flushCache();
       case 'status':
         return core.status();
+      case 'test_fail_steps':
+        return core.failNextSteps(msg.count);
     }
   };
 }

@@ -10,10 +10,10 @@
  *
  * The microserving operations (prep_recv, kv_write, remote_send) live in microserving.ts.
  */
-import type { Backend, ForwardBatch, ForwardSampling, LayerSendSpec } from '../../native/backend.ts';
-import { MicroserveError, isMicroserveError } from '../errors.ts';
+import type { Backend, ForwardBatch, ForwardSampling, LayerSendSpec, MemoryPlan } from '../../native/backend.ts';
+import { MicroserveError, isMicroserveError } from '../../common/errors.ts';
 import { KvCacheManager } from '../kvcache/manager.ts';
-import { log } from '../log.ts';
+import { log } from '../../common/log.ts';
 import type {
   EngineCounters,
   EngineStatus,
@@ -31,13 +31,29 @@ import type {
 import { Request, type PushPlan } from './request.ts';
 import { ReservationTable } from './reservations.ts';
 import { samplingFor } from './sampler.ts';
-import { Scheduler, type StepEntry } from './scheduler.ts';
+import { Scheduler, type SchedulerLimits, type StepEntry } from './scheduler.ts';
 import type { EngineCoreOptions } from './types.ts';
-import { newCounters } from './types.ts';
+import { DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NUM_SEQS, newCounters } from './types.ts';
 import { checkFits, checkId, checkInt, checkSampling, checkTokens, type Capacity } from './validate.ts';
 import { kvWrite, prepRecv, remoteSend, startFromReservation } from './microserving.ts';
 
 const ROLES: Role[] = ['prefill', 'decode', 'both'];
+
+/** Entries of one forward: `tokens` when it ran, else the error that failed them. */
+interface StepPart {
+  entries: StepEntry[];
+  tokens: Int32Array | null;
+  error?: MicroserveError;
+}
+
+/** The backend's memory plan; undefined for a backend that has none (test doubles). */
+function planOf(b: Backend): MemoryPlan | undefined {
+  try {
+    return b.plan ? { ...b.plan } : undefined;
+  } catch {
+    return undefined;
+  }
+}
 
 export class EngineCore {
   readonly name: string;
@@ -47,6 +63,8 @@ export class EngineCore {
   readonly kv: KvCacheManager;
   readonly counters: EngineCounters = newCounters();
   readonly capacity: Capacity;
+  /** Per-step limits the scheduler keeps (shown by status). */
+  readonly limits: SchedulerLimits;
   /** @internal */ readonly opts: EngineCoreOptions;
   /** @internal */ readonly scheduler: Scheduler;
   /** @internal */ readonly reservations: ReservationTable;
@@ -61,6 +79,8 @@ export class EngineCore {
   private isLooping = false;
   private isClosed = false;
   private idleWaiters: (() => void)[] = [];
+  /** Test hook (`failNextSteps`): forwards left to fail on purpose. */
+  private numStepsToFail = 0;
 
   constructor(opts: EngineCoreOptions) {
     this.opts = opts;
@@ -68,11 +88,14 @@ export class EngineCore {
     this.model = opts.model ?? opts.name;
     this.role = opts.role ?? 'both';
     this.backend = opts.backend;
-    const maxBatchTokens = opts.maxBatchTokens ?? 512;
+    const maxBatchTokens = opts.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS;
     if (!Number.isInteger(maxBatchTokens) || maxBatchTokens < 1) throw new TypeError(`maxBatchTokens must be a positive integer, got ${maxBatchTokens}`);
+    const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
+    if (!Number.isInteger(maxNumSeqs) || maxNumSeqs < 1) throw new TypeError(`maxNumSeqs must be a positive integer, got ${maxNumSeqs}`);
+    this.limits = { maxBatchTokens, maxNumSeqs };
     this.kv = new KvCacheManager({ numPages: opts.backend.numPages, pageSize: opts.backend.pageSize });
     this.capacity = { maxPositions: opts.backend.config.maxPositions, numPages: this.kv.numPages, pageSize: this.kv.pageSize };
-    this.scheduler = new Scheduler(this.kv, maxBatchTokens, {
+    this.scheduler = new Scheduler(this.kv, this.limits, {
       onAdmit: (req, matchedLen) => {
         if (req.numCachedOnAdmit < 0) req.numCachedOnAdmit = matchedLen;
         this.counters.prefixHitTokens += matchedLen;
@@ -163,6 +186,17 @@ export class EngineCore {
     return { evictedPages: this.kv.flush() };
   }
 
+  /**
+   * TEST ONLY: the next `count` forwards throw (as a failing backend would) instead of running,
+   * to exercise step-failure isolation. Reachable only as the `test_fail_steps` message of an
+   * engine started with `testHooks` (never from the HTTP API). Reply: `{ numStepsToFail }`.
+   */
+  failNextSteps(count: number): { numStepsToFail: number } {
+    if (!this.opts.testHooks) throw new MicroserveError('BAD_MESSAGE', `test_fail_steps: engine ${this.name} was not started with test hooks`);
+    this.numStepsToFail = checkInt(count, 'test_fail_steps', 'count', 0, 1_000_000);
+    return { numStepsToFail: this.numStepsToFail };
+  }
+
   setRole(role: Role): { role: Role } {
     if (!ROLES.includes(role)) throw new MicroserveError('BAD_REQUEST', `set_role: role must be one of ${ROLES.join(', ')}`, { field: 'role' });
     this.role = role;
@@ -176,13 +210,18 @@ export class EngineCore {
       name: this.name,
       role: this.role,
       device: this.backend.device,
+      native: this.backend.nativeStatus,
       pid: process.pid,
       model: this.model,
       numRunning,
       numWaiting: this.scheduler.waiting.length,
       numReserved: this.reservations.size,
       kv: this.kv.stats(),
+      pageSize: this.kv.pageSize,
+      maxNumSeqs: this.limits.maxNumSeqs,
+      maxBatchTokens: this.limits.maxBatchTokens,
       counters: structuredClone(this.counters),
+      ...(planOf(this.backend) ? { plan: planOf(this.backend) } : {}),
     };
   }
 
@@ -272,50 +311,115 @@ export class EngineCore {
     }
   }
 
+  /** One step: run the forward (isolating a failure, see `forwardIsolated`), then postprocess. */
   private async step(entries: StepEntry[]): Promise<void> {
-    // Tokens are sampled on the backend's device: only numSeqs ids come back, no logits.
+    this.inFlight = new Set(entries.map((e) => e.req));
+    let endStep!: () => void;
+    this.stepEnd = new Promise<void>((r) => (endStep = r));
+    let parts: StepPart[];
+    try {
+      parts = await this.forwardIsolated(entries);
+    } finally {
+      this.inFlight = null;
+      endStep();
+    }
+    for (const p of parts) {
+      if (p.tokens) this.postprocess(p.entries, p.tokens);
+      else this.failEntries(p.entries, p.error!);
+    }
+  }
+
+  /**
+   * Step-failure policy. A forward that throws (the backend's error, e.g. a device allocation or
+   * launch failure) is not an engine death and does not touch requests outside the step: the
+   * step runs once more split in two halves, each its own forward (a failure that depends on
+   * the step's size gets through at half of it; sampling is per sequence, so tokens are the
+   * same). A half that fails again fails only its own requests, with STEP_FAILED naming the
+   * step's shape and the backend's error; a step of one sequence fails at once. The router
+   * treats STEP_FAILED as final for the request (no migration, no retry loop).
+   */
+  private async forwardIsolated(entries: StepEntry[]): Promise<StepPart[]> {
+    try {
+      return [{ entries, tokens: await this.forward(entries) }];
+    } catch (e) {
+      const err = this.stepFailed(entries, e);
+      if (entries.length < 2) return [{ entries, tokens: null, error: err }];
+      this.counters.stepRetries++;
+      const mid = Math.ceil(entries.length / 2);
+      const parts: StepPart[] = [];
+      for (const half of [entries.slice(0, mid), entries.slice(mid)]) {
+        try {
+          parts.push({ entries: half, tokens: await this.forward(half) });
+        } catch (e2) {
+          parts.push({ entries: half, tokens: null, error: this.stepFailed(half, e2, err) });
+        }
+      }
+      return parts;
+    }
+  }
+
+  /**
+   * Counts a failed forward and builds its STEP_FAILED error: the step's shape and the backend's
+   * error, and for a failed half of a retry, the shape and error of the step it came from.
+   */
+  private stepFailed(entries: StepEntry[], e: unknown, whole?: MicroserveError): MicroserveError {
+    this.counters.stepFailures++;
+    const numTokens = entries.reduce((a, x) => a + x.n, 0);
+    const backendCode = isMicroserveError(e) ? e.code : 'NATIVE_ERROR';
+    const backendMessage = (e as Error)?.message ?? String(e);
+    const shape = `${entries.length} sequences / ${numTokens} tokens`;
+    const message = whole
+      ? `${whole.message}; retried split in two, its half of ${shape} failed again: ${backendCode}: ${backendMessage}`
+      : `engine ${this.name}: a step of ${shape} failed: ${backendCode}: ${backendMessage}`;
+    log.error('step failed', { engine: this.name, numSeqs: entries.length, numTokens, isRetry: !!whole, backendCode, err: e as Error });
+    return new MicroserveError('STEP_FAILED', message, { numSeqs: entries.length, numTokens, backendCode, backendMessage });
+  }
+
+  /** The requests of a failed forward: aborted ones give their pages back, the others end with `err`. */
+  private failEntries(entries: StepEntry[], err: MicroserveError): void {
+    for (const { req } of entries) {
+      this.counters.requestsFailedByStep++;
+      if (req.isAborted || req.state !== 'running') this.release(req, false);
+      else if (req.kind === 'send') this.stopSend(req, err);
+      else this.stopGenerate(req, 'error', [], err);
+    }
+  }
+
+  /** One native forward of `entries`; tokens sampled on the device (numSeqs ids, no logits). */
+  private async forward(entries: StepEntry[]): Promise<Int32Array> {
+    if (this.numStepsToFail > 0) {
+      this.numStepsToFail--;
+      throw new MicroserveError('NATIVE_ERROR', 'forced step failure (test hook)');
+    }
     const batch: ForwardBatch & { sampling: ForwardSampling } = {
       seqs: entries.map((e) => ({ tokens: e.req.slice(e.start, e.n), startPos: e.start, pageTable: Int32Array.from(e.req.seq!.pageIds) })),
       logits: 'last',
       sampling: samplingFor(entries),
     };
-    this.inFlight = new Set(entries.map((e) => e.req));
     // Sends over a GPU push transport write their pages into the receiver layer by layer.
     const { send, pushed } = this.layerSend(entries);
-    let endStep!: () => void;
-    this.stepEnd = new Promise<void>((r) => (endStep = r));
-    let tokens: Int32Array;
-    try {
-      if (send) {
-        const r = await this.backend.kvIpc!.forwardWithSend(batch, send);
-        tokens = r.tokens!;
-        for (const [plan, i] of pushed) plan.pushed.add(i);
-        const lp = this.counters.layerPush!;
-        lp.forwards++;
-        lp.computeMs += r.timeline.computeEnd;
-        lp.exposedMs += Math.max(0, r.timeline.sendEnd - r.timeline.computeEnd);
-      } else {
-        tokens = await this.backend.forwardTokens(batch);
-      }
-    } catch (e) {
-      this.inFlight = null;
-      endStep();
-      const err = isMicroserveError(e) ? e : new MicroserveError('NATIVE_ERROR', `forward failed: ${(e as Error)?.message ?? e}`);
-      log.error('forward failed', { engine: this.name, err });
-      for (const { req } of entries) {
-        if (req.kind === 'send') this.stopSend(req, err);
-        else this.stopGenerate(req, 'error', [], err);
-      }
-      return;
-    }
-    this.inFlight = null;
-    endStep();
+    if (!send) return this.backend.forwardTokens(batch);
+    const r = await this.backend.kvIpc!.forwardWithSend(batch, send);
+    for (const [plan, i] of pushed) plan.pushed.add(i);
+    const lp = this.counters.layerPush!;
+    lp.forwards++;
+    lp.computeMs += r.timeline.computeEnd;
+    lp.exposedMs += Math.max(0, r.timeline.sendEnd - r.timeline.computeEnd);
+    return r.tokens!;
+  }
+
+  /** Advances each request of a successful forward; samples, streams and finishes where due. */
+  private postprocess(entries: StepEntry[], tokens: Int32Array): void {
     entries.forEach(({ req, start, n }, i) => {
       if (req.isAborted || req.state !== 'running') {
         this.release(req, !req.isAborted);
         return;
       }
+      // positions below the request's high-water mark were computed before a preemption
+      const numRecomputed = Math.max(0, Math.min(start + n, req.numComputedPeak) - start);
+      this.counters.tokensRecomputed += numRecomputed;
       req.numComputed += n;
+      req.numComputedPeak = Math.max(req.numComputedPeak, req.numComputed);
       const numPrefill = req.prefillTokensOf(start, n);
       req.numPrefilled += numPrefill;
       this.counters.tokensPrefilled += numPrefill;

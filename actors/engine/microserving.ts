@@ -1,5 +1,5 @@
 /**
- * The microserving operations of an engine (DESIGN.md "The three operations"):
+ * The microserving operations of an engine (docs/ARCHITECTURE.md, request lifecycle steps 3-5):
  *
  * - `prep_recv` (receiver): match the prefix cache (at most min(end, len - 1) tokens, so the
  *   reserved range always holds the last prompt position privately), reserve pages for
@@ -15,8 +15,8 @@
  * - `start_generate` on a reservation (startFromReservation): positions [0, begin) come from the
  *   reservation; [begin, len) is prefilled here. `begin == len` is taken as `len - 1`.
  */
-import { MicroserveError } from '../errors.ts';
-import { log } from '../log.ts';
+import { MicroserveError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import type { KvAddr, KvWriteMsg, PrepRecvMsg, PrepRecvResult, RemoteSendMsg, RemoteSendResult } from '../messages.ts';
 import type { EngineCore } from './engine-core.ts';
 import { Request, requestKey } from './request.ts';

@@ -11,8 +11,8 @@
  * sender's deadline plus LEASE_GRACE_MS: a live sender stops issuing writes at its deadline and
  * one forward step finishes well within the grace.
  */
-import { MicroserveError } from '../errors.ts';
-import { log } from '../log.ts';
+import { MicroserveError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import type { KvPushBeginMsg, KvPushEndMsg } from '../messages.ts';
 import type { EngineCore } from './engine-core.ts';
 import type { Reservation } from './reservations.ts';

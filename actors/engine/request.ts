@@ -56,6 +56,8 @@ export class Request {
   state: RequestState = 'waiting';
   seq: KvSeq | null = null;
   numComputed = 0;
+  /** Highest numComputed reached: positions below it computed again were lost to a preemption. */
+  numComputedPeak = 0;
   /** Tokens this request fed in prefill mode (everything but decode inputs), preemption included. */
   numPrefilled = 0;
   /** Prefix-cache hit of the first admission, in tokens. */

@@ -8,10 +8,10 @@
  * while a write into them is still running on the backend, or while a sender's GPU push into
  * them may still land (push.ts leases are pending writes): the release waits for them.
  */
-import { MicroserveError } from '../errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import type { KvCacheManager } from '../kvcache/manager.ts';
 import type { KvSeq } from '../kvcache/types.ts';
-import { log } from '../log.ts';
+import { log } from '../../common/log.ts';
 
 export interface Reservation {
   readonly id: string;

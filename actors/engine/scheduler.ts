@@ -1,14 +1,24 @@
 /**
- * Continuous batching. Each step packs up to `maxBatchTokens` tokens:
+ * Continuous batching with chunked prefill. Each step packs at most `maxBatchTokens` tokens and
+ * at most `maxNumSeqs` sequences:
  *   1. running requests one token from the end (decodes, and prefills down to their last token),
  *      oldest first;
- *   2. running requests in the middle of a chunked prefill, oldest first, one chunk each;
- *   3. waiting requests, in order: admitted when their first chunk's pages can be had (their
- *      cached prefix is matched and locked first). Admission never preempts, and does not run
- *      in a step that preempted.
+ *   2. running requests in the middle of a chunked prefill, oldest first, one chunk each (as
+ *      much of the remaining token budget as they need);
+ *   3. waiting requests, in order (FIFO): admitted while fewer than `maxNumSeqs` requests run and
+ *      their first chunk's pages can be had (their cached prefix is matched and locked first).
+ *      Admission never preempts, and does not run in a step that preempted.
  * When a running request cannot get a page, the youngest running request not yet in this step
  * is preempted (its computed full pages go to the prefix cache, it goes back to the head of the
  * queue with its generated tokens as prompt); if that is the request itself, it waits.
+ *
+ * Latency under load (the vLLM V1 policy): decodes are planned first, so a step's prefill work
+ * is only what the token budget leaves. A step therefore costs at most `maxBatchTokens` tokens
+ * of compute, and that budget, not the prompt length, bounds the inter-token latency of the
+ * running decodes: a long prompt is spread over several steps instead of stalling them. The
+ * default budget (512 tokens, engine-core.ts) keeps a mixed step near a decode step's cost on a
+ * GPU (the weights are read once for both) while prefill still runs at GEMM efficiency; a larger
+ * budget buys prefill throughput with ITL (prefill-only engines may use 4096+).
  */
 import type { KvCacheManager } from '../kvcache/manager.ts';
 import type { Request } from './request.ts';
@@ -26,6 +36,14 @@ export interface StepPlan {
   ready: Request[];
 }
 
+/** Per-step limits. */
+export interface SchedulerLimits {
+  /** Tokens per step: decodes plus prefill chunks. */
+  maxBatchTokens: number;
+  /** Sequences per step, and requests running (holding pages) at once, admissions included. */
+  maxNumSeqs: number;
+}
+
 export interface SchedulerHooks {
   onAdmit(req: Request, matchedLen: number): void;
   onPreempt(req: Request): void;
@@ -41,7 +59,7 @@ export class Scheduler {
 
   constructor(
     private readonly kv: KvCacheManager,
-    private readonly maxBatchTokens: number,
+    private readonly limits: SchedulerLimits,
     private readonly hooks: SchedulerHooks,
   ) {}
 
@@ -73,11 +91,12 @@ export class Scheduler {
     const entries: StepEntry[] = [];
     const ready: Request[] = [];
     const planned = new Set<Request>();
-    let budget = this.maxBatchTokens;
+    let budget = this.limits.maxBatchTokens;
+    const maxNumSeqs = this.limits.maxNumSeqs;
     const numPreempted = this.numPreempted;
     for (const isLastPass of [true, false]) {
       for (const req of [...this.running]) {
-        if (budget === 0) break;
+        if (budget === 0 || entries.length >= maxNumSeqs) break;
         if (planned.has(req) || req.state !== 'running' || (req.numRemaining === 1) !== isLastPass) continue;
         const n = Math.min(req.numRemaining, budget);
         if (!this.ensurePages(req, req.numComputed + n, planned)) continue;
@@ -87,7 +106,7 @@ export class Scheduler {
       }
     }
     // After a preemption the pool is short: admitting now would take back the pages just freed.
-    while (budget > 0 && this.waiting.length > 0 && this.numPreempted === numPreempted) {
+    while (budget > 0 && this.waiting.length > 0 && this.numPreempted === numPreempted && this.running.length < maxNumSeqs && entries.length < maxNumSeqs) {
       const req = this.waiting[0];
       const { seq, matchedLen } = this.kv.openSeq(req.key, req.tokens(), { maxMatchLen: req.maxMatchLen });
       const n = Math.min(req.totalLen - matchedLen, budget);

@@ -10,13 +10,14 @@
  */
 import { hostname } from 'node:os';
 import type { Backend } from '../../native/backend.ts';
-import { MicroserveError } from '../errors.ts';
-import { log } from '../log.ts';
+import { MicroserveError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import type { KvAddr, KvCopyMsg, KvIpcAddr } from '../messages.ts';
 import type { ActorSystemApi } from '../runtime/types.ts';
 import type { EngineCore } from './engine-core.ts';
 import { hostTransport, pushMessages, transferError, type KvTransport } from './transfer.ts';
 import { checkId } from './validate.ts';
+import { env } from '../../common/env.ts';
 
 /** This engine's pool as a KvIpcAddr, or null where the backend has no CUDA IPC (CPU). */
 export async function exportIpcAddr(backend: Backend): Promise<KvIpcAddr | null> {
@@ -52,7 +53,7 @@ export function canUseCudaIpc(self: KvIpcAddr | undefined, kvAddr: KvAddr): bool
 export function cudaIpcTransport(system: ActorSystemApi, dstEngine: string, self: KvIpcAddr, backend?: Backend, peer?: KvIpcAddr): KvTransport {
   const ref = system.ref(`engine/${dstEngine}`);
   const ipc = backend?.kvIpc;
-  const canPush = !!ipc && !!peer && process.env.MICROSERVE_KV_PUSH !== '0';
+  const canPush = !!ipc && !!peer && env('kvPush');
   return {
     name: 'cuda-ipc',
     maxChunkBytes: Number.MAX_SAFE_INTEGER,

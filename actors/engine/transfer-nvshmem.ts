@@ -11,7 +11,7 @@
 import type { Backend } from '../../native/backend.ts';
 import type { KvAddr, KvNvshmemAddr } from '../messages.ts';
 import type { ActorSystemApi } from '../runtime/types.ts';
-import { MicroserveError } from '../errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import { hostTransport, pushMessages, type KvTransport } from './transfer.ts';
 
 /** Whether `self` can write into the receiver of `kvAddr` over NVSHMEM: same job, same pool shape. */

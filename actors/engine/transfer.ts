@@ -4,7 +4,7 @@
  * is the one every engine has. GPU transports (cuda-ipc, nvshmem) slot in behind the same
  * interface.
  */
-import { MicroserveError, isMicroserveError } from '../errors.ts';
+import { MicroserveError, isMicroserveError } from '../../common/errors.ts';
 import type { KvAddr } from '../messages.ts';
 import type { ActorSystemApi } from '../runtime/types.ts';
 

@@ -14,8 +14,22 @@ export interface EngineCoreOptions {
   model?: string;
   /** [role='both'] shown by status; strategies read it, the engine serves every operation. */
   role?: Role;
-  /** [maxBatchTokens=512] tokens per step (decodes plus prefill chunks). */
+  /**
+   * [maxBatchTokens=512] tokens per step (decodes plus prefill chunks): bounds a step's compute,
+   * hence the inter-token latency of running decodes (see scheduler.ts).
+   */
   maxBatchTokens?: number;
+  /**
+   * [maxNumSeqs=256] sequences per step and requests running at once (vLLM's max_num_seqs);
+   * more wait in the engine's queue. Set from the topology's `engines[].maxNumSeqs`; the backend's
+   * memory plan holds no more (a larger step fails with OVER_PLAN).
+   */
+  maxNumSeqs?: number;
+  /**
+   * [testHooks=false] TEST ONLY: accept the `test_fail_steps` message (`failNextSteps`), which
+   * makes the next forwards throw. `spawnEngine` sets it from MICROSERVE_TEST_HOOKS=1.
+   */
+  testHooks?: boolean;
   sink: TokenSink;
   /** [pickTransport] transport to a receiver; without it remote_send fails with TRANSFER_FAILED. */
   pickTransport?: TransportPicker;
@@ -31,6 +45,9 @@ export interface EngineCoreOptions {
   defaultTtlMs?: number;
 }
 
+export const DEFAULT_MAX_BATCH_TOKENS = 512;
+export const DEFAULT_MAX_NUM_SEQS = 256;
+
 export function newCounters(): EngineCounters {
   return {
     requests: 0,
@@ -44,6 +61,10 @@ export function newCounters(): EngineCounters {
     transfers: {},
     layerPush: { forwards: 0, computeMs: 0, exposedMs: 0 },
     preemptions: 0,
+    tokensRecomputed: 0,
+    stepFailures: 0,
+    stepRetries: 0,
+    requestsFailedByStep: 0,
     aborts: 0,
   };
 }

@@ -1,5 +1,5 @@
 /** Checks on engine message fields: every failure is a typed error naming the field. */
-import { MicroserveError } from '../errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import type { SamplingParams } from '../messages.ts';
 
 export function checkId(id: unknown, op: string): string {

@@ -7,6 +7,7 @@
  * - `{ type: 'check' }` → `{ ok: true, stats }`, or a crash naming the failed equation;
  * - `{ type: 'match', promptIds }` → `{ matchedLen }` (tokens, a multiple of pageSize).
  */
+import { MicroserveError } from '../../common/errors.ts';
 import { KvActorMsgSchema, messageParser } from '../messages.ts';
 import type { ActorRef, ActorSystemApi } from '../runtime/types.ts';
 import type { KvCacheManager } from './manager.ts';

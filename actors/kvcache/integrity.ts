@@ -8,11 +8,21 @@
  * 4. a sequence's prefix pages are exactly the pages on the radix path to its locked node;
  * 5. a node's tokens are exactly pages * pageSize long and its key is its first page.
  */
-import type { KvCacheManager } from './manager.ts';
-import type { RadixNode } from './radix-tree.ts';
-import { KvIntegrityError } from './types.ts';
+import type { RadixNode, RadixTree } from './radix-tree.ts';
+import type { KvPageStats } from '../messages.ts';
+import { KvIntegrityError, type KvSeq } from './types.ts';
 
-export function checkIntegrity(m: KvCacheManager): void {
+/** What the check reads of a manager (KvCacheManager has it; no import of the manager, no cycle). */
+export interface IntegrityView {
+  readonly numPages: number;
+  readonly pageSize: number;
+  readonly freeList: readonly number[];
+  readonly tree: RadixTree;
+  readonly seqs: ReadonlyMap<string, KvSeq>;
+  stats(): KvPageStats;
+}
+
+export function checkIntegrity(m: IntegrityView): void {
   const owner: (string | null)[] = new Array(m.numPages).fill(null);
   const own = (page: number, who: string) => {
     if (!Number.isInteger(page) || page < 0 || page >= m.numPages) throw new KvIntegrityError(`page id ${page} owned by ${who} is out of range [0, ${m.numPages})`);

@@ -10,7 +10,7 @@
  * A reservation (`prep_recv`) is a sequence of kind `reserved` with a deadline; `activate`
  * turns it into a running one.
  */
-import { MicroserveError } from '../errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import type { KvPageStats } from '../messages.ts';
 import { checkIntegrity } from './integrity.ts';
 import { RadixTree } from './radix-tree.ts';

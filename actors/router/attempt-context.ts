@@ -2,8 +2,8 @@
  * The StrategyContext of one request attempt: engine operations bound to the attempt's id, with
  * timeouts, load accounting and a record of every engine touched (to abort them later).
  */
-import { MicroserveError } from '../errors.ts';
-import { log } from '../log.ts';
+import { MicroserveError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import type { KvAddr, KvPageStats, PrepRecvResult, RemoteSendResult, Role, SamplingParams } from '../messages.ts';
 import type { ActorSystemApi } from '../runtime/types.ts';
 import { enginePath, type EnginePool } from './engine-pool.ts';

@@ -7,9 +7,11 @@
  * - Load = this router's requests on the engine now (`acquire`/`release`, updated the moment a
  *   strategy picks it) + whatever the last status reported beyond what the router had then.
  * - A changed pid in status means the engine's process was restarted (counted).
+ * - Progress = the engine's work counters (tokens prefilled, generated, received) moved between
+ *   two polls; the request watchdog tells a busy engine from a silent one by it.
  */
 import type { EngineStatus, Role } from '../messages.ts';
-import { log } from '../log.ts';
+import { log } from '../../common/log.ts';
 import type { ActorSystemApi } from '../runtime/types.ts';
 import type { EngineView, PlanEngine } from './types.ts';
 
@@ -24,6 +26,9 @@ interface EngineState {
   restarts: number;
   isPolling: boolean;
   inPlan: boolean;
+  /** Sum of the work counters at the last status, and when it last changed. */
+  work: number;
+  lastProgressAt: number;
 }
 
 export const enginePath = (name: string) => `engine/${name}`;
@@ -33,6 +38,8 @@ export class EnginePool {
   private readonly changeListeners = new Set<() => void>();
   private readonly goneListeners = new Set<(name: string) => void>();
   private timer: NodeJS.Timeout | null = null;
+  /** Every plan engine has answered status at least once (startup is over). */
+  private hasStarted = false;
   private readonly unsubscribe: () => void;
 
   constructor(
@@ -62,7 +69,7 @@ export class EnginePool {
     for (const e of list) {
       const s = this.engines.get(e.name);
       if (s) Object.assign(s, { role: e.role, inPlan: true });
-      else this.engines.set(e.name, { name: e.name, role: e.role, isAlive: false, status: null, activeAtStatus: 0, active: 0, restarts: 0, isPolling: false, inPlan: true });
+      else this.engines.set(e.name, { name: e.name, role: e.role, isAlive: false, status: null, activeAtStatus: 0, active: 0, restarts: 0, isPolling: false, inPlan: true, work: -1, lastProgressAt: 0 });
     }
     this.pollAll();
   }
@@ -86,6 +93,12 @@ export class EnginePool {
     return this.engines.get(name)?.status ?? null;
   }
 
+  /** Whether a status poll saw the engine do work (prefill, decode, KV received) after time `t` (performance.now()). */
+  progressedSince(name: string, t: number): boolean {
+    const s = this.engines.get(name);
+    return !!s && s.isAlive && s.lastProgressAt > t;
+  }
+
   acquire(name: string): void {
     const s = this.engines.get(name);
     if (s) s.active++;
@@ -104,6 +117,20 @@ export class EnginePool {
   /** Plan engines that have not answered status (yet, or any more). */
   missing(): string[] {
     return [...this.engines.values()].filter((s) => s.inPlan && !s.isAlive).map((s) => s.name);
+  }
+
+  /**
+   * What `/health` says. `starting` (503) until every plan engine has answered once; then `ok`
+   * (200) with every plan engine alive, `degraded` (200, the ones down listed) while at least one
+   * serves, `unavailable` (503) when none does.
+   */
+  health(): { status: 'starting' | 'ok' | 'degraded' | 'unavailable'; isServing: boolean; down: string[] } {
+    const down = this.missing();
+    if (down.length === 0) this.hasStarted = true;
+    const numPlan = [...this.engines.values()].filter((s) => s.inPlan).length;
+    if (!this.hasStarted) return { status: 'starting', isServing: false, down };
+    if (down.length === 0) return { status: 'ok', isServing: true, down };
+    return down.length < numPlan ? { status: 'degraded', isServing: true, down } : { status: 'unavailable', isServing: false, down };
   }
 
   views(): EngineView[] {
@@ -155,10 +182,17 @@ export class EnginePool {
         log.info('engine restarted', { engine: s.name, pid: st.pid });
       }
       s.status = st;
+      const c = st.counters;
+      const work = c ? c.tokensPrefilled + c.tokensGenerated + c.tokensReceived : 0;
+      if (work !== s.work) {
+        s.work = work;
+        s.lastProgressAt = performance.now();
+      }
       s.activeAtStatus = Math.min(activeBefore, s.active);
       if (!s.isAlive) {
         s.isAlive = true;
         log.info('engine up', { engine: s.name });
+        if (this.missing().length === 0) this.hasStarted = true;
         for (const fn of this.changeListeners) fn();
       }
     } catch (e) {

@@ -8,15 +8,16 @@
  */
 import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
-import { MicroserveError } from '../errors.ts';
-import { log } from '../log.ts';
+import { MicroserveError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import { messageParser, RouterMsgSchema, type Role } from '../messages.ts';
 import type { ActorSystemApi } from '../runtime/types.ts';
+import { Admission } from './admission.ts';
 import { EnginePool, enginePath } from './engine-pool.ts';
 import { buildApp } from './http/app.ts';
 import { RouterMetrics } from './metrics.ts';
 import { RequestRunner, type ActivePlan } from './request-runner.ts';
-import { loadStrategy, preloadBuiltinStrategies } from './strategy-loader.ts';
+import { loadStrategy } from './strategy-loader.ts';
 import type { Plan, PlanApplied, PlanEngine, Router, RouterOptions, RouterStatus } from './types.ts';
 
 export type { Plan, PlanApplied, Router, RouterOptions, RouterStatus } from './types.ts';
@@ -42,8 +43,9 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
   const baseDir = opts.baseDir ?? process.cwd();
   if (!opts.modelName) throw new MicroserveError('BAD_CONFIG', 'modelName is required', { field: 'modelName' });
   if (!(opts.contextLength > 1)) throw new MicroserveError('BAD_CONFIG', 'contextLength must be > 1', { field: 'contextLength' });
+  const maxQueue = opts.maxQueue ?? null;
+  if (maxQueue !== null && !(Number.isInteger(maxQueue) && maxQueue >= 1)) throw new MicroserveError('BAD_CONFIG', `maxQueue must be an integer >= 1 (got ${maxQueue})`, { field: 'router.maxQueue' });
 
-  await preloadBuiltinStrategies();
   let plan: ActivePlan = { version: 1, engines: checkEngines(opts.engines), strategy: await loadStrategy(opts.strategy, opts.params ?? {}, baseDir), inFlight: 0 };
   const pool = new EnginePool(system, { statusIntervalMs: opts.statusIntervalMs ?? 500, statusTimeoutMs: Math.min(opTimeoutMs, 2000) });
   const metrics = new RouterMetrics(pool);
@@ -83,8 +85,17 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
   pool.start();
 
   const tokenizer = opts.tokenizer;
+  const admission = new Admission({
+    pool,
+    planEngines: () => plan.engines,
+    numQueued: () => runner.numQueued,
+    ttftS: () => runner.ttftEwmaS,
+    maxQueue,
+    contextLength: opts.contextLength,
+  });
   const app = buildApp({
     runner,
+    admission,
     pool,
     metrics,
     modelName: opts.modelName,
@@ -122,6 +133,8 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
       engines: pool.views(),
       requestsInFlight: runner.numInFlight,
       requestsWaiting: runner.numWaiting,
+      requestsQueued: runner.numQueued,
+      maxQueue,
       lastPlanChange: lastPlanChange ? { ...lastPlanChange } : null,
       counters: { ...runner.counters },
     };

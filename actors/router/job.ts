@@ -2,7 +2,7 @@
  * A request as the runner tracks it: the client's spec, the tokens streamed so far, the current
  * attempt, and how it ends (`done`). See request-runner.ts for the lifecycle.
  */
-import type { MicroserveError } from '../errors.ts';
+import type { MicroserveError } from '../../common/errors.ts';
 import type { FinishReason, SamplingParams } from '../messages.ts';
 import type { AttemptContext } from './attempt-context.ts';
 import type { RoutedRequest } from './strategy-api.ts';
@@ -44,6 +44,8 @@ export interface Attempt {
 export class Job {
   readonly startedAt = performance.now();
   firstTokenAt: number | null = null;
+  /** When an engine first accepted it (start_generate answered): the end of its router queue time. */
+  acceptedAt: number | null = null;
   lastTokenAt: number | null = null;
   readonly generated: number[] = [];
   readonly excluded = new Set<string>();

@@ -54,6 +54,29 @@ export class RouterMetrics {
     labelNames: ['op', 'code'],
     registers: [this.registry],
   });
+  readonly queueTime = new Histogram({
+    name: `${P}request_queue_time_seconds`,
+    help: 'Time from request arrival to an engine accepting it (router queue: waiting for an engine, KV admission retries)',
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60],
+    registers: [this.registry],
+  });
+  readonly queued = new Gauge({ name: `${P}router_requests_queued`, help: 'Requests in flight without a first token yet (what router.maxQueue bounds)', registers: [this.registry] });
+  readonly busyRetries = new Counter({
+    name: `${P}request_busy_retries_total`,
+    help: 'Strategy runs refused with KV_PAGES_EXHAUSTED and retried after a backoff (not counted as failed attempts)',
+    registers: [this.registry],
+  });
+  readonly stepFailed = new Counter({ name: `${P}requests_step_failed_total`, help: 'Requests ended by a failed engine step (STEP_FAILED)', registers: [this.registry] });
+  readonly tokensDiscarded = new Counter({
+    name: `${P}router_tokens_discarded_total`,
+    help: 'Tokens engines generated that no client got (a stale attempt, a cancelled request, beyond max tokens); engines generated = delivered (generation_tokens_total) + discarded',
+    registers: [this.registry],
+  });
+  readonly migrationRecomputed = new Counter({
+    name: `${P}migration_recomputed_tokens_total`,
+    help: 'Context tokens (prompt + tokens streamed) migrated requests resumed with: KV the next engine computes again, less its prefix-cache hits',
+    registers: [this.registry],
+  });
   readonly inFlight = new Gauge({ name: `${P}router_requests_running`, help: 'Requests the router is serving', registers: [this.registry] });
   readonly waiting = new Gauge({ name: `${P}router_requests_waiting`, help: 'Requests waiting for an engine to come up', registers: [this.registry] });
   readonly planVersion = new Gauge({ name: `${P}plan_version`, help: 'Version of the plan in force', registers: [this.registry] });
@@ -69,9 +92,17 @@ export class RouterMetrics {
     const load = new Gauge({ name: `${P}engine_load`, help: 'Load the router routes by (live requests + reported extra)', labelNames: ['engine'], registers: r });
     const restarts = new Gauge({ name: `${P}engine_restarts`, help: 'Engine process restarts the router observed', labelNames: ['engine'], registers: r });
     const transfers = new Gauge({ name: `${P}engine_kv_transfers`, help: 'KV transfers an engine made, by transport (cumulative, engine status)', labelNames: ['engine', 'transport'], registers: r });
-    const tokens = new Gauge({ name: `${P}engine_tokens`, help: 'Tokens per engine by kind (cumulative, engine status)', labelNames: ['engine', 'kind'], registers: r });
+    const tokens = new Gauge({
+      name: `${P}engine_tokens`,
+      help: 'Tokens per engine by kind (cumulative, engine status); recomputed: prefill tokens computed again after a preemption',
+      labelNames: ['engine', 'kind'],
+      registers: r,
+    });
+    const preemptions = new Gauge({ name: `${P}engine_preemptions`, help: 'Running requests preempted for KV pages (cumulative, engine status)', labelNames: ['engine'], registers: r });
+    const stepFailures = new Gauge({ name: `${P}engine_step_failures`, help: 'Forward steps that failed, retries included (cumulative, engine status)', labelNames: ['engine'], registers: r });
+    const kvTokens = new Gauge({ name: `${P}engine_kv_capacity_tokens`, help: 'KV pool capacity in tokens (pages x page size)', labelNames: ['engine'], registers: r });
     this.fill = () => {
-      for (const m of [running, queued, reserved, pages, up, load, restarts, transfers, tokens]) m.reset();
+      for (const m of [running, queued, reserved, pages, up, load, restarts, transfers, tokens, preemptions, stepFailures, kvTokens]) m.reset();
       for (const v of pool.views()) {
         up.set({ engine: v.name, role: v.role }, v.isAlive ? 1 : 0);
         load.set({ engine: v.name }, v.load);
@@ -85,11 +116,20 @@ export class RouterMetrics {
           pages.set({ engine: v.name, state }, n);
         }
         for (const [transport, n] of Object.entries(st.counters?.transfers ?? {})) transfers.set({ engine: v.name, transport }, n);
+        if (st.pageSize) kvTokens.set({ engine: v.name }, st.kv.total * st.pageSize);
         const c = st.counters;
         if (c) {
-          for (const [kind, n] of [['prefilled', c.tokensPrefilled], ['generated', c.tokensGenerated], ['sent', c.tokensSent], ['received', c.tokensReceived], ['prefix_hit', c.prefixHitTokens]] as const) {
-            tokens.set({ engine: v.name, kind }, n);
-          }
+          const kinds = [
+            ['prefilled', c.tokensPrefilled],
+            ['generated', c.tokensGenerated],
+            ['sent', c.tokensSent],
+            ['received', c.tokensReceived],
+            ['prefix_hit', c.prefixHitTokens],
+            ['recomputed', c.tokensRecomputed ?? 0],
+          ] as const;
+          for (const [kind, n] of kinds) tokens.set({ engine: v.name, kind }, n);
+          preemptions.set({ engine: v.name }, c.preemptions);
+          stepFailures.set({ engine: v.name }, c.stepFailures ?? 0);
         }
       }
     };

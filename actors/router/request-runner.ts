@@ -11,11 +11,21 @@
  *      abandoned (aborted on every engine it touched) and attempt n+1 continues from prompt +
  *      tokens streamed so far, with `maxTokens` reduced by them; nothing is missed;
  *   4. `cancel` (client gone, stop string) aborts the current attempt on its engines.
- * A strategy error that is an engine failure (or KV_PAGES_EXHAUSTED) is retried with backoff;
- * any other error ends the request with it.
+ * Retry policy (at most `maxAttempts` counted attempts):
+ * - engine death (actor gone, connection lost, query timeout), a silent engine, or a failed KV
+ *   transfer: counted, the request migrates (resumes elsewhere from the tokens streamed);
+ * - KV_PAGES_EXHAUSTED (admission refused under a burst): load, not failure. The request waits
+ *   with backoff (50 ms doubling to 1 s) and tries again, not counted; past `requestTimeoutMs`
+ *   of refusals before its first token it ends with OVERLOADED (HTTP 429); after its first token
+ *   it keeps waiting (a stream never ends in an error because of load);
+ * - STEP_FAILED (the engine's forward failed twice: see EngineCore.forwardIsolated): final for
+ *   the request, no migration; the engine is not treated as dead;
+ * - the watchdog: an engine that streams nothing for `requestTimeoutMs` counts as silent only
+ *   if its status shows no progress either (a request queued behind others is waiting, not lost).
+ * Any other error ends the request with it.
  */
-import { isMicroserveError, MicroserveError } from '../errors.ts';
-import { log } from '../log.ts';
+import { isMicroserveError, MicroserveError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import type { FinishReason, TokensMsg } from '../messages.ts';
 import { AttemptContext, type AttemptDeps } from './attempt-context.ts';
 import { Job, type ActivePlan, type Attempt, type JobResult, type JobSpec, type Outcome } from './job.ts';
@@ -31,17 +41,29 @@ export interface RunnerOptions extends AttemptDeps {
   onJobDone: (plan: ActivePlan) => void;
 }
 
-/** Engine-reported errors that another attempt can get past. */
-const RETRIABLE_ON_ENGINE = ['KV_PAGES_EXHAUSTED', 'TRANSFER_FAILED', 'TRANSFER_TIMEOUT', 'RESERVATION_EXPIRED', 'NATIVE_ERROR', 'UNKNOWN_REQUEST'];
+/**
+ * Engine-reported finish errors that another attempt can get past: a P/D hand-over that did not
+ * complete. Engine-internal failures (STEP_FAILED) are final: they are not engine death.
+ */
+const RETRIABLE_ON_ENGINE = ['TRANSFER_FAILED', 'TRANSFER_TIMEOUT', 'RESERVATION_EXPIRED', 'UNKNOWN_REQUEST'];
+const BUSY_BACKOFF_MS = [50, 1000];
 
 export class RequestRunner {
   private readonly attempts = new Map<string, { job: Job; attempt: Attempt }>();
   private readonly jobs = new Set<Job>();
   private seq = 0;
-  /** Requests finished, requests resumed on another engine, requests failed. */
-  readonly counters = { requests: 0, migrations: 0, errors: 0 };
+  /**
+   * Requests finished, resumed on another engine, failed; admissions refused for lack of KV and
+   * retried (busyRetries); tokens engines sent that no client got (stale attempt, cancelled,
+   * beyond max tokens).
+   */
+  readonly counters = { requests: 0, migrations: 0, errors: 0, busyRetries: 0, tokensDiscarded: 0 };
   /** Requests waiting for an engine of their plan to come up. */
   numWaiting = 0;
+  /** Requests in flight without a first token yet (router.maxQueue bounds them). */
+  numQueued = 0;
+  /** Smoothed time to first token, seconds (what Retry-After is derived from). */
+  ttftEwmaS = 1;
   private readonly prefix = Math.random().toString(36).slice(2, 8);
 
   constructor(private readonly o: RunnerOptions) {
@@ -62,6 +84,8 @@ export class RequestRunner {
     plan.inFlight++;
     this.jobs.add(job);
     this.o.metrics.inFlight.inc();
+    this.numQueued++;
+    this.o.metrics.queued.inc();
     void this.run(job);
     return job;
   }
@@ -76,15 +100,20 @@ export class RequestRunner {
   /** A `tokens` message from an engine. */
   onTokens(msg: TokensMsg): void {
     const entry = this.attempts.get(msg.id);
-    if (!entry) return log.debug('tokens for an unknown or finished attempt, dropped', { id: msg.id, engine: msg.engine });
+    const numSent = Array.isArray(msg.tokens) ? msg.tokens.length : 0;
+    if (!entry) {
+      this.discard(numSent);
+      return log.debug('tokens for an unknown or finished attempt, dropped', { id: msg.id, engine: msg.engine });
+    }
     const { job, attempt } = entry;
-    if (job.cancelled) return;
+    if (job.cancelled) return this.discard(numSent);
     this.armWatchdog(job, attempt);
     const room = job.spec.sampling.maxTokens - job.generated.length;
     const tokens = Array.isArray(msg.tokens) ? msg.tokens.slice(0, Math.max(0, room)) : [];
+    this.discard(numSent - tokens.length);
     if (tokens.length > 0) {
       const now = performance.now();
-      job.firstTokenAt ??= now;
+      if (job.firstTokenAt === null) this.onFirstToken(job, now);
       job.lastTokenAt = now;
       job.generated.push(...tokens);
       try {
@@ -101,6 +130,19 @@ export class RequestRunner {
     }
   }
 
+  private discard(numTokens: number): void {
+    if (numTokens <= 0) return;
+    this.counters.tokensDiscarded += numTokens;
+    this.o.metrics.tokensDiscarded.inc(numTokens);
+  }
+
+  private onFirstToken(job: Job, now: number): void {
+    job.firstTokenAt = now;
+    this.numQueued--;
+    this.o.metrics.queued.dec();
+    this.ttftEwmaS = 0.8 * this.ttftEwmaS + 0.2 * ((now - job.startedAt) / 1000);
+  }
+
   private async run(job: Job): Promise<void> {
     let r: Omit<JobResult, 'numTokens'>;
     try {
@@ -111,6 +153,10 @@ export class RequestRunner {
     this.jobs.delete(job);
     job.plan.inFlight--;
     this.o.metrics.inFlight.dec();
+    if (job.firstTokenAt === null) {
+      this.numQueued--;
+      this.o.metrics.queued.dec();
+    }
     this.record(job, r.finish);
     this.o.onJobDone(job.plan);
     job.resolve({ ...r, numTokens: job.generated.length });
@@ -118,6 +164,8 @@ export class RequestRunner {
 
   private async loop(job: Job): Promise<Omit<JobResult, 'numTokens'>> {
     const maxTokens = job.spec.sampling.maxTokens;
+    let numTries = 0; // every attempt, for unique ids
+    let busySince: number | null = null; // start of the current streak of KV_PAGES_EXHAUSTED refusals
     for (let n = 1; ; n++) {
       if (job.cancelled) return { finish: job.cancelled, numAttempts: n - 1 };
       if (job.generated.length >= maxTokens) return { finish: 'length', numAttempts: n - 1 };
@@ -128,7 +176,7 @@ export class RequestRunner {
       const plan = n === 1 ? job.plan : this.o.currentPlan();
       await this.waitForEngine(job, plan);
       if (job.cancelled) continue;
-      const attempt = this.newAttempt(job, plan, n);
+      const attempt = this.newAttempt(job, plan, ++numTries, n);
       try {
         await plan.strategy.run(attempt.ctx, attempt.req);
         if (!attempt.ctx.generating) throw new MicroserveError('NO_ENGINE', `strategy '${plan.strategy.name}' returned without starting generation`);
@@ -136,12 +184,32 @@ export class RequestRunner {
         await this.endAttempt(attempt, true);
         if (job.cancelled) continue;
         for (const x of attempt.ctx.involved) if (!this.o.pool.isAlive(x)) job.excluded.add(x);
-        if (isEngineFailure(e) || isMicroserveError(e, 'KV_PAGES_EXHAUSTED')) {
+        if (isMicroserveError(e, 'KV_PAGES_EXHAUSTED')) {
+          // load, not failure: wait and try again, not counted as an attempt
+          const now = performance.now();
+          busySince ??= now;
+          if (job.generated.length === 0 && now - busySince > this.o.requestTimeoutMs) {
+            return { finish: 'error', numAttempts: n, error: new MicroserveError('OVERLOADED', `no engine could take request ${job.id} for ${this.o.requestTimeoutMs} ms (KV pages exhausted): ${(e as Error).message}`) };
+          }
+          this.counters.busyRetries++;
+          this.o.metrics.busyRetries.inc();
+          log.debug('admission refused (KV pages), waiting', { id: attempt.id, error: e as Error });
+          await sleep(Math.min(BUSY_BACKOFF_MS[0] * 2 ** Math.min(10, numTries - n), BUSY_BACKOFF_MS[1]));
+          n--;
+          continue;
+        }
+        busySince = null;
+        if (isEngineFailure(e)) {
           log.info('attempt failed, retrying', { id: attempt.id, error: e as Error });
           await sleep(Math.min(50 * 2 ** (n - 1), 1000));
           continue;
         }
         return { finish: 'error', numAttempts: n, error: e instanceof MicroserveError ? e : new MicroserveError('NO_ENGINE', `strategy failed: ${(e as Error).message}`) };
+      }
+      busySince = null;
+      if (job.acceptedAt === null) {
+        job.acceptedAt = performance.now();
+        this.o.metrics.queueTime.observe((job.acceptedAt - job.startedAt) / 1000);
       }
       this.armWatchdog(job, attempt);
       const out = await attempt.outcome;
@@ -156,12 +224,15 @@ export class RequestRunner {
       }
       if (out.kind === 'finished' && out.reason === 'error' && !(out.error && RETRIABLE_ON_ENGINE.includes(out.error.code))) {
         await this.endAttempt(attempt, true);
+        if (out.error?.code === 'STEP_FAILED') this.o.metrics.stepFailed.inc();
         return { finish: 'error', numAttempts: n, error: out.error ?? new MicroserveError('NATIVE_ERROR', `engine '${engine}' failed the request`) };
       }
       // engine gone, silent, aborted on its own, or a retriable engine error: resume elsewhere
       const reason = out.kind === 'failed' ? out.reason : `engine_${out.reason}`;
       log.warn('request migrates', { id: attempt.id, engine, reason, streamed: job.generated.length });
       this.o.metrics.migrations.inc({ reason });
+      // the next engine computes the KV of prompt + streamed tokens again (less its cache hits)
+      this.o.metrics.migrationRecomputed.inc(job.spec.promptIds.length + job.generated.length);
       this.counters.migrations++;
       job.excluded.add(engine);
       await this.endAttempt(attempt, true);
@@ -180,8 +251,9 @@ export class RequestRunner {
     };
   }
 
-  private newAttempt(job: Job, plan: ActivePlan, n: number): Attempt {
-    const id = `${job.id}-${n}`;
+  /** Attempt `n` (counted) of the request, its `numTry`-th try (ids stay unique across busy retries). */
+  private newAttempt(job: Job, plan: ActivePlan, numTry: number, n: number): Attempt {
+    const id = `${job.id}-${numTry}`;
     let settle!: (o: Outcome) => void;
     const outcome = new Promise<Outcome>((r) => (settle = r));
     const req = this.routed(job, id, n);
@@ -205,7 +277,11 @@ export class RequestRunner {
     if (a.watchdog) clearTimeout(a.watchdog);
     const engine = a.ctx.generating;
     if (!engine) return;
+    const armedAt = performance.now();
     a.watchdog = setTimeout(() => {
+      // no token for this request, but the engine made progress since: it is queued behind
+      // other work (overload means waiting), not lost
+      if (this.o.pool.progressedSince(engine, armedAt)) return this.armWatchdog(job, a);
       log.warn('engine silent, moving the request', { id: a.id, engine, timeoutMs: this.o.requestTimeoutMs });
       this.o.pool.markSuspect(engine);
       a.settle({ kind: 'failed', reason: 'engine_silent' });

@@ -1,7 +1,7 @@
 /**
  * Building blocks for strategies (the built-ins use them; user strategies may too).
  */
-import { isMicroserveError, MicroserveError, type ErrorCode } from '../errors.ts';
+import { isMicroserveError, MicroserveError, type ErrorCode } from '../../common/errors.ts';
 import type { RoutedRequest, StrategyContext } from './strategy-api.ts';
 
 const ENGINE_FAILURES: ErrorCode[] = ['CONNECTION_LOST', 'ACTOR_STOPPED', 'ACTOR_NOT_FOUND', 'QUERY_TIMEOUT', 'ACTOR_CRASHED'];

@@ -1,7 +1,7 @@
 /**
- * Loads a strategy module: a built-in name resolves to `actors/router/strategies/<name>.ts`, any
- * other value is a module path (relative to `baseDir`). Both go through the same dynamic
- * `import()`; loading touches no engine. A user module is re-read on every load after the first,
+ * Loads a strategy module: a built-in name is served from the registry in `strategies/index.ts`,
+ * any other value is a module path (relative to `baseDir`) loaded by dynamic `import()`; loading
+ * touches no engine. A user module is re-read on every load after the first,
  * so editing it and re-applying the plan takes the new code: the module cache (tsx's too) is
  * keyed by path, so the edited file is imported through a short-lived sibling copy (same folder:
  * its relative imports still resolve).
@@ -9,16 +9,15 @@
 import { copyFileSync, existsSync, rmSync } from 'node:fs';
 import { basename, dirname, extname, isAbsolute, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { MicroserveError } from '../errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
+import { BUILTINS, BUILTIN_STRATEGIES, isBuiltinStrategy, type BuiltinStrategy } from './strategies/index.ts';
 import type { Strategy, StrategyModule } from './strategy-api.ts';
-
-export const BUILTIN_STRATEGIES = ['dp', 'dp-prefix', 'pd', 'balanced-pd', 'migrate'] as const;
 
 export interface LoadedStrategy {
   /** As given: a built-in name or the module path. */
   name: string;
-  /** The file URL that was imported. */
-  url: string;
+  /** The file URL that was imported; null for a built-in. */
+  url: string | null;
   run: Strategy;
   params: Record<string, unknown>;
 }
@@ -47,17 +46,27 @@ async function importFresh(url: string): Promise<StrategyModule> {
   }
 }
 
-/** Resolves `spec` to a module URL; throws BAD_CONFIG for a missing file. */
-export function strategyUrl(spec: string, baseDir: string = process.cwd()): { url: string; isBuiltin: boolean } {
-  if ((BUILTIN_STRATEGIES as readonly string[]).includes(spec)) {
-    return { url: new URL(`./strategies/${spec}.ts`, import.meta.url).href, isBuiltin: true };
-  }
+/** Where a strategy comes from: a built-in's name, or a user module's absolute path. */
+export type StrategySource = { builtin: BuiltinStrategy } | { path: string };
+
+/**
+ * Resolves `spec` (a built-in name, or a module path: anything with `/`, `\\` or `.`, relative to
+ * `baseDir`); throws BAD_CONFIG naming `strategy` for an unknown name or a missing file. The
+ * topology validator resolves through this too.
+ */
+export function resolveStrategy(spec: string, baseDir: string = process.cwd()): StrategySource {
+  if (isBuiltinStrategy(spec)) return { builtin: spec };
   if (!/[/\\.]/.test(spec)) {
-    throw new MicroserveError('BAD_CONFIG', `unknown strategy '${spec}': use one of ${BUILTIN_STRATEGIES.join(', ')} or a module path`, { field: 'strategy' });
+    throw new MicroserveError('BAD_CONFIG', `unknown strategy '${spec}' (expected ${BUILTIN_STRATEGIES.join(', ')}, or a module path)`, { field: 'strategy' });
   }
   const path = isAbsolute(spec) ? spec : resolve(baseDir, spec);
   if (!existsSync(path)) throw new MicroserveError('BAD_CONFIG', `strategy module ${path} does not exist`, { field: 'strategy' });
-  return { url: pathToFileURL(path).href, isBuiltin: false };
+  return { path };
+}
+
+/** A built-in's params check (BAD_CONFIG naming the field), or nothing for a user module. */
+export function builtinParamsCheck(source: StrategySource): StrategyModule['validateParams'] {
+  return 'builtin' in source ? BUILTINS[source.builtin].validateParams : undefined;
 }
 
 export async function loadStrategy(spec: string, params: Record<string, unknown> = {}, baseDir?: string): Promise<LoadedStrategy> {
@@ -65,10 +74,11 @@ export async function loadStrategy(spec: string, params: Record<string, unknown>
   if (params === null || typeof params !== 'object' || Array.isArray(params)) {
     throw new MicroserveError('BAD_CONFIG', 'strategy params must be an object', { field: 'params' });
   }
-  const { url, isBuiltin } = strategyUrl(spec, baseDir);
+  const source = resolveStrategy(spec, baseDir);
+  const url = 'path' in source ? pathToFileURL(source.path).href : null;
   let mod: StrategyModule;
   try {
-    mod = isBuiltin ? await import(url) : await importFresh(url);
+    mod = 'builtin' in source ? BUILTINS[source.builtin] : await importFresh(pathToFileURL(source.path).href);
   } catch (e) {
     throw new MicroserveError('BAD_CONFIG', `strategy module '${spec}' failed to load: ${(e as Error).message}`, { field: 'strategy' });
   }
@@ -84,12 +94,4 @@ export async function loadStrategy(spec: string, params: Record<string, unknown>
     }
   }
   return { name: spec, url, run: mod.default, params: { ...params } };
-}
-
-/**
- * Imports every built-in module once, so the first switch to one (hot reload) costs a cached
- * import rather than a compile: reconfiguration time stays in milliseconds.
- */
-export async function preloadBuiltinStrategies(): Promise<void> {
-  await Promise.all(BUILTIN_STRATEGIES.map((s) => import(strategyUrl(s).url)));
 }

@@ -54,8 +54,13 @@ export interface RouterOptions extends Omit<Plan, 'params'> {
   maxAttempts?: number;
   /** [baseDir=process.cwd()] where relative strategy module paths are resolved. */
   baseDir?: string;
-  /** [defaultMaxTokens] default when a request gives none: 16 for completions, the remaining context for chat. */
+  /** [defaultMaxTokens] default when a request gives none: 16 for completions, the remaining context (and KV room) for chat. */
   defaultMaxTokens?: number;
+  /**
+   * [maxQueue=null] unlimited when null. With a number, a request arriving while that many are
+   * waiting for their first token gets HTTP 429 with Retry-After (before any token).
+   */
+  maxQueue?: number | null;
 }
 
 export interface PlanApplied {
@@ -85,9 +90,13 @@ export interface RouterStatus {
   params: Record<string, unknown>;
   engines: EngineView[];
   requestsInFlight: number;
+  /** Requests waiting for an engine of their plan to come up. */
   requestsWaiting: number;
+  /** Requests in flight without a first token (bounded by maxQueue). */
+  requestsQueued: number;
+  maxQueue: number | null;
   lastPlanChange: null | { version: number; switchMs: number; drainMs: number | null };
-  counters: { requests: number; migrations: number; errors: number };
+  counters: { requests: number; migrations: number; errors: number; busyRetries: number; tokensDiscarded: number };
 }
 
 export interface Router {

@@ -9,9 +9,10 @@
  * ```
  */
 import { randomBytes } from 'node:crypto';
-import { MicroserveError } from '../errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import { readRunFile, resolveToken } from './token.ts';
 import { ActorSystem } from './system.ts';
+import { env } from '../../common/env.ts';
 
 export interface ConnectOptions {
   /** [token] cluster token; default: MICROSERVE_TOKEN, else the run file written by `up`. */
@@ -21,7 +22,7 @@ export interface ConnectOptions {
 }
 
 export async function connect(url?: string, opts: ConnectOptions = {}): Promise<ActorSystem> {
-  const controlUrl = url ?? process.env.MICROSERVE_CONTROL ?? readRunFile()?.controlUrl;
+  const controlUrl = url ?? env('controlUrl') ?? readRunFile()?.controlUrl;
   if (!controlUrl) throw new MicroserveError('CONNECTION_LOST', 'no cluster to connect to: start one with `microserve up` or pass --control <url>');
   const token = opts.token ?? resolveToken();
   if (!token) throw new MicroserveError('UNAUTHORIZED', 'no cluster token: set MICROSERVE_TOKEN or run `microserve up` first');

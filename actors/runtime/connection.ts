@@ -4,8 +4,8 @@
  * is terminated, which also catches a SIGSTOPped process whose kernel still holds the TCP socket.
  */
 import type WebSocket from 'ws';
-import { isMicroserveError } from '../errors.ts';
-import { log } from '../log.ts';
+import { isMicroserveError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import type { ConnState } from './frame-rules.ts';
 import { badFrame, CLOSE, closeReason, decodeFrame, encodeFrame, type Frame } from './frames.ts';
 

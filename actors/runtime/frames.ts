@@ -10,7 +10,7 @@
  */
 import { Packr } from 'msgpackr';
 import { z } from 'zod';
-import { MicroserveError } from '../errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 
 /** [MAX_LIST=65536] entries in one frame's list (directory, paths, removals). */
 export const MAX_LIST = 65536;

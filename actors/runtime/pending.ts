@@ -3,7 +3,7 @@
  * hosting its target and the node of the connection it left on: when either goes away the
  * query fails at once with CONNECTION_LOST instead of waiting for its timeout.
  */
-import { MicroserveError, type WireError } from '../errors.ts';
+import { MicroserveError, type WireError } from '../../common/errors.ts';
 
 export interface Pending {
   resolve: (v: unknown) => void;

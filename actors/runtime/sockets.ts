@@ -5,8 +5,8 @@
  */
 import { createServer, type Server } from 'node:http';
 import { WebSocket, WebSocketServer } from 'ws';
-import { MicroserveError } from '../errors.ts';
-import { log } from '../log.ts';
+import { MicroserveError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import { tokensEqual } from './token.ts';
 
 export interface WsServer {

@@ -15,15 +15,15 @@
 import nact from 'nact';
 import type { Server } from 'node:http';
 import type { WebSocket, WebSocketServer } from 'ws';
-import { MicroserveError, type WireError } from '../errors.ts';
-import { log } from '../log.ts';
+import { MicroserveError, type WireError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
 import { Connection, DEFAULT_CONNECTION_OPTIONS, type ConnectionOptions } from './connection.ts';
 import { checkFrameAllowed, type NodeFacts } from './frame-rules.ts';
 import type { DirEntry, Frame } from './frames.ts';
 import { LocalActors } from './local-actors.ts';
 import { PendingQueries } from './pending.ts';
 import { dialWs, listenWs } from './sockets.ts';
-import type { ActorRef, ActorSystemApi, Handler, SpawnOptions } from './types.ts';
+import type { ActorRef, ActorSupervision, ActorSystemApi, Handler, SpawnOptions } from './types.ts';
 
 export interface SystemOptions {
   /** Unique node id, e.g. `control`, `engine-p0`, `client-123`. */
@@ -105,6 +105,18 @@ export class ActorSystem implements ActorSystemApi {
 
   stop(path: string): void {
     this.local.stop(path);
+  }
+
+  kill(path: string, why = 'killed'): boolean {
+    return this.local.kill(path, why);
+  }
+
+  restart(path: string): boolean {
+    return this.local.restart(path);
+  }
+
+  supervision(): ActorSupervision[] {
+    return this.local.supervision();
   }
 
   ref(path: string): ActorRef {

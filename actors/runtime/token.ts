@@ -10,9 +10,9 @@
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { closeSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync, writeSync } from 'node:fs';
-import { homedir } from 'node:os';
 import { join } from 'node:path';
-import { MicroserveError } from '../errors.ts';
+import { env } from '../../common/env.ts';
+import { MicroserveError } from '../../common/errors.ts';
 
 export interface RunFile {
   token: string;
@@ -25,7 +25,7 @@ export interface RunFile {
 }
 
 export function runDir(): string {
-  return process.env.MICROSERVE_HOME ?? join(homedir(), '.microserve');
+  return env('home');
 }
 
 export function runFilePath(): string {
@@ -106,7 +106,7 @@ export function claimRunFile(pid: number, topology: string): RunFile | null {
 
 /** The token a CLI command should use: env override, else the run file's. */
 export function resolveToken(): string | null {
-  return process.env.MICROSERVE_TOKEN ?? (readRunFile()?.token || null);
+  return env('token') ?? (readRunFile()?.token || null);
 }
 
 export function tokensEqual(a: string, b: string): boolean {

@@ -6,6 +6,8 @@
  *   QUERY_TIMEOUT, ACTOR_NOT_FOUND, ACTOR_STOPPED, ACTOR_CRASHED, CONNECTION_LOST, or the typed
  *   error the handler threw. Pending queries on a lost connection fail at once.
  */
+import type { RestartPolicy } from './restart-policy.ts';
+
 export interface ActorRef {
   readonly path: string;
   dispatch(msg: object): void;
@@ -34,10 +36,28 @@ export type Handler = (msg: any, ctx: ActorContext) => unknown | Promise<unknown
 export type CrashDecision = 'resume' | 'reset' | 'stop';
 
 export interface SpawnOptions {
-  /** [onCrash=() => 'resume'] decides after a crash; must not throw. */
+  /**
+   * [onCrash=() => 'resume'] decides after a crash; must not throw. 'stop' hands the actor to
+   * supervision: it is restarted under the restart policy, like a killed actor.
+   */
   onCrash?: (err: unknown, msg: unknown) => CrashDecision;
   /** [reset] called to rebuild the handler on a 'reset' decision. */
   reset?: () => Handler;
+  /** [restartPolicy=DEFAULT_RESTART_POLICY] backoff and give-up of this actor's restarts. */
+  restartPolicy?: Partial<RestartPolicy>;
+}
+
+/** Supervision state of one actor (runtime/local-actors.ts). */
+export interface ActorSupervision {
+  path: string;
+  /** running; restarting (down, messages queued); failed (gave up, see `failed`). */
+  state: 'running' | 'restarting' | 'failed';
+  /** Times it was brought back (after a kill, a 'stop' decision, or `restart`). */
+  restarts: number;
+  /** Why it last went down, and when. */
+  lastExit?: { reason: string; at: string };
+  /** Why supervision gave up, while `failed`. */
+  failed?: string;
 }
 
 export interface ActorSystemApi {
@@ -45,7 +65,14 @@ export interface ActorSystemApi {
   /** ws URL of this node's server, or null for a client-only node. */
   readonly url: string | null;
   spawn(path: string, handler: Handler, opts?: SpawnOptions): ActorRef;
+  /** Stops a local actor for good (its owner's shutdown). */
   stop(path: string): void;
+  /** Stops a local actor as a crash would: supervision restarts it. False if not hosted here. */
+  kill(path: string, why?: string): boolean;
+  /** Brings a local actor back now with a fresh crash window (after `failed`). False if not hosted here. */
+  restart(path: string): boolean;
+  /** Supervision state of the actors hosted on this node. */
+  supervision(): ActorSupervision[];
   ref(path: string): ActorRef;
   /** Paths known cluster-wide (local and remote), with the node that hosts each. */
   listActors(): { path: string; nodeId: string }[];

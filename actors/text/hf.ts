@@ -8,7 +8,7 @@ import { Template } from '@huggingface/jinja';
 import { Tokenizer as HfCore } from '@huggingface/tokenizers';
 import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { MicroserveError } from '../errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import { WindowStreamDecoder } from './stream-decoder.ts';
 import { checkTokenIds, messageText, type ChatMessage, type DecodeOptions, type EncodeOptions, type StreamDecoder, type Tokenizer } from './tokenizer.ts';
 

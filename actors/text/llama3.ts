@@ -8,7 +8,7 @@
  * with CONTENT trimmed, as the official template does.
  */
 import llama3 from 'llama3-tokenizer-js';
-import { MicroserveError } from '../errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import { ByteStreamDecoder } from './stream-decoder.ts';
 import { checkTokenIds, messageText, type ChatMessage, type DecodeOptions, type EncodeOptions, type StreamDecoder, type Tokenizer } from './tokenizer.ts';
 

@@ -10,9 +10,7 @@
  * - a folder without `tokenizer.json` has no tokenizer: `loadTokenizer` returns null and callers
  *   take token ids only (text input is refused with NO_TOKENIZER).
  */
-import { existsSync } from 'node:fs';
-import { join } from 'node:path';
-import { MicroserveError } from '../errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 
 /** One chat message. `content` may be OpenAI's array of parts; only `text` parts are used. */
 export interface ChatMessage {
@@ -62,25 +60,6 @@ export interface Tokenizer {
   applyChatTemplate(messages: readonly ChatMessage[]): number[];
   /** [opts.skipSpecialTokens=true] a fresh incremental detokenizer. */
   createStreamDecoder(opts?: DecodeOptions): StreamDecoder;
-}
-
-/** Which model the tokenizer is for: a preset name resolves to no folder. */
-export interface TokenizerSource {
-  /** Checkpoint folder, or null for a preset. */
-  folder: string | null;
-  isPreset: boolean;
-}
-
-/** Loads the tokenizer of a model, or null when the model has none (see the module comment). */
-export async function loadTokenizer(model: TokenizerSource): Promise<Tokenizer | null> {
-  if (model.isPreset) {
-    const { Llama3PresetTokenizer } = await import('./llama3.ts');
-    return Llama3PresetTokenizer.get();
-  }
-  if (!model.folder) throw new MicroserveError('BAD_CONFIG', 'loadTokenizer: a non-preset model needs a folder');
-  if (!existsSync(join(model.folder, 'tokenizer.json'))) return null;
-  const { loadHfTokenizer } = await import('./hf.ts');
-  return loadHfTokenizer(model.folder);
 }
 
 /** The text of a message: a string as is, text parts concatenated. */

@@ -7,7 +7,7 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { cpus, hostname, release, totalmem } from 'node:os';
 import { join } from 'node:path';
-import { MicroserveError } from '../../actors/errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import { listGpus } from '../../topology/gpus.ts';
 import type { BenchRequest } from './datasets.ts';
 import type { GoodputSlo, PointMetrics } from './metrics.ts';

@@ -7,7 +7,7 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { MicroserveError } from '../../actors/errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import { attachCluster, startOwnCluster, type BenchCluster } from './cluster.ts';
 import type { RequestTarget } from './client.ts';
 import { SYNTHETIC, type BenchRequest, type SyntheticOptions } from './datasets.ts';

@@ -8,8 +8,8 @@
  * Llama 3 models, an approximation of lengths for others) and sent as token ids.
  */
 import { readFileSync } from 'node:fs';
-import { MicroserveError } from '../../actors/errors.ts';
-import { loadTokenizer } from '../../actors/text/tokenizer.ts';
+import { MicroserveError } from '../../common/errors.ts';
+import { loadTokenizer } from '../../actors/text/loader.ts';
 import type { BenchRequest } from './datasets.ts';
 import { CHAT_SHAPE } from './datasets.ts';
 import { Rng, subSeed } from './rng.ts';

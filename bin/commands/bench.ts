@@ -1,8 +1,8 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { resolve } from 'node:path';
-import { MicroserveError } from '../../actors/errors.ts';
-import { setLogProcessName } from '../../actors/log.ts';
+import { MicroserveError } from '../../common/errors.ts';
+import { setLogProcessName } from '../../common/log.ts';
 import { parseGoodput } from '../../bench/runner/metrics.ts';
 import { renderMarkdown } from '../../bench/runner/report-md.ts';
 import { DATASETS, DEFAULT_TOPOLOGY, runBench, type BenchOptions } from '../../bench/runner/run.ts';

@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { readFileSync } from 'node:fs';
-import { MicroserveError } from '../../actors/errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import { connect } from '../../actors/runtime/client.ts';
 import { isClusterAlive, readRunFile, removeRunFile, runDir, runFilePath } from '../../actors/runtime/token.ts';
 import type { ClusterStatus } from '../../supervisors/cluster.ts';

@@ -7,11 +7,13 @@
  */
 import type { Command } from 'commander';
 import { EngineCore } from '../../actors/engine/engine-core.ts';
-import { MicroserveError } from '../../actors/errors.ts';
-import { setLogLevel } from '../../actors/log.ts';
+import { MicroserveError } from '../../common/errors.ts';
+import { setLogLevel } from '../../common/log.ts';
 import type { TokensMsg } from '../../actors/messages.ts';
-import { loadTokenizer, type Tokenizer } from '../../actors/text/tokenizer.ts';
+import { loadTokenizer } from '../../actors/text/loader.ts';
+import type { Tokenizer } from '../../actors/text/tokenizer.ts';
 import { openModel } from '../../native/index.ts';
+import { envIsSet } from '../../common/env.ts';
 
 interface GenerateOpts {
   model: string;
@@ -111,7 +113,7 @@ export function register(program: Command): void {
     .option('--kv-pages <n>', 'KV pool pages (default: enough for the request)')
     .option('--page-size <n>', 'tokens per KV page', '16')
     .action(async (o: GenerateOpts) => {
-      if (!process.env.MICROSERVE_LOG) setLogLevel('warn');
+      if (!envIsSet('logLevel')) setLogLevel('warn');
       await runGenerate(o, (s) => process.stdout.write(s));
     });
 }

@@ -1,5 +1,5 @@
 import type { Command } from 'commander';
-import { MicroserveError } from '../../actors/errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import { connect } from '../../actors/runtime/client.ts';
 
 export function register(program: Command): void {

@@ -2,9 +2,11 @@ import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
 import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { log, setLogProcessName } from '../../actors/log.ts';
+import { describePlan } from '../../actors/engine/plan.ts';
+import { log, setLogProcessName } from '../../common/log.ts';
 import { claimRunFile, newToken, removeRunFile, runFilePath, writeRunFile } from '../../actors/runtime/token.ts';
 import type { Cluster } from '../../supervisors/cluster.ts';
+import { env } from '../../common/env.ts';
 
 const DEFAULT_TOPOLOGY = fileURLToPath(new URL('../../topology/default.yaml', import.meta.url));
 
@@ -27,7 +29,7 @@ export function register(program: Command): void {
       // one cluster per home: refuses (CLUSTER_RUNNING) while another up of this home is alive
       const stale = claimRunFile(process.pid, path);
       if (stale) log.warn('replaced a stale run file (its up is gone)', { file: runFilePath(), pid: stale.pid });
-      const token = process.env.MICROSERVE_TOKEN ?? newToken();
+      const token = env('token') ?? newToken();
       let cluster: Cluster | null = null;
       let stopping = false;
       const stop = async (code: number) => {
@@ -57,6 +59,9 @@ export function register(program: Command): void {
         removeRunFile(process.pid);
         throw e;
       }
+      // the engines are ready (the router waited for them): their memory plans
+      const st = await cluster.status().catch(() => null);
+      for (const a of st?.actors ?? []) if (a.plan) process.stdout.write(`  ${a.path} memory plan, ${describePlan(a.plan)}\n`);
       if (stopping) return;
       await new Promise(() => {});
     });

@@ -23,6 +23,8 @@ inline const char* codeName(ms::Code c) {
     case ms::Code::BAD_CHECKPOINT: return "BAD_CHECKPOINT";
     case ms::Code::OUT_OF_MEMORY: return "OUT_OF_MEMORY";
     case ms::Code::NO_DEVICE: return "NO_DEVICE";
+    case ms::Code::OVER_PLAN: return "OVER_PLAN";
+    case ms::Code::DEVICE_MEMORY: return "DEVICE_MEMORY";
     default: return "NATIVE_ERROR";
   }
 }

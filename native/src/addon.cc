@@ -1,13 +1,16 @@
 // The N-API boundary: one JS class, NativeBackend, over ms::Backend. Every argument is checked
 // here on entry; work runs on one dedicated thread per backend (calls run in order, the event
 // loop stays free) and settles a Promise. Errors carry `code`: BAD_ARGUMENT, BAD_TOKEN,
-// BAD_CHECKPOINT, BAD_CONFIG, OUT_OF_MEMORY, NATIVE_ERROR or NO_DEVICE (native/index.ts maps them).
+// BAD_CHECKPOINT, BAD_CONFIG, OUT_OF_MEMORY, NATIVE_ERROR, NO_DEVICE, OVER_PLAN (a step past the
+// memory plan) or DEVICE_MEMORY (the plan does not fit the device) (native/addon.ts maps them).
 #include <napi.h>
 
 #include <algorithm>
+#include <atomic>
 #include <climits>
 #include <cstring>
 #include <cmath>
+#include <iterator>
 #include <regex>
 
 #include "addon-worker.h"
@@ -32,6 +35,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
                         InstanceMethod("readPages", &NativeBackend::ReadPages),
                         InstanceMethod("writePages", &NativeBackend::WritePages),
                         InstanceMethod("close", &NativeBackend::Close),
+                        InstanceMethod("memoryPlan", &NativeBackend::MemoryPlan),
+                        InstanceMethod("deviceMemory", &NativeBackend::DeviceMemory),
                         InstanceMethod("exportKvPool", &NativeBackend::ExportKvPool),
                         InstanceMethod("openPeerPool", &NativeBackend::OpenPeerPool),
                         InstanceMethod("copyPeerPages", &NativeBackend::CopyPeerPages),
@@ -40,14 +45,20 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
                         InstanceMethod("openNvshmemPeer", &NativeBackend::OpenNvshmemPeer),
                         StaticMethod("sampleLogits", &NativeBackend::SampleLogits),
                         InstanceAccessor("pageBytes", &NativeBackend::PageBytes, nullptr),
-                        InstanceAccessor("deviceName", &NativeBackend::DeviceName, nullptr)});
+                        InstanceAccessor("numPages", &NativeBackend::NumPages, nullptr),
+                        InstanceAccessor("deviceName", &NativeBackend::DeviceName, nullptr),
+                        InstanceAccessor("options", &NativeBackend::Options, nullptr)});
   }
 
-  // new NativeBackend(device, config, numPages, pageSize, numThreads)
+  // new NativeBackend(device, config, numPages, pageSize, options); numPages 0 = auto. options =
+  // { numThreads, cpuIsa: 'auto'|'base'|'avx2'|'avx512', cudaGraphs, pdl, decodeClusterCap,
+  // nvshmemPut } (ms::BackendOptions; every one required: the defaults live in TypeScript,
+  // common/env.ts) plus the plan's optional caps { maxBatchTokens, maxNumSeqs,
+  // gpuMemoryUtilization } (ms::BackendOptions defaults).
   explicit NativeBackend(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeBackend>(info) {
     Napi::Env env = info.Env();
-    if (info.Length() < 5 || !info[0].IsString() || !info[1].IsObject())
-      fail(env, "BAD_ARGUMENT", "NativeBackend(device, config, numPages, pageSize, numThreads)");
+    if (info.Length() < 5 || !info[0].IsString() || !info[1].IsObject() || !info[4].IsObject())
+      fail(env, "BAD_ARGUMENT", "NativeBackend(device, config, numPages, pageSize, options)");
     std::string device = info[0].As<Napi::String>();
     Napi::Object c = info[1].As<Napi::Object>();
     m_.vocab = intField(env, c, "vocab");
@@ -65,11 +76,11 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     m_.highFreqFactor = float(numField(env, c, "highFreqFactor"));
     m_.originalMaxPositions = intField(env, c, "originalMaxPositions");
     m_.tiedEmbeddings = boolField(env, c, "tiedEmbeddings");
-    kv_.numPages = intArg(env, info[2], "numPages", 1);
+    m_.maxPositions = intField(env, c, "maxPositions");
+    kv_.numPages = intArg(env, info[2], "numPages", 0);
     kv_.pageSize = intArg(env, info[3], "pageSize", 1);
-    ms::BackendOptions o;
+    ms::BackendOptions o = backendOptions(env, info[4].As<Napi::Object>());
     o.device = device;
-    o.numThreads = intArg(env, info[4], "numThreads", 0);
 
     ms::Status st;
     std::unique_ptr<ms::Backend> b;
@@ -90,6 +101,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
            st.message.empty() ? "backend creation failed" : st.message);
     pageBytes_ = b->pageBytes();
     deviceName_ = b->deviceName();
+    numPages_ = std::make_shared<std::atomic<int>>(b->memoryPlan().numPages);  // 0 until finalize sizes an auto pool
+    options_ = o;
     worker_ = std::make_shared<Worker>();
     worker_->backend = std::move(b);
     auto* holder = new std::shared_ptr<Worker>(worker_);
@@ -127,6 +140,36 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     if (!v.IsBoolean()) fail(env, "BAD_CONFIG", std::string("config.") + key + " must be a boolean");
     return v.As<Napi::Boolean>();
   }
+  static ms::BackendOptions backendOptions(Napi::Env env, Napi::Object v) {
+    auto flag = [&](const char* key) {
+      Napi::Value f = v.Get(key);
+      if (!f.IsBoolean()) fail(env, "BAD_CONFIG", std::string("options.") + key + " must be a boolean");
+      return bool(f.As<Napi::Boolean>());
+    };
+    ms::BackendOptions o;
+    o.numThreads = intArg(env, v.Get("numThreads"), "options.numThreads", 0);
+    Napi::Value isa = v.Get("cpuIsa");
+    const std::string isaName = isa.IsString() ? isa.As<Napi::String>().Utf8Value() : "";
+    const char* isaNames[] = {"auto", "base", "avx2", "avx512"};
+    auto at = std::find(std::begin(isaNames), std::end(isaNames), isaName);
+    if (at == std::end(isaNames)) fail(env, "BAD_CONFIG", "options.cpuIsa must be 'auto', 'base', 'avx2' or 'avx512'");
+    o.cpuIsa = ms::CpuIsa(at - std::begin(isaNames));
+    o.cudaGraphs = flag("cudaGraphs");
+    o.pdl = flag("pdl");
+    o.decodeClusterCap = intArg(env, v.Get("decodeClusterCap"), "options.decodeClusterCap", 0);
+    o.nvshmemPut = flag("nvshmemPut");
+    // The memory plan's caps: optional (ms::BackendOptions defaults).
+    if (!v.Get("maxBatchTokens").IsUndefined()) o.maxBatchTokens = intArg(env, v.Get("maxBatchTokens"), "options.maxBatchTokens", 1);
+    if (!v.Get("maxNumSeqs").IsUndefined()) o.maxNumSeqs = intArg(env, v.Get("maxNumSeqs"), "options.maxNumSeqs", 1);
+    if (!v.Get("gpuMemoryUtilization").IsUndefined()) {
+      Napi::Value u = v.Get("gpuMemoryUtilization");
+      double d = u.IsNumber() ? u.As<Napi::Number>().DoubleValue() : -1;
+      if (!(d > 0 && d <= 1)) fail(env, "BAD_ARGUMENT", "options.gpuMemoryUtilization must be a number in (0, 1]");
+      o.gpuMemoryUtilization = d;
+    }
+    return o;
+  }
+
   static int intArg(Napi::Env env, Napi::Value v, const char* name, int min) {
     double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1e300;
     if (!(d >= min && d <= INT_MAX && d == double(int64_t(d))))
@@ -193,10 +236,54 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     return submit(env, std::move(job));
   }
 
+  // finalize(): the plan is complete after it (an auto pool is sized here on CUDA).
   Napi::Value Finalize(const Napi::CallbackInfo& info) {
     auto job = std::make_unique<Job>(info.Env());
-    job->run = [](ms::Backend& b) { return b.finalize(); };
+    auto numPages = numPages_;
+    job->run = [numPages](ms::Backend& b) {
+      ms::Status st = b.finalize();
+      numPages->store(b.memoryPlan().numPages);
+      return st;
+    };
     return submit(info.Env(), std::move(job));
+  }
+
+  // deviceMemory(): Promise<Float64Array(2)> — free and total device bytes now (NO_DEVICE on CPU).
+  Napi::Value DeviceMemory(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Float64Array out = Napi::Float64Array::New(env, 2);
+    double* p = out.Data();
+    auto job = std::make_unique<Job>(env);
+    job->out = Napi::Persistent(out.As<Napi::Object>());
+    job->run = [p](ms::Backend& b) {
+      size_t f = 0, t = 0;
+      ms::Status st = b.deviceMemory(&f, &t);
+      p[0] = double(f);
+      p[1] = double(t);
+      return st;
+    };
+    return submit(env, std::move(job));
+  }
+
+  // memoryPlan(): Promise<Float64Array(15)> — maxBatchTokens, maxNumSeqs, maxContext, numPages,
+  // pageSize, kvTokens, maxRequestTokens, weightsBytes, arenaBytes, graphBytes, kvBytes,
+  // deviceTotal, deviceFree, numGraphs, isHost (native/native-backend.ts names them).
+  Napi::Value MemoryPlan(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    Napi::Float64Array out = Napi::Float64Array::New(env, 15);
+    double* p = out.Data();
+    auto job = std::make_unique<Job>(env);
+    job->out = Napi::Persistent(out.As<Napi::Object>());
+    job->run = [p](ms::Backend& b) {
+      ms::MemoryPlan m = b.memoryPlan();
+      const double v[15] = {double(m.maxBatchTokens), double(m.maxNumSeqs), double(m.maxContext), double(m.numPages),
+                            double(m.pageSize), double(m.kvTokens), double(m.maxRequestTokens), double(m.weightsBytes),
+                            double(m.arenaBytes), double(m.graphBytes), double(m.kvBytes), double(m.deviceTotal),
+                            double(m.deviceFree), double(m.numGraphs), m.isHost ? 1.0 : 0.0};
+      std::copy(v, v + 15, p);
+      return ms::Status::Ok();
+    };
+    return submit(env, std::move(job));
   }
 
   struct ForwardInputs {
@@ -424,6 +511,7 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
       fail(env, "BAD_ARGUMENT", "pageTables has " + std::to_string(tables.ElementLength()) + " entries, expected " +
                                     std::to_string(numSeqs * maxPages) + " (numSeqs x maxPagesPerSeq)");
     size_t total = 0;
+    const int numPages = poolPages(env);
     for (size_t s = 0; s < numSeqs; s++) {
       int len = seqLens[s], start = startPos[s];
       std::string seq = "sequence " + std::to_string(s);
@@ -435,9 +523,9 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
       int64_t need = (int64_t(start) + len + kv_.pageSize - 1) / kv_.pageSize;
       for (int64_t p = 0; p < need; p++) {
         int id = tables[s * maxPages + p];
-        if (id < 0 || id >= kv_.numPages)
+        if (id < 0 || id >= numPages)
           fail(env, "BAD_ARGUMENT", seq + ": page id " + std::to_string(id) + " at page table index " +
-                                        std::to_string(p) + " is outside [0, " + std::to_string(kv_.numPages) + ")");
+                                        std::to_string(p) + " is outside [0, " + std::to_string(numPages) + ")");
       }
       total += size_t(len);
     }
@@ -510,11 +598,19 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
   std::vector<int32_t> pageIds(Napi::Env env, Napi::Value v) {
     auto ids = typedArray<Napi::Int32Array>(env, v, napi_int32_array, "pageIds", "an Int32Array");
     std::vector<int32_t> out(ids.Data(), ids.Data() + ids.ElementLength());
+    const int numPages = poolPages(env);
     for (size_t i = 0; i < out.size(); i++)
-      if (out[i] < 0 || out[i] >= kv_.numPages)
+      if (out[i] < 0 || out[i] >= numPages)
         fail(env, "BAD_ARGUMENT", "page id " + std::to_string(out[i]) + " at index " + std::to_string(i) +
-                                      " is outside [0, " + std::to_string(kv_.numPages) + ")");
+                                      " is outside [0, " + std::to_string(numPages) + ")");
     return out;
+  }
+
+  // Pages of the pool; an auto pool has none until finalize sized it.
+  int poolPages(Napi::Env env) const {
+    const int n = numPages_ ? numPages_->load() : 0;
+    if (n <= 0) fail(env, "BAD_ARGUMENT", "the KV pool is not sized yet (kvPages auto: finalize first)");
+    return n;
   }
 
   // readPages(pageIds Int32Array): Promise<Uint8Array (n, pageBytes)>
@@ -551,12 +647,28 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
   }
 
   Napi::Value PageBytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(pageBytes_)); }
+  Napi::Value NumPages(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), double(numPages_ ? numPages_->load() : 0)); }
   Napi::Value DeviceName(const Napi::CallbackInfo& info) { return Napi::String::New(info.Env(), deviceName_); }
+  // The options this backend was built with (what `status` shows).
+  Napi::Value Options(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const char* isaNames[] = {"auto", "base", "avx2", "avx512"};
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("numThreads", options_.numThreads);
+    o.Set("cpuIsa", isaNames[int(options_.cpuIsa)]);
+    o.Set("cudaGraphs", options_.cudaGraphs);
+    o.Set("pdl", options_.pdl);
+    o.Set("decodeClusterCap", options_.decodeClusterCap);
+    o.Set("nvshmemPut", options_.nvshmemPut);
+    return o;
+  }
 
   ms::ModelConfig m_;
   ms::KvConfig kv_;
   size_t pageBytes_ = 0;
+  std::shared_ptr<std::atomic<int>> numPages_;  // pages of the pool, written by finalize for an auto pool
   std::string deviceName_;
+  ms::BackendOptions options_;
   std::shared_ptr<Worker> worker_;
 };
 

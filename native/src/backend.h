@@ -11,7 +11,12 @@
 namespace ms {
 
 // Status codes mirror actors/errors.ts codes where they cross the boundary.
-enum class Code : int { OK = 0, BAD_ARGUMENT = 1, BAD_CHECKPOINT = 2, OUT_OF_MEMORY = 3, NATIVE_ERROR = 4, NO_DEVICE = 5 };
+// OVER_PLAN: a step larger than the memory plan (BackendOptions caps); DEVICE_MEMORY: the plan does
+// not fit the device (weights + arena + KV bytes vs what it has), refused at construction/finalize.
+enum class Code : int {
+  OK = 0, BAD_ARGUMENT = 1, BAD_CHECKPOINT = 2, OUT_OF_MEMORY = 3, NATIVE_ERROR = 4, NO_DEVICE = 5,
+  OVER_PLAN = 6, DEVICE_MEMORY = 7
+};
 
 struct Status {
   Code code = Code::OK;
@@ -32,14 +37,38 @@ struct ModelConfig {
   float ropeFactor = 8.f, lowFreqFactor = 1.f, highFreqFactor = 4.f;
   int originalMaxPositions = 8192;
   bool tiedEmbeddings = false;     // lm_head shares embed_tokens
+  int maxPositions = 0;            // max_position_embeddings: the plan's context cap (0: none)
 };
 
 // Paged KV pool. Layout is the backend's own; the transfer (wire) layout of one page is fixed:
 // for layer in [0, layers): K (pageSize, kvHeads, headDim) then V (pageSize, kvHeads, headDim),
 // in the backend's KV dtype (`kvDType()`), so one page is pageBytes() contiguous bytes on the wire.
+// numPages 0 is `auto`: the CUDA backend sizes the pool at finalize from what
+// BackendOptions::gpuMemoryUtilization leaves after weights, the step arena and CUDA graphs; the
+// CPU backend takes kCpuAutoPages.
 struct KvConfig {
   int numPages = 0;
   int pageSize = 16;
+};
+constexpr int kCpuAutoPages = 512;
+
+// The memory plan, fixed once (CUDA: at finalize, CPU: at construction); memoryPlan() reports it.
+// Every per-step buffer is sized for the largest step the caps allow, so a step allocates
+// nothing; a step past the caps is refused with OVER_PLAN (common/step-plan.h).
+struct MemoryPlan {
+  int maxBatchTokens = 0, maxNumSeqs = 0;
+  int maxContext = 0;         // longest sequence a step may attend (model max positions)
+  int numPages = 0, pageSize = 0;
+  int64_t kvTokens = 0;       // numPages * pageSize
+  int64_t maxRequestTokens = 0;  // min(maxContext, kvTokens): the longest request the pool holds
+  size_t weightsBytes = 0;    // device (CUDA) or host (CPU) bytes of the weights
+  size_t arenaBytes = 0;      // step scratch: activations, logits, sampling, split partials, meta
+  size_t graphBytes = 0;      // CUDA graphs (measured with cudaMemGetInfo); 0 on CPU
+  size_t kvBytes = 0;         // the page pool
+  size_t deviceTotal = 0;     // cudaMemGetInfo total (CPU: 0)
+  size_t deviceFree = 0;      // free after the pool was allocated (CPU: 0)
+  int numGraphs = 0;          // decode CUDA graphs captured at start
+  bool isHost = true;         // bytes are host memory (CPU backend)
 };
 
 // A ragged batch. Sequence s contributes seqLens[s] new tokens at positions
@@ -110,6 +139,10 @@ class Backend {
   virtual Status readPages(const int32_t* pageIds, int n, uint8_t* out) = 0;
   virtual Status writePages(const int32_t* pageIds, int n, const uint8_t* in) = 0;
   virtual std::string deviceName() const = 0;
+  // The plan (complete after finalize; numPages may be 0 = auto until then on CUDA).
+  virtual MemoryPlan memoryPlan() const = 0;
+  // The device's free and total memory now (cudaMemGetInfo; tests check steps allocate nothing).
+  virtual Status deviceMemory(size_t* freeBytes, size_t* totalBytes) { return unsupported("deviceMemory"); }
 
   // ---- KV transfer between pools on one GPU (CUDA IPC); other backends answer unsupported ----
   // The pool's IPC handle (kIpcHandleBytes) and the device's UUID (hex), so a peer can tell it
@@ -146,9 +179,24 @@ class Backend {
   }
 };
 
+// CPU kernel sets (cpu/kernels.h): kAuto picks the widest this CPU runs.
+enum class CpuIsa : int { kAuto = 0, kBase = 1, kAvx2 = 2, kAvx512 = 3 };
+
+// Everything a backend may be told besides the model and the pool: filled once, by the addon from
+// what TypeScript passes (common/env.ts is where the defaults can be overridden), before the backend
+// is built, and never read from the environment. A backend keeps its copy for its whole life, so
+// a captured CUDA graph and an eager step always run the same kernels. Shown in the engine status.
 struct BackendOptions {
   std::string device = "cpu";  // "cpu" or "cuda:N"
   int numThreads = 0;          // cpu: 0 = hardware concurrency
+  int maxBatchTokens = 8192;   // tokens per step the plan holds
+  int maxNumSeqs = 256;        // sequences per step the plan holds
+  double gpuMemoryUtilization = 0.9;  // cuda, kvPages auto: share of the device's total memory this engine may use
+  CpuIsa cpuIsa = CpuIsa::kAuto;  // cpu: kernel set; a set this CPU lacks falls back to a narrower one
+  bool cudaGraphs = true;      // cuda: replay captured graphs for pure-decode steps
+  bool pdl = true;             // cuda: programmatic dependent launch between kernels
+  int decodeClusterCap = 16;   // cuda: largest thread-block cluster of decode attention; < 8 = fixed splits
+  bool nvshmemPut = false;     // cuda: NVSHMEM peers by one-sided puts even where a direct pointer exists
 };
 
 // A fresh NVSHMEM unique id (kNvshmemUidBytes) for a new job; the calling process must join it

@@ -8,10 +8,11 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnEngine, type EngineHandle } from '../../actors/engine/actor.ts';
-import { isMicroserveError, type MicroserveError } from '../../actors/errors.ts';
-import { ControlMsgSchema, EngineMsgSchema, messageParser, RouterMsgSchema, SupervisorMsgSchema, type EngineStatus, type PrepRecvResult } from '../../actors/messages.ts';
+import { isMicroserveError, type MicroserveError } from '../../common/errors.ts';
+import { ControlMsgSchema, EngineMsgSchema, EngineSpecSchema, messageParser, ProcMsgSchema, RouterMsgSchema, SupervisorMsgSchema, type EngineStatus, type PrepRecvResult } from '../../actors/messages.ts';
 import { ActorSystem } from '../../actors/runtime/system.ts';
 import { NodeSupervisor } from '../../supervisors/node-supervisor.ts';
+import { EngineSchema } from '../../topology/schema.ts';
 import { spawnNvshmemRendezvous } from '../../supervisors/nvshmem-rendezvous.ts';
 import { spawnSupervisorActor } from '../../supervisors/supervisor-actor.ts';
 import { FIXTURE, greedy } from '../engine/helpers.ts';
@@ -76,6 +77,41 @@ test('parsers name the field; unknown types list the known ones', () => {
   // defaults filled, unknown fields dropped
   const ok = messageParser('engine/e0', EngineMsgSchema)({ type: 'generate', id: 'g', promptIds: [1], sampling: { maxTokens: 2, seed: null }, replyTo: 'router', extra: 1 });
   assert.equal(ok, { type: 'generate', id: 'g', promptIds: [1], sampling: { maxTokens: 2, temperature: 0, topP: 1, seed: undefined, stopTokenIds: [] }, replyTo: 'router' });
+});
+
+test("a ProcSpec's engine has the topology engine's fields and defaults (two schemas, one shape)", () => {
+  assert.equal(Object.keys(EngineSpecSchema.shape).sort(), Object.keys(EngineSchema.shape).sort());
+  assert.equal(EngineSpecSchema.parse({ name: 'e0' }), EngineSchema.parse({ name: 'e0' }));
+  const full = { name: 'g', role: 'decode', device: 'cuda:1', host: 'h2', kvPages: 'auto', pageSize: 32, maxBatchTokens: 2048, maxNumSeqs: 64, gpuMemoryUtilization: 0.5, threads: 2 };
+  assert.equal(EngineSpecSchema.parse(full), EngineSchema.parse(full));
+  assert.not.ok(EngineSpecSchema.safeParse({ name: 'e0', kvPagez: 4 }).success); // strict, like the file's
+});
+
+test('every message type of supervision and step-failure isolation has a schema (accepted when well-formed)', () => {
+  const accepted: [unknown, (m: unknown) => unknown][] = [
+    [{ type: 'restart', path: 'engine/e0' }, messageParser('control', ControlMsgSchema)],
+    [{ type: 'kill', path: 'router', process: false }, messageParser('control', ControlMsgSchema)],
+    [{ type: 'restart', nodeId: 'engine-e0' }, messageParser('supervisor/local', SupervisorMsgSchema)],
+    [{ type: 'restart_actor', path: 'supervisor/h2' }, messageParser('proc/agent-h2', ProcMsgSchema)],
+    [{ type: 'stop_actor', path: 'engine/e0' }, messageParser('proc/engine-e0', ProcMsgSchema)],
+    [{ type: 'supervision' }, messageParser('proc/engine-e0', ProcMsgSchema)],
+    [{ type: 'test_fail_steps', count: 2 }, messageParser('engine/e0', EngineMsgSchema)],
+  ];
+  for (const [msg, parse] of accepted) assert.equal(parse(msg), msg);
+  for (const [msg, parse, field] of [
+    [{ type: 'restart', path: 7 }, messageParser('control', ControlMsgSchema), 'path'],
+    [{ type: 'restart', nodeId: '../x' }, messageParser('supervisor/local', SupervisorMsgSchema), 'nodeId'],
+    [{ type: 'restart_actor' }, messageParser('proc/engine-e0', ProcMsgSchema), 'path'],
+    [{ type: 'test_fail_steps', count: -1 }, messageParser('engine/e0', EngineMsgSchema), 'count'],
+  ] as [unknown, (m: unknown) => unknown, string][]) {
+    try {
+      parse(msg);
+      assert.unreachable(`accepted ${JSON.stringify(msg)}`);
+    } catch (e) {
+      assert.is((e as MicroserveError).code, 'BAD_MESSAGE', String(e));
+      assert.is((e as MicroserveError).info?.field, field, (e as Error).message);
+    }
+  }
 });
 
 test("supervisor: the issue's {type:start, spec:5} is refused naming spec; status keeps working", async () => {

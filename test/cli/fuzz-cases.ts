@@ -136,14 +136,23 @@ export function badFrame(r: Rand, i: number, nodeId: string): BadFrame {
   }
 }
 
+/** The agent host of the fuzz cluster (`microserve agent --host fz`): its supervisor and proc actor are fuzzed too. */
+export const AGENT_HOST = 'fz';
+
 /** Valid message templates per actor path (never sent as is: see `badMessage`). */
 export const MESSAGE_TEMPLATES: Record<string, Record<string, unknown>[]> = {
-  control: [{ type: 'kill', path: 'engine/e0', process: false }, { type: 'apply', topology: 'model: tiny' }],
+  control: [{ type: 'kill', path: 'engine/e0', process: false }, { type: 'restart', path: 'engine/e0' }, { type: 'apply', topology: 'model: tiny' }],
   router: [{ type: 'tokens', id: 'r', engine: 'e0', tokens: [1], finish: 'stop' }],
   'supervisor/local': [
     { type: 'start', spec: { kind: 'module', nodeId: 'n', module: 'm', paths: [] } },
     { type: 'stop', nodeId: 'engine-e0', graceMs: 1 },
     { type: 'kill', nodeId: 'engine-e0' },
+    { type: 'restart', nodeId: 'engine-e0' },
+  ],
+  [`supervisor/${AGENT_HOST}`]: [
+    { type: 'start', spec: { kind: 'module', nodeId: 'n', module: 'm', paths: [] } },
+    { type: 'stop', nodeId: 'n', graceMs: 1 },
+    { type: 'restart', nodeId: 'n' },
   ],
   'engine/e0': [
     { type: 'prep_recv', id: 'f', promptIds: [1, 2], end: 2, ttlMs: 100 },
@@ -152,10 +161,12 @@ export const MESSAGE_TEMPLATES: Record<string, Record<string, unknown>[]> = {
     { type: 'kv_write', id: 'f', pageIds: [0], data: new Uint8Array(8) },
     { type: 'set_role', role: 'decode' },
     { type: 'abort', id: 'f' },
+    { type: 'test_fail_steps', count: 1 },
   ],
   'kv/e0': [{ type: 'match', promptIds: [1, 2] }],
   nvshmem: [{ type: 'claim', job: 'fuzz', rank: 0 }, { type: 'publish', job: 'fuzz', uid: null }],
-  'proc/engine-e0': [{ type: 'stop_actor', path: 'engine/e0' }],
+  'proc/engine-e0': [{ type: 'stop_actor', path: 'engine/e0' }, { type: 'restart_actor', path: 'engine/e0' }],
+  [`proc/agent-${AGENT_HOST}`]: [{ type: 'stop_actor', path: `supervisor/${AGENT_HOST}` }, { type: 'restart_actor', path: `supervisor/${AGENT_HOST}` }],
 };
 
 /** A message to `path` that its schema must refuse: one field of a template made wrong, or a bogus type. */

@@ -2,33 +2,63 @@
  * Control-plane fuzz against a real `microserve up` (tiny preset, CPU): an authenticated client
  * sends 1000 malformed frames of every frame kind (each on its own connection, which control must
  * close with 4400 or 1009) and malformed messages to every actor kind (each refused with
- * BAD_MESSAGE). Afterwards `up` and every actor are alive with the same pids, nothing restarted,
- * the KV accounting is whole, and completions are served.
+ * BAD_MESSAGE), an agent's supervisor and proc actor included. Afterwards `up`, the agent and every
+ * actor are alive with the same pids, nothing restarted, the KV accounting is whole, and
+ * completions are served.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import WebSocket from 'ws';
-import { isMicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError } from '../../common/errors.ts';
 import { connect } from '../../actors/runtime/client.ts';
 import { readRunFile } from '../../actors/runtime/token.ts';
 import type { ClusterStatus } from '../../supervisors/cluster.ts';
 import { xorshift } from '../shared/xorshift.ts';
-import { badFrame, badMessage, MESSAGE_TEMPLATES, type BadFrame } from './fuzz-cases.ts';
-import { cli, isAlive, startUp, stopUp, tempHome, writeTopology, type UpProcess } from './helpers.ts';
+import { AGENT_HOST, badFrame, badMessage, MESSAGE_TEMPLATES, type BadFrame } from './fuzz-cases.ts';
+import { CLI, cli, isAlive, ROOT, sleep, startUp, stopUp, tempHome, writeTopology, type UpProcess } from './helpers.ts';
 
 const NUM_FRAMES = 1000;
 const MESSAGES_PER_ACTOR = 40;
 const SEED = Number(process.env.FUZZ_SEED ?? 15);
 
 let up: UpProcess;
+let agent: ChildProcess;
 const home = tempHome();
 process.env.MICROSERVE_HOME = home;
 
 test.before(async () => {
-  up = await startUp(writeTopology(home), home, ['--no-watch']);
+  const file = writeTopology(home);
+  appendFileSync(file, `hosts: [{ name: ${AGENT_HOST} }]\n`);
+  // up logs each connection it closes for a bad frame at warn: the first test reads that log
+  // (`node bin/run-tests.js` runs everything with MICROSERVE_LOG=error)
+  const level = process.env.MICROSERVE_LOG;
+  process.env.MICROSERVE_LOG = 'warn';
+  try {
+    up = await startUp(file, home, ['--no-watch']);
+  } finally {
+    if (level === undefined) delete process.env.MICROSERVE_LOG;
+    else process.env.MICROSERVE_LOG = level;
+  }
+  // an agent host (no engines placed on it): its supervisor/<host> and proc/agent-<host> get fuzzed too
+  agent = spawn(process.execPath, [CLI, 'agent', '--connect', up.controlUrl, '--host', AGENT_HOST], {
+    cwd: ROOT,
+    env: { ...process.env, MICROSERVE_TOKEN: readRunFile()!.token, MICROSERVE_LOG: 'error' },
+    stdio: ['ignore', 'ignore', 'inherit'],
+  });
+  const t0 = Date.now();
+  while (!(await clusterStatus()).actors.some((a) => a.path === `supervisor/${AGENT_HOST}` && a.state === 'running')) {
+    if (Date.now() - t0 > 60_000) throw new Error('the agent did not join');
+    await sleep(200);
+  }
 });
 
 test.after(async () => {
+  if (agent && agent.exitCode === null) {
+    agent.kill('SIGTERM');
+    await new Promise((r) => agent.once('exit', r));
+  }
   await stopUp(up);
 });
 
@@ -125,6 +155,7 @@ test('afterwards: up and every actor alive with the same pids, KV whole, complet
   }
   assert.ok(st.actors.some((a) => a.path === 'router') && st.actors.some((a) => a.path === 'engine/e1'));
   assert.ok(isAlive(up.child.pid!));
+  assert.ok(agent.exitCode === null && isAlive(agent.pid!), 'the agent exited');
   const c = await connect(up.controlUrl);
   try {
     for (const e of ['e0', 'e1']) {

@@ -78,7 +78,7 @@ export function cli(args: string[], home: string, input?: string): { code: numbe
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** Runs a CLI command to completion without blocking this process (its children keep being reaped). */
+/** Runs a CLI command to completion without blocking the event loop (its children keep being reaped; a test holding a client connection must keep answering heartbeats). */
 export function cliAsync(args: string[], home: string): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: { ...process.env, MICROSERVE_HOME: home, MICROSERVE_LOG: 'error' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';

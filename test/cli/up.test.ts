@@ -29,7 +29,7 @@ test('status --json lists every actor with path, kind, role, host, pid, restarts
   for (const p of ['control', 'engine/e0', 'engine/e1', 'kv/e0', 'kv/e1', 'router', 'supervisor/local']) assert.ok(paths.includes(p), `missing ${p}`);
   for (const a of st.actors) {
     for (const k of ['path', 'kind', 'role', 'host', 'pid', 'restarts', 'state']) assert.ok(k in a, `${a.path} lacks ${k}`);
-    assert.ok(['starting', 'running', 'restarting', 'stopped', 'dead'].includes(a.state));
+    assert.ok(['starting', 'running', 'restarting', 'stopped', 'failed'].includes(a.state));
   }
   const e0 = st.actors.find((a: any) => a.path === 'engine/e0');
   assert.is(e0.kind, 'engine');
@@ -37,6 +37,25 @@ test('status --json lists every actor with path, kind, role, host, pid, restarts
   assert.is(e0.state, 'running');
   assert.ok(e0.pid > 0);
   assert.ok(e0.kv.total === 256);
+  // the memory plan made at engine start (CPU: host bytes)
+  const p = e0.plan;
+  assert.ok(p, 'engine/e0 has no memory plan in status');
+  assert.is(p.numPages, 256);
+  assert.is(p.kvTokens, 256 * 16);
+  assert.is(p.maxBatchTokens, 512);
+  assert.is(p.maxNumSeqs, 256);
+  assert.is(p.maxRequestTokens, Math.min(p.maxContext, 256 * 16));
+  assert.ok(p.isHost);
+  assert.ok(p.weightsBytes > 0 && p.arenaBytes > 0, JSON.stringify(p));
+  assert.is(p.kvBytes, 256 * p.kvBytes / p.numPages);
+  assert.ok(p.kvBytes > 0);
+});
+
+test('status and the up banner show each engine\'s memory plan', () => {
+  const r = cli(['status'], home);
+  assert.is(r.code, 0, r.stderr);
+  assert.match(r.stdout, /engine\/e0 memory plan, host: weights [0-9.]+ [KMG]iB, arena [0-9.]+ [KMG]iB, KV [0-9.]+ [KMG]iB \(256 pages, 4096 tokens\), max request \d+ tokens, step <= 512 tokens \/ 256 seqs/);
+  assert.match(up.output(), /engine\/e1 memory plan, host: weights/);
 });
 
 test('send prints the reply; a bad message is a typed error with exit 1', () => {

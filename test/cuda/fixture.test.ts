@@ -16,15 +16,8 @@ const TOL = 2e-2; // bf16 weights, activations and KV against a float32 referenc
 const pagesPerSeq = (c: { prompt_ids: number[] }) => Math.ceil((c.prompt_ids.length + GEN) / PAGE);
 const hasCuda = loadAddon().hasCuda;
 
-async function open(model: string, graphs = true): Promise<LoadedModel> {
-  const saved = process.env.MS_CUDA_GRAPHS;
-  if (!graphs) process.env.MS_CUDA_GRAPHS = '0'; // read when the backend is created
-  try {
-    return await openModel(model, { device: DEVICE, numPages: 64, pageSize: PAGE });
-  } finally {
-    if (saved === undefined) delete process.env.MS_CUDA_GRAPHS;
-    else process.env.MS_CUDA_GRAPHS = saved;
-  }
+function open(model: string, graphs = true): Promise<LoadedModel> {
+  return openModel(model, { device: DEVICE, numPages: 64, pageSize: PAGE, native: { cudaGraphs: graphs } });
 }
 
 if (!hasCuda) {

@@ -203,8 +203,7 @@ void checkGemms() {
     cudaFree(dy), cudaFree(dx);
   }
   cudaFree(dw);
-  // T = 1 over long rows (K >= 8192: one row per warp, 8 blocks per SM) and the same with
-  // MS_SKINNY=base (two rows per warp).
+  // T = 1 over long rows (K >= 8192: one row per warp, 8 blocks per SM).
   {
     const int O2 = 301, K2 = 10240;
     auto w2 = randn(size_t(O2) * K2), x2 = randn(K2);
@@ -216,8 +215,7 @@ void checkGemms() {
       for (int k = 0; k < K2; k++) s += double(x2[k]) * w2[size_t(o) * K2 + k];
       prod[o] = s;
     }
-    for (const char* env : {"", "base"}) {
-      setenv("MS_SKINNY", env, 1);
+    {
       for (OutMode mode : {OutMode::Bf16, OutMode::F32, OutMode::F32Add}) {
         auto y0 = randn(O2);
         float* dy = upload(y0);
@@ -233,12 +231,11 @@ void checkGemms() {
             for (int i = 0; i < O2; i++) ref[i] += y0[i];
         }
         const char* mname = mode == OutMode::Bf16 ? "bf16" : mode == OutMode::F32 ? "f32" : "f32 add";
-        check(std::string("skinnyGemm T=1 K=10240 ") + mname + (env[0] ? " (MS_SKINNY=base)" : ""), got, ref,
+        check(std::string("skinnyGemm T=1 K=10240 ") + mname, got, ref,
               mode == OutMode::Bf16 ? 1e-2 : 1e-4);
         cudaFree(dy);
       }
     }
-    unsetenv("MS_SKINNY");
     cudaFree(dw2), cudaFree(dx2);
   }
 }
@@ -269,7 +266,8 @@ bool clusterPlan(DecodeAttentionArgs& a, int cap) {
 }
 
 // RoPE + KV append, then decode and prefill attention over a ragged batch with prefixes.
-void checkAttention(int D, int rep, int pageSize) {
+// clusterWarps: DecodeAttentionArgs::clusterWarps of the cluster launches (0: the launcher's choice).
+void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
   const int kvHeads = 2, heads = kvHeads * rep, layers = 2, layer = 1, kvDim = kvHeads * D;
   const int qkvDim = (heads + 2 * kvHeads) * D;
   struct Seq {
@@ -398,24 +396,29 @@ void checkAttention(int D, int rep, int pageSize) {
     planDecodeSplits(N, kvHeads, maxCtx, 132, &a.splitLen, &a.maxSplits);
     if (forced) a.splitLen = 64, a.maxSplits = (maxCtx + 63) / 64;
     SplitScratch scratch(a, N, D);
-    // 2: the tensor-core kernel with the serial split merge; 3, 4: in clusters of up to 16 and 8 blocks
-    for (int kernel = 0; kernel < 5; kernel++)
+    // 0: fixed splits; 1, 2: in clusters of up to 16 and 8 blocks (each with clusterWarps warps)
+    for (int kernel = 0; kernel < 3; kernel++)
       for (int again = 0; again < 2; again++) {  // the second launch reuses the counters (left at zero)
         DecodeAttentionArgs ak = a;
-        ak.serialMerge = kernel == 2;
-        if (kernel >= 3 && !clusterPlan(ak, kernel == 3 ? 16 : 8)) continue;
+        ak.clusterWarps = clusterWarps;
+        if (kernel >= 1 && !clusterPlan(ak, kernel == 1 ? 16 : 8)) continue;
         MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));  // poison: NaN bf16
-        if (kernel != 1)
-          decodeAttentionMma(ak, 0);
-        else
-          decodeAttentionSimt(ak, 0);
+        decodeAttentionMma(ak, 0);
         auto got = bf16Vec(download<uint16_t>(dout, ref.size()));
-        const char* name[] = {"decodeAttentionMma ", "decodeAttentionSimt ", "decodeAttentionMma serial merge ",
-                              "decodeAttentionMma cluster ", "decodeAttentionMma cluster "};
-        check(std::string(name[kernel]) + tag + " split=" + std::to_string(ak.splitLen) +
-                  (kernel >= 3 ? " cluster=" + std::to_string(ak.clusterSize) : "") + (again ? " again" : ""),
+        check(std::string(kernel ? "decodeAttentionMma cluster " : "decodeAttentionMma ") + tag + " split=" +
+                  std::to_string(ak.splitLen) + (kernel ? " cluster=" + std::to_string(ak.clusterSize) : "") +
+                  (again ? " again" : ""),
               got, ref, 1e-2);
       }
+    // The entry point (decodeAttention) plans clusters itself under clusterCap: as the backend runs it.
+    for (int cap : {16, 0}) {
+      DecodeAttentionArgs ak = a;
+      ak.clusterCap = cap;
+      MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));
+      decodeAttention(ak, 0);
+      check("decodeAttention " + tag + " split=" + std::to_string(a.splitLen) + " clusterCap=" + std::to_string(cap),
+            bf16Vec(download<uint16_t>(dout, ref.size())), ref, 1e-2);
+    }
   }
   // Fused RoPE + KV append (ropeInvFreq) on the one-token sequences, as a pure-decode layer runs:
   // from the unrotated qkv and a pool whose newest slots are poisoned, the same attention output
@@ -451,6 +454,7 @@ void checkAttention(int D, int rep, int pageSize) {
       a.heads = heads;
       a.scale = float(scale);
       a.ropeInvFreq = dinv;
+      a.clusterWarps = clusterWarps;
       planDecodeSplits(a.numQueries, kvHeads, decCtx, 132, &a.splitLen, &a.maxSplits);
       if (forced == 1) a.splitLen = 64, a.maxSplits = (decCtx + 63) / 64;
       if (forced >= 2 && !clusterPlan(a, forced == 2 ? 16 : 8)) continue;
@@ -688,28 +692,16 @@ int main() {
     checkAttention(64, 1, 5);
     checkAttention(128, 4, 16);
     checkAttention(128, 4, 7);
-    // Clusters of eight-warp blocks, which the launcher picks only when all clusters fit at once.
-    setenv("MS_DECODE_WARPS", "8", 1);
+    // Clusters of eight-warp blocks (the launcher picks them only when all clusters fit at once),
+    // then four-warp blocks forced where the launcher would pick eight.
     std::printf("decode clusters of eight-warp blocks (device holds %d clusters of 16):\n", decodeWideClusters());
-    checkAttention(128, 4, 16);
-    checkAttention(64, 1, 5);
-    checkAttention(32, 8, 16);
-    unsetenv("MS_DECODE_WARPS");
-    // Prefill kernels (MS_PREFILL_KERNEL): the gqa kernel's smaller blocks, and the fa2 kernel with
-    // its head-dim-128 tuning variants (MS_PREFILL_VARIANT implies fa2).
-    for (const char* k : {"g2x64", "g1x64", "fa2"}) {
-      setenv("MS_PREFILL_KERNEL", k, 1);
-      std::printf("prefill kernel %s:\n", k);
-      checkAttention(128, 4, 16);
-      checkAttention(64, 2, 7);
-    }
-    unsetenv("MS_PREFILL_KERNEL");
-    for (const char* v : {"64x2", "32x3", "32x4"}) {
-      setenv("MS_PREFILL_VARIANT", v, 1);
-      std::printf("prefill kernel fa2, variant %s:\n", v);
-      checkAttention(128, 4, 16);
-    }
-    unsetenv("MS_PREFILL_VARIANT");
+    checkAttention(128, 4, 16, 8);
+    checkAttention(64, 1, 5, 8);
+    checkAttention(32, 8, 16, 8);
+    std::printf("decode clusters of four-warp blocks:\n");
+    checkAttention(128, 4, 16, 4);
+    // The prefill kernel's block shapes (8 warps / 4 heads, 4 warps / 2 heads, 4 warps / 1 head)
+    // are covered by the GQA groups above (4 and 8, 2, 1).
     checkRandom();
     checkSampling();
     const bool clustersRan = decodeMaxCluster() == 0 || clusterChecks > 0;

@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnEngine, type EngineHandle } from '../../actors/engine/actor.ts';
-import { isMicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError } from '../../common/errors.ts';
 import type { EngineStatus, PrepRecvResult, RemoteSendResult, TokensMsg } from '../../actors/messages.ts';
 import { ActorSystem } from '../../actors/runtime/system.ts';
 import { CASES, FIXTURE, greedy } from './helpers.ts';

@@ -1,7 +1,7 @@
 /** EngineCore on the real fixture model (tiny-llama-a): reference tokens, batching, preemption, reuse, sampling, aborts. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { isMicroserveError, type ErrorCode } from '../../actors/errors.ts';
+import { isMicroserveError, type ErrorCode } from '../../common/errors.ts';
 import type { LoadedModel } from '../../native/index.ts';
 import { CASES, Collector, greedy, makeCore, openFixture, run, usedPages } from './helpers.ts';
 

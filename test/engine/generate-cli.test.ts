@@ -5,7 +5,7 @@ import { promisify } from 'node:util';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { runGenerate } from '../../bin/commands/generate.ts';
-import { isMicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError } from '../../common/errors.ts';
 import { CASES, FIXTURE } from './helpers.ts';
 
 const BIN = fileURLToPath(new URL('../../bin/microserve.js', import.meta.url));

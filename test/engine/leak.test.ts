@@ -7,7 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { EngineCore } from '../../actors/engine/engine-core.ts';
-import { isMicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError } from '../../common/errors.ts';
 import { Collector, directTransport, greedy, makeCore, openFixture, usedPages } from './helpers.ts';
 import { xorshift as rng } from '../shared/xorshift.ts';
 

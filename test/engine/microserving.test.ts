@@ -7,7 +7,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { EngineCore } from '../../actors/engine/engine-core.ts';
-import { isMicroserveError, type ErrorCode } from '../../actors/errors.ts';
+import { isMicroserveError, type ErrorCode } from '../../common/errors.ts';
 import type { LoadedModel } from '../../native/index.ts';
 import { CASES, Collector, directTransport, greedy, makeCore, openFixture, usedPages } from './helpers.ts';
 

@@ -8,7 +8,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { nvshmemRendezvous } from '../../actors/engine/nvshmem-join.ts';
-import { isMicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError } from '../../common/errors.ts';
 import { ActorSystem } from '../../actors/runtime/system.ts';
 import { engineProcSpec } from '../../supervisors/cluster.ts';
 import { spawnNvshmemRendezvous } from '../../supervisors/nvshmem-rendezvous.ts';

@@ -9,7 +9,7 @@ import * as assert from 'uvu/assert';
 import { engineHandler } from '../../actors/engine/actor.ts';
 import type { EngineCore } from '../../actors/engine/engine-core.ts';
 import { numPushLeases } from '../../actors/engine/push.ts';
-import { isMicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError } from '../../common/errors.ts';
 import { ActorSystem } from '../../actors/runtime/system.ts';
 import type { LoadedModel } from '../../native/index.ts';
 import { CASES, Collector, greedy, makeCore, openFixture, usedPages } from './helpers.ts';

@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { isMicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError } from '../../common/errors.ts';
 import { KvCacheManager } from '../../actors/kvcache/manager.ts';
 import { KvIntegrityError } from '../../actors/kvcache/types.ts';
 

@@ -6,7 +6,7 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { isMicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError } from '../../common/errors.ts';
 import { KvCacheManager } from '../../actors/kvcache/manager.ts';
 import type { KvSeq } from '../../actors/kvcache/types.ts';
 import { xorshift as rng } from '../shared/xorshift.ts';

@@ -4,7 +4,7 @@ import * as assert from 'uvu/assert';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { isMicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError } from '../../common/errors.ts';
 import { openModel } from '../../native/index.ts';
 import { FIXTURE, REFERENCE, bf16ToF32, pageRange, readSafetensors, relL2, writeSafetensors, type StTensor } from './helpers.ts';
 

@@ -1,7 +1,7 @@
 // parseModelConfig: both RoPE styles, defaults, and BAD_CONFIG naming the field.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { isMicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError } from '../../common/errors.ts';
 import { parseModelConfig } from '../../native/config.ts';
 
 const base = {

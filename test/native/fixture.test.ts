@@ -1,10 +1,9 @@
 // The CPU backend against transformers' reference outputs for test/fixtures/tiny-llama-a.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { openModel, type LoadedModel } from '../../native/index.ts';
-import { FIXTURE, REFERENCE, argmax, bf16ToF32, greedyBatch, pageRange, readSafetensors, relL2, layer0Projection } from './helpers.ts';
+import { FIXTURE, REFERENCE, argmax, bf16ToF32, greedyBatch, pageRange, readSafetensors, relL2, layer0Projection, rejects } from './helpers.ts';
 
 const PAGE = 16;
 const GEN = 32;
@@ -101,16 +100,35 @@ test('wire layout: layer 0 K of position 0 and V of position 1 at their document
   assert.ok(relL2(v1, proj(c.prompt_ids[1], 'v_proj')) < 1e-5);
 });
 
-test('every kernel set this CPU runs (base, avx2, avx512) matches the reference', () => {
-  const probe = new URL('./isa-probe.ts', import.meta.url).pathname;
-  for (const isa of ['base', 'avx2', 'avx512']) {
-    const out = execFileSync(process.execPath, ['--import', 'tsx', probe], { env: { ...process.env, MS_CPU_ISA: isa }, encoding: 'utf8' });
-    const r = JSON.parse(out.trim().split('\n').pop()!);
-    // A CPU without avx2/avx512 falls back to a narrower set; base is always honoured.
-    if (isa === 'base') assert.ok(r.device.includes('base'), `base: ran ${r.device}`);
-    assert.ok(r.maxRelL2 <= 1e-4, `${isa}: relative L2 ${r.maxRelL2}`);
-    assert.ok(r.greedyOk, `${isa}: greedy ids differ`);
+test('every kernel set this CPU runs (base, avx2, avx512) matches the reference; status shows the options', async () => {
+  for (const isa of ['base', 'avx2', 'avx512'] as const) {
+    const m = await openModel(FIXTURE, { numPages: 32, numThreads: 2, native: { cpuIsa: isa } });
+    try {
+      const st = m.backend.nativeStatus;
+      assert.is(st.cpuIsa, isa);
+      assert.is(st.numThreads, 2);
+      // A CPU without avx2/avx512 falls back to a narrower set; base is always honoured.
+      if (isa === 'base') assert.ok(st.deviceName.includes('base'), `base: ran ${st.deviceName}`);
+      let maxRelL2 = 0;
+      let next = 0;
+      for (const c of REFERENCE.cases) {
+        const n = Math.ceil((c.prompt_ids.length + GEN) / PAGE);
+        const [r] = await greedyBatch(m.backend, [c.prompt_ids], GEN, 7, [pageRange(next, n)]);
+        next += n;
+        maxRelL2 = Math.max(maxRelL2, relL2(r.firstLogits, c.last_logits));
+        assert.equal(r.ids, c.greedy_ids, `${isa}: greedy ids differ`);
+      }
+      assert.ok(maxRelL2 <= 1e-4, `${isa}: relative L2 ${maxRelL2}`);
+    } finally {
+      m.backend.close();
+    }
   }
+});
+
+test('bad native options are refused with BAD_CONFIG naming the field', async () => {
+  await rejects(() => openModel(FIXTURE, { numPages: 4, native: { cpuIsa: 'sse9' as never } }), 'BAD_CONFIG', 'native.cpuIsa');
+  await rejects(() => openModel(FIXTURE, { numPages: 4, native: { pdl: 'yes' as never } }), 'BAD_CONFIG', 'native.pdl');
+  await rejects(() => openModel(FIXTURE, { numPages: 4, native: { turbo: true } as never }), 'BAD_CONFIG', 'native.turbo');
 });
 
 test.run();

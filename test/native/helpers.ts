@@ -2,7 +2,7 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as assert from 'uvu/assert';
-import { isMicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError } from '../../common/errors.ts';
 import type { Backend } from '../../native/backend.ts';
 
 export const FIXTURE = new URL('../fixtures/tiny-llama-a/', import.meta.url).pathname;

@@ -52,7 +52,19 @@ export interface UpCluster {
   close(): Promise<void>;
 }
 
-function topologyYaml(engines: E2eEngine[], port: number, strategy: string, params: Record<string, unknown>): string {
+/** Cluster knobs beyond the engines and the strategy. */
+export interface UpOptions {
+  /** [kvPages=1024] every engine's KV pool. */
+  kvPages?: number;
+  /** [maxBatchTokens=512] every engine's step budget. */
+  maxBatchTokens?: number;
+  /** [maxQueue] router.maxQueue. */
+  maxQueue?: number;
+  /** Extra environment of `up` and so of its engines (e.g. MICROSERVE_TEST_HOOKS=1). */
+  env?: Record<string, string>;
+}
+
+function topologyYaml(engines: E2eEngine[], port: number, strategy: string, params: Record<string, unknown>, o: UpOptions = {}): string {
   const lines = [
     'model: tiny',
     'transport: host',
@@ -62,20 +74,24 @@ function topologyYaml(engines: E2eEngine[], port: number, strategy: string, para
     `  port: ${port}`,
     `  strategy: ${strategy}`,
     `  params: ${JSON.stringify(params)}`,
+    ...(o.maxQueue !== undefined ? [`  maxQueue: ${o.maxQueue}`] : []),
     'engines:',
   ];
-  for (const e of engines) lines.push(`  - name: ${e.name}`, `    role: ${e.role}`, '    device: cpu', '    kvPages: 1024', '    threads: 1');
+  for (const e of engines) {
+    lines.push(`  - name: ${e.name}`, `    role: ${e.role}`, '    device: cpu', `    kvPages: ${o.kvPages ?? 1024}`, '    threads: 1');
+    if (o.maxBatchTokens !== undefined) lines.push(`    maxBatchTokens: ${o.maxBatchTokens}`);
+  }
   return lines.join('\n') + '\n';
 }
 
-export async function startUp(engines: E2eEngine[], strategy = 'dp', params: Record<string, unknown> = {}): Promise<UpCluster> {
+export async function startUp(engines: E2eEngine[], strategy = 'dp', params: Record<string, unknown> = {}, o: UpOptions = {}): Promise<UpCluster> {
   const dir = mkdtempSync(join(tmpdir(), 'ms-e2e-'));
   const file = join(dir, 'topology.yaml');
   const port = await freePort();
-  writeFileSync(file, topologyYaml(engines, port, strategy, params));
+  writeFileSync(file, topologyYaml(engines, port, strategy, params, o));
   const child: ChildProcess = spawn(process.execPath, [join(ROOT, 'bin/microserve.js'), 'up', file], {
     cwd: ROOT,
-    env: { ...process.env, MICROSERVE_HOME: dir, MICROSERVE_TOKEN: TOKEN, MICROSERVE_LOG: process.env.MICROSERVE_LOG ?? 'error' },
+    env: { ...process.env, MICROSERVE_HOME: dir, MICROSERVE_TOKEN: TOKEN, MICROSERVE_LOG: process.env.MICROSERVE_LOG ?? 'error', ...o.env },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   const banner = await new Promise<string>((resolve, reject) => {
@@ -111,7 +127,7 @@ export async function startUp(engines: E2eEngine[], strategy = 'dp', params: Rec
       const now = await routerStatus();
       if (now.strategy.endsWith(next) && JSON.stringify(now.params) === JSON.stringify(nextParams)) return; // nothing to change
       const before = now.planVersion;
-      writeFileSync(file, topologyYaml(engines, port, next, nextParams));
+      writeFileSync(file, topologyYaml(engines, port, next, nextParams, o));
       const t1 = Date.now();
       for (;;) {
         const st = await routerStatus();

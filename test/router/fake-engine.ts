@@ -12,7 +12,7 @@
  * any engine continues any context the same way (what migration at temperature 0 relies on).
  * Test-only messages: test_log (the op log), test_set (change options), test_stall (go silent).
  */
-import { MicroserveError } from '../../actors/errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import type { EngineStatus, Role, TokensMsg } from '../../actors/messages.ts';
 import type { ActorSystemApi } from '../../actors/runtime/types.ts';
 
@@ -81,7 +81,7 @@ export function spawnFakeEngine(system: ActorSystemApi, name: string, role: Role
   const ops: OpRecord[] = [];
   let isStalled = false;
   let reservedPages = 0;
-  const counters = { requests: 0, tokensPrefilled: 0, tokensGenerated: 0, tokensReceived: 0, tokensSent: 0, bytesSent: 0, bytesReceived: 0, prefixHitTokens: 0, transfers: {} as Record<string, number>, preemptions: 0, aborts: 0 };
+  const counters = { requests: 0, tokensPrefilled: 0, tokensGenerated: 0, tokensReceived: 0, tokensSent: 0, bytesSent: 0, bytesReceived: 0, prefixHitTokens: 0, transfers: {} as Record<string, number>, preemptions: 0, tokensRecomputed: 0, stepFailures: 0, stepRetries: 0, requestsFailedByStep: 0, aborts: 0 };
 
   const match = (ids: readonly number[]) => {
     let best = 0;
@@ -136,8 +136,10 @@ export function spawnFakeEngine(system: ActorSystemApi, name: string, role: Role
       case 'status': {
         const st: EngineStatus = {
           name, role, device: 'fake', pid: process.pid, model: 'fake',
+          native: { deviceName: 'fake', numThreads: 0, cpuIsa: 'auto', cudaGraphs: false, pdl: false, decodeClusterCap: 0, nvshmemPut: false },
           numRunning: running.size, numWaiting: 0, numReserved: reservations.size,
           kv: { total: o.numPages, free: o.numPages - reservedPages, cached: 0, inUse: 0, reserved: reservedPages },
+          pageSize: o.pageSize, maxNumSeqs: 256, maxBatchTokens: 512,
           counters,
         };
         return st;

@@ -8,11 +8,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { isMicroserveError, MicroserveError, type ErrorCode } from '../../actors/errors.ts';
+import { isMicroserveError, MicroserveError, type ErrorCode } from '../../common/errors.ts';
 import type { KvAddr, Role } from '../../actors/messages.ts';
 import type { RoutedRequest, StrategyContext } from '../../actors/router/strategy-api.ts';
 import { balancedEnd } from '../../actors/router/strategies/balanced-pd.ts';
-import { BUILTIN_STRATEGIES, loadStrategy } from '../../actors/router/strategy-loader.ts';
+import { BUILTIN_STRATEGIES } from '../../actors/router/strategies/index.ts';
+import { loadStrategy } from '../../actors/router/strategy-loader.ts';
 
 interface FakeEngine {
   name: string;

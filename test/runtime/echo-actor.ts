@@ -1,5 +1,5 @@
 /** The test actor used by the shared suite: echo, delays, typed errors, crashes. */
-import { MicroserveError } from '../../actors/errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import type { ActorSystemApi } from '../../actors/runtime/types.ts';
 
 export function spawnEcho(system: ActorSystemApi, path: string) {

@@ -2,7 +2,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import WebSocket from 'ws';
-import { MicroserveError } from '../../actors/errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import { ActorSystem } from '../../actors/runtime/system.ts';
 import { killQuietly, startControl, startPeer, TOKEN, waitFor } from './helpers.ts';
 

@@ -7,7 +7,7 @@ import { Packr } from 'msgpackr';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import WebSocket from 'ws';
-import { MicroserveError } from '../../actors/errors.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import { decodeFrame, encodeFrame, FRAME_KINDS } from '../../actors/runtime/frames.ts';
 import { ActorSystem } from '../../actors/runtime/system.ts';
 import { TOKEN } from './helpers.ts';

@@ -43,12 +43,12 @@ test('a SIGSTOPped (hung) process is killed and restarted', async () => {
   }
 });
 
-test('a crash loop ends in give-up, reported as dead', async () => {
+test('a crash loop ends in give-up, reported as failed', async () => {
   const control = await startControl();
   const sup = new NodeSupervisor(control, { host: 'local', controlUrl: control.url!, token: TOKEN, backoffMs: 20, maxRestarts: 2, windowMs: 60000 });
   try {
     sup.start({ kind: 'module', nodeId: 'echo-3', module: ECHO, args: { path: 'test/e3', crashAfterMs: 50 }, paths: ['test/e3'] });
-    await waitFor(() => sup.get('echo-3')?.state === 'dead', 30000);
+    await waitFor(() => sup.get('echo-3')?.state === 'failed', 30000);
     const st = sup.get('echo-3')!;
     assert.is(st.restarts, 2);
     assert.match(st.gaveUp!, /3 crashes/);

@@ -2,9 +2,10 @@ import llama3 from 'llama3-tokenizer-js';
 import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { isMicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError } from '../../common/errors.ts';
 import { LLAMA3_TOKENS } from '../../actors/text/llama3.ts';
-import { loadTokenizer, type Tokenizer } from '../../actors/text/tokenizer.ts';
+import { loadTokenizer } from '../../actors/text/loader.ts';
+import type { Tokenizer } from '../../actors/text/tokenizer.ts';
 import { HF_SPECIAL, writeHfTokenizerFolder } from './hf-fixture.ts';
 
 const FIXTURE = fileURLToPath(new URL('../fixtures/tiny-llama-a', import.meta.url));

@@ -1,6 +1,6 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { isMicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError } from '../../common/errors.ts';
 import type { Plan } from '../../actors/router/types.ts';
 import { applyTopology, type ApplyHooks } from '../../topology/apply.ts';
 import { parseTopology } from '../../topology/load.ts';
@@ -36,7 +36,7 @@ function recorder(costs: Partial<Record<keyof ApplyHooks, number>> = {}, fail: P
       return { version: plans.length + 1 };
     },
     drainAndStop: (n) => step('drainAndStop', `drain ${n}`),
-    restartEngine: (s) => step('restartEngine', `restart ${s.name}`),
+    restartEngine: (s, isRollback) => step('restartEngine', `restart ${s.name}${isRollback ? ` back to kvPages ${s.kvPages}` : ''}`),
   };
   return { hooks, log, plans, clock, now: () => clock.t };
 }
@@ -84,6 +84,17 @@ test('a failed plan undoes roles and spawned engines and leaves removed engines 
     assert.match((e as Error).message, /plan pd .* failed/);
   }
   assert.equal(r.log, ['spawn e3(decode)', 'role e0=prefill', 'plan pd e0:prefill,e3:decode', 'role e0=both', 'drain e3']);
+});
+
+test('a failed restart rolls back for real: the engine restarted with its previous spec, the previous plan handed back', async () => {
+  const next = topo(`model: tiny\nengines:\n  - { name: e0 }\n  - { name: e1, kvPages: 100000000 }\n`);
+  const r = recorder({}, { restartEngine: 'restart e1' }); // the rollback's restart is logged, and fails too: logged, the cause rethrown
+  await applyTopology(OLD, next, r.hooks, { now: r.now }).then(
+    () => assert.unreachable(),
+    (e) => assert.match(e.message, /restart e1/),
+  );
+  const old = OLD.engines.find((e) => e.name === 'e1')!;
+  assert.equal(r.log, ['plan dp e0:both', 'restart e1', `restart e1 back to kvPages ${old.kvPages}`, 'plan dp e0:both,e1:both']);
 });
 
 test('a failed spawn stops the engines already spawned and sets nothing', async () => {

@@ -57,6 +57,19 @@ engines:
   assert.equal(d.roleChanges, []);
 });
 
+test('the memory plan fields are process fields: maxNumSeqs, gpuMemoryUtilization, kvPages auto restart the engine', () => {
+  const next = topo(`model: tiny
+engines:
+  - { name: e0, role: both, maxNumSeqs: 32, gpuMemoryUtilization: 0.5 }
+  - { name: e1, role: both, kvPages: auto }
+`);
+  const d = diffTopology(topo(BASE), next);
+  assert.equal(d.restart.map((r) => [r.spec.name, r.reasons]), [
+    ['e0', ['maxNumSeqs 256 → 32', 'gpuMemoryUtilization 0.9 → 0.5']],
+    ['e1', ['kvPages 512 → auto']],
+  ]);
+});
+
 test('model and transport changes restart every engine', () => {
   const d = diffTopology(topo(BASE), topo(BASE.replace('model: tiny', 'model: llama-3.1-8b\ntransport: host')));
   assert.equal(d.restart.map((r) => [r.spec.name, r.reasons]), [

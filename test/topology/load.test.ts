@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { isMicroserveError, type MicroserveError } from '../../actors/errors.ts';
+import { isMicroserveError, type MicroserveError } from '../../common/errors.ts';
 import { loadTopology, parseTopology } from '../../topology/load.ts';
 
 const EXAMPLES = ['default', 'cpu-pd', 'gpu-shared', 'multi-gpu'];
@@ -44,7 +44,36 @@ test('defaults fill every omitted field', () => {
   assert.equal(t.control, { host: '127.0.0.1', port: 7700, maxFrameBytes: 67108864 });
   assert.equal(t.router, { host: '127.0.0.1', port: 8000, strategy: 'dp', params: {} });
   assert.equal(t.hosts, [{ name: 'local' }]);
-  assert.equal(t.engines[0], { name: 'e0', role: 'both', device: 'cpu', host: 'local', kvPages: 512, pageSize: 16, maxBatchTokens: 512, threads: 0 });
+  assert.equal(t.engines[0], { name: 'e0', role: 'both', device: 'cpu', host: 'local', kvPages: 512, pageSize: 16, maxBatchTokens: 512, maxNumSeqs: 256, gpuMemoryUtilization: 0.9, threads: 0 });
+});
+
+test('kvPages defaults to auto on a GPU and 512 on CPU; auto is accepted everywhere', () => {
+  const t = parseTopology(lines('model: tiny', 'engines:', '  - { name: g, device: "cuda:0" }', '  - { name: c }', '  - { name: a, kvPages: auto }'), undefined, { numGpus: 1 });
+  assert.equal(t.engines.map((e) => e.kvPages), ['auto', 512, 'auto']);
+});
+
+test('maxNumSeqs and gpuMemoryUtilization: validated, errors name the field', () => {
+  const eng = (f: string) => lines('model: tiny', 'engines:', '  - name: e0', `    ${f}`);
+  const t = parseTopology(eng('maxNumSeqs: 64'), undefined, { numGpus: 0 });
+  assert.is(t.engines[0].maxNumSeqs, 64);
+  assert.is(parseTopology(eng('gpuMemoryUtilization: 0.5'), undefined, { numGpus: 0 }).engines[0].gpuMemoryUtilization, 0.5);
+  assert.is(refusal(eng('maxNumSeqs: 0')).message, 'engines[0].maxNumSeqs: expected an integer in [1, 65536], got 0 at line 4');
+  assert.is(refusal(eng('maxNumSeqs: 2.5')).message, 'engines[0].maxNumSeqs: expected an integer in [1, 65536], got 2.5 at line 4');
+  assert.is(refusal(eng('gpuMemoryUtilization: 0')).message, 'engines[0].gpuMemoryUtilization: expected a number in (0, 1], got 0 at line 4');
+  assert.is(refusal(eng('gpuMemoryUtilization: 1.5')).message, 'engines[0].gpuMemoryUtilization: expected a number in (0, 1], got 1.5 at line 4');
+  assert.is(refusal(eng("gpuMemoryUtilization: '90%'")).message, "engines[0].gpuMemoryUtilization: expected a number in (0, 1], got '90%' at line 4");
+  assert.is(refusal(eng('kvPages: lots')).message, "engines[0].kvPages: expected an integer >= 1 or auto, got 'lots' at line 4");
+  assert.is(refusal(eng('maxnumseqs: 8')).message, "engines[0].maxnumseqs: unknown field 'maxnumseqs' (did you mean 'maxNumSeqs'?) at line 4");
+});
+
+test('kvPages auto is refused in an NVSHMEM job (its equal pools are allocated before the weights load)', () => {
+  const e = refusal(lines('model: tiny', 'transport: nvshmem', 'engines:', '  - { name: p0, device: "cuda:0", kvPages: auto }', '  - { name: d0, device: "cuda:0", kvPages: auto }'));
+  assert.match(e.message, /^engines\[0\]\.kvPages: kvPages auto cannot be used with transport 'nvshmem'.*set kvPages at line 4/);
+  // omitted, a job member gets the fixed 512; one GPU engine alone has no job: auto
+  const members = parseTopology(lines('model: tiny', 'transport: nvshmem', 'engines:', '  - { name: p0, device: "cuda:0" }', '  - { name: d0, device: "cuda:0" }'), undefined, { numGpus: 1 });
+  assert.equal(members.engines.map((x) => x.kvPages), [512, 512]);
+  const t = parseTopology(lines('model: tiny', 'transport: nvshmem', 'engines:', '  - { name: d0, device: "cuda:0" }'), undefined, { numGpus: 1 });
+  assert.is(t.engines[0].kvPages, 'auto');
 });
 
 test('bad YAML names the line', () => {
@@ -120,7 +149,7 @@ test('unknown fields (typos) name the key and suggest the field', () => {
 
 test('wrong types and ranges', () => {
   assert.is(refusal(lines(...GOOD, 'router:', '  port: 70000')).message, 'router.port: expected an integer port in [0, 65535] (0 picks a free one), got 70000 at line 6');
-  assert.is(refusal(lines('model: tiny', 'engines:', '  - name: e0', '    kvPages: 0')).message, 'engines[0].kvPages: expected an integer >= 1, got 0 at line 4');
+  assert.is(refusal(lines('model: tiny', 'engines:', '  - name: e0', '    kvPages: 0')).message, 'engines[0].kvPages: expected an integer >= 1 or auto, got 0 at line 4');
   assert.is(refusal(lines('model: tiny', 'engines: []')).message, 'engines: needs at least one engine at line 2');
   assert.is(refusal(lines('model: tiny', 'transport: rdma', 'engines:', '  - name: e0')).message, "transport: unknown transport 'rdma' (expected auto, host, cuda-ipc or nvshmem) at line 2");
   assert.is(refusal(lines('model: tiny', 'engines:', '  - role: both')).message, 'engines[0].name: required (a name of letters, digits, _ . -) at line 3');

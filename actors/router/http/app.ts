@@ -6,7 +6,7 @@
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { timingSafeEqual } from 'node:crypto';
-import { log } from '../../log.ts';
+import { log } from '../../../common/log.ts';
 import type { EnginePool } from '../engine-pool.ts';
 import type { RouterMetrics } from '../metrics.ts';
 import { handleCompletion, type CompletionDeps } from './completions.ts';
@@ -30,7 +30,7 @@ export function buildApp(deps: AppDeps): Hono {
   const created = Math.floor(Date.now() / 1000);
   const fail = (e: ApiError) => {
     deps.metrics.httpErrors.inc({ status: String(e.status) });
-    return new Response(JSON.stringify(e.body()), { status: e.status, headers: { 'content-type': 'application/json' } });
+    return new Response(JSON.stringify(e.body()), { status: e.status, headers: { 'content-type': 'application/json', ...e.headers } });
   };
 
   app.onError((err) => {
@@ -66,8 +66,10 @@ export function buildApp(deps: AppDeps): Hono {
   );
 
   app.get('/health', (c) => {
-    const missing = deps.pool.missing();
-    return missing.length === 0 ? c.json({ status: 'ok' }) : c.json({ status: 'starting', waitingFor: missing }, 503);
+    // the router's engine pool polls every engine's status: this is their real state, not the plan's
+    const h = deps.pool.health();
+    const body = h.status === 'starting' ? { status: h.status, waitingFor: h.down } : h.status === 'ok' ? { status: h.status } : { status: h.status, down: h.down };
+    return c.json(body, h.isServing ? 200 : 503);
   });
   app.get('/metrics', async (c) => c.body(await deps.metrics.text(), 200, { 'content-type': deps.metrics.contentType }));
   return app;

@@ -6,9 +6,10 @@
 import type { Context } from 'hono';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import { randomBytes } from 'node:crypto';
-import { MicroserveError } from '../../errors.ts';
+import { MicroserveError } from '../../../common/errors.ts';
 import type { FinishReason, SamplingParams } from '../../messages.ts';
 import { checkTokenIds, type Tokenizer } from '../../text/tokenizer.ts';
+import type { Admission } from '../admission.ts';
 import type { Job, JobResult, RequestRunner } from '../request-runner.ts';
 import { ApiError, badRequest, toApiError } from './errors.ts';
 import { parseRequest, type ParsedRequest } from './parse.ts';
@@ -16,6 +17,8 @@ import { TextOutput } from './text-output.ts';
 
 export interface CompletionDeps {
   runner: RequestRunner;
+  /** KV capacity (400) and queue limit (429) checks, before the request runs. */
+  admission: Admission;
   modelName: string;
   tokenizer: Tokenizer | null;
   contextLength: number;
@@ -45,6 +48,7 @@ export async function handleCompletion(c: Context, deps: CompletionDeps, kind: '
   if (req.model !== null && req.model !== deps.modelName) {
     throw new ApiError(404, `The model '${req.model}' does not exist (this server serves '${deps.modelName}')`, 'invalid_request_error', 'model', 'model_not_found');
   }
+  deps.admission.checkQueue();
   const promptIds = tokenize(req, deps);
   const sampling = samplingFor(req, promptIds.length, deps);
   const isChat = kind === 'chat';
@@ -85,16 +89,21 @@ function tokenize(req: ParsedRequest, deps: CompletionDeps): number[] {
 
 function samplingFor(req: ParsedRequest, numPrompt: number, deps: CompletionDeps): SamplingParams {
   const room = deps.contextLength - numPrompt;
+  const param = req.kind === 'chat' ? 'max_completion_tokens' : 'max_tokens';
   let maxTokens = req.maxTokens;
-  if (maxTokens === null) maxTokens = Math.min(room, deps.defaultMaxTokens ?? (req.kind === 'chat' ? room : 16));
-  else if (maxTokens > room) {
-    const param = req.kind === 'chat' ? 'max_completion_tokens' : 'max_tokens';
+  if (maxTokens === null) {
+    // the default never asks for more than the largest KV pool holds
+    const kvRoom = (deps.admission.maxRequestTokens() ?? Infinity) - numPrompt;
+    const fits = Math.max(1, Math.min(room, kvRoom));
+    maxTokens = Math.min(fits, deps.defaultMaxTokens ?? (req.kind === 'chat' ? fits : 16));
+  } else if (maxTokens > room) {
     throw badRequest(
       `This model's maximum context length is ${deps.contextLength} tokens; ${numPrompt + maxTokens} were requested (${numPrompt} in the prompt, ${maxTokens} to generate).`,
       param,
       'context_length_exceeded',
     );
   }
+  deps.admission.checkFits(numPrompt, maxTokens, param);
   const stopTokenIds = [...new Set([...(req.ignoreEos ? [] : deps.eosTokenIds), ...req.stopTokenIds])];
   return { maxTokens, temperature: req.temperature, topP: req.topP, ...(req.seed !== undefined ? { seed: req.seed } : {}), stopTokenIds };
 }

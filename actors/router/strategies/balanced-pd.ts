@@ -7,7 +7,7 @@
  * Params:
  * - `ratio` [default 0.1]: share of the prompt the decode engine prefills, in [0, 1).
  */
-import { MicroserveError } from '../../errors.ts';
+import { MicroserveError } from '../../../common/errors.ts';
 import type { RoutedRequest, StrategyContext } from '../strategy-api.ts';
 import { disaggregate, pdCandidates } from '../strategy-helpers.ts';
 

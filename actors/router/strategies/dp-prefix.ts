@@ -8,7 +8,7 @@
  * - `maxLoadGap` [default 4]: a cache hit is skipped when its engine's load exceeds the least
  *   loaded engine's by more than this.
  */
-import { MicroserveError } from '../../errors.ts';
+import { MicroserveError } from '../../../common/errors.ts';
 import type { RoutedRequest, StrategyContext } from '../strategy-api.ts';
 import { byLoad, generateOn, generators, leastLoaded } from '../strategy-helpers.ts';
 

@@ -7,7 +7,7 @@
  * Params:
  * - `minMatch` [default 16]: a prefix shorter than this is not worth a transfer.
  */
-import { MicroserveError } from '../../errors.ts';
+import { MicroserveError } from '../../../common/errors.ts';
 import type { RoutedRequest, StrategyContext } from '../strategy-api.ts';
 import { disaggregate, generateOn, generators, leastLoaded } from '../strategy-helpers.ts';
 

@@ -53,9 +53,8 @@ void packKv(const AttentionShape& s, const float* kBase, const float* vBase, con
 
 }  // namespace
 
-void attendLayer(ThreadPool& pool, const AttentionShape& s, const Batch& b, const BatchIndex& idx, const float* kvPool,
+void attendLayer(const Kernels& K, ThreadPool& pool, const AttentionShape& s, const Batch& b, const BatchIndex& idx, const float* kvPool,
                  int layer, const float* qkv, int qkvDim, float* att) {
-  const Kernels& K = kernels();
   const int hd = s.headDim, rep = s.heads / s.kvHeads, qDim = s.heads * hd, kvDim = s.kvHeads * hd;
   const float scale = 1.f / std::sqrt(float(hd));
   const float* kLayer = kvPool + size_t(layer) * s.layerFloats;

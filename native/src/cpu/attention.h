@@ -26,7 +26,7 @@ struct BatchIndex {
 
 // qkv: (numTokens, qkvDim) with RoPE applied, K/V of these tokens already in their pages;
 // att: (numTokens, heads * headDim) output. pool: the KV pool; layer selects the layer.
-void attendLayer(ThreadPool& pool, const AttentionShape& s, const Batch& b, const BatchIndex& idx, const float* kvPool,
+void attendLayer(const Kernels& K, ThreadPool& pool, const AttentionShape& s, const Batch& b, const BatchIndex& idx, const float* kvPool,
                  int layer, const float* qkv, int qkvDim, float* att);
 
 }  // namespace ms::cpu

@@ -1,9 +1,14 @@
 // The CPU backend: f32 compute of Hugging Face LlamaForCausalLM over a paged KV pool.
 //
 // KV pool layout equals the wire layout, so readPages/writePages are plain copies:
-//   threads_: (numPages, layers, 2 [K, V], pageSize, kvHeads, headDim) f32
+//   kvPool_: (numPages, layers, 2 [K, V], pageSize, kvHeads, headDim) f32
+// Memory plan (host): the step scratch below is sized at construction for the largest step the
+// caps allow (BackendOptions maxBatchTokens / maxNumSeqs) and only reused by forward; a larger
+// step is refused with OVER_PLAN. (The attention kernels' own panels are still per call.)
 #include <cmath>
 #include <cstdlib>
+#include <algorithm>
+#include <climits>
 #include <cstring>
 #include <new>
 #include <thread>
@@ -15,6 +20,7 @@
 #include "thread-pool.h"
 #include "../common/model-util.h"
 #include "../common/sampling.h"
+#include "../common/step-plan.h"
 
 namespace ms {
 namespace cpu {
@@ -37,15 +43,65 @@ void rope(float* v, const float* cosT, const float* sinT, int half) {
   }
 }
 
+size_t matrixBytes(const Matrix& w) {
+  return w.empty() ? 0 : size_t((w.rows() + kPanel - 1) / kPanel) * kPanel * w.cols() * (w.isBf16() ? 2 : 4);
+}
+
+// Per-step buffers, sized once for (maxTokens, maxSeqs); forward only reuses them.
+struct StepScratch {
+  std::vector<float> x, xb;      // (maxTokens, hidden) residual stream, normed block input
+  std::vector<float> qkv;        // (maxTokens, q | k | v)
+  std::vector<float> att;        // (maxTokens, heads*headDim)
+  std::vector<float> gu;         // (maxTokens, gate | up)
+  std::vector<float> hid;        // (maxTokens, intermediate)
+  std::vector<float> cosT, sinT; // (maxTokens, headDim/2)
+  std::vector<float> xf;         // (maxTokens, hidden) final-normed rows that need logits
+  std::vector<float> logits;     // (maxSeqs, vocab) when only tokens are wanted
+  std::vector<int> rows;         // (maxTokens,)
+  std::vector<std::vector<uint32_t>> sampleScratch;  // per thread, (vocab,)
+  BatchIndex idx;                // (maxTokens,) / (maxSeqs,) capacity
+
+  void plan(const ModelConfig& m, int maxTokens, int maxSeqs, int numThreads) {
+    const size_t T = maxTokens, H = m.hidden, q = size_t(m.heads) * m.headDim, kvd = size_t(m.kvHeads) * m.headDim;
+    x.resize(T * H), xb.resize(T * H), qkv.resize(T * (q + 2 * kvd)), att.resize(T * q);
+    gu.resize(T * 2 * m.intermediate), hid.resize(T * m.intermediate);
+    cosT.resize(T * (m.headDim / 2)), sinT.resize(T * (m.headDim / 2)), xf.resize(T * H);
+    logits.resize(size_t(maxSeqs) * m.vocab);
+    rows.reserve(T);
+    sampleScratch.assign(numThreads, {});
+    for (auto& v : sampleScratch) v.reserve(m.vocab);
+    idx.seqOf.reserve(T), idx.posOf.reserve(T), idx.firstToken.reserve(maxSeqs);
+  }
+  size_t bytes() const {
+    size_t f = x.size() + xb.size() + qkv.size() + att.size() + gu.size() + hid.size() + cosT.size() + sinT.size() +
+               xf.size() + logits.size();
+    size_t n = f * 4 + (rows.capacity() + idx.seqOf.capacity() + idx.posOf.capacity() + idx.firstToken.capacity()) * 4;
+    for (auto& v : sampleScratch) n += v.capacity() * 4;
+    return n;
+  }
+};
+
 class CpuBackend : public Backend {
  public:
-  CpuBackend(const ModelConfig& m, const KvConfig& kv, int numThreads)
-      : m_(m), kv_(kv), threads_(numThreads), weights_(m), invFreq_(ropeInvFreq(m)) {
-    pageFloats_ = size_t(m.layers) * 2 * kv.pageSize * m.kvHeads * m.headDim;
-    size_t bytes = size_t(kv.numPages) * pageFloats_ * 4;
+  CpuBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o, int numThreads)
+      : m_(m), kv_(kv), k_(kernelsFor(o.cpuIsa)), threads_(numThreads), weights_(m), invFreq_(ropeInvFreq(m)) {
+    if (kv_.numPages == 0) kv_.numPages = kCpuAutoPages;
+    pageFloats_ = size_t(m.layers) * 2 * kv_.pageSize * m.kvHeads * m.headDim;
+    size_t bytes = size_t(kv_.numPages) * pageFloats_ * 4;
     kvPool_ = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
     if (!kvPool_) throw std::bad_alloc();
     std::memset(kvPool_, 0, bytes);
+    plan_.maxBatchTokens = o.maxBatchTokens;
+    plan_.maxNumSeqs = plannedNumSeqs(o);
+    plan_.maxContext = m.maxPositions > 0 ? m.maxPositions : INT_MAX;
+    plan_.numPages = kv_.numPages;
+    plan_.pageSize = kv_.pageSize;
+    plan_.kvTokens = int64_t(kv_.numPages) * kv_.pageSize;
+    plan_.maxRequestTokens = std::min<int64_t>(plan_.maxContext, plan_.kvTokens);
+    plan_.kvBytes = bytes;
+    plan_.isHost = true;
+    scratch_.plan(m, plan_.maxBatchTokens, plan_.maxNumSeqs, int(threads_.size()));
+    plan_.arenaBytes = scratch_.bytes();
   }
   ~CpuBackend() override { std::free(kvPool_); }
 
@@ -56,9 +112,20 @@ class CpuBackend : public Backend {
   Status randomInit(uint64_t seed, float std) override {
     return guarded([&] { return weights_.randomInit(threads_, seed, std); });
   }
-  Status finalize() override { return weights_.finalize(); }
+  Status finalize() override {
+    Status st = weights_.finalize();
+    if (!st.ok()) return st;
+    size_t w = matrixBytes(weights_.embed) + matrixBytes(weights_.lmHead) + weights_.finalNorm.size() * 4;
+    for (const LayerWeights& L : weights_.layers)
+      w += matrixBytes(L.qkv) + matrixBytes(L.o) + matrixBytes(L.gateUp) + matrixBytes(L.down) +
+           (L.attnNorm.size() + L.mlpNorm.size()) * 4;
+    plan_.weightsBytes = w;
+    return Status::Ok();
+  }
   Status forward(const Batch& b, float* logitsOut) override {
-    Status st = checkBatchSampling(b, logitsOut);
+    Status st = checkStepPlan(b, plan_);
+    if (!st.ok()) return st;
+    st = checkBatchSampling(b, logitsOut);
     if (!st.ok()) return st;
     return guarded([&] { return run(b, logitsOut); });
   }
@@ -73,8 +140,9 @@ class CpuBackend : public Backend {
     return Status::Ok();
   }
   std::string deviceName() const override {
-    return "cpu (" + std::to_string(threads_.size()) + " threads, " + kernels().name + ")";
+    return "cpu (" + std::to_string(threads_.size()) + " threads, " + k_.name + ")";
   }
+  MemoryPlan memoryPlan() const override { return plan_; }
 
  private:
   template <class F>
@@ -92,11 +160,14 @@ class CpuBackend : public Backend {
 
   ModelConfig m_;
   KvConfig kv_;
+  const Kernels& k_;  // the instruction set chosen at construction (BackendOptions::cpuIsa)
   ThreadPool threads_;
   ModelWeights weights_;
   std::vector<float> invFreq_;  // (headDim/2,)
   size_t pageFloats_ = 0;
   float* kvPool_ = nullptr;    // see the layout at the top of the file
+  MemoryPlan plan_;
+  StepScratch scratch_;
 };
 
 Status CpuBackend::run(const Batch& b, float* logitsOut) {
@@ -104,8 +175,10 @@ Status CpuBackend::run(const Batch& b, float* logitsOut) {
   const int qDim = m_.heads * hd, kvDim = m_.kvHeads * hd, qkvDim = qDim + 2 * kvDim;
   const size_t layerFloats = size_t(2) * kv_.pageSize * kvDim;  // one layer of one page
 
-  // Per token: its sequence and position.
-  BatchIndex idx;
+  // Per token: its sequence and position (resizes stay within the planned capacity).
+  StepScratch& w = scratch_;
+  BatchIndex& idx = w.idx;
+  idx.maxLen = 0;
   idx.seqOf.resize(N);
   idx.posOf.resize(N);
   idx.firstToken.resize(b.numSeqs);
@@ -127,13 +200,15 @@ Status CpuBackend::run(const Batch& b, float* logitsOut) {
   shape.pageFloats = pageFloats_;
   shape.layerFloats = layerFloats;
 
-  std::vector<float> x(size_t(N) * H);         // (N, hidden) residual stream
-  std::vector<float> xb(size_t(N) * H);        // (N, hidden) normed input of a block
-  std::vector<float> qkv(size_t(N) * qkvDim); // (N, q | k | v)
-  std::vector<float> att(size_t(N) * qDim);    // (N, heads*headDim)
-  std::vector<float> gu(size_t(N) * 2 * I);    // (N, gate | up)
-  std::vector<float> hid(size_t(N) * I);       // (N, intermediate)
-  std::vector<float> cosT(size_t(N) * half), sinT(size_t(N) * half);  // (N, headDim/2)
+  // Views of the planned scratch, (N, ...) each (StepScratch has the shapes).
+  float* x = w.x.data();
+  float* xb = w.xb.data();
+  float* qkv = w.qkv.data();
+  float* att = w.att.data();
+  float* gu = w.gu.data();
+  float* hid = w.hid.data();
+  float* cosT = w.cosT.data();
+  float* sinT = w.sinT.data();
 
   for (int i = 0; i < N; i++) {
     weights_.embed.rowToF32(b.tokens[i], &x[size_t(i) * H]);
@@ -148,7 +223,7 @@ Status CpuBackend::run(const Batch& b, float* logitsOut) {
     const LayerWeights& L = weights_.layers[l];
     // Attention block: norm, q/k/v, RoPE, KV into pages, attention, o_proj + residual.
     for (int i = 0; i < N; i++) rmsNorm(&x[size_t(i) * H], L.attnNorm.data(), H, m_.rmsEps, &xb[size_t(i) * H]);
-    L.qkv.matmul(threads_, xb.data(), N, H, qkv.data(), qkvDim, false);
+    L.qkv.matmul(k_, threads_, xb, N, H, qkv, qkvDim, false);
     for (int i = 0; i < N; i++) {
       float* row = &qkv[size_t(i) * qkvDim];
       const float* c = &cosT[size_t(i) * half];
@@ -160,42 +235,37 @@ Status CpuBackend::run(const Batch& b, float* logitsOut) {
       std::memcpy(dst, row + qDim, kvDim * 4);                                  // K
       std::memcpy(dst + size_t(kv_.pageSize) * kvDim, row + qDim + kvDim, kvDim * 4);  // V
     }
-    attendLayer(threads_, shape, b, idx, kvPool_, l, qkv.data(), qkvDim, att.data());
-    L.o.matmul(threads_, att.data(), N, qDim, x.data(), H, true);
+    attendLayer(k_, threads_, shape, b, idx, kvPool_, l, qkv, qkvDim, att);
+    L.o.matmul(k_, threads_, att, N, qDim, x, H, true);
 
     // MLP block: norm, gate/up, silu(gate) * up, down + residual.
     for (int i = 0; i < N; i++) rmsNorm(&x[size_t(i) * H], L.mlpNorm.data(), H, m_.rmsEps, &xb[size_t(i) * H]);
-    L.gateUp.matmul(threads_, xb.data(), N, H, gu.data(), 2 * I, false);
+    L.gateUp.matmul(k_, threads_, xb, N, H, gu, 2 * I, false);
     for (int i = 0; i < N; i++) {
       const float* g = &gu[size_t(i) * 2 * I];
       float* h = &hid[size_t(i) * I];
       for (int j = 0; j < I; j++) h[j] = g[j] / (1.f + std::exp(-g[j])) * g[I + j];
     }
-    L.down.matmul(threads_, hid.data(), N, I, x.data(), H, true);
+    L.down.matmul(k_, threads_, hid, N, I, x, H, true);
   }
 
   // Final norm on the rows that need logits, then the LM head.
-  std::vector<int> rows;
+  std::vector<int>& rows = w.rows;
+  rows.clear();
   if (b.allLogits) {
     for (int i = 0; i < N; i++) rows.push_back(i);
   } else {
     for (int s = 0, end = 0; s < b.numSeqs; s++) rows.push_back((end += b.seqLens[s]) - 1);
   }
-  std::vector<float> xf(rows.size() * H);  // (rows, hidden)
+  float* xf = w.xf.data();  // (rows, hidden)
   for (size_t r = 0; r < rows.size(); r++)
     rmsNorm(&x[size_t(rows[r]) * H], weights_.finalNorm.data(), H, m_.rmsEps, &xf[r * H]);
-  std::vector<float> ownLogits;  // (numSeqs, vocab) when only tokens are wanted
-  float* logits = logitsOut;
-  if (!logits) {
-    ownLogits.resize(rows.size() * size_t(m_.vocab));
-    logits = ownLogits.data();
-  }
-  weights_.head().matmul(threads_, xf.data(), int(rows.size()), H, logits, m_.vocab, false);
-  if (b.tokensOut) {  // one row per task; each thread keeps its own weights scratch
-    std::vector<std::vector<uint32_t>> scratch(threads_.size());
+  float* logits = logitsOut ? logitsOut : w.logits.data();  // planned (numSeqs, vocab) when only tokens are wanted
+  weights_.head().matmul(k_, threads_, xf, int(rows.size()), H, logits, m_.vocab, false);
+  if (b.tokensOut) {  // one row per task; each thread keeps its own scratch
     threads_.run(b.numSeqs, [&](int s, int t) {
       b.tokensOut[s] = sampleRow(logits + size_t(s) * m_.vocab, m_.vocab, b.temperature[s], b.topP[s], b.seed[s],
-                                 b.step[s], scratch[t]);
+                                 b.step[s], w.sampleScratch[t]);
     });
   }
   return Status::Ok();
@@ -211,17 +281,21 @@ std::unique_ptr<Backend> makeCpuBackend(const ModelConfig& m, const KvConfig& kv
     *st = Status::Error(Code::BAD_ARGUMENT, "invalid model config (sizes must be positive, headDim even, heads % kvHeads == 0)");
     return nullptr;
   }
-  if (kv.numPages <= 0 || kv.pageSize <= 0) {
-    *st = Status::Error(Code::BAD_ARGUMENT, "numPages and pageSize must be positive");
+  if (kv.numPages < 0 || kv.pageSize <= 0) {
+    *st = Status::Error(Code::BAD_ARGUMENT, "numPages must be >= 0 (0 = auto) and pageSize positive");
     return nullptr;
   }
+  *st = checkPlanOptions(o);
+  if (!st->ok()) return nullptr;
   int threads = o.numThreads > 0 ? o.numThreads : int(std::thread::hardware_concurrency());
   try {
-    auto b = std::make_unique<cpu::CpuBackend>(m, kv, threads > 0 ? threads : 1);
+    auto b = std::make_unique<cpu::CpuBackend>(m, kv, o, threads > 0 ? threads : 1);
     *st = Status::Ok();
     return b;
   } catch (const std::bad_alloc&) {
-    *st = Status::Error(Code::OUT_OF_MEMORY, "cannot allocate the KV pool (" + std::to_string(kv.numPages) + " pages)");
+    *st = Status::Error(Code::OUT_OF_MEMORY, "cannot allocate the KV pool (" + std::to_string(kv.numPages) +
+                                               " pages) or the step scratch (maxBatchTokens " +
+                                               std::to_string(o.maxBatchTokens) + ")");
     return nullptr;
   }
 }

@@ -1,8 +1,10 @@
 // Compute kernels of the CPU backend, compiled once per instruction set (kernels-impl.inc) and
-// picked at start-up by what the CPU supports (kernels.cc). Baseline is x86-64-v2 (SSE4.2).
+// picked per backend by what the CPU supports (kernels.cc). Baseline is x86-64-v2 (SSE4.2).
 #pragma once
 #include <cstddef>
 #include <cstdint>
+
+#include "../backend.h"
 
 namespace ms::cpu {
 
@@ -37,7 +39,9 @@ struct Kernels {
                     float* out);
 };
 
-const Kernels& kernels();
+// The kernel set for `isa` (BackendOptions::cpuIsa): kAuto and kAvx512 take the widest this CPU
+// runs, kAvx2 at most avx2, kBase the portable one.
+const Kernels& kernelsFor(CpuIsa isa);
 
 // Per-instruction-set tables (defined in kernels-<isa>.cc; avx2 and avx512 on x86-64 only).
 const Kernels& kernelsBase();

@@ -87,8 +87,8 @@ void Matrix::rowToF32(int r, float* out) const {
     for (int c = 0; c < cols_; c++) out[c] = f32()[off + size_t(c) * kPanel];
 }
 
-void Matrix::matmul(ThreadPool& pool, const float* X, int T, int ldx, float* Y, int ldy, bool accumulate) const {
-  const Kernels& k = kernels();
+void Matrix::matmul(const Kernels& k, ThreadPool& pool, const float* X, int T, int ldx, float* Y, int ldy,
+                    bool accumulate) const {
   // Tasks are runs of 4 panels or more (the register tiles take up to 4); small products run alone.
   double work = double(rows_) * cols_ * T;
   int numPanels = (rows_ + kPanel - 1) / kPanel;

@@ -37,7 +37,8 @@ class Matrix {
   // Row r as f32 into out (cols,).
   void rowToF32(int r, float* out) const;
   // Y[t, :] (+)= X[t, :] . this^T over all rows, panels split across the pool.
-  void matmul(ThreadPool& pool, const float* X, int T, int ldx, float* Y, int ldy, bool accumulate) const;
+  void matmul(const Kernels& k, ThreadPool& pool, const float* X, int T, int ldx, float* Y, int ldy,
+              bool accumulate) const;
 
  private:
   struct Free {

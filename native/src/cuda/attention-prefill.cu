@@ -1,21 +1,17 @@
 // Paged prefill attention on the tensor cores (flash-attention 2 style, mma.sync m16n8k16 bf16).
 // Causal by absolute position, so a prefix already in the cache and a chunked prompt are the same
-// case. Online softmax in f32. Two kernels:
-//  - gqa (default): one block per (tile of 64 query tokens of one sequence, HPB query heads of one
-//    KV group): 8 warps and 4 heads where the group has a multiple of 4 query heads, else 4 warps
-//    and 2 heads (even groups) or 1. Each warp holds 16 positions of MT heads (MT x 16 rows), so
-//    every K/V fragment read from shared memory feeds MT matrix products, and a K/V tile gathered
-//    from the pages serves HPB heads. K/V tiles are double-buffered: the gather of tile t+1
-//    (cp.async, row addresses from a table built one tile ahead) overlaps all the work on tile t,
-//    one barrier per tile. Q stays in shared memory. O is rescaled only when a row max moved.
-//  - fa2 (MS_PREFILL_KERNEL=fa2, or MS_PREFILL_VARIANT set): one block (4 warps, 16 query rows
-//    each) per (tile, q head), Q in registers, single-buffered K and V (the V load overlaps Q.K^T,
-//    the next K load overlaps P.V).
+// case. Online softmax in f32. One block per (tile of 64 query tokens of one sequence, HPB query
+// heads of one KV group): 8 warps and 4 heads where the group has a multiple of 4 query heads,
+// else 4 warps and 2 heads (even groups) or 1. Each warp holds 16 positions of MT heads (MT x 16
+// rows), so every K/V fragment read from shared memory feeds MT matrix products, and a K/V tile
+// gathered from the pages serves HPB heads. K/V tiles are double-buffered: the gather of tile t+1
+// (cp.async, row addresses from a table built one tile ahead) overlaps all the work on tile t,
+// one barrier per tile. Q stays in shared memory. O is rescaled only when a row max moved.
 // Measured (H100, 8B shape: 32 q heads, 8 KV heads, d 128, page 16; .scratch harness, 2026-11-24):
-// 1 x 8k tokens 1.61 ms (342 TFLOP/s causal) vs fa2 4.12 ms (133); 1 x 4k 0.52 ms (264) vs 1.19 ms.
+// 1 x 8k tokens 1.61 ms (342 TFLOP/s causal) vs 4.12 ms (133) for the one-head-per-block kernel it
+// replaced (bench/kernels/prefill-attention-fa2.cu); 1 x 4k 0.52 ms (264) vs 1.19 ms.
 #include <cfloat>
 #include <cmath>
-#include <cstdlib>
 #include <string>
 #include <type_traits>
 
@@ -28,171 +24,7 @@ namespace ms::cuda {
 namespace {
 
 constexpr int BM = kPrefillTileRows;  // query rows per block
-constexpr int kThreads = 128;
-static_assert(BM == 16 * (kThreads / 32), "one warp per 16 query rows");
 constexpr float kLog2e = 1.4426950408889634f;
-
-// grid (numTiles, heads), block kThreads; dynamic smem 2 * BN * (D + 8) bf16. BN keys per tile;
-// MINB blocks per SM asked of the register allocator.
-template <int D, int BN, int MINB>
-__global__ void __launch_bounds__(kThreads, MINB) prefillAttentionKernel(PrefillAttentionArgs a) {
-  static_assert(2 * BN >= BM, "Q is staged in the K and V buffers");
-  constexpr int LD = D + 8;  // padded row: conflict-free ldmatrix
-  constexpr int CPR = D / 8; // 16-byte chunks per row
-  extern __shared__ __align__(16) unsigned char smRaw[];
-  bf16* Ks = reinterpret_cast<bf16*>(smRaw);  // (BN, LD); Ks and Vs hold Q (BM, LD) first
-  bf16* Vs = Ks + BN * LD;                    // (BN, LD)
-  pdlWait();
-  pdlTrigger();
-
-  const PrefillTile tile = a.tiles[a.numTiles - 1 - blockIdx.x];  // longest tiles of a sequence first
-  const int h = blockIdx.y, g = h / (a.heads / a.kv.kvHeads);
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-  const int kvDim = a.kv.kvHeads * D;
-  const int32_t* pt = a.pageTable + int64_t(tile.seq) * a.ptStride;
-  const int keyEnd = tile.posStart + tile.rows;
-
-  // Q tile -> shared -> A fragments (registers) for the whole kernel.
-  for (int c = threadIdx.x; c < BM * CPR; c += kThreads) {
-    int r = c / CPR, col = (c % CPR) * 8;
-    uint4 v = make_uint4(0, 0, 0, 0);
-    if (r < tile.rows)
-      v = *reinterpret_cast<const uint4*>(a.q + int64_t(tile.tokenStart + r) * a.qStride + h * D + col);
-    *reinterpret_cast<uint4*>(Ks + r * LD + col) = v;
-  }
-  __syncthreads();
-  uint32_t qf[D / 16][4];
-#pragma unroll
-  for (int kk = 0; kk < D / 16; kk++)
-    ldmatrixX4(qf[kk], Ks + (warp * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * LD + kk * 16 + (lane / 16) * 8);
-  __syncthreads();
-
-  auto loadTile = [&](bf16* dst, int j0, int64_t vOffset) {
-    for (int c = threadIdx.x; c < BN * CPR; c += kThreads) {
-      int r = c / CPR, col = (c % CPR) * 8, key = j0 + r;
-      const bf16* src = a.kv.base;
-      int bytes = 0;
-      if (key < keyEnd) {
-        src = a.kv.base + int64_t(pt[key / a.kv.pageSize]) * a.kv.pageStride +
-              int64_t(key % a.kv.pageSize) * kvDim + g * D + col + vOffset;
-        bytes = 16;
-      }
-      cpAsync16(dst + r * LD + col, src, bytes);
-    }
-  };
-  const int64_t vOffset = int64_t(a.kv.pageSize) * kvDim;
-
-  float o[D / 8][4];
-#pragma unroll
-  for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  float m[2] = {-FLT_MAX, -FLT_MAX}, l[2] = {0.f, 0.f};
-  const float sl2 = a.scale * kLog2e;
-  const int rowPos = tile.posStart + warp * 16 + lane / 4;  // this thread's rows: rowPos, rowPos + 8
-  const int numKeyTiles = (keyEnd + BN - 1) / BN;
-
-  loadTile(Ks, 0, 0);
-  cpAsyncCommit();
-  for (int t = 0; t < numKeyTiles; t++) {
-    const int j0 = t * BN;
-    loadTile(Vs, j0, vOffset);
-    cpAsyncCommit();
-    cpAsyncWait<1>();  // K(t) landed
-    __syncthreads();
-
-    // S = Q . K^T (16 rows x 64 keys per warp)
-    float s[BN / 8][4];
-#pragma unroll
-    for (int i = 0; i < BN / 8; i++) s[i][0] = s[i][1] = s[i][2] = s[i][3] = 0.f;
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++)
-#pragma unroll
-      for (int np = 0; np < BN / 16; np++) {
-        uint32_t b[4];
-        ldmatrixX4(b, Ks + (np * 16 + (lane % 8) + (lane / 16) * 8) * LD + kk * 16 + ((lane / 8) % 2) * 8);
-        mma16816(s[2 * np], qf[kk], b[0], b[1]);
-        mma16816(s[2 * np + 1], qf[kk], b[2], b[3]);
-      }
-
-    // Scale to log2 units, mask keys after each row's position, online softmax.
-    const bool mask = j0 + BN - 1 > tile.posStart;
-    float mx[2] = {-FLT_MAX, -FLT_MAX};
-#pragma unroll
-    for (int nt = 0; nt < BN / 8; nt++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        float v = s[nt][e] * sl2;
-        if (mask && j0 + nt * 8 + (lane % 4) * 2 + (e & 1) > rowPos + (e >> 1) * 8) v = -INFINITY;
-        s[nt][e] = v;
-        mx[e >> 1] = fmaxf(mx[e >> 1], v);
-      }
-    float alpha[2], ref[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      float mNew = fmaxf(m[r], mx[r]);
-      ref[r] = mNew == -INFINITY ? 0.f : mNew;  // a row with every key masked so far
-      alpha[r] = exp2f(m[r] - ref[r]);
-      m[r] = mNew;
-      l[r] *= alpha[r];
-    }
-#pragma unroll
-    for (int nt = 0; nt < BN / 8; nt++)
-#pragma unroll
-      for (int e = 0; e < 4; e++) {
-        float p = exp2f(s[nt][e] - ref[e >> 1]);
-        s[nt][e] = p;
-        l[e >> 1] += p;
-      }
-#pragma unroll
-    for (int i = 0; i < D / 8; i++) {
-      o[i][0] *= alpha[0];
-      o[i][1] *= alpha[0];
-      o[i][2] *= alpha[1];
-      o[i][3] *= alpha[1];
-    }
-
-    cpAsyncWait<0>();  // V(t) landed
-    __syncthreads();   // and every warp is done with K(t)
-    if (t + 1 < numKeyTiles) {
-      loadTile(Ks, j0 + BN, 0);
-      cpAsyncCommit();
-    }
-
-    // O += P . V
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; kk++) {
-      uint32_t pa[4] = {packBf16(s[2 * kk][0], s[2 * kk][1]), packBf16(s[2 * kk][2], s[2 * kk][3]),
-                        packBf16(s[2 * kk + 1][0], s[2 * kk + 1][1]), packBf16(s[2 * kk + 1][2], s[2 * kk + 1][3])};
-#pragma unroll
-      for (int dp = 0; dp < D / 16; dp++) {
-        uint32_t b[4];
-        ldmatrixX4Trans(b, Vs + (kk * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * LD + dp * 16 + (lane / 16) * 8);
-        mma16816(o[2 * dp], pa, b[0], b[1]);
-        mma16816(o[2 * dp + 1], pa, b[2], b[3]);
-      }
-    }
-    __syncthreads();  // V(t) consumed before the next V load
-  }
-
-  // Normalise and store the valid rows.
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-  }
-  const int r0 = warp * 16 + lane / 4;
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    int row = r0 + r * 8;
-    if (row >= tile.rows) continue;
-    float inv = 1.f / l[r];
-    bf16* dst = a.out + int64_t(tile.tokenStart + row) * a.outStride + h * D + (lane % 4) * 2;
-#pragma unroll
-    for (int i = 0; i < D / 8; i++)
-      *reinterpret_cast<__nv_bfloat162*>(dst + i * 8) = __floats2bfloat162_rn(o[i][2 * r] * inv, o[i][2 * r + 1] * inv);
-  }
-}
 
 __device__ __forceinline__ float fastExp2(float x) {
   float y;
@@ -429,54 +261,26 @@ void launchGqa(const PrefillAttentionArgs& a, cudaStream_t s) {
 
 // The gqa kernel for head dim D (64 keys per tile): 4 heads per block (8 warps, two heads each)
 // where the KV group has a multiple of 4 query heads, else 2 heads (4 warps), else 1.
-// MS_PREFILL_KERNEL=g2x64 or g1x64 asks for the smaller blocks (where the group allows).
 template <int D>
-void launchGqaFor(const PrefillAttentionArgs& a, const std::string& var, cudaStream_t s) {
+void launchGqaFor(const PrefillAttentionArgs& a, cudaStream_t s) {
   const int rep = a.heads / a.kv.kvHeads;
-  if (rep % 2 != 0 || var == "g1x64")
+  if (rep % 2 != 0)
     launchGqa<D, 64, 1, 4, 2>(a, s);
-  else if (rep % 4 != 0 || var == "g2x64")
+  else if (rep % 4 != 0)
     launchGqa<D, 64, 2, 4, 2>(a, s);
   else
     launchGqa<D, 64, 2, 8, 1>(a, s);
-}
-
-template <int D, int BN, int MINB>
-void launchPrefill(const PrefillAttentionArgs& a, cudaStream_t s) {
-  size_t smem = size_t(2) * BN * (D + 8) * sizeof(bf16);
-  launchPdl("prefillAttentionKernel", prefillAttentionKernel<D, BN, MINB>, dim3(a.numTiles, a.heads), dim3(kThreads),
-            smem, s, a);
-}
-
-// Variants of the head-dim-128 kernel (keys per tile x blocks per SM), for tuning:
-// MS_PREFILL_VARIANT = 64x3 (default), 64x2, 32x3, 32x4.
-void launchPrefill128(const PrefillAttentionArgs& a, cudaStream_t s) {
-  const char* v = std::getenv("MS_PREFILL_VARIANT");
-  std::string var = v ? v : "64x3";
-  if (var == "64x2")
-    launchPrefill<128, 64, 2>(a, s);
-  else if (var == "32x3")
-    launchPrefill<128, 32, 3>(a, s);
-  else if (var == "32x4")
-    launchPrefill<128, 32, 4>(a, s);
-  else
-    launchPrefill<128, 64, 3>(a, s);
 }
 
 }  // namespace
 
 void prefillAttention(const PrefillAttentionArgs& a, cudaStream_t s) {
   if (a.numTiles == 0) return;
-  // Read per launch: MS_PREFILL_KERNEL = gqa (default), g2x64, g1x64, fa2; MS_PREFILL_VARIANT (the
-  // fa2 tuning variants) implies fa2.
-  const char* k = std::getenv("MS_PREFILL_KERNEL");
-  const std::string var = k ? k : "";
-  const bool fa2 = var == "fa2" || std::getenv("MS_PREFILL_VARIANT") != nullptr;
   switch (a.kv.headDim) {
-    case 16: fa2 ? launchPrefill<16, 64, 2>(a, s) : launchGqaFor<16>(a, var, s); break;
-    case 32: fa2 ? launchPrefill<32, 64, 2>(a, s) : launchGqaFor<32>(a, var, s); break;
-    case 64: fa2 ? launchPrefill<64, 64, 2>(a, s) : launchGqaFor<64>(a, var, s); break;
-    case 128: fa2 ? launchPrefill128(a, s) : launchGqaFor<128>(a, var, s); break;
+    case 16: launchGqaFor<16>(a, s); break;
+    case 32: launchGqaFor<32>(a, s); break;
+    case 64: launchGqaFor<64>(a, s); break;
+    case 128: launchGqaFor<128>(a, s); break;
     default: throw CudaError("prefillAttention: unsupported head dim " + std::to_string(a.kv.headDim), false);
   }
 }

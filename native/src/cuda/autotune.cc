@@ -1,5 +1,5 @@
-// CudaBackend::autotune: sizes the graph arena, picks cuBLASLt's fastest algorithm for every
-// decode bucket, and chooses between the skinny kernel and cuBLASLt for 1..8 tokens.
+// CudaBackend::autotune: picks cuBLASLt's fastest algorithm for every decode bucket the arena
+// holds, and chooses between the skinny kernel and cuBLASLt for 1..8 tokens.
 #include <algorithm>
 #include <vector>
 
@@ -8,24 +8,16 @@
 
 namespace ms::cuda {
 
-// Sizes the graph arena, then times the skinny kernel against cuBLASLt for 1..8 tokens of
-// every weight (median of 5 after 2 warm-ups, each alone). The skinny kernel is kept unless
-// cuBLASLt is 5% faster: in a sequence it also overlaps its neighbours (PDL), cuBLASLt does not.
+// Runs in the planned arena (memory-plan.cc), before the graphs are captured. Times the skinny
+// kernel against cuBLASLt for 1..8 tokens of every weight (median of 5 after 2 warm-ups, each
+// alone). The skinny kernel is kept unless cuBLASLt is 5% faster: in a sequence it also overlaps
+// its neighbours (PDL), cuBLASLt does not.
 void CudaBackend::autotune() {
-  size_t partial = 0;
-  for (int bucket : kGraphBuckets)
-    for (int c = kMinGraphCtx; c <= kMaxGraphCtx; c *= 2) {
-      int splitLen, maxSplits;
-      planDecodeSplits(bucket, m_.kvHeads, c, numSms_, &splitLen, &maxSplits);
-      partial = std::max(partial, size_t(bucket) * m_.heads * maxSplits * m_.headDim);
-    }
-  clearGraphs();
-  allocArena(graphArena_, kMaxGraphBatch, kMaxGraphBatch, partial, 0);
-  Arena& a = graphArena_;
+  Arena& a = arena_;
   const int H = m_.hidden, I = m_.intermediate, qDim = m_.heads * m_.headDim;
   const int qkvDim = qDim + 2 * m_.kvHeads * m_.headDim;
   // Inputs: random, never zeros (timings on zeros can flatter).
-  const size_t T = kMaxGraphBatch;
+  const size_t T = std::min(a.capRows, kMaxGraphBatch);  // rows the arena holds, logits included
   randomNormalBf16(a.xn, T * H, 7, 1, 0.f, 1.f, stream_);
   randomNormalBf16(a.attn, T * qDim, 7, 2, 0.f, 1.f, stream_);
   randomNormalBf16(a.act, T * I, 7, 3, 0.f, 1.f, stream_);
@@ -48,6 +40,7 @@ void CudaBackend::autotune() {
   // cuBLASLt: the fastest of the heuristic's candidates for every decode bucket size.
   for (int k = 0; k < kNumWeightKinds; k++)
     for (int bucket : kGraphBuckets) {
+      if (size_t(bucket) > T) break;
       const Case& c = cases[k];
       gemm_->tune(c.X, bucket, c.W, c.O, c.K, c.Y, c.mode, stream_);
     }

@@ -8,6 +8,7 @@
 #include <regex>
 
 #include "../common/model-util.h"
+#include "../common/step-plan.h"
 #include "check.h"
 #include "sampling.h"
 
@@ -16,17 +17,33 @@ namespace {
 
 size_t align256(size_t n) { return (n + 255) / 256 * 256; }
 
+// bf16 bytes of the weights a config needs (for the message when they do not fit).
+size_t estimateWeightsBytes(const ModelConfig& m) {
+  const size_t H = m.hidden, q = size_t(m.heads) * m.headDim, kvd = size_t(m.kvHeads) * m.headDim, I = m.intermediate;
+  const size_t perLayer = (q + 2 * kvd) * H + H * q + 3 * I * H + 2 * H;
+  return 2 * (size_t(m.layers) * perLayer + size_t(m.vocab) * H * (m.tiedEmbeddings ? 1 : 2) + H);
+}
+
 }  // namespace
 
-CudaBackend::CudaBackend(const ModelConfig& m, const KvConfig& kv, int device) : m_(m), kv_(kv), device_(device) {
+CudaBackend::CudaBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o, int device)
+    : m_(m), kv_(kv), device_(device), opts_(o) {
   MS_CUDA_CHECK(cudaSetDevice(device_));
+  size_t total = 0;
+  MS_CUDA_CHECK(cudaMemGetInfo(&freeAtStart_, &total));
+  plan_.isHost = false;
+  plan_.deviceTotal = total;
+  plan_.maxBatchTokens = o.maxBatchTokens;
+  plan_.maxNumSeqs = plannedNumSeqs(o);
+  plan_.maxContext = m.maxPositions > 0 ? m.maxPositions : kMaxGraphCtx;
+  plan_.numPages = kv.numPages;
+  plan_.pageSize = kv.pageSize;
   cudaDeviceProp prop;
   MS_CUDA_CHECK(cudaGetDeviceProperties(&prop, device_));
   numSms_ = prop.multiProcessorCount;
   deviceName_ = "cuda:" + std::to_string(device_) + " (" + prop.name + ", sm_" + std::to_string(prop.major) +
                 std::to_string(prop.minor) + ", " + std::to_string(numSms_) + " SMs)";
-  const char* env = std::getenv("MS_CUDA_GRAPHS");
-  graphsEnabled_ = !(env && std::strcmp(env, "0") == 0);
+  graphsEnabled_ = opts_.cudaGraphs;
   pageElems_ = int64_t(m.layers) * 2 * kv.pageSize * m.kvHeads * m.headDim;
   pageBytes_ = size_t(pageElems_) * sizeof(bf16);
   MS_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
@@ -36,7 +53,15 @@ CudaBackend::CudaBackend(const ModelConfig& m, const KvConfig& kv, int device) :
   std::vector<float> inv = ropeInvFreq(m);
   MS_CUDA_CHECK(cudaMalloc(&invFreq_, inv.size() * sizeof(float)));
   MS_CUDA_CHECK(cudaMemcpy(invFreq_, inv.data(), inv.size() * sizeof(float), cudaMemcpyHostToDevice));
-  weights_ = std::make_unique<DeviceWeights>(m);
+  try {
+    weights_ = std::make_unique<DeviceWeights>(m);
+  } catch (const CudaError& e) {
+    if (!e.isOom()) throw;
+    size_t freeNow = 0;
+    cudaMemGetInfo(&freeNow, &total);
+    throw DeviceMemoryError("the weights (" + std::to_string(estimateWeightsBytes(m) >> 20) + " MiB) do not fit: " +
+                            std::to_string(freeNow >> 20) + " MiB free of " + std::to_string(total >> 20) + " MiB");
+  }
   gemm_ = std::make_unique<Gemm>();
 }
 
@@ -46,8 +71,7 @@ CudaBackend::~CudaBackend() {
   ipc_.reset();  // waits for the transfer stream, closes peer pools
   clearGraphs();
   for (cudaEvent_t e : profEvents_) cudaEventDestroy(e);
-  freeArena(eager_);
-  freeArena(graphArena_);
+  freeArena(arena_);
   gemm_.reset();
   weights_.reset();
   if (hostMeta_) cudaFreeHost(hostMeta_);
@@ -66,6 +90,7 @@ CudaBackend::~CudaBackend() {
 // into attention.
 void CudaBackend::ensureKvPool() {
   if (pool_) return;
+  if (kv_.numPages <= 0) throw CudaError("the KV pool is sized at finalize (kvPages auto)", false);
   size_t bytes = size_t(kv_.numPages + 1) * pageBytes_;
   MS_CUDA_CHECK(cudaMalloc(&pool_, bytes));
   MS_CUDA_CHECK(cudaMemset(pool_, 0, bytes));
@@ -131,10 +156,10 @@ Status CudaBackend::randomInit(uint64_t seed, float std) {
 
 Status CudaBackend::finalize() {
   return guarded([&] {
+    if (finalized_) return Status::Error(Code::BAD_ARGUMENT, "finalize was already called");
     Status st = weights_->finalize();
     if (!st.ok()) return st;
-    ensureKvPool();
-    autotune();
+    planMemory();
     finalized_ = true;
     return Status::Ok();
   });
@@ -201,7 +226,10 @@ std::unique_ptr<Backend> makeCudaBackend(const ModelConfig& m, const KvConfig& k
   if (m.hidden % 8 != 0 || m.intermediate % 8 != 0 || m.hidden > 16384)
     return bad(Code::BAD_ARGUMENT,
                "the CUDA backend needs hidden and intermediate sizes that are multiples of 8, hidden <= 16384");
-  if (kv.numPages <= 0 || kv.pageSize <= 0) return bad(Code::BAD_ARGUMENT, "numPages and pageSize must be positive");
+  if (kv.numPages < 0 || kv.pageSize <= 0)
+    return bad(Code::BAD_ARGUMENT, "numPages must be >= 0 (0 = auto) and pageSize positive");
+  Status planSt = checkPlanOptions(o);
+  if (!planSt.ok()) return bad(planSt.code, planSt.message);
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
   if (e != cudaSuccess || device >= count)
@@ -210,9 +238,11 @@ std::unique_ptr<Backend> makeCudaBackend(const ModelConfig& m, const KvConfig& k
                                                       : std::to_string(count) + " CUDA devices") +
                                     ")");
   try {
-    auto b = std::make_unique<cuda::CudaBackend>(m, kv, device);
+    auto b = std::make_unique<cuda::CudaBackend>(m, kv, o, device);
     *st = Status::Ok();
     return b;
+  } catch (const cuda::DeviceMemoryError& err) {
+    return bad(Code::DEVICE_MEMORY, err.what());
   } catch (const cuda::CudaError& err) {
     return bad(err.isOom() ? Code::OUT_OF_MEMORY : Code::NATIVE_ERROR, err.what());
   } catch (const std::bad_alloc&) {

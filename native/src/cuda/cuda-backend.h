@@ -7,10 +7,18 @@
 // final RMSNorm on the rows that need logits, LM head (f32), then either the logits to the host
 // or, with Batch::tokensOut, the sampler (sampling.cu) and numSeqs token ids to the host.
 // Pure-decode batches replay a CUDA graph captured per (batch bucket, context bucket).
+//
+// Memory is planned once (memory-plan.cc): at finalize the step arena is sized for the largest
+// step the caps allow (BackendOptions maxBatchTokens / maxNumSeqs, the model's max positions),
+// every decode graph is captured, then the KV pool takes its fixed size or (numPages 0, auto)
+// what gpuMemoryUtilization leaves. Nothing is allocated on the device in forward; a step past
+// the plan is refused with OVER_PLAN, a plan the device cannot hold with DEVICE_MEMORY.
 #pragma once
 #include <map>
 #include <memory>
 #include <new>
+#include <stdexcept>
+#include <string>
 #include <tuple>
 #include <utility>
 
@@ -20,11 +28,13 @@
 #include "gemm.h"
 #include "kernels.h"
 #include "kv-ipc.h"
+#include "pdl-scope.h"
 #include "weights.h"
 
 namespace ms::cuda {
 
-// Activations and scratch for up to capTokens tokens (shape comments per token).
+// Activations and scratch for up to capTokens tokens (shape comments per token). One arena,
+// allocated at finalize, serves eager forwards and the captured graphs (one stream: never both).
 struct Arena {
   int capTokens = 0, capRows = 0;
   size_t capPartial = 0, capMeta = 0;
@@ -52,10 +62,17 @@ constexpr int kMaxGraphBatch = 256;
 constexpr int kMinGraphCtx = 256;
 constexpr int kMaxGraphCtx = 16384;
 constexpr int kGraphBuckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256};
+constexpr int kHeadChunk = 256;  // LM-head rows per pass (bounds the f32 logits buffer)
+
+// The plan does not fit the device (Code::DEVICE_MEMORY); the message has the numbers.
+class DeviceMemoryError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
 
 class CudaBackend : public Backend {
  public:
-  CudaBackend(const ModelConfig& m, const KvConfig& kv, int device);
+  CudaBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o, int device);
   ~CudaBackend() override;
 
   Status loadTensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
@@ -68,12 +85,19 @@ class CudaBackend : public Backend {
   Status readPages(const int32_t* pageIds, int n, uint8_t* out) override;
   Status writePages(const int32_t* pageIds, int n, const uint8_t* in) override;
   std::string deviceName() const override { return deviceName_; }
+  MemoryPlan memoryPlan() const override { return plan_; }
+  Status deviceMemory(size_t* freeBytes, size_t* totalBytes) override {
+    return guarded([&] {
+      MS_CUDA_CHECK(cudaMemGetInfo(freeBytes, totalBytes));
+      return Status::Ok();
+    });
+  }
 
   // ---- benchmarks and tests ----
-  // [default: on unless MS_CUDA_GRAPHS=0] replay CUDA graphs for pure-decode batches.
+  // [default: BackendOptions::cudaGraphs] replay CUDA graphs for pure-decode batches.
   void setGraphsEnabled(bool on) { graphsEnabled_ = on; }
-  // Drops the captured graphs (they are captured again on demand).
-  void resetGraphs() { clearGraphs(); }
+  // Captures every planned graph again (after kernel settings changed; benchmarks).
+  void resetGraphs();
   // [default: off] time each forward's GPU work with events (lastGpuMs).
   void setTiming(bool on) { timing_ = on; }
   double lastGpuMs() const { return lastGpuMs_; }
@@ -117,11 +141,18 @@ class CudaBackend : public Backend {
   void forwardEager(const Batch& b, float* out);
   bool graphEligible(const Batch& b) const;
   void forwardGraph(const Batch& b, float* out);
-  Graph& captureGraph(int bucket, int ctxBucket, bool sampling);
+  // Captures (or, when it exists, re-captures into the same executable) the graph of a key.
+  void captureGraph(int bucket, int ctxBucket, bool sampling);
   void copyLogits(const float* dev, int rows, float* out);
   void mark(int stage, cudaStream_t s);
   void collectProfile();
   void autotune();
+  // memory-plan.cc
+  void planMemory();
+  void planArena();
+  void captureAllGraphs();
+  size_t autoKvBytes(size_t freeNow) const;
+  std::string planNumbers(size_t kvBytes, size_t freeNow) const;
   // cuda-backend.cc
   void allocArena(Arena& a, int capTokens, int capRows, size_t capPartial, size_t capMeta);
   void freeArena(Arena& a);
@@ -152,14 +183,18 @@ class CudaBackend : public Backend {
   bool finalized_ = false;
   bool useSkinny_[kNumWeightKinds][kSkinnyMaxTokens + 1] = {};
   float gemmMs_[kNumWeightKinds][kSkinnyMaxTokens + 1][2] = {};
-  Arena eager_, graphArena_;
-  int32_t* hostMeta_ = nullptr;  // pinned, eager metadata staging
-  size_t hostMetaCap_ = 0;
-  float* staging_ = nullptr;     // pinned, logits staging
+  Arena arena_;                  // the planned step arena (eager forwards and graphs)
+  int32_t* hostMeta_ = nullptr;  // pinned, (arena_.capMeta,) eager metadata staging
+  float* staging_ = nullptr;     // pinned, (arena_.capRows, vocab) logits staging
   size_t stagingBytes_ = 0;
+  MemoryPlan plan_;
+  size_t freeAtStart_ = 0;       // cudaMemGetInfo free when the backend was created
+  int maxGraphBatch_ = 0;        // largest graph bucket captured (0: none)
+  int maxGraphCtx_ = 0;          // largest context bucket captured
   static constexpr int kCopyParts = 4;
   cudaEvent_t evCopy_[kCopyParts] = {};
   std::map<std::tuple<int, int, bool>, Graph> graphs_;  // (batch bucket, context bucket, sampling)
+  const BackendOptions opts_;  // fixed at construction
   bool graphsEnabled_ = true;
   bool timing_ = false;
   double lastGpuMs_ = 0;
@@ -179,7 +214,10 @@ template <class F>
 Status CudaBackend::guarded(F&& f) {
   try {
     MS_CUDA_CHECK(cudaSetDevice(device_));
+    PdlScope pdl(opts_.pdl);
     return f();
+  } catch (const DeviceMemoryError& e) {
+    return Status::Error(Code::DEVICE_MEMORY, e.what());
   } catch (const CudaError& e) {
     return Status::Error(e.isOom() ? Code::OUT_OF_MEMORY : Code::NATIVE_ERROR, e.what());
   } catch (const std::bad_alloc&) {

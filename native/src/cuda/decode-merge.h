@@ -1,4 +1,4 @@
-// Device helper shared by the decode attention kernels: the last split block of a (token, KV
+// Device helper of the decode attention kernel's fixed-split mode: the last split block of a (token, KV
 // head) to finish merges every split's unnormalised partial into the bf16 output.
 #pragma once
 #include <cfloat>
@@ -21,26 +21,10 @@ __device__ __forceinline__ void mergeSplitsIfLast(const DecodeAttentionArgs& a, 
   __syncthreads();
   if (!*smIsLast) return;
   __threadfence();
-  if (a.serialMerge) {  // one split per step: each step waits for its load (the former merge)
-    for (int e = threadIdx.x; e < rep * D; e += blockDim.x) {
-      const int h = e / D, d = e % D;
-      const int64_t base = slot0 + int64_t(h) * a.maxSplits;
-      float M = -FLT_MAX;
-      for (int sp = 0; sp < numSplits; sp++) M = fmaxf(M, __ldcg(a.partML + (base + sp) * 2));
-      float o = 0.f, L = 0.f;
-      for (int sp = 0; sp < numSplits; sp++) {
-        float f = exp2f(__ldcg(a.partML + (base + sp) * 2) - M);
-        L += f * __ldcg(a.partML + (base + sp) * 2 + 1);
-        o += f * __ldcg(a.partO + (base + sp) * D + d);
-      }
-      a.out[int64_t(tok) * a.outStride + (g * rep + h) * D + d] = __float2bfloat16(o / L);
-    }
-    return;
-  }
   // One pass with an online rescale: kPer outputs per thread, kChunk splits per step, and every
   // load of a step (3 * kPer * kChunk) issued before the first is used. This merge sits on the
-  // decode step's critical path (the output projection waits for it); the serial loop above waits
-  // for about two L2 round trips per split (34 at batch 1 with 1k keys in 17 splits).
+  // decode step's critical path (the output projection waits for it); a loop over the splits one
+  // at a time waits for about two L2 round trips per split (bench/kernels/decode-merge-serial.cu).
   constexpr int kPer = 4, kChunk = 4;
   const int total = rep * D;
   for (int e0 = threadIdx.x; e0 < total; e0 += kPer * blockDim.x) {

@@ -43,12 +43,7 @@ __global__ void embedGatherKernel(const int32_t* tokens, const bf16* table, int 
 // memory; the norm weight is fetched before the PDL wait (it depends on no kernel).
 template <int VPT>
 __global__ void rmsNormKernel(const float* x, const int32_t* rows, int n, int hidden, const float* w, float eps,
-                              bf16* out, L2Prefetch pf) {
-  if (int(blockIdx.x) >= n) {  // prefetch blocks (the norm blocks wait, so ordering holds)
-    const size_t workers = size_t(gridDim.x - n) * blockDim.x;
-    prefetchL2(pf.ptr, pf.bytes, size_t(blockIdx.x - n) * blockDim.x + threadIdx.x, workers);
-    return;
-  }
+                              bf16* out) {
   const int n4 = hidden / 4;
   float4 wv[VPT];
 #pragma unroll
@@ -180,25 +175,23 @@ void embedGather(const int32_t* tokens, int n, const bf16* table, int hidden, fl
 }
 
 void rmsNorm(const float* x, const int32_t* rows, int n, int hidden, const float* w, float eps, bf16* out,
-             cudaStream_t s, L2Prefetch pf) {
+             cudaStream_t s) {
   if (n == 0) return;
   if (hidden % 4 != 0 || hidden > 16 * 1024)
     throw CudaError("rmsNorm: hidden must be a multiple of 4 and at most 16384 (got " + std::to_string(hidden) + ")",
                     false);
   const int vpt = (hidden / 4 + 255) / 256;
-  pf.bytes = std::min(pf.bytes, kMaxL2Prefetch);
-  const int extra = pf.ptr && pf.bytes ? int(std::min<size_t>(32, (pf.bytes + (1 << 19) - 1) >> 19)) : 0;
-  const dim3 grid(n + extra), block(256);
+  const dim3 grid(n), block(256);
   if (vpt <= 1)
-    launchPdl("rmsNormKernel", rmsNormKernel<1>, grid, block, 0, s, x, rows, n, hidden, w, eps, out, pf);
+    launchPdl("rmsNormKernel", rmsNormKernel<1>, grid, block, 0, s, x, rows, n, hidden, w, eps, out);
   else if (vpt <= 2)
-    launchPdl("rmsNormKernel", rmsNormKernel<2>, grid, block, 0, s, x, rows, n, hidden, w, eps, out, pf);
+    launchPdl("rmsNormKernel", rmsNormKernel<2>, grid, block, 0, s, x, rows, n, hidden, w, eps, out);
   else if (vpt <= 4)
-    launchPdl("rmsNormKernel", rmsNormKernel<4>, grid, block, 0, s, x, rows, n, hidden, w, eps, out, pf);
+    launchPdl("rmsNormKernel", rmsNormKernel<4>, grid, block, 0, s, x, rows, n, hidden, w, eps, out);
   else if (vpt <= 8)
-    launchPdl("rmsNormKernel", rmsNormKernel<8>, grid, block, 0, s, x, rows, n, hidden, w, eps, out, pf);
+    launchPdl("rmsNormKernel", rmsNormKernel<8>, grid, block, 0, s, x, rows, n, hidden, w, eps, out);
   else
-    launchPdl("rmsNormKernel", rmsNormKernel<16>, grid, block, 0, s, x, rows, n, hidden, w, eps, out, pf);
+    launchPdl("rmsNormKernel", rmsNormKernel<16>, grid, block, 0, s, x, rows, n, hidden, w, eps, out);
 }
 
 void ropeAppend(bf16* qkv, const TokenMeta& meta, int heads, const float* invFreq, const KvLayer& kv,

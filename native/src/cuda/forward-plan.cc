@@ -59,10 +59,12 @@ static void packSampleParams(const Batch& b, const MetaLayout& l, int32_t* dst) 
   }
 }
 
-EagerPlan planEager(const Batch& b) {
+EagerPlan planEager(const Batch& b, int pageSize) {
   EagerPlan p;
-  int numDecode = 0, numTiles = 0;
+  int numDecode = 0, numTiles = 0, ptStride = 1;
   for (int s = 0; s < b.numSeqs; s++) {
+    const int need = (b.startPos[s] + b.seqLens[s] + pageSize - 1) / pageSize;
+    if (need > ptStride) ptStride = need;
     if (b.seqLens[s] == 1) {
       numDecode++;
       if (b.startPos[s] + 1 > p.maxDecodeCtx) p.maxDecodeCtx = b.startPos[s] + 1;
@@ -71,7 +73,7 @@ EagerPlan planEager(const Batch& b) {
     }
   }
   int numRows = b.allLogits ? b.numTokens : b.numSeqs;
-  p.lay = metaLayout(b.numTokens, b.numSeqs, b.maxPagesPerSeq, numRows, numDecode, numTiles,
+  p.lay = metaLayout(b.numTokens, b.numSeqs, ptStride, numRows, numDecode, numTiles,
                      b.tokensOut ? b.numSeqs : 0);
   return p;
 }
@@ -94,7 +96,10 @@ void packEager(const Batch& b, const EagerPlan& p, int32_t* dst) {
     }
     if (!b.allLogits) dst[l.rows + r++] = t - 1;
   }
-  for (size_t i = 0; i < size_t(b.numSeqs) * b.maxPagesPerSeq; i++) dst[l.pageTable + i] = b.pageTables[i];
+  // Entries past a sequence's own need are never read: 0 keeps them in range.
+  for (int s = 0; s < b.numSeqs; s++)
+    for (int i = 0; i < l.ptStride; i++)
+      dst[l.pageTable + size_t(s) * l.ptStride + i] = i < b.maxPagesPerSeq ? b.pageTables[size_t(s) * b.maxPagesPerSeq + i] : 0;
   packSampleParams(b, l, dst);
 }
 

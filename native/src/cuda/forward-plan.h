@@ -41,12 +41,14 @@ struct DeviceMeta {
 DeviceMeta deviceMeta(const MetaLayout& lay, const int32_t* base);
 
 // Eager plan of any batch: tokens of one-token sequences go to the decode kernel, longer
-// sequences to the prefill kernel in tiles of kPrefillTileRows.
+// sequences to the prefill kernel in tiles of kPrefillTileRows. Page tables are packed tight:
+// ptStride is the most pages any sequence's context needs (not the caller's maxPagesPerSeq), so
+// the metadata is bounded by the memory plan.
 struct EagerPlan {
   MetaLayout lay;
   int maxDecodeCtx = 0;  // longest context among decode tokens
 };
-EagerPlan planEager(const Batch& b);
+EagerPlan planEager(const Batch& b, int pageSize);
 void packEager(const Batch& b, const EagerPlan& p, int32_t* dst);
 
 // Graph plan: a pure-decode batch (every seqLen 1) padded to `bucket` sequences. Padding rows

@@ -32,15 +32,6 @@ struct KvLayer {
   int headDim = 0;
 };
 
-// Memory to pull towards L2 while a small kernel runs: the weights of the matrix product after it,
-// so DRAM need not idle between two products. The blocks prefetch before their PDL wait. (Off by
-// default in the backend: measured slower, see model-forward.cc.)
-struct L2Prefetch {
-  const void* ptr = nullptr;
-  size_t bytes = 0;
-};
-constexpr size_t kMaxL2Prefetch = size_t(24) << 20;  // about half of an H100's L2
-
 // Per-token batch metadata on the device (see forward-plan.h for how it is packed).
 struct TokenMeta {
   const int32_t* pos = nullptr;        // (numTokens,) absolute position
@@ -55,9 +46,8 @@ void embedGather(const int32_t* tokens, int n, const bf16* table, int hidden, fl
 
 // out[r, :] = bf16(x[row, :] * rsqrt(mean(x[row, :]^2) + eps) * w), row = rows ? rows[r] : r.
 // x: (*, hidden) f32; w: (hidden,) f32; out: (n, hidden) bf16. hidden % 4 == 0, <= 16384.
-// pf: extra blocks prefetch it (see L2Prefetch).
 void rmsNorm(const float* x, const int32_t* rows, int n, int hidden, const float* w, float eps, bf16* out,
-             cudaStream_t s, L2Prefetch pf = {});
+             cudaStream_t s);
 
 // RoPE (Hugging Face rotate_half: pairs i and i + headDim/2) on q and k of every token, in f32
 // with angle pos * invFreq[i]; q is rotated in place, k and v are written into the token's page
@@ -107,22 +97,22 @@ struct DecodeAttentionArgs {
   float* partO = nullptr;    // (numQueries, heads, maxSplits, headDim) f32 scratch
   float* partML = nullptr;   // (numQueries, heads, maxSplits, 2) f32 scratch: max, sum
   int32_t* counters = nullptr;  // (numQueries, kvHeads) zeroed once; each launch leaves them zero
-  L2Prefetch prefetch;          // the output projection's weights
-  // Fused RoPE + KV append (tensor-core kernel only; see decodeRopeFused): when set, q and the
+  // Fused RoPE + KV append (what pure-decode layers use): when set, q and the
   // newest k and v arrive unrotated in each query token's qkv row (k at heads * headDim, v at
   // (heads + kvHeads) * headDim from q's start, qStride the row length) and the kernel rotates q,
   // rotates k and writes k and v into the token's page slot, as ropeAppend would. Null: ropeAppend ran.
   const float* ropeInvFreq = nullptr;
-  // [default 0] 1 = the split merge of decode-merge.h loads one split at a time (the former merge,
-  // kept for measuring: MS_DECODE_MERGE=serial in decodeAttention).
-  int serialMerge = 0;
-  // Tensor-core kernel: 0 = fixed splits of splitLen keys merged through global memory; C >= 8 = one
+  // 0 = fixed splits of splitLen keys merged through global memory; C >= 8 = one
   // thread-block cluster of C blocks per (KV head, query) that share each context evenly and merge
   // in shared memory, splitLen then bounding the keys per block (set by planDecodeCluster).
   int clusterSize = 0;
-  // [default 0] 1 = let the next kernel launch at entry rather than after the PDL wait
-  // (MS_DECODE_TRIGGER=entry, kept for measuring).
-  int triggerAtEntry = 0;
+  // [default 16] Largest cluster decodeAttention may plan (BackendOptions::decodeClusterCap; the
+  // device's own limit applies too); below kMinCluster: fixed splits at every batch.
+  int clusterCap = 16;
+  // [default 0] Warps per block of a cluster launch: 0 = the launcher's choice (eight where every
+  // cluster fits at once and a block's share is one 128-key tile, else four); 4 or 8 forces one
+  // where it can run (kernel checks).
+  int clusterWarps = 0;
 };
 constexpr int kMaxSplitLen = 512;
 // Picks splitLen and maxSplits for numQueries queries of at most maxCtx keys on numSms SMs.
@@ -140,22 +130,17 @@ int decodeMaxCluster();
 // Clusters of 16 eight-warp blocks the device holds at once (the kernel uses them when all of a
 // launch's clusters fit); 0 before decodeAttentionInit.
 int decodeWideClusters();
-// The tensor-core kernel (attention-decode-mma.cu) unless MS_DECODE_KERNEL=simt (read per launch;
-// a captured graph keeps the kernel it was captured with), in clusters (planDecodeCluster) unless
-// MS_DECODE_CLUSTER=0; MS_DECODE_CLUSTER=N caps the cluster size at N.
+// Checks the split plan, turns it into a cluster plan where that pays (planDecodeCluster, capped
+// by a.clusterCap) and runs the tensor-core kernel (attention-decode-mma.cu).
 void decodeAttention(const DecodeAttentionArgs& a, cudaStream_t s);
-void decodeAttentionMma(const DecodeAttentionArgs& a, cudaStream_t s);   // rows of an mma tile = GQA heads
-// [default on] Whether a pure-decode layer should pass ropeInvFreq to decodeAttention instead of
-// running ropeAppend: true unless MS_FUSED_ROPE=0 or MS_DECODE_KERNEL=simt (read per call).
-bool decodeRopeFused();
+// The tensor-core kernel on the plan as given (rows of an mma tile = GQA heads).
+void decodeAttentionMma(const DecodeAttentionArgs& a, cudaStream_t s);
 // Raises the mma kernel's shared-memory limit; once per device (process), before any launch.
 void decodeAttentionInit();
-void decodeAttentionSimt(const DecodeAttentionArgs& a, cudaStream_t s);  // lanes per key, shuffles
 
 // Prefill attention (flash-attention style on the tensor cores, causal, ragged, prefix in the
 // pages): a tile is up to kPrefillTileRows consecutive query tokens of one sequence. One block
-// serves a tile for several query heads of one KV group (attention-prefill.cu);
-// MS_PREFILL_KERNEL=fa2 (read per launch) selects the older one-head-per-block kernel.
+// serves a tile for several query heads of one KV group (attention-prefill.cu).
 struct PrefillTile {
   int32_t seq, tokenStart, rows, posStart;
 };

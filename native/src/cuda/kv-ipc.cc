@@ -6,6 +6,7 @@
 #include <cstdio>
 #include <cstring>
 
+#include "../common/step-plan.h"
 #include "cuda-backend.h"
 
 namespace ms::cuda {
@@ -177,8 +178,10 @@ Status CudaBackend::forwardWithSend(const Batch& b, float* logitsOut, const Laye
                                     std::vector<float>* timeline) {
   return guarded([&] {
     if (!finalized_) return Status::Error(Code::NATIVE_ERROR, "forward before finalize");
+    Status st = checkStepPlan(b, plan_);
+    if (!st.ok()) return st;
     KvIpc& k = ipc();
-    Status st = checkPairs(send.srcPages, send.dstPages, send.peerIds, send.peerId, send.n, "send page pair");
+    st = checkPairs(send.srcPages, send.dstPages, send.peerIds, send.peerId, send.n, "send page pair");
     if (!st.ok()) return st;
     k.runs = pageRuns(send.srcPages, send.dstPages, send.peerIds, send.peerId, send.n);
     sendUsedPuts_ = false;

@@ -60,14 +60,14 @@ Status CudaBackend::joinNvshmem(const uint8_t* uid, int rank, int nranks, Nvshme
   return guarded([&] {
     if (gJoined) return Status::Error(Code::BAD_ARGUMENT, "this process already joined an NVSHMEM job");
     if (finalized_ || pool_) return Status::Error(Code::BAD_ARGUMENT, "joinNvshmem must come before finalize");
+    if (kv_.numPages <= 0)
+      return Status::Error(Code::BAD_ARGUMENT, "kvPages auto cannot join an NVSHMEM job: its members need equal pools "
+                                               "fixed before the weights load (set kvPages)");
     if (nranks < 1 || rank < 0 || rank >= nranks)
       return Status::Error(Code::BAD_ARGUMENT, "rank " + std::to_string(rank) + " of " + std::to_string(nranks));
+    // The symmetric heap must hold the pool (NVSHMEM's default is 1 GiB): the caller sets
+    // NVSHMEM_SYMMETRIC_SIZE first (native/index.ts, from nvshmemHeapBytes: the pool + 256 MiB).
     const size_t bytes = size_t(kv_.numPages + 1) * pageBytes_;
-    // The symmetric heap must hold the pool (NVSHMEM's default is 1 GiB); a user's setting wins.
-    if (!std::getenv("NVSHMEM_SYMMETRIC_SIZE")) {
-      const size_t heap = (bytes + (size_t(256) << 20) + (size_t(2) << 20) - 1) / (size_t(2) << 20) * (size_t(2) << 20);
-      setenv("NVSHMEM_SYMMETRIC_SIZE", std::to_string(heap).c_str(), 1);
-    }
     nvshmemx_uniqueid_t id;
     std::memcpy(&id, uid, sizeof id);
     nvshmemx_init_attr_t attr = NVSHMEMX_INIT_ATTR_INITIALIZER;
@@ -108,9 +108,8 @@ Status CudaBackend::openNvshmemPeer(int pe, int* peerId, bool* direct) {
     KvPeer p;
     p.pe = pe;
     p.numPages = kv_.numPages;  // symmetric: every member's pool has this many pages
-    // MS_NVSHMEM_PUT=1 forces one-sided puts even where a direct pointer exists (benchmarks).
-    const char* forcePut = std::getenv("MS_NVSHMEM_PUT");
-    if (!(forcePut && std::strcmp(forcePut, "1") == 0)) p.base = nvshmem_ptr(pool_, pe);
+    // BackendOptions::nvshmemPut forces one-sided puts even where a direct pointer exists (benchmarks).
+    if (!opts_.nvshmemPut) p.base = nvshmem_ptr(pool_, pe);
     k.peers.push_back(p);
     *peerId = int(k.peers.size() - 1);
     *direct = p.base != nullptr;

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "../common/sampling.h"
+#include "../common/step-plan.h"
 #include "check.h"
 #include "cuda-backend.h"
 #include "sampling.h"
@@ -15,7 +16,6 @@
 namespace ms::cuda {
 namespace {
 
-constexpr int kHeadChunk = 256;       // LM-head rows per pass (bounds the f32 logits buffer)
 constexpr size_t kParallelCopyBytes = size_t(4) << 20;  // logits at least this big are copied out in parts
 
 enum Stage { kEmbed, kNorm, kQkvGemm, kRope, kAttention, kOGemm, kGateUpGemm, kSilu, kDownGemm, kHeadStage, kNumStages };
@@ -57,14 +57,6 @@ void CudaBackend::linear(int kind, const bf16* X, int T, const bf16* W, int O, i
     gemm_->run(X, T, W, O, K, Y, mode, s);
 }
 
-// [default off] MS_L2_PREFETCH=1 makes the small kernels prefetch the next product's weights into
-// L2. Measured on an H100 (bench/results/engine-gpu.md) it cost 0.2 ms per decode step, so it is off.
-static L2Prefetch weightsPrefetch(const void* ptr, size_t bytes) {
-  const char* v = std::getenv("MS_L2_PREFETCH");
-  if (!(v && v[0] == '1')) return {};
-  return L2Prefetch{ptr, bytes};
-}
-
 void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int maxSplits, cudaStream_t s) {
   const int N = dm.lay.numTokens, H = m_.hidden, hd = m_.headDim, I = m_.intermediate;
   const int qDim = m_.heads * hd, kvDim = m_.kvHeads * hd, qkvDim = qDim + 2 * kvDim;
@@ -72,8 +64,8 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
   embedGather(dm.tokens, N, weights_->embed, H, a.x, s);
   mark(kEmbed, s);
   // Pure-decode layers: RoPE and the KV append run inside the decode attention kernel (no
-  // ropeAppend launch); MS_FUSED_ROPE=0 runs them separately.
-  const bool fuseRope = dm.lay.numTiles == 0 && dm.lay.numDecode > 0 && decodeRopeFused();
+  // ropeAppend launch).
+  const bool fuseRope = dm.lay.numTiles == 0 && dm.lay.numDecode > 0;
   for (int l = 0; l < m_.layers; l++) {
     const LayerWeights& L = weights_->layers[l];
     KvLayer kv;
@@ -83,7 +75,7 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
     kv.kvHeads = m_.kvHeads;
     kv.headDim = hd;
 
-    rmsNorm(a.x, nullptr, N, H, L.attnNorm, m_.rmsEps, a.xn, s, weightsPrefetch(L.qkv, size_t(qkvDim) * H * 2));
+    rmsNorm(a.x, nullptr, N, H, L.attnNorm, m_.rmsEps, a.xn, s);
     mark(kNorm, s);
     linear(kQkv, a.xn, N, L.qkv, qkvDim, H, a.qkv, OutMode::Bf16, s);
     mark(kQkvGemm, s);
@@ -106,7 +98,7 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
       d.partO = a.partO;
       d.partML = a.partML;
       d.counters = a.counters;
-      d.prefetch = weightsPrefetch(L.o, size_t(H) * qDim * 2);
+      d.clusterCap = opts_.decodeClusterCap;
       d.ropeInvFreq = fuseRope ? invFreq_ : nullptr;
       decodeAttention(d, s);
     }
@@ -129,7 +121,7 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
     linear(kO, a.attn, N, L.o, H, qDim, a.x, OutMode::F32Add, s);
     mark(kOGemm, s);
 
-    rmsNorm(a.x, nullptr, N, H, L.mlpNorm, m_.rmsEps, a.xn, s, weightsPrefetch(L.gateUp, size_t(2) * I * H * 2));
+    rmsNorm(a.x, nullptr, N, H, L.mlpNorm, m_.rmsEps, a.xn, s);
     mark(kNorm, s);
     if (N <= kSkinnyMaxTokens && useSkinny_[kGateUp][N]) {  // silu.mul in the product's epilogue
       skinnyGemm(a.xn, N, L.gateUp, 2 * I, H, a.act, OutMode::SiluPairBf16, s);
@@ -147,8 +139,7 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
 }
 
 void CudaBackend::runHead(const int32_t* rows, int n, Arena& a, cudaStream_t s) {
-  rmsNorm(a.x, rows, n, m_.hidden, weights_->finalNorm, m_.rmsEps, a.xn, s,
-          weightsPrefetch(weights_->head, size_t(m_.vocab) * m_.hidden * 2));
+  rmsNorm(a.x, rows, n, m_.hidden, weights_->finalNorm, m_.rmsEps, a.xn, s);
   linear(kHead, a.xn, n, weights_->head, m_.vocab, m_.hidden, a.logits, OutMode::F32, s);
   mark(kHeadStage, s);
 }
@@ -186,17 +177,12 @@ void CudaBackend::collectProfile() {
   profStages_.clear();
 }
 
-// Device logits -> pinned staging -> the caller's buffer. Large outputs go in kCopyParts parts:
+// Device logits -> pinned staging (planned: arena_.capRows rows) -> the caller's buffer. Large outputs go in kCopyParts parts:
 // each part's device copy is followed by an event, and one host thread per part waits for it and
 // copies it out, so the host copies overlap each other and the remaining device copies.
 void CudaBackend::copyLogits(const float* dev, int rows, float* out) {
   const size_t total = size_t(rows) * m_.vocab * sizeof(float);
-  if (stagingBytes_ < total) {
-    if (staging_) cudaFreeHost(staging_);
-    staging_ = nullptr;
-    stagingBytes_ = std::max(total, size_t(4) << 20);
-    MS_CUDA_CHECK(cudaMallocHost(&staging_, stagingBytes_));
-  }
+  if (stagingBytes_ < total) throw CudaError("logits staging smaller than the plan said", false);
   const char* src = reinterpret_cast<const char*>(dev);
   char* stage = reinterpret_cast<char*>(staging_);
   char* dst = reinterpret_cast<char*>(out);
@@ -208,7 +194,6 @@ void CudaBackend::copyLogits(const float* dev, int rows, float* out) {
   }
   const size_t part = (total / kCopyParts + 4095) / 4096 * 4096;
   for (int i = 0; i < kCopyParts; i++) {
-    if (!evCopy_[i]) MS_CUDA_CHECK(cudaEventCreateWithFlags(&evCopy_[i], cudaEventDisableTiming));
     const size_t off = std::min(total, i * part), len = std::min(part, total - off);
     if (len) MS_CUDA_CHECK(cudaMemcpyAsync(stage + off, src + off, len, cudaMemcpyDeviceToHost, stream_));
     MS_CUDA_CHECK(cudaEventRecord(evCopy_[i], stream_));
@@ -231,7 +216,9 @@ void CudaBackend::copyLogits(const float* dev, int rows, float* out) {
 Status CudaBackend::forward(const Batch& b, float* logitsOut) {
   return guarded([&] {
     if (!finalized_) return Status::Error(Code::NATIVE_ERROR, "forward before finalize");
-    Status st = checkBatchSampling(b, logitsOut);
+    Status st = checkStepPlan(b, plan_);
+    if (!st.ok()) return st;
+    st = checkBatchSampling(b, logitsOut);
     if (!st.ok()) return st;
     // A graph's sampler overwrites the logits it would return: logits and tokens together run eagerly.
     if (graphEligible(b) && !(b.tokensOut && logitsOut))
@@ -244,24 +231,17 @@ Status CudaBackend::forward(const Batch& b, float* logitsOut) {
 
 void CudaBackend::forwardEager(const Batch& b, float* out) {
   lastUsedGraph_ = false;
-  EagerPlan p = planEager(b);
+  EagerPlan p = planEager(b, kv_.pageSize);
   int splitLen = 64, maxSplits = 1;
   if (p.lay.numDecode > 0) planDecodeSplits(p.lay.numDecode, m_.kvHeads, p.maxDecodeCtx, numSms_, &splitLen, &maxSplits);
   size_t partial = size_t(p.lay.numDecode) * m_.heads * maxSplits * m_.headDim;
   int rows = std::min(p.lay.numRows, kHeadChunk);
-  if (eager_.capTokens < b.numTokens || eager_.capRows < rows || eager_.capPartial < partial ||
-      eager_.capMeta < p.lay.total) {
-    int cap = 64;
-    while (cap < b.numTokens) cap *= 2;
-    allocArena(eager_, std::max(cap, eager_.capTokens), kHeadChunk, std::max(partial, eager_.capPartial),
-               std::max(p.lay.total, eager_.capMeta) * 2);
-  }
-  if (hostMetaCap_ < p.lay.total) {
-    if (hostMeta_) cudaFreeHost(hostMeta_);
-    hostMeta_ = nullptr;
-    hostMetaCap_ = p.lay.total * 2;
-    MS_CUDA_CHECK(cudaMallocHost(&hostMeta_, hostMetaCap_ * sizeof(int32_t)));
-  }
+  // The plan (checkStepPlan) bounds every one of these; nothing grows here.
+  Arena& eager = arena_;
+  if (eager.capTokens < b.numTokens || eager.capRows < rows || eager.capPartial < partial || eager.capMeta < p.lay.total)
+    throw CudaError("step exceeds the planned arena (tokens " + std::to_string(b.numTokens) + ", partial " +
+                        std::to_string(partial) + ", meta " + std::to_string(p.lay.total) + ")",
+                    false);
   packEager(b, p, hostMeta_);
   if (timing_) MS_CUDA_CHECK(cudaEventRecord(evStart_, stream_));
   if (profiling_) {
@@ -271,23 +251,23 @@ void CudaBackend::forwardEager(const Batch& b, float* out) {
     }
     MS_CUDA_CHECK(cudaEventRecord(profEvents_[0], stream_));
   }
-  MS_CUDA_CHECK(cudaMemcpyAsync(eager_.meta, hostMeta_, p.lay.total * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
-  DeviceMeta dm = deviceMeta(p.lay, eager_.meta);
-  runLayers(dm, eager_, splitLen, maxSplits, stream_);
+  MS_CUDA_CHECK(cudaMemcpyAsync(eager.meta, hostMeta_, p.lay.total * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  DeviceMeta dm = deviceMeta(p.lay, eager.meta);
+  runLayers(dm, eager, splitLen, maxSplits, stream_);
   const bool sampling = b.tokensOut != nullptr;
   for (int r0 = 0; r0 < p.lay.numRows; r0 += kHeadChunk) {
     int n = std::min(kHeadChunk, p.lay.numRows - r0);
-    runHead(dm.rows + r0, n, eager_, stream_);
+    runHead(dm.rows + r0, n, eager, stream_);
     if (sampling) {
-      if (out) copyLogits(eager_.logits, n, out + size_t(r0) * m_.vocab);  // before the sampler overwrites them
-      launchSampler(eager_, n, m_.vocab, eager_.meta + p.lay.sampleParams + size_t(r0) * kSampleParamInts,
-                    eager_.meta + p.lay.sampled + r0, stream_);
+      if (out) copyLogits(eager.logits, n, out + size_t(r0) * m_.vocab);  // before the sampler overwrites them
+      launchSampler(eager, n, m_.vocab, eager.meta + p.lay.sampleParams + size_t(r0) * kSampleParamInts,
+                    eager.meta + p.lay.sampled + r0, stream_);
     }
     if (timing_ && r0 == 0) MS_CUDA_CHECK(cudaEventRecord(evStop_, stream_));
-    if (!sampling) copyLogits(eager_.logits, n, out + size_t(r0) * m_.vocab);
+    if (!sampling) copyLogits(eager.logits, n, out + size_t(r0) * m_.vocab);
   }
   if (sampling) {  // numSeqs int32 back through the pinned staging of the metadata
-    MS_CUDA_CHECK(cudaMemcpyAsync(hostMeta_ + p.lay.sampled, eager_.meta + p.lay.sampled, size_t(b.numSeqs) * 4,
+    MS_CUDA_CHECK(cudaMemcpyAsync(hostMeta_ + p.lay.sampled, eager.meta + p.lay.sampled, size_t(b.numSeqs) * 4,
                                   cudaMemcpyDeviceToHost, stream_));
     MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
     std::memcpy(b.tokensOut, hostMeta_ + p.lay.sampled, size_t(b.numSeqs) * 4);
@@ -300,36 +280,39 @@ void CudaBackend::forwardEager(const Batch& b, float* out) {
   }
 }
 
+// Graphs exist for the planned buckets only (captured at finalize); anything else runs eagerly.
 bool CudaBackend::graphEligible(const Batch& b) const {
-  if (!graphsEnabled_ || profiling_ || b.numSeqs > kMaxGraphBatch || b.numTokens != b.numSeqs) return false;
+  if (!graphsEnabled_ || profiling_ || b.numSeqs > maxGraphBatch_ || b.numTokens != b.numSeqs) return false;
   for (int s = 0; s < b.numSeqs; s++)
-    if (b.startPos[s] + 1 > kMaxGraphCtx) return false;
+    if (b.startPos[s] + 1 > maxGraphCtx_) return false;
   return true;
 }
 
-CudaBackend::Graph& CudaBackend::captureGraph(int bucket, int ctxB, bool sampling) {
+void CudaBackend::captureGraph(int bucket, int ctxB, bool sampling) {
   auto key = std::make_tuple(bucket, ctxB, sampling);
   auto it = graphs_.find(key);
-  if (it != graphs_.end()) return it->second;
-  Graph g;
+  const bool isNew = it == graphs_.end();
+  Graph g = isNew ? Graph() : it->second;
   const int ptStride = (ctxB + kv_.pageSize - 1) / kv_.pageSize;
   g.lay = graphLayout(bucket, ptStride, sampling);
   int splitLen, maxSplits;
   planDecodeSplits(bucket, m_.kvHeads, ctxB, numSms_, &splitLen, &maxSplits);
-  if (graphArena_.capPartial < size_t(bucket) * m_.heads * maxSplits * m_.headDim)
-    throw CudaError("graph arena too small for bucket " + std::to_string(bucket), false);
-  MS_CUDA_CHECK(cudaMallocHost(&g.hostMeta, g.lay.total * sizeof(int32_t)));
-  std::memset(g.hostMeta, 0, g.lay.total * sizeof(int32_t));
-  MS_CUDA_CHECK(cudaMalloc(&g.devMeta, g.lay.total * sizeof(int32_t)));
+  if (arena_.capPartial < size_t(bucket) * m_.heads * maxSplits * m_.headDim || arena_.capTokens < bucket)
+    throw CudaError("step arena too small for graph bucket " + std::to_string(bucket), false);
+  if (isNew) {
+    MS_CUDA_CHECK(cudaMallocHost(&g.hostMeta, g.lay.total * sizeof(int32_t)));
+    std::memset(g.hostMeta, 0, g.lay.total * sizeof(int32_t));
+    MS_CUDA_CHECK(cudaMalloc(&g.devMeta, g.lay.total * sizeof(int32_t)));
+  }
   cudaGraph_t graph = nullptr;
   MS_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
   try {
     MS_CUDA_CHECK(cudaMemcpyAsync(g.devMeta, g.hostMeta, g.lay.total * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
     DeviceMeta dm = deviceMeta(g.lay, g.devMeta);
-    runLayers(dm, graphArena_, splitLen, maxSplits, stream_);
-    runHead(dm.rows, bucket, graphArena_, stream_);
+    runLayers(dm, arena_, splitLen, maxSplits, stream_);
+    runHead(dm.rows, bucket, arena_, stream_);
     if (sampling) {  // the sampler and the copy of its tokens to the pinned metadata are graph nodes
-      launchSampler(graphArena_, bucket, m_.vocab, g.devMeta + g.lay.sampleParams, g.devMeta + g.lay.sampled,
+      launchSampler(arena_, bucket, m_.vocab, g.devMeta + g.lay.sampleParams, g.devMeta + g.lay.sampled,
                     stream_);
       MS_CUDA_CHECK(cudaMemcpyAsync(g.hostMeta + g.lay.sampled, g.devMeta + g.lay.sampled, size_t(bucket) * 4,
                                     cudaMemcpyDeviceToHost, stream_));
@@ -337,15 +320,33 @@ CudaBackend::Graph& CudaBackend::captureGraph(int bucket, int ctxB, bool samplin
   } catch (...) {
     cudaStreamEndCapture(stream_, &graph);
     if (graph) cudaGraphDestroy(graph);
-    cudaFreeHost(g.hostMeta);
-    cudaFree(g.devMeta);
+    if (isNew) {
+      cudaFreeHost(g.hostMeta);
+      cudaFree(g.devMeta);
+    }
     throw;
   }
   MS_CUDA_CHECK(cudaStreamEndCapture(stream_, &graph));
-  cudaError_t e = cudaGraphInstantiate(&g.exec, graph, 0);
+  // Re-captured (new pool address, new kernel settings): update the executable in place; a
+  // topology change that cannot be updated is instantiated again.
+  cudaError_t e = cudaSuccess;
+  if (g.exec) {
+    cudaGraphExecUpdateResultInfo info;
+    if (cudaGraphExecUpdate(g.exec, graph, &info) != cudaSuccess) {
+      cudaGetLastError();  // clear the update's error
+      cudaGraphExecDestroy(g.exec);
+      g.exec = nullptr;
+    }
+  }
+  if (!g.exec) e = cudaGraphInstantiate(&g.exec, graph, 0);
   cudaGraphDestroy(graph);
+  if (e != cudaSuccess && isNew) {
+    cudaFreeHost(g.hostMeta);
+    cudaFree(g.devMeta);
+  }
   MS_CUDA_CHECK(e);
-  return graphs_.emplace(key, g).first->second;
+  MS_CUDA_CHECK(cudaGraphUpload(g.exec, stream_));  // the first launch allocates nothing
+  graphs_[key] = g;
 }
 
 void CudaBackend::forwardGraph(const Batch& b, float* out) {
@@ -353,7 +354,12 @@ void CudaBackend::forwardGraph(const Batch& b, float* out) {
   for (int s = 0; s < b.numSeqs; s++) maxCtx = std::max(maxCtx, b.startPos[s] + 1);
   const int bucket = graphBucket(b.numSeqs), ctxB = ctxBucket(maxCtx);
   const bool sampling = b.tokensOut != nullptr;
-  Graph& g = captureGraph(bucket, ctxB, sampling);
+  auto it = graphs_.find(std::make_tuple(bucket, ctxB, sampling));
+  if (it == graphs_.end()) {  // not planned (graphs were off at finalize): eager, nothing captured here
+    forwardEager(b, out);
+    return;
+  }
+  Graph& g = it->second;
   packGraph(b, bucket, g.lay.ptStride, kv_.pageSize, kv_.numPages, g.hostMeta);
   if (timing_) MS_CUDA_CHECK(cudaEventRecord(evStart_, stream_));
   MS_CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
@@ -362,7 +368,7 @@ void CudaBackend::forwardGraph(const Batch& b, float* out) {
     MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
     std::memcpy(b.tokensOut, g.hostMeta + g.lay.sampled, size_t(b.numSeqs) * 4);
   } else {
-    copyLogits(graphArena_.logits, b.numSeqs, out);
+    copyLogits(arena_.logits, b.numSeqs, out);
   }
   lastUsedGraph_ = true;
   if (timing_) {

@@ -7,28 +7,15 @@
 #pragma once
 #include <cuda_runtime.h>
 
-#include <cstdlib>
 #include <utility>
 
 #include "check.h"
+#include "pdl-scope.h"
 
 namespace ms::cuda {
 
 __device__ __forceinline__ void pdlWait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 __device__ __forceinline__ void pdlTrigger() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
-
-// Prefetches [ptr, ptr + bytes) into L2 in 128-byte lines, `worker` of `numWorkers` threads.
-__device__ __forceinline__ void prefetchL2(const void* ptr, size_t bytes, size_t worker, size_t numWorkers) {
-  const char* base = static_cast<const char*>(ptr);
-  for (size_t off = worker * 128; off < bytes; off += numWorkers * 128)
-    asm volatile("prefetch.global.L2 [%0];\n" ::"l"(base + off));
-}
-
-// [default on] MS_PDL=0 launches normally (for measuring what PDL is worth); read per launch.
-inline bool pdlEnabled() {
-  const char* v = std::getenv("MS_PDL");
-  return !(v && v[0] == '0');
-}
 
 // launchPdl, with the grid's x dimension in thread-block clusters of clusterX blocks (0: none).
 template <class... KernelArgs, class... Args>

@@ -4,7 +4,6 @@
 // register sets of U chunks per row, so 2 * U * R loads per lane are in flight. The first set is
 // loaded before the PDL wait: weights depend on no earlier kernel, so streaming starts while the
 // previous kernel drains.
-#include <cstdlib>
 #include <string>
 
 #include "bf16-vec.h"
@@ -142,18 +141,14 @@ void launchVariant(const bf16* X, const bf16* W, int O, int K, void* Y, OutMode 
 // T <= 2: 3 chunks per set, 2 rows per warp and 6 blocks per SM (a ~800-block product runs in one
 // wave). T = 1 with long rows (K >= 8192: the down projection) and no gate/up pairs: 1 row per
 // warp, 4 chunks per set, 8 blocks per SM, so 4096 rows fill every SM's slots in one wave (measured
-// on an H100 at the 8B shape: 43 us instead of 50 alone, 0.04-0.05 ms less per decode step).
-// MS_SKINNY=base keeps the first shape everywhere; MS_SKINNY=u4 picks 4 chunks per set at the
-// occupancy the registers give (both for measuring).
+// on an H100 at the 8B shape: 43 us instead of 50 alone, 0.04-0.05 ms less per decode step). The
+// shapes that lost (the first shape everywhere; 4 chunks per set at the registers' occupancy) cost
+// 0.03-0.08 ms per 8B decode step (bench/results/engine-gpu.md); their switch is gone.
 template <int T>
 void launch(const bf16* X, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s) {
   if constexpr (T <= 2) {
-    const char* v = std::getenv("MS_SKINNY");
-    const std::string sv = v ? v : "";
-    if (sv == "u4") return launchVariant<T, 4, 1, 2>(X, W, O, K, Y, mode, s);
     if constexpr (T == 1)
-      if (K >= 8192 && mode != OutMode::SiluPairBf16 && sv != "base")
-        return launchVariant<T, 4, 8, 1>(X, W, O, K, Y, mode, s);
+      if (K >= 8192 && mode != OutMode::SiluPairBf16) return launchVariant<T, 4, 8, 1>(X, W, O, K, Y, mode, s);
     launchVariant<T, 3, 6, 2>(X, W, O, K, Y, mode, s);
   } else {
     launchVariant<T, 2, 1, 2>(X, W, O, K, Y, mode, s);

@@ -1,0 +1,28 @@
+/**
+ * Picks and loads a model's tokenizer: the Llama 3 tokenizer for presets, the checkpoint's
+ * `tokenizer.json` for folders that have one, none otherwise. Kept apart from tokenizer.ts (the
+ * interface both implementations import) so the implementations and the interface form no cycle.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { MicroserveError } from '../../common/errors.ts';
+import type { Tokenizer } from './tokenizer.ts';
+
+/** Which model the tokenizer is for: a preset name resolves to no folder. */
+export interface TokenizerSource {
+  /** Checkpoint folder, or null for a preset. */
+  folder: string | null;
+  isPreset: boolean;
+}
+
+/** Loads the tokenizer of a model, or null when the model has none (see the module comment). */
+export async function loadTokenizer(model: TokenizerSource): Promise<Tokenizer | null> {
+  if (model.isPreset) {
+    const { Llama3PresetTokenizer } = await import('./llama3.ts');
+    return Llama3PresetTokenizer.get();
+  }
+  if (!model.folder) throw new MicroserveError('BAD_CONFIG', 'loadTokenizer: a non-preset model needs a folder');
+  if (!existsSync(join(model.folder, 'tokenizer.json'))) return null;
+  const { loadHfTokenizer } = await import('./hf.ts');
+  return loadHfTokenizer(model.folder);
+}
