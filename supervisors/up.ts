@@ -33,6 +33,11 @@ export interface UpOptions {
   watch?: boolean;
   /** [readyTimeoutMs=180000] how long engines may take to load at `up`. */
   readyTimeoutMs?: number;
+  /**
+   * [router] overrides of the topology's `router.host` / `router.port` (`up --host/--port`); they
+   * hold for every topology applied later too, so a reload never reports them as changes.
+   */
+  router?: { host?: string; port?: number };
 }
 
 /**
@@ -64,7 +69,8 @@ export function describeModel(model: string): ModelSource & { config: ModelConfi
 }
 
 export async function startControlPlane(path: string, token: string, opts: UpOptions = {}): Promise<Up> {
-  const topology = loadTopology(path);
+  const override = (t: Topology): Topology => (opts.router ? { ...t, router: { ...t.router, ...opts.router } } : t);
+  const topology = override(loadTopology(path));
   const model = describeModel(topology.model);
   const tokenizer = await loadTokenizer({ folder: model.folder, isPreset: model.isPreset });
   const cluster = await Cluster.start(topology, token);
@@ -86,7 +92,7 @@ export async function startControlPlane(path: string, token: string, opts: UpOpt
       baseDir: topology.source ? resolve(topology.source, '..') : process.cwd(),
     });
     cluster.router = router;
-    cluster.applyHook = (next) => applyToCluster(cluster, next as Topology, performance.now());
+    cluster.applyHook = (next) => applyToCluster(cluster, next, performance.now(), override);
     await router.ready(opts.readyTimeoutMs ?? 180_000);
   } catch (e) {
     await cluster.close();
@@ -100,7 +106,7 @@ export async function startControlPlane(path: string, token: string, opts: UpOpt
         return;
       }
       try {
-        await applyToCluster(cluster, c.topology, c.receivedAt);
+        await applyToCluster(cluster, c.topology, c.receivedAt, override);
       } catch (e) {
         log.error('topology apply failed; the running topology stays', { error: e as Error });
         cluster.lastApply = { at: new Date().toISOString(), refused: (e as Error).message };
@@ -118,9 +124,9 @@ export async function startControlPlane(path: string, token: string, opts: UpOpt
 let applying: Promise<unknown> = Promise.resolve();
 
 /** Applies `next` (a Topology object, or YAML text from `microserve apply`) to the running cluster. */
-export function applyToCluster(cluster: Cluster, next: Topology | string, receivedAt: number): Promise<ApplyReport> {
+export function applyToCluster(cluster: Cluster, next: Topology | string, receivedAt: number, override: (t: Topology) => Topology = (t) => t): Promise<ApplyReport> {
   const run = async () => {
-    const t = typeof next === 'string' ? parseTopology(next, cluster.topology.source) : normalise(next, cluster.topology);
+    const t = override(typeof next === 'string' ? parseTopology(next, cluster.topology.source) : normalise(next, cluster.topology));
     const router = cluster.router as any;
     const drain = async (name: string) => {
       // the router no longer routes to it (plan changed first); wait for its work to finish
@@ -200,10 +206,15 @@ async function actualTopology(cluster: Cluster): Promise<Topology> {
   return { ...cluster.topology, engines: cluster.topology.engines.filter((e) => !isGone(e)) };
 }
 
-/** A Topology object sent over the wire: re-validate it through the same parser as files. */
+/**
+ * A Topology object sent over the wire: re-validate it through the same parser as files. Its
+ * `source` (the file `microserve apply` read) becomes the running topology's, so `status` names
+ * the file actually applied.
+ */
 function normalise(t: Topology, current: Topology): Topology {
   if (t === null || typeof t !== 'object') throw new MicroserveError('TOPOLOGY_INVALID', 'apply needs a topology');
-  return parseTopology(stringifyTopology(t), current.source);
+  const source = typeof t.source === 'string' && t.source.length > 0 ? t.source : current.source;
+  return parseTopology(stringifyTopology(t), source);
 }
 
 function isNvshmemMember(s: ProcSpec): boolean {
