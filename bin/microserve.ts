@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { MicroserveError } from '../common/errors.ts';
 import { env } from '../common/env.ts';
 
-const COMMANDS = ['up', 'status', 'kill', 'restart', 'send', 'agent', 'generate', 'apply', 'bench'];
+const COMMANDS = ['up', 'down', 'status', 'kill', 'restart', 'send', 'agent', 'generate', 'apply', 'bench'];
 
 export function fail(e: unknown): never {
   if (e instanceof MicroserveError) process.stderr.write(`error [${e.code}]: ${e.message}\n`);

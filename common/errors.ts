@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'FRAME_TOO_LARGE' // a frame over the configured cap
   | 'BAD_MESSAGE' // a well-formed envelope whose body is not a valid message for that actor
   | 'GAVE_UP' // a supervisor stopped restarting a process after too many crashes
+  | 'CLUSTER_RUNNING' // `up` on a MICROSERVE_HOME whose cluster is alive
   // engine and KV
   | 'KV_PAGES_EXHAUSTED' // admission control: not enough free or evictable pages
   | 'RESERVATION_EXPIRED' // a prep_recv reservation passed its deadline

@@ -27,6 +27,10 @@ export interface NativeModelConfig {
   tiedEmbeddings: boolean;
   /** max_position_embeddings: the plan's context cap. */
   maxPositions: number;
+  /** q/k/v projection biases (Qwen2). */
+  qkvBias: boolean;
+  /** Per-head q/k RMSNorm before RoPE (Qwen3). */
+  qkNorm: boolean;
 }
 
 /** The plan caps as the addon takes them (ms::BackendOptions; absent fields keep its defaults). */

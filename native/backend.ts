@@ -3,9 +3,16 @@
  * `native/index.ts` loads the addon and implements this; the engine depends only on this file.
  */
 import type { CpuIsa } from '../common/env.ts';
+import type { ModelFamily } from './model-families.ts';
 
-/** Llama-3 hyper-parameters, normalised from config.json (both rope config styles). */
+/** Hyper-parameters of a Llama-3-like model, normalised from config.json (both rope config styles). */
 export interface ModelConfig {
+  /** The architecture family (model-families.ts); the next two fields are what it changes. */
+  family: ModelFamily;
+  /** q/k/v projections have biases (Qwen2). */
+  qkvBias: boolean;
+  /** RMSNorm of each q and k head before RoPE (Qwen3). */
+  qkNorm: boolean;
   vocabSize: number;
   hiddenSize: number;
   intermediateSize: number;

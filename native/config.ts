@@ -1,11 +1,12 @@
 /**
  * Hugging Face `config.json` → {@link ModelConfig}. Accepts both RoPE styles: the classic
  * `rope_theta` + `rope_scaling` (published Llama 3.1 checkpoints) and the newer
- * `rope_parameters` (transformers ≥ 5). Anything outside the Llama 3 architecture fails with
- * BAD_CONFIG naming the field.
+ * `rope_parameters` (transformers ≥ 5). The family (Llama, Mistral, Qwen2, Qwen3) and its fields
+ * are checked in model-families.ts; anything else fails with BAD_CONFIG naming the field.
  */
 import { MicroserveError } from '../common/errors.ts';
 import type { ModelConfig } from './backend.ts';
+import { familyOf } from './model-families.ts';
 
 type Json = Record<string, unknown>;
 
@@ -72,14 +73,11 @@ function rope(c: Json): Pick<ModelConfig, 'ropeTheta' | 'ropeScaling'> {
   };
 }
 
-/** Parses a LlamaForCausalLM `config.json` object; throws MicroserveError BAD_CONFIG naming the field. */
+/** Parses a `config.json` object of a supported family; throws MicroserveError BAD_CONFIG naming the field. */
 export function parseModelConfig(json: unknown): ModelConfig {
   if (typeof json !== 'object' || json === null || Array.isArray(json)) bad('(root)', 'must be a JSON object');
   const c = json as Json;
-  if (c.model_type !== undefined && c.model_type !== 'llama') bad('model_type', `'${String(c.model_type)}' is not supported (only 'llama')`);
-  if (c.hidden_act !== undefined && c.hidden_act !== 'silu') bad('hidden_act', `'${String(c.hidden_act)}' is not supported (only 'silu')`);
-  if (c.attention_bias === true) bad('attention_bias', 'true is not supported');
-  if (c.mlp_bias === true) bad('mlp_bias', 'true is not supported');
+  const traits = familyOf(c);
   const hiddenSize = int(c, 'hidden_size');
   const numHeads = int(c, 'num_attention_heads');
   const numKvHeads = int(c, 'num_key_value_heads', numHeads);
@@ -97,6 +95,7 @@ export function parseModelConfig(json: unknown): ModelConfig {
     if (id >= vocabSize) bad(id === bos ? 'bos_token_id' : 'eos_token_id', `${id} is outside the vocabulary (vocab_size ${vocabSize})`);
   }
   return {
+    ...traits,
     vocabSize,
     hiddenSize,
     intermediateSize: int(c, 'intermediate_size'),

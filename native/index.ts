@@ -12,6 +12,7 @@ import { parseModelConfig } from './config.ts';
 import { NativeBackend } from './native-backend.ts';
 import { nvshmemHeapBytes, resolveNativeOptions } from './options.ts';
 import { PRESETS, isPreset } from './presets.ts';
+import { resolveModelSource } from './model-source.ts';
 
 export { parseModelConfig } from './config.ts';
 export { PRESETS, isPreset } from './presets.ts';
@@ -80,7 +81,8 @@ async function readConfig(folder: string): Promise<ModelConfig> {
 }
 
 /**
- * Opens `model` (a preset name: `tiny`, `llama-3.1-8b`; or a checkpoint folder path) on
+ * Opens `model` (a preset name: `tiny`, `llama-3.1-8b`; a shipped model's name: `kjv-chat`; or a
+ * checkpoint folder path — see model-source.ts) on
  * `opts.device`. Errors: BAD_CONFIG (options, config.json, unknown model), BAD_CHECKPOINT
  * (missing/extra tensor, wrong shape, unknown dtype, truncated file), NO_DEVICE, NATIVE_ERROR.
  */
@@ -106,7 +108,7 @@ export async function openModel(model: string, opts: OpenModelOptions): Promise<
     return { backend, nvshmem, name: model, folder: null, isPreset: true, config: p.config };
   }
 
-  const folder = resolve(model);
+  const folder = resolveModelSource(model).folder!;
   const isDir = await stat(folder).then((s) => s.isDirectory(), () => false);
   if (!isDir) {
     throw new MicroserveError('BAD_CONFIG', `model '${model}' is neither a preset (${Object.keys(PRESETS).join(', ')}) nor a checkpoint folder`, { field: 'model' });

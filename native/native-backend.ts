@@ -25,6 +25,8 @@ export function toNativeConfig(c: ModelConfig): NativeModelConfig {
     originalMaxPositions: s?.originalMaxPositions ?? c.maxPositions,
     tiedEmbeddings: c.tieWordEmbeddings,
     maxPositions: c.maxPositions,
+    qkvBias: c.qkvBias,
+    qkNorm: c.qkNorm,
   };
 }
 

@@ -17,6 +17,7 @@ export interface Preset {
 
 const LLAMA3_VOCAB = 128256;
 const LLAMA3_ROPE = { type: 'llama3', factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositions: 8192 } as const;
+const LLAMA_TRAITS = { family: 'llama', qkvBias: false, qkNorm: false } as const;
 const LLAMA3_TOKENS = { bosTokenId: 128000, eosTokenIds: [128001, 128008, 128009] };
 
 export const PRESETS: Record<string, Preset> = {
@@ -26,6 +27,7 @@ export const PRESETS: Record<string, Preset> = {
     seed: 0,
     std: 0.08,
     config: {
+      ...LLAMA_TRAITS,
       vocabSize: LLAMA3_VOCAB,
       hiddenSize: 256,
       intermediateSize: 768,
@@ -47,6 +49,7 @@ export const PRESETS: Record<string, Preset> = {
     seed: 0,
     std: 0.08,
     config: {
+      ...LLAMA_TRAITS,
       vocabSize: LLAMA3_VOCAB,
       hiddenSize: 4096,
       intermediateSize: 14336,

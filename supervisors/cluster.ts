@@ -7,7 +7,7 @@
  */
 import { MicroserveError } from '../common/errors.ts';
 import { log } from '../common/log.ts';
-import type { EngineStatus } from '../actors/messages.ts';
+import { ControlMsgSchema, messageParser, type ControlMsg, type EngineStatus } from '../actors/messages.ts';
 import { ActorSystem } from '../actors/runtime/system.ts';
 import { nvshmemJobs } from '../topology/diff.ts';
 import type { EngineSpec, Topology } from '../topology/types.ts';
@@ -61,14 +61,15 @@ export class Cluster {
   /** [applyReadyTimeoutMs=APPLY_READY_TIMEOUT_MS (supervisors/up.ts)] how long an apply waits for an engine it starts. */
   applyReadyTimeoutMs: number | null = null;
   /** Applies a new topology; set by `up` (topology/apply.ts wiring). */
-  applyHook: null | ((next: Topology) => Promise<unknown>) = null;
+  applyHook: null | ((next: Topology | string) => Promise<unknown>) = null;
 
   private constructor(system: ActorSystem, topology: Topology, token: string) {
     this.system = system;
     this.topology = topology;
     this.localSup = new NodeSupervisor(system, { host: 'local', controlUrl: system.url!, token });
     spawnSupervisorActor(system, 'local', this.localSup);
-    system.spawn('control', (msg: any) => this.onControl(msg));
+    const parse = messageParser('control', ControlMsgSchema);
+    system.spawn('control', (msg: unknown) => this.onControl(parse(msg)));
     spawnNvshmemRendezvous(system);
     // engines placed on another host start when that host's agent joins
     system.onActorAdded((path) => {
@@ -183,21 +184,19 @@ export class Cluster {
     return this.system.ref(procPath(where.nodeId)).query({ type: 'restart_actor', path }, 5000);
   }
 
-  private async onControl(msg: any): Promise<unknown> {
-    switch (msg?.type) {
+  private async onControl(msg: ControlMsg): Promise<unknown> {
+    switch (msg.type) {
       case 'status':
         return this.status();
       case 'kill':
-        return this.kill(String(msg.path), !!msg.process);
+        return this.kill(msg.path, msg.process);
       case 'restart':
-        return this.restart(String(msg.path));
+        return this.restart(msg.path);
       case 'topology':
         return { version: this.version, topology: this.topology };
       case 'apply':
         if (!this.applyHook) throw new MicroserveError('BAD_REQUEST', 'this cluster cannot apply topologies');
-        return this.applyHook(msg.topology);
-      default:
-        throw new MicroserveError('BAD_MESSAGE', `control: unknown message type '${msg?.type}'`);
+        return this.applyHook(msg.topology as Topology | string);
     }
   }
 

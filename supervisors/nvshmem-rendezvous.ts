@@ -10,6 +10,7 @@
  * uid undefined while rank 0 has not published yet.
  */
 import { MicroserveError } from '../common/errors.ts';
+import { messageParser, NvshmemMsgSchema } from '../actors/messages.ts';
 import type { ActorSystemApi } from '../actors/runtime/types.ts';
 
 interface Job {
@@ -22,37 +23,32 @@ export const RENDEZVOUS_PATH = 'nvshmem';
 
 export function spawnNvshmemRendezvous(system: ActorSystemApi): void {
   const jobs = new Map<string, Job>();
-  const job = (name: unknown): Job => {
-    if (typeof name !== 'string' || name.length === 0) throw new MicroserveError('BAD_MESSAGE', 'nvshmem: job must be a non-empty string', { field: 'job' });
+  const parse = messageParser(RENDEZVOUS_PATH, NvshmemMsgSchema);
+  const job = (name: string): Job => {
     let j = jobs.get(name);
     if (!j) jobs.set(name, (j = { claimed: new Set() }));
     return j;
   };
-  system.spawn(RENDEZVOUS_PATH, (msg: any) => {
-    switch (msg?.type) {
+  system.spawn(RENDEZVOUS_PATH, (raw: unknown) => {
+    const msg = parse(raw);
+    switch (msg.type) {
       case 'claim': {
         const j = job(msg.job);
-        if (!Number.isInteger(msg.rank) || msg.rank < 0) throw new MicroserveError('BAD_MESSAGE', 'nvshmem claim: rank must be an integer >= 0', { field: 'rank' });
         const first = !j.claimed.has(msg.rank);
         j.claimed.add(msg.rank);
         return { first };
       }
       case 'publish': {
         const j = job(msg.job);
-        if (msg.uid !== null && !(msg.uid instanceof Uint8Array && msg.uid.length === 128)) {
-          throw new MicroserveError('BAD_MESSAGE', 'nvshmem publish: uid must be 128 bytes or null', { field: 'uid' });
-        }
         if (j.uid !== undefined) throw new MicroserveError('DUPLICATE_REQUEST', `nvshmem publish: job '${msg.job}' already has its id`);
         j.uid = msg.uid === null ? null : Uint8Array.from(msg.uid);
-        j.error = typeof msg.error === 'string' ? msg.error : undefined;
+        j.error = msg.error;
         return { ok: true };
       }
       case 'get': {
         const j = job(msg.job);
         return { uid: j.uid, error: j.error };
       }
-      default:
-        throw new MicroserveError('BAD_MESSAGE', `nvshmem: unknown message type '${msg?.type}'`);
     }
   });
 }

@@ -9,19 +9,22 @@
  * - `exit` → `{ exiting: true }`, then the process shuts down (code 0).
  */
 import { MicroserveError } from '../common/errors.ts';
+import { messageParser, ProcMsgSchema } from '../actors/messages.ts';
 import type { ActorSystemApi } from '../actors/runtime/types.ts';
 
 export const procPath = (nodeId: string) => `proc/${nodeId}`;
 
-function actorPath(system: ActorSystemApi, msg: { path?: unknown }): string {
-  if (typeof msg.path !== 'string') throw new MicroserveError('BAD_MESSAGE', `${msg && (msg as any).type} needs a path (string)`, { field: 'path' });
+function actorPath(system: ActorSystemApi, msg: { path: string }): string {
   if (!system.supervision().some((a) => a.path === msg.path)) throw new MicroserveError('ACTOR_NOT_FOUND', `no actor at '${msg.path}' on node '${system.nodeId}'`);
   return msg.path;
 }
 
 export function spawnProcActor(system: ActorSystemApi, onExit: () => void): void {
-  system.spawn(procPath(system.nodeId), (msg: any) => {
-    switch (msg?.type) {
+  // a malformed message is refused with BAD_MESSAGE naming the field, before any use
+  const parse = messageParser(procPath(system.nodeId), ProcMsgSchema);
+  system.spawn(procPath(system.nodeId), (raw: unknown) => {
+    const msg = parse(raw);
+    switch (msg.type) {
       case 'pid':
         return { pid: process.pid, nodeId: system.nodeId };
       case 'stop_actor': {
@@ -39,8 +42,6 @@ export function spawnProcActor(system: ActorSystemApi, onExit: () => void): void
       case 'exit':
         setTimeout(onExit, 10);
         return { exiting: true };
-      default:
-        throw new MicroserveError('BAD_MESSAGE', `proc actor: unknown message type '${msg?.type}'`);
     }
   });
 }

@@ -4,7 +4,6 @@
  * Joins control, spawns `proc/<nodeId>` (admin, supervisors/proc-actor.ts) and what the spec asks
  * for. SIGTERM/SIGINT, or the supervisor's IPC channel closing: stop the actors and exit 0.
  */
-import { MicroserveError } from '../common/errors.ts';
 import { log, setLogProcessName } from '../common/log.ts';
 import { ActorSystem } from '../actors/runtime/system.ts';
 import { spawnProcActor } from './proc-actor.ts';

@@ -2,20 +2,17 @@
  * `supervisor/<host>`: the actor face of a NodeSupervisor, so `up` drives local and remote
  * hosts the same way. Messages: start {spec}, stop {nodeId}, kill {nodeId}, restart {nodeId}, status.
  */
-import { MicroserveError } from '../common/errors.ts';
+import { messageParser, SupervisorMsgSchema } from '../actors/messages.ts';
 import type { ActorSystemApi } from '../actors/runtime/types.ts';
 import type { NodeSupervisor } from './node-supervisor.ts';
-import type { ProcSpec } from './proc-spec.ts';
 
-export type SupervisorMsg =
-  | { type: 'start'; spec: ProcSpec }
-  | { type: 'stop'; nodeId: string; graceMs?: number }
-  | { type: 'kill'; nodeId: string }
-  | { type: 'restart'; nodeId: string }
-  | { type: 'status' };
+export type { SupervisorMsg } from '../actors/messages.ts';
 
 export function spawnSupervisorActor(system: ActorSystemApi, host: string, sup: NodeSupervisor) {
-  return system.spawn(`supervisor/${host}`, (msg: SupervisorMsg) => {
+  // a bad spec (`{"type":"start","spec":5}`) is refused here, before the supervisor sees it
+  const parse = messageParser(`supervisor/${host}`, SupervisorMsgSchema);
+  return system.spawn(`supervisor/${host}`, (raw: unknown) => {
+    const msg = parse(raw);
     switch (msg.type) {
       case 'start':
         return sup.start(msg.spec);
@@ -27,8 +24,6 @@ export function spawnSupervisorActor(system: ActorSystemApi, host: string, sup: 
         return { restarted: sup.restart(msg.nodeId) };
       case 'status':
         return { host, pid: process.pid, procs: sup.status() };
-      default:
-        throw new MicroserveError('BAD_MESSAGE', `supervisor: unknown message type '${(msg as any)?.type}'`);
     }
   });
 }

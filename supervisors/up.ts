@@ -8,7 +8,7 @@
  *      the running topology stays.
  */
 import { readFileSync } from 'node:fs';
-import { basename, resolve } from 'node:path';
+import { resolve } from 'node:path';
 import { MicroserveError } from '../common/errors.ts';
 import { log } from '../common/log.ts';
 import type { Role } from '../actors/messages.ts';
@@ -16,7 +16,8 @@ import { startRouter } from '../actors/router/index.ts';
 import type { Plan } from '../actors/router/types.ts';
 import { loadTokenizer } from '../actors/text/loader.ts';
 import { parseModelConfig } from '../native/config.ts';
-import { PRESETS, isPreset } from '../native/presets.ts';
+import { PRESETS } from '../native/presets.ts';
+import { resolveModelSource, type ModelSource } from '../native/model-source.ts';
 import type { ModelConfig } from '../native/backend.ts';
 import { applyTopology, type ApplyReport } from '../topology/apply.ts';
 import { loadTopology, parseTopology } from '../topology/load.ts';
@@ -32,6 +33,11 @@ export interface UpOptions {
   watch?: boolean;
   /** [readyTimeoutMs=180000] how long engines may take to load at `up`. */
   readyTimeoutMs?: number;
+  /**
+   * [router] overrides of the topology's `router.host` / `router.port` (`up --host/--port`); they
+   * hold for every topology applied later too, so a reload never reports them as changes.
+   */
+  router?: { host?: string; port?: number };
 }
 
 /**
@@ -44,23 +50,27 @@ export const APPLY_READY_TIMEOUT_MS = 30_000;
 export interface Up {
   cluster: Cluster;
   httpUrl: string;
+  /** What `model` resolved to (the banner says whether its weights are random). */
+  model: ModelSource;
 }
 
-/** Model facts the router needs, without loading weights. */
-export function describeModel(model: string): { name: string; folder: string | null; isPreset: boolean; config: ModelConfig } {
-  if (isPreset(model)) return { name: model, folder: null, isPreset: true, config: PRESETS[model].config };
-  const folder = resolve(model);
+/** Model facts the router and the banner need, without loading weights. */
+export function describeModel(model: string): ModelSource & { config: ModelConfig } {
+  const src = resolveModelSource(model);
+  if (src.isPreset) return { ...src, config: PRESETS[model].config };
+  const folder = src.folder!;
   let json: unknown;
   try {
     json = JSON.parse(readFileSync(resolve(folder, 'config.json'), 'utf8'));
   } catch (e) {
     throw new MicroserveError('BAD_CONFIG', `${folder}/config.json: ${(e as Error).message}`, { field: 'model' });
   }
-  return { name: basename(folder), folder, isPreset: false, config: parseModelConfig(json) };
+  return { ...src, config: parseModelConfig(json) };
 }
 
 export async function startControlPlane(path: string, token: string, opts: UpOptions = {}): Promise<Up> {
-  const topology = loadTopology(path);
+  const override = (t: Topology): Topology => (opts.router ? { ...t, router: { ...t.router, ...opts.router } } : t);
+  const topology = override(loadTopology(path));
   const model = describeModel(topology.model);
   const tokenizer = await loadTokenizer({ folder: model.folder, isPreset: model.isPreset });
   const cluster = await Cluster.start(topology, token);
@@ -82,7 +92,7 @@ export async function startControlPlane(path: string, token: string, opts: UpOpt
       baseDir: topology.source ? resolve(topology.source, '..') : process.cwd(),
     });
     cluster.router = router;
-    cluster.applyHook = (next) => applyToCluster(cluster, next as Topology, performance.now());
+    cluster.applyHook = (next) => applyToCluster(cluster, next, performance.now(), override);
     await router.ready(opts.readyTimeoutMs ?? 180_000);
   } catch (e) {
     await cluster.close();
@@ -96,7 +106,7 @@ export async function startControlPlane(path: string, token: string, opts: UpOpt
         return;
       }
       try {
-        await applyToCluster(cluster, c.topology, c.receivedAt);
+        await applyToCluster(cluster, c.topology, c.receivedAt, override);
       } catch (e) {
         log.error('topology apply failed; the running topology stays', { error: e as Error });
         cluster.lastApply = { at: new Date().toISOString(), refused: (e as Error).message };
@@ -108,15 +118,15 @@ export async function startControlPlane(path: string, token: string, opts: UpOpt
       await close();
     };
   }
-  return { cluster, httpUrl: (cluster.router as any).url };
+  return { cluster, httpUrl: (cluster.router as any).url, model };
 }
 
 let applying: Promise<unknown> = Promise.resolve();
 
 /** Applies `next` (a Topology object, or YAML text from `microserve apply`) to the running cluster. */
-export function applyToCluster(cluster: Cluster, next: Topology | string, receivedAt: number): Promise<ApplyReport> {
+export function applyToCluster(cluster: Cluster, next: Topology | string, receivedAt: number, override: (t: Topology) => Topology = (t) => t): Promise<ApplyReport> {
   const run = async () => {
-    const t = typeof next === 'string' ? parseTopology(next, cluster.topology.source) : normalise(next, cluster.topology);
+    const t = override(typeof next === 'string' ? parseTopology(next, cluster.topology.source) : normalise(next, cluster.topology));
     const router = cluster.router as any;
     const drain = async (name: string) => {
       // the router no longer routes to it (plan changed first); wait for its work to finish
@@ -196,10 +206,15 @@ async function actualTopology(cluster: Cluster): Promise<Topology> {
   return { ...cluster.topology, engines: cluster.topology.engines.filter((e) => !isGone(e)) };
 }
 
-/** A Topology object sent over the wire: re-validate it through the same parser as files. */
+/**
+ * A Topology object sent over the wire: re-validate it through the same parser as files. Its
+ * `source` (the file `microserve apply` read) becomes the running topology's, so `status` names
+ * the file actually applied.
+ */
 function normalise(t: Topology, current: Topology): Topology {
   if (t === null || typeof t !== 'object') throw new MicroserveError('TOPOLOGY_INVALID', 'apply needs a topology');
-  return parseTopology(stringifyTopology(t), current.source);
+  const source = typeof t.source === 'string' && t.source.length > 0 ? t.source : current.source;
+  return parseTopology(stringifyTopology(t), source);
 }
 
 function isNvshmemMember(s: ProcSpec): boolean {

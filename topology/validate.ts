@@ -13,6 +13,7 @@
 import { existsSync, statSync } from 'node:fs';
 import { isAbsolute, join, resolve } from 'node:path';
 import { builtinParamsCheck, resolveStrategy, type StrategySource } from '../actors/router/strategy-loader.ts';
+import { shippedModelFolder, shippedModels } from '../native/model-source.ts';
 import { detectGpuCount } from './gpus.ts';
 import type { FieldPath } from './positions.ts';
 import { nvshmemJobs } from './diff.ts';
@@ -114,11 +115,17 @@ export function validateTopology(t: Topology, opts: ValidateOptions): Problem[] 
 
 type Resolved = { value: string } | { error: string };
 
-/** A preset name as is; a folder (with config.json) as an absolute path. */
+/** A preset name as is; a folder (with config.json) as an absolute path; a shipped model's name (native/model-source.ts) as its folder. */
 export function resolveModel(model: string, baseDir: string): Resolved {
   if ((MODEL_PRESETS as readonly string[]).includes(model)) return { value: model };
   const path = isAbsolute(model) ? model : resolve(baseDir, model);
-  if (!existsSync(path)) return { error: `'${model}' is neither a preset (${MODEL_PRESETS.join(', ')}) nor an existing folder (${path} does not exist)` };
+  if (!existsSync(path)) {
+    const shipped = shippedModelFolder(model);
+    if (shipped) return { value: shipped };
+    // a bare name may have meant a shipped model: list them; a path clearly meant a folder
+    const shippedNote = /[\\/]/.test(model) ? '' : `, a shipped model (${shippedModels().join(', ') || 'none'})`;
+    return { error: `'${model}' is neither a preset (${MODEL_PRESETS.join(', ')})${shippedNote} nor an existing folder (${path} does not exist)` };
+  }
   if (!statSync(path).isDirectory()) return { error: `'${model}' must be a checkpoint folder (${path} is a file)` };
   if (!existsSync(join(path, 'config.json'))) return { error: `model folder ${path} has no config.json` };
   return { value: path };

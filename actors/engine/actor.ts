@@ -17,7 +17,7 @@ import { MicroserveError } from '../../common/errors.ts';
 import { spawnKvActor } from '../kvcache/actor.ts';
 import { log } from '../../common/log.ts';
 import type { Backend } from '../../native/backend.ts';
-import type { EngineMsg, KvAddr, KvIpcAddr, KvNvshmemAddr, Role } from '../messages.ts';
+import { EngineMsgSchema, messageParser, type KvAddr, type KvIpcAddr, type KvNvshmemAddr, type Role } from '../messages.ts';
 import type { ActorSystemApi, Handler } from '../runtime/types.ts';
 import { EngineCore } from './engine-core.ts';
 import { hostTransport, type KvTransport } from './transfer.ts';
@@ -144,10 +144,12 @@ function pickTransport(system: ActorSystemApi, kvAddr: KvAddr, backend: Backend,
   return hostTransport(system, kvAddr.engine);
 }
 
-/** The message handler of `engine/<name>`. */
+/** The message handler of `engine/<name>`: every message passes its schema first (BAD_MESSAGE). */
 export function engineHandler(core: EngineCore): Handler {
-  return (msg: EngineMsg) => {
-    switch (msg?.type) {
+  const parse = messageParser(`engine/${core.name}`, EngineMsgSchema);
+  return (raw: unknown) => {
+    const msg = parse(raw);
+    switch (msg.type) {
       case 'generate':
         core.generate(msg);
         return { accepted: true };
@@ -178,8 +180,6 @@ export function engineHandler(core: EngineCore): Handler {
         return core.status();
       case 'test_fail_steps':
         return core.failNextSteps(msg.count);
-      default:
-        throw new MicroserveError('BAD_MESSAGE', `engine/${core.name}: unknown message type '${(msg as { type?: unknown })?.type}'`);
     }
   };
 }

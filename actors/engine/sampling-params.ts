@@ -17,11 +17,11 @@
 import { z } from 'zod';
 import { MicroserveError } from '../../common/errors.ts';
 import type { ForwardSampling, ForwardSamplingExtras } from '../../native/backend.ts';
+import { MAX_LOGPROBS } from '../messages.ts';
 import type { SamplingParams } from '../messages.ts';
 import type { Request } from './request.ts';
 
-/** Most top logprobs per token (native kMaxLogprobs). */
-export const MAX_LOGPROBS = 20;
+export { MAX_LOGPROBS };
 
 const finite = z.number().finite();
 const extrasSchema = z.object({

@@ -8,24 +8,24 @@
  * - `{ type: 'match', promptIds }` → `{ matchedLen }` (tokens, a multiple of pageSize).
  */
 import { MicroserveError } from '../../common/errors.ts';
+import { KvActorMsgSchema, messageParser } from '../messages.ts';
 import type { ActorRef, ActorSystemApi } from '../runtime/types.ts';
 import type { KvCacheManager } from './manager.ts';
 
-export type KvActorMsg = { type: 'status' } | { type: 'check' } | { type: 'match'; promptIds: number[] };
+export type { KvActorMsg } from '../messages.ts';
 
 export function spawnKvActor(system: ActorSystemApi, name: string, manager: KvCacheManager): ActorRef {
-  return system.spawn(`kv/${name}`, (msg: KvActorMsg) => {
-    switch (msg?.type) {
+  const parse = messageParser(`kv/${name}`, KvActorMsgSchema);
+  return system.spawn(`kv/${name}`, (raw: unknown) => {
+    const msg = parse(raw);
+    switch (msg.type) {
       case 'status':
         return { ...manager.stats(), numEvictedPages: manager.numEvictedPages, pageSize: manager.pageSize };
       case 'check':
         manager.checkIntegrity();
         return { ok: true, stats: manager.stats() };
       case 'match':
-        if (!Array.isArray(msg.promptIds)) throw new MicroserveError('BAD_MESSAGE', 'match: promptIds must be an array of token ids');
         return { matchedLen: manager.match(msg.promptIds).matchedLen };
-      default:
-        throw new MicroserveError('BAD_MESSAGE', `kv/${name}: unknown message type '${(msg as any)?.type}'`);
     }
   });
 }

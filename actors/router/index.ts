@@ -11,7 +11,7 @@ import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { MicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
-import type { Role, TokensMsg } from '../messages.ts';
+import { messageParser, RouterMsgSchema, type Role } from '../messages.ts';
 import type { ActorSystemApi } from '../runtime/types.ts';
 import { Admission } from './admission.ts';
 import { EnginePool, enginePath } from './engine-pool.ts';
@@ -73,14 +73,14 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
     },
   });
 
-  system.spawn(ROUTER_PATH, (msg: any) => {
-    switch (msg?.type) {
+  const parse = messageParser(ROUTER_PATH, RouterMsgSchema);
+  system.spawn(ROUTER_PATH, (raw: unknown) => {
+    const msg = parse(raw);
+    switch (msg.type) {
       case 'tokens':
-        return runner.onTokens(msg as TokensMsg);
+        return runner.onTokens(msg);
       case 'status':
         return status();
-      default:
-        throw new MicroserveError('BAD_MESSAGE', `router: unknown message type '${msg?.type}'`);
     }
   });
   pool.start();

@@ -4,8 +4,10 @@
  * is terminated, which also catches a SIGSTOPped process whose kernel still holds the TCP socket.
  */
 import type WebSocket from 'ws';
+import { isMicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
-import { CLOSE, decodeFrame, encodeFrame, type Frame } from './frames.ts';
+import type { ConnState } from './frame-rules.ts';
+import { badFrame, CLOSE, closeReason, decodeFrame, encodeFrame, type Frame } from './frames.ts';
 
 export interface ConnectionOptions {
   /** [heartbeatMs=400] ping interval. */
@@ -16,10 +18,18 @@ export interface ConnectionOptions {
 
 export const DEFAULT_CONNECTION_OPTIONS: ConnectionOptions = { heartbeatMs: 400, deadAfterMs: 1600 };
 
-export class Connection {
+/**
+ * Every inbound frame is decoded and schema-checked, then handed to `onFrame`. Whatever fails
+ * there closes this connection only: a BAD_FRAME (schema, or a frame-rules violation thrown by
+ * `onFrame`) with close code 4400 and the error code + field in the reason, anything else (a bug
+ * on our side) with 1011; both are logged, neither reaches the runtime as an exception.
+ */
+export class Connection implements ConnState {
   /** The peer's node id, known after its hello (inbound) or set by the opener (outbound). */
   peerNodeId: string | null = null;
   isOpen = true;
+  isGreeted = false;
+  isJoined = false;
   private lastSeen = Date.now();
   private timer: NodeJS.Timeout;
   private closeHandlers: ((reason: string) => void)[] = [];
@@ -27,22 +37,20 @@ export class Connection {
   constructor(
     readonly ws: WebSocket,
     readonly label: string,
+    readonly direction: 'in' | 'out',
     private onFrame: (f: Frame, c: Connection) => void,
     opts: ConnectionOptions,
   ) {
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data: Buffer, isBinary: boolean) => {
       this.lastSeen = Date.now();
-      let f: Frame;
+      if (!this.isOpen) return;
       try {
-        if (!isBinary) throw new Error('text frame');
-        f = decodeFrame(data);
+        if (!isBinary) throw badFrame('frame', 'text frames are not part of the protocol');
+        this.onFrame(decodeFrame(data), this);
       } catch (e) {
-        log.warn('closing connection: malformed frame', { conn: this.label, error: (e as Error).message });
-        this.close(CLOSE.BAD_FRAME, 'malformed frame');
-        return;
+        this.refuse(e);
       }
-      this.onFrame(f, this);
     });
     ws.on('pong', () => (this.lastSeen = Date.now()));
     ws.on('ping', () => (this.lastSeen = Date.now()));
@@ -71,6 +79,17 @@ export class Connection {
     if (!this.isOpen) return false;
     this.ws.send(encodeFrame(f), { binary: true });
     return true;
+  }
+
+  /** Closes the connection over a frame it could not take (see the class comment). */
+  private refuse(e: unknown): void {
+    if (isMicroserveError(e, 'BAD_FRAME')) {
+      log.warn('closing connection: bad frame', { conn: this.label, peer: this.peerNodeId, error: e.message });
+      this.close(CLOSE.BAD_FRAME, closeReason(e.code, e.message));
+      return;
+    }
+    log.error('closing connection: frame handler failed', { conn: this.label, peer: this.peerNodeId, error: e as Error, stack: (e as Error)?.stack });
+    this.close(CLOSE.INTERNAL, closeReason('INTERNAL', (e as Error)?.message ?? String(e)));
   }
 
   onClose(fn: (reason: string) => void): void {

@@ -18,6 +18,7 @@ import type { WebSocket, WebSocketServer } from 'ws';
 import { MicroserveError, type WireError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
 import { Connection, DEFAULT_CONNECTION_OPTIONS, type ConnectionOptions } from './connection.ts';
+import { checkFrameAllowed, type NodeFacts } from './frame-rules.ts';
 import type { DirEntry, Frame } from './frames.ts';
 import { LocalActors } from './local-actors.ts';
 import { PendingQueries } from './pending.ts';
@@ -60,6 +61,7 @@ export class ActorSystem implements ActorSystemApi {
   private closed = false;
   private controlBackoffMs = 100;
   private joined: Promise<void> | null = null;
+  private readonly facts: NodeFacts;
 
   private constructor(opts: SystemOptions) {
     if (!opts.nodeId || /[^a-zA-Z0-9_.-]/.test(opts.nodeId)) throw new TypeError(`bad nodeId '${opts.nodeId}'`);
@@ -68,6 +70,7 @@ export class ActorSystem implements ActorSystemApi {
     this.isControl = !opts.controlUrl;
     this.opts = { listen: null, maxFrameBytes: 64 * 1024 * 1024, ...opts } as any;
     this.connOpts = { ...DEFAULT_CONNECTION_OPTIONS, ...opts.connection };
+    this.facts = { nodeId: this.nodeId, isControl: this.isControl, controlId: CONTROL_ID };
     this.local = new LocalActors(nact.start(), this);
     this.local.directoryHasElsewhere = (p) => {
       const e = this.directory.get(p);
@@ -215,7 +218,9 @@ export class ActorSystem implements ActorSystemApi {
 
   // ------------------------------------------------------------------------------- frames
 
+  /** Handles a frame that passed its schema; a misplaced one throws BAD_FRAME (Connection closes). */
   private onFrame(f: Frame, conn: Connection): void {
+    checkFrameAllowed(f, conn, this.facts);
     switch (f.k) {
       case 'hello':
         return this.onHello(f, conn);
@@ -227,11 +232,14 @@ export class ActorSystem implements ActorSystemApi {
           for (const p of this.local.paths()) this.directory.set(p, { nodeId: this.nodeId, url: this.url });
         }
         return;
-      case 'reg':
-        if (!this.isControl || !conn.peerNodeId) return;
-        for (const e of f.add ?? []) if (e[1] === conn.peerNodeId) this.addEntry(...e);
-        for (const p of f.remove ?? []) if (this.directory.get(p)?.nodeId === conn.peerNodeId) this.directory.delete(p);
-        return this.broadcast({ k: 'dir', add: f.add, remove: f.remove }, conn);
+      case 'reg': {
+        // a node registers and removes only its own actors
+        const add = (f.add ?? []).filter((e) => e[1] === conn.peerNodeId && this.mayClaim(e[0], e[1]));
+        const remove = (f.remove ?? []).filter((p) => this.directory.get(p)?.nodeId === conn.peerNodeId);
+        for (const e of add) this.addEntry(...e);
+        for (const p of remove) this.directory.delete(p);
+        return this.broadcast({ k: 'dir', add, remove }, conn);
+      }
       case 'dir':
         for (const e of f.add ?? []) this.addEntry(...e);
         for (const p of f.remove ?? []) this.removeEntry(p);
@@ -247,7 +255,12 @@ export class ActorSystem implements ActorSystemApi {
         return;
       }
       case 'reply':
-        if (f.to === nodePath(this.nodeId)) return this.settle(f.id, f.body, f.error);
+        if (f.to === nodePath(this.nodeId)) {
+          // only the connection the query left on may answer it (a stray id is dropped)
+          if (this.pending.get(f.id)?.via === conn.peerNodeId) this.settle(f.id, f.body, f.error);
+          else log.debug('dropped a reply to no query of this connection', { id: f.id, peer: conn.peerNodeId });
+          return;
+        }
         if (this.isControl) {
           const n = this.directory.get(f.to)?.nodeId;
           const c = n ? this.conns.get(n) : undefined;
@@ -265,13 +278,28 @@ export class ActorSystem implements ActorSystemApi {
     this.nodeUrls.set(f.nodeId, f.url);
     if (this.isControl && f.join) {
       // a joining node: its actors and its node path enter the directory
-      const add: DirEntry[] = [[nodePath(f.nodeId), f.nodeId, f.url], ...f.paths.map((p): DirEntry => [p, f.nodeId, f.url])];
+      const all: DirEntry[] = [[nodePath(f.nodeId), f.nodeId, f.url], ...f.paths.map((p): DirEntry => [p, f.nodeId, f.url])];
+      const add = all.filter((e) => this.mayClaim(e[0], f.nodeId));
       for (const e of add) this.addEntry(...e);
       conn.send({ k: 'welcome', nodeId: this.nodeId, directory: [...this.directory].map(([p, e]): DirEntry => [p, e.nodeId, e.url]) });
       this.broadcast({ k: 'dir', add }, conn);
     } else {
       conn.send({ k: 'welcome', nodeId: this.nodeId, directory: [] });
     }
+  }
+
+  /**
+   * Whether `nodeId` may register `path`: free, already its own (a restarted process keeps its
+   * node id), or held by a node that is gone. Never a path of this node's own actors.
+   */
+  private mayClaim(path: string, nodeId: string): boolean {
+    const e = this.directory.get(path);
+    if (!e || e.nodeId === nodeId) return true;
+    if (e.nodeId === this.nodeId || this.conns.get(e.nodeId)?.isOpen) {
+      log.warn('refused a path held by another node', { path, claimant: nodeId, holder: e.nodeId });
+      return false;
+    }
+    return true;
   }
 
   private addEntry(path: string, nodeId: string, url: string | null): void {
@@ -318,14 +346,14 @@ export class ActorSystem implements ActorSystemApi {
   // -------------------------------------------------------------------------- connections
 
   private async listen(host: string, port: number): Promise<void> {
-    const l = await listenWs(host, port, this.opts.token, this.opts.maxFrameBytes, (ws, label) => this.adopt(ws, label));
+    const l = await listenWs(host, port, this.opts.token, this.opts.maxFrameBytes, (ws, label) => this.adopt(ws, label, 'in'));
     this.server = l.server;
     this.wss = l.wss;
     this.url = l.url;
   }
 
-  private adopt(ws: WebSocket, label: string, peerNodeId?: string): Connection {
-    const conn = new Connection(ws, label, (f, c) => this.onFrame(f, c), this.connOpts);
+  private adopt(ws: WebSocket, label: string, direction: 'in' | 'out', peerNodeId?: string): Connection {
+    const conn = new Connection(ws, label, direction, (f, c) => this.onFrame(f, c), this.connOpts);
     if (peerNodeId) conn.peerNodeId = peerNodeId;
     conn.onClose((reason) => this.onConnClosed(conn, reason));
     return conn;
@@ -350,7 +378,7 @@ export class ActorSystem implements ActorSystemApi {
   /** Opens an outbound connection; resolves once the peer has accepted our hello. */
   private async open(url: string, expectNodeId: string | null, join: boolean): Promise<Connection> {
     const ws = await dialWs(url, this.opts.token, this.opts.maxFrameBytes);
-    const conn = this.adopt(ws, `out:${url}`, expectNodeId ?? undefined);
+    const conn = this.adopt(ws, `out:${url}`, 'out', expectNodeId ?? undefined);
     return new Promise((resolve, reject) => {
       // the Connection handles the welcome frame itself; here we only wait for it to arrive
       const onClose = () => reject(new MicroserveError('CONNECTION_LOST', `${url} closed during hello`));

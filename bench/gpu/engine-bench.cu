@@ -2,7 +2,8 @@
 // run: rooflines (read-only bandwidth, device copy, bf16 GEMM 8192^3), decode step time at batch
 // 1/8/32/64/128 with 1k-token contexts (graph replay; GPU time from events; host time = wall -
 // GPU; with logits to the host and with tokens sampled on the GPU), eager decode with a per-stage profile, and prefill tok/s at 512/1k/4k/8k tokens.
-// Usage: microserve_engine_bench [--quick] [--json FILE]
+// Usage: microserve_engine_bench [--quick] [--json FILE] [--ctx N] [--batches A,B,..] [--prompts A,B,..]
+//        [--no-variants]   (--ctx/--batches/--prompts: the serving bound's inputs, bench/gpu/serve-bound.sh)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -10,6 +11,7 @@
 #include <cstring>
 #include <ctime>
 #include <random>
+#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -173,11 +175,35 @@ StepTimes prefill(CudaBackend& b, int len, int pageSize, int reps, std::mt19937&
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false;
+  bool quick = false, variantsOn = true;
   const char* jsonPath = nullptr;
-  for (int i = 1; i < argc; i++) {
-    if (!std::strcmp(argv[i], "--quick")) quick = true;
-    if (!std::strcmp(argv[i], "--json") && i + 1 < argc) jsonPath = argv[++i];
+  int ctxArg = 0;
+  std::vector<int> batchesArg, promptsArg;
+  auto intList = [](const char* s) {
+    std::vector<int> v;
+    for (const char* p = s; *p;) {
+      char* end;
+      long x = std::strtol(p, &end, 10);
+      if (end == p || x < 1) throw std::runtime_error(std::string("bad integer list: ") + s);
+      v.push_back(int(x));
+      p = *end == ',' ? end + 1 : end;
+      if (*end && *end != ',') throw std::runtime_error(std::string("bad integer list: ") + s);
+    }
+    return v;
+  };
+  try {
+    for (int i = 1; i < argc; i++) {
+      if (!std::strcmp(argv[i], "--quick")) quick = true;
+      else if (!std::strcmp(argv[i], "--no-variants")) variantsOn = false;
+      else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) jsonPath = argv[++i];
+      else if (!std::strcmp(argv[i], "--ctx") && i + 1 < argc) ctxArg = intList(argv[++i]).at(0);
+      else if (!std::strcmp(argv[i], "--batches") && i + 1 < argc) batchesArg = intList(argv[++i]);
+      else if (!std::strcmp(argv[i], "--prompts") && i + 1 < argc) promptsArg = intList(argv[++i]);
+      else throw std::runtime_error(std::string("unknown argument: ") + argv[i]);
+    }
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "%s\n", e.what());
+    return 1;
   }
   try {
     cudaDeviceProp prop;
@@ -220,9 +246,13 @@ int main(int argc, char** argv) {
     }
 
     const ms::ModelConfig m = llama8b();
-    const int pageSize = 16, ctx = 1024;
-    const std::vector<int> batches = quick ? std::vector<int>{1, 64} : std::vector<int>{1, 8, 32, 64, 128};
-    const std::vector<int> prompts = quick ? std::vector<int>{4096} : std::vector<int>{512, 1024, 4096, 8192};
+    const int pageSize = 16, ctx = ctxArg ? ctxArg : 1024;
+    const std::vector<int> batches = !batchesArg.empty() ? batchesArg
+                                     : quick             ? std::vector<int>{1, 64}
+                                                         : std::vector<int>{1, 8, 32, 64, 128, 256};
+    const std::vector<int> prompts = !promptsArg.empty() ? promptsArg
+                                     : quick             ? std::vector<int>{4096}
+                                                         : std::vector<int>{512, 1024, 4096, 8192};
     const int maxBatch = *std::max_element(batches.begin(), batches.end());
     ms::KvConfig kv;
     kv.numPages = std::max(maxBatch * ((ctx + pageSize) / pageSize), 8192 / pageSize) + 8;
@@ -258,7 +288,7 @@ int main(int argc, char** argv) {
     std::mt19937 rng(5);
     b.setTiming(true);
     std::string json = "{\"device\":\"" + std::string(prop.name) + "\",\"date\":\"" + date + "\",";
-    json += "\"readTBs\":" + std::to_string(r.readTBs) + ",\"copyTBs\":" + std::to_string(r.copyTBs) +
+    json += "\"ctx\":" + std::to_string(ctx) + ",\"readTBs\":" + std::to_string(r.readTBs) + ",\"copyTBs\":" + std::to_string(r.copyTBs) +
             ",\"gemmTflops\":" + std::to_string(r.gemmTflops) + ",\"decode\":[";
     std::vector<std::string> rows;
     for (int batch : batches) {
@@ -274,16 +304,16 @@ int main(int argc, char** argv) {
       double floorMs = (weightBytes + double(batch) * (ctx + 1) * kvBytesPerToken) / (r.readTBs * 1e12) * 1e3;
       char line[320];
       std::snprintf(line, sizeof line,
-                    "decode b=%-3d ctx=1k | graph %d: wall %7.3f ms, gpu %7.3f ms, host %6.3f ms (%4.1f%%) | floor %6.3f ms "
+                    "decode b=%-3d ctx=%d | graph %d: wall %7.3f ms, gpu %7.3f ms, host %6.3f ms (%4.1f%%) | floor %6.3f ms "
                     "-> gpu/floor %.3f | eager wall %7.3f gpu %7.3f | %8.0f tok/s",
-                    batch, int(usedGraph), g.wallMs, g.gpuMs, g.wallMs - g.gpuMs, 100 * (g.wallMs - g.gpuMs) / g.wallMs,
+                    batch, ctx, int(usedGraph), g.wallMs, g.gpuMs, g.wallMs - g.gpuMs, 100 * (g.wallMs - g.gpuMs) / g.wallMs,
                     floorMs, g.gpuMs / floorMs, e.wallMs, e.gpuMs, batch / (g.wallMs * 1e-3));
       rows.push_back(line);
       std::printf("%s\n", line);
       std::snprintf(line, sizeof line,
-                    "decode b=%-3d ctx=1k | tokens out, graph %d: greedy wall %7.3f gpu %7.3f host %6.3f ms (%4.1f%%) | "
+                    "decode b=%-3d ctx=%d | tokens out, graph %d: greedy wall %7.3f gpu %7.3f host %6.3f ms (%4.1f%%) | "
                     "sampled T0.8 p0.9 wall %7.3f gpu %7.3f host %6.3f ms (%4.1f%%)",
-                    batch, int(tokensGraph), tg.wallMs, tg.gpuMs, tg.wallMs - tg.gpuMs, 100 * (tg.wallMs - tg.gpuMs) / tg.wallMs,
+                    batch, ctx, int(tokensGraph), tg.wallMs, tg.gpuMs, tg.wallMs - tg.gpuMs, 100 * (tg.wallMs - tg.gpuMs) / tg.wallMs,
                     ts.wallMs, ts.gpuMs, ts.wallMs - ts.gpuMs, 100 * (ts.wallMs - ts.gpuMs) / ts.wallMs);
       rows.push_back(line);
       std::printf("%s\n", line);
@@ -309,6 +339,7 @@ int main(int argc, char** argv) {
     };
     bool firstVariant = true;
     for (const Variant& variant : variants) {
+      if (!variantsOn) break;
       ms::BackendOptions vo = o;
       variant.set(vo);
       auto vbase = ms::makeCudaBackend(m, kv, vo, &st);
@@ -345,13 +376,15 @@ int main(int argc, char** argv) {
               ",\"wallMs\":" + std::to_string(p.wallMs) + ",\"gpuMs\":" + std::to_string(p.gpuMs) + "}";
     }
     json += "],\"profile\":{";
+    bool firstProfile = true;
     // Per-stage GPU time of eager decode steps (events after every stage; includes launch gaps).
     for (int batch : {1, 64}) {
       if (std::find(batches.begin(), batches.end(), batch) == batches.end()) continue;
       b.setProfile(true);
       decode(b, batch, ctx + 1, pageSize, 5, rng);
       std::printf("profile eager decode b=%d (ms per step):", batch);
-      json += std::string(batch == 1 ? "" : ",") + "\"b" + std::to_string(batch) + "\":{";
+      json += std::string(firstProfile ? "" : ",") + "\"b" + std::to_string(batch) + "\":{";
+      firstProfile = false;
       bool first = true;
       for (auto& [name, ms] : b.profile()) {
         std::printf(" %s %.3f;", name.c_str(), ms / 8);  // decode() runs 3 warm-up + 5 steps

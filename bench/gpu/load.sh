@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Issue 14 (load) on one GPU: ONE engine with the defaults (kvPages auto, maxNumSeqs 256,
-# gpuMemoryUtilization 0.9; maxBatchTokens 8192 as in the issue) on cuda:0 with the llama-3.1-8b
+# gpuMemoryUtilization 0.9, maxBatchTokens as the topology's default) on cuda:0 with the llama-3.1-8b
 # preset, started by `microserve up`, then `microserve bench` against it at request rate inf:
 #   (a) chat:   --dataset-name chat --num-prompts 2000
 #   (b) random: 3000 in / 200 out, 1000 prompts
+#   engine:      the engine bench before `up` (decode at batches 64/128/256, context 512 + 256/2,
+#                prefill at the engine's chunk size): the serving bound's inputs
+#   concurrency: random 512 in / 256 out at --max-concurrency 64, 128, 256 (4 x C prompts each),
+#                then bench/gpu/serve-bound.ts: output tok/s against the bound, ITL p99 / TPOT
+#   sweep:       chat at SWEEP_RATES (1000 prompts each), goodput at TTFT <= 1 s, TPOT <= 50 ms
 # It prints the engine's memory plan (the `up` banner), each part's completed / failed counts and
 # errors, and the server's token counters from /metrics (generated / delivered / recomputed where
 # the router exports them; "n/a" where it does not).
@@ -11,7 +16,7 @@
 #   there: run(command="bash bench/gpu/load.sh", carry=[".gpu"])            # both parts
 #          run(command="PARTS=chat bash bench/gpu/load.sh", carry=[".gpu"]) # one part per command
 # Env (defaults): PARTS=chat,random; CHAT_PROMPTS=2000; RANDOM_PROMPTS=1000; RANDOM_IN=3000;
-# RANDOM_OUT=200; MAX_BATCH_TOKENS=8192; MAX_NUM_SEQS (unset: the default 256); KV_PAGES
+# RANDOM_OUT=200; MAX_BATCH_TOKENS (unset: the default); MAX_NUM_SEQS (unset: the default 256); KV_PAGES
 # (unset: auto); GPU_UTIL (unset: 0.9); BUILD=1 (0 skips the build: a warm machine);
 # PART_TIMEOUT=420 s per part, so one device command stays under 9 minutes with the engine start;
 # DRY=1 runs the same steps with the tiny model on CPU (no GPU needed; small counts).
@@ -25,15 +30,17 @@ CHAT_PROMPTS=${CHAT_PROMPTS:-2000}
 RANDOM_PROMPTS=${RANDOM_PROMPTS:-1000}
 RANDOM_IN=${RANDOM_IN:-3000}
 RANDOM_OUT=${RANDOM_OUT:-200}
-MAX_BATCH_TOKENS=${MAX_BATCH_TOKENS:-8192}
 PART_TIMEOUT=${PART_TIMEOUT:-420}
+CONCURRENCY=${CONCURRENCY:-64,128,256}
+SWEEP_RATES=${SWEEP_RATES:-10,20,30,40}
+SWEEP_PROMPTS=${SWEEP_PROMPTS:-1000}
+CHUNK=${MAX_BATCH_TOKENS:-512}  # the engine's maxBatchTokens (the topology default 512 when unset)
 BUILD=${BUILD:-1}
 MODEL=llama-3.1-8b
 DEVICE='"cuda:0"'
 if [[ "$DRY" == 1 ]]; then
   MODEL=tiny DEVICE=cpu BUILD=0
   CHAT_PROMPTS=${DRY_PROMPTS:-20} RANDOM_PROMPTS=${DRY_PROMPTS:-20} RANDOM_IN=${DRY_IN:-300} RANDOM_OUT=${DRY_OUT:-20}
-  MAX_BATCH_TOKENS=${DRY_MAX_BATCH_TOKENS:-512}
 fi
 mkdir -p "$OUT/load"
 
@@ -56,8 +63,9 @@ if [[ "$BUILD" == 1 ]]; then
     cmake --build native/build -j 16 --target microserve_native >> "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 fi
 
-# One engine, the defaults but for maxBatchTokens (and what the env overrides).
-ENGINE="{ name: e0, role: both, device: $DEVICE, maxBatchTokens: $MAX_BATCH_TOKENS"
+# One engine with the defaults (but what the env overrides).
+ENGINE="{ name: e0, role: both, device: $DEVICE"
+[[ -n "${MAX_BATCH_TOKENS:-}" ]] && ENGINE+=", maxBatchTokens: $MAX_BATCH_TOKENS"
 [[ -n "${MAX_NUM_SEQS:-}" ]] && ENGINE+=", maxNumSeqs: $MAX_NUM_SEQS"
 [[ -n "${KV_PAGES:-}" ]] && ENGINE+=", kvPages: $KV_PAGES"
 [[ -n "${GPU_UTIL:-}" ]] && ENGINE+=", gpuMemoryUtilization: $GPU_UTIL"
@@ -148,12 +156,29 @@ run_part() {
   print_counters "$OUT/load/$part.metrics"
 }
 
+# The engine bench needs the GPU to itself: it runs before `up` takes its memory.
+if [[ ",$PARTS," == *,engine,* ]]; then
+  echo "== engine bench ($(date -u +%T)): context $((512 + 256 / 2)), batches $CONCURRENCY, prefill $CHUNK"
+  timeout 300 native/build/microserve_engine_bench --no-variants --ctx $((512 + 256 / 2)) --batches "$CONCURRENCY" \
+    --prompts "$CHUNK" --json "$OUT/load/engine-bench.json" > "$OUT/load/engine-bench.txt" 2>&1
+  echo "  exit $?"; sed -n '/== engine bench summary/,$p' "$OUT/load/engine-bench.txt"
+fi
 start_up || exit 1
 for part in ${PARTS//,/ }; do
   case $part in
+    engine) ;;
     chat) run_part chat --dataset-name chat --num-prompts "$CHAT_PROMPTS" ;;
     random) run_part random --dataset-name random --random-input-len "$RANDOM_IN" --random-output-len "$RANDOM_OUT" --num-prompts "$RANDOM_PROMPTS" ;;
-    *) echo "unknown part '$part' (chat, random)"; exit 2 ;;
+    concurrency)
+      dirs=()
+      for c in ${CONCURRENCY//,/ }; do
+        run_part "c$c" --dataset-name random --random-input-len 512 --random-output-len 256 --num-prompts $((4 * c)) --max-concurrency "$c"
+        dirs+=("$OUT/load/c$c")
+      done
+      [[ -f "$OUT/load/engine-bench.json" ]] && node --import tsx bench/gpu/serve-bound.ts "$OUT/load/engine-bench.json" "$CHUNK" 512 256 "${dirs[@]}" | tee "$OUT/load/serve-bound.md"
+      ;;
+    sweep) run_part sweep --dataset-name chat --request-rate "$SWEEP_RATES" --num-prompts "$SWEEP_PROMPTS" --goodput ttft:1000 tpot:50 ;;
+    *) echo "unknown part '$part' (engine, chat, random, concurrency, sweep)"; exit 2 ;;
   esac
 done
 echo "== engine log lines about memory or load ($(date -u +%T))"

@@ -37,6 +37,12 @@ export interface BenchCluster {
    * the same trace; resolves to the pages evicted, or null without a control plane.
    */
   flushCaches(): Promise<number | null>;
+  /**
+   * Puts back the strategy (and params) the cluster ran when the bench attached, if the bench
+   * switched it; resolves to a line saying what it did, or null when there was nothing to undo.
+   * A cluster the bench started itself is stopped instead.
+   */
+  restore(): Promise<string | null>;
   stop(): Promise<void>;
 }
 
@@ -113,7 +119,7 @@ export async function startOwnCluster(topologyPath: string, o: OwnClusterOptions
     const run = await waitFor(o.startTimeoutMs ?? 300_000, () => exit, () => readRun(home, child.pid!), 'the run file');
     await waitFor(o.startTimeoutMs ?? 300_000, () => exit, () => isHealthy(run.httpUrl), 'router /health');
     const getSys = async () => (sys ??= await connect(run.controlUrl, { token }));
-    return { baseUrl: run.httpUrl, apiKey: topology.router.apiKey, topology, switchStrategy: controlSwitcher(getSys), flushCaches: controlFlusher(getSys), stop };
+    return { baseUrl: run.httpUrl, apiKey: topology.router.apiKey, topology, switchStrategy: controlSwitcher(getSys), flushCaches: controlFlusher(getSys), restore: async () => null, stop };
   } catch (e) {
     await stop();
     throw new MicroserveError('NO_ENGINE', `microserve up did not come up: ${(e as Error).message}\n--- its output (tail) ---\n${tail}`);
@@ -132,12 +138,24 @@ export async function attachCluster(baseUrl: string, o: { control?: string; apiK
     await sys?.close().catch(() => undefined);
     sys = null;
   }
+  const found = topology ? { strategy: topology.router.strategy, params: topology.router.params } : null;
+  const switcher = controlSwitcher(async () => sys);
+  let isSwitched = false;
   return {
     baseUrl: baseUrl.replace(/\/+$/, '').replace(/\/v1$/, ''),
     apiKey: o.apiKey ?? topology?.router.apiKey,
     topology,
-    switchStrategy: controlSwitcher(async () => sys),
+    switchStrategy: (name, params) => {
+      isSwitched = true;
+      return switcher(name, params);
+    },
     flushCaches: controlFlusher(async () => sys),
+    restore: async () => {
+      if (!isSwitched || !found) return null;
+      isSwitched = false;
+      const r = (await switcher(found.strategy, found.params)) as { changes?: string[] } | null;
+      return `restored the strategy the cluster ran before: ${found.strategy}${Object.keys(found.params).length > 0 ? ` ${JSON.stringify(found.params)}` : ''}${r?.changes?.length ? '' : ' (already running)'}`;
+    },
     stop: async () => void (await sys?.close().catch(() => undefined)),
   };
 }
@@ -157,7 +175,7 @@ async function waitFor<T>(timeoutMs: number, exitCode: () => number | null, prob
 function readRun(home: string, pid: number): RunFile | null {
   try {
     const rf = JSON.parse(readFileSync(join(home, 'run.json'), 'utf8')) as RunFile;
-    return rf.pid === pid ? rf : null;
+    return rf.pid === pid && !rf.isStarting ? rf : null; // a claim placeholder has no urls yet
   } catch {
     return null;
   }

@@ -46,6 +46,12 @@ export interface BenchOptions extends Omit<SyntheticOptions, 'numPrompts' | 'see
   maxConcurrency: number | null;
   /** [] = the running strategy as is. */
   strategies: StrategySpec[];
+  /**
+   * [flushCaches] empty the engines' prefix caches before each strategy (every strategy starts
+   * cold on the same trace). Default: only on a cluster the bench starts itself; a running
+   * cluster's caches (`baseUrl`) are flushed only when asked (`--flush-caches`).
+   */
+  flushCaches?: boolean;
   goodput: GoodputSlo | null;
   resultDir?: string;
   resume?: boolean;
@@ -109,6 +115,27 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
   const requests = await buildTrace(o);
   const cluster: BenchCluster = o.baseUrl ? await attachCluster(o.baseUrl, { control: o.control, apiKey: o.apiKey }) : await startOwnCluster(o.topology ?? DEFAULT_TOPOLOGY, { keepPorts: o.keepPorts });
   const progress = makeProgress(o.isProgress ?? true);
+  const isFlushing = o.flushCaches ?? !o.baseUrl;
+  // ctrl-C or a kill ends the run, not the cluster: the strategy found is put back first
+  let isFinished = false;
+  const finish = async () => {
+    if (isFinished) return;
+    isFinished = true;
+    progress.stop();
+    try {
+      const line = await cluster.restore();
+      if (line) print(line);
+    } catch (e) {
+      print(`could not restore the cluster's strategy: ${(e as Error).message}`);
+    }
+    await cluster.stop();
+  };
+  const onSignal = (sig: NodeJS.Signals) => {
+    print(`${sig}: stopping the bench`);
+    void finish().finally(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
   try {
     const target: RequestTarget = { baseUrl: cluster.baseUrl, model: o.model ?? (await servedModel(cluster.baseUrl, o.apiKey ?? cluster.apiKey)), apiKey: o.apiKey ?? cluster.apiKey, timeoutMs: o.requestTimeoutMs };
     const running = cluster.topology?.router;
@@ -148,10 +175,12 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
       }
       // every strategy starts with cold prefix caches: the trace is the same, so a cache kept
       // from the previous strategy would hand the later one free prefix hits
-      const numFlushed = await cluster.flushCaches().catch((e) => {
-        print(`${s.label}: could not flush the engines' prefix caches: ${(e as Error).message}`);
-        return null;
-      });
+      const numFlushed = !isFlushing
+        ? null
+        : await cluster.flushCaches().catch((e) => {
+            print(`${s.label}: could not flush the engines' prefix caches: ${(e as Error).message}`);
+            return null;
+          });
       if (numFlushed !== null) print(`${s.label}: flushed ${numFlushed} cached KV pages`);
       const numWarmupFailed = await warmUp(target, requests, o.numWarmups);
       if (numWarmupFailed > 0) print(`${s.label}: ${numWarmupFailed} of ${o.numWarmups} warm-up requests failed`);
@@ -187,8 +216,9 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
     }
     return results;
   } finally {
-    progress.stop();
-    await cluster.stop();
+    process.off('SIGINT', onSignal);
+    process.off('SIGTERM', onSignal);
+    await finish();
   }
 }
 

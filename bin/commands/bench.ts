@@ -74,6 +74,7 @@ export function register(program: Command): void {
     .option('--result-dir <dir>', 'write results.json, results.md and report.html here (after every point)')
     .option('--resume', 'skip the points already in <result-dir>/results.json (same trace required)')
     .option('--request-timeout <s>', 'per-request timeout in seconds', int('--request-timeout', 1), 600)
+    .option('--flush-caches', "empty the engines' prefix caches before each strategy (always done on a cluster the bench starts; on a running one only with this flag)")
     .option('--no-progress', 'no progress bar')
     .action(async (o: Record<string, any>) => {
       setLogProcessName('bench');
@@ -108,6 +109,7 @@ export function register(program: Command): void {
         resume: !!o.resume,
         requestTimeoutMs: o.requestTimeout * 1000,
         isProgress: o.progress,
+        ...(o.flushCaches ? { flushCaches: true } : {}),
       };
       if (!(DATASETS as readonly string[]).includes(opts.datasetName)) throw new MicroserveError('BAD_CONFIG', `--dataset-name must be one of ${DATASETS.join(', ')}`);
       if (opts.resume && !opts.resultDir) throw new MicroserveError('BAD_CONFIG', '--resume needs --result-dir');

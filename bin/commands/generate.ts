@@ -13,6 +13,7 @@ import type { TokensMsg } from '../../actors/messages.ts';
 import { loadTokenizer } from '../../actors/text/loader.ts';
 import type { Tokenizer } from '../../actors/text/tokenizer.ts';
 import { openModel } from '../../native/index.ts';
+import { resolveModelSource } from '../../native/model-source.ts';
 import { envIsSet } from '../../common/env.ts';
 
 interface GenerateOpts {
@@ -24,6 +25,8 @@ interface GenerateOpts {
   topP: string;
   seed?: string;
   json?: boolean;
+  /** Send --prompt as one user message through the model's chat template. */
+  chat?: boolean;
   ignoreEos?: boolean;
   device: string;
   threads: string;
@@ -46,7 +49,11 @@ function parseIds(s: string): number[] {
   });
 }
 
-export async function runGenerate(o: GenerateOpts, out: (s: string) => void): Promise<{ ids: number[]; text: string | null }> {
+/**
+ * Runs one request. `out` gets the generated text (or JSON); `note` gets remarks for a person
+ * (the random-weights warning) [default: dropped].
+ */
+export async function runGenerate(o: GenerateOpts, out: (s: string) => void, note: (s: string) => void = () => {}): Promise<{ ids: number[]; text: string | null }> {
   if ((o.prompt === undefined) === (o.promptIds === undefined)) throw new MicroserveError('BAD_REQUEST', 'give exactly one of --prompt TEXT or --prompt-ids 1,2,3');
   const maxTokens = num(o.maxTokens, 'max-tokens', { int: true, min: 0 });
   const temperature = num(o.temperature, 'temperature', { min: 0 });
@@ -57,13 +64,15 @@ export async function runGenerate(o: GenerateOpts, out: (s: string) => void): Pr
   const tokenDemand = (promptIdsGiven?.length ?? (o.prompt?.length ?? 0) * 2 + 8) + maxTokens;
   const kvPages = o.kvPages !== undefined ? num(o.kvPages, 'kv-pages', { int: true, min: 1 }) : Math.max(64, Math.ceil(tokenDemand / pageSize) + 1);
 
+  const source = resolveModelSource(o.model);
+  if (source.isRandom) note(`note: model '${source.name}' has random weights (a shape preset): its text is not language\n`);
   const loaded = await openModel(o.model, { device: o.device, numPages: kvPages, pageSize, numThreads: num(o.threads, 'threads', { int: true, min: 0 }) });
   try {
     const tok: Tokenizer | null = await loadTokenizer(loaded);
     let promptIds: number[];
     if (promptIdsGiven) promptIds = promptIdsGiven;
     else if (!tok) throw new MicroserveError('NO_TOKENIZER', `model '${loaded.name}' has no tokenizer: use --prompt-ids`);
-    else promptIds = tok.encode(o.prompt!);
+    else promptIds = o.chat ? tok.applyChatTemplate([{ role: 'user', content: o.prompt! }]) : tok.encode(o.prompt!);
 
     const ids: number[] = [];
     const decoder = !o.json && tok ? tok.createStreamDecoder() : null;
@@ -99,13 +108,14 @@ export function register(program: Command): void {
   program
     .command('generate')
     .description('generate from one prompt with one in-process engine')
-    .option('--model <preset|folder>', 'preset name (tiny, llama-3.1-8b) or a Hugging Face checkpoint folder', 'tiny')
+    .option('--model <preset|folder>', 'preset name (tiny, llama-3.1-8b: random weights), a shipped model (kjv-chat) or a Hugging Face checkpoint folder', 'tiny')
     .option('--prompt <text>', 'prompt text (needs a model with a tokenizer)')
     .option('--prompt-ids <ids>', 'prompt token ids, comma-separated')
     .option('--max-tokens <n>', 'tokens to generate at most', '32')
     .option('--temperature <t>', '0 = greedy', '0')
     .option('--top-p <p>', 'nucleus sampling mass', '1')
     .option('--seed <s>', 'sampling seed')
+    .option('--chat', 'send --prompt as one user message through the model\'s chat template')
     .option('--ignore-eos', 'do not stop at the model\'s end-of-sequence tokens')
     .option('--json', 'print one line {"ids":[...],"text":...}')
     .option('--device <d>', "'cpu' or 'cuda:N'", 'cpu')
@@ -114,6 +124,6 @@ export function register(program: Command): void {
     .option('--page-size <n>', 'tokens per KV page', '16')
     .action(async (o: GenerateOpts) => {
       if (!envIsSet('logLevel')) setLogLevel('warn');
-      await runGenerate(o, (s) => process.stdout.write(s));
+      await runGenerate(o, (s) => process.stdout.write(s), (s) => process.stderr.write(s));
     });
 }

@@ -81,6 +81,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     m_.originalMaxPositions = intField(env, c, "originalMaxPositions");
     m_.tiedEmbeddings = boolField(env, c, "tiedEmbeddings");
     m_.maxPositions = intField(env, c, "maxPositions");
+    m_.qkvBias = boolField(env, c, "qkvBias");
+    m_.qkNorm = boolField(env, c, "qkNorm");
     kv_.numPages = intArg(env, info[2], "numPages", 0);
     kv_.pageSize = intArg(env, info[3], "pageSize", 1);
     ms::BackendOptions o = backendOptions(env, info[4].As<Napi::Object>());

@@ -28,7 +28,9 @@ struct Status {
 
 enum class DType : int { F32 = 0, F16 = 1, BF16 = 2 };
 
-// Llama-3 architecture hyper-parameters (Hugging Face LlamaConfig semantics).
+// Llama-3 architecture hyper-parameters (Hugging Face LlamaConfig semantics), with the two
+// differences of the other families (native/model-families.ts): Qwen2's q/k/v biases and Qwen3's
+// per-head q/k RMSNorm before RoPE. Mistral is the Llama forward pass.
 struct ModelConfig {
   int vocab = 0, hidden = 0, intermediate = 0, layers = 0, heads = 0, kvHeads = 0, headDim = 0;
   float rmsEps = 1e-5f;
@@ -38,6 +40,8 @@ struct ModelConfig {
   int originalMaxPositions = 8192;
   bool tiedEmbeddings = false;     // lm_head shares embed_tokens
   int maxPositions = 0;            // max_position_embeddings: the plan's context cap (0: none)
+  bool qkvBias = false;            // self_attn.{q,k,v}_proj.bias (Qwen2)
+  bool qkNorm = false;             // self_attn.{q,k}_norm.weight (headDim,), before RoPE (Qwen3)
 };
 
 // Paged KV pool. Layout is the backend's own; the transfer (wire) layout of one page is fixed:

@@ -38,7 +38,7 @@ engines:
 `,
   );
   const upP = startUp(file, home, ['--no-watch']);
-  await sleep(1500);
+  // started right away: the agent keeps trying until `up`'s control plane listens (--wait)
   const agent = spawn(process.execPath, [CLI, 'agent', '--connect', `ws://127.0.0.1:${port}`, '--host', 'h2'], {
     cwd: ROOT,
     env: { ...process.env, MICROSERVE_LOG: 'warn' },

@@ -78,14 +78,20 @@ export function cli(args: string[], home: string, input?: string): { code: numbe
   return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
 }
 
-/** Runs a CLI command to completion without blocking the event loop (a test holding a client connection must keep answering heartbeats). */
+/** Runs a CLI command to completion without blocking the event loop (its children keep being reaped; a test holding a client connection must keep answering heartbeats). */
 export function cliAsync(args: string[], home: string): Promise<{ code: number; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, [CLI, ...args], { cwd: ROOT, env: { ...process.env, MICROSERVE_HOME: home, MICROSERVE_LOG: 'error' }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d) => (stdout += d));
   child.stderr!.on('data', (d) => (stderr += d));
-  return new Promise((resolve) => child.once('close', (code) => resolve({ code: code ?? -1, stdout, stderr })));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+  return new Promise((resolve) =>
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code: code ?? -1, stdout, stderr });
+    }),
+  );
 }
 
 export async function stopUp(up: UpProcess): Promise<number | null> {

@@ -110,7 +110,7 @@ if (!loadAddon().hasCuda) {
       }
     }
     // auto with a share too small for one step of maxBatchTokens
-    await rejects(() => openModel(FIXTURE, { device: DEVICE, numPages: 'auto', pageSize: PAGE, gpuMemoryUtilization: 0.0001 }), 'DEVICE_MEMORY', 'kvPages auto');
+    await rejects(() => openModel(FIXTURE, { device: DEVICE, numPages: 'auto', pageSize: PAGE, gpuMemoryUtilization: 1e-6 }), 'DEVICE_MEMORY', 'kvPages auto');
     // the refused plans left nothing behind: the running engine still serves
     assert.is((await m.backend.forward(batch(2, 2, 100, 5))).length, 2 * m.config.vocabSize);
   });

@@ -111,7 +111,7 @@ test('unknown message types and bad fields are typed errors', async () => {
   const P = nodeA.ref('engine/p');
   assert.is(await codeOf(P.query({ type: 'nope' }, 2000)), 'BAD_MESSAGE');
   assert.is(await codeOf(P.query({ type: 'generate', id: 'g', promptIds: [5000], sampling: greedy(2), replyTo: 'sink/t' }, 2000)), 'BAD_TOKEN');
-  assert.is(await codeOf(P.query({ type: 'set_role', role: 'boss' }, 2000)), 'BAD_REQUEST');
+  assert.is(await codeOf(P.query({ type: 'set_role', role: 'boss' }, 2000)), 'BAD_MESSAGE');
   assert.equal(await P.query({ type: 'set_role', role: 'prefill' }, 2000), { role: 'prefill' });
   assert.is((await P.query<EngineStatus>({ type: 'status' }, 2000)).role, 'prefill');
 });

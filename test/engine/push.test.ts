@@ -114,7 +114,7 @@ test('a lease whose end never comes ends at the deadline plus the grace, and fre
 test('typed refusals: unknown, duplicate, shared prefix pages, bad fields', async () => {
   assert.is(await codeOf(() => send({ type: 'kv_push_begin', id: 'nope', pageIds: [1], ttlMs: 100 })), 'UNKNOWN_REQUEST');
   assert.is(await codeOf(() => send({ type: 'kv_push_begin', id: 'e', pageIds: [], ttlMs: 100 })), 'BAD_MESSAGE');
-  assert.is(await codeOf(() => send({ type: 'kv_push_begin', id: 'e', pageIds: [1], ttlMs: 0 })), 'BAD_REQUEST');
+  assert.is(await codeOf(() => send({ type: 'kv_push_begin', id: 'e', pageIds: [1], ttlMs: 0 })), 'BAD_MESSAGE'); // ttlMs >= 1 is the schema's
   assert.is(await codeOf(() => send({ type: 'kv_push_end', id: 'e', ok: 'yes' })), 'BAD_MESSAGE');
   // a cached prefix: its pages are shared, no push may write them
   await send({ type: 'generate', id: 'warm', promptIds: prompt, sampling: greedy(1), replyTo: 'x' });

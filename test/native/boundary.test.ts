@@ -75,7 +75,9 @@ test('tiny preset: deterministic per seed, not flat, and a 2000-token prefill le
     assert.ok(took > 100, `prefill took ${took} ms: too short to show anything`);
     assert.ok(ticks >= took / 20, `${ticks} ticks in ${took.toFixed(0)} ms`);
     if (process.env.MS_TEST_VERBOSE) process.stderr.write(`prefill ${took.toFixed(0)} ms, ${ticks} ticks, max gap ${maxGap.toFixed(1)} ms\n`);
-    assert.ok(maxGap < 50, `event loop stalled ${maxGap.toFixed(1)} ms`);
+    // A forward on the event loop would stall it for about the whole prefill; off the loop, only
+    // scheduling noise remains (generous: CI machines are small and busy).
+    assert.ok(maxGap < took / 2, `event loop stalled ${maxGap.toFixed(1)} ms of a ${took.toFixed(0)} ms prefill`);
     // Logits spread out (the recipe keeps them from being flat) and repeat for the same seed.
     let min = Infinity, max = -Infinity;
     for (const v of logits) (min = Math.min(min, v)), (max = Math.max(max, v));

@@ -72,11 +72,38 @@ test('bad configs name the field', () => {
   fails({ ...base, rope_scaling: { ...llama3, rope_type: 'linear' } }, 'rope_scaling.rope_type');
   fails({ ...base, rope_scaling: { rope_type: 'llama3', factor: 8 } }, 'rope_scaling.low_freq_factor');
   fails({ ...base, rope_parameters: { rope_type: 'llama3', rope_theta: -1 } }, 'rope_parameters.rope_theta');
-  fails({ ...base, model_type: 'mistral' }, 'model_type');
+  fails({ ...base, model_type: 'gemma' }, 'model_type');
+  fails({ ...base, architectures: ['GemmaForCausalLM'] }, 'architectures');
+  fails({ ...base, architectures: 'LlamaForCausalLM' }, 'architectures');
+  fails({ ...base, architectures: ['Qwen2ForCausalLM'], model_type: 'llama' }, 'model_type');
+  fails({ ...base, hidden_act: 'gelu' }, 'hidden_act');
+  fails({ ...base, mlp_bias: true }, 'mlp_bias');
   fails({ ...base, attention_bias: true }, 'attention_bias');
   fails({ ...base, eos_token_id: [128001, 'x'] }, 'eos_token_id');
   fails({ ...base, eos_token_id: 200000 }, 'eos_token_id');
   fails({ ...base, tie_word_embeddings: 'yes' }, 'tie_word_embeddings');
+});
+
+test('families from architectures / model_type, and what each changes', () => {
+  const qwen2 = parseModelConfig({ ...base, architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2', use_sliding_window: false, sliding_window: 4096 });
+  assert.equal([qwen2.family, qwen2.qkvBias, qwen2.qkNorm], ['qwen2', true, false]);
+  const qwen3 = parseModelConfig({ ...base, architectures: ['Qwen3ForCausalLM'], model_type: 'qwen3', head_dim: 128, hidden_size: 1024, num_attention_heads: 16 });
+  assert.equal([qwen3.family, qwen3.qkvBias, qwen3.qkNorm, qwen3.headDim], ['qwen3', false, true, 128]);
+  const mistral = parseModelConfig({ ...base, architectures: ['MistralForCausalLM'], model_type: 'mistral', sliding_window: null });
+  assert.equal([mistral.family, mistral.qkvBias, mistral.qkNorm], ['mistral', false, false]);
+  assert.is(parseModelConfig({ ...base, model_type: 'qwen3' }).family, 'qwen3');  // no architectures: model_type decides
+  assert.is(parseModelConfig({ ...base, model_type: undefined }).family, 'llama');
+  // A window no shorter than the context is full attention.
+  assert.is(parseModelConfig({ ...base, model_type: 'mistral', sliding_window: 131072 }).family, 'mistral');
+});
+
+test('sliding-window and bias configs a family cannot run are refused naming the field', () => {
+  fails({ ...base, model_type: 'mistral', sliding_window: 4096 }, 'sliding_window');
+  fails({ ...base, model_type: 'mistral', sliding_window: 'big' }, 'sliding_window');
+  fails({ ...base, model_type: 'qwen2', use_sliding_window: true, sliding_window: 4096 }, 'sliding_window');
+  fails({ ...base, model_type: 'qwen3', use_sliding_window: true, sliding_window: null }, 'use_sliding_window');
+  fails({ ...base, model_type: 'qwen3', attention_bias: true }, 'attention_bias');
+  fails({ ...base, model_type: 'mistral', attention_bias: true }, 'attention_bias');
 });
 
 test.run();

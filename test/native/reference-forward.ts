@@ -1,6 +1,8 @@
 /**
- * A plain float64 Llama forward pass in TypeScript (Hugging Face LlamaForCausalLM semantics), an
- * independent check of the native kernels on shapes the fixture does not cover. Slow; tiny models only.
+ * A plain float64 Llama forward pass in TypeScript (Hugging Face LlamaForCausalLM semantics, with
+ * Qwen2ForCausalLM's q/k/v biases and Qwen3ForCausalLM's per-head q/k RMSNorm before RoPE when the
+ * config says so), an independent check of the native kernels on shapes and families the
+ * transformers fixtures do not cover. Slow; tiny models only.
  */
 import type { ModelConfig } from '../../native/backend.ts';
 
@@ -67,6 +69,13 @@ export function referenceForward(c: ModelConfig, w: Weights, tokens: number[]): 
       const q = matvec(w[p + 'self_attn.q_proj.weight'], xn, c.numHeads * hd);
       const k = matvec(w[p + 'self_attn.k_proj.weight'], xn, c.numKvHeads * hd);
       const v = matvec(w[p + 'self_attn.v_proj.weight'], xn, c.numKvHeads * hd);
+      if (c.qkvBias) {
+        for (const [t, name] of [[q, 'q'], [k, 'k'], [v, 'v']] as const) t.forEach((_, i) => (t[i] += w[`${p}self_attn.${name}_proj.bias`][i]));
+      }
+      if (c.qkNorm) {
+        for (let h = 0; h < c.numHeads; h++) q.set(rmsNorm(q.subarray(h * hd, (h + 1) * hd), w[p + 'self_attn.q_norm.weight'], c.rmsNormEps), h * hd);
+        for (let h = 0; h < c.numKvHeads; h++) k.set(rmsNorm(k.subarray(h * hd, (h + 1) * hd), w[p + 'self_attn.k_norm.weight'], c.rmsNormEps), h * hd);
+      }
       for (let h = 0; h < c.numHeads; h++) rope(q.subarray(h * hd, (h + 1) * hd), pos, inv);
       for (let h = 0; h < c.numKvHeads; h++) rope(k.subarray(h * hd, (h + 1) * hd), pos, inv);
       ks[l].push(k);
@@ -98,4 +107,19 @@ export function referenceForward(c: ModelConfig, w: Weights, tokens: number[]): 
   }
   const head = c.tieWordEmbeddings ? w['model.embed_tokens.weight'] : w['lm_head.weight'];
   return xs.map((x) => matvec(head, rmsNorm(x, w['model.norm.weight'], c.rmsNormEps), c.vocabSize));
+}
+
+/** Greedy continuation of `prompt` (genLen tokens, no EOS stop) and the logits after the prompt. */
+export function referenceGreedy(c: ModelConfig, w: Weights, prompt: number[], genLen: number): { ids: number[]; lastLogits: Float64Array } {
+  const seq = [...prompt];
+  let lastLogits: Float64Array | null = null;
+  while (seq.length < prompt.length + genLen) {
+    const logits = referenceForward(c, w, seq);
+    const row = logits[logits.length - 1];
+    lastLogits ??= row;
+    let best = 0;
+    for (let i = 1; i < row.length; i++) if (row[i] > row[best]) best = i;
+    seq.push(best);
+  }
+  return { ids: seq.slice(prompt.length), lastLogits: lastLogits! };
 }

@@ -1,4 +1,5 @@
-// The CPU backend: f32 compute of Hugging Face LlamaForCausalLM over a paged KV pool.
+// The CPU backend: f32 compute of Hugging Face LlamaForCausalLM (and the Mistral, Qwen2, Qwen3
+// variants: ModelConfig::qkvBias, qkNorm) over a paged KV pool.
 //
 // KV pool layout equals the wire layout, so readPages/writePages are plain copies:
 //   kvPool_: (numPages, layers, 2 [K, V], pageSize, kvHeads, headDim) f32
@@ -125,7 +126,7 @@ class CpuBackend : public Backend {
     size_t w = matrixBytes(weights_.embed) + matrixBytes(weights_.lmHead) + weights_.finalNorm.size() * 4;
     for (const LayerWeights& L : weights_.layers)
       w += matrixBytes(L.qkv) + matrixBytes(L.o) + matrixBytes(L.gateUp) + matrixBytes(L.down) +
-           (L.attnNorm.size() + L.mlpNorm.size()) * 4;
+           (L.attnNorm.size() + L.mlpNorm.size() + L.qkvBias.size() + L.qNorm.size() + L.kNorm.size()) * 4;
     plan_.weightsBytes = w;
     return Status::Ok();
   }
@@ -241,6 +242,13 @@ Status CpuBackend::run(const Batch& b, float* logitsOut) {
       float* row = &qkv[size_t(i) * qkvDim];
       const float* c = &cosT[size_t(i) * half];
       const float* sn = &sinT[size_t(i) * half];
+      if (!L.qkvBias.empty())  // Qwen2: q/k/v biases
+        for (int j = 0; j < qkvDim; j++) row[j] += L.qkvBias[j];
+      if (!L.qNorm.empty()) {  // Qwen3: RMSNorm of each q and k head, before RoPE
+        for (int h = 0; h < m_.heads; h++) rmsNorm(row + h * hd, L.qNorm.data(), hd, m_.rmsEps, row + h * hd);
+        for (int h = 0; h < m_.kvHeads; h++)
+          rmsNorm(row + qDim + h * hd, L.kNorm.data(), hd, m_.rmsEps, row + qDim + h * hd);
+      }
       for (int h = 0; h < m_.heads + m_.kvHeads; h++) rope(row + h * hd, c, sn, half);
       int p = posOf[i];
       float* dst = page(b.pageTables[size_t(seqOf[i]) * b.maxPagesPerSeq + p / kv_.pageSize]) + l * layerFloats +

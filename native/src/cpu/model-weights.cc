@@ -119,13 +119,18 @@ ModelWeights::ModelWeights(const ModelConfig& m) : layers(m.layers), m_(m) {
     s.cols = cols;
     slots_[name] = s;
   };
-  auto addNorm = [&](const std::string& name, std::vector<float>* v) {
+  auto addVector = [&](const std::string& name, std::vector<float>* v, int row0, int totalRows, int rows, bool isBias) {
     names_.push_back(name);
     Slot s;
     s.norm = v;
-    s.rows = m.hidden;
+    s.row0 = row0;
+    s.totalRows = totalRows;
+    s.rows = rows;
+    s.isBias = isBias;
+    v->assign(size_t(totalRows), 0.f);
     slots_[name] = s;
   };
+  auto addNorm = [&](const std::string& name, std::vector<float>* v) { addVector(name, v, 0, m.hidden, m.hidden, false); };
   addMatrix("model.embed_tokens.weight", &embed, 0, m.vocab, m.vocab, m.hidden);
   for (int l = 0; l < m.layers; l++) {
     LayerWeights& L = layers[l];
@@ -134,6 +139,15 @@ ModelWeights::ModelWeights(const ModelConfig& m) : layers(m.layers), m_(m) {
     addMatrix(p + "self_attn.q_proj.weight", &L.qkv, 0, q + 2 * kv, q, m.hidden);
     addMatrix(p + "self_attn.k_proj.weight", &L.qkv, q, q + 2 * kv, kv, m.hidden);
     addMatrix(p + "self_attn.v_proj.weight", &L.qkv, q + kv, q + 2 * kv, kv, m.hidden);
+    if (m.qkvBias) {
+      addVector(p + "self_attn.q_proj.bias", &L.qkvBias, 0, q + 2 * kv, q, true);
+      addVector(p + "self_attn.k_proj.bias", &L.qkvBias, q, q + 2 * kv, kv, true);
+      addVector(p + "self_attn.v_proj.bias", &L.qkvBias, q + kv, q + 2 * kv, kv, true);
+    }
+    if (m.qkNorm) {
+      addVector(p + "self_attn.q_norm.weight", &L.qNorm, 0, m.headDim, m.headDim, false);
+      addVector(p + "self_attn.k_norm.weight", &L.kNorm, 0, m.headDim, m.headDim, false);
+    }
     addMatrix(p + "self_attn.o_proj.weight", &L.o, 0, m.hidden, m.hidden, q);
     addNorm(p + "post_attention_layernorm.weight", &L.mlpNorm);
     addMatrix(p + "mlp.gate_proj.weight", &L.gateUp, 0, 2 * m.intermediate, m.intermediate, m.hidden);
@@ -159,8 +173,7 @@ Status ModelWeights::load(const std::string& name, DType dtype, const std::vecto
                                                    shapeStr(shape) + " " + dtypeName(dtype) + ", expected " +
                                                    std::to_string(numel * elemSize(dtype)));
   if (s.norm) {
-    s.norm->resize(numel);
-    for (size_t i = 0; i < numel; i++) (*s.norm)[i] = toF32(dtype, data, i);
+    for (size_t i = 0; i < numel; i++) (*s.norm)[s.row0 + i] = toF32(dtype, data, i);
   } else {
     Matrix& mat = *s.matrix;
     if (mat.empty())
@@ -189,7 +202,6 @@ Status ModelWeights::randomInit(ThreadPool& pool, uint64_t seed, float std) {
   for (size_t t = 0; t < names_.size(); t++) {
     Slot& s = slots_[names_[t]];
     size_t numel = s.norm ? size_t(s.rows) : size_t(s.rows) * s.cols;
-    if (s.norm) s.norm->assign(numel, 0.f);
     for (size_t b = 0; b < numel; b += kChunk) jobs.push_back({&s, t, b, b + kChunk < numel ? b + kChunk : numel});
   }
   pool.run(int(jobs.size()), [&](int j, int) {
@@ -198,7 +210,7 @@ Status ModelWeights::randomInit(ThreadPool& pool, uint64_t seed, float std) {
     Rng rng{seed * 0xD1B54A32D192ED03ull + job.tensor * 0x9E3779B97F4A7C15ull + job.begin / kChunk};
     rng.next();
     bool isNorm = slot.norm != nullptr;
-    float sd = isNorm ? 0.2f * std / 0.08f : std, mean = isNorm ? 1.f : 0.f;
+    float sd = isNorm ? 0.2f * std / 0.08f : std, mean = isNorm && !slot.isBias ? 1.f : 0.f;
     size_t cols = isNorm ? size_t(slot.rows) : size_t(slot.cols);
     size_t r = job.begin / cols, c = job.begin % cols;  // element (r, c) of the tensor's view
     uint16_t* row = isNorm ? nullptr : slot.matrix->bf16() + slot.matrix->index(slot.row0 + int(r), 0);
@@ -212,7 +224,7 @@ Status ModelWeights::randomInit(ThreadPool& pool, uint64_t seed, float std) {
       }
       uint16_t h = f32ToBf16(z[(i - job.begin) % 2] * sd + mean);
       if (isNorm) {
-        (*slot.norm)[i] = bf16ToF32(h);
+        (*slot.norm)[slot.row0 + i] = bf16ToF32(h);
       } else {
         row[c * kPanel] = h;
         if (++c == cols && i + 1 < job.end) {

@@ -53,6 +53,9 @@ struct LayerWeights {
   std::vector<float> attnNorm;  // (hidden,)
   std::vector<float> mlpNorm;   // (hidden,)
   Matrix qkv;                   // (heads*headDim + 2*kvHeads*headDim, hidden): q, k, v rows stacked
+  std::vector<float> qkvBias;   // (heads*headDim + 2*kvHeads*headDim,) q, k, v biases; empty: none (Qwen2 only)
+  std::vector<float> qNorm;     // (headDim,) per-head RMSNorm of q before RoPE; empty: none (Qwen3 only)
+  std::vector<float> kNorm;     // (headDim,) the same for k
   Matrix o;                     // (hidden, heads*headDim)
   Matrix gateUp;                // (2*intermediate, hidden): gate rows then up rows
   Matrix down;                  // (hidden, intermediate)
@@ -73,11 +76,13 @@ class ModelWeights {
   const Matrix& head() const { return lmHead.empty() ? embed : lmHead; }
 
  private:
-  // Where a checkpoint tensor goes: rows [row0, row0 + rows) of a matrix, or a norm vector.
+  // Where a checkpoint tensor goes: rows [row0, row0 + rows) of a matrix, or elements
+  // [row0, row0 + rows) of a vector (a norm weight, or one part of the fused q|k|v bias).
   struct Slot {
     Matrix* matrix = nullptr;
     int row0 = 0, totalRows = 0;
     std::vector<float>* norm = nullptr;
+    bool isBias = false;  // random init: N(0, ...) instead of 1 + N(0, ...)
     int64_t rows = 0, cols = 0;  // expected [out, in] (cols 0 for a norm)
   };
   ModelConfig m_;

@@ -1,4 +1,5 @@
-// Row-wise and element-wise kernels: embedding gather, RMSNorm, RoPE + KV append, SiLU·mul,
+// Row-wise and element-wise kernels: embedding gather, RMSNorm, q/k/v bias + q/k norm, RoPE + KV
+// append, SiLU·mul,
 // seeded random fills. Memory-bound; each reads its inputs once.
 #include <algorithm>
 #include <string>
@@ -102,6 +103,24 @@ __global__ void ropeAppendKernel(bf16* qkv, TokenMeta meta, int heads, const flo
   dst[i + half] = rb;
 }
 
+// grid (n, heads + 2 * kvHeads), block max(32, headDim) rounded to a warp: one block per head of
+// one token; adds the head's bias (when given), then RMSNorms q and k heads (when given).
+__global__ void qkvBiasNormKernel(bf16* qkv, int heads, int kvHeads, int hd, const float* bias, const float* qNorm,
+                                  const float* kNorm, float eps) {
+  pdlWait();
+  pdlTrigger();
+  const int t = blockIdx.x, h = blockIdx.y, i = threadIdx.x;
+  bf16* v = qkv + int64_t(t) * (int64_t(heads) + 2 * kvHeads) * hd + int64_t(h) * hd;
+  float x = i < hd ? __bfloat162float(v[i]) : 0.f;
+  if (bias && i < hd) x += bias[int64_t(h) * hd + i];
+  const float* w = h < heads ? qNorm : h < heads + kvHeads ? kNorm : nullptr;
+  if (w) {  // uniform per block: every thread takes part in the sum
+    const float r = rsqrtf(blockSum(x * x) / float(hd) + eps);
+    if (i < hd) x = w[i] * (x * r);
+  }
+  if (i < hd) v[i] = __float2bfloat16(x);
+}
+
 // grid (n, ceil(inter / (256 * 4))), block 256: 4 outputs per thread from one 16-byte load of
 // interleaved (gate, up) pairs.
 __global__ void siluMulVecKernel(const bf16* gu, int inter, bf16* out) {
@@ -200,6 +219,14 @@ void ropeAppend(bf16* qkv, const TokenMeta& meta, int heads, const float* invFre
   const int threads = (std::max(32, kv.headDim / 2) + 31) / 32 * 32;
   launchPdl("ropeAppendKernel", ropeAppendKernel, dim3(meta.numTokens, heads + kv.kvHeads + 1), dim3(threads), 0, s,
             qkv, meta, heads, invFreq, kv);
+}
+
+void qkvBiasNorm(bf16* qkv, int n, int heads, int kvHeads, int headDim, const float* bias, const float* qNorm,
+                 const float* kNorm, float eps, cudaStream_t s) {
+  if (n == 0 || (!bias && !qNorm)) return;
+  const int threads = (std::max(32, headDim) + 31) / 32 * 32;
+  launchPdl("qkvBiasNormKernel", qkvBiasNormKernel, dim3(n, heads + 2 * kvHeads), dim3(threads), 0, s, qkv, heads,
+            kvHeads, headDim, bias, qNorm, kNorm, eps);
 }
 
 void siluMul(const bf16* gu, int n, int inter, bf16* out, cudaStream_t s) {

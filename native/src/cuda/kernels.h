@@ -49,6 +49,13 @@ void embedGather(const int32_t* tokens, int n, const bf16* table, int hidden, fl
 void rmsNorm(const float* x, const int32_t* rows, int n, int hidden, const float* w, float eps, bf16* out,
              cudaStream_t s);
 
+// The family steps between the q/k/v product and RoPE, in place on each token's q|k|v row:
+// adds bias (Qwen2; null: none) to every head, then RMSNorms each q head with qNorm and each k
+// head with kNorm (Qwen3; null: none) in f32, rounding once to bf16. No launch when both are null.
+// qkv: (n, (heads + 2 * kvHeads) * headDim) bf16; bias: (that row,) f32; qNorm, kNorm: (headDim,) f32
+void qkvBiasNorm(bf16* qkv, int n, int heads, int kvHeads, int headDim, const float* bias, const float* qNorm,
+                 const float* kNorm, float eps, cudaStream_t s);
+
 // RoPE (Hugging Face rotate_half: pairs i and i + headDim/2) on q and k of every token, in f32
 // with angle pos * invFreq[i]; q is rotated in place, k and v are written into the token's page
 // slot of layer `kv`.   qkv: (n, (heads + 2 * kvHeads) * headDim) bf16; invFreq: (headDim/2,) f32

@@ -79,6 +79,7 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
     mark(kNorm, s);
     linear(kQkv, a.xn, N, L.qkv, qkvDim, H, a.qkv, OutMode::Bf16, s);
     mark(kQkvGemm, s);
+    qkvBiasNorm(a.qkv, N, m_.heads, m_.kvHeads, hd, L.qkvBias, L.qNorm, L.kNorm, m_.rmsEps, s);  // Qwen2 / Qwen3
     if (!fuseRope) ropeAppend(a.qkv, dm.token, m_.heads, invFreq_, kv, s);
     mark(kRope, s);
     if (dm.lay.numDecode > 0) {

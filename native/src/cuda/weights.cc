@@ -37,29 +37,42 @@ DeviceWeights::DeviceWeights(const ModelConfig& m) : layers(m.layers) {
     s.rowStep = rowStep;
     pend.push_back({name, base + size_t(row0 * cols) * 2, s, row0 == 0 ? target : nullptr});
   };
-  auto norm = [&](const std::string& name, void** target) {
+  // f32 vectors: a norm weight, or part [row0, row0 + rows) of a fused bias at `base`.
+  auto vector = [&](const std::string& name, size_t base, int64_t row0, int64_t rows, void** target, bool isBias) {
     Slot s;
     s.isNorm = true;
-    s.rows = H;
-    pend.push_back({name, buffer(size_t(H) * 4), s, target});
+    s.isBias = isBias;
+    s.rows = rows;
+    pend.push_back({name, base + size_t(row0) * 4, s, row0 == 0 ? target : nullptr});
   };
+  auto norm = [&](const std::string& name, void** target, int64_t n) { vector(name, buffer(size_t(n) * 4), 0, n, target, false); };
   matrix("model.embed_tokens.weight", buffer(size_t(m.vocab * H) * 2), 0, m.vocab, H, reinterpret_cast<void**>(&embed));
   for (int l = 0; l < m.layers; l++) {
     LayerWeights& L = layers[l];
     std::string p = "model.layers." + std::to_string(l) + ".";
-    norm(p + "input_layernorm.weight", reinterpret_cast<void**>(&L.attnNorm));
+    norm(p + "input_layernorm.weight", reinterpret_cast<void**>(&L.attnNorm), H);
     size_t qkvBuf = buffer(size_t((q + 2 * kv) * H) * 2);
     matrix(p + "self_attn.q_proj.weight", qkvBuf, 0, q, H, reinterpret_cast<void**>(&L.qkv));
     matrix(p + "self_attn.k_proj.weight", qkvBuf, q, kv, H, nullptr);
     matrix(p + "self_attn.v_proj.weight", qkvBuf, q + kv, kv, H, nullptr);
+    if (m.qkvBias) {
+      size_t biasBuf = buffer(size_t(q + 2 * kv) * 4);
+      vector(p + "self_attn.q_proj.bias", biasBuf, 0, q, reinterpret_cast<void**>(&L.qkvBias), true);
+      vector(p + "self_attn.k_proj.bias", biasBuf, q, kv, nullptr, true);
+      vector(p + "self_attn.v_proj.bias", biasBuf, q + kv, kv, nullptr, true);
+    }
+    if (m.qkNorm) {
+      norm(p + "self_attn.q_norm.weight", reinterpret_cast<void**>(&L.qNorm), m.headDim);
+      norm(p + "self_attn.k_norm.weight", reinterpret_cast<void**>(&L.kNorm), m.headDim);
+    }
     matrix(p + "self_attn.o_proj.weight", buffer(size_t(H * q) * 2), 0, H, q, reinterpret_cast<void**>(&L.o));
-    norm(p + "post_attention_layernorm.weight", reinterpret_cast<void**>(&L.mlpNorm));
+    norm(p + "post_attention_layernorm.weight", reinterpret_cast<void**>(&L.mlpNorm), H);
     size_t guBuf = buffer(size_t(2 * I * H) * 2);
     matrix(p + "mlp.gate_proj.weight", guBuf, 0, I, H, reinterpret_cast<void**>(&L.gateUp), 2);
     matrix(p + "mlp.up_proj.weight", guBuf, 1, I, H, nullptr, 2);
     matrix(p + "mlp.down_proj.weight", buffer(size_t(H * I) * 2), 0, H, I, reinterpret_cast<void**>(&L.down));
   }
-  norm("model.norm.weight", reinterpret_cast<void**>(&finalNorm));
+  norm("model.norm.weight", reinterpret_cast<void**>(&finalNorm), H);
   if (!m.tiedEmbeddings)
     matrix("lm_head.weight", buffer(size_t(m.vocab * H) * 2), 0, m.vocab, H, reinterpret_cast<void**>(&head));
 
@@ -117,7 +130,7 @@ void DeviceWeights::randomInit(uint64_t seed, float std, cudaStream_t st) {
   for (size_t t = 0; t < names_.size(); t++) {
     const Slot& s = slots_[names_[t]];
     if (s.isNorm) {
-      randomNormalF32(static_cast<float*>(s.dst), size_t(s.rows), seed, t, 1.f, 0.2f * std / 0.08f, st);
+      randomNormalF32(static_cast<float*>(s.dst), size_t(s.rows), seed, t, s.isBias ? 0.f : 1.f, 0.2f * std / 0.08f, st);
     } else if (s.rowStep == 1) {
       randomNormalBf16(static_cast<bf16*>(s.dst), size_t(s.rows * s.cols), seed, t, 0.f, std, st);
     } else {

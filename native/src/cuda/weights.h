@@ -15,6 +15,9 @@ struct LayerWeights {
   float* attnNorm = nullptr;  // (hidden,)
   float* mlpNorm = nullptr;   // (hidden,)
   bf16* qkv = nullptr;        // (heads*headDim + 2*kvHeads*headDim, hidden): q, k, v rows
+  float* qkvBias = nullptr;   // (heads*headDim + 2*kvHeads*headDim,) q, k, v biases; null: none (Qwen2)
+  float* qNorm = nullptr;     // (headDim,) per-head q RMSNorm before RoPE; null: none (Qwen3)
+  float* kNorm = nullptr;     // (headDim,) the same for k
   bf16* o = nullptr;          // (hidden, heads*headDim)
   bf16* gateUp = nullptr;     // (2*intermediate, hidden): rows interleaved, gate_j at 2j, up_j at 2j + 1
   bf16* down = nullptr;       // (hidden, intermediate)
@@ -44,7 +47,8 @@ class DeviceWeights {
  private:
   struct Slot {
     void* dst = nullptr;     // first element of this tensor in its (fused) buffer
-    bool isNorm = false;
+    bool isNorm = false;         // an f32 vector (norm weight or bias)
+    bool isBias = false;         // random init: N(0, ...) instead of 1 + N(0, ...)
     int64_t rows = 0, cols = 0;  // expected [out, in]; cols 0 for a norm
     int rowStep = 1;             // rows of the buffer from one tensor row to the next (2: interleaved)
   };
