@@ -67,18 +67,6 @@ export interface KvIpcAddr {
 }
 
 /**
- * cuda-ipc transport (receiver side): copy the sender's pages `srcPageIds` (in the pool `from`)
- * into this engine's reserved `pageIds` of request `id`, GPU to GPU. Reply: `{ ok: true, bytes }`.
- */
-export interface KvCopyMsg {
-  type: 'kv_copy';
-  id: string;
-  pageIds: number[];
-  srcPageIds: number[];
-  from: KvIpcAddr;
-}
-
-/**
  * GPU push transports (receiver side). The sender writes into this engine's reserved `pageIds`
  * of request `id` from the GPU, layer by layer while it prefills. `kv_push_begin` leases those
  * pages (abort or expiry of the reservation keeps them out of the pool while the lease lives) for
@@ -222,7 +210,6 @@ export type EngineMsg =
   | AbortMsg
   | MatchPrefixMsg
   | KvWriteMsg
-  | KvCopyMsg
   | KvPushBeginMsg
   | KvPushEndMsg
   | SetRoleMsg
@@ -282,6 +269,8 @@ export interface EngineStatus {
   numRunning: number;
   numWaiting: number;
   numReserved: number;
+  /** Live GPU push leases into this engine's reserved pages (kv_push_begin without its end yet). */
+  numPushLeases: number;
   kv: KvPageStats;
   /** Tokens per KV page: the pool holds `kv.total * pageSize` tokens (what a request can need at most). */
   pageSize: number;

@@ -1,5 +1,5 @@
 /** What a node supervisor starts: one OS process per spec, hosting a node of the cluster. */
-import type { NvshmemSpec } from '../actors/engine/nvshmem-join.ts';
+import type { NvshmemSpec } from '../actors/engine/kv-transfer/nvshmem-join.ts';
 import type { EngineSpec } from '../topology/types.ts';
 
 export type ProcSpec =
