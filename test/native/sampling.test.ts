@@ -3,7 +3,8 @@
 // reference), and bad sampling inputs are typed errors.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { packSampling, sampleToken, type SampleRow } from '../../actors/engine/sampler.ts';
+import { packSampling, type SampleRow } from '../../actors/engine/sampler.ts';
+import { sampleToken } from '../shared/sampling-reference.ts';
 import { loadAddon } from '../../native/addon.ts';
 import type { ForwardBatch, ForwardSampling } from '../../native/backend.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
