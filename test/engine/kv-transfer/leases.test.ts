@@ -128,4 +128,17 @@ test('typed refusals: unknown, duplicate, shared prefix pages, bad fields', asyn
   assert.is(usedPages(core), 0);
 });
 
+test('status shows live leases; close() ends them and gives their pages back', async () => {
+  const free0 = core.kv.stats().free;
+  const { kvAddr } = await send({ type: 'prep_recv', id: 'f', promptIds: prompt, end: 40 });
+  await send({ type: 'kv_push_begin', id: 'f', pageIds: kvAddr.pageIds, ttlMs: 60_000 });
+  assert.is((await send({ type: 'status' })).numPushLeases, 1);
+  core.close();
+  assert.is(core.status().numPushLeases, 0);
+  assert.is(core.kv.stats().free, free0, 'no lease or reservation holds pages after close');
+  assert.is(core.counters.bytesReceived, 0, 'a lease ended by close counts nothing as received');
+  assert.is(await codeOf(() => send({ type: 'kv_push_begin', id: 'g', pageIds: [1], ttlMs: 100 })), 'ACTOR_STOPPED');
+  assert.is(await codeOf(() => send({ type: 'kv_push_end', id: 'f', ok: true })), 'TRANSFER_TIMEOUT', 'the lease is gone');
+});
+
 test.run();
