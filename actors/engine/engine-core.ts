@@ -25,7 +25,7 @@ import { Request } from './request.ts';
 import { RequestTable } from './request-table.ts';
 import { Scheduler, type SchedulerLimits, type StepEntry } from './scheduler.ts';
 import { engineStatus } from './status.ts';
-import { StepRunner } from './step-runner.ts';
+import { StepRunner, type StepPart } from './step-runner.ts';
 import type { EngineCoreOptions } from './types.ts';
 import { DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NUM_SEQS, newCounters } from './types.ts';
 import { checkFits, checkId, checkInt, checkSampling, checkTokens, type Capacity } from './validate.ts';
@@ -285,28 +285,38 @@ export class EngineCore {
     }
   }
 
-  /** One step: schedule → run → postprocess. False when nothing could be scheduled. */
+  /** One step: schedule → run → postprocess. False when nothing can run now (short of pages). */
   private async step(): Promise<boolean> {
-    const numPreempted = this.scheduler.numPreempted;
-    const plan = this.scheduler.schedule();
-    for (const req of plan.ready) this.table.sendComputed(req);
-    if (plan.entries.length === 0) return plan.ready.length > 0 || this.scheduler.numPreempted !== numPreempted;
-    this.table.beginStep(plan.entries.map((e) => e.req));
-    let parts;
-    try {
-      parts = await this.runner.run(plan.entries);
-    } finally {
-      this.table.endStep();
-    }
-    for (const p of parts) {
-      if (p.tokens) this.postprocess(p.entries, p.tokens);
-      else this.failEntries(p.entries, p.error!);
-    }
+    const entries = this.schedule();
+    if (!entries) return false;
+    if (entries.length === 0) return true; // sends served from cache, or a preemption: schedule again
+    const parts = await this.run(entries);
+    for (const part of parts) this.postprocess(part);
     return true;
   }
 
-  /** Advances each request of a successful forward; samples, streams and finishes where due. */
-  private postprocess(entries: StepEntry[], tokens: Int32Array): void {
+  /** The scheduler's next step (sends it found fully cached leave it at once); null: no progress possible now. */
+  private schedule(): StepEntry[] | null {
+    const numPreempted = this.scheduler.numPreempted;
+    const plan = this.scheduler.schedule();
+    for (const req of plan.ready) this.table.sendComputed(req);
+    const isProgress = plan.entries.length > 0 || plan.ready.length > 0 || this.scheduler.numPreempted !== numPreempted;
+    return isProgress ? plan.entries : null;
+  }
+
+  /** The step's forward (step-runner.ts), its requests marked in flight meanwhile. */
+  private async run(entries: StepEntry[]): Promise<StepPart[]> {
+    this.table.beginStep(entries.map((e) => e.req));
+    try {
+      return await this.runner.run(entries);
+    } finally {
+      this.table.endStep();
+    }
+  }
+
+  /** Advances each request of a forward that ran; samples, streams and finishes where due. A failed one fails its requests. */
+  private postprocess({ entries, tokens, error }: StepPart): void {
+    if (!tokens) return this.failEntries(entries, error!);
     entries.forEach(({ req, start, n }, i) => {
       if (req.isAborted || req.state !== 'running') {
         this.table.release(req, !req.isAborted);
