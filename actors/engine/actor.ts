@@ -6,7 +6,7 @@
  *
  * Replies: generate / start_generate → `{ accepted: true }` once admitted (send them as queries:
  * a refusal is the typed error of the reply); prep_recv → PrepRecvResult; remote_send →
- * RemoteSendResult; kv_write → `{ ok: true }`; abort → `{ aborted }`; match_prefix →
+ * RemoteSendResult; kv_write and kv_push_begin → `{ ok: true }`; kv_push_end → `{ ok: true, bytes }`; abort → `{ aborted }`; match_prefix →
  * `{ matchedLen }`; set_role → `{ role }`; status → EngineStatus. Tokens go to `replyTo` as
  * TokensMsg, dispatched as soon as they are sampled.
  */

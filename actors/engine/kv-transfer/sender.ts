@@ -80,13 +80,14 @@ export class KvSender {
     this.hooks.submit(req);
     const timer = setTimeout(() => this.hooks.stop(req, new MicroserveError('TRANSFER_TIMEOUT', `remote_send '${plan.id}' to ${plan.kvAddr.engine} passed its ${plan.ttlMs} ms deadline`)), plan.ttlMs);
     let copying: Promise<unknown> | null = null;
+    let isLeased = !!req.push; // until the lease ends written; a failure ends it unwritten in `finally`
     try {
       await req.computed;
       let sentBytes: number;
       if (req.push) {
         copying = this.copyCached(plan, req, req.push);
         await Promise.race([copying, req.stopped]);
-        req.push = null; // the lease ends here (written), not in `finally`
+        isLeased = false;
         await Promise.race([plan.transport.push!.end(plan.id, true), req.stopped]);
         sentBytes = (plan.last - plan.first) * this.o.backend.pageBytes;
       } else {
@@ -99,7 +100,7 @@ export class KvSender {
       clearTimeout(timer);
       const cache = !req.isAborted && req.state === 'computed';
       req.state = 'finished';
-      if (req.push) void this.endLeaseAfterWrites(req, plan.transport, copying);
+      if (isLeased) void this.endLeaseAfterWrites(req, plan.transport, copying);
       this.hooks.finish(req, cache);
     }
   }
