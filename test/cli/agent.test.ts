@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
+import { connect as tcpConnect, createServer } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from '../../actors/runtime/client.ts';
@@ -18,6 +18,21 @@ const freePort = () =>
       s.close(() => resolve(p));
     });
   });
+
+/** Resolves once something accepts TCP connections on `port` (up's control listener), polling; rejects after `timeoutMs`. */
+async function waitForPort(port: number, timeoutMs = 120_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const isOpen = await new Promise<boolean>((resolve) => {
+      const sock = tcpConnect(port, '127.0.0.1');
+      sock.once('connect', () => (sock.destroy(), resolve(true)));
+      sock.once('error', () => resolve(false));
+    });
+    if (isOpen) return;
+    if (Date.now() > until) throw new Error(`nothing listens on ${port} after ${timeoutMs} ms`);
+    await sleep(200);
+  }
+}
 
 test('an agent runs the engines placed on its host; a request is served by it', async () => {
   const home = tempHome();
@@ -38,7 +53,9 @@ engines:
 `,
   );
   const upP = startUp(file, home, ['--no-watch']);
-  await sleep(1500);
+  // The agent connects once (no retry): start it when the control node listens, not after a fixed
+  // sleep (up takes several seconds to listen on a loaded 2-core machine).
+  await Promise.race([waitForPort(port), upP]);
   const agent = spawn(process.execPath, [CLI, 'agent', '--connect', `ws://127.0.0.1:${port}`, '--host', 'h2'], {
     cwd: ROOT,
     env: { ...process.env, MICROSERVE_LOG: 'warn' },
