@@ -43,7 +43,6 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
                         InstanceMethod("forwardWithSend", &NativeBackend::ForwardWithSend),
                         InstanceMethod("joinNvshmem", &NativeBackend::JoinNvshmem),
                         InstanceMethod("openNvshmemPeer", &NativeBackend::OpenNvshmemPeer),
-                        StaticMethod("sampleLogits", &NativeBackend::SampleLogits),
                         InstanceAccessor("pageBytes", &NativeBackend::PageBytes, nullptr),
                         InstanceAccessor("numPages", &NativeBackend::NumPages, nullptr),
                         InstanceAccessor("deviceName", &NativeBackend::DeviceName, nullptr),
@@ -577,24 +576,6 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     in->topP.assign(p.Data(), p.Data() + numSeqs);
     in->seed.assign(seed.Data(), seed.Data() + numSeqs);
     in->step.assign(step.Data(), step.Data() + numSeqs);
-  }
-
-  // sampleLogits(logits Float32Array (rows, vocab), vocab, sampling): Int32Array (rows,) — the
-  // host implementation of the sampling algorithm (common/sampling.h) on given logits, run on the
-  // JS thread. For tests and tools that check another implementation against it.
-  static Napi::Value SampleLogits(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    auto z = typedArray<Napi::Float32Array>(env, info[0], napi_float32_array, "logits", "a Float32Array");
-    int vocab = intArg(env, info[1], "vocab", 1);
-    if (z.ElementLength() % size_t(vocab) != 0) fail(env, "BAD_ARGUMENT", "logits length is not a multiple of vocab");
-    ForwardInputs in;
-    in.seqLens.resize(z.ElementLength() / size_t(vocab));
-    samplingInputs(env, info[2], &in);
-    Napi::Int32Array out = Napi::Int32Array::New(env, in.seqLens.size());
-    std::vector<uint32_t> q;
-    for (size_t s = 0; s < in.seqLens.size(); s++)
-      out[s] = ms::sampleRow(z.Data() + s * size_t(vocab), vocab, in.temperature[s], in.topP[s], in.seed[s], in.step[s], q);
-    return out;
   }
 
   std::vector<int32_t> pageIds(Napi::Env env, Napi::Value v) {

@@ -1,6 +1,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { argmax, packSampling, sampleToken, sampleUniform, samplingFor } from '../../actors/engine/sampler.ts';
+import { packSampling, samplingFor } from '../../actors/engine/sampler.ts';
+import { argmax, sampleToken, sampleUniform } from '../shared/sampling-reference.ts';
 import { xorshift } from '../shared/xorshift.ts';
 
 const logits = Float32Array.from([1.0, 3.0, 2.0, 3.0, -5.0, 0.5]);
