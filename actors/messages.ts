@@ -270,19 +270,6 @@ export const KvWriteMsgSchema = z.object({
 export type KvWriteMsg = z.infer<typeof KvWriteMsgSchema>;
 
 /**
- * cuda-ipc transport (receiver side): copy the sender's pages `srcPageIds` (in the pool `from`)
- * into this engine's reserved `pageIds` of request `id`, GPU to GPU. Reply: `{ ok: true, bytes }`.
- */
-export const KvCopyMsgSchema = z.object({
-  type: z.literal('kv_copy'),
-  id: RequestId,
-  pageIds: PageIds,
-  srcPageIds: PageIds,
-  from: KvIpcAddrSchema,
-});
-export type KvCopyMsg = z.infer<typeof KvCopyMsgSchema>;
-
-/**
  * GPU push transports (receiver side). The sender writes into this engine's reserved `pageIds`
  * of request `id` from the GPU, layer by layer while it prefills. `kv_push_begin` leases those
  * pages (abort or expiry of the reservation keeps them out of the pool while the lease lives) for
@@ -322,7 +309,6 @@ export const EngineMsgSchema = z.discriminatedUnion('type', [
   AbortMsgSchema,
   MatchPrefixMsgSchema,
   KvWriteMsgSchema,
-  KvCopyMsgSchema,
   KvPushBeginMsgSchema,
   KvPushEndMsgSchema,
   SetRoleMsgSchema,
@@ -395,6 +381,8 @@ export interface EngineStatus {
   numRunning: number;
   numWaiting: number;
   numReserved: number;
+  /** Live GPU push leases into this engine's reserved pages (kv_push_begin without its end yet). */
+  numPushLeases: number;
   kv: KvPageStats;
   /** Tokens per KV page: the pool holds `kv.total * pageSize` tokens (what a request can need at most). */
   pageSize: number;

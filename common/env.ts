@@ -51,7 +51,6 @@ export const KNOBS = {
   nativeAddon: knob('MICROSERVE_NATIVE_ADDON', () => './build/Release/microserve_native.node', str, 'the native addon file (relative to native/), e.g. a sanitizer build'),
   // engine
   testHooks: knob('MICROSERVE_TEST_HOOKS', () => false, bool, 'TEST ONLY: engines accept `test_fail_steps` (forced step failures)'),
-  kvPush: knob('MICROSERVE_KV_PUSH', () => true, bool, 'CUDA engines push KV layer by layer (0: page copies after the prefill)'),
   // native backend options (BackendOptions in native/src/backend.h), read once per backend
   cpuIsa: knob<CpuIsa>('MS_CPU_ISA', () => 'auto', oneOf(CPU_ISAS), 'CPU kernel set; auto = the widest this CPU runs'),
   cudaGraphs: knob('MS_CUDA_GRAPHS', () => true, bool, 'CUDA: replay captured graphs for pure-decode steps'),

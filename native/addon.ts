@@ -84,8 +84,6 @@ export interface NativeBackendHandle {
 interface Addon {
   NativeBackend: {
     new (device: string, config: NativeModelConfig, numPages: number, pageSize: number, options: NativeBackendArgs): NativeBackendHandle;
-    /** The C++ host sampler (native/src/common/sampling.h) on (rows, vocab) logits, on the calling thread: (rows,) tokens. */
-    sampleLogits(logits: Float32Array, vocab: number, sampling: ForwardSampling): Int32Array;
   };
   hasCuda: boolean;
   /** A new NVSHMEM job's 128-byte bootstrap id (this process joins as rank 0); throws NO_DEVICE without NVSHMEM. */

@@ -56,7 +56,7 @@ export interface ForwardBatch {
 }
 
 /**
- * Sampling on the backend's device, one entry per sequence (algorithm: actors/engine/sampler.ts,
+ * Sampling on the backend's device, one entry per sequence (algorithm: native/src/common/sampling.h; TS oracle test/shared/sampling-reference.ts,
  * the same in every backend). Float32 because the device takes float32: the TS sampler rounds
  * the same way (Math.fround), so it reproduces what a host backend picks.
  */

@@ -116,12 +116,10 @@ export class NativeBackend implements Backend {
   }
 
   forwardTokens(batch: ForwardBatch & { sampling: ForwardSampling }): Promise<Int32Array> {
-    return nativeCall(async () => {
+    return nativeCall(() => {
       const sampling = checkSampling(batch);
       const a = packBatch(batch);
-      const tokens: unknown = await this.native().forward(a.tokens, a.seqLens, a.startPos, a.tables, a.maxPages, false, sampling);
-      if (!(tokens instanceof Int32Array)) throw new MicroserveError('NATIVE_ERROR', 'the native addon predates sampling (rebuild it: npm run build:native)');
-      return tokens;
+      return this.native().forward(a.tokens, a.seqLens, a.startPos, a.tables, a.maxPages, false, sampling);
     });
   }
 

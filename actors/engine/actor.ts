@@ -6,7 +6,7 @@
  *
  * Replies: generate / start_generate → `{ accepted: true }` once admitted (send them as queries:
  * a refusal is the typed error of the reply); prep_recv → PrepRecvResult; remote_send →
- * RemoteSendResult; kv_write → `{ ok: true }`; abort → `{ aborted }`; match_prefix →
+ * RemoteSendResult; kv_write and kv_push_begin → `{ ok: true }`; kv_push_end → `{ ok: true, bytes }`; abort → `{ aborted }`; match_prefix →
  * `{ matchedLen }`; set_role → `{ role }`; status → EngineStatus. Tokens go to `replyTo` as
  * TokensMsg, dispatched as soon as they are sampled.
  */
@@ -17,14 +17,12 @@ import { MicroserveError } from '../../common/errors.ts';
 import { spawnKvActor } from '../kvcache/actor.ts';
 import { log } from '../../common/log.ts';
 import type { Backend } from '../../native/backend.ts';
-import { EngineMsgSchema, messageParser, type KvAddr, type KvIpcAddr, type KvNvshmemAddr, type Role } from '../messages.ts';
+import { EngineMsgSchema, messageParser, type KvNvshmemAddr, type Role } from '../messages.ts';
 import type { ActorSystemApi, Handler } from '../runtime/types.ts';
 import { EngineCore } from './engine-core.ts';
-import { hostTransport, type KvTransport } from './transfer.ts';
-import { canUseCudaIpc, cudaIpcTransport, exportIpcAddr, kvCopy } from './transfer-cuda-ipc.ts';
-import { nvshmemRendezvous, type NvshmemSpec } from './nvshmem-join.ts';
-import { kvPushBegin, kvPushEnd } from './push.ts';
-import { canUseNvshmem, nvshmemTransport } from './transfer-nvshmem.ts';
+import { exportIpcAddr } from './kv-transfer/cuda-ipc.ts';
+import { nvshmemRendezvous, type NvshmemSpec } from './kv-transfer/nvshmem-join.ts';
+import { acceptedTransports, transportPicker } from './kv-transfer/pick.ts';
 import { checkId } from './validate.ts';
 import { describePlan } from './plan.ts';
 
@@ -111,8 +109,8 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
     sink: (replyTo, msg) => {
       if (replyTo) system.ref(replyTo).dispatch(msg);
     },
-    pickTransport: (kvAddr) => pickTransport(system, kvAddr, loaded.backend, ipc, nv),
-    acceptTransports: nv ? ['nvshmem', 'host'] : ipc ? ['cuda-ipc', 'host'] : ['host'],
+    pickTransport: transportPicker(system, loaded.backend, { ipc, nvshmem: nv }),
+    acceptTransports: acceptedTransports({ ipc, nvshmem: nv }),
     ...(ipc ? { ipc } : {}),
     ...(nv ? { nvshmem: nv } : {}),
   });
@@ -135,15 +133,6 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
   };
 }
 
-function pickTransport(system: ActorSystemApi, kvAddr: KvAddr, backend: Backend, self: KvIpcAddr | undefined, nv: KvNvshmemAddr | undefined): KvTransport {
-  if (nv && canUseNvshmem(nv, kvAddr)) return nvshmemTransport(system, kvAddr.engine, backend, kvAddr.nvshmem!);
-  if (self && canUseCudaIpc(self, kvAddr)) return cudaIpcTransport(system, kvAddr.engine, self, backend, kvAddr.ipc);
-  if (Array.isArray(kvAddr.transports) && !kvAddr.transports.includes('host')) {
-    throw new MicroserveError('TRANSFER_FAILED', `engine ${kvAddr.engine} accepts ${kvAddr.transports.join(', ')}; this engine only has 'host'`);
-  }
-  return hostTransport(system, kvAddr.engine);
-}
-
 /** The message handler of `engine/<name>`: every message passes its schema first (BAD_MESSAGE). */
 export function engineHandler(core: EngineCore): Handler {
   const parse = messageParser(`engine/${core.name}`, EngineMsgSchema);
@@ -162,12 +151,10 @@ export function engineHandler(core: EngineCore): Handler {
         return core.remoteSend(msg);
       case 'kv_write':
         return core.kvWrite(msg);
-      case 'kv_copy':
-        return kvCopy(core, msg);
       case 'kv_push_begin':
-        return kvPushBegin(core, msg);
+        return core.kvPushBegin(msg);
       case 'kv_push_end':
-        return kvPushEnd(core, msg);
+        return core.kvPushEnd(msg);
       case 'abort':
         return core.abort(checkId(msg.id, 'abort'));
       case 'match_prefix':

@@ -2,58 +2,40 @@
  * EngineCore: one model, one KV pool, the continuous-batching loop, and every engine operation.
  * Used directly by `microserve generate` and tests; `actor.ts` wraps it as `engine/<name>`.
  *
- * The loop runs while there is work, off the actor mailbox: schedule a step (scheduler.ts), run
- * one native `forward` (the only one in flight), then per sequence: advance `numComputed`, and
- * where a chunk reached the last token, sample, stream the token, and finish when due. Finished
- * requests put their prompt + output pages into the prefix cache. Operations called meanwhile
- * (status, prep_recv, abort, ...) run between steps, synchronously, on the event loop.
+ * The core owns its parts and wires them through hooks (none of them imports this file):
+ * - `scheduler` (scheduler.ts): which tokens of which requests the next step computes;
+ * - `requests` (request-table.ts): live requests and how each ends;
+ * - `runner` (step-runner.ts): one step's forward, with failure isolation;
+ * - `receiver` and `sender` (kv-transfer/): prep_recv / kv_write / push leases, and remote_send
+ *   (whose layer-by-layer GPU push rides on the step's forward).
  *
- * The microserving operations (prep_recv, kv_write, remote_send) live in microserving.ts.
+ * The loop runs while there is work, off the actor mailbox: `step()` is schedule → run →
+ * postprocess. Operations called meanwhile (status, prep_recv, abort, ...) run between steps,
+ * synchronously, on the event loop.
  */
-import type { Backend, ForwardBatch, ForwardSampling, LayerSendSpec, MemoryPlan } from '../../native/backend.ts';
-import { MicroserveError, isMicroserveError } from '../../common/errors.ts';
-import { KvCacheManager } from '../kvcache/manager.ts';
+import type { Backend } from '../../native/backend.ts';
+import { MicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
-import type {
-  EngineCounters,
-  EngineStatus,
-  FinishReason,
-  GenerateMsg,
-  KvWriteMsg,
-  PrepRecvMsg,
-  PrepRecvResult,
-  RemoteSendMsg,
-  RemoteSendResult,
-  Role,
-  StartGenerateMsg,
-  TokensMsg,
-  TokenLogprob,
-} from '../messages.ts';
-import { Request, type PushPlan } from './request.ts';
-import { ReservationTable } from './reservations.ts';
-import { SamplingBatch, SamplingSlots, checkExtrasSupported, checkSamplingExtras } from './sampling-params.ts';
+import { KvCacheManager } from '../kvcache/manager.ts';
+import type { EngineCounters, EngineStatus, FinishReason, GenerateMsg, KvPushBeginMsg, KvPushEndMsg, KvWriteMsg, PrepRecvMsg, PrepRecvResult, RemoteSendMsg, RemoteSendResult, Role, StartGenerateMsg } from '../messages.ts';
+import { KvReceiver } from './kv-transfer/receiver.ts';
+import type { ReservationTable } from './kv-transfer/reservations.ts';
+import { KvSender } from './kv-transfer/sender.ts';
+import { Request } from './request.ts';
+import { RequestTable } from './request-table.ts';
+import { checkExtrasSupported, checkSamplingExtras } from './sampling-params.ts';
 import { Scheduler, type SchedulerLimits, type StepEntry } from './scheduler.ts';
+import { engineStatus } from './status.ts';
+import { StepRunner, type StepPart } from './step-runner.ts';
 import type { EngineCoreOptions } from './types.ts';
 import { DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NUM_SEQS, newCounters } from './types.ts';
 import { checkFits, checkId, checkInt, checkSampling, checkTokens, type Capacity } from './validate.ts';
-import { kvWrite, prepRecv, remoteSend, startFromReservation } from './microserving.ts';
 
 const ROLES: Role[] = ['prefill', 'decode', 'both'];
 
-/** Entries of one forward: `tokens` when it ran, else the error that failed them. */
-interface StepPart {
-  entries: StepEntry[];
-  tokens: Int32Array | null;
-  error?: MicroserveError;
-}
-
-/** The backend's memory plan; undefined for a backend that has none (test doubles). */
-function planOf(b: Backend): MemoryPlan | undefined {
-  try {
-    return b.plan ? { ...b.plan } : undefined;
-  } catch {
-    return undefined;
-  }
+function positiveInt(v: number, field: string): number {
+  if (!Number.isInteger(v) || v < 1) throw new TypeError(`${field} must be a positive integer, got ${v}`);
+  return v;
 }
 
 export class EngineCore {
@@ -66,24 +48,17 @@ export class EngineCore {
   readonly capacity: Capacity;
   /** Per-step limits the scheduler keeps (shown by status). */
   readonly limits: SchedulerLimits;
-  /** @internal */ readonly opts: EngineCoreOptions;
-  /** @internal */ readonly scheduler: Scheduler;
-  /** Penalty-state slots of the backend, one per live request that uses penalties. */
-  private readonly samplingSlots = new SamplingSlots();
-  /** @internal */ readonly reservations: ReservationTable;
-  /** @internal requests by key (generate: id; send: `send:<id>`) */
-  readonly requests = new Map<string, Request>();
-  /** @internal requests of the forward in flight */
-  inFlight: Set<Request> | null = null;
   /** Message of the last failed idle integrity check (null: all checks passed). */
   integrityError: string | null = null;
-  /** Settles when the forward in flight returns. */
-  private stepEnd: Promise<void> | null = null;
+  private readonly opts: EngineCoreOptions;
+  private readonly scheduler: Scheduler;
+  private readonly table: RequestTable;
+  private readonly runner: StepRunner;
+  private readonly receiver: KvReceiver;
+  private readonly sender: KvSender;
   private isLooping = false;
   private isClosed = false;
   private idleWaiters: (() => void)[] = [];
-  /** Test hook (`failNextSteps`): forwards left to fail on purpose. */
-  private numStepsToFail = 0;
 
   constructor(opts: EngineCoreOptions) {
     this.opts = opts;
@@ -91,11 +66,10 @@ export class EngineCore {
     this.model = opts.model ?? opts.name;
     this.role = opts.role ?? 'both';
     this.backend = opts.backend;
-    const maxBatchTokens = opts.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS;
-    if (!Number.isInteger(maxBatchTokens) || maxBatchTokens < 1) throw new TypeError(`maxBatchTokens must be a positive integer, got ${maxBatchTokens}`);
-    const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
-    if (!Number.isInteger(maxNumSeqs) || maxNumSeqs < 1) throw new TypeError(`maxNumSeqs must be a positive integer, got ${maxNumSeqs}`);
-    this.limits = { maxBatchTokens, maxNumSeqs };
+    this.limits = {
+      maxBatchTokens: positiveInt(opts.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS, 'maxBatchTokens'),
+      maxNumSeqs: positiveInt(opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS, 'maxNumSeqs'),
+    };
     this.kv = new KvCacheManager({ numPages: opts.backend.numPages, pageSize: opts.backend.pageSize });
     this.capacity = { maxPositions: opts.backend.config.maxPositions, numPages: this.kv.numPages, pageSize: this.kv.pageSize };
     this.scheduler = new Scheduler(this.kv, this.limits, {
@@ -108,7 +82,49 @@ export class EngineCore {
         log.debug('preempted', { engine: this.name, id: req.id, computed: req.totalLen });
       },
     });
-    this.reservations = new ReservationTable(this.kv, () => this.kick());
+    this.table = new RequestTable({ engine: this.name, kv: this.kv, scheduler: this.scheduler, sink: opts.sink, kick: () => this.kick() });
+    const vocabSize = opts.backend.config.vocabSize;
+    this.receiver = new KvReceiver(
+      {
+        name: this.name,
+        kv: this.kv,
+        backend: opts.backend,
+        vocabSize,
+        capacity: this.capacity,
+        counters: this.counters,
+        transports: opts.acceptTransports ?? ['host'],
+        ipc: opts.ipc,
+        nvshmem: opts.nvshmem,
+        defaultTtlMs: opts.defaultTtlMs,
+        pushLeaseGraceMs: opts.pushLeaseGraceMs,
+      },
+      { hasRequest: (id) => this.table.byKey.has(id), onPagesReleased: () => this.kick() },
+    );
+    this.sender = new KvSender(
+      { name: this.name, pageSize: this.kv.pageSize, backend: opts.backend, vocabSize, capacity: this.capacity, counters: this.counters, pickTransport: opts.pickTransport, defaultTtlMs: opts.defaultTtlMs },
+      {
+        hasRequest: (key) => this.table.byKey.has(key),
+        submit: (req) => {
+          this.table.add(req);
+          this.scheduler.enqueue(req);
+          this.kick();
+        },
+        stop: (req, err) => this.table.stopSend(req, err),
+        finish: (req, cache) => this.table.release(req, cache),
+        afterStep: (req) => this.table.afterStep(req),
+      },
+    );
+    this.runner = new StepRunner(this.name, this.counters, (entries, batch) => this.sender.forward(entries, batch), this.table.samplingSlots);
+  }
+
+  /** Live requests by key (generate: id; send: `send:<id>`); read-only for callers. */
+  get requests(): ReadonlyMap<string, Request> {
+    return this.table.byKey;
+  }
+
+  /** The prep_recv reservations (receiver side); read-only for callers. */
+  get reservations(): Pick<ReservationTable, 'has' | 'size' | 'isExpired'> {
+    return this.receiver.reservations;
   }
 
   /** Data parallel: start_generate with begin 0. */
@@ -130,52 +146,72 @@ export class EngineCore {
     checkExtrasSupported(sampling, this.backend.device, op);
     const begin = checkInt(msg.begin ?? 0, op, 'begin', 0, promptIds.length);
     if (typeof msg.replyTo !== 'string') throw new MicroserveError('BAD_REQUEST', `${op}: replyTo must be an actor path`, { field: 'replyTo' });
-    if (this.requests.has(id)) throw new MicroserveError('DUPLICATE_REQUEST', `${op}: request '${id}' already exists on ${this.name}`);
+    if (this.table.byKey.has(id)) throw new MicroserveError('DUPLICATE_REQUEST', `${op}: request '${id}' already exists on ${this.name}`);
     checkFits(promptIds.length, sampling.maxTokens, this.capacity, op);
-    const reservation = this.reservations.get(id);
-    if (!reservation && this.reservations.isExpired(id)) throw new MicroserveError('RESERVATION_EXPIRED', `${op}: the reservation for '${id}' expired`);
-    if (!reservation && this.kv.getSeq(id)) throw new MicroserveError('DUPLICATE_REQUEST', `${op}: '${id}' still holds pages on ${this.name} (a released reservation finishing a write)`);
+    const claim = this.receiver.claim(id, promptIds, begin, op);
     const req = new Request({ id, kind: 'generate', promptIds, sampling, replyTo: msg.replyTo });
-    if (reservation) startFromReservation(this, req, reservation, begin);
-    else this.scheduler.enqueue(req);
+    if (claim) {
+      req.seq = claim.seq;
+      req.numComputed = claim.start;
+      req.numCachedOnAdmit = claim.matchedLen;
+      this.scheduler.addRunning(req);
+    } else {
+      this.scheduler.enqueue(req);
+    }
     this.counters.requests++;
-    this.requests.set(id, req);
+    this.table.add(req);
     if (sampling.maxTokens === 0) {
-      this.stopGenerate(req, 'length');
+      this.table.stopGenerate(req, 'length');
       return;
     }
     this.kick();
   }
 
-  /** prep_recv: reserve pages for [matched, end); see microserving.ts. */
+  /** prep_recv: reserve pages for [matched, end) (kv-transfer/receiver.ts). */
   prepRecv(msg: Omit<PrepRecvMsg, 'type'>): PrepRecvResult {
-    return prepRecv(this, msg);
+    this.assertOpen();
+    return this.receiver.prepRecv(msg);
   }
 
   /** kv_write: page bytes into a live reservation's pages (host transport receiver). */
   kvWrite(msg: Omit<KvWriteMsg, 'type'>): Promise<{ ok: true }> {
-    return kvWrite(this, msg);
+    return this.receiver.kvWrite(msg);
   }
 
-  /** remote_send: compute what this engine lacks of [0, end), write [begin, end) to kvAddr. */
+  /** kv_push_begin: lease reserved pages to a sender's GPU push (kv-transfer/leases.ts). */
+  kvPushBegin(msg: Omit<KvPushBeginMsg, 'type'>): { ok: true } {
+    return this.receiver.pushBegin(msg);
+  }
+
+  /** kv_push_end: end a push lease; `ok` marks its pages received. */
+  kvPushEnd(msg: Omit<KvPushEndMsg, 'type'>): { ok: true; bytes: number } {
+    return this.receiver.pushEnd(msg);
+  }
+
+  /** remote_send: compute what this engine lacks of [0, end), write [begin, end) to kvAddr (kv-transfer/sender.ts). */
   remoteSend(msg: Omit<RemoteSendMsg, 'type'>): Promise<RemoteSendResult> {
-    return remoteSend(this, msg);
+    try {
+      this.assertOpen();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return this.sender.remoteSend(msg);
   }
 
   /** Aborts request `id` at any stage (queued, running, sending, reserved). */
   abort(id: string): { aborted: boolean } {
     let found = false;
-    const gen = this.requests.get(id);
+    const gen = this.table.byKey.get(id);
     if (gen) {
       found = true;
-      this.stopGenerate(gen, 'abort');
+      this.table.stopGenerate(gen, 'abort');
     }
-    const send = this.requests.get(`send:${id}`);
+    const send = this.table.byKey.get(`send:${id}`);
     if (send) {
       found = true;
-      this.stopSend(send, new MicroserveError('ABORTED', `request '${id}' was aborted`));
+      this.table.stopSend(send, new MicroserveError('ABORTED', `request '${id}' was aborted`));
     }
-    if (this.reservations.release(id)) found = true;
+    if (this.receiver.release(id)) found = true;
     if (found) this.counters.aborts++;
     return { aborted: found };
   }
@@ -197,8 +233,7 @@ export class EngineCore {
    */
   failNextSteps(count: number): { numStepsToFail: number } {
     if (!this.opts.testHooks) throw new MicroserveError('BAD_MESSAGE', `test_fail_steps: engine ${this.name} was not started with test hooks`);
-    this.numStepsToFail = checkInt(count, 'test_fail_steps', 'count', 0, 1_000_000);
-    return { numStepsToFail: this.numStepsToFail };
+    return { numStepsToFail: this.runner.failNext(count) };
   }
 
   setRole(role: Role): { role: Role } {
@@ -208,25 +243,8 @@ export class EngineCore {
   }
 
   status(): EngineStatus {
-    let numRunning = 0;
-    for (const r of this.requests.values()) if (r.state === 'running' || r.state === 'computed') numRunning++;
-    return {
-      name: this.name,
-      role: this.role,
-      device: this.backend.device,
-      native: this.backend.nativeStatus,
-      pid: process.pid,
-      model: this.model,
-      numRunning,
-      numWaiting: this.scheduler.waiting.length,
-      numReserved: this.reservations.size,
-      kv: this.kv.stats(),
-      pageSize: this.kv.pageSize,
-      maxNumSeqs: this.limits.maxNumSeqs,
-      maxBatchTokens: this.limits.maxBatchTokens,
-      counters: structuredClone(this.counters),
-      ...(planOf(this.backend) ? { plan: planOf(this.backend) } : {}),
-    };
+    const { name, model, role, backend, kv, limits, counters } = this;
+    return engineStatus({ name, model, role, backend, kv, limits, counters, requests: this.table, scheduler: this.scheduler, receiver: this.receiver });
   }
 
   /** Resolves when no request is queued, running or sending (the integrity check has run). */
@@ -235,18 +253,18 @@ export class EngineCore {
     return new Promise((resolve) => this.idleWaiters.push(resolve));
   }
 
-  /** Aborts everything and refuses new work; the backend is the owner's to close. */
+  /** Aborts everything, ends push leases and reservations, refuses new work; the backend is the owner's to close. */
   close(): void {
     if (this.isClosed) return;
-    for (const r of [...this.requests.values()]) this.abort(r.id);
-    this.reservations.releaseAll();
+    for (const r of [...this.table.byKey.values()]) this.abort(r.id);
+    this.receiver.close();
     this.isClosed = true;
   }
 
-  // --- internals used by microserving.ts -------------------------------------------------------
+  // --- the loop ---------------------------------------------------------------------------------
 
-  /** @internal Starts the loop (after the current call returns) if it is not running and there is work. */
-  kick(): void {
+  /** Starts the loop (after the current call returns) if it is not running and there is work. */
+  private kick(): void {
     if (this.isLooping) return;
     if (this.isClosed || this.scheduler.isEmpty) {
       this.settleIdle();
@@ -256,57 +274,10 @@ export class EngineCore {
     queueMicrotask(() => void this.loop());
   }
 
-  /** @internal Ends a generate request: stream `tokens` with `reason`, give its pages back. */
-  stopGenerate(req: Request, reason: FinishReason, tokens: number[] = [], error?: MicroserveError, logprobs?: TokenLogprob[]): void {
-    if (req.state === 'finished') return;
-    req.state = 'finished';
-    req.finishReason = reason;
-    const cache = reason === 'stop' || reason === 'length';
-    this.release(req, cache);
-    this.emit(req, tokens, reason, error, logprobs);
-  }
-
-  /** @internal Fails a send request: stops its compute or its transfer. */
-  stopSend(req: Request, err: MicroserveError): void {
-    if (req.state === 'finished') return;
-    req.isAborted = true;
-    req.failure ??= err;
-    req.rejectComputed(err);
-    req.rejectStopped(err);
-    if (req.state === 'computed') return; // the transfer notices, and remote_send releases the pages
-    req.state = 'finished';
-    this.release(req, false);
-  }
-
-  /** @internal Gives a request's pages back (later, if its forward is in flight) and forgets it. */
-  release(req: Request, cache: boolean): void {
-    this.scheduler.remove(req);
-    if (this.inFlight?.has(req)) {
-      req.isAborted = req.isAborted || !cache;
-      return; // the step's end releases it
-    }
-    this.samplingSlots.release(req);
-    if (req.seq) {
-      this.kv.closeSeq(req.seq, cache ? { tokens: req.tokens(), numValid: req.numComputed } : undefined);
-      req.seq = null;
-    }
-    if (this.requests.get(req.key) === req) this.requests.delete(req.key);
-    this.kick();
-  }
-
-  // --- the loop ---------------------------------------------------------------------------------
-
   private async loop(): Promise<void> {
     try {
       while (!this.isClosed && !this.scheduler.isEmpty) {
-        const numPreempted = this.scheduler.numPreempted;
-        const plan = this.scheduler.schedule();
-        for (const req of plan.ready) this.sendComputed(req);
-        if (plan.entries.length === 0) {
-          if (plan.ready.length > 0 || this.scheduler.numPreempted !== numPreempted) continue;
-          break; // short of pages: a release kicks the loop again
-        }
-        await this.step(plan.entries);
+        if (!(await this.step())) break; // short of pages: a release kicks the loop again
       }
     } catch (e) {
       log.error('engine loop failed', { engine: this.name, err: e as Error });
@@ -316,118 +287,41 @@ export class EngineCore {
     }
   }
 
-  /** One step: run the forward (isolating a failure, see `forwardIsolated`), then postprocess. */
-  private async step(entries: StepEntry[]): Promise<void> {
-    this.inFlight = new Set(entries.map((e) => e.req));
-    let endStep!: () => void;
-    this.stepEnd = new Promise<void>((r) => (endStep = r));
-    let parts: StepPart[];
+  /** One step: schedule → run → postprocess. False when nothing can run now (short of pages). */
+  private async step(): Promise<boolean> {
+    const entries = this.schedule();
+    if (!entries) return false;
+    if (entries.length === 0) return true; // sends served from cache, or a preemption: schedule again
+    const parts = await this.run(entries);
+    for (const part of parts) this.postprocess(part);
+    return true;
+  }
+
+  /** The scheduler's next step (sends it found fully cached leave it at once); null: no progress possible now. */
+  private schedule(): StepEntry[] | null {
+    const numPreempted = this.scheduler.numPreempted;
+    const plan = this.scheduler.schedule();
+    for (const req of plan.ready) this.table.sendComputed(req);
+    const isProgress = plan.entries.length > 0 || plan.ready.length > 0 || this.scheduler.numPreempted !== numPreempted;
+    return isProgress ? plan.entries : null;
+  }
+
+  /** The step's forward (step-runner.ts), its requests marked in flight meanwhile. */
+  private async run(entries: StepEntry[]): Promise<StepPart[]> {
+    this.table.beginStep(entries.map((e) => e.req));
     try {
-      parts = await this.forwardIsolated(entries);
+      return await this.runner.run(entries);
     } finally {
-      this.inFlight = null;
-      endStep();
-    }
-    for (const p of parts) {
-      if (p.tokens) this.postprocess(p.entries, p.tokens);
-      else this.failEntries(p.entries, p.error!);
+      this.table.endStep();
     }
   }
 
-  /**
-   * Step-failure policy. A forward that throws (the backend's error, e.g. a device allocation or
-   * launch failure) is not an engine death and does not touch requests outside the step: the
-   * step runs once more split in two halves, each its own forward (a failure that depends on
-   * the step's size gets through at half of it; sampling is per sequence, so tokens are the
-   * same). A half that fails again fails only its own requests, with STEP_FAILED naming the
-   * step's shape and the backend's error; a step of one sequence fails at once. The router
-   * treats STEP_FAILED as final for the request (no migration, no retry loop).
-   */
-  private async forwardIsolated(entries: StepEntry[]): Promise<StepPart[]> {
-    try {
-      return [{ entries, tokens: await this.forward(entries) }];
-    } catch (e) {
-      const err = this.stepFailed(entries, e);
-      if (entries.length < 2) return [{ entries, tokens: null, error: err }];
-      this.counters.stepRetries++;
-      const mid = Math.ceil(entries.length / 2);
-      const parts: StepPart[] = [];
-      for (const half of [entries.slice(0, mid), entries.slice(mid)]) {
-        try {
-          parts.push({ entries: half, tokens: await this.forward(half) });
-        } catch (e2) {
-          parts.push({ entries: half, tokens: null, error: this.stepFailed(half, e2, err) });
-        }
-      }
-      return parts;
-    }
-  }
-
-  /**
-   * Counts a failed forward and builds its STEP_FAILED error: the step's shape and the backend's
-   * error, and for a failed half of a retry, the shape and error of the step it came from.
-   */
-  private stepFailed(entries: StepEntry[], e: unknown, whole?: MicroserveError): MicroserveError {
-    this.counters.stepFailures++;
-    const numTokens = entries.reduce((a, x) => a + x.n, 0);
-    const backendCode = isMicroserveError(e) ? e.code : 'NATIVE_ERROR';
-    const backendMessage = (e as Error)?.message ?? String(e);
-    const shape = `${entries.length} sequences / ${numTokens} tokens`;
-    const message = whole
-      ? `${whole.message}; retried split in two, its half of ${shape} failed again: ${backendCode}: ${backendMessage}`
-      : `engine ${this.name}: a step of ${shape} failed: ${backendCode}: ${backendMessage}`;
-    log.error('step failed', { engine: this.name, numSeqs: entries.length, numTokens, isRetry: !!whole, backendCode, err: e as Error });
-    return new MicroserveError('STEP_FAILED', message, { numSeqs: entries.length, numTokens, backendCode, backendMessage });
-  }
-
-  /** The requests of a failed forward: aborted ones give their pages back, the others end with `err`. */
-  private failEntries(entries: StepEntry[], err: MicroserveError): void {
-    for (const { req } of entries) {
-      this.counters.requestsFailedByStep++;
-      if (req.isAborted || req.state !== 'running') this.release(req, false);
-      else if (req.kind === 'send') this.stopSend(req, err);
-      else this.stopGenerate(req, 'error', [], err);
-    }
-  }
-
-  /** One native forward of `entries`; tokens sampled on the device (numSeqs ids, no logits). */
-  private async forward(entries: StepEntry[]): Promise<Int32Array> {
-    if (this.numStepsToFail > 0) {
-      this.numStepsToFail--;
-      throw new MicroserveError('NATIVE_ERROR', 'forced step failure (test hook)');
-    }
-    // rows whose chunk reaches the request's last token sample its next token; others are ignored
-    const sb = new SamplingBatch(
-      entries.map(({ req, start, n }) => (req.kind === 'generate' && start + n === req.totalLen ? req : null)),
-      this.samplingSlots,
-    );
-    const batch: ForwardBatch & { sampling: ForwardSampling } = {
-      seqs: entries.map((e) => ({ tokens: e.req.slice(e.start, e.n), startPos: e.start, pageTable: Int32Array.from(e.req.seq!.pageIds) })),
-      logits: 'last',
-      sampling: sb.sampling,
-    };
-    // Sends over a GPU push transport write their pages into the receiver layer by layer.
-    const { send, pushed } = this.layerSend(entries);
-    if (!send) {
-      const tokens = await this.backend.forwardTokens(batch);
-      sb.commit();
-      return tokens;
-    }
-    const r = await this.backend.kvIpc!.forwardWithSend(batch, send);
-    sb.commit();
-    for (const [plan, i] of pushed) plan.pushed.add(i);
-    const lp = this.counters.layerPush!;
-    lp.forwards++;
-    lp.computeMs += r.timeline.computeEnd;
-    lp.exposedMs += Math.max(0, r.timeline.sendEnd - r.timeline.computeEnd);
-    return r.tokens!;
-  }
-
-  /** Advances each request of a successful forward; samples, streams and finishes where due. */
-  private postprocess(entries: StepEntry[], tokens: Int32Array): void {
+  /** Advances each request of a forward that ran; samples, streams and finishes where due. A failed one fails its requests. */
+  private postprocess({ entries, tokens, error }: StepPart): void {
+    if (!tokens) return this.failEntries(entries, error!);
     entries.forEach(({ req, start, n }, i) => {
       if (req.isAborted || req.state !== 'running') {
-        this.release(req, !req.isAborted);
+        this.table.release(req, !req.isAborted);
         return;
       }
       // positions below the request's high-water mark were computed before a preemption
@@ -440,7 +334,7 @@ export class EngineCore {
       this.counters.tokensPrefilled += numPrefill;
       if (req.numRemaining > 0) return;
       if (req.kind === 'send') {
-        this.sendComputed(req);
+        this.table.sendComputed(req);
         return;
       }
       const s = req.sampling!;
@@ -451,64 +345,23 @@ export class EngineCore {
       if (s.stopTokenIds.includes(tok)) finish = 'stop';
       else if (req.outputIds.length >= s.maxTokens || req.totalLen >= this.capacity.maxPositions) finish = 'length';
       const lps = req.lastLogprobs ? [req.lastLogprobs] : undefined;
-      if (finish) this.stopGenerate(req, finish, [tok], undefined, lps);
-      else this.emit(req, [tok], undefined, undefined, lps);
+      if (finish) this.table.stopGenerate(req, finish, [tok], undefined, lps);
+      else this.table.emit(req, [tok], undefined, undefined, lps);
     });
   }
 
-  /**
-   * The pages this step's send requests push (PushPlan): every page of [first, last) that a
-   * chunk touches, whole per layer (a page a later chunk completes is written again then), and
-   * which plan index each is, to mark once the forward succeeded.
-   */
-  private layerSend(entries: StepEntry[]): { send: LayerSendSpec | null; pushed: [PushPlan, number][] } {
-    const src: number[] = [];
-    const dst: number[] = [];
-    const peers: number[] = [];
-    const pushed: [PushPlan, number][] = [];
-    const ps = this.kv.pageSize;
-    for (const { req, start, n } of entries) {
-      const p = req.push;
-      if (!p || !req.seq) continue;
-      const lo = Math.max(p.first, Math.floor(start / ps));
-      const hi = Math.min(p.last, Math.ceil((start + n) / ps));
-      for (let i = lo; i < hi; i++) {
-        src.push(req.seq.pageIds[i]);
-        dst.push(p.dstPageIds[i]);
-        peers.push(p.peerId);
-        pushed.push([p, i]);
-      }
-    }
-    if (src.length === 0) return { send: null, pushed };
-    return { send: { peerId: peers[0], srcPages: Int32Array.from(src), dstPages: Int32Array.from(dst), peerIds: Int32Array.from(peers) }, pushed };
-  }
-
-  /** @internal Resolves once `req` is not part of the forward in flight (its writes have landed). */
-  async afterStep(req: Request): Promise<void> {
-    while (this.inFlight?.has(req) && this.stepEnd) await this.stepEnd;
-  }
-
-  /** A send request has [0, end) computed: it leaves the scheduler; remote_send transfers it. */
-  private sendComputed(req: Request): void {
-    this.scheduler.remove(req);
-    req.state = 'computed';
-    req.resolveComputed();
-  }
-
-  private emit(req: Request, tokens: number[], finish?: FinishReason, error?: MicroserveError, logprobs?: TokenLogprob[]): void {
-    const msg: TokensMsg = { type: 'tokens', id: req.id, engine: this.name, tokens };
-    if (logprobs) msg.logprobs = logprobs;
-    if (finish) msg.finish = finish;
-    if (error) msg.error = error.toWire();
-    try {
-      this.opts.sink(req.replyTo ?? '', msg);
-    } catch (e) {
-      log.warn('token sink threw', { engine: this.name, id: req.id, err: e as Error });
+  /** The requests of a failed forward: aborted ones give their pages back, the others end with `err`. */
+  private failEntries(entries: StepEntry[], err: MicroserveError): void {
+    for (const { req } of entries) {
+      this.counters.requestsFailedByStep++;
+      if (req.isAborted || req.state !== 'running') this.table.release(req, false);
+      else if (req.kind === 'send') this.table.stopSend(req, err);
+      else this.table.stopGenerate(req, 'error', [], err);
     }
   }
 
   private isIdle(): boolean {
-    return !this.isLooping && this.requests.size === 0;
+    return !this.isLooping && this.table.size === 0;
   }
 
   private settleIdle(): void {
@@ -525,8 +378,7 @@ export class EngineCore {
     for (const w of waiters) w();
   }
 
-  /** @internal */
-  assertOpen(): void {
+  private assertOpen(): void {
     if (this.isClosed) throw new MicroserveError('ACTOR_STOPPED', `engine ${this.name} is closed`);
   }
 }

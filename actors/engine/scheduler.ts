@@ -16,7 +16,7 @@
  * is only what the token budget leaves. A step therefore costs at most `maxBatchTokens` tokens
  * of compute, and that budget, not the prompt length, bounds the inter-token latency of the
  * running decodes: a long prompt is spread over several steps instead of stalling them. The
- * default budget (512 tokens, engine-core.ts) keeps a mixed step near a decode step's cost on a
+ * default budget (512 tokens, types.ts) keeps a mixed step near a decode step's cost on a
  * GPU (the weights are read once for both) while prefill still runs at GEMM efficiency; a larger
  * budget buys prefill throughput with ITL (prefill-only engines may use 4096+).
  */

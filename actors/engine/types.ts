@@ -1,7 +1,7 @@
 /** Options and handles of the engine (core and actor). */
 import type { Backend } from '../../native/backend.ts';
 import type { EngineCounters, KvIpcAddr, KvNvshmemAddr, Role, TokensMsg } from '../messages.ts';
-import type { TransportPicker } from './transfer.ts';
+import type { TransportPicker } from './kv-transfer/transport.ts';
 
 /** Receives every token message of the engine; `replyTo` is the request's (may be ''). */
 export type TokenSink = (replyTo: string, msg: TokensMsg) => void;

@@ -166,13 +166,6 @@ export class KvCacheManager {
     return result;
   }
 
-  /** Open reservations whose deadline is before `now` (the caller closes them). */
-  expiredReservations(now: number): KvSeq[] {
-    const out: KvSeq[] = [];
-    for (const s of this.seqs.values()) if (s.kind === 'reserved' && s.deadline !== undefined && s.deadline <= now) out.push(s);
-    return out;
-  }
-
   /** Throws KvIntegrityError naming the first failed equation. */
   checkIntegrity(): void {
     checkIntegrity(this);

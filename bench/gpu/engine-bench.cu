@@ -16,6 +16,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench-backend.h"
 #include "cuda/check.h"
 #include "cuda/cuda-backend.h"
 #include "cuda/gemm.h"
@@ -125,7 +126,7 @@ struct StepTimes {
 enum class StepOut { Logits, Greedy, Sampled };
 
 // Decode steps of `batch` sequences whose context is ctx tokens (KV already in the pages).
-StepTimes decode(CudaBackend& b, int batch, int ctx, int pageSize, int reps, std::mt19937& rng,
+StepTimes decode(BenchCudaBackend& b, int batch, int ctx, int pageSize, int reps, std::mt19937& rng,
                  StepOut outKind = StepOut::Logits) {
   const int pagesPerSeq = (ctx + pageSize) / pageSize;
   std::vector<int32_t> tokens(batch), seqLens(batch, 1), startPos(batch, ctx - 1), tables(size_t(batch) * pagesPerSeq);
@@ -154,7 +155,7 @@ StepTimes decode(CudaBackend& b, int batch, int ctx, int pageSize, int reps, std
   return {median(wall), median(gpu)};
 }
 
-StepTimes prefill(CudaBackend& b, int len, int pageSize, int reps, std::mt19937& rng) {
+StepTimes prefill(BenchCudaBackend& b, int len, int pageSize, int reps, std::mt19937& rng) {
   std::vector<int32_t> tokens(len), seqLens(1, len), startPos(1, 0), table((len + pageSize - 1) / pageSize);
   for (size_t i = 0; i < table.size(); i++) table[i] = int32_t(i);
   std::vector<float> logits(128256);
@@ -260,9 +261,9 @@ int main(int argc, char** argv) {
     o.device = "cuda:0";
     ms::Status st;
     auto t0 = Clock::now();
-    auto base = ms::makeCudaBackend(m, kv, o, &st);
+    auto base = BenchCudaBackend::make(m, kv, o, &st);
     ok(st, "makeCudaBackend");
-    auto& b = static_cast<CudaBackend&>(*base);
+    auto& b = *base;
     ok(b.randomInit(0, 0.08f), "randomInit");
     ok(b.finalize(), "finalize");
     ok(b.fillKvRandom(11), "fillKvRandom");
@@ -342,9 +343,9 @@ int main(int argc, char** argv) {
       if (!variantsOn) break;
       ms::BackendOptions vo = o;
       variant.set(vo);
-      auto vbase = ms::makeCudaBackend(m, kv, vo, &st);
+      auto vbase = BenchCudaBackend::make(m, kv, vo, &st);
       ok(st, "makeCudaBackend (variant)");
-      auto& vb = static_cast<CudaBackend&>(*vbase);
+      auto& vb = *vbase;
       ok(vb.randomInit(0, 0.08f), "randomInit");
       ok(vb.finalize(), "finalize");
       ok(vb.fillKvRandom(11), "fillKvRandom");

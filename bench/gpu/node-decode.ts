@@ -10,7 +10,8 @@
  * Prints one JSON line; host time = wall time here minus the GPU time engine-bench reports for the
  * same batch. Usage: node --import tsx bench/gpu/node-decode.ts [device=cuda:0] [preset=llama-3.1-8b]
  */
-import { argmax, packSampling, sampleToken } from '../../actors/engine/sampler.ts';
+import { packSampling } from '../../actors/engine/sampler.ts';
+import { argmax, sampleToken } from '../../test/shared/sampling-reference.ts';
 import type { ForwardSeq } from '../../native/backend.ts';
 import { openModel } from '../../native/index.ts';
 

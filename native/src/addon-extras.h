@@ -1,6 +1,6 @@
-// N-API side of SamplingExtras (backend.h): `sampling.extras` of forward / forwardWithSend /
-// sampleLogits, copied into owned vectors (the backend thread reads them after the call returns)
-// and checked for shape here; value checks are common/logit-processing.h samplingExtrasError.
+// N-API side of SamplingExtras (backend.h): `sampling.extras` of forward / forwardWithSend,
+// copied into owned vectors (the backend thread reads them after the call returns) and checked
+// for shape here; value checks are common/logit-processing.h samplingExtrasError.
 // The two output arrays (logprobsOut, topIdsOut) are the caller's: the job keeps them alive.
 #pragma once
 #include <napi.h>

@@ -47,7 +47,6 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
                         InstanceMethod("forwardWithSend", &NativeBackend::ForwardWithSend),
                         InstanceMethod("joinNvshmem", &NativeBackend::JoinNvshmem),
                         InstanceMethod("openNvshmemPeer", &NativeBackend::OpenNvshmemPeer),
-                        StaticMethod("sampleLogits", &NativeBackend::SampleLogits),
                         InstanceAccessor("pageBytes", &NativeBackend::PageBytes, nullptr),
                         InstanceAccessor("numPages", &NativeBackend::NumPages, nullptr),
                         InstanceAccessor("deviceName", &NativeBackend::DeviceName, nullptr),
@@ -590,45 +589,6 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     in->step.assign(step.Data(), step.Data() + numSeqs);
     Napi::Value ex = o.Get("extras");
     if (!ex.IsUndefined()) in->extras = parseExtras(env, ex, numSeqs, vocab, &in->outs);
-  }
-
-  // sampleLogits(logits Float32Array (rows, vocab), vocab, sampling): Int32Array (rows,) — the
-  // host implementation of the sampling algorithm (common/sampling.h) on given logits, run on the
-  // JS thread. For tests and tools that check another implementation against it.
-  static Napi::Value SampleLogits(const Napi::CallbackInfo& info) {
-    Napi::Env env = info.Env();
-    auto z = typedArray<Napi::Float32Array>(env, info[0], napi_float32_array, "logits", "a Float32Array");
-    int vocab = intArg(env, info[1], "vocab", 1);
-    if (z.ElementLength() % size_t(vocab) != 0) fail(env, "BAD_ARGUMENT", "logits length is not a multiple of vocab");
-    ForwardInputs in;
-    in.seqLens.resize(z.ElementLength() / size_t(vocab));
-    samplingInputs(env, info[2], &in, vocab);
-    Napi::Int32Array out = Napi::Int32Array::New(env, in.seqLens.size());
-    std::vector<uint32_t> q;
-    if (!in.extras) {
-      for (size_t s = 0; s < in.seqLens.size(); s++)
-        out[s] = ms::sampleRow(z.Data() + s * size_t(vocab), vocab, in.temperature[s], in.topP[s], in.seed[s], in.step[s], q);
-      return out;
-    }
-    // With extras: on a copy of the logits; a row's penalty state comes from its history (reset
-    // rows) or is empty, as a backend's slot would be.
-    ms::Batch b = in.batch(out.Data());
-    std::string e = ms::samplingExtrasError(b, vocab);
-    if (!e.empty()) fail(env, "BAD_ARGUMENT", e);
-    const ms::SamplingExtras& x = in.extras->x;
-    std::vector<float> row(static_cast<size_t>(vocab));
-    std::vector<int32_t> idx;
-    for (size_t s = 0; s < in.seqLens.size(); s++) {
-      std::copy(z.Data() + s * size_t(vocab), z.Data() + (s + 1) * size_t(vocab), row.begin());
-      ms::PenaltyState st;
-      const bool hasState = x.slot && x.slot[s] >= 0;
-      if (hasState && x.reset[s]) st.rebuild(x.histTokens + x.histOffsets[s], x.histOffsets[s + 1] - x.histOffsets[s], x.histNumOutput[s]);
-      const int si = int(s);
-      out[s] = ms::sampleRowExtras(row.data(), vocab, in.temperature[s], in.topP[s], in.seed[s], in.step[s], x, si, hasState ? &st : nullptr, q);
-      if (x.numLogprobs && x.numLogprobs[s] >= 0)
-        ms::rowLogprobs(row.data(), vocab, in.temperature[s], out[s], x.numLogprobs[s], x.logprobsOut + s * (1 + ms::kMaxLogprobs), x.topIdsOut + s * ms::kMaxLogprobs, idx);
-    }
-    return out;
   }
 
   std::vector<int32_t> pageIds(Napi::Env env, Napi::Value v) {

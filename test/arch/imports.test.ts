@@ -30,12 +30,6 @@ const LAYERS: [prefix: string, layer: number][] = [
   ['bench/', 7.5],
 ];
 
-/**
- * Known cycle, allowed until issue 16 part B restructures the engine core: engine-core.ts,
- * microserving.ts and push.ts import each other. Remove this allowance with that change.
- */
-const ALLOWED_CYCLES = [['actors/engine/engine-core.ts', 'actors/engine/microserving.ts', 'actors/engine/push.ts']];
-
 function group(file: string): [string, number] {
   const hit = LAYERS.find(([p]) => file.startsWith(p));
   if (!hit) throw new Error(`${file}: in no layer (add it to LAYERS)`);
@@ -112,10 +106,8 @@ test('no arrow from a lower layer to a higher one, nor sideways between groups o
   assert.equal(bad, []);
 });
 
-test('no import cycles but the one allowed for issue 16 part B', () => {
-  const found = cycles().map((c) => c.join(' <-> '));
-  const allowed = ALLOWED_CYCLES.map((c) => [...c].sort().join(' <-> '));
-  assert.equal(found.filter((c) => !allowed.includes(c)), []);
+test('no import cycles', () => {
+  assert.equal(cycles().map((c) => c.join(' <-> ')), []);
 });
 
 test('only common/env.ts reads MICROSERVE_* / MS_* knobs from process.env', () => {

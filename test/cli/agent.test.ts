@@ -5,7 +5,7 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
-import { createServer } from 'node:net';
+import { connect as tcpConnect, createServer } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect } from '../../actors/runtime/client.ts';
@@ -18,6 +18,8 @@ const freePort = () =>
       s.close(() => resolve(p));
     });
   });
+
+/** Resolves once something accepts TCP connections on `port` (up's control listener), polling; rejects after `timeoutMs`. */
 
 test('an agent runs the engines placed on its host; a request is served by it', async () => {
   const home = tempHome();

@@ -65,12 +65,16 @@ test('kill engine/e1 (the actor): it comes back, still answers, and kill --proce
   const k = await cli(['kill', 'engine/e1', '--process'], home);
   assert.is(k.code, 0, k.stderr);
   // while e1's process is away, e0 serves: /health stays 200 and names e1 as down
+  // (polled until e1 was seen away and back: the first poll may come before anyone noticed the kill)
   const seen = new Set<string>();
+  let isAwaySeen = false;
   await until('health while e1 restarts', async () => {
     const h = await fetch(`${up.httpUrl}/health`);
     const body = await h.json();
     seen.add(`${h.status} ${body.status}`);
-    return (await row('engine/e1')).state === 'running' && h.status === 200 && body.status === 'ok';
+    const isRunning = (await row('engine/e1')).state === 'running';
+    if (!isRunning || body.status !== 'ok') isAwaySeen = true;
+    return isAwaySeen && isRunning && h.status === 200 && body.status === 'ok';
   }, (x) => x);
   assert.not.ok([...seen].some((s) => s.startsWith('503')), [...seen].join(', '));
   assert.ok(seen.has('200 degraded'), `degraded never seen: ${[...seen].join(', ')}`);

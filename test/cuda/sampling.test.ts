@@ -5,7 +5,8 @@
 // checks that a cuda device is refused with NO_DEVICE.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { argmax, packSampling, sampleToken, type SampleRow } from '../../actors/engine/sampler.ts';
+import { packSampling, type SampleRow } from '../../actors/engine/sampler.ts';
+import { argmax, sampleToken } from '../shared/sampling-reference.ts';
 import { loadAddon } from '../../native/addon.ts';
 import type { ForwardBatch } from '../../native/backend.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';

@@ -2,7 +2,7 @@
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { EngineCore } from '../../actors/engine/engine-core.ts';
-import type { KvTransport } from '../../actors/engine/transfer.ts';
+import type { KvTransport } from '../../actors/engine/kv-transfer/transport.ts';
 import type { EngineCoreOptions } from '../../actors/engine/types.ts';
 import type { FinishReason, SamplingParams, TokenLogprob, TokensMsg } from '../../actors/messages.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';

@@ -1,9 +1,10 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { argmax, packSampling, sampleToken, sampleUniform } from '../../actors/engine/sampler.ts';
+import { packSampling } from '../../actors/engine/sampler.ts';
 import { Request } from '../../actors/engine/request.ts';
 import { SamplingBatch, SamplingSlots } from '../../actors/engine/sampling-params.ts';
 import type { SamplingParams } from '../../actors/messages.ts';
+import { argmax, sampleToken, sampleUniform } from '../shared/sampling-reference.ts';
 import { xorshift } from '../shared/xorshift.ts';
 
 const logits = Float32Array.from([1.0, 3.0, 2.0, 3.0, -5.0, 0.5]);

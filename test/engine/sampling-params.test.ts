@@ -4,7 +4,7 @@
 // resumed elsewhere from prompt + its first tokens (numPriorOutput) continues the same stream.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { logprobsOf, processLogits, sampleProcessed } from '../../actors/engine/logit-processing.ts';
+import { logprobsOf, processLogits, sampleProcessed } from '../shared/logit-processing-reference.ts';
 import { checkExtrasSupported } from '../../actors/engine/sampling-params.ts';
 import type { LoadedModel } from '../../native/index.ts';
 import { CASES, Collector, greedy, makeCore, openFixture, run } from './helpers.ts';

@@ -3,7 +3,7 @@
 // engine and in any batch; greedy output stays the fixture's reference.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { sampleToken } from '../../actors/engine/sampler.ts';
+import { sampleToken } from '../shared/sampling-reference.ts';
 import type { LoadedModel } from '../../native/index.ts';
 import { CASES, Collector, greedy, makeCore, openFixture, run } from './helpers.ts';
 

@@ -65,7 +65,8 @@ for (const seed of [1, 2, 3]) {
           m.closeSeq(r.seq);
           live.delete(r.seq.id);
         } else if (kind === 6) {
-          for (const s of m.expiredReservations(op)) {
+          const expired = [...live.values()].map((x) => x.seq).filter((s) => s.kind === 'reserved' && s.deadline !== undefined && s.deadline <= op);
+          for (const s of expired) {
             m.closeSeq(s);
             live.delete(s.id);
           }

@@ -1,14 +1,60 @@
-// Logit processing before sampling (common/logit-processing.h): the C++ code equals the TS
-// reference (actors/engine/logit-processing.ts) on random logits for top-k, min-p, penalties,
-// bias and logprobs; each parameter changes the outcome the way it should; bad extras are typed
-// errors naming the field.
+// Logit processing before sampling (common/logit-processing.h): the C++ code (through
+// test/native/sampling-extras-check.cc, built with the host compiler: the addon has no
+// sampleLogits) equals the TS reference (test/shared/logit-processing-reference.ts) on random logits for
+// top-k, min-p, penalties, bias and logprobs; each parameter changes the outcome the way it
+// should; bad extras given to the CPU backend's forwardTokens are typed errors naming the field.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { logprobsOf, processLogits, sampleProcessed, type ProcessingRow } from '../../actors/engine/logit-processing.ts';
+import { logprobsOf, processLogits, sampleProcessed, type ProcessingRow } from '../shared/logit-processing-reference.ts';
 import { packSampling, type SampleRow } from '../../actors/engine/sampler.ts';
-import { loadAddon } from '../../native/addon.ts';
-import type { ForwardSamplingExtras } from '../../native/backend.ts';
+import type { ForwardBatch, ForwardSampling, ForwardSamplingExtras } from '../../native/backend.ts';
+import { openModel } from '../../native/index.ts';
+import { FIXTURE, REFERENCE, pageRange } from './helpers.ts';
 import { xorshift } from '../shared/xorshift.ts';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+let checkBin = '';
+
+/** The 15 extras arrays in sampling-extras-check.cc's order (absent: empty). */
+const EXTRAS_ORDER = ['topK', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'slot', 'reset', 'histOffsets', 'histTokens', 'histNumOutput', 'biasOffsets', 'biasTokens', 'biasValues', 'numLogprobs', 'allowedMask'] as const;
+
+/** The C++ processing + sampling on `z` (rows, vocab) with `x`; fills x.logprobsOut / x.topIdsOut when present. */
+function cppSample(z: Float32Array, vocab: number, rows: SampleRow[], x: ForwardSamplingExtras): number[] {
+  if (!checkBin) {
+    checkBin = join(mkdtempSync(join(tmpdir(), 'ms-sampling-extras-')), 'sampling-extras-check');
+    const cc = spawnSync(process.env.CXX || 'c++', ['-O2', '-std=c++17', '-I', join(ROOT, 'native/src'), join(ROOT, 'test/native/sampling-extras-check.cc'), '-o', checkBin], { encoding: 'utf8' });
+    assert.is(cc.status, 0, `building sampling-extras-check.cc: ${cc.stderr}`);
+  }
+  const parts: Buffer[] = [];
+  const head = new DataView(new ArrayBuffer(8 + 16 * rows.length));
+  head.setInt32(0, rows.length, true);
+  head.setInt32(4, vocab, true);
+  rows.forEach((r, i) => {
+    head.setFloat32(8 + 16 * i, r.temperature, true);
+    head.setFloat32(12 + 16 * i, r.topP, true);
+    head.setUint32(16 + 16 * i, r.seed, true);
+    head.setUint32(20 + 16 * i, r.step, true);
+  });
+  parts.push(Buffer.from(head.buffer));
+  for (const k of EXTRAS_ORDER) {
+    const a = x[k] as ArrayLike<number> | undefined;
+    const arr = !a ? new Int32Array(0) : a instanceof Uint8Array ? Int32Array.from(a) : (a as Int32Array | Float32Array | Uint32Array);
+    parts.push(Buffer.from(Int32Array.of(arr.length).buffer), Buffer.from(arr.buffer, arr.byteOffset, arr.byteLength));
+  }
+  parts.push(Buffer.from(z.buffer, z.byteOffset, z.byteLength));
+  const run = spawnSync(checkBin, [], { input: Buffer.concat(parts), maxBuffer: 1 << 26 });
+  assert.is(run.status, 0, `sampling-extras-check exited with an error: ${run.stderr}`);
+  const out = run.stdout.buffer.slice(run.stdout.byteOffset, run.stdout.byteOffset + run.stdout.byteLength);
+  const n = rows.length;
+  if (x.logprobsOut) x.logprobsOut.set(new Float32Array(out, 4 * n, 21 * n));
+  if (x.topIdsOut) x.topIdsOut.set(new Int32Array(out, 4 * n + 84 * n, 20 * n));
+  return [...new Int32Array(out, 0, n)];
+}
 
 type Row = SampleRow & ProcessingRow & { numLogprobs?: number };
 
@@ -47,10 +93,8 @@ function extrasOf(rows: Row[]): ForwardSamplingExtras {
 }
 
 function nativeSample(z: Float32Array, vocab: number, rows: Row[]): { tokens: number[]; x: ForwardSamplingExtras } {
-  const { NativeBackend } = loadAddon();
   const x = extrasOf(rows);
-  const tokens = NativeBackend.sampleLogits(z, vocab, { ...packSampling(rows), extras: x });
-  return { tokens: [...tokens], x };
+  return { tokens: cppSample(z, vocab, rows, x), x };
 }
 
 function tsSample(z: Float32Array, vocab: number, r: Row, i: number): number {
@@ -127,7 +171,6 @@ test('logprobs are the log-softmax of the processed logits at the temperature', 
 });
 
 test('the grammar hook: an allowed-token mask restricts what is drawn, as the reference does', () => {
-  const { NativeBackend } = loadAddon();
   const vocab = 100;
   const words = Math.ceil(vocab / 32);
   const rnd = xorshift(31);
@@ -136,28 +179,47 @@ test('the grammar hook: an allowed-token mask restricts what is drawn, as the re
   const mask = new Uint32Array(rows.length * words);
   rows.forEach((_, s) => allowed.forEach((t) => (mask[s * words + (t >>> 5)] |= 1 << (t & 31))));
   const z = Float32Array.from({ length: vocab * rows.length }, () => (rnd() - 0.5) * 6);
-  const tokens = [...NativeBackend.sampleLogits(z, vocab, { ...packSampling(rows), extras: { allowedMask: mask } })];
+  const tokens = cppSample(z, vocab, rows, { allowedMask: mask });
   assert.ok(tokens.every((t) => allowed.includes(t)), `${tokens}`);
   assert.ok(new Set(tokens).size > 1);
   const ref = rows.map((r, i) => tsSample(z, vocab, { ...r, allowedMask: mask.subarray(i * words, (i + 1) * words) }, i));
   assert.equal(tokens, ref);
 });
 
-test('bad extras are typed errors naming the field', () => {
-  const { NativeBackend } = loadAddon();
-  const z = new Float32Array(8);
-  const base = packSampling([{ temperature: 1, topP: 1, seed: 1, step: 0 }]);
-  const bad = (x: Record<string, unknown>, re: RegExp) =>
-    assert.throws(() => NativeBackend.sampleLogits(z, 8, { ...base, extras: x as ForwardSamplingExtras }), (e: any) => e.code === 'BAD_ARGUMENT' && re.test(e.message));
+test('bad extras are typed errors naming the field (CPU backend forwardTokens)', async () => {
+  const fixture = await openModel(FIXTURE, { numPages: 16, pageSize: 16, numThreads: 1 });
+  const b = fixture.backend;
+  const vocab = b.config.vocabSize;
+  const batch: ForwardBatch = { seqs: [{ tokens: Int32Array.from(REFERENCE.cases[0].prompt_ids), startPos: 0, pageTable: pageRange(0, 8) }] };
+  const base: ForwardSampling = packSampling([{ temperature: 1, topP: 1, seed: 1, step: 0 }]);
+  const checks: [Record<string, unknown>, RegExp][] = [];
+  const bad = (x: Record<string, unknown>, re: RegExp) => checks.push([x, re]);
   bad({ topK: Int32Array.of(-1) }, /topK/);
   bad({ topK: Int32Array.of(1, 2) }, /sampling.extras.topK/);
   bad({ minP: Float32Array.of(2) }, /minP/);
   bad({ repetitionPenalty: Float32Array.of(0) }, /repetitionPenalty/);
-  bad({ biasOffsets: Int32Array.of(0, 1), biasTokens: Int32Array.of(9), biasValues: Float32Array.of(1) }, /bias token/);
+  bad({ biasOffsets: Int32Array.of(0, 1), biasTokens: Int32Array.of(vocab), biasValues: Float32Array.of(1) }, /bias token/);
   bad({ biasOffsets: Int32Array.of(0, 2), biasTokens: Int32Array.of(1), biasValues: Float32Array.of(1) }, /biasOffsets/);
   bad({ slot: Int32Array.of(0) }, /slot needs/);
   bad({ numLogprobs: Int32Array.of(21), logprobsOut: new Float32Array(21), topIdsOut: new Int32Array(20) }, /numLogprobs/);
   bad({ numLogprobs: Int32Array.of(2) }, /logprobsOut/);
+  try {
+    for (const [x, re] of checks) {
+      try {
+        await b.forwardTokens({ ...batch, sampling: { ...base, extras: x as ForwardSamplingExtras } });
+      } catch (e) {
+        assert.ok(re.test((e as Error).message), `'${(e as Error).message}' does not match ${re}`);
+        assert.is((e as any).code, 'NATIVE_ERROR', (e as Error).message); // native BAD_ARGUMENT, mapped by native/addon.ts
+        continue;
+      }
+      assert.unreachable(`expected an error matching ${re}`);
+    }
+    // the backend keeps working
+    const tokens = await b.forwardTokens({ ...batch, sampling: base });
+    assert.is(tokens.length, 1);
+  } finally {
+    b.close();
+  }
 });
 
 test.run();

@@ -1,10 +1,16 @@
 // Sampling inside the backend: the C++ sampler equals the TS definition on random logits, the
 // CPU backend's forwardTokens equals TS sampling of its own logits (greedy = the fixture's
 // reference), and bad sampling inputs are typed errors.
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { packSampling, sampleToken, type SampleRow } from '../../actors/engine/sampler.ts';
-import { loadAddon } from '../../native/addon.ts';
+import { packSampling, type SampleRow } from '../../actors/engine/sampler.ts';
+import { sampleToken } from '../shared/sampling-reference.ts';
+import type { NativeBackendHandle } from '../../native/addon.ts';
 import type { ForwardBatch, ForwardSampling } from '../../native/backend.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
 import { FIXTURE, REFERENCE, pageRange, rejects } from './helpers.ts';
@@ -25,12 +31,36 @@ const ROWS: SampleRow[] = [
   { temperature: 3, topP: 0.01, seed: 123456, step: 17 },
 ];
 
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+let hostSamplerBin = '';
+
+/** The C++ sampler (common/sampling.h) on `z` (rows, vocab), through test/native/sampling-check.cc built with the host compiler. */
+function cppTokens(z: Float32Array, vocab: number, rows: SampleRow[]): number[] {
+  if (!hostSamplerBin) {
+    hostSamplerBin = join(mkdtempSync(join(tmpdir(), 'ms-sampling-')), 'sampling-check');
+    const cc = spawnSync(process.env.CXX || 'c++', ['-O2', '-std=c++17', '-I', join(ROOT, 'native/src'), join(ROOT, 'test/native/sampling-check.cc'), '-o', hostSamplerBin], { encoding: 'utf8' });
+    assert.is(cc.status, 0, `building sampling-check.cc: ${cc.stderr}`);
+  }
+  const head = new DataView(new ArrayBuffer(8 + 16 * rows.length));
+  head.setInt32(0, rows.length, true);
+  head.setInt32(4, vocab, true);
+  rows.forEach((r, i) => {
+    head.setFloat32(8 + 16 * i, r.temperature, true);
+    head.setFloat32(12 + 16 * i, r.topP, true);
+    head.setUint32(16 + 16 * i, r.seed, true);
+    head.setUint32(20 + 16 * i, r.step, true);
+  });
+  const input = Buffer.concat([Buffer.from(head.buffer), Buffer.from(z.buffer, z.byteOffset, z.byteLength)]);
+  const run = spawnSync(hostSamplerBin, [], { input, maxBuffer: 1 << 20 });
+  assert.is(run.status, 0, 'sampling-check exited with an error');
+  return [...new Int32Array(run.stdout.buffer.slice(run.stdout.byteOffset, run.stdout.byteOffset + 4 * rows.length))];
+}
+
 function tsTokens(z: Float32Array, vocab: number, rows: SampleRow[]): number[] {
   return rows.map((r, i) => sampleToken(z.subarray(i * vocab, (i + 1) * vocab), r.temperature, r.topP, r.seed, r.step));
 }
 
 test('the C++ sampler equals the TS one on random logits (Llama 3 vocabulary and small ones)', () => {
-  const { NativeBackend } = loadAddon();
   const rnd = xorshift(2024);
   for (const [vocab, reps] of [[128256, 2], [1000, 40], [7, 40]] as const) {
     for (let rep = 0; rep < reps; rep++) {
@@ -39,8 +69,7 @@ test('the C++ sampler equals the TS one on random logits (Llama 3 vocabulary and
       const z = Float32Array.from({ length: vocab * rows.length }, () => (rnd() - 0.5) * spread);
       if (rep % 5 === 1) for (let i = 0; i < z.length; i += 4) z[i] = z[1]; // ties
       if (rep % 5 === 2) for (let i = 0; i < z.length; i += 9) z[i] = i % 2 ? NaN : -Infinity;
-      const native = NativeBackend.sampleLogits(z, vocab, packSampling(rows));
-      assert.equal([...native], tsTokens(z, vocab, rows), `vocab ${vocab}, rep ${rep}`);
+      assert.equal(cppTokens(z, vocab, rows), tsTokens(z, vocab, rows), `vocab ${vocab}, rep ${rep}`);
     }
   }
 });
@@ -84,12 +113,16 @@ test('bad sampling inputs are typed errors naming the field; the backend keeps w
   await rejects(bad({ temperature: new Float64Array(1) }), 'BAD_REQUEST', 'Float32Array');
   await rejects(b.forwardTokens({ ...batch, logits: 'all', sampling: ok }), 'BAD_REQUEST', "'last'");
   await rejects(b.forwardTokens({ ...batch } as any), 'BAD_REQUEST', 'sampling');
-  // The addon checks on its own too (callers other than NativeBackend).
-  const { NativeBackend } = loadAddon();
-  const z = new Float32Array(8);
-  assert.throws(() => NativeBackend.sampleLogits(z, 8, { ...ok, topP: Float32Array.of(-1) }), (e: any) => e.code === 'BAD_ARGUMENT' && /topP/.test(e.message));
-  assert.throws(() => NativeBackend.sampleLogits(z, 8, { ...ok, seed: new Uint32Array(2) }), (e: any) => e.code === 'BAD_ARGUMENT' && /sampling.seed/.test(e.message));
-  assert.throws(() => NativeBackend.sampleLogits(z, 3, ok), (e: any) => e.code === 'BAD_ARGUMENT' && /multiple of vocab/.test(e.message));
+  // The addon checks on its own too (callers other than NativeBackend): its forward, called raw.
+  const raw = (b as unknown as { native(): NativeBackendHandle }).native();
+  const prompt = Int32Array.from(REFERENCE.cases[0].prompt_ids);
+  const rawForward = async (sampling: ForwardSampling) => raw.forward(prompt, Int32Array.of(prompt.length), Int32Array.of(0), pageRange(0, 8), 8, false, sampling);
+  const rawRejects = async (sampling: ForwardSampling, needle: RegExp) => {
+    const e: any = await rawForward(sampling).then(() => null, (err) => err);
+    assert.ok(e && e.code === 'BAD_ARGUMENT' && needle.test(e.message), `raw forward: ${e?.code}: ${e?.message}`);
+  };
+  await rawRejects({ ...ok, topP: Float32Array.of(-1) }, /topP/);
+  await rawRejects({ ...ok, seed: new Uint32Array(2) }, /sampling.seed/);
   const tokens = await b.forwardTokens({ ...batch, sampling: packSampling([{ temperature: 0, topP: 1, seed: 0, step: 0 }]) });
   assert.is(tokens[0], REFERENCE.cases[0].greedy_ids[0]);
 });

@@ -137,7 +137,7 @@ export function spawnFakeEngine(system: ActorSystemApi, name: string, role: Role
         const st: EngineStatus = {
           name, role, device: 'fake', pid: process.pid, model: 'fake',
           native: { deviceName: 'fake', numThreads: 0, cpuIsa: 'auto', cudaGraphs: false, pdl: false, decodeClusterCap: 0, nvshmemPut: false },
-          numRunning: running.size, numWaiting: 0, numReserved: reservations.size,
+          numRunning: running.size, numWaiting: 0, numReserved: reservations.size, numPushLeases: 0,
           kv: { total: o.numPages, free: o.numPages - reservedPages, cached: 0, inUse: 0, reserved: reservedPages },
           pageSize: o.pageSize, maxNumSeqs: 256, maxBatchTokens: 512,
           counters,

@@ -1,5 +1,5 @@
 // Token sampling: the one definition. Implemented identically in TypeScript
-// (actors/engine/sampler.ts), here for the CPU backend (sampleRow), and on the GPU
+// (test/shared/sampling-reference.ts, the tests' oracle), here for the CPU backend (sampleRow), and on the GPU
 // (cuda/sampling.cu). Inputs per row: logits z (vocab V, f32), temperature T (f32), topP p (f32),
 // seed and step (uint32; step = index of the token being generated, 0 for the first output token).
 //

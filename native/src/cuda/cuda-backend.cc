@@ -187,40 +187,19 @@ Status CudaBackend::writePages(const int32_t* ids, int n, const uint8_t* in) {
   });
 }
 
-Status CudaBackend::fillKvRandom(uint64_t seed) {
-  return guarded([&] {
-    ensureKvPool();
-    randomNormalBf16(pool_, size_t(kv_.numPages + 1) * pageElems_, seed, uint64_t(1) << 40, 0.f, 1.f, stream_);
-    MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
-    return Status::Ok();
-  });
-}
-
-const char* CudaBackend::gemmChoice(int kind, int T) const {
-  return T >= 1 && T <= kSkinnyMaxTokens && useSkinny_[kind][T] ? "skinny" : "cublaslt";
-}
-
-}  // namespace ms::cuda
-
-namespace ms {
-
-std::unique_ptr<Backend> makeCudaBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o,
-                                         Status* st) {
-  auto bad = [&](Code c, const std::string& msg) -> std::unique_ptr<Backend> {
-    *st = Status::Error(c, msg);
-    return nullptr;
-  };
+Status checkCudaBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o, int* device) {
+  auto bad = [](Code c, const std::string& msg) { return Status::Error(c, msg); };
   std::smatch match;
   if (!std::regex_match(o.device, match, std::regex("cuda:([0-9]+)")))
     return bad(Code::BAD_ARGUMENT, "device '" + o.device + "' is not cuda:N");
-  int device = std::stoi(match[1].str());
+  *device = std::stoi(match[1].str());
   if (m.vocab <= 0 || m.hidden <= 0 || m.intermediate <= 0 || m.layers <= 0 || m.heads <= 0 || m.kvHeads <= 0 ||
       m.heads % m.kvHeads != 0)
     return bad(Code::BAD_ARGUMENT, "invalid model config (sizes must be positive, heads % kvHeads == 0)");
-  if (!cuda::isSupportedHeadDim(m.headDim))
+  if (!isSupportedHeadDim(m.headDim))
     return bad(Code::BAD_ARGUMENT, "the CUDA backend supports headDim 16, 32, 64 or 128 (got " +
                                        std::to_string(m.headDim) + ")");
-  if (!cuda::isSupportedGqa(m.heads / m.kvHeads))
+  if (!isSupportedGqa(m.heads / m.kvHeads))
     return bad(Code::BAD_ARGUMENT, "the CUDA backend supports heads / kvHeads of 1, 2, 4 or 8 (got " +
                                        std::to_string(m.heads / m.kvHeads) + ")");
   if (m.hidden % 8 != 0 || m.intermediate % 8 != 0 || m.hidden > 16384)
@@ -229,25 +208,24 @@ std::unique_ptr<Backend> makeCudaBackend(const ModelConfig& m, const KvConfig& k
   if (kv.numPages < 0 || kv.pageSize <= 0)
     return bad(Code::BAD_ARGUMENT, "numPages must be >= 0 (0 = auto) and pageSize positive");
   Status planSt = checkPlanOptions(o);
-  if (!planSt.ok()) return bad(planSt.code, planSt.message);
+  if (!planSt.ok()) return planSt;
   int count = 0;
   cudaError_t e = cudaGetDeviceCount(&count);
-  if (e != cudaSuccess || device >= count)
+  if (e != cudaSuccess || *device >= count)
     return bad(Code::NO_DEVICE, "device '" + o.device + "' not found (" +
                                     (e != cudaSuccess ? std::string(cudaGetErrorString(e))
                                                       : std::to_string(count) + " CUDA devices") +
                                     ")");
-  try {
-    auto b = std::make_unique<cuda::CudaBackend>(m, kv, o, device);
-    *st = Status::Ok();
-    return b;
-  } catch (const cuda::DeviceMemoryError& err) {
-    return bad(Code::DEVICE_MEMORY, err.what());
-  } catch (const cuda::CudaError& err) {
-    return bad(err.isOom() ? Code::OUT_OF_MEMORY : Code::NATIVE_ERROR, err.what());
-  } catch (const std::bad_alloc&) {
-    return bad(Code::OUT_OF_MEMORY, "out of host memory");
-  }
+  return Status::Ok();
+}
+
+}  // namespace ms::cuda
+
+namespace ms {
+
+std::unique_ptr<Backend> makeCudaBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o,
+                                         Status* st) {
+  return cuda::buildCudaBackend<cuda::CudaBackend>(m, kv, o, st);
 }
 
 }  // namespace ms

@@ -1,5 +1,7 @@
 // The CUDA backend: Hugging Face LlamaForCausalLM in bf16 on one GPU over a paged bf16 KV pool.
-// Implements ms::Backend; the extra public methods serve benchmarks and tests only.
+// Implements ms::Backend and nothing more in public; the engine bench's knobs and read-outs
+// (timing, graphs on/off, stage profile, autotune figures) are in bench/gpu/bench-backend.h, a
+// subclass over the protected state below.
 //
 // Per forward: pack the batch's metadata (one host->device copy), embed, then per layer
 //   RMSNorm -> fused QKV GEMM -> RoPE + KV append -> paged attention -> O GEMM (+= residual)
@@ -21,6 +23,7 @@
 #include <string>
 #include <tuple>
 #include <utility>
+#include <vector>
 
 #include "../backend.h"
 #include "check.h"
@@ -93,27 +96,6 @@ class CudaBackend : public Backend {
     });
   }
 
-  // ---- benchmarks and tests ----
-  // [default: BackendOptions::cudaGraphs] replay CUDA graphs for pure-decode batches.
-  void setGraphsEnabled(bool on) { graphsEnabled_ = on; }
-  // Captures every planned graph again (after kernel settings changed; benchmarks).
-  void resetGraphs();
-  // [default: off] time each forward's GPU work with events (lastGpuMs).
-  void setTiming(bool on) { timing_ = on; }
-  double lastGpuMs() const { return lastGpuMs_; }
-  bool lastUsedGraph() const { return lastUsedGraph_; }
-  // Fills every KV page with N(0, 1) bf16 (decode benchmarks without a prefill per sequence).
-  Status fillKvRandom(uint64_t seed);
-  // Which product runs for T tokens of a weight kind: "skinny" or "cublaslt" (after finalize).
-  const char* gemmChoice(int kind, int T) const;
-  // Autotune times (ms) of one product of a weight kind for T tokens: skinny, cuBLASLt.
-  std::pair<float, float> gemmTimes(int kind, int T) const { return {gemmMs_[kind][T][0], gemmMs_[kind][T][1]}; }
-  // [default: off] eager forwards record an event after every stage; profile() sums the GPU time
-  // per stage name over the profiled calls (graphs are bypassed while on).
-  void setProfile(bool on);
-  std::vector<std::pair<std::string, double>> profile() const;
-  cudaStream_t stream() const { return stream_; }
-
   // ---- KV transfer over CUDA IPC (kv-ipc.cc) ----
   Status exportKvPool(uint8_t* handle, std::string* deviceUuid) override;
   Status openPeerPool(const uint8_t* handle, int peerNumPages, int* peerId) override;
@@ -125,7 +107,7 @@ class CudaBackend : public Backend {
   Status joinNvshmem(const uint8_t* uid, int rank, int nranks, NvshmemInfo* info) override;
   Status openNvshmemPeer(int pe, int* peerId, bool* direct) override;
 
- private:
+ protected:
   struct Graph {
     MetaLayout lay;
     cudaGraphExec_t exec = nullptr;
@@ -146,6 +128,10 @@ class CudaBackend : public Backend {
   void copyLogits(const float* dev, int rows, float* out);
   void mark(int stage, cudaStream_t s);
   void collectProfile();
+  // [default: off] eager forwards record an event after every stage; profile() sums the GPU time
+  // per stage name over the profiled calls (graphs are bypassed while on). Benchmarks.
+  void setProfile(bool on);
+  std::vector<std::pair<std::string, double>> profile() const;
   void autotune();
   // memory-plan.cc
   void planMemory();
@@ -195,8 +181,8 @@ class CudaBackend : public Backend {
   cudaEvent_t evCopy_[kCopyParts] = {};
   std::map<std::tuple<int, int, bool>, Graph> graphs_;  // (batch bucket, context bucket, sampling)
   const BackendOptions opts_;  // fixed at construction
-  bool graphsEnabled_ = true;
-  bool timing_ = false;
+  bool graphsEnabled_ = true;    // BackendOptions::cudaGraphs; benchmarks switch it
+  bool timing_ = false;          // time each forward's GPU work with events (lastGpuMs_); benchmarks
   double lastGpuMs_ = 0;
   bool lastUsedGraph_ = false;
   bool profiling_ = false;
@@ -207,6 +193,29 @@ class CudaBackend : public Backend {
   bool sendUsedPuts_ = false;            // the send in flight issued NVSHMEM puts (quiet at its end)
   bool poolIsSymmetric_ = false;         // pool_ from nvshmem_malloc (never freed: collective)
 };
+
+// Checks a CUDA backend's configuration (device 'cuda:N' present, supported model shape, plan
+// options): Ok with *device set, else the typed error.
+Status checkCudaBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o, int* device);
+
+// Builds a B (CudaBackend, or the engine bench's subclass) once checkCudaBackend passed; the
+// constructor's failures come back as a Status (null result).
+template <class B>
+std::unique_ptr<B> buildCudaBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o, Status* st) {
+  int device = 0;
+  *st = checkCudaBackend(m, kv, o, &device);
+  if (!st->ok()) return nullptr;
+  try {
+    return std::make_unique<B>(m, kv, o, device);
+  } catch (const DeviceMemoryError& err) {
+    *st = Status::Error(Code::DEVICE_MEMORY, err.what());
+  } catch (const CudaError& err) {
+    *st = Status::Error(err.isOom() ? Code::OUT_OF_MEMORY : Code::NATIVE_ERROR, err.what());
+  } catch (const std::bad_alloc&) {
+    *st = Status::Error(Code::OUT_OF_MEMORY, "out of host memory");
+  }
+  return nullptr;
+}
 
 // Runs f with this backend's device current (calls arrive on the addon's worker thread) and
 // turns exceptions into a Status.

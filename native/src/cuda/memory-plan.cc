@@ -81,13 +81,6 @@ void CudaBackend::captureAllGraphs() {
   MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }
 
-void CudaBackend::resetGraphs() {
-  guarded([&] {
-    if (finalized_) captureAllGraphs();
-    return Status::Ok();
-  });
-}
-
 // Bytes an auto pool may take: gpuMemoryUtilization of the device's total, less what this backend
 // already holds (measured since construction), within what is free less a reserve.
 size_t CudaBackend::autoKvBytes(size_t freeNow) const {

@@ -7,12 +7,12 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { nvshmemRendezvous } from '../../actors/engine/nvshmem-join.ts';
-import { isMicroserveError } from '../../common/errors.ts';
-import { ActorSystem } from '../../actors/runtime/system.ts';
-import { engineProcSpec } from '../../supervisors/cluster.ts';
-import { spawnNvshmemRendezvous } from '../../supervisors/nvshmem-rendezvous.ts';
-import { parseTopology } from '../../topology/load.ts';
+import { nvshmemRendezvous } from '../../../actors/engine/kv-transfer/nvshmem-join.ts';
+import { isMicroserveError } from '../../../common/errors.ts';
+import { ActorSystem } from '../../../actors/runtime/system.ts';
+import { engineProcSpec } from '../../../supervisors/cluster.ts';
+import { spawnNvshmemRendezvous } from '../../../supervisors/nvshmem-rendezvous.ts';
+import { parseTopology } from '../../../topology/load.ts';
 
 const TOKEN = 'nvshmem-join-test-token-0123456789';
 let control: ActorSystem;

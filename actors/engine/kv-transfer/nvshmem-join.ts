@@ -4,10 +4,10 @@
  * for it. Resolves to what openModel needs to join, or null when this engine must run without
  * NVSHMEM (a restarted member, or rank 0 could not make an id); the reason is logged.
  */
-import { nvshmemUniqueId } from '../../native/index.ts';
-import { MicroserveError } from '../../common/errors.ts';
-import { log } from '../../common/log.ts';
-import type { ActorSystemApi } from '../runtime/types.ts';
+import { nvshmemUniqueId } from '../../../native/index.ts';
+import { MicroserveError } from '../../../common/errors.ts';
+import { log } from '../../../common/log.ts';
+import type { ActorSystemApi } from '../../runtime/types.ts';
 
 /** An engine's place in an NVSHMEM job, as `up` assigns it. */
 export interface NvshmemSpec {

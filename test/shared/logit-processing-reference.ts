@@ -3,7 +3,7 @@
  * defines it; steps P1-P4 and T1-T2 are named as there). The engine runs it on the backend; tests
  * compare the backend against this.
  */
-import { argmax, sampleUniform } from './sampler.ts';
+import { argmax, sampleUniform } from './sampling-reference.ts';
 
 /** One row's parameters; unset fields are off. */
 export interface ProcessingRow {

@@ -1,17 +1,18 @@
 /**
- * The receiver side of a KV transfer: `prep_recv` reservations and the `kv_write`s that fill them.
+ * The reservation table of the receiver (receiver.ts owns it): `prep_recv` reservations and the
+ * pending writes (kv_write, push leases) that fill them.
  *
  * A reservation holds pages for positions [0, end) of a prompt: the cached prefix [0, matchedLen)
  * locked in the radix tree, and private `reserved` pages for [matchedLen, end) that only a
  * kv_write for the same id may fill. It ends one of three ways: `take` (start_generate turns it
  * into a running request), `release` (abort), or expiry after its ttl. Pages are never freed
  * while a write into them is still running on the backend, or while a sender's GPU push into
- * them may still land (push.ts leases are pending writes): the release waits for them.
+ * them may still land (leases.ts: a lease is a pending write): the release waits for them.
  */
-import { MicroserveError } from '../../common/errors.ts';
-import type { KvCacheManager } from '../kvcache/manager.ts';
-import type { KvSeq } from '../kvcache/types.ts';
-import { log } from '../../common/log.ts';
+import { MicroserveError } from '../../../common/errors.ts';
+import type { KvCacheManager } from '../../kvcache/manager.ts';
+import type { KvSeq } from '../../kvcache/types.ts';
+import { log } from '../../../common/log.ts';
 
 export interface Reservation {
   readonly id: string;
@@ -79,15 +80,15 @@ export class ReservationTable {
    * Validates a kv_write: pages of a live reservation for `id`, only its private pages.
    * Returns the page indexes and marks a write pending; call `endWrite` when it is done.
    */
-  beginWrite(id: string, pageIds: number[]): { r: Reservation; indexes: number[] } {
+  beginWrite(id: string, pageIds: number[], op = 'kv_write'): { r: Reservation; indexes: number[] } {
     const r = this.live.get(id);
     if (!r || r.isClosing) {
-      if (this.expired.has(id)) throw new MicroserveError('RESERVATION_EXPIRED', `kv_write: the reservation for '${id}' expired`);
-      throw new MicroserveError('UNKNOWN_REQUEST', `kv_write: no live reservation for '${id}'`);
+      if (this.expired.has(id)) throw new MicroserveError('RESERVATION_EXPIRED', `${op}: the reservation for '${id}' expired`);
+      throw new MicroserveError('UNKNOWN_REQUEST', `${op}: no live reservation for '${id}'`);
     }
     const indexes = pageIds.map((p) => {
       const i = r.seq.pageIds.indexOf(p);
-      if (i < r.seq.numPrefixPages) throw new MicroserveError('BAD_MESSAGE', `kv_write '${id}': page ${p} is not one of the pages reserved for it`);
+      if (i < r.seq.numPrefixPages) throw new MicroserveError('BAD_MESSAGE', `${op} '${id}': page ${p} is not one of the pages reserved for it`, { field: 'pageIds' });
       return i;
     });
     r.numPendingWrites++;

@@ -6,13 +6,12 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { engineHandler } from '../../actors/engine/actor.ts';
-import type { EngineCore } from '../../actors/engine/engine-core.ts';
-import { numPushLeases } from '../../actors/engine/push.ts';
-import { isMicroserveError } from '../../common/errors.ts';
-import { ActorSystem } from '../../actors/runtime/system.ts';
-import type { LoadedModel } from '../../native/index.ts';
-import { CASES, Collector, greedy, makeCore, openFixture, usedPages } from './helpers.ts';
+import { engineHandler } from '../../../actors/engine/actor.ts';
+import type { EngineCore } from '../../../actors/engine/engine-core.ts';
+import { isMicroserveError } from '../../../common/errors.ts';
+import { ActorSystem } from '../../../actors/runtime/system.ts';
+import type { LoadedModel } from '../../../native/index.ts';
+import { CASES, Collector, greedy, makeCore, openFixture, usedPages } from '../helpers.ts';
 
 const PS = 16;
 let m: LoadedModel;
@@ -59,14 +58,14 @@ test('an abort during a push keeps the pages quarantined until kv_push_end', asy
   const { kvAddr } = await send({ type: 'prep_recv', id: 'a', promptIds: prompt, end: 40 });
   assert.is(kvAddr.pageIds.length, 3);
   await send({ type: 'kv_push_begin', id: 'a', pageIds: kvAddr.pageIds, ttlMs: 5000 });
-  assert.is(numPushLeases(core), 1);
+  assert.is(core.status().numPushLeases, 1);
   assert.equal(await send({ type: 'abort', id: 'a' }), { aborted: true });
   assert.is(core.kv.stats().free, free0 - 3, 'pages a push may still write stay out of the pool');
   core.kv.checkIntegrity();
   const r = await send({ type: 'kv_push_end', id: 'a', ok: true });
   assert.equal(r, { ok: true, bytes: 0 }, 'nothing counts as received into an aborted reservation');
   assert.is(core.kv.stats().free, free0);
-  assert.is(numPushLeases(core), 0);
+  assert.is(core.status().numPushLeases, 0);
   assert.is(core.counters.bytesReceived, 0);
 });
 
@@ -106,7 +105,7 @@ test('a lease whose end never comes ends at the deadline plus the grace, and fre
   assert.is(core.reservations.has('d'), false);
   assert.is(core.kv.stats().free, free0 - 3, 'expired, but a push may still land: quarantined');
   await new Promise((r) => setTimeout(r, 150));
-  assert.is(numPushLeases(core), 0);
+  assert.is(core.status().numPushLeases, 0);
   assert.is(core.kv.stats().free, free0, 'the lease ended: pages back');
   assert.is(await codeOf(() => send({ type: 'kv_push_end', id: 'd', ok: true })), 'TRANSFER_TIMEOUT', 'a late end is refused, typed');
 });
@@ -127,6 +126,19 @@ test('typed refusals: unknown, duplicate, shared prefix pages, bad fields', asyn
   await send({ type: 'kv_push_end', id: 'e', ok: true });
   await send({ type: 'abort', id: 'e' });
   assert.is(usedPages(core), 0);
+});
+
+test('status shows live leases; close() ends them and gives their pages back', async () => {
+  const free0 = core.kv.stats().free;
+  const { kvAddr } = await send({ type: 'prep_recv', id: 'f', promptIds: prompt, end: 40 });
+  await send({ type: 'kv_push_begin', id: 'f', pageIds: kvAddr.pageIds, ttlMs: 60_000 });
+  assert.is((await send({ type: 'status' })).numPushLeases, 1);
+  core.close();
+  assert.is(core.status().numPushLeases, 0);
+  assert.is(core.kv.stats().free, free0, 'no lease or reservation holds pages after close');
+  assert.is(core.counters.bytesReceived, 0, 'a lease ended by close counts nothing as received');
+  assert.is(await codeOf(() => send({ type: 'kv_push_begin', id: 'g', pageIds: [1], ttlMs: 100 })), 'ACTOR_STOPPED');
+  assert.is(await codeOf(() => send({ type: 'kv_push_end', id: 'f', ok: true })), 'TRANSFER_TIMEOUT', 'the lease is gone');
 });
 
 test.run();

@@ -1,0 +1,107 @@
+/**
+ * Runs one step's forward for the engine core, and isolates its failure.
+ *
+ * Step-failure policy. A forward that throws (the backend's error, e.g. a device allocation or
+ * launch failure) is not an engine death and does not touch requests outside the step: the step
+ * runs once more split in two halves, each its own forward (a failure that depends on the step's
+ * size gets through at half of it; sampling is per sequence, so tokens are the same). A half that
+ * fails again fails only its own requests, with STEP_FAILED naming the step's shape and the
+ * backend's error; a step of one sequence fails at once. The router treats STEP_FAILED as final
+ * for the request (no migration, no retry loop).
+ */
+import type { ForwardBatch, ForwardSampling } from '../../native/backend.ts';
+import { MicroserveError, isMicroserveError } from '../../common/errors.ts';
+import { log } from '../../common/log.ts';
+import type { EngineCounters } from '../messages.ts';
+import { SamplingBatch, type SamplingSlots } from './sampling-params.ts';
+import type { StepEntry } from './scheduler.ts';
+import { checkInt } from './validate.ts';
+
+/** Entries of one forward: `tokens` when it ran, else the error that failed them. */
+export interface StepPart {
+  entries: StepEntry[];
+  tokens: Int32Array | null;
+  error?: MicroserveError;
+}
+
+/** One native forward of a step's entries (the KV sender's, which pushes pages where due). */
+export type ForwardFn = (entries: StepEntry[], batch: ForwardBatch & { sampling: ForwardSampling }) => Promise<Int32Array>;
+
+export class StepRunner {
+  /** Test hook (`failNextSteps`): forwards left to fail on purpose. */
+  private numStepsToFail = 0;
+
+  constructor(
+    private readonly engine: string,
+    private readonly counters: EngineCounters,
+    private readonly forwardFn: ForwardFn,
+    private readonly samplingSlots: SamplingSlots,
+  ) {}
+
+  /** The step's forward, retried split in two on a failure; one part per forward that settled. */
+  async run(entries: StepEntry[]): Promise<StepPart[]> {
+    try {
+      return [{ entries, tokens: await this.forward(entries) }];
+    } catch (e) {
+      const err = this.stepFailed(entries, e);
+      if (entries.length < 2) return [{ entries, tokens: null, error: err }];
+      this.counters.stepRetries++;
+      const mid = Math.ceil(entries.length / 2);
+      const parts: StepPart[] = [];
+      for (const half of [entries.slice(0, mid), entries.slice(mid)]) {
+        try {
+          parts.push({ entries: half, tokens: await this.forward(half) });
+        } catch (e2) {
+          parts.push({ entries: half, tokens: null, error: this.stepFailed(half, e2, err) });
+        }
+      }
+      return parts;
+    }
+  }
+
+  /** TEST ONLY: the next `count` forwards throw (see EngineCore.failNextSteps). */
+  failNext(count: number): number {
+    this.numStepsToFail = checkInt(count, 'test_fail_steps', 'count', 0, 1_000_000);
+    return this.numStepsToFail;
+  }
+
+  /**
+   * One native forward of `entries`; tokens sampled on the device (numSeqs ids, no logits), with
+   * the sampling extras (sampling-params.ts SamplingBatch: penalty slots, logprobs, allowed mask).
+   */
+  private async forward(entries: StepEntry[]): Promise<Int32Array> {
+    if (this.numStepsToFail > 0) {
+      this.numStepsToFail--;
+      throw new MicroserveError('NATIVE_ERROR', 'forced step failure (test hook)');
+    }
+    // rows whose chunk reaches the request's last token sample its next token; others are ignored
+    const sb = new SamplingBatch(
+      entries.map(({ req, start, n }) => (req.kind === 'generate' && start + n === req.totalLen ? req : null)),
+      this.samplingSlots,
+    );
+    const tokens = await this.forwardFn(entries, {
+      seqs: entries.map((e) => ({ tokens: e.req.slice(e.start, e.n), startPos: e.start, pageTable: Int32Array.from(e.req.seq!.pageIds) })),
+      logits: 'last',
+      sampling: sb.sampling,
+    });
+    sb.commit(); // the forward ran: rebuilt penalty slots are synced, logprobs are the requests'
+    return tokens;
+  }
+
+  /**
+   * Counts a failed forward and builds its STEP_FAILED error: the step's shape and the backend's
+   * error, and for a failed half of a retry, the shape and error of the step it came from.
+   */
+  private stepFailed(entries: StepEntry[], e: unknown, whole?: MicroserveError): MicroserveError {
+    this.counters.stepFailures++;
+    const numTokens = entries.reduce((a, x) => a + x.n, 0);
+    const backendCode = isMicroserveError(e) ? e.code : 'NATIVE_ERROR';
+    const backendMessage = (e as Error)?.message ?? String(e);
+    const shape = `${entries.length} sequences / ${numTokens} tokens`;
+    const message = whole
+      ? `${whole.message}; retried split in two, its half of ${shape} failed again: ${backendCode}: ${backendMessage}`
+      : `engine ${this.engine}: a step of ${shape} failed: ${backendCode}: ${backendMessage}`;
+    log.error('step failed', { engine: this.engine, numSeqs: entries.length, numTokens, isRetry: !!whole, backendCode, err: e as Error });
+    return new MicroserveError('STEP_FAILED', message, { numSeqs: entries.length, numTokens, backendCode, backendMessage });
+  }
+}
