@@ -48,6 +48,21 @@ const uintArray = (max: number) =>
 const TokenIds = uintArray(MAX_TOKENS);
 const PageIds = uintArray(MAX_PAGES);
 const Bytes = z.custom<Uint8Array>((v) => v instanceof Uint8Array, 'expected binary (msgpack bin)');
+/** Most top logprobs per token (native kMaxLogprobs). */
+export const MAX_LOGPROBS = 20;
+/** An optional field; null (an unset field as some senders write it) reads as unset. */
+const unset = <T extends z.ZodType>(t: T) => z.preprocess((v) => (v === null ? undefined : v), t.optional());
+/** [MAX_LOGIT_BIAS=300000] (token id, finite bias) pairs, checked in one loop like token arrays. */
+export const MAX_LOGIT_BIAS = 300_000;
+const LogitBias = z.custom<[number, number][]>((v) => Array.isArray(v), 'expected an array of [token id, bias]').superRefine((a, ctx) => {
+  if (a.length > MAX_LOGIT_BIAS) return void ctx.addIssue({ code: 'custom', message: `more than ${MAX_LOGIT_BIAS} entries` });
+  for (let i = 0; i < a.length; i++) {
+    const e = a[i];
+    if (!(Array.isArray(e) && e.length === 2 && Number.isSafeInteger(e[0]) && e[0] >= 0 && typeof e[1] === 'number' && Number.isFinite(e[1]))) {
+      return void ctx.addIssue({ code: 'custom', path: [i], message: `${JSON.stringify(e)?.slice(0, 32)} is not [token id, finite bias]` });
+    }
+  }
+});
 
 export const RoleSchema = z.enum(['prefill', 'decode', 'both']);
 export type Role = z.infer<typeof RoleSchema>;
@@ -64,8 +79,59 @@ export const SamplingParamsSchema = z.object({
   seed: z.preprocess((v) => (v === null ? undefined : v), z.number().int().min(0).max(0xffffffff).optional()),
   /** [stopTokenIds=[]] generation ends after emitting one of these (it is included in the stream). */
   stopTokenIds: z.array(z.number().int()).max(4096).default([]),
+  /** [topK=0] keep the k most likely tokens (ties at the boundary kept); 0: off. */
+  topK: unset(z.number().int().min(0).max(2 ** 31 - 1)),
+  /** [minP=0] keep tokens at least minP times as likely as the most likely one; 0: off. */
+  minP: unset(z.number().min(0).max(1)),
+  /** [repetitionPenalty=1] divides positive / multiplies negative logits of every token seen (prompt and output). */
+  repetitionPenalty: unset(z.number().gt(0).max(1e6)),
+  /** [presencePenalty=0] subtracted from the logit of every token already in the output. */
+  presencePenalty: unset(z.number().min(-1e6).max(1e6)),
+  /** [frequencyPenalty=0] times its count in the output, subtracted from a token's logit. */
+  frequencyPenalty: unset(z.number().min(-1e6).max(1e6)),
+  /** [logitBias=[]] (token id, bias) pairs added to the logits (ids below the vocabulary: the engine checks). */
+  logitBias: unset(LogitBias),
+  /** [minTokens=0] the stop tokens are banned until the output has this many tokens. */
+  minTokens: unset(uint()),
+  /** [logprobs] with each token, its logprob and this many top alternatives (0..20); unset: none. */
+  logprobs: unset(z.number().int().min(0).max(MAX_LOGPROBS)),
+  /**
+   * [numPriorOutput=0] the last numPriorOutput prompt tokens are output of an earlier attempt
+   * (migration): they count as output for penalties, min_tokens and the seeded draw's step
+   * (below the prompt length: the engine checks).
+   */
+  numPriorOutput: unset(uint()),
 });
 export type SamplingParams = z.infer<typeof SamplingParamsSchema>;
+
+/** A generated token's logprob and the top alternatives ([token id, logprob], best first). */
+export interface TokenLogprob {
+  logprob: number;
+  top: [number, number][];
+}
+
+/**
+ * One TokenLogprob per token of a tokens message, checked in one loop (it rides the token stream):
+ * logprobs are numbers (-Infinity allowed, NaN not), at most MAX_LOGPROBS alternatives of
+ * [token id, logprob].
+ */
+const TokenLogprobs = z.custom<TokenLogprob[]>((v) => Array.isArray(v), 'expected an array').superRefine((a, ctx) => {
+  if (a.length > MAX_TOKENS) return void ctx.addIssue({ code: 'custom', message: `more than ${MAX_TOKENS} entries` });
+  const isLogprob = (x: unknown) => typeof x === 'number' && !Number.isNaN(x);
+  for (let i = 0; i < a.length; i++) {
+    const e = a[i] as { logprob?: unknown; top?: unknown } | null;
+    if (typeof e !== 'object' || e === null) return void ctx.addIssue({ code: 'custom', path: [i], message: 'expected {logprob, top}' });
+    if (!isLogprob(e.logprob)) return void ctx.addIssue({ code: 'custom', path: [i, 'logprob'], message: 'expected a number' });
+    const top = e.top;
+    if (!Array.isArray(top) || top.length > MAX_LOGPROBS) return void ctx.addIssue({ code: 'custom', path: [i, 'top'], message: `expected at most ${MAX_LOGPROBS} [token id, logprob] pairs` });
+    for (let k = 0; k < top.length; k++) {
+      const t = top[k];
+      if (!(Array.isArray(t) && t.length === 2 && Number.isSafeInteger(t[0]) && t[0] >= 0 && isLogprob(t[1]))) {
+        return void ctx.addIssue({ code: 'custom', path: [i, 'top', k], message: 'expected [token id, logprob]' });
+      }
+    }
+  }
+});
 
 /** An engine's KV pool in an NVSHMEM job's symmetric heap: members reach it by PE. */
 export const KvNvshmemAddrSchema = z.object({
@@ -340,6 +406,8 @@ export const TokensMsgSchema = z.object({
   id: RequestId,
   engine: Name,
   tokens: TokenIds,
+  /** One per token when the request asked for logprobs. */
+  logprobs: TokenLogprobs.optional(),
   finish: FinishReasonSchema.optional(),
   error: z.object({ code: z.string().max(64), message: z.string().max(65536) }).optional(),
 });

@@ -69,6 +69,44 @@ export interface ForwardSampling {
   seed: Uint32Array;
   /** Index of the token being generated (0: the first output token); with seed, fixes the draw. */
   step: Uint32Array;
+  /** [extras] top-k, min-p, penalties, bias, logprobs (CPU backend; CUDA refuses them for now). */
+  extras?: ForwardSamplingExtras;
+}
+
+/**
+ * Per-sequence logit processing and logprobs (native/src/backend.h SamplingExtras, the algorithm
+ * in native/src/common/logit-processing.h). Every array is optional; per-sequence arrays have
+ * numSeqs entries, CSR offsets numSeqs + 1.
+ */
+export interface ForwardSamplingExtras {
+  /** 0: off. */
+  topK?: Int32Array;
+  /** In [0, 1]; 0: off. */
+  minP?: Float32Array;
+  /** > 0; 1: off. */
+  repetitionPenalty?: Float32Array;
+  presencePenalty?: Float32Array;
+  frequencyPenalty?: Float32Array;
+  /** Penalty-state slot in the backend, -1: none; needs reset, histOffsets, histTokens, histNumOutput. */
+  slot?: Int32Array;
+  /** 1: rebuild the slot from the row's history (prompt + output so far). */
+  reset?: Uint8Array;
+  histOffsets?: Int32Array;
+  histTokens?: Int32Array;
+  /** How many of a reset row's last history tokens are output. */
+  histNumOutput?: Int32Array;
+  /** CSR of (token, additive bias); -Infinity bans a token. */
+  biasOffsets?: Int32Array;
+  biasTokens?: Int32Array;
+  biasValues?: Float32Array;
+  /** Grammar hook: (numSeqs, ceil(vocab / 32)) bitmask of allowed tokens; unset: all allowed. */
+  allowedMask?: Uint32Array;
+  /** -1: none, else top entries in [0, 20]; needs logprobsOut and topIdsOut. */
+  numLogprobs?: Int32Array;
+  /** Out (numSeqs, 21): the sampled token's logprob, then the top ones. */
+  logprobsOut?: Float32Array;
+  /** Out (numSeqs, 20): ids of the top entries, best first (-1 past the asked count). */
+  topIdsOut?: Int32Array;
 }
 
 /**

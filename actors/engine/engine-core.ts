@@ -23,6 +23,7 @@ import type { ReservationTable } from './kv-transfer/reservations.ts';
 import { KvSender } from './kv-transfer/sender.ts';
 import { Request } from './request.ts';
 import { RequestTable } from './request-table.ts';
+import { checkExtrasSupported, checkSamplingExtras } from './sampling-params.ts';
 import { Scheduler, type SchedulerLimits, type StepEntry } from './scheduler.ts';
 import { engineStatus } from './status.ts';
 import { StepRunner, type StepPart } from './step-runner.ts';
@@ -113,7 +114,7 @@ export class EngineCore {
         afterStep: (req) => this.table.afterStep(req),
       },
     );
-    this.runner = new StepRunner(this.name, this.counters, (entries, batch) => this.sender.forward(entries, batch));
+    this.runner = new StepRunner(this.name, this.counters, (entries, batch) => this.sender.forward(entries, batch), this.table.samplingSlots);
   }
 
   /** Live requests by key (generate: id; send: `send:<id>`); read-only for callers. */
@@ -141,7 +142,8 @@ export class EngineCore {
     this.assertOpen();
     const id = checkId(msg.id, op);
     const promptIds = checkTokens(msg.promptIds, this.backend.config.vocabSize, op);
-    const sampling = checkSampling(msg.sampling, op);
+    const sampling = { ...checkSampling(msg.sampling, op), ...checkSamplingExtras(msg.sampling as unknown as Record<string, unknown>, op, this.backend.config.vocabSize, promptIds.length) };
+    checkExtrasSupported(sampling, this.backend.device, op);
     const begin = checkInt(msg.begin ?? 0, op, 'begin', 0, promptIds.length);
     if (typeof msg.replyTo !== 'string') throw new MicroserveError('BAD_REQUEST', `${op}: replyTo must be an actor path`, { field: 'replyTo' });
     if (this.table.byKey.has(id)) throw new MicroserveError('DUPLICATE_REQUEST', `${op}: request '${id}' already exists on ${this.name}`);
@@ -342,8 +344,9 @@ export class EngineCore {
       let finish: FinishReason | null = null;
       if (s.stopTokenIds.includes(tok)) finish = 'stop';
       else if (req.outputIds.length >= s.maxTokens || req.totalLen >= this.capacity.maxPositions) finish = 'length';
-      if (finish) this.table.stopGenerate(req, finish, [tok]);
-      else this.table.emit(req, [tok]);
+      const lps = req.lastLogprobs ? [req.lastLogprobs] : undefined;
+      if (finish) this.table.stopGenerate(req, finish, [tok], undefined, lps);
+      else this.table.emit(req, [tok], undefined, undefined, lps);
     });
   }
 

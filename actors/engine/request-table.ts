@@ -9,8 +9,9 @@
 import type { MicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
 import type { KvCacheManager } from '../kvcache/manager.ts';
-import type { FinishReason, TokensMsg } from '../messages.ts';
+import type { FinishReason, TokenLogprob, TokensMsg } from '../messages.ts';
 import type { Request } from './request.ts';
+import { SamplingSlots } from './sampling-params.ts';
 import type { Scheduler } from './scheduler.ts';
 import type { TokenSink } from './types.ts';
 
@@ -26,6 +27,8 @@ export interface RequestTableOptions {
 export class RequestTable {
   /** Live requests by key. */
   readonly byKey = new Map<string, Request>();
+  /** Penalty-state slots of the backend, one per live request that uses penalties (freed by `release`). */
+  readonly samplingSlots = new SamplingSlots();
   /** Requests of the forward in flight (null between steps). */
   private inFlight: Set<Request> | null = null;
   /** Settles when the forward in flight returns. */
@@ -60,12 +63,12 @@ export class RequestTable {
   }
 
   /** Ends a generate request: stream `tokens` with `reason`, give its pages back. */
-  stopGenerate(req: Request, reason: FinishReason, tokens: number[] = [], error?: MicroserveError): void {
+  stopGenerate(req: Request, reason: FinishReason, tokens: number[] = [], error?: MicroserveError, logprobs?: TokenLogprob[]): void {
     if (req.state === 'finished') return;
     req.state = 'finished';
     req.finishReason = reason;
     this.release(req, reason === 'stop' || reason === 'length');
-    this.emit(req, tokens, reason, error);
+    this.emit(req, tokens, reason, error, logprobs);
   }
 
   /** Fails a send request: stops its compute or its transfer. */
@@ -94,6 +97,7 @@ export class RequestTable {
       req.isAborted = req.isAborted || !cache;
       return; // the step's end releases it
     }
+    this.samplingSlots.release(req);
     if (req.seq) {
       this.o.kv.closeSeq(req.seq, cache ? { tokens: req.tokens(), numValid: req.numComputed } : undefined);
       req.seq = null;
@@ -102,9 +106,10 @@ export class RequestTable {
     this.o.kick();
   }
 
-  /** Streams `tokens` of `req` to its replyTo (with `finish` as the last message). */
-  emit(req: Request, tokens: number[], finish?: FinishReason, error?: MicroserveError): void {
+  /** Streams `tokens` of `req` (with their `logprobs`, when asked for) to its replyTo (with `finish` as the last message). */
+  emit(req: Request, tokens: number[], finish?: FinishReason, error?: MicroserveError, logprobs?: TokenLogprob[]): void {
     const msg: TokensMsg = { type: 'tokens', id: req.id, engine: this.o.engine, tokens };
+    if (logprobs) msg.logprobs = logprobs;
     if (finish) msg.finish = finish;
     if (error) msg.error = error.toWire();
     try {

@@ -9,7 +9,7 @@
  * re-prefill after preemption are the same operation.
  */
 import type { KvSeq } from '../kvcache/types.ts';
-import type { FinishReason, SamplingParams } from '../messages.ts';
+import type { FinishReason, SamplingParams, TokenLogprob } from '../messages.ts';
 
 export type RequestKind = 'generate' | 'send';
 export type RequestState = 'waiting' | 'running' | 'computed' | 'finished';
@@ -69,6 +69,18 @@ export class Request {
   /** Send requests over a GPU push transport: where the forwards write its pages, layer by layer. */
   push: PushPlan | null = null;
   finishReason: FinishReason | null = null;
+  /** The backend's penalty-state slot (sampling-params.ts SamplingSlots); -1: none. */
+  samplingSlot = -1;
+  /** The slot holds this request's history (set by the first forward that rebuilt it). */
+  isSlotSynced = false;
+  /**
+   * Grammar hook (structured outputs, issue 18 part B): the tokens allowed for the next draw,
+   * ceil(vocab / 32) words, bit i = token i; null: all. Whoever owns the grammar sets it before
+   * each step that samples for this request (SamplingBatch sends it with the row).
+   */
+  allowedMask: Uint32Array | null = null;
+  /** Logprobs of the token the last forward sampled (requests with sampling.logprobs). */
+  lastLogprobs: TokenLogprob | null = null;
   /** Send requests: settled when [0, end) is computed (or the request fails). */
   readonly computed: Promise<void>;
   resolveComputed!: () => void;

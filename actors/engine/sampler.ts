@@ -25,24 +25,3 @@ export function packSampling(rows: SampleRow[]): ForwardSampling {
   });
   return s;
 }
-
-/** What samplingFor reads of a step entry (scheduler.ts StepEntry). */
-interface SampledEntry {
-  req: { kind: string; sampling: { temperature: number; topP: number } | null; seed: number; outputIds: readonly number[]; totalLen: number };
-  start: number;
-  n: number;
-}
-
-/**
- * A step's sampling inputs, one row per entry: a generate chunk that reaches the request's last
- * token draws output token `outputIds.length` with the request's seed; other rows (prefill
- * chunks, sends) are greedy and their token is ignored.
- */
-export function samplingFor(entries: SampledEntry[]): ForwardSampling {
-  return packSampling(
-    entries.map(({ req, start, n }) => {
-      const s = req.kind === 'generate' && start + n === req.totalLen ? req.sampling : null;
-      return s ? { temperature: s.temperature, topP: s.topP, seed: req.seed, step: req.outputIds.length } : { temperature: 0, topP: 1, seed: 0, step: 0 };
-    }),
-  );
-}

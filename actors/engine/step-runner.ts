@@ -13,7 +13,7 @@ import type { ForwardBatch, ForwardSampling } from '../../native/backend.ts';
 import { MicroserveError, isMicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
 import type { EngineCounters } from '../messages.ts';
-import { samplingFor } from './sampler.ts';
+import { SamplingBatch, type SamplingSlots } from './sampling-params.ts';
 import type { StepEntry } from './scheduler.ts';
 import { checkInt } from './validate.ts';
 
@@ -35,6 +35,7 @@ export class StepRunner {
     private readonly engine: string,
     private readonly counters: EngineCounters,
     private readonly forwardFn: ForwardFn,
+    private readonly samplingSlots: SamplingSlots,
   ) {}
 
   /** The step's forward, retried split in two on a failure; one part per forward that settled. */
@@ -64,17 +65,27 @@ export class StepRunner {
     return this.numStepsToFail;
   }
 
-  /** One native forward of `entries`; tokens sampled on the device (numSeqs ids, no logits). */
+  /**
+   * One native forward of `entries`; tokens sampled on the device (numSeqs ids, no logits), with
+   * the sampling extras (sampling-params.ts SamplingBatch: penalty slots, logprobs, allowed mask).
+   */
   private async forward(entries: StepEntry[]): Promise<Int32Array> {
     if (this.numStepsToFail > 0) {
       this.numStepsToFail--;
       throw new MicroserveError('NATIVE_ERROR', 'forced step failure (test hook)');
     }
-    return this.forwardFn(entries, {
+    // rows whose chunk reaches the request's last token sample its next token; others are ignored
+    const sb = new SamplingBatch(
+      entries.map(({ req, start, n }) => (req.kind === 'generate' && start + n === req.totalLen ? req : null)),
+      this.samplingSlots,
+    );
+    const tokens = await this.forwardFn(entries, {
       seqs: entries.map((e) => ({ tokens: e.req.slice(e.start, e.n), startPos: e.start, pageTable: Int32Array.from(e.req.seq!.pageIds) })),
       logits: 'last',
-      sampling: samplingFor(entries),
+      sampling: sb.sampling,
     });
+    sb.commit(); // the forward ran: rebuilt penalty slots are synced, logprobs are the requests'
+    return tokens;
   }
 
   /**

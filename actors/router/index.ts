@@ -6,6 +6,7 @@
  * (AttemptContext: prep_recv / remote_send / start_generate) → `tokens` messages → router actor
  * → runner → the client's stream. Plans change in place with `setPlan`.
  */
+import { TokenizePool } from '../text/tokenize-pool.ts';
 import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
 import { MicroserveError } from '../../common/errors.ts';
@@ -85,6 +86,8 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
   pool.start();
 
   const tokenizer = opts.tokenizer;
+  // long prompts are tokenized in a worker thread, off the loop that serves every other request
+  const tokenizePool = tokenizer ? new TokenizePool(tokenizer.source, 1) : null;
   const admission = new Admission({
     pool,
     planEngines: () => plan.engines,
@@ -100,6 +103,7 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
     metrics,
     modelName: opts.modelName,
     tokenizer,
+    tokenizePool,
     contextLength: opts.contextLength,
     vocabSize: opts.vocabSize ?? tokenizer?.vocabSize ?? null,
     eosTokenIds: opts.eosTokenIds ?? tokenizer?.eosTokenIds ?? [],
@@ -116,6 +120,7 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
     });
   } catch (e) {
     pool.close();
+    void tokenizePool?.close();
     system.stop(ROUTER_PATH);
     throw e;
   }
@@ -182,6 +187,7 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
     (server as { closeAllConnections?: () => void }).closeAllConnections?.();
     await closed;
     pool.close();
+    await tokenizePool?.close();
     system.stop(ROUTER_PATH);
   }
 

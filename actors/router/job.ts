@@ -3,7 +3,7 @@
  * attempt, and how it ends (`done`). See request-runner.ts for the lifecycle.
  */
 import type { MicroserveError } from '../../common/errors.ts';
-import type { FinishReason, SamplingParams } from '../messages.ts';
+import type { FinishReason, SamplingParams, TokenLogprob } from '../messages.ts';
 import type { AttemptContext } from './attempt-context.ts';
 import type { RoutedRequest } from './strategy-api.ts';
 import type { LoadedStrategy } from './strategy-loader.ts';
@@ -59,7 +59,8 @@ export class Job {
     readonly id: string,
     readonly spec: JobSpec,
     readonly plan: ActivePlan,
-    readonly sink: (tokens: number[]) => void,
+    /** Gets each batch of tokens streamed, with their logprobs when the request asked for them. */
+    readonly sink: (tokens: number[], logprobs?: TokenLogprob[]) => void,
   ) {
     this.done = new Promise((r) => (this.resolve = r));
   }

@@ -26,7 +26,7 @@
  */
 import { isMicroserveError, MicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
-import type { FinishReason, TokensMsg } from '../messages.ts';
+import type { FinishReason, TokenLogprob, TokensMsg } from '../messages.ts';
 import { AttemptContext, type AttemptDeps } from './attempt-context.ts';
 import { Job, type ActivePlan, type Attempt, type JobResult, type JobSpec, type Outcome } from './job.ts';
 import type { RoutedRequest } from './strategy-api.ts';
@@ -78,7 +78,7 @@ export class RequestRunner {
     return this.jobs.size;
   }
 
-  submit(spec: JobSpec, sink: (tokens: number[]) => void): Job {
+  submit(spec: JobSpec, sink: (tokens: number[], logprobs?: TokenLogprob[]) => void): Job {
     const plan = this.o.currentPlan();
     const job = new Job(`${this.prefix}-${++this.seq}`, spec, plan, sink);
     plan.inFlight++;
@@ -117,7 +117,7 @@ export class RequestRunner {
       job.lastTokenAt = now;
       job.generated.push(...tokens);
       try {
-        job.sink(tokens);
+        job.sink(tokens, Array.isArray(msg.logprobs) ? msg.logprobs.slice(0, tokens.length) : undefined);
       } catch (e) {
         log.error('token sink failed', { id: job.id, error: e as Error });
       }
@@ -247,7 +247,8 @@ export class RequestRunner {
       numPromptTokens: s.promptIds.length,
       numGenerated: job.generated.length,
       attempt: n,
-      sampling: { ...s.sampling, maxTokens: s.sampling.maxTokens - job.generated.length },
+      // the engine counts the generated tokens as output (penalties, min_tokens, the seeded draw's step)
+      sampling: { ...s.sampling, maxTokens: s.sampling.maxTokens - job.generated.length, ...(job.generated.length ? { numPriorOutput: job.generated.length } : {}) },
     };
   }
 

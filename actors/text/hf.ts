@@ -10,7 +10,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MicroserveError } from '../../common/errors.ts';
 import { WindowStreamDecoder } from './stream-decoder.ts';
-import { checkTokenIds, messageText, type ChatMessage, type DecodeOptions, type EncodeOptions, type StreamDecoder, type Tokenizer } from './tokenizer.ts';
+import { checkTokenIds, messageText, type ChatMessage, type ChatTemplateOptions, type DecodeOptions, type EncodeOptions, type StreamDecoder, type Tokenizer, type TokenizerSource } from './tokenizer.ts';
 
 type Json = Record<string, any>;
 
@@ -53,7 +53,10 @@ export class HfTokenizer implements Tokenizer {
   private readonly template: Template | null;
   private readonly templateVars: Record<string, unknown>;
 
+  readonly source: TokenizerSource;
+
   constructor(folder: string) {
+    this.source = { folder, isPreset: false };
     const json = readJson(folder, 'tokenizer.json', true)!;
     const config = readJson(folder, 'tokenizer_config.json', false) ?? {};
     const modelConfig = readJson(folder, 'config.json', false) ?? {};
@@ -94,7 +97,7 @@ export class HfTokenizer implements Tokenizer {
     return this.core.decode(ids as number[], { skip_special_tokens: opts.skipSpecialTokens ?? false, clean_up_tokenization_spaces: false });
   }
 
-  applyChatTemplate(messages: readonly ChatMessage[]): number[] {
+  applyChatTemplate(messages: readonly ChatMessage[], opts: ChatTemplateOptions = {}): number[] {
     if (!this.template) throw new MicroserveError('BAD_REQUEST', 'this model has no chat template: use /v1/completions');
     if (messages.length === 0) throw new MicroserveError('BAD_REQUEST', 'messages must not be empty');
     let text: string;
@@ -102,10 +105,16 @@ export class HfTokenizer implements Tokenizer {
       text = this.template.render({
         ...this.templateVars,
         messages: messages.map((m) => ({ role: m.role, content: messageText(m) })),
-        add_generation_prompt: true,
+        add_generation_prompt: !opts.continueFinalMessage && (opts.addGenerationPrompt ?? true),
       });
     } catch (e) {
       throw new MicroserveError('BAD_REQUEST', `the chat template refused the messages: ${(e as Error).message}`);
+    }
+    if (opts.continueFinalMessage) {
+      // as transformers does: cut the rendering right after the final message's content
+      const last = messageText(messages[messages.length - 1]).trim();
+      const at = text.lastIndexOf(last);
+      if (last && at >= 0) text = text.slice(0, at + last.length);
     }
     // the rendered text carries BOS itself when the template writes it (as transformers does)
     return this.encode(text, { addBos: false });

@@ -10,7 +10,7 @@
 import llama3 from 'llama3-tokenizer-js';
 import { MicroserveError } from '../../common/errors.ts';
 import { ByteStreamDecoder } from './stream-decoder.ts';
-import { checkTokenIds, messageText, type ChatMessage, type DecodeOptions, type EncodeOptions, type StreamDecoder, type Tokenizer } from './tokenizer.ts';
+import { checkTokenIds, messageText, type ChatMessage, type ChatTemplateOptions, type DecodeOptions, type EncodeOptions, type StreamDecoder, type Tokenizer } from './tokenizer.ts';
 
 /** Special token ids of the Llama 3 vocabulary. */
 export const LLAMA3_TOKENS = {
@@ -41,6 +41,7 @@ function unicodeToByte(): Map<number, number> {
 
 export class Llama3PresetTokenizer implements Tokenizer {
   readonly kind = 'llama3' as const;
+  readonly source = { folder: null, isPreset: true };
   readonly vocabSize = VOCAB_SIZE;
   readonly bosTokenId = LLAMA3_TOKENS.beginOfText;
   readonly eosTokenIds = [LLAMA3_TOKENS.endOfText, LLAMA3_TOKENS.endOfMessage, LLAMA3_TOKENS.endOfTurn];
@@ -67,15 +68,24 @@ export class Llama3PresetTokenizer implements Tokenizer {
     return d.push(ids) + d.flush();
   }
 
-  applyChatTemplate(messages: readonly ChatMessage[]): number[] {
+  applyChatTemplate(messages: readonly ChatMessage[], opts: ChatTemplateOptions = {}): number[] {
     if (messages.length === 0) throw new MicroserveError('BAD_REQUEST', 'messages must not be empty');
+    const isOpenEnd = opts.continueFinalMessage ?? false;
     const ids: number[] = [this.bosTokenId];
-    for (const m of messages) {
-      ids.push(...this.header(m.role));
+    // appended one by one: a spread of a huge prompt's ids would overflow the stack
+    const append = (xs: readonly number[]) => {
+      for (const x of xs) ids.push(x);
+    };
+    messages.forEach((m, i) => {
+      append(this.header(m.role));
       // "\n\n" after the header is tokenized together with the content, as the template's string would be
-      ids.push(...llama3.encode('\n\n' + messageText(m).trim(), { bos: false, eos: false }), LLAMA3_TOKENS.endOfTurn);
+      append(llama3.encode('\n\n' + messageText(m).trim(), { bos: false, eos: false }));
+      if (!(isOpenEnd && i === messages.length - 1)) ids.push(LLAMA3_TOKENS.endOfTurn);
+    });
+    if (!isOpenEnd && (opts.addGenerationPrompt ?? true)) {
+      append(this.header('assistant'));
+      append(llama3.encode('\n\n', { bos: false, eos: false }));
     }
-    ids.push(...this.header('assistant'), ...llama3.encode('\n\n', { bos: false, eos: false }));
     return ids;
   }
 

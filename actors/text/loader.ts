@@ -6,14 +6,9 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { MicroserveError } from '../../common/errors.ts';
-import type { Tokenizer } from './tokenizer.ts';
+import type { Tokenizer, TokenizerSource } from './tokenizer.ts';
 
-/** Which model the tokenizer is for: a preset name resolves to no folder. */
-export interface TokenizerSource {
-  /** Checkpoint folder, or null for a preset. */
-  folder: string | null;
-  isPreset: boolean;
-}
+export type { TokenizerSource };
 
 /** Loads the tokenizer of a model, or null when the model has none (see the module comment). */
 export async function loadTokenizer(model: TokenizerSource): Promise<Tokenizer | null> {

@@ -23,6 +23,14 @@ export interface EncodeOptions {
   addBos?: boolean;
 }
 
+/** How a conversation ends when rendered (vLLM's chat request fields). */
+export interface ChatTemplateOptions {
+  /** [addGenerationPrompt=true] end with the assistant's header, where its reply starts. */
+  addGenerationPrompt?: boolean;
+  /** [continueFinalMessage=false] leave the last (assistant) message open, to be continued. */
+  continueFinalMessage?: boolean;
+}
+
 export interface DecodeOptions {
   /** [skipSpecialTokens=false] leave special tokens (BOS, EOT, headers...) out of the text. */
   skipSpecialTokens?: boolean;
@@ -40,9 +48,18 @@ export interface StreamDecoder {
   flush(): string;
 }
 
+/** Which model a tokenizer is for: a preset name resolves to no folder. */
+export interface TokenizerSource {
+  /** Checkpoint folder, or null for a preset. */
+  folder: string | null;
+  isPreset: boolean;
+}
+
 export interface Tokenizer {
   /** 'llama3' (the preset tokenizer) or 'hf' (a checkpoint's tokenizer.json). */
   readonly kind: 'llama3' | 'hf';
+  /** Where it was loaded from (loadTokenizer(source) loads it again, e.g. in a worker thread). */
+  readonly source: TokenizerSource;
   /** Number of token ids (the largest valid id + 1). */
   readonly vocabSize: number;
   readonly bosTokenId: number | null;
@@ -57,7 +74,7 @@ export interface Tokenizer {
    * assistant's header (the generation prompt). Throws BAD_REQUEST when the model has no chat
    * template or the template refuses the messages.
    */
-  applyChatTemplate(messages: readonly ChatMessage[]): number[];
+  applyChatTemplate(messages: readonly ChatMessage[], opts?: ChatTemplateOptions): number[];
   /** [opts.skipSpecialTokens=true] a fresh incremental detokenizer. */
   createStreamDecoder(opts?: DecodeOptions): StreamDecoder;
 }

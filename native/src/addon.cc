@@ -13,8 +13,10 @@
 #include <iterator>
 #include <regex>
 
+#include "addon-extras.h"
 #include "addon-worker.h"
 #include "backend.h"
+#include "common/logit-processing.h"
 #include "common/sampling.h"
 
 namespace {
@@ -23,6 +25,8 @@ using ms::addon::codeName;
 using ms::addon::fail;
 using ms::addon::Job;
 using ms::addon::Worker;
+using ms::addon::ExtrasInputs;
+using ms::addon::parseExtras;
 
 class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
  public:
@@ -295,6 +299,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     bool sampling = false;  // tokens instead of logits; the four arrays below are (numSeqs,)
     std::vector<float> temperature, topP;
     std::vector<uint32_t> seed, step;
+    std::shared_ptr<ExtrasInputs> extras;     // sampling.extras, or null
+    std::vector<Napi::ObjectReference> outs;  // extras' output arrays: moved into the job's keep
     // The batch; with sampling, tokens go to tokensOut (numSeqs,).
     ms::Batch batch(int32_t* tokensOut = nullptr) const {
       ms::Batch b;
@@ -312,6 +318,7 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
         b.seed = seed.data();
         b.step = step.data();
         b.tokensOut = tokensOut;
+        if (extras) b.extras = &extras->x;
       }
       return b;
     }
@@ -329,6 +336,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
       int32_t* tp = toks.Data();
       auto job = std::make_unique<Job>(env);
       job->out = Napi::Persistent(toks.As<Napi::Object>());
+      for (auto& r : in->outs) job->keep.push_back(std::move(r));
+      in->outs.clear();
       job->run = [in, tp](ms::Backend& b) { return b.forward(in->batch(tp), nullptr); };
       return submit(env, std::move(job));
     }
@@ -374,6 +383,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     size_t tn = timeline.ElementLength();
     auto job = std::make_unique<Job>(env);
     job->out = Napi::Persistent(out);
+    for (auto& r : in->outs) job->keep.push_back(std::move(r));
+    in->outs.clear();
     job->run = [in, peerId, src, dstIds, peerIds, lp, kp, tp, tn](ms::Backend& b) {
       ms::LayerSend send;
       send.peerId = peerId;
@@ -547,12 +558,12 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     in->allLogits = allLogits;
     in->rows = allLogits ? numTokens : numSeqs;
     if (samplingArg >= 0 && int(info.Length()) > samplingArg && !info[samplingArg].IsUndefined())
-      samplingInputs(env, info[samplingArg], in.get());
+      samplingInputs(env, info[samplingArg], in.get(), m_.vocab);
     return in;
   }
 
   // sampling = {temperature, topP: Float32Array, seed, step: Uint32Array}, one entry per sequence.
-  static void samplingInputs(Napi::Env env, Napi::Value v, ForwardInputs* in) {
+  static void samplingInputs(Napi::Env env, Napi::Value v, ForwardInputs* in, int vocab) {
     if (!v.IsObject()) fail(env, "BAD_ARGUMENT", "sampling must be an object");
     Napi::Object o = v.As<Napi::Object>();
     const size_t numSeqs = in->seqLens.size();
@@ -576,6 +587,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     in->topP.assign(p.Data(), p.Data() + numSeqs);
     in->seed.assign(seed.Data(), seed.Data() + numSeqs);
     in->step.assign(step.Data(), step.Data() + numSeqs);
+    Napi::Value ex = o.Get("extras");
+    if (!ex.IsUndefined()) in->extras = parseExtras(env, ex, numSeqs, vocab, &in->outs);
   }
 
   std::vector<int32_t> pageIds(Napi::Env env, Napi::Value v) {

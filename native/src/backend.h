@@ -96,6 +96,41 @@ struct Batch {
   const uint32_t* seed = nullptr;       // (numSeqs,)
   const uint32_t* step = nullptr;       // (numSeqs,) index of the token being generated
   int32_t* tokensOut = nullptr;         // (numSeqs,) sampled ids; null: no sampling
+  // Per-request logit processing and logprobs (optional; common/logit-processing.h). Null: plain
+  // temperature / top-p sampling as above.
+  const struct SamplingExtras* extras = nullptr;
+};
+
+// Most top logprobs a row may ask for (OpenAI's chat limit; vLLM allows 20 for completions too).
+constexpr int kMaxLogprobs = 20;
+
+// The OpenAI / vLLM sampling parameters beyond temperature and top-p, one entry per sequence of
+// the batch, applied before sampling in the order of common/logit-processing.h. Penalties need
+// each request's token counts: the backend keeps them per `slot` (one per live request, chosen by
+// the engine, distinct within a batch), rebuilt from `hist*` on a row with reset[s] = 1 (first
+// sample of a request, or after a migration) and updated with each token the backend samples, so
+// nothing goes back to the host per token.
+struct SamplingExtras {
+  const int32_t* topK = nullptr;              // (numSeqs,) 0: off
+  const float* minP = nullptr;                // (numSeqs,) in [0, 1]; 0: off
+  const float* repetitionPenalty = nullptr;   // (numSeqs,) > 0; 1: off (prompt and output tokens)
+  const float* presencePenalty = nullptr;     // (numSeqs,) 0: off (output tokens)
+  const float* frequencyPenalty = nullptr;    // (numSeqs,) 0: off (output tokens)
+  const int32_t* slot = nullptr;              // (numSeqs,) penalty-state slot; -1: no state (no penalties)
+  const uint8_t* reset = nullptr;             // (numSeqs,) 1: rebuild the slot from the row's history
+  const int32_t* histOffsets = nullptr;       // (numSeqs + 1,) CSR into histTokens (only reset rows read it)
+  const int32_t* histTokens = nullptr;        // prompt + output so far of each reset row
+  const int32_t* histNumOutput = nullptr;     // (numSeqs,) the last histNumOutput[s] history tokens are output
+  const int32_t* biasOffsets = nullptr;       // (numSeqs + 1,) CSR into biasTokens / biasValues
+  const int32_t* biasTokens = nullptr;        // additive logit bias (logit_bias; -inf bans: min_tokens)
+  const float* biasValues = nullptr;
+  // Grammar hook (structured outputs): (numSeqs, maskWords) bitmask, bit i of row s clear bans
+  // token i (logit -inf) before anything else; null: every token allowed. Not produced yet.
+  const uint32_t* allowedMask = nullptr;
+  int maskWords = 0;
+  const int32_t* numLogprobs = nullptr;       // (numSeqs,) -1: no logprobs; else top entries in [0, kMaxLogprobs]
+  float* logprobsOut = nullptr;               // (numSeqs, 1 + kMaxLogprobs): the sampled token's, then the top ones
+  int32_t* topIdsOut = nullptr;               // (numSeqs, kMaxLogprobs) ids of the top entries, best first
 };
 
 // A layer-by-layer send carried by forwardWithSend: after layer L's compute, layer L's slice of

@@ -79,6 +79,44 @@ test('parsers name the field; unknown types list the known ones', () => {
   assert.equal(ok, { type: 'generate', id: 'g', promptIds: [1], sampling: { maxTokens: 2, temperature: 0, topP: 1, seed: undefined, stopTokenIds: [] }, replyTo: 'router' });
 });
 
+test('sampling extras and token logprobs travel whole (kept, not stripped) and are bounded', () => {
+  const engine = messageParser('engine/e0', EngineMsgSchema);
+  const sampling = { maxTokens: 4, temperature: 0.7, topP: 0.9, seed: 3, stopTokenIds: [2], topK: 5, minP: 0.1, repetitionPenalty: 1.2, presencePenalty: 0.5, frequencyPenalty: -0.5, logitBias: [[1, -100], [7, 2.5]], minTokens: 2, logprobs: 3, numPriorOutput: 1 };
+  const msg = { type: 'start_generate', id: 's', promptIds: [1, 2], begin: 0, sampling, replyTo: 'router' };
+  assert.equal(engine(msg), msg);
+  const bad: [Record<string, unknown>, string][] = [
+    [{ topK: -1 }, 'sampling.topK'],
+    [{ minP: 2 }, 'sampling.minP'],
+    [{ repetitionPenalty: 0 }, 'sampling.repetitionPenalty'],
+    [{ presencePenalty: 'x' }, 'sampling.presencePenalty'],
+    [{ logprobs: 21 }, 'sampling.logprobs'],
+    [{ logitBias: [[1, Infinity]] }, 'sampling.logitBias[0]'],
+    [{ logitBias: 'junk' }, 'sampling.logitBias'],
+    [{ minTokens: 1.5 }, 'sampling.minTokens'],
+    [{ numPriorOutput: -1 }, 'sampling.numPriorOutput'],
+  ];
+  for (const [extra, field] of bad) {
+    try {
+      engine({ ...msg, sampling: { ...sampling, ...extra } });
+      assert.unreachable(`accepted ${JSON.stringify(extra)}`);
+    } catch (e) {
+      assert.is((e as MicroserveError).code, 'BAD_MESSAGE', String(e));
+      assert.is((e as MicroserveError).info?.field, field, (e as Error).message);
+    }
+  }
+  const router = messageParser('router', RouterMsgSchema);
+  const tokens = { type: 'tokens', id: 'r', engine: 'e0', tokens: [4, 5], logprobs: [{ logprob: -0.1, top: [[4, -0.1], [9, -Infinity]] }, { logprob: -2, top: [] }] };
+  assert.equal(router(tokens), tokens);
+  for (const [logprobs, field] of [[[{ logprob: NaN, top: [] }], 'logprobs[0].logprob'], [[{ logprob: -1, top: [[-1, 0]] }], 'logprobs[0].top[0]'], [[null], 'logprobs[0]']] as const) {
+    try {
+      router({ ...tokens, tokens: [4], logprobs });
+      assert.unreachable(`accepted ${JSON.stringify(logprobs)}`);
+    } catch (e) {
+      assert.is((e as MicroserveError).info?.field, field, (e as Error).message);
+    }
+  }
+});
+
 test("a ProcSpec's engine has the topology engine's fields and defaults (two schemas, one shape)", () => {
   assert.equal(Object.keys(EngineSpecSchema.shape).sort(), Object.keys(EngineSchema.shape).sort());
   assert.equal(EngineSpecSchema.parse({ name: 'e0' }), EngineSchema.parse({ name: 'e0' }));

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { EngineCore } from '../../actors/engine/engine-core.ts';
 import type { KvTransport } from '../../actors/engine/kv-transfer/transport.ts';
 import type { EngineCoreOptions } from '../../actors/engine/types.ts';
-import type { FinishReason, SamplingParams, TokensMsg } from '../../actors/messages.ts';
+import type { FinishReason, SamplingParams, TokenLogprob, TokensMsg } from '../../actors/messages.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
 
 export const FIXTURE = fileURLToPath(new URL('../fixtures/tiny-llama-a', import.meta.url));
@@ -26,6 +26,8 @@ export function openFixture(numPages = 64, pageSize = 16): Promise<LoadedModel> 
 
 export interface Stream {
   tokens: number[];
+  /** Logprobs of each token, when the request asked for them. */
+  logprobs: TokenLogprob[];
   finish: FinishReason | null;
   error?: { code: string; message: string };
   done: Promise<Stream>;
@@ -43,6 +45,7 @@ export class Collector {
     const s = this.get(msg.id);
     if (s.finish) this.problems.push(`${msg.id}: message after finish`);
     s.tokens.push(...msg.tokens);
+    for (const lp of msg.logprobs ?? []) s.logprobs.push(lp);
     if (msg.finish) {
       s.finish = msg.finish;
       s.error = msg.error;
@@ -55,7 +58,7 @@ export class Collector {
     if (!s) {
       let resolve!: (s: Stream) => void;
       const done = new Promise<Stream>((r) => (resolve = r));
-      s = { tokens: [], finish: null, done, resolve };
+      s = { tokens: [], logprobs: [], finish: null, done, resolve };
       this.streams.set(id, s);
     }
     return s;

@@ -1,6 +1,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { packSampling, samplingFor } from '../../actors/engine/sampler.ts';
+import { packSampling } from '../../actors/engine/sampler.ts';
+import { Request } from '../../actors/engine/request.ts';
+import { SamplingBatch, SamplingSlots } from '../../actors/engine/sampling-params.ts';
+import type { SamplingParams } from '../../actors/messages.ts';
 import { argmax, sampleToken, sampleUniform } from '../shared/sampling-reference.ts';
 import { xorshift } from '../shared/xorshift.ts';
 
@@ -112,17 +115,29 @@ test('the radix threshold search equals the sorted definition on random rows', (
   }
 });
 
-test('samplingFor: rows that reach their last token draw output token k with the request seed', () => {
-  const gen = (outputIds: number[], totalLen: number, sampling = { temperature: 0.8, topP: 0.9 }) => ({ kind: 'generate', sampling, seed: 77, outputIds, totalLen });
-  const s = samplingFor([
-    { req: gen([5, 6], 12), start: 11, n: 1 }, // decode: token 2
-    { req: gen([], 40), start: 0, n: 16 }, // a prefill chunk: no token
-    { req: { kind: 'send', sampling: null, seed: 0, outputIds: [], totalLen: 8 }, start: 0, n: 8 },
-  ]);
-  assert.equal([...s.temperature], [Math.fround(0.8), 0, 0]);
-  assert.equal([...s.topP], [Math.fround(0.9), 1, 1]);
-  assert.equal([...s.seed], [77, 0, 0]);
-  assert.equal([...s.step], [2, 0, 0]);
+test('SamplingBatch: sampling rows draw output token k (earlier attempts included) with the request seed; extras only when used', () => {
+  const gen = (id: string, outputIds: number[], sampling: Partial<SamplingParams> = {}) => {
+    const r = new Request({ id, kind: 'generate', promptIds: [1, 2, 3, 4], sampling: { maxTokens: 9, temperature: 0.8, topP: 0.9, stopTokenIds: [], seed: 77, ...sampling } });
+    r.outputIds.push(...outputIds);
+    return r;
+  };
+  const slots = new SamplingSlots();
+  const b = new SamplingBatch([gen('a', [5, 6]), null, gen('b', [7], { numPriorOutput: 2 })], slots);
+  assert.equal([...b.sampling.temperature], [Math.fround(0.8), 0, Math.fround(0.8)]);
+  assert.equal([...b.sampling.topP], [Math.fround(0.9), 1, Math.fround(0.9)]);
+  assert.equal([...b.sampling.seed], [77, 0, 77]);
+  assert.equal([...b.sampling.step], [2, 0, 3]);
+  assert.is(b.sampling.extras, undefined, 'plain requests send no extras');
+  const pen = gen('c', [9], { presencePenalty: 1, numPriorOutput: 1 });
+  const e = new SamplingBatch([null, pen], slots).sampling.extras!;
+  assert.equal([...e.slot!], [-1, 0]);
+  assert.equal([...e.reset!], [0, 1]);
+  assert.equal([...e.histTokens!], [1, 2, 3, 4, 9]);
+  assert.equal([...e.histNumOutput!], [0, 2]);
+  const masked = gen('d', []);
+  masked.allowedMask = Uint32Array.of(0b1010, 0);
+  const m = new SamplingBatch([gen('e', []), masked], slots).sampling.extras!;
+  assert.equal([...m.allowedMask!], [0xffffffff, 0xffffffff, 0b1010, 0], 'the grammar mask travels with its row; others allow all');
   const p = packSampling([{ temperature: 1, topP: 0.5, seed: 2 ** 32 - 1, step: 3 }]);
   assert.ok(p.seed instanceof Uint32Array && p.seed[0] === 2 ** 32 - 1);
 });

@@ -33,14 +33,20 @@ test('bad requests get the right status, OpenAI error shape, and the server keep
     ['body not an object', '/completions', [1, 2], 400, null],
     ['missing prompt', '/completions', { max_tokens: 2 }, 400, 'prompt'],
     ['empty prompt ids', '/completions', { prompt: [] }, 400, 'prompt'],
-    ['negative id', '/completions', { prompt: [1, -2] }, 400, 'prompt'],
+    ['negative id', '/completions', { prompt: [1, -2] }, 400, 'prompt[1]'],
     ['id outside the vocabulary', '/completions', { prompt: [5, 999999] }, 400, 'prompt'],
-    ['two prompts', '/completions', { prompt: ['a', 'b'] }, 400, 'prompt'],
+    ['second of two prompts too long', '/completions', { prompt: ['a', 'word '.repeat(5000)] }, 400, 'prompt[1]'],
+    ['unknown argument', '/completions', { prompt: 'hi', frobnicate: 1 }, 400, 'frobnicate'],
+    ['nonsense min_p', '/completions', { prompt: 'hi', min_p: 5 }, 400, 'min_p'],
+    ['top_k not a number', '/completions', { prompt: 'hi', top_k: 'x' }, 400, 'top_k'],
+    ['logit_bias junk', '/completions', { prompt: 'hi', logit_bias: 'junk' }, 400, 'logit_bias'],
+    ['response_format refused', '/chat/completions', { messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_object' } }, 400, 'response_format'],
+    ['tool_choice refused', '/chat/completions', { messages: [{ role: 'user', content: 'x' }], tool_choice: 'required' }, 400, 'tool_choice'],
     ['temperature too high', '/completions', { prompt: 'hi', temperature: 3 }, 400, 'temperature'],
     ['max_tokens 0', '/completions', { prompt: 'hi', max_tokens: 0 }, 400, 'max_tokens'],
     ['max_tokens not a number', '/completions', { prompt: 'hi', max_tokens: 'ten' }, 400, 'max_tokens'],
-    ['n = 2', '/completions', { prompt: 'hi', n: 2 }, 400, 'n'],
-    ['logprobs', '/completions', { prompt: 'hi', logprobs: 2 }, 400, 'logprobs'],
+    ['n = 17', '/completions', { prompt: 'hi', n: 17 }, 400, 'n'],
+    ['logprobs 21', '/completions', { prompt: 'hi', logprobs: 21 }, 400, 'logprobs'],
     ['stop not strings', '/completions', { prompt: 'hi', stop: [1] }, 400, 'stop'],
     ['missing messages', '/chat/completions', { model: 'tiny' }, 400, 'messages'],
     ['bad role', '/chat/completions', { messages: [{ role: 'wizard', content: 'x' }] }, 400, 'messages[0].role'],
@@ -66,6 +72,8 @@ test('bad requests get the right status, OpenAI error shape, and the server keep
   const ok = await post(v1 + '/completions', { model: 'tiny', prompt: 'Hello', max_tokens: 3, temperature: 0 });
   assert.is(ok.status, 200);
   assert.is(ok.body.usage.completion_tokens, 3);
+  const text = await post(v1 + '/chat/completions', { messages: [{ role: 'user', content: 'x' }], max_tokens: 2, response_format: { type: 'text' } });
+  assert.is(text.status, 200, 'response_format text asks for what we do anyway');
 });
 
 test('the openai client: completions and chat, streamed and not; an error surfaces as APIError', async () => {

@@ -1,16 +1,22 @@
 /**
- * The router's HTTP API (hono): OpenAI-compatible `/v1/*` plus `/health` and `/metrics`.
+ * The router's HTTP API (hono): OpenAI-compatible `/v1/*`, vLLM's `/tokenize`, `/detokenize` and
+ * `/version`, plus `/health` and `/metrics`. docs/API.md documents every endpoint and field.
  * `/v1/*` checks the API key (when one is set) and caps the body size; errors always leave in
  * OpenAI's shape, and a refused request never affects the next one.
  */
 import { Hono } from 'hono';
 import { bodyLimit } from 'hono/body-limit';
 import { timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { log } from '../../../common/log.ts';
 import type { EnginePool } from '../engine-pool.ts';
 import type { RouterMetrics } from '../metrics.ts';
 import { handleCompletion, type CompletionDeps } from './completions.ts';
 import { ApiError, toApiError } from './errors.ts';
+import { handleDetokenize, handleTokenize } from './tokenize.ts';
+
+/** This package's version (package.json), as /version reports it. */
+const VERSION: string = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')).version;
 
 export interface AppDeps extends CompletionDeps {
   pool: EnginePool;
@@ -40,7 +46,8 @@ export function buildApp(deps: AppDeps): Hono {
   });
   app.notFound((c) => fail(new ApiError(404, `no route for ${c.req.method} ${c.req.path}`, 'invalid_request_error', null, 'unknown_url')));
 
-  app.use('/v1/*', async (c, next) => {
+  const guarded = ['/v1/*', '/tokenize', '/detokenize'];
+  for (const path of guarded) app.use(path, async (c, next) => {
     if (!deps.apiKey) return next();
     const auth = c.req.header('authorization') ?? '';
     const given = auth.startsWith('Bearer ') ? auth.slice(7).trim() : '';
@@ -49,16 +56,21 @@ export function buildApp(deps: AppDeps): Hono {
     }
     return next();
   });
-  app.use(
-    '/v1/*',
-    bodyLimit({
-      maxSize: deps.maxBodyBytes,
-      onError: () => fail(new ApiError(413, `The request body is larger than ${deps.maxBodyBytes} bytes.`, 'invalid_request_error', null, 'request_too_large')),
-    }),
-  );
+  for (const path of guarded) {
+    app.use(
+      path,
+      bodyLimit({
+        maxSize: deps.maxBodyBytes,
+        onError: () => fail(new ApiError(413, `The request body is larger than ${deps.maxBodyBytes} bytes.`, 'invalid_request_error', null, 'request_too_large')),
+      }),
+    );
+  }
 
   app.post('/v1/completions', (c) => handleCompletion(c, deps, 'completion'));
   app.post('/v1/chat/completions', (c) => handleCompletion(c, deps, 'chat'));
+  app.post('/tokenize', (c) => handleTokenize(c, deps));
+  app.post('/detokenize', (c) => handleDetokenize(c, deps));
+  app.get('/version', (c) => c.json({ version: VERSION }));
   const model = () => ({ id: deps.modelName, object: 'model', created, owned_by: 'microserve', max_model_len: deps.contextLength });
   app.get('/v1/models', (c) => c.json({ object: 'list', data: [model()] }));
   app.get('/v1/models/:id', (c) =>

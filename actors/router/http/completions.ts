@@ -1,41 +1,22 @@
 /**
- * `POST /v1/completions` and `POST /v1/chat/completions`: validate, tokenize, run the request
- * through the runner, and answer as one JSON body or as server-sent events (`data: {chunk}` …
- * `data: [DONE]`). A client that disconnects aborts the request on every engine it reached.
+ * `POST /v1/completions` and `POST /v1/chat/completions`: validate (schema), tokenize every
+ * prompt, run `n` choices per prompt through the runner, and answer as one JSON body or as
+ * server-sent events (stream.ts). A client that disconnects aborts every choice on every engine.
+ * n > 1 computes the prompt once: see run-choices.ts.
  */
 import type { Context } from 'hono';
-import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
 import { randomBytes } from 'node:crypto';
-import { MicroserveError } from '../../../common/errors.ts';
-import type { FinishReason, SamplingParams } from '../../messages.ts';
-import { checkTokenIds, type Tokenizer } from '../../text/tokenizer.ts';
-import type { Admission } from '../admission.ts';
-import type { Job, JobResult, RequestRunner } from '../request-runner.ts';
+import type { SamplingParams } from '../../messages.ts';
+import type { JobResult } from '../request-runner.ts';
+import { Choice } from './choice.ts';
 import { ApiError, badRequest, toApiError } from './errors.ts';
+import { chatLogprobs, completionLogprobs } from './logprobs.ts';
 import { parseRequest, type ParsedRequest } from './parse.ts';
-import { TextOutput } from './text-output.ts';
+import { checkContext, checkIds, encodeChat, encodeText } from './prompt-ids.ts';
+import { runChoices, usage, type CompletionDeps, type Meta, type PromptRun } from './run-choices.ts';
+import { streamed } from './stream.ts';
 
-export interface CompletionDeps {
-  runner: RequestRunner;
-  /** KV capacity (400) and queue limit (429) checks, before the request runs. */
-  admission: Admission;
-  modelName: string;
-  tokenizer: Tokenizer | null;
-  contextLength: number;
-  vocabSize: number | null;
-  eosTokenIds: number[];
-  defaultMaxTokens: number | null;
-}
-
-interface Meta {
-  id: string;
-  object: string;
-  created: number;
-  model: string;
-  isChat: boolean;
-  req: ParsedRequest;
-  numPromptTokens: number;
-}
+export type { CompletionDeps } from './run-choices.ts';
 
 export async function handleCompletion(c: Context, deps: CompletionDeps, kind: 'completion' | 'chat'): Promise<Response> {
   let body: unknown;
@@ -48,9 +29,10 @@ export async function handleCompletion(c: Context, deps: CompletionDeps, kind: '
   if (req.model !== null && req.model !== deps.modelName) {
     throw new ApiError(404, `The model '${req.model}' does not exist (this server serves '${deps.modelName}')`, 'invalid_request_error', 'model', 'model_not_found');
   }
+  checkTokenFields(req, deps);
   deps.admission.checkQueue();
-  const promptIds = tokenize(req, deps);
-  const sampling = samplingFor(req, promptIds.length, deps);
+  const runs: PromptRun[] = [];
+  for (const p of await promptIds(req, deps)) runs.push({ ...p, sampling: samplingFor(req, p.ids.length, deps) });
   const isChat = kind === 'chat';
   const meta: Meta = {
     id: `${isChat ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`,
@@ -59,37 +41,41 @@ export async function handleCompletion(c: Context, deps: CompletionDeps, kind: '
     model: deps.modelName,
     isChat,
     req,
-    numPromptTokens: promptIds.length,
+    numPromptTokens: runs.reduce((a, r) => a + r.ids.length, 0),
   };
-  const out = new TextOutput(deps.tokenizer?.createStreamDecoder() ?? null, req.stop);
-  return req.stream ? streamed(c, deps, meta, promptIds, sampling, out) : whole(c, deps, meta, promptIds, sampling, out);
+  const choices = runs.flatMap((r, p) => r.sampling.map((_, i) => newChoice(req, deps, p * req.n + i, req.echo ? r.text : '')));
+  return req.stream ? streamed(c, deps, meta, runs, choices) : whole(c, deps, meta, runs, choices);
 }
 
-function tokenize(req: ParsedRequest, deps: CompletionDeps): number[] {
-  const param = req.kind === 'chat' ? 'messages' : 'prompt';
-  let ids: number[];
-  if (typeof req.prompt === 'string' || req.messages) {
-    if (!deps.tokenizer) throw badRequest(`this model has no tokenizer: give the prompt as token ids (${param})`, param, 'no_tokenizer');
-    ids = req.messages ? deps.tokenizer.applyChatTemplate(req.messages) : deps.tokenizer.encode(req.prompt as string, { addBos: true });
-  } else {
-    ids = req.prompt as number[];
-    if (deps.vocabSize !== null) {
-      try {
-        checkTokenIds(ids, deps.vocabSize);
-      } catch (e) {
-        throw badRequest((e as Error).message, param, 'bad_token');
-      }
-    }
-  }
-  if (ids.length >= deps.contextLength) {
-    throw badRequest(`This model's maximum context length is ${deps.contextLength} tokens; the prompt has ${ids.length}.`, param, 'context_length_exceeded');
-  }
-  return ids;
+function checkTokenFields(req: ParsedRequest, deps: CompletionDeps): void {
+  if (deps.vocabSize === null) return;
+  const v = deps.vocabSize;
+  const bias = req.logitBias.find(([t]) => t >= v);
+  if (bias) throw badRequest(`'logit_bias': ${bias[0]} is not a token id in [0, ${v})`, 'logit_bias', 'bad_token');
+  const stop = req.stopTokenIds.find((t) => t >= v);
+  if (stop !== undefined) throw badRequest(`'stop_token_ids': ${stop} is not a token id in [0, ${v})`, 'stop_token_ids', 'bad_token');
 }
 
-function samplingFor(req: ParsedRequest, numPrompt: number, deps: CompletionDeps): SamplingParams {
+async function promptIds(req: ParsedRequest, deps: CompletionDeps): Promise<{ ids: number[]; text: string }[]> {
+  if (req.messages) {
+    const ids = await encodeChat(deps, req.messages, { addGenerationPrompt: req.addGenerationPrompt, continueFinalMessage: req.continueFinalMessage });
+    checkContext(deps, ids.length, 'messages');
+    return [{ ids, text: '' }];
+  }
+  const out: { ids: number[]; text: string }[] = [];
+  for (const [i, p] of req.prompts.entries()) {
+    const param = req.prompts.length > 1 ? `prompt[${i}]` : 'prompt';
+    const ids = typeof p === 'string' ? await encodeText(deps, p, true, param) : checkIds(deps, p, param);
+    checkContext(deps, ids.length, param);
+    const text = typeof p === 'string' ? p : req.echo && deps.tokenizer ? deps.tokenizer.decode(p, { skipSpecialTokens: req.skipSpecialTokens }) : '';
+    out.push({ ids, text });
+  }
+  return out;
+}
+
+/** The engine's sampling for each of the n choices of one prompt. */
+function samplingFor(req: ParsedRequest, numPrompt: number, deps: CompletionDeps): SamplingParams[] {
   const room = deps.contextLength - numPrompt;
-  const param = req.kind === 'chat' ? 'max_completion_tokens' : 'max_tokens';
   let maxTokens = req.maxTokens;
   if (maxTokens === null) {
     // the default never asks for more than the largest KV pool holds
@@ -99,95 +85,68 @@ function samplingFor(req: ParsedRequest, numPrompt: number, deps: CompletionDeps
   } else if (maxTokens > room) {
     throw badRequest(
       `This model's maximum context length is ${deps.contextLength} tokens; ${numPrompt + maxTokens} were requested (${numPrompt} in the prompt, ${maxTokens} to generate).`,
-      param,
+      req.maxTokensParam,
       'context_length_exceeded',
     );
   }
-  deps.admission.checkFits(numPrompt, maxTokens, param);
+  deps.admission.checkFits(numPrompt, maxTokens, req.maxTokensParam);
   const stopTokenIds = [...new Set([...(req.ignoreEos ? [] : deps.eosTokenIds), ...req.stopTokenIds])];
-  return { maxTokens, temperature: req.temperature, topP: req.topP, ...(req.seed !== undefined ? { seed: req.seed } : {}), stopTokenIds };
+  const base: SamplingParams = {
+    maxTokens,
+    temperature: req.temperature,
+    topP: req.topP,
+    stopTokenIds,
+    ...(req.topK > 0 ? { topK: req.topK } : {}),
+    ...(req.minP > 0 ? { minP: req.minP } : {}),
+    ...(req.repetitionPenalty !== 1 ? { repetitionPenalty: req.repetitionPenalty } : {}),
+    ...(req.presencePenalty !== 0 ? { presencePenalty: req.presencePenalty } : {}),
+    ...(req.frequencyPenalty !== 0 ? { frequencyPenalty: req.frequencyPenalty } : {}),
+    ...(req.logitBias.length ? { logitBias: req.logitBias } : {}),
+    ...(req.minTokens > 0 ? { minTokens: req.minTokens } : {}),
+    ...(req.logprobs !== null ? { logprobs: req.logprobs } : {}),
+  };
+  return Array.from({ length: req.n }, (_, i) => (req.seed !== undefined ? { ...base, seed: seedOf(req.seed, i) } : { ...base }));
 }
 
-const finishReason = (out: TextOutput, r: JobResult): FinishReason => (out.stopped ? 'stop' : r.finish);
+/** Choice i's seed: the client's seed + i, as a uint32. */
+const seedOf = (seed: number, i: number) => Number(BigInt.asUintN(32, BigInt(seed) + BigInt(i)));
 
-function usage(meta: Meta, numTokens: number) {
-  return { prompt_tokens: meta.numPromptTokens, completion_tokens: numTokens, total_tokens: meta.numPromptTokens + numTokens };
+function newChoice(req: ParsedRequest, deps: CompletionDeps, index: number, prefix: string): Choice {
+  return new Choice(
+    {
+      index,
+      stop: req.stop,
+      stopTokenIds: new Set([...(req.ignoreEos ? [] : deps.eosTokenIds), ...req.stopTokenIds]),
+      clientStopTokenIds: new Set(req.stopTokenIds),
+      includeStop: req.includeStopStr,
+      skipSpecialTokens: req.skipSpecialTokens,
+      prefix,
+    },
+    deps.tokenizer,
+  );
 }
 
-async function whole(c: Context, deps: CompletionDeps, meta: Meta, promptIds: number[], sampling: SamplingParams, out: TextOutput): Promise<Response> {
-  const ids: number[] = [];
-  const job: Job = deps.runner.submit({ promptIds, sampling }, (tokens) => {
-    if (out.stopped) return;
-    ids.push(...tokens);
-    out.push(tokens);
-    if (out.stopped) job.cancel('stop');
-  });
+/** The choice as it appears in a whole (non-streamed) response. */
+function choiceBody(meta: Meta, deps: CompletionDeps, ch: Choice, r: JobResult): Record<string, unknown> {
+  const req = meta.req;
+  const body: Record<string, unknown> = meta.isChat
+    ? { index: ch.index, message: { role: 'assistant', content: ch.text }, logprobs: req.logprobs !== null ? chatLogprobs(ch.logprobs, deps.tokenizer) : null }
+    : { index: ch.index, text: ch.text, logprobs: req.logprobs !== null ? completionLogprobs(ch.logprobs, deps.tokenizer, ch.o.prefix.length) : null };
+  body.finish_reason = ch.finishReason(r);
+  body.stop_reason = ch.stopReason();
+  if (req.returnTokenIds || !deps.tokenizer) body.token_ids = ch.ids;
+  return body;
+}
+
+async function whole(c: Context, deps: CompletionDeps, meta: Meta, runs: PromptRun[], choices: Choice[]): Promise<Response> {
+  const run = runChoices(deps, runs, choices, (ch, tokens, lps) => void ch.push(tokens, lps));
   const signal = c.req.raw.signal;
-  const onAbort = () => job.cancel('abort');
-  signal.addEventListener('abort', onAbort);
-  const r = await job.done.finally(() => signal.removeEventListener('abort', onAbort));
-  if (r.finish === 'error') throw toApiError(r.error);
-  out.finish();
-  const text = out.text;
-  const choice: Record<string, unknown> = meta.isChat
-    ? { index: 0, message: { role: 'assistant', content: text }, logprobs: null, finish_reason: finishReason(out, r) }
-    : { index: 0, text, logprobs: null, finish_reason: finishReason(out, r) };
-  if (meta.req.returnTokenIds || !deps.tokenizer) choice.token_ids = ids;
-  return c.json({ id: meta.id, object: meta.object, created: meta.created, model: meta.model, choices: [choice], usage: usage(meta, r.numTokens) });
-}
-
-function streamed(c: Context, deps: CompletionDeps, meta: Meta, promptIds: number[], sampling: SamplingParams, out: TextOutput): Response {
-  return streamSSE(c, async (stream) => {
-    const queue: number[][] = [];
-    let wake: (() => void) | null = null;
-    let result: JobResult | null = null;
-    const job = deps.runner.submit({ promptIds, sampling }, (tokens) => {
-      queue.push(tokens);
-      wake?.();
-    });
-    stream.onAbort(() => job.cancel('abort'));
-    void job.done.then((r) => {
-      result = r;
-      wake?.();
-    });
-    const withIds = meta.req.returnTokenIds || !deps.tokenizer;
-    if (meta.isChat) await send(stream, chunk(meta, { role: 'assistant', content: '' }, null));
-    for (;;) {
-      while (queue.length > 0 && !stream.aborted) {
-        const tokens = queue.shift()!;
-        if (out.stopped) continue;
-        const text = out.push(tokens);
-        if (out.stopped) job.cancel('stop');
-        if (text || withIds) await send(stream, chunk(meta, text, null, withIds ? tokens : undefined));
-      }
-      if (stream.aborted) return void (await job.done);
-      if (result && queue.length === 0) break;
-      await new Promise<void>((r) => (wake = r));
-      wake = null;
-    }
-    const r = result as unknown as JobResult;
-    const tail = out.finish();
-    if (tail) await send(stream, chunk(meta, tail, null));
-    if (r.finish === 'error') {
-      await send(stream, toApiError(r.error ?? new MicroserveError('NO_ENGINE', 'the request failed')).body());
-    } else {
-      await send(stream, chunk(meta, meta.isChat ? {} : '', finishReason(out, r)));
-      if (meta.req.includeUsage) await send(stream, { id: meta.id, object: chunkObject(meta), created: meta.created, model: meta.model, choices: [], usage: usage(meta, r.numTokens) });
-    }
-    await stream.writeSSE({ data: '[DONE]' });
-  });
-}
-
-const chunkObject = (meta: Meta) => (meta.isChat ? 'chat.completion.chunk' : 'text_completion');
-
-function chunk(meta: Meta, content: string | Record<string, unknown>, finish: FinishReason | null, tokenIds?: number[]) {
-  const choice: Record<string, unknown> = meta.isChat
-    ? { index: 0, delta: typeof content === 'string' ? { content } : content, logprobs: null, finish_reason: finish }
-    : { index: 0, text: content, logprobs: null, finish_reason: finish };
-  if (tokenIds) choice.token_ids = tokenIds;
-  return { id: meta.id, object: chunkObject(meta), created: meta.created, model: meta.model, choices: [choice] };
-}
-
-function send(stream: SSEStreamingApi, obj: unknown): Promise<void> {
-  return stream.writeSSE({ data: JSON.stringify(obj) });
+  signal.addEventListener('abort', run.cancel);
+  const results = await run.done.finally(() => signal.removeEventListener('abort', run.cancel));
+  const failed = results.find((r) => r.finish === 'error');
+  if (failed) throw toApiError(failed.error);
+  choices.forEach((ch) => ch.finish());
+  const numTokens = results.reduce((a, r) => a + r.numTokens, 0);
+  const body = choices.map((ch, i) => choiceBody(meta, deps, ch, results[i]));
+  return c.json({ id: meta.id, object: meta.object, created: meta.created, model: meta.model, choices: body, usage: usage(meta, numTokens) });
 }

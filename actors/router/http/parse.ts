@@ -1,142 +1,125 @@
 /**
- * Validation of `/v1/completions` and `/v1/chat/completions` bodies. Every refusal is a 400
- * naming the field (`param`). Unknown fields are ignored, as OpenAI does; known features this
- * server does not implement (n > 1, logprobs, echo, penalties...) are refused, not ignored.
+ * `/v1/completions` and `/v1/chat/completions` bodies → ParsedRequest: the endpoint's schema
+ * (schema/endpoints.ts) checks every field, then the rules between fields; every refusal is a 400
+ * naming the field (`param`).
  */
 import type { ChatMessage } from '../../text/tokenizer.ts';
 import { badRequest } from './errors.ts';
+import { parseWith } from './schema/common.ts';
+import { chatSchema, completionSchema, type ChatBody, type CompletionBody } from './schema/endpoints.ts';
 
 export interface ParsedRequest {
   kind: 'completion' | 'chat';
   /** null: the served model. */
   model: string | null;
-  /** Completions: text or token ids. */
-  prompt?: string | number[];
+  /** Completions: one entry per prompt (text or token ids). */
+  prompts: (string | number[])[];
   /** Chat: the conversation. */
   messages?: ChatMessage[];
+  addGenerationPrompt: boolean;
+  continueFinalMessage: boolean;
   /** null: the endpoint's default. */
   maxTokens: number | null;
+  /** The name of the max-tokens field the client used (for errors). */
+  maxTokensParam: string;
+  /** Choices per prompt. */
+  n: number;
   temperature: number;
   topP: number;
   seed?: number;
-  /** Stop strings: generation ends before the first occurrence (not included). */
+  topK: number;
+  minP: number;
+  repetitionPenalty: number;
+  presencePenalty: number;
+  frequencyPenalty: number;
+  logitBias: [number, number][];
+  minTokens: number;
+  /** Stop strings: generation ends at the first occurrence (left out unless includeStopStr). */
   stop: string[];
-  /** Extension: extra token ids that end generation (included in the count, not the text). */
+  /** Extra token ids that end generation (their text is left out unless includeStopStr). */
   stopTokenIds: number[];
-  /** Extension: do not stop at the model's EOS tokens. */
+  includeStopStr: boolean;
   ignoreEos: boolean;
+  skipSpecialTokens: boolean;
   stream: boolean;
   includeUsage: boolean;
-  /** Extension: responses carry the generated token ids (`token_ids`). */
+  continuousUsage: boolean;
   returnTokenIds: boolean;
+  /** Completions: the prompt's text before the completion. */
+  echo: boolean;
+  /** null: no logprobs; else the number of top alternatives per token. */
+  logprobs: number | null;
 }
 
-type Body = Record<string, unknown>;
+const orDefault = <T>(v: T | null | undefined, d: T): T => (v === null || v === undefined ? d : v);
 
-const isSet = (v: unknown) => v !== undefined && v !== null;
+function toMessages(body: ChatBody): ChatMessage[] {
+  return body.messages.map((m) => ({ role: m.role === 'developer' ? 'system' : m.role, content: m.content }));
+}
 
-function num(b: Body, key: string, o: { min: number; max: number; isInt?: boolean; isMinOpen?: boolean }): number | undefined {
-  const v = b[key];
-  if (!isSet(v)) return undefined;
-  const isOk = typeof v === 'number' && Number.isFinite(v) && (o.isMinOpen ? v > o.min : v >= o.min) && v <= o.max && (!o.isInt || Number.isInteger(v));
-  if (!isOk) {
-    const range = `${o.isMinOpen ? '(' : '['}${o.min}, ${o.max}]`;
-    throw badRequest(`'${key}' must be ${o.isInt ? 'an integer' : 'a number'} in ${range} (got ${JSON.stringify(v)})`, key, 'invalid_value');
+/** Validates a body for `kind` against the schema and the cross-field rules. */
+export function parseRequest(raw: unknown, kind: 'completion' | 'chat'): ParsedRequest {
+  const b: CompletionBody | ChatBody = kind === 'chat' ? parseWith(chatSchema, raw) : parseWith(completionSchema, raw);
+  const chat = kind === 'chat' ? (b as ChatBody) : null;
+  const cmpl = kind === 'completion' ? (b as CompletionBody) : null;
+  const stream = orDefault(b.stream, false);
+  if (b.stream_options && !stream) throw badRequest("'stream_options' is only allowed with stream: true", 'stream_options', 'invalid_value');
+  const maxTokensParam = chat?.max_completion_tokens != null ? 'max_completion_tokens' : 'max_tokens';
+  const maxTokens = chat?.max_completion_tokens ?? b.max_tokens ?? null;
+  const minTokens = orDefault(b.min_tokens, 0);
+  if (maxTokens !== null && minTokens > maxTokens) throw badRequest(`'min_tokens' (${minTokens}) must not exceed ${maxTokensParam} (${maxTokens})`, 'min_tokens', 'invalid_value');
+  let logprobs: number | null = null;
+  if (chat) {
+    if (chat.top_logprobs != null && chat.top_logprobs > 0 && chat.logprobs !== true) throw badRequest("'top_logprobs' needs logprobs: true", 'top_logprobs', 'invalid_value');
+    if (chat.logprobs === true) logprobs = orDefault(chat.top_logprobs, 0);
+  } else if (cmpl?.logprobs != null) {
+    logprobs = cmpl.logprobs;
   }
-  return v as number;
-}
-
-function bool(b: Body, key: string): boolean {
-  const v = b[key];
-  if (!isSet(v)) return false;
-  if (typeof v !== 'boolean') throw badRequest(`'${key}' must be a boolean`, key, 'invalid_type');
-  return v;
-}
-
-function tokenIds(v: unknown, param: string): number[] {
-  if (!Array.isArray(v) || !v.every((x) => Number.isInteger(x) && x >= 0)) throw badRequest(`'${param}' must be an array of token ids (integers >= 0)`, param, 'invalid_type');
-  return v as number[];
-}
-
-function refuse(b: Body, key: string, isUsed: (v: unknown) => boolean, what: string): void {
-  if (isSet(b[key]) && isUsed(b[key])) throw badRequest(`${what} is not supported by this server`, key, 'unsupported_parameter');
-}
-
-function parseStop(v: unknown): string[] {
-  if (!isSet(v)) return [];
-  const list = typeof v === 'string' ? [v] : v;
-  if (!Array.isArray(list) || list.length > 16 || !list.every((s) => typeof s === 'string' && s.length > 0)) {
-    throw badRequest("'stop' must be a non-empty string or an array of at most 16 non-empty strings", 'stop', 'invalid_type');
+  const echo = orDefault(cmpl?.echo, false);
+  if (echo && logprobs !== null) throw badRequest("'echo' with 'logprobs' needs prompt logprobs, which are not implemented", 'echo', 'unsupported_parameter');
+  const continueFinalMessage = orDefault(chat?.continue_final_message, false);
+  const addGenerationPrompt = orDefault(chat?.add_generation_prompt, !continueFinalMessage);
+  if (continueFinalMessage && addGenerationPrompt) throw badRequest("'continue_final_message' and 'add_generation_prompt' cannot both be true", 'continue_final_message', 'invalid_value');
+  if (chat && continueFinalMessage && chat.messages[chat.messages.length - 1].role !== 'assistant') {
+    throw badRequest("'continue_final_message' needs an assistant message last", 'messages', 'invalid_value');
   }
-  return list as string[];
-}
-
-function parsePrompt(v: unknown): string | number[] {
-  if (!isSet(v)) throw badRequest("'prompt' is required", 'prompt', 'missing_required_parameter');
-  let p = v;
-  if (Array.isArray(p) && p.length === 1 && (typeof p[0] === 'string' || Array.isArray(p[0]))) p = p[0];
-  if (typeof p === 'string') return p;
-  if (Array.isArray(p) && p.length > 0 && (typeof p[0] === 'string' || Array.isArray(p[0]))) {
-    throw badRequest('only one prompt per request is supported', 'prompt', 'unsupported_parameter');
-  }
-  const ids = tokenIds(p, 'prompt');
-  if (ids.length === 0) throw badRequest("'prompt' must not be empty", 'prompt', 'invalid_value');
-  return ids;
-}
-
-const ROLES = new Set(['system', 'developer', 'user', 'assistant', 'tool']);
-
-function parseMessages(v: unknown): ChatMessage[] {
-  if (!isSet(v)) throw badRequest("'messages' is required", 'messages', 'missing_required_parameter');
-  if (!Array.isArray(v) || v.length === 0) throw badRequest("'messages' must be a non-empty array", 'messages', 'invalid_type');
-  return v.map((m, i) => {
-    const param = `messages[${i}]`;
-    if (!m || typeof m !== 'object') throw badRequest(`'${param}' must be an object`, param, 'invalid_type');
-    const { role, content } = m as Body;
-    if (typeof role !== 'string' || !ROLES.has(role)) throw badRequest(`'${param}.role' must be one of ${[...ROLES].join(', ')}`, `${param}.role`, 'invalid_value');
-    const isParts = Array.isArray(content) && content.every((p) => p && typeof p === 'object' && typeof (p as Body).type === 'string');
-    if (!(typeof content === 'string' || content === null || isParts)) {
-      throw badRequest(`'${param}.content' must be a string or an array of content parts`, `${param}.content`, 'invalid_type');
-    }
-    if (isParts && (content as Body[]).some((p) => p.type !== 'text' || typeof p.text !== 'string')) {
-      throw badRequest(`'${param}.content': only text parts are supported`, `${param}.content`, 'unsupported_parameter');
-    }
-    return { role: role === 'developer' ? 'system' : role, content: content as ChatMessage['content'] };
-  });
-}
-
-export function parseRequest(body: unknown, kind: 'completion' | 'chat'): ParsedRequest {
-  if (!body || typeof body !== 'object' || Array.isArray(body)) throw badRequest('the request body must be a JSON object', null, 'invalid_type');
-  const b = body as Body;
-  if (isSet(b.model) && typeof b.model !== 'string') throw badRequest("'model' must be a string", 'model', 'invalid_type');
-  num(b, 'n', { min: 1, max: 1, isInt: true });
-  num(b, 'best_of', { min: 1, max: 1, isInt: true });
-  refuse(b, 'logprobs', (x) => x !== false && x !== 0, 'logprobs');
-  refuse(b, 'top_logprobs', (x) => x !== 0, 'top_logprobs');
-  refuse(b, 'echo', (x) => x === true, 'echo');
-  refuse(b, 'suffix', (x) => x !== '', 'suffix');
-  refuse(b, 'presence_penalty', (x) => x !== 0, 'presence_penalty');
-  refuse(b, 'frequency_penalty', (x) => x !== 0, 'frequency_penalty');
-  refuse(b, 'tools', (x) => Array.isArray(x) && x.length > 0, 'tools');
-  const maxTokens = num(b, 'max_completion_tokens', { min: 1, max: 2 ** 31, isInt: true }) ?? num(b, 'max_tokens', { min: 1, max: 2 ** 31, isInt: true }) ?? null;
-  const stream = bool(b, 'stream');
-  const so = b.stream_options;
-  if (isSet(so) && (typeof so !== 'object' || Array.isArray(so))) throw badRequest("'stream_options' must be an object", 'stream_options', 'invalid_type');
-  const includeUsage = isSet(so) && (so as Body).include_usage === true;
+  const topK = orDefault(b.top_k, -1);
   return {
     kind,
-    model: (b.model as string | undefined) ?? null,
-    prompt: kind === 'completion' ? parsePrompt(b.prompt) : undefined,
-    messages: kind === 'chat' ? parseMessages(b.messages) : undefined,
+    model: b.model ?? null,
+    prompts: cmpl ? promptList(cmpl.prompt) : [],
+    messages: chat ? toMessages(chat) : undefined,
+    addGenerationPrompt,
+    continueFinalMessage,
     maxTokens,
-    temperature: num(b, 'temperature', { min: 0, max: 2 }) ?? 1,
-    topP: num(b, 'top_p', { min: 0, max: 1, isMinOpen: true }) ?? 1,
-    seed: num(b, 'seed', { min: -(2 ** 53), max: 2 ** 53, isInt: true }),
-    stop: parseStop(b.stop),
-    stopTokenIds: isSet(b.stop_token_ids) ? tokenIds(b.stop_token_ids, 'stop_token_ids') : [],
-    ignoreEos: bool(b, 'ignore_eos'),
+    maxTokensParam,
+    n: orDefault(b.n, 1),
+    temperature: orDefault(b.temperature, 1),
+    topP: orDefault(b.top_p, 1),
+    ...(b.seed != null ? { seed: b.seed } : {}),
+    topK: topK < 0 ? 0 : topK,
+    minP: orDefault(b.min_p, 0),
+    repetitionPenalty: orDefault(b.repetition_penalty, 1),
+    presencePenalty: orDefault(b.presence_penalty, 0),
+    frequencyPenalty: orDefault(b.frequency_penalty, 0),
+    logitBias: Object.entries(b.logit_bias ?? {}).map(([k, v]) => [Number(k), v]),
+    minTokens,
+    stop: b.stop == null ? [] : typeof b.stop === 'string' ? [b.stop] : b.stop,
+    stopTokenIds: b.stop_token_ids ?? [],
+    includeStopStr: orDefault(b.include_stop_str_in_output, false),
+    ignoreEos: orDefault(b.ignore_eos, false),
+    skipSpecialTokens: orDefault(b.skip_special_tokens, true),
     stream,
-    includeUsage,
-    returnTokenIds: bool(b, 'return_token_ids'),
+    includeUsage: b.stream_options?.include_usage === true,
+    continuousUsage: b.stream_options?.continuous_usage_stats === true,
+    returnTokenIds: orDefault(b.return_token_ids, false),
+    echo,
+    logprobs,
   };
+}
+
+function promptList(p: CompletionBody['prompt']): (string | number[])[] {
+  if (typeof p === 'string') return [p];
+  if (typeof p[0] === 'number') return [p as number[]];
+  return p as (string | number[])[];
 }

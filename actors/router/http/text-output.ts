@@ -10,11 +10,17 @@ export class TextOutput {
   private held = '';
   private isStopped = false;
   private full = '';
+  /** The stop string that ended the text, if one did. */
+  matchedStop: string | null = null;
 
-  /** `decoder` null: the model has no tokenizer, the text stays empty. */
+  /**
+   * `decoder` null: the model has no tokenizer, the text stays empty. [includeStop=false] keep the
+   * stop string at the end of the text (vLLM's include_stop_str_in_output).
+   */
   constructor(
     private readonly decoder: StreamDecoder | null,
     private readonly stops: string[],
+    private readonly includeStop = false,
   ) {}
 
   get stopped(): boolean {
@@ -42,12 +48,12 @@ export class TextOutput {
     let cut = -1;
     for (const stop of this.stops) {
       const i = s.indexOf(stop);
-      if (i >= 0 && (cut < 0 || i < cut)) cut = i;
+      if (i >= 0 && (cut < 0 || i < cut)) (cut = i), (this.matchedStop = stop);
     }
     let out: string;
     if (cut >= 0) {
       this.isStopped = true;
-      out = s.slice(0, cut);
+      out = s.slice(0, cut + (this.includeStop ? this.matchedStop!.length : 0));
       this.held = '';
     } else {
       const keep = isFinal ? 0 : this.partialStopSuffix(s);

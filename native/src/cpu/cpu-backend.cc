@@ -20,6 +20,7 @@
 #include "model-weights.h"
 #include "thread-pool.h"
 #include "../common/model-util.h"
+#include "../common/logit-processing.h"
 #include "../common/sampling.h"
 #include "../common/step-plan.h"
 
@@ -59,7 +60,9 @@ struct StepScratch {
   std::vector<float> xf;         // (maxTokens, hidden) final-normed rows that need logits
   std::vector<float> logits;     // (maxSeqs, vocab) when only tokens are wanted
   std::vector<int> rows;         // (maxTokens,)
+  std::vector<PenaltyState*> rowStates;  // (maxSeqs,) each row's penalty state or null
   std::vector<std::vector<uint32_t>> sampleScratch;  // per thread, (vocab,)
+  std::vector<std::vector<int32_t>> logprobScratch;  // per thread, (vocab,) ids for the top-n sort
   BatchIndex idx;                // (maxTokens,) / (maxSeqs,) capacity
 
   void plan(const ModelConfig& m, int maxTokens, int maxSeqs, int numThreads) {
@@ -69,8 +72,11 @@ struct StepScratch {
     cosT.resize(T * (m.headDim / 2)), sinT.resize(T * (m.headDim / 2)), xf.resize(T * H);
     logits.resize(size_t(maxSeqs) * m.vocab);
     rows.reserve(T);
+    rowStates.reserve(size_t(maxSeqs));
     sampleScratch.assign(numThreads, {});
     for (auto& v : sampleScratch) v.reserve(m.vocab);
+    logprobScratch.assign(numThreads, {});
+    for (auto& v : logprobScratch) v.reserve(m.vocab);
     idx.seqOf.reserve(T), idx.posOf.reserve(T), idx.firstToken.reserve(maxSeqs);
   }
   size_t bytes() const {
@@ -78,6 +84,7 @@ struct StepScratch {
                xf.size() + logits.size();
     size_t n = f * 4 + (rows.capacity() + idx.seqOf.capacity() + idx.posOf.capacity() + idx.firstToken.capacity()) * 4;
     for (auto& v : sampleScratch) n += v.capacity() * 4;
+    for (auto& v : logprobScratch) n += v.capacity() * 4;
     return n;
   }
 };
@@ -128,6 +135,10 @@ class CpuBackend : public Backend {
     if (!st.ok()) return st;
     st = checkBatchSampling(b, logitsOut);
     if (!st.ok()) return st;
+    if (b.tokensOut) {
+      std::string e = samplingExtrasError(b, m_.vocab);
+      if (!e.empty()) return Status::Error(Code::BAD_ARGUMENT, e);
+    }
     return guarded([&] { return run(b, logitsOut); });
   }
   DType kvDType() const override { return DType::F32; }
@@ -158,6 +169,7 @@ class CpuBackend : public Backend {
   }
   float* page(int id) { return kvPool_ + size_t(id) * pageFloats_; }
   Status run(const Batch& b, float* logitsOut);
+  Status sampleWithExtras(const Batch& b, float* logits);
 
   ModelConfig m_;
   KvConfig kv_;
@@ -169,6 +181,7 @@ class CpuBackend : public Backend {
   float* kvPool_ = nullptr;    // see the layout at the top of the file
   MemoryPlan plan_;
   StepScratch scratch_;
+  std::vector<PenaltyState> penalties_;  // by SamplingExtras::slot, grown to the largest slot seen
 };
 
 Status CpuBackend::run(const Batch& b, float* logitsOut) {
@@ -270,12 +283,44 @@ Status CpuBackend::run(const Batch& b, float* logitsOut) {
     rmsNorm(&x[size_t(rows[r]) * H], weights_.finalNorm.data(), H, m_.rmsEps, &xf[r * H]);
   float* logits = logitsOut ? logitsOut : w.logits.data();  // planned (numSeqs, vocab) when only tokens are wanted
   weights_.head().matmul(k_, threads_, xf, int(rows.size()), H, logits, m_.vocab, false);
+  if (b.tokensOut && b.extras) return sampleWithExtras(b, logits);
   if (b.tokensOut) {  // one row per task; each thread keeps its own scratch
     threads_.run(b.numSeqs, [&](int s, int t) {
       b.tokensOut[s] = sampleRow(logits + size_t(s) * m_.vocab, m_.vocab, b.temperature[s], b.topP[s], b.seed[s],
                                  b.step[s], w.sampleScratch[t]);
     });
   }
+  return Status::Ok();
+}
+
+// Sampling with SamplingExtras (common/logit-processing.h): slots rebuilt where asked, rows
+// processed and sampled in parallel (each row owns its slot), then each slot counts its token.
+Status CpuBackend::sampleWithExtras(const Batch& b, float* logits) {
+  const SamplingExtras& x = *b.extras;
+  StepScratch& w = scratch_;
+  std::vector<PenaltyState*>& st = w.rowStates;
+  st.assign(size_t(b.numSeqs), nullptr);
+  for (int s = 0; s < b.numSeqs; s++) {
+    const int slot = x.slot ? x.slot[s] : -1;
+    if (slot < 0) continue;
+    if (size_t(slot) >= penalties_.size()) penalties_.resize(size_t(slot) + 1);
+    PenaltyState& p = penalties_[size_t(slot)];
+    if (x.reset && x.reset[s])
+      p.rebuild(x.histTokens + x.histOffsets[s], x.histOffsets[s + 1] - x.histOffsets[s], x.histNumOutput[s]);
+    st[size_t(s)] = &p;
+  }
+  threads_.run(b.numSeqs, [&](int s, int t) {
+    float* z = logits + size_t(s) * m_.vocab;
+    const int32_t tok = sampleRowExtras(z, m_.vocab, b.temperature[s], b.topP[s], b.seed[s], b.step[s], x, s,
+                                        st[size_t(s)], w.sampleScratch[t]);
+    b.tokensOut[s] = tok;
+    const int n = x.numLogprobs ? x.numLogprobs[s] : -1;
+    if (n >= 0 && x.logprobsOut)
+      rowLogprobs(z, m_.vocab, b.temperature[s], tok, n, x.logprobsOut + size_t(s) * (1 + kMaxLogprobs),
+                  x.topIdsOut + size_t(s) * kMaxLogprobs, w.logprobScratch[t]);
+  });
+  for (int s = 0; s < b.numSeqs; s++)
+    if (st[size_t(s)]) st[size_t(s)]->add(b.tokensOut[s]);
   return Status::Ok();
 }
 

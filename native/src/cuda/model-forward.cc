@@ -221,6 +221,10 @@ Status CudaBackend::forward(const Batch& b, float* logitsOut) {
     if (!st.ok()) return st;
     st = checkBatchSampling(b, logitsOut);
     if (!st.ok()) return st;
+    // Not on the GPU yet (issue 18): refused, never ignored; the engine sends extras only for
+    // requests that use them (common/logit-processing.h is the algorithm to port).
+    if (b.tokensOut && b.extras)
+      return Status::Error(Code::BAD_ARGUMENT, "top_k, min_p, penalties, logit_bias, min_tokens and logprobs are not implemented on the CUDA backend yet");
     // A graph's sampler overwrites the logits it would return: logits and tokens together run eagerly.
     if (graphEligible(b) && !(b.tokensOut && logitsOut))
       forwardGraph(b, logitsOut);

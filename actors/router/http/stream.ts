@@ -1,0 +1,95 @@
+/**
+ * The streamed answer of a completion: server-sent events `data: {chunk}` … `data: [DONE]`, the
+ * chunks of every choice interleaved as their tokens arrive (each chunk names its choice's
+ * `index`). Chat streams open each choice with its role; every choice ends with a chunk that
+ * carries `finish_reason` and `stop_reason`. stream_options: `include_usage` adds a last chunk with
+ * the usage, `continuous_usage_stats` puts the usage so far in every chunk.
+ */
+import type { Context } from 'hono';
+import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
+import { MicroserveError } from '../../../common/errors.ts';
+import type { FinishReason, TokenLogprob } from '../../messages.ts';
+import type { JobResult } from '../request-runner.ts';
+import type { Choice, ChoiceDelta } from './choice.ts';
+import { runChoices, usage, type CompletionDeps, type Meta, type PromptRun } from './run-choices.ts';
+import { toApiError } from './errors.ts';
+import { chatLogprobs, completionLogprobs } from './logprobs.ts';
+
+interface Event {
+  choice: Choice;
+  tokens: number[];
+  lps?: TokenLogprob[];
+}
+
+export function streamed(c: Context, deps: CompletionDeps, meta: Meta, runs: PromptRun[], choices: Choice[]): Response {
+  return streamSSE(c, async (stream) => {
+    const queue: Event[] = [];
+    let wake: (() => void) | null = null;
+    let results: JobResult[] | null = null;
+    let numTokens = 0;
+    const run = runChoices(deps, runs, choices, (choice, tokens, lps) => {
+      queue.push({ choice, tokens, lps });
+      wake?.();
+    });
+    stream.onAbort(run.cancel);
+    void run.done.then((r) => {
+      results = r;
+      wake?.();
+    });
+    const withIds = meta.req.returnTokenIds || !deps.tokenizer;
+    const textOffset = new Map<Choice, number>(choices.map((ch) => [ch, 0]));
+    const send = (ch: Choice, d: ChoiceDelta | null, finish: FinishReason | null, extra: Record<string, unknown> = {}) => {
+      const body = chunk(meta, deps, ch, d, finish, textOffset.get(ch)!, withIds, extra);
+      if (d) textOffset.set(ch, textOffset.get(ch)! + d.text.length);
+      if (meta.req.continuousUsage) (body as Record<string, unknown>).usage = usage(meta, numTokens);
+      return write(stream, body);
+    };
+    for (const ch of choices) {
+      if (meta.isChat) await send(ch, null, null, { delta: { role: 'assistant', content: '' } });
+      if (ch.o.prefix) await send(ch, { text: ch.o.prefix, ids: [], logprobs: [] }, null);
+    }
+    for (;;) {
+      while (queue.length > 0 && !stream.aborted) {
+        const ev = queue.shift()!;
+        if (ev.choice.isStopped) continue;
+        numTokens += ev.tokens.length;
+        const d = ev.choice.push(ev.tokens, ev.lps);
+        if (d.text || d.logprobs.length || withIds) await send(ev.choice, d, null);
+      }
+      if (stream.aborted) return void (await run.done);
+      if (results && queue.length === 0) break;
+      await new Promise<void>((r) => (wake = r));
+      wake = null;
+    }
+    const rs = results as unknown as JobResult[];
+    const failed = rs.find((r) => r.finish === 'error');
+    if (failed) {
+      await write(stream, toApiError(failed.error ?? new MicroserveError('NO_ENGINE', 'the request failed')).body());
+    } else {
+      numTokens = rs.reduce((a, r) => a + r.numTokens, 0);
+      for (const [i, ch] of choices.entries()) {
+        const tail = ch.finish();
+        if (tail) await send(ch, { text: tail, ids: [], logprobs: [] }, null);
+        await send(ch, null, ch.finishReason(rs[i]), { stop_reason: ch.stopReason() });
+      }
+      if (meta.req.includeUsage) await write(stream, { id: meta.id, object: chunkObject(meta), created: meta.created, model: meta.model, choices: [], usage: usage(meta, numTokens) });
+    }
+    await stream.writeSSE({ data: '[DONE]' });
+  });
+}
+
+const chunkObject = (meta: Meta) => (meta.isChat ? 'chat.completion.chunk' : 'text_completion');
+
+function chunk(meta: Meta, deps: CompletionDeps, ch: Choice, d: ChoiceDelta | null, finish: FinishReason | null, offset: number, withIds: boolean, extra: Record<string, unknown>) {
+  const wantLp = meta.req.logprobs !== null && d !== null && d.logprobs.length > 0;
+  const choice: Record<string, unknown> = meta.isChat
+    ? { index: ch.index, delta: d ? { content: d.text } : {}, logprobs: wantLp ? chatLogprobs(d!.logprobs, deps.tokenizer) : null, finish_reason: finish }
+    : { index: ch.index, text: d?.text ?? '', logprobs: wantLp ? completionLogprobs(d!.logprobs, deps.tokenizer, offset) : null, finish_reason: finish };
+  Object.assign(choice, extra);
+  if (withIds && d) choice.token_ids = d.ids;
+  return { id: meta.id, object: chunkObject(meta), created: meta.created, model: meta.model, choices: [choice] };
+}
+
+function write(stream: SSEStreamingApi, obj: unknown): Promise<void> {
+  return stream.writeSSE({ data: JSON.stringify(obj) });
+}
