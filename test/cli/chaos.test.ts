@@ -21,6 +21,7 @@ import type { ActorSystem } from '../../actors/runtime/system.ts';
 import type { ActorStatus } from '../../supervisors/cluster-status.ts';
 import { xorshift } from '../shared/xorshift.ts';
 import { CLI, ROOT, sleep, startUp, stopUp, tempHome, type UpProcess } from './helpers.ts';
+import { sseEvents } from '../shared/sse.ts';
 
 const DURATION_MS = 60_000;
 const KILL_EVERY_MS = 2000;
@@ -56,20 +57,10 @@ async function stream(url: string, prompt: string): Promise<{ ids: number[]; fin
   if (r.status !== 200) return { ids: [], finish: null, error: `HTTP ${r.status}: ${await r.text()}` };
   const ids: number[] = [];
   let finish: string | null = null;
-  let buf = '';
-  const dec = new TextDecoder();
-  for await (const part of r.body as any as AsyncIterable<Uint8Array>) {
-    buf += dec.decode(part, { stream: true });
-    let i;
-    while ((i = buf.indexOf('\n\n')) >= 0) {
-      const data = buf.slice(0, i).replace(/^data: /, '');
-      buf = buf.slice(i + 2);
-      if (data === '[DONE]') continue;
-      const ev = JSON.parse(data);
-      if (ev.error) return { ids, finish, error: JSON.stringify(ev.error) };
-      for (const t of ev.choices[0].token_ids ?? []) ids.push(t);
-      finish = ev.choices[0].finish_reason ?? finish;
-    }
+  for await (const ev of sseEvents(r.body)) {
+    if (ev.error) return { ids, finish, error: JSON.stringify(ev.error) };
+    for (const t of ev.choices[0].token_ids ?? []) ids.push(t);
+    finish = ev.choices[0].finish_reason ?? finish;
   }
   return { ids, finish };
 }

@@ -12,6 +12,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import type { EngineCounters } from '../../actors/messages.ts';
 import { missingForE2e, startUp, type UpCluster } from './e2e-cluster.ts';
+import { sseEvents } from '../shared/sse.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const body = (prompt: string, maxTokens: number, stream: boolean) =>
@@ -29,25 +30,15 @@ async function stream(url: string, prompt: string, maxTokens: number, onToken?: 
   const r = await fetch(url + '/v1/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: body(prompt, maxTokens, true) });
   const out: StreamResult = { status: r.status, ids: [], finish: null, error: null };
   if (r.status !== 200) return (await r.text(), out);
-  let buf = '';
-  const dec = new TextDecoder();
-  for await (const part of r.body as any as AsyncIterable<Uint8Array>) {
-    buf += dec.decode(part, { stream: true });
-    let i;
-    while ((i = buf.indexOf('\n\n')) >= 0) {
-      const data = buf.slice(0, i).replace(/^data: /, '');
-      buf = buf.slice(i + 2);
-      if (data === '[DONE]') continue;
-      const ev = JSON.parse(data);
-      if (ev.error) {
-        out.error = ev.error;
-        continue;
-      }
-      const ch = ev.choices[0];
-      out.ids.push(...(ch.token_ids ?? []));
-      out.finish = ch.finish_reason ?? out.finish;
-      onToken?.(out.ids.length);
-    }
+  for await (const ev of sseEvents(r.body)) {
+    if (ev.error) {
+      out.error = ev.error;
+      continue;
+  }
+  const ch = ev.choices[0];
+  out.ids.push(...(ch.token_ids ?? []));
+  out.finish = ch.finish_reason ?? out.finish;
+  onToken?.(out.ids.length);
   }
   return out;
 }

@@ -5,6 +5,7 @@
 import OpenAI from 'openai';
 import * as assert from 'uvu/assert';
 import type { UpCluster } from './e2e-cluster.ts';
+import { sseEvents } from '../shared/sse.ts';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -96,24 +97,14 @@ async function streamAll(c: UpCluster, prompts: string[], maxTokens: number, onP
       const ids: number[] = [];
       let text = '';
       let finish: string | null = null;
-      let buf = '';
-      const dec = new TextDecoder();
-      for await (const part of r.body as any as AsyncIterable<Uint8Array>) {
-        buf += dec.decode(part, { stream: true });
-        let i;
-        while ((i = buf.indexOf('\n\n')) >= 0) {
-          const data = buf.slice(0, i).replace(/^data: /, '');
-          buf = buf.slice(i + 2);
-          if (data === '[DONE]') continue;
-          const ev = JSON.parse(data);
-          if (ev.error) throw new Error(`stream error: ${JSON.stringify(ev.error)}`);
-          const ch = ev.choices[0];
-          ids.push(...(ch.token_ids ?? []));
-          text += ch.text ?? '';
-          finish = ch.finish_reason ?? finish;
-          total += ch.token_ids?.length ?? 0;
-          onProgress(total);
-        }
+      for await (const ev of sseEvents(r.body)) {
+        if (ev.error) throw new Error(`stream error: ${JSON.stringify(ev.error)}`);
+        const ch = ev.choices[0];
+        ids.push(...(ch.token_ids ?? []));
+        text += ch.text ?? '';
+        finish = ch.finish_reason ?? finish;
+        total += ch.token_ids?.length ?? 0;
+        onProgress(total);
       }
       return { ids, text, finish };
     }),
