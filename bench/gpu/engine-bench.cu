@@ -4,6 +4,9 @@
 // GPU; with logits to the host and with tokens sampled on the GPU), eager decode with a per-stage profile, and prefill tok/s at 512/1k/4k/8k tokens.
 // Usage: microserve_engine_bench [--quick] [--json FILE] [--ctx N] [--batches A,B,..] [--prompts A,B,..]
 //        [--no-variants]   (--ctx/--batches/--prompts: the serving bound's inputs, bench/gpu/serve-bound.sh)
+//        [--profile]       one eager decode step per batch and one prefill per prompt length between
+//                          cudaProfilerStart/Stop, nothing else: for `ncu --profile-from-start off`
+//                          (bench/gpu/profile.sh)
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -16,6 +19,8 @@
 #include <utility>
 #include <vector>
 
+#include <cuda_profiler_api.h>
+
 #include "bench-backend.h"
 #include "cuda/check.h"
 #include "cuda/cuda-backend.h"
@@ -26,6 +31,9 @@ using namespace ms::cuda;
 using Clock = std::chrono::steady_clock;
 
 namespace {
+
+// --profile: the last iteration of decode() and prefill() runs between cudaProfilerStart/Stop.
+bool g_profileLast = false;
 
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
@@ -147,9 +155,12 @@ StepTimes decode(BenchCudaBackend& b, int batch, int ctx, int pageSize, int reps
   for (int i = 0; i < reps + 3; i++) {
     for (auto& t : tokens) t = int32_t(rng() % 128256);
     for (auto& k : step) k = uint32_t(i);
+    const bool prof = g_profileLast && i == reps + 2;
+    if (prof) MS_CUDA_CHECK(cudaProfilerStart());
     auto t0 = Clock::now();
     ok(b.forward(bt, outKind == StepOut::Logits ? logits.data() : nullptr), "decode forward");
     double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    if (prof) MS_CUDA_CHECK(cudaProfilerStop());
     if (i >= 3) wall.push_back(ms), gpu.push_back(b.lastGpuMs());
   }
   return {median(wall), median(gpu)};
@@ -165,9 +176,12 @@ StepTimes prefill(BenchCudaBackend& b, int len, int pageSize, int reps, std::mt1
   std::vector<double> wall, gpu;
   for (int i = 0; i < reps + 1; i++) {
     for (auto& t : tokens) t = int32_t(rng() % 128256);
+    const bool prof = g_profileLast && i == reps;
+    if (prof) MS_CUDA_CHECK(cudaProfilerStart());
     auto t0 = Clock::now();
     ok(b.forward(bt, logits.data()), "prefill forward");
     double ms = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
+    if (prof) MS_CUDA_CHECK(cudaProfilerStop());
     if (i >= 1) wall.push_back(ms), gpu.push_back(b.lastGpuMs());
   }
   return {median(wall), median(gpu)};
@@ -176,7 +190,7 @@ StepTimes prefill(BenchCudaBackend& b, int len, int pageSize, int reps, std::mt1
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, variantsOn = true;
+  bool quick = false, variantsOn = true, profileOnly = false;
   const char* jsonPath = nullptr;
   int ctxArg = 0;
   std::vector<int> batchesArg, promptsArg;
@@ -196,6 +210,7 @@ int main(int argc, char** argv) {
     for (int i = 1; i < argc; i++) {
       if (!std::strcmp(argv[i], "--quick")) quick = true;
       else if (!std::strcmp(argv[i], "--no-variants")) variantsOn = false;
+      else if (!std::strcmp(argv[i], "--profile")) profileOnly = true;
       else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) jsonPath = argv[++i];
       else if (!std::strcmp(argv[i], "--ctx") && i + 1 < argc) ctxArg = intList(argv[++i]).at(0);
       else if (!std::strcmp(argv[i], "--batches") && i + 1 < argc) batchesArg = intList(argv[++i]);
@@ -214,11 +229,11 @@ int main(int argc, char** argv) {
     std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
     std::printf("device: %s, %d SMs, %.1f GiB; %s\n", prop.name, prop.multiProcessorCount,
                 prop.totalGlobalMem / 1073741824.0, date);
-    Rooflines r = measureRooflines();
+    Rooflines r = profileOnly ? Rooflines{} : measureRooflines();
     std::printf("roofline: read-only %.3f TB/s; device copy %.3f TB/s (read+written); bf16 GEMM 8192^3 %.0f TFLOP/s\n",
                 r.readTBs, r.copyTBs, r.gemmTflops);
 
-    {  // Logits to the host at batch 64 (64 x 128256 f32): the copy paths the backend could take.
+    if (!profileOnly) {  // Logits to the host at batch 64 (64 x 128256 f32): the copy paths the backend could take.
       const size_t bytes = size_t(64) * 128256 * 4;
       void *dev, *pinned;
       MS_CUDA_CHECK(cudaMalloc(&dev, bytes));
@@ -288,6 +303,19 @@ int main(int argc, char** argv) {
     const double kvBytesPerToken = 2.0 * m.layers * 2 * m.kvHeads * m.headDim;
     std::mt19937 rng(5);
     b.setTiming(true);
+    if (profileOnly) {  // eager steps (ncu replays each kernel; graph time is in the normal run)
+      g_profileLast = true;
+      b.setGraphsEnabled(false);
+      for (int batch : batches) {
+        StepTimes t = decode(b, batch, ctx + 1, pageSize, 1, rng, StepOut::Greedy);
+        std::printf("profiled decode b=%d ctx=%d (eager wall %.3f ms)\n", batch, ctx, t.wallMs);
+      }
+      for (int len : prompts) {
+        StepTimes t = prefill(b, len, pageSize, 1, rng);
+        std::printf("profiled prefill %d tokens (wall %.3f ms)\n", len, t.wallMs);
+      }
+      return 0;
+    }
     std::string json = "{\"device\":\"" + std::string(prop.name) + "\",\"date\":\"" + date + "\",";
     json += "\"ctx\":" + std::to_string(ctx) + ",\"readTBs\":" + std::to_string(r.readTBs) + ",\"copyTBs\":" + std::to_string(r.copyTBs) +
             ",\"gemmTflops\":" + std::to_string(r.gemmTflops) + ",\"decode\":[";
