@@ -200,8 +200,8 @@ Status checkCudaBackend(const ModelConfig& m, const KvConfig& kv, const BackendO
     return bad(Code::BAD_ARGUMENT, "the CUDA backend supports headDim 16, 32, 64 or 128 (got " +
                                        std::to_string(m.headDim) + ")");
   if (!isSupportedGqa(m.heads / m.kvHeads))
-    return bad(Code::BAD_ARGUMENT, "the CUDA backend supports heads / kvHeads of 1, 2, 4 or 8 (got " +
-                                       std::to_string(m.heads / m.kvHeads) + ")");
+    return bad(Code::BAD_ARGUMENT, "the CUDA backend supports heads / kvHeads from 1 to " + std::to_string(kMaxGqa) +
+                                       " (got " + std::to_string(m.heads / m.kvHeads) + ")");
   if (m.hidden % 8 != 0 || m.intermediate % 8 != 0 || m.hidden > 16384)
     return bad(Code::BAD_ARGUMENT,
                "the CUDA backend needs hidden and intermediate sizes that are multiples of 8, hidden <= 16384");
