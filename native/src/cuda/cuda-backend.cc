@@ -142,9 +142,9 @@ void CudaBackend::clearGraphs() {
   graphs_.clear();
 }
 
-Status CudaBackend::loadTensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
-                               const void* data, size_t numBytes) {
-  return guarded([&] { return weights_->load(name, dtype, shape, data, numBytes); });
+Status CudaBackend::loadTensorRows(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                                   int64_t rowBegin, const void* data, size_t numBytes) {
+  return guarded([&] { return weights_->loadRows(name, dtype, shape, rowBegin, data, numBytes); });
 }
 
 Status CudaBackend::randomInit(uint64_t seed, float std) {
@@ -226,6 +226,19 @@ namespace ms {
 std::unique_ptr<Backend> makeCudaBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o,
                                          Status* st) {
   return cuda::buildCudaBackend<cuda::CudaBackend>(m, kv, o, st);
+}
+
+void* allocPinnedHost(size_t bytes, int device) {
+  void* p = nullptr;
+  if (cudaSetDevice(device) != cudaSuccess || cudaHostAlloc(&p, bytes, cudaHostAllocPortable) != cudaSuccess) {
+    cudaGetLastError();  // no device (or no memory to lock): the caller stages in ordinary memory
+    return nullptr;
+  }
+  return p;
+}
+
+void freePinnedHost(void* p) {
+  if (p) cudaFreeHost(p);
 }
 
 }  // namespace ms
