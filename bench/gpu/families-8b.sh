@@ -6,7 +6,7 @@
 # greedy ids (bench/gpu/families-8b-check.ts), with the load timed against the checkpoint's bytes.
 # One family at a time (the host's disk holds about one 16 GB checkpoint comfortably); each is
 # deleted after its check. Prints a table; the raw JSON lines go to $OUT/families-8b.jsonl.
-#   here:  bash bench/gpu/pack.sh
+#   here:  bash bench/gpu/pack-serve.sh   (Node.js and the production node_modules)
 #   there: run(command="bash bench/gpu/families-8b.sh", carry=[".gpu"])
 # Env (defaults): FAMILIES="qwen2 qwen3 mistral llama32"; STD=0.02; BUILD=auto (1: build the CUDA
 # addon first; auto: only when the built addon has no CUDA); DEVICE=cuda:0; WORK=/tmp/ms-families-8b.
@@ -24,7 +24,11 @@ mkdir -p "$OUT"
 mkdir -p /tmp/nodebin
 if [[ -f .gpu/node.xz && ! -x /tmp/nodebin/node ]]; then xz -dc .gpu/node.xz > /tmp/nodebin/node && chmod +x /tmp/nodebin/node; fi
 export PATH=/tmp/nodebin:$PATH
-if [[ -f .gpu/node_modules.tar.xz && ! -d node_modules/tsx ]]; then mkdir -p node_modules && tar -C node_modules -xJf .gpu/node_modules.tar.xz; fi
+# the loader needs the production modules (zod, tsx): pack-serve.sh's tarball, else pack.sh's
+if [[ ! -d node_modules/zod ]]; then
+  mkdir -p node_modules
+  for t in .gpu/prod_modules.tar.xz .gpu/node_modules.tar.xz; do [[ -f $t ]] && tar -C node_modules -xJf $t; done
+fi
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 echo "node $(node --version), $(python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)')"
 
@@ -57,7 +61,7 @@ echo
 python3 - "$OUT/families-8b.jsonl" <<'EOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-print("| family | shape | GB | shards | load s | first token s | GB/s (page-cache read / pinned H2D) | teacher-forced agree (ours / hf bf16 / f32+bf16 rounding) | greedy prefix of 32 (ours / hf bf16 / first near tie) | verdict |")
+print("| family | shape | GB | shards | load s | first token s | GB/s (host: 1-thread page-cache read / pinned H2D) | teacher-forced agree (ours / hf bf16 / f32+bf16 rounding) | greedy prefix of 32 (ours / hf bf16 / first near tie) | verdict |")
 print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 for r in rows:
     if "error" in r:

@@ -87,7 +87,7 @@ def rounding_bound(m, x):
 
 
 def read_rate(folder):
-    """GB/s of reading every shard once more (they were just written: the page cache holds them)."""
+    """GB/s of reading every shard once more on one thread (they were just written: the page cache holds them)."""
     files = [os.path.join(folder, f) for f in sorted(os.listdir(folder)) if f.endswith(".safetensors")]
     buf = bytearray(64 << 20)
     view = memoryview(buf)

@@ -39,7 +39,9 @@ test.after(async () => {
   await stopUp(up);
 });
 
-test('the banner names the trained model and says nothing about random weights', () => {
+test('the banner names the trained model and says nothing about random weights', async () => {
+  // startUp returns at the banner's first line; the model and plan lines follow it
+  for (let i = 0; i < 300 && !/memory plan/.test(up.output()); i++) await new Promise((r) => setTimeout(r, 100));
   assert.match(up.output(), /model kjv-chat: trained weights shipped with microserve/);
   assert.not.match(up.output(), /random weights/);
 });
