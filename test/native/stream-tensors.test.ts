@@ -7,6 +7,7 @@ import * as assert from 'uvu/assert';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { loadAddon } from '../../native/addon.ts';
 import { listTensors, planParts, streamTensors, type TensorInfo } from '../../native/checkpoint.ts';
 import { parseModelConfig } from '../../native/config.ts';
 import { openModel } from '../../native/index.ts';
@@ -115,6 +116,18 @@ test('a shard cut short fails the stream with BAD_CHECKPOINT, and every buffer i
   } finally {
     b.close();
   }
+});
+
+test('staging buffers: ordinary memory for a CPU backend (CUDA never touched), freed on release', () => {
+  const addon = loadAddon();
+  const b = addon.allocHostBuffer(1 << 20, 'cpu');
+  assert.is(b.isPinned, false);
+  assert.is(b.buffer.byteLength, 1 << 20);
+  new Uint8Array(b.buffer).fill(7);
+  addon.releaseHostBuffer(b.buffer);
+  assert.is(b.buffer.byteLength, 0, 'detached');
+  assert.throws(() => addon.allocHostBuffer(0, 'cpu'), /bytes must be an integer/);
+  assert.throws(() => addon.allocHostBuffer(16, undefined as unknown as string), /device must be a string/);
 });
 
 test.run();
