@@ -148,8 +148,9 @@ def main():
                     p.add_(1.0)  # norm weights around 1, biases around 0
     num_params = sum(p.numel() for p in m.parameters())
     m.eval()
-    m.generation_config.eos_token_id = None  # fixed-length greedy runs
-    m.generation_config.pad_token_id = 0
+    if m.generation_config is not None:  # fixed-length greedy runs (generate() is also told so)
+        m.generation_config.eos_token_id = None
+        m.generation_config.pad_token_id = 0
     m.save_pretrained(args.out, max_shard_size=args.shard)
     shards = sorted(f for f in os.listdir(args.out) if f.endswith(".safetensors"))
     log(f"{shape}: {num_params / 1e9:.2f}B parameters, {len(shards)} shards, made and saved in {time.time() - t0:.1f} s")
