@@ -60,6 +60,8 @@ export interface NativeBackendHandle {
   readonly options: NativeBackendArgs;
   /** dtype: 0 F32, 1 F16, 2 BF16. */
   loadTensor(name: string, dtype: number, shape: number[], data: Uint8Array): Promise<void>;
+  /** Whole rows [rowBegin, ...) of a tensor (Backend::loadTensorRows). */
+  loadTensorRows(name: string, dtype: number, shape: number[], rowBegin: number, data: Uint8Array): Promise<void>;
   randomInit(seed: number, std: number): Promise<void>;
   finalize(): Promise<void>;
   forward(tokens: Int32Array, seqLens: Int32Array, startPos: Int32Array, pageTables: Int32Array, maxPagesPerSeq: number, allLogits: boolean): Promise<Float32Array>;
@@ -86,6 +88,10 @@ interface Addon {
     new (device: string, config: NativeModelConfig, numPages: number, pageSize: number, options: NativeBackendArgs): NativeBackendHandle;
   };
   hasCuda: boolean;
+  /** A loader staging buffer: page-locked where built with CUDA and a device answers (DMA to the device), else ordinary memory. */
+  allocHostBuffer(bytes: number, device: string): { buffer: ArrayBuffer; isPinned: boolean };
+  /** Frees a buffer of allocHostBuffer now (detaches it). */
+  releaseHostBuffer(buffer: ArrayBuffer): void;
   /** A new NVSHMEM job's 128-byte bootstrap id (this process joins as rank 0); throws NO_DEVICE without NVSHMEM. */
   nvshmemUniqueId(): Uint8Array;
 }

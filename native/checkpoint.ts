@@ -1,10 +1,11 @@
 /**
  * Reads a Hugging Face safetensors checkpoint: `model.safetensors`, or the shards listed in
  * `model.safetensors.index.json`. Headers are checked up front (dtype, byte ranges inside the
- * file); tensors are then read one at a time (one read ahead), so a 16 GB checkpoint never sits
- * in memory whole. File layout: 8-byte little-endian header length, JSON header, data.
+ * file); tensors are then streamed in parts of whole rows through a few reused staging buffers,
+ * several shards read at once while the device copies (streamTensors), so a 16 GB checkpoint never
+ * sits in memory whole. File layout: 8-byte little-endian header length, JSON header, data.
  */
-import { open, readFile, stat } from 'node:fs/promises';
+import { open, readFile, stat, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MicroserveError } from '../common/errors.ts';
 
@@ -92,28 +93,106 @@ export async function listTensors(folder: string, skip: (name: string) => boolea
   bad(`${folder}: no model.safetensors or model.safetensors.index.json`);
 }
 
-async function readTensor(t: TensorInfo): Promise<Uint8Array> {
-  const fh = await open(t.file, 'r');
-  try {
-    const buf = new Uint8Array(t.byteLength);
-    for (let done = 0; done < t.byteLength; ) {
-      const { bytesRead } = await fh.read(buf, done, Math.min(MAX_READ, t.byteLength - done), t.offset + done);
-      if (bytesRead === 0) bad(`tensor '${t.name}' is truncated: ${t.file} ended early`, { tensor: t.name });
-      done += bytesRead;
+/** One read of the loader: rows [rowBegin, rowBegin + numRows) of a tensor, bytes [offset, offset + byteLength) of its file. */
+export interface TensorPart {
+  tensor: TensorInfo;
+  rowBegin: number;
+  numRows: number;
+  offset: number;
+  byteLength: number;
+}
+
+/** Options of streamTensors. */
+export interface StreamOptions {
+  /** [bufferBytes=64 MiB] bytes of one staging buffer; larger tensors go in parts of whole rows (a buffer holds at least one row). */
+  bufferBytes?: number;
+  /** [numBuffers=4] staging buffers, i.e. parts read or copied at once (reads run on libuv's pool: 4 threads unless UV_THREADPOOL_SIZE says more). */
+  numBuffers?: number;
+  /** [alloc: ordinary memory] makes a staging buffer: the model loader passes page-locked memory, which the device copies from by DMA. */
+  alloc?: (bytes: number) => ArrayBuffer;
+  /** [release: none] frees a buffer of `alloc` once every part that used it was handed over. */
+  release?: (buffer: ArrayBuffer) => void;
+}
+
+/** What streamTensors did. */
+export interface StreamStats {
+  bytes: number;
+  seconds: number;
+  numParts: number;
+  numBuffers: number;
+  bufferBytes: number;
+}
+
+const rowBytesOf = (t: TensorInfo) => (t.shape.length >= 2 ? t.shape.slice(1).reduce((a, b) => a * b, 1) : 1) * DTYPE_BYTES[t.dtype];
+
+/**
+ * Cuts tensors into parts of whole rows of at most `bufferBytes` (at least one row each) and orders
+ * them round-robin over the files, so parts read at once come from different shards.
+ */
+export function planParts(tensors: readonly TensorInfo[], bufferBytes: number): TensorPart[] {
+  const byFile = new Map<string, TensorPart[]>();
+  for (const t of [...tensors].sort((a, b) => (a.file === b.file ? a.offset - b.offset : a.file < b.file ? -1 : 1))) {
+    const rowBytes = rowBytesOf(t);
+    const numRows = t.shape.length >= 1 ? t.shape[0] : 1;
+    const perPart = Math.max(1, Math.floor(bufferBytes / rowBytes));
+    const parts = byFile.get(t.file) ?? byFile.set(t.file, []).get(t.file)!;
+    for (let r = 0; r < numRows; r += perPart) {
+      const n = Math.min(perPart, numRows - r);
+      parts.push({ tensor: t, rowBegin: r, numRows: n, offset: t.offset + r * rowBytes, byteLength: n * rowBytes });
     }
-    return buf;
-  } finally {
-    await fh.close();
+  }
+  const lists = [...byFile.values()];
+  const total = lists.reduce((a, l) => a + l.length, 0);
+  const out: TensorPart[] = [];
+  for (let i = 0; out.length < total; i++) for (const l of lists) if (i < l.length) out.push(l[i]);
+  return out;
+}
+
+async function readInto(fh: FileHandle, buf: Uint8Array, p: TensorPart): Promise<void> {
+  for (let done = 0; done < p.byteLength; ) {
+    const { bytesRead } = await fh.read(buf, done, Math.min(MAX_READ, p.byteLength - done), p.offset + done);
+    if (bytesRead === 0) bad(`tensor '${p.tensor.name}' is truncated: ${p.tensor.file} ended early`, { tensor: p.tensor.name });
+    done += bytesRead;
   }
 }
 
-/** Reads each tensor and hands it to `sink` (awaited), reading the next one meanwhile. */
-export async function readTensors(tensors: TensorInfo[], sink: (t: TensorInfo, data: Uint8Array) => Promise<void>): Promise<void> {
-  let next = tensors.length > 0 ? readTensor(tensors[0]) : null;
-  for (let i = 0; i < tensors.length; i++) {
-    const data = await next!;
-    next = i + 1 < tensors.length ? readTensor(tensors[i + 1]) : null;
-    next?.catch(() => {}); // surfaced when awaited
-    await sink(tensors[i], data);
+/**
+ * Streams every tensor to `sink` in parts of whole rows through a few reused staging buffers:
+ * `numBuffers` parts are in flight at once, each read from its shard into its buffer (shards in
+ * parallel) and then handed to `sink` (awaited before the buffer is read into again), so the
+ * device copies one part while the next ones are read. Memory stays at numBuffers x bufferBytes
+ * whatever the checkpoint's size. The first failure stops the stream and is thrown.
+ */
+export async function streamTensors(tensors: readonly TensorInfo[], sink: (part: TensorPart, data: Uint8Array) => Promise<void>, o: StreamOptions = {}): Promise<StreamStats> {
+  const t0 = performance.now();
+  const maxRow = tensors.reduce((a, t) => Math.max(a, rowBytesOf(t)), 1);
+  const parts = planParts(tensors, Math.max(o.bufferBytes ?? 64 << 20, maxRow));
+  const bufferBytes = parts.reduce((a, p) => Math.max(a, p.byteLength), 1);
+  const numBuffers = Math.max(1, Math.min(o.numBuffers ?? 4, parts.length));
+  const files = new Map<string, Promise<FileHandle>>();
+  const handle = (file: string) => files.get(file) ?? files.set(file, open(file, 'r')).get(file)!;
+  let next = 0;
+  let failure: unknown = null;
+  const worker = async () => {
+    const buffer = o.alloc ? o.alloc(bufferBytes) : new ArrayBuffer(bufferBytes);
+    try {
+      const view = new Uint8Array(buffer);
+      while (failure === null && next < parts.length) {
+        const p = parts[next++];
+        await readInto(await handle(p.tensor.file), view, p);
+        await sink(p, view.subarray(0, p.byteLength));
+      }
+    } catch (e) {
+      failure ??= e;
+    } finally {
+      o.release?.(buffer);
+    }
+  };
+  try {
+    await Promise.all(Array.from({ length: numBuffers }, worker));
+  } finally {
+    await Promise.all([...files.values()].map((f) => f.then((h) => h.close(), () => undefined)));
   }
+  if (failure !== null) throw failure;
+  return { bytes: parts.reduce((a, p) => a + p.byteLength, 0), seconds: (performance.now() - t0) / 1000, numParts: parts.length, numBuffers, bufferBytes };
 }

@@ -5,9 +5,10 @@
 import { readFile, stat } from 'node:fs/promises';
 import { basename, resolve } from 'node:path';
 import { MicroserveError } from '../common/errors.ts';
+import { log } from '../common/log.ts';
 import type { Backend, BackendOptions, ModelConfig, NvshmemMembership } from './backend.ts';
 import { loadAddon, toMicroserveError } from './addon.ts';
-import { listTensors, readTensors } from './checkpoint.ts';
+import { listTensors, streamTensors } from './checkpoint.ts';
 import { parseModelConfig } from './config.ts';
 import { NativeBackend } from './native-backend.ts';
 import { nvshmemHeapBytes, resolveNativeOptions } from './options.ts';
@@ -119,7 +120,17 @@ export async function openModel(model: string, opts: OpenModelOptions): Promise<
   let nvshmem: NvshmemJoin = null;
   try {
     nvshmem = await join(backend, opts);
-    await readTensors(tensors, (t, data) => backend.loadTensor(t.name, t.dtype, t.shape, data));
+    const addon = loadAddon();
+    let isPinned = false;
+    const st = await streamTensors(tensors, (p, data) => backend.loadTensorRows(p.tensor.name, p.tensor.dtype, p.tensor.shape, p.rowBegin, data), {
+      alloc: (bytes) => {
+        const b = addon.allocHostBuffer(bytes, device);
+        isPinned ||= b.isPinned;
+        return b.buffer;
+      },
+      release: (b) => addon.releaseHostBuffer(b),
+    });
+    log.info('weights read', { model: basename(folder), device, gb: +(st.bytes / 1e9).toFixed(3), seconds: +st.seconds.toFixed(2), gbPerS: +(st.bytes / 1e9 / st.seconds).toFixed(2), parts: st.numParts, buffers: st.numBuffers, isPinned });
     await backend.finalize();
   } catch (e) {
     backend.close();

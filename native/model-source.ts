@@ -50,7 +50,9 @@ export function resolveModelSource(model: string, baseDir = process.cwd()): Mode
     return { name: model, folder: null, isPreset: true, isRandom: true, weights: `random weights (preset: ${PRESETS[model].description}); its text is not language` };
   }
   const folder = resolve(baseDir, model);
-  const shipped = existsSync(join(folder, 'config.json')) ? null : shippedModelFolder(model);
-  if (shipped) return { name: model, folder: shipped, isPreset: false, isRandom: false, weights: `trained weights shipped with microserve (${shipped})` };
+  // a topology names a shipped model by its absolute folder once loaded: still the shipped model
+  const isShippedFolder = resolve(folder, '..') === resolve(SHIPPED_MODELS_DIR) && existsSync(join(folder, 'config.json'));
+  const shipped = isShippedFolder ? folder : existsSync(join(folder, 'config.json')) ? null : shippedModelFolder(model);
+  if (shipped) return { name: basename(shipped), folder: shipped, isPreset: false, isRandom: false, weights: `trained weights shipped with microserve (${shipped})` };
   return { name: basename(folder), folder, isPreset: false, isRandom: false, weights: `checkpoint ${folder}` };
 }

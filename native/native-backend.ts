@@ -87,6 +87,11 @@ export class NativeBackend implements Backend {
     return nativeCall(() => this.native().loadTensor(name, DTYPE_CODES[dtype], shape, data));
   }
 
+  /** Whole rows [rowBegin, ...) of a tensor (a 1-D tensor's rows are its elements); the tensor is complete once every row arrived. */
+  loadTensorRows(name: string, dtype: keyof typeof DTYPE_CODES, shape: number[], rowBegin: number, data: Uint8Array): Promise<void> {
+    return nativeCall(() => this.native().loadTensorRows(name, DTYPE_CODES[dtype], shape, rowBegin, data));
+  }
+
   randomInit(seed: number, std: number): Promise<void> {
     return nativeCall(() => this.native().randomInit(seed, std));
   }

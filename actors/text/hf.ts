@@ -47,6 +47,7 @@ function pickTemplate(folder: string, config: Json): string | null {
 export class HfTokenizer implements Tokenizer {
   readonly kind = 'hf' as const;
   readonly vocabSize: number;
+  readonly baseVocabSize: number;
   readonly bosTokenId: number | null;
   readonly eosTokenIds: number[];
   private readonly core: HfCore;
@@ -69,6 +70,9 @@ export class HfTokenizer implements Tokenizer {
     let maxId = -1;
     for (const id of this.core.get_vocab(true).values()) maxId = Math.max(maxId, id);
     this.vocabSize = Math.max(maxId + 1, Number.isInteger(modelConfig.vocab_size) ? modelConfig.vocab_size : 0);
+    let maxBaseId = -1;
+    for (const id of this.core.get_vocab(false).values()) maxBaseId = Math.max(maxBaseId, id);
+    this.baseVocabSize = maxBaseId + 1;
     const bos = tokenString(config.bos_token);
     this.bosTokenId = (bos !== null ? this.core.token_to_id(bos) : undefined) ?? idList(modelConfig.bos_token_id)[0] ?? null;
     const eos = tokenString(config.eos_token);

@@ -43,6 +43,7 @@ export class Llama3PresetTokenizer implements Tokenizer {
   readonly kind = 'llama3' as const;
   readonly source = { folder: null, isPreset: true };
   readonly vocabSize = VOCAB_SIZE;
+  readonly baseVocabSize = NUM_REGULAR;
   readonly bosTokenId = LLAMA3_TOKENS.beginOfText;
   readonly eosTokenIds = [LLAMA3_TOKENS.endOfText, LLAMA3_TOKENS.endOfMessage, LLAMA3_TOKENS.endOfTurn];
   private static instance: Llama3PresetTokenizer | null = null;

@@ -62,6 +62,12 @@ export interface Tokenizer {
   readonly source: TokenizerSource;
   /** Number of token ids (the largest valid id + 1). */
   readonly vocabSize: number;
+  /**
+   * Ids in [0, baseVocabSize) are ordinary text tokens: the vocabulary without added and special
+   * tokens (what Hugging Face calls `tokenizer.vocab_size`; 128000 for Llama 3). Benchmarks draw
+   * random prompts from this range so a prompt never holds BOS, EOS or a chat header.
+   */
+  readonly baseVocabSize: number;
   readonly bosTokenId: number | null;
   /** Ids that end generation (end of text, end of turn). */
   readonly eosTokenIds: number[];

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One script for the GPU host: builds the CUDA addon and tools, checks correctness, times.
-#   bash bench/gpu/run.sh [steps...]     steps: build check fixture bench node peer check8b (default: all)
+#   bash bench/gpu/run.sh [steps...]     steps: build check fixture kjv bench node peer check8b (default: all)
 #   quick variants: bench-quick, peer-quick
 # Before (on a CPU machine, in the project root): bash bench/gpu/pack.sh  (writes .gpu/, ignored)
 # With the device tool: run(command="bash bench/gpu/run.sh", carry=[".gpu"]). Results go to $OUT
@@ -11,7 +11,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/ms-out}
 mkdir -p "$OUT"
 steps=("$@")
-[[ ${#steps[@]} -eq 0 ]] && steps=(build check fixture bench node peer check8b)
+[[ ${#steps[@]} -eq 0 ]] && steps=(build check fixture kjv bench node peer check8b)
 has() { local s; for s in "${steps[@]}"; do [[ $s == "$1" ]] && return 0; done; return 1; }
 stage() { echo "== $* ($(date -u +%T))"; }
 summary=()
@@ -49,6 +49,14 @@ if has fixture; then
   stage fixture test
   timeout 300 node --import tsx test/cuda/fixture.test.ts 2>&1 | tee "$OUT/fixture.txt"
   summary+=("fixture test: $(grep -E 'Passed|Total|FAIL' "$OUT/fixture.txt" | tr -s ' \n' ' ')")
+fi
+
+if has kjv; then
+  stage kjv-chat on CUDA against the CPU backend
+  # it serves through `up`: the production modules (bash bench/gpu/pack-serve.sh) besides pack.sh's
+  [[ -d node_modules/zod || ! -f .gpu/prod_modules.tar.xz ]] || tar -C node_modules -xJf .gpu/prod_modules.tar.xz
+  timeout 300 node --import tsx test/cuda/kjv-chat.test.ts 2>&1 | tee "$OUT/kjv-chat.txt"
+  summary+=("kjv-chat test: $(grep -E 'Passed|Total|FAIL' "$OUT/kjv-chat.txt" | tr -s ' \n' ' ')")
 fi
 
 if has bench || has bench-quick; then

@@ -1,8 +1,9 @@
 /**
  * Synthetic workloads: each request is a prompt of token ids (so its length is exact, no
  * tokenizer in the loop) and a fixed output length (sent as `max_tokens` with `ignore_eos`).
- * Token ids are drawn uniformly from `[0, tokenIdMax)`; the default 128000 is the Llama 3
- * vocabulary without its special tokens (128000..128255), so a prompt never holds BOS/EOT.
+ * Token ids are drawn uniformly from `[0, tokenIdMax)`. `microserve bench` sets it to the served
+ * model's ordinary tokens (served-model.ts: no special tokens, so a prompt never holds BOS/EOS);
+ * the default here, 128000, is the Llama 3 vocabulary without its special tokens.
  *
  * - `random`: lengths uniform in [floor(L·(1−r)), floor(L·(1+r))] for input and output, as
  *   `vllm bench serve --dataset-name random` draws them (the reference long-input setting is

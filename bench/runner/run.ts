@@ -17,7 +17,8 @@ import { renderHtml } from './report-html.ts';
 import { fmt, rateLabel, renderMarkdown } from './report-md.ts';
 import { machineInfo, pointKey, rateKey, readForResume, traceHash, writeResultsJson, SCHEMA_VERSION, type BenchConfig, type PointResult, type ResultsFile, type SwitchReport } from './results.ts';
 import { scrape, serverDelta, type ServerCounts } from './server-metrics.ts';
-import { shareGptDataset } from './sharegpt.ts';
+import { checkTraceVocab, FALLBACK_TOKEN_ID_MAX, fetchServedModel, resolveTokenIdMax, serverEncoder, type ServedModel } from './served-model.ts';
+import { shareGptDataset, type TextEncoder } from './sharegpt.ts';
 import type { StrategySpec } from './strategies.ts';
 import { runTrace, warmUp } from './trace.ts';
 
@@ -60,10 +61,16 @@ export interface BenchOptions extends Omit<SyntheticOptions, 'numPrompts' | 'see
   isProgress?: boolean;
 }
 
-export async function buildTrace(o: BenchOptions): Promise<BenchRequest[]> {
+/**
+ * The request trace for the served model `m` (`o.tokenIdMax` must already be resolved against it:
+ * resolveTokenIdMax). `encode`: the server's tokenizer for sharegpt text [the Llama 3 tokenizer].
+ */
+export async function buildTrace(o: BenchOptions, m: ServedModel, encode?: TextEncoder): Promise<BenchRequest[]> {
   if (o.datasetName === 'sharegpt') {
     if (!o.datasetPath) throw new MicroserveError('BAD_CONFIG', '--dataset-name sharegpt needs --dataset-path <ShareGPT JSON file>', { field: 'dataset-path' });
-    return shareGptDataset({ path: o.datasetPath, numPrompts: o.numPrompts, seed: o.seed, outputLen: o.sharegptOutputLen });
+    const trace = await shareGptDataset({ path: o.datasetPath, numPrompts: o.numPrompts, seed: o.seed, outputLen: o.sharegptOutputLen, encode });
+    checkTraceVocab(trace, m, `--dataset-path ${o.datasetPath} tokenized ${encode ? 'by the server' : 'with the Llama 3 tokenizer (the server has no /tokenize)'}`);
+    return trace;
   }
   const make = SYNTHETIC[o.datasetName];
   if (!make) throw new MicroserveError('BAD_CONFIG', `--dataset-name must be one of ${DATASETS.join(', ')}`, { field: 'dataset-name' });
@@ -80,23 +87,15 @@ function datasetConfig(o: BenchOptions): BenchConfig['dataset'] {
         randomRangeRatio: o.randomRangeRatio ?? 0,
         randomInputRange: o.randomInputRange ?? null,
         randomOutputRange: o.randomOutputRange ?? null,
-        tokenIdMax: o.tokenIdMax ?? 128000,
+        tokenIdMax: o.tokenIdMax ?? FALLBACK_TOKEN_ID_MAX,
       };
     case 'shared-prefix':
       return { name: 'shared-prefix', gspNumGroups: o.gspNumGroups ?? 4, gspSystemPromptLen: o.gspSystemPromptLen ?? 2048, gspQuestionLen: o.gspQuestionLen ?? 128, gspOutputLen: o.gspOutputLen ?? 256 };
     case 'sharegpt':
       return { name: 'sharegpt', path: o.datasetPath, sharegptOutputLen: o.sharegptOutputLen ?? null };
     default:
-      return { name: o.datasetName, tokenIdMax: o.tokenIdMax ?? 128000 };
+      return { name: o.datasetName, tokenIdMax: o.tokenIdMax ?? FALLBACK_TOKEN_ID_MAX };
   }
-}
-
-async function servedModel(baseUrl: string, apiKey?: string): Promise<string> {
-  const res = await fetch(`${baseUrl}/v1/models`, { headers: apiKey ? { authorization: `Bearer ${apiKey}` } : {}, signal: AbortSignal.timeout(10_000) });
-  const body = (await res.json()) as { data?: { id: string }[] };
-  const id = body.data?.[0]?.id;
-  if (!id) throw new MicroserveError('BAD_CONFIG', `${baseUrl}/v1/models lists no model: pass --model`);
-  return id;
 }
 
 /** Waits (≤ 2 s) until the server has counted `n` more finished requests than `before`, then scrapes. */
@@ -111,8 +110,9 @@ async function settledScrape(baseUrl: string, before: ServerCounts | null, n: nu
 }
 
 /** Runs the whole sweep; `print` gets one human line per event (the CLI writes them to stdout). */
-export async function runBench(o: BenchOptions, print: (line: string) => void = () => {}): Promise<ResultsFile> {
-  const requests = await buildTrace(o);
+export async function runBench(given: BenchOptions, print: (line: string) => void = () => {}): Promise<ResultsFile> {
+  if (given.datasetName === 'sharegpt' && !given.datasetPath) throw new MicroserveError('BAD_CONFIG', '--dataset-name sharegpt needs --dataset-path <ShareGPT JSON file>', { field: 'dataset-path' });
+  let o = given;
   const cluster: BenchCluster = o.baseUrl ? await attachCluster(o.baseUrl, { control: o.control, apiKey: o.apiKey }) : await startOwnCluster(o.topology ?? DEFAULT_TOPOLOGY, { keepPorts: o.keepPorts });
   const progress = makeProgress(o.isProgress ?? true);
   const isFlushing = o.flushCaches ?? !o.baseUrl;
@@ -137,7 +137,17 @@ export async function runBench(o: BenchOptions, print: (line: string) => void = 
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
   try {
-    const target: RequestTarget = { baseUrl: cluster.baseUrl, model: o.model ?? (await servedModel(cluster.baseUrl, o.apiKey ?? cluster.apiKey)), apiKey: o.apiKey ?? cluster.apiKey, timeoutMs: o.requestTimeoutMs };
+    // the trace is built for the served model: prompt ids inside its vocabulary, its tokenizer
+    const apiKey = o.apiKey ?? cluster.apiKey;
+    const served = await fetchServedModel(cluster.baseUrl, apiKey, o.model);
+    const isSynthetic = o.datasetName !== 'sharegpt';
+    if (isSynthetic) {
+      o = { ...o, tokenIdMax: resolveTokenIdMax(o.tokenIdMax, served) };
+      print(`model ${served.id}: prompt token ids drawn from [0, ${o.tokenIdMax})${given.tokenIdMax === undefined ? (served.vocabSize === null ? ' (the server does not report its vocabulary: the Llama 3 default)' : ' (its ordinary tokens)') : ''}`);
+    }
+    const encode = isSynthetic ? undefined : ((await serverEncoder(cluster.baseUrl, served, apiKey)) ?? undefined);
+    const requests = await buildTrace(o, served, encode);
+    const target: RequestTarget = { baseUrl: cluster.baseUrl, model: served.id, apiKey, timeoutMs: o.requestTimeoutMs };
     const running = cluster.topology?.router;
     const strategies: StrategySpec[] = o.strategies.length > 0 ? o.strategies : [{ label: running?.strategy ?? 'current', name: running?.strategy ?? 'current', params: running?.params ?? {} }];
     const config: BenchConfig = {

@@ -4,8 +4,9 @@
  * As `vllm bench serve` does: the first turn is the prompt, the second (the reply) gives the
  * output length; conversations with fewer than two turns are skipped; the order is shuffled by
  * the seed; pairs outside 4 ≤ input ≤ 1024, output ≥ 4, input + output ≤ 2048 are dropped.
- * Text is tokenized with the Llama 3 tokenizer of actors/text (the presets' tokenizer; exact for
- * Llama 3 models, an approximation of lengths for others) and sent as token ids.
+ * Text is tokenized by `encode`: the bench passes the served model's own tokenizer (the router's
+ * `POST /tokenize`); without one, the Llama 3 tokenizer of actors/text (the presets' tokenizer;
+ * exact for Llama 3 models, an approximation of lengths for others). Prompts go as token ids.
  */
 import { readFileSync } from 'node:fs';
 import { MicroserveError } from '../../common/errors.ts';
@@ -25,6 +26,17 @@ export interface ShareGptOptions {
   seed: number;
   /** [outputLen] a fixed output length instead of the reply's (vLLM's --sharegpt-output-len). */
   outputLen?: number;
+  /** [encode=the Llama 3 tokenizer] text → ids, with or without BOS. */
+  encode?: TextEncoder;
+}
+
+/** Text → token ids (`addBos`: prepend the model's BOS). */
+export type TextEncoder = (text: string, addBos: boolean) => Promise<number[]>;
+
+async function llama3Encoder(): Promise<TextEncoder> {
+  const tok = await loadTokenizer({ folder: null, isPreset: true });
+  if (!tok) throw new MicroserveError('NO_TOKENIZER', 'the Llama 3 tokenizer is not available');
+  return async (text, addBos) => tok.encode(text, { addBos });
 }
 
 export async function shareGptDataset(o: ShareGptOptions): Promise<BenchRequest[]> {
@@ -40,14 +52,13 @@ export async function shareGptDataset(o: ShareGptOptions): Promise<BenchRequest[
     .filter((c): c is Turn[] => Array.isArray(c) && c.length >= 2 && typeof c[0]?.value === 'string' && typeof c[1]?.value === 'string')
     .map((c) => [c[0].value!, c[1].value!] as const);
   new Rng(subSeed(o.seed, 'sharegpt')).shuffle(pairs);
-  const tok = await loadTokenizer({ folder: null, isPreset: true });
-  if (!tok) throw new MicroserveError('NO_TOKENIZER', 'the Llama 3 tokenizer is not available');
+  const encode = o.encode ?? (await llama3Encoder());
   const f = CHAT_SHAPE;
   const out: BenchRequest[] = [];
   for (const [prompt, reply] of pairs) {
     if (out.length >= o.numPrompts) break;
-    const promptIds = tok.encode(prompt, { addBos: true });
-    const outputLen = o.outputLen ?? tok.encode(reply, { addBos: false }).length;
+    const promptIds = await encode(prompt, true);
+    const outputLen = o.outputLen ?? (await encode(reply, false)).length;
     if (promptIds.length < f.minLen || outputLen < f.minLen) continue;
     if (o.outputLen === undefined && (promptIds.length > f.maxInput || promptIds.length + outputLen > f.maxTotal)) continue;
     out.push({ promptIds, outputLen });

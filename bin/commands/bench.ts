@@ -63,7 +63,7 @@ export function register(program: Command): void {
     .option('--gsp-question-len <n>', 'shared-prefix: per-request tokens after the prefix', int('--gsp-question-len', 1), 128)
     .option('--gsp-output-len <n>', 'shared-prefix: output tokens', int('--gsp-output-len', 1), 256)
     .option('--sharegpt-output-len <n>', "sharegpt: fixed output length instead of the reply's", int('--sharegpt-output-len', 1))
-    .option('--token-id-max <n>', 'prompt token ids are drawn from [0, n) (128000: Llama 3 without special tokens)', int('--token-id-max', 2), 128000)
+    .option('--token-id-max <n>', "prompt token ids are drawn from [0, n) (default: the served model's ordinary tokens, from /v1/models; at most its vocabulary)", int('--token-id-max', 2))
     .option('--request-rate <rates>', 'Poisson arrival rate(s) in req/s, comma list to sweep, inf = all at once (default: inf)', rates)
     .option('--max-concurrency <n>', 'at most this many requests in flight', int('--max-concurrency', 1))
     .option('--num-prompts <n>', 'requests per point', int('--num-prompts', 1), 100)

@@ -16,8 +16,12 @@ import { openModel } from '../../native/index.ts';
 import { resolveModelSource } from '../../native/model-source.ts';
 import { envIsSet } from '../../common/env.ts';
 
+/** The model `generate` serves without --model: the trained model shipped with microserve. */
+export const DEFAULT_MODEL = 'kjv-chat';
+
 interface GenerateOpts {
-  model: string;
+  /** [model=DEFAULT_MODEL] preset, shipped model or checkpoint folder. */
+  model?: string;
   prompt?: string;
   promptIds?: string;
   maxTokens: string;
@@ -64,9 +68,10 @@ export async function runGenerate(o: GenerateOpts, out: (s: string) => void, not
   const tokenDemand = (promptIdsGiven?.length ?? (o.prompt?.length ?? 0) * 2 + 8) + maxTokens;
   const kvPages = o.kvPages !== undefined ? num(o.kvPages, 'kv-pages', { int: true, min: 1 }) : Math.max(64, Math.ceil(tokenDemand / pageSize) + 1);
 
-  const source = resolveModelSource(o.model);
+  const model = o.model ?? DEFAULT_MODEL;
+  const source = resolveModelSource(model);
   if (source.isRandom) note(`note: model '${source.name}' has random weights (a shape preset): its text is not language\n`);
-  const loaded = await openModel(o.model, { device: o.device, numPages: kvPages, pageSize, numThreads: num(o.threads, 'threads', { int: true, min: 0 }) });
+  const loaded = await openModel(model, { device: o.device, numPages: kvPages, pageSize, numThreads: num(o.threads, 'threads', { int: true, min: 0 }) });
   try {
     const tok: Tokenizer | null = await loadTokenizer(loaded);
     let promptIds: number[];
@@ -108,7 +113,7 @@ export function register(program: Command): void {
   program
     .command('generate')
     .description('generate from one prompt with one in-process engine')
-    .option('--model <preset|folder>', 'preset name (tiny, llama-3.1-8b: random weights), a shipped model (kjv-chat) or a Hugging Face checkpoint folder', 'tiny')
+    .option('--model <preset|folder>', 'a shipped model (kjv-chat: trained weights), a preset name (tiny, llama-3.1-8b: random weights) or a Hugging Face checkpoint folder', DEFAULT_MODEL)
     .option('--prompt <text>', 'prompt text (needs a model with a tokenizer)')
     .option('--prompt-ids <ids>', 'prompt token ids, comma-separated')
     .option('--max-tokens <n>', 'tokens to generate at most', '32')

@@ -21,7 +21,7 @@ const port = (v: string) => {
 export function register(program: Command): void {
   program
     .command('up [topology]')
-    .description('start what a topology file describes (default topology/default.yaml: a router and two CPU engines with the embedded tiny model); stop it with ctrl-C or `microserve down`')
+    .description('start what a topology file describes (default topology/default.yaml: a router and two CPU engines serving kjv-chat, the small trained model shipped with microserve); stop it with ctrl-C or `microserve down`')
     .option('--no-watch', 'do not hot-reload the topology file when it changes')
     .option('--port <port>', "router HTTP port (overrides the topology's router.port; 0 picks a free one)", port)
     .option('--host <addr>', "router HTTP bind address (overrides the topology's router.host)")

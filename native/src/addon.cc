@@ -33,6 +33,7 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
   static Napi::Function Init(Napi::Env env) {
     return DefineClass(env, "NativeBackend",
                        {InstanceMethod("loadTensor", &NativeBackend::LoadTensor),
+                        InstanceMethod("loadTensorRows", &NativeBackend::LoadTensorRows),
                         InstanceMethod("randomInit", &NativeBackend::RandomInit),
                         InstanceMethod("finalize", &NativeBackend::Finalize),
                         InstanceMethod("forward", &NativeBackend::Forward),
@@ -208,7 +209,13 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
   }
 
   // loadTensor(name, dtype 0=F32 1=F16 2=BF16, shape number[], data Uint8Array): Promise<void>
-  Napi::Value LoadTensor(const Napi::CallbackInfo& info) {
+  Napi::Value LoadTensor(const Napi::CallbackInfo& info) { return loadRows(info, false); }
+
+  // loadTensorRows(name, dtype, shape, rowBegin, data Uint8Array): Promise<void> — whole rows of
+  // the tensor from rowBegin (Backend::loadTensorRows checks them).
+  Napi::Value LoadTensorRows(const Napi::CallbackInfo& info) { return loadRows(info, true); }
+
+  Napi::Value loadRows(const Napi::CallbackInfo& info, bool isPart) {
     Napi::Env env = info.Env();
     if (!info[0].IsString()) fail(env, "BAD_ARGUMENT", "name must be a string");
     std::string name = info[0].As<Napi::String>();
@@ -218,13 +225,14 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     Napi::Array a = info[2].As<Napi::Array>();
     std::vector<int64_t> shape;
     for (uint32_t i = 0; i < a.Length(); i++) shape.push_back(intArg(env, a.Get(i), "shape[i]", 0));
-    auto data = typedArray<Napi::Uint8Array>(env, info[3], napi_uint8_array, "data", "a Uint8Array");
+    const int64_t rowBegin = isPart ? intArg(env, info[3], "rowBegin", 0) : 0;
+    auto data = typedArray<Napi::Uint8Array>(env, info[isPart ? 4 : 3], napi_uint8_array, "data", "a Uint8Array");
     auto job = std::make_unique<Job>(env);
     const void* ptr = data.Data();
     size_t n = data.ByteLength();
     job->keep.push_back(Napi::Persistent(data.As<Napi::Object>()));
-    job->run = [name, dtype, shape, ptr, n](ms::Backend& b) {
-      return b.loadTensor(name, ms::DType(dtype), shape, ptr, n);
+    job->run = [name, dtype, shape, rowBegin, ptr, n](ms::Backend& b) {
+      return b.loadTensorRows(name, ms::DType(dtype), shape, rowBegin, ptr, n);
     };
     return submit(env, std::move(job));
   }
@@ -682,8 +690,50 @@ Napi::Value NvshmemUniqueId(const Napi::CallbackInfo& info) {
   return out;
 }
 
+// allocHostBuffer(bytes, device): { buffer: ArrayBuffer, isPinned: boolean } — a staging buffer
+// for the checkpoint loader of a backend on `device`: page-locked (cudaHostAlloc) for 'cuda:N'
+// where built with CUDA and the device answers, so copies to the device from it are DMA at the
+// link's rate; else (and always for 'cpu', which never touches CUDA) ordinary memory. Give it back
+// with releaseHostBuffer once no load reads it (the garbage collector frees it otherwise).
+Napi::Value AllocHostBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[1].IsString()) fail(env, "BAD_ARGUMENT", "device must be a string");
+  const std::string device = info[1].As<Napi::String>();
+  const double d = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+  if (!(d >= 1 && d <= double(INT_MAX) && d == double(int64_t(d)))) fail(env, "BAD_ARGUMENT", "bytes must be an integer in [1, 2^31)");
+  const int64_t bytes = int64_t(d);
+  Napi::Object out = Napi::Object::New(env);
+  void* pinned = nullptr;
+#ifdef MS_WITH_CUDA
+  std::smatch cuda;
+  if (std::regex_match(device, cuda, std::regex("cuda:([0-9]+)"))) pinned = ms::allocPinnedHost(size_t(bytes), std::stoi(cuda[1].str()));
+#endif
+  if (pinned) {
+    out.Set("buffer", Napi::ArrayBuffer::New(env, pinned, size_t(bytes), [](Napi::Env, void* p) {
+#ifdef MS_WITH_CUDA
+      ms::freePinnedHost(p);
+#endif
+    }));
+  } else {
+    out.Set("buffer", Napi::ArrayBuffer::New(env, size_t(bytes)));
+  }
+  out.Set("isPinned", Napi::Boolean::New(env, pinned != nullptr));
+  return out;
+}
+
+// releaseHostBuffer(buffer): detaches a buffer of allocHostBuffer, which frees its memory now.
+Napi::Value ReleaseHostBuffer(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsArrayBuffer()) fail(env, "BAD_ARGUMENT", "buffer must be an ArrayBuffer");
+  Napi::ArrayBuffer ab = info[0].As<Napi::ArrayBuffer>();
+  if (!ab.IsDetached()) ab.Detach();
+  return env.Undefined();
+}
+
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("NativeBackend", NativeBackend::Init(env));
+  exports.Set("allocHostBuffer", Napi::Function::New(env, AllocHostBuffer));
+  exports.Set("releaseHostBuffer", Napi::Function::New(env, ReleaseHostBuffer));
   exports.Set("nvshmemUniqueId", Napi::Function::New(env, NvshmemUniqueId));
 #ifdef MS_WITH_CUDA
   exports.Set("hasCuda", Napi::Boolean::New(env, true));

@@ -159,10 +159,19 @@ struct NvshmemInfo {
 class Backend {
  public:
   virtual ~Backend() = default;
-  // Hands one checkpoint tensor (Hugging Face name and [out, in] shape) to the backend, which
-  // converts it to its compute dtype. Unknown names and wrong shapes are BAD_CHECKPOINT.
-  virtual Status loadTensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
-                            const void* data, size_t numBytes) = 0;
+  // Hands rows [rowBegin, rowBegin + numBytes / rowBytes) of one checkpoint tensor (Hugging Face
+  // name and [out, in] shape; a 1-D tensor's rows are its elements) to the backend, which converts
+  // them to its compute dtype; a tensor is complete once all its rows arrived, in any order and
+  // any number of parts (the loader streams large tensors through fixed staging buffers). Unknown
+  // names, wrong shapes, a part that is not whole rows or runs past the tensor, and rows given
+  // twice are BAD_CHECKPOINT.
+  virtual Status loadTensorRows(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                                int64_t rowBegin, const void* data, size_t numBytes) = 0;
+  // The whole tensor at once.
+  Status loadTensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
+                    size_t numBytes) {
+    return loadTensorRows(name, dtype, shape, 0, data, numBytes);
+  }
   // Fills every weight with seeded random values (presets); N(0, std) for matrices and 1 + N(0, 0.2·std/0.08)
   // for norm weights, the same recipe as the fixtures. Deterministic for a seed on one backend.
   virtual Status randomInit(uint64_t seed, float std) = 0;
@@ -241,6 +250,13 @@ struct BackendOptions {
 // A fresh NVSHMEM unique id (kNvshmemUidBytes) for a new job; the calling process must join it
 // as rank 0 (the id names a bootstrap socket of this process). NO_DEVICE without NVSHMEM.
 Status nvshmemUniqueId(uint8_t* out);
+
+// Page-locked host memory for the loader's staging buffers (copies from it to the device are DMA
+// at the link's rate, no driver bounce): cudaHostAlloc (portable) with `device` current on the
+// calling thread, so no other GPU gets a context; null when that fails (the caller then uses
+// ordinary memory). Defined where built with CUDA; freed with freePinnedHost.
+void* allocPinnedHost(size_t bytes, int device);
+void freePinnedHost(void* p);
 
 std::unique_ptr<Backend> makeCpuBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o, Status* st);
 // Defined only when built with CUDA (MS_WITH_CUDA); otherwise the addon answers NO_DEVICE.

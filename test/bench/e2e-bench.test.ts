@@ -1,6 +1,7 @@
 /**
  * Issue 8's acceptance run, end to end on CPU: `microserve bench` starts the default topology
- * itself (`microserve up`, two CPU engines, tiny model), runs the same 12-request trace under dp
+ * itself (`microserve up`, two CPU engines serving kjv-chat; random prompt ids drawn from its own
+ * vocabulary, as the bench asks /v1/models), runs the same 12-request trace under dp
  * and pd (switched by hot reload), writes the three reports, and stops the cluster. The client's
  * counts must equal the router's /metrics exactly; the latency means must agree within the
  * tolerance below (the client's interval contains the server's: send → [DONE] vs arrival at the
@@ -50,6 +51,8 @@ if (missing.length > 0) {
 
     const r = JSON.parse(readFileSync(join(dir, 'results.json'), 'utf8')) as ResultsFile;
     assert.equal(r.points.map((p) => [p.strategy, p.requestRate]), [['dp', 4], ['pd', 4]]);
+    // the default model's ordinary tokens (4096 ids, the last 5 special), from /v1/models
+    assert.equal([r.config.model, r.config.dataset.tokenIdMax], ['kjv-chat', 4091]);
     for (const p of r.points) {
       const s = p.server;
       assert.ok(s, `${p.strategy}: no server metrics`);

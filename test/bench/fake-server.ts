@@ -2,7 +2,8 @@
  * A minimal OpenAI-style completions server for the bench client's unit tests: streams
  * `max_tokens` chunks of one token id each, the first after `firstDelayMs`, then one every
  * `gapMs`, and keeps microserve-named Prometheus counters. Requests whose prompt starts with
- * token id 0 get HTTP 500 (a failure the test can place).
+ * token id 0 get HTTP 500 (a failure the test can place). With `vocabSize`, `/v1/models` reports
+ * it (and `baseVocabSize`) as microserve's router does, and a prompt id past it gets HTTP 400.
  */
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -10,15 +11,18 @@ import type { AddressInfo } from 'node:net';
 export interface FakeServer {
   url: string;
   numRequests: number;
+  /** The largest prompt token id received (-1 before any). */
+  maxPromptId: number;
   close(): Promise<void>;
 }
 
-export async function startFakeServer(o: { firstDelayMs: number; gapMs: number }): Promise<FakeServer> {
+export async function startFakeServer(o: { firstDelayMs: number; gapMs: number; vocabSize?: number; baseVocabSize?: number }): Promise<FakeServer> {
   const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
   const counts = { requests: 0, prompt: 0, gen: 0, e2eSum: 0 };
-  const state = { numRequests: 0 };
+  const state = { numRequests: 0, maxPromptId: -1 };
+  const card = { id: 'fake', ...(o.vocabSize ? { vocab_size: o.vocabSize, base_vocab_size: o.baseVocabSize ?? o.vocabSize } : {}) };
   const server: Server = createServer(async (req, res) => {
-    if (req.method === 'GET' && req.url === '/v1/models') return void res.end(JSON.stringify({ object: 'list', data: [{ id: 'fake' }] }));
+    if (req.method === 'GET' && req.url === '/v1/models') return void res.end(JSON.stringify({ object: 'list', data: [card] }));
     if (req.method === 'GET' && req.url === '/metrics') {
       res.setHeader('content-type', 'text/plain');
       return void res.end(
@@ -37,6 +41,11 @@ export async function startFakeServer(o: { firstDelayMs: number; gapMs: number }
     for await (const c of req) text += c;
     const body = JSON.parse(text);
     state.numRequests++;
+    for (const id of body.prompt) state.maxPromptId = Math.max(state.maxPromptId, id);
+    if (o.vocabSize && body.prompt.some((id: number) => id >= o.vocabSize!)) {
+      res.statusCode = 400;
+      return void res.end(JSON.stringify({ error: { message: 'token id outside the vocabulary' } }));
+    }
     const t0 = performance.now();
     if (body.prompt[0] === 0) {
       res.statusCode = 500;
@@ -63,6 +72,9 @@ export async function startFakeServer(o: { firstDelayMs: number; gapMs: number }
     url: `http://127.0.0.1:${port}`,
     get numRequests() {
       return state.numRequests;
+    },
+    get maxPromptId() {
+      return state.maxPromptId;
     },
     close: () => new Promise<void>((r) => server.close(() => r())),
   };

@@ -110,4 +110,56 @@ test('runBench writes the three reports after each point, and --resume skips fin
   }
 });
 
+test('the random range follows the served vocabulary; --token-id-max past it is refused before any request', async () => {
+  const s = await startFakeServer({ firstDelayMs: 1, gapMs: 1, vocabSize: 300, baseVocabSize: 295 });
+  const opts: BenchOptions = {
+    baseUrl: s.url,
+    datasetName: 'random',
+    randomInputLen: 64,
+    randomOutputLen: 2,
+    numPrompts: 20,
+    numWarmups: 0,
+    seed: 3,
+    requestRates: [Infinity],
+    maxConcurrency: null,
+    strategies: [],
+    goodput: null,
+    isProgress: false,
+  };
+  try {
+    const lines: string[] = [];
+    const r = await runBench(opts, (l) => lines.push(l));
+    assert.equal([r.points[0].completed, r.points[0].failed], [20, 0], JSON.stringify(r.points[0].errors));
+    assert.is(r.config.dataset.tokenIdMax, 295, 'drawn from the ordinary tokens');
+    // 1280 uniform draws from [0, 295): the largest is 294 or close to it, never 295 or more
+    assert.ok(s.maxPromptId < 295 && s.maxPromptId >= 280, `max prompt id ${s.maxPromptId}`);
+    assert.ok(lines.some((l) => l.includes('[0, 295)')), lines.join('\n'));
+    const n = s.numRequests;
+    await runBench({ ...opts, tokenIdMax: 128000 }).then(
+      () => assert.unreachable('a range past the vocabulary was accepted'),
+      (e) => {
+        assert.is(e.code, 'BAD_CONFIG');
+        assert.is(e.info?.field, 'token-id-max');
+        assert.match(e.message, /--token-id-max 128000 is beyond the vocabulary of the served model 'fake' \(300 token ids\)/);
+      },
+    );
+    assert.is(s.numRequests, n, 'no request was sent');
+    const exact = await runBench({ ...opts, numPrompts: 2, tokenIdMax: 300 });
+    assert.is(exact.config.dataset.tokenIdMax, 300, 'up to the whole vocabulary when asked');
+  } finally {
+    await s.close();
+  }
+});
+
+test('a server without a vocabulary in /v1/models: --token-id-max or the Llama 3 range', async () => {
+  const s = await startFakeServer({ firstDelayMs: 1, gapMs: 1 });
+  try {
+    const base: BenchOptions = { baseUrl: s.url, datasetName: 'random', randomInputLen: 4, randomOutputLen: 1, numPrompts: 2, numWarmups: 0, seed: 0, requestRates: [Infinity], maxConcurrency: null, strategies: [], goodput: null, isProgress: false };
+    assert.is((await runBench(base)).config.dataset.tokenIdMax, 128000);
+    assert.is((await runBench({ ...base, tokenIdMax: 50 })).config.dataset.tokenIdMax, 50);
+  } finally {
+    await s.close();
+  }
+});
+
 test.run();

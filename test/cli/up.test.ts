@@ -56,6 +56,9 @@ test('status and the up banner show each engine\'s memory plan', () => {
   assert.is(r.code, 0, r.stderr);
   assert.match(r.stdout, /engine\/e0 memory plan, host: weights [0-9.]+ [KMG]iB, arena [0-9.]+ [KMG]iB, KV [0-9.]+ [KMG]iB \(256 pages, 4096 tokens\), max request \d+ tokens, step <= 512 tokens \/ 256 seqs/);
   assert.match(up.output(), /engine\/e1 memory plan, host: weights/);
+  // the tiny preset: the banner says the weights are random
+  assert.match(up.output(), /model tiny: random weights/);
+  assert.match(up.output(), /note: random weights write gibberish/);
 });
 
 test('send prints the reply; a bad message is a typed error with exit 1', () => {

@@ -700,8 +700,22 @@ int main() {
     checkAttention(32, 8, 16, 8);
     std::printf("decode clusters of four-warp blocks:\n");
     checkAttention(128, 4, 16, 4);
+    // GQA groups that are not powers of two (kjv-chat: 3; Qwen2.5-1.5B: 6; Qwen2.5-7B: 7; 5) in
+    // every decode mode (fixed splits, clusters of four- and eight-warp blocks, fused RoPE) and
+    // the prefill kernel's odd (one head per block) and even (two heads per block) shapes.
+    std::printf("GQA groups 3, 5, 6, 7:\n");
+    checkAttention(64, 3, 16);
+    checkAttention(64, 3, 16, 8);
+    checkAttention(64, 3, 7, 4);
+    checkAttention(128, 7, 16);
+    checkAttention(128, 7, 16, 8);
+    checkAttention(32, 5, 16);
+    checkAttention(16, 5, 5, 8);
+    checkAttention(128, 6, 16);
+    checkAttention(64, 6, 16, 4);
+    checkAttention(16, 6, 16, 8);
     // The prefill kernel's block shapes (8 warps / 4 heads, 4 warps / 2 heads, 4 warps / 1 head)
-    // are covered by the GQA groups above (4 and 8, 2, 1).
+    // are covered by the GQA groups above (4 and 8; 2 and 6; 1, 3, 5 and 7).
     checkRandom();
     checkSampling();
     const bool clustersRan = decodeMaxCluster() == 0 || clusterChecks > 0;

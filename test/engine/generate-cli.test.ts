@@ -37,11 +37,23 @@ test('--prompt on a model without a tokenizer is NO_TOKENIZER; bad ids are typed
 
 test('tiny preset with text: seeded sampling reproduces, the text decodes the ids', async () => {
   const o = { ...base, model: 'tiny', prompt: 'Hello, my name is', maxTokens: '6', temperature: '0.8', topP: '0.9', seed: '7', ignoreEos: true };
-  const a = await runGenerate(o, () => {});
+  let note = '';
+  const a = await runGenerate(o, () => {}, (s) => (note += s));
   const b = await runGenerate(o, () => {});
+  assert.match(note, /model 'tiny' has random weights/, 'generate says when the weights are random');
   assert.is(a.ids.length, 6);
   assert.equal(a, b);
   assert.type(a.text, 'string');
+});
+
+test('the default model is kjv-chat (trained: no random-weights note); its chat reply stops at EOS', async () => {
+  let note = '';
+  let text = '';
+  const { model: _fixture, ...rest } = base;
+  const r = await runGenerate({ ...rest, json: false, prompt: 'Hello', chat: true, maxTokens: '256' }, (s) => (text += s), (s) => (note += s));
+  assert.is(note, '');
+  assert.ok(r.ids.length < 256, `no EOS in ${r.ids.length} tokens: ${text}`);
+  assert.match(text, /King James/);
 });
 
 test('the CLI binary prints one JSON line with exactly greedy_ids', async () => {

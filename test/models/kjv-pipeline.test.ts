@@ -35,6 +35,10 @@ test('BOS/EOS and the chat template come from the folder', () => {
   assert.is(tok.kind, 'hf');
   assert.is(tok.bosTokenId, CONFIG.bos_token_id);
   assert.equal(tok.eosTokenIds, [CONFIG.eos_token_id]);
+  // the ordinary tokens end where the special ones (<|end|> ... <|begin|>) start
+  const added: { id: number }[] = JSON.parse(readFileSync(`${FIXTURE}/tokenizer.json`, 'utf8')).added_tokens;
+  assert.is(tok.baseVocabSize, Math.min(...added.map((t) => t.id)));
+  assert.is(tok.vocabSize, CONFIG.vocab_size);
   const ids = tok.applyChatTemplate([{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Tell me about light.' }]);
   assert.is(tok.decode(ids), '<|begin|><|system|>\nBe brief.<|end|>\n<|user|>\nTell me about light.<|end|>\n<|assistant|>\n');
   try {
@@ -64,6 +68,10 @@ test('model names: presets are random, folders and shipped names are not', () =>
   const f = resolveModelSource(FIXTURE);
   assert.equal([f.folder, f.name, f.isRandom], [FIXTURE, 'kjv-smoke', false]);
   assert.is(shippedModelFolder('../kjv-chat'), null, 'a path is never a shipped name');
+  // a topology hands the shipped model on as its absolute folder: still named and described as shipped
+  const shipped = resolveModelSource(shippedModelFolder('kjv-chat')!);
+  assert.equal([shipped.name, shipped.isRandom], ['kjv-chat', false]);
+  assert.match(shipped.weights, /^trained weights shipped with microserve/);
   assert.is(shippedModelFolder('train'), null, 'models/train has no config.json: not a model');
 });
 

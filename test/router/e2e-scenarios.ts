@@ -111,9 +111,13 @@ async function streamAll(c: UpCluster, prompts: string[], maxTokens: number, onP
   );
 }
 
+/** Every engine alive in the router's view and answering a status query itself (the router's polls can lag a kill). */
 async function waitAllEnginesUp(c: UpCluster): Promise<void> {
   const t0 = Date.now();
-  while (!(await c.routerStatus()).engines.every((e) => e.isAlive)) {
+  for (;;) {
+    const engines = (await c.routerStatus()).engines;
+    const isAnswering = async () => (await Promise.all(engines.map((e) => c.engineStatus(e.name).then(() => true, () => false)))).every(Boolean);
+    if (engines.every((e) => e.isAlive) && (await isAnswering())) return;
     if (Date.now() - t0 > 60_000) throw new Error('a killed engine did not come back within 60 s');
     await sleep(100);
   }
@@ -157,6 +161,7 @@ export async function killScenario(c: UpCluster, s: KillScenario): Promise<void>
         const sts = await Promise.all(['d0', 'd1'].map((n) => c.engineStatus(n).then((st) => ({ n, load: st.numRunning + st.numWaiting }))));
         return c.killEngine(sts.sort((a, b) => b.load - a.load)[0].n);
       })();
+      killed.catch(() => {}); // a failure fails the assertion below, not the process (which would orphan `up`)
     }
   });
   await watcher;

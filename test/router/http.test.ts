@@ -187,6 +187,8 @@ test('/v1/models, /health and /metrics', async () => {
   const models = await (await fetch(v1 + '/models')).json();
   assert.is(models.object, 'list');
   assert.is(models.data[0].id, 'tiny');
+  // the ids a prompt may hold, and the ordinary text tokens among them (Llama 3: 128000 of 128256)
+  assert.equal([models.data[0].vocab_size, models.data[0].base_vocab_size], [128256, 128000]);
   assert.is((await fetch(h.url + '/health')).status, 200);
   const text = await (await fetch(h.url + '/metrics')).text();
   for (const name of [

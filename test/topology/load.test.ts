@@ -5,6 +5,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { isMicroserveError, type MicroserveError } from '../../common/errors.ts';
 import { loadTopology, parseTopology } from '../../topology/load.ts';
+import { shippedModelFolder } from '../../native/model-source.ts';
 
 const EXAMPLES = ['default', 'cpu-pd', 'gpu-shared', 'multi-gpu'];
 
@@ -32,7 +33,9 @@ test('every example file loads (with 4 GPUs)', () => {
 
 test('default.yaml is the documented CPU default', () => {
   const t = loadTopology(new URL('../../topology/default.yaml', import.meta.url).pathname, { numGpus: 0 });
-  assert.equal(t.model, 'tiny');
+  // the shipped trained model, resolved to its folder wherever microserve is installed
+  assert.equal(t.model, shippedModelFolder('kjv-chat'));
+  assert.ok(t.model.endsWith('/models/kjv-chat'));
   assert.equal([t.router.host, t.router.port, t.router.strategy], ['127.0.0.1', 8000, 'dp']);
   assert.equal([t.control.host, t.control.port], ['127.0.0.1', 7700]);
   assert.equal(t.engines.map((e) => [e.name, e.role, e.device, e.threads]), [['e0', 'both', 'cpu', 1], ['e1', 'both', 'cpu', 1]]);

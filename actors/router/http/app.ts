@@ -71,7 +71,17 @@ export function buildApp(deps: AppDeps): Hono {
   app.post('/tokenize', (c) => handleTokenize(c, deps));
   app.post('/detokenize', (c) => handleDetokenize(c, deps));
   app.get('/version', (c) => c.json({ version: VERSION }));
-  const model = () => ({ id: deps.modelName, object: 'model', created, owned_by: 'microserve', max_model_len: deps.contextLength });
+  // vocab_size / base_vocab_size (microserve's): the ids a prompt may hold, and the ordinary text
+  // tokens among them (no special tokens); `microserve bench` draws random prompts from the latter
+  const model = () => ({
+    id: deps.modelName,
+    object: 'model',
+    created,
+    owned_by: 'microserve',
+    max_model_len: deps.contextLength,
+    vocab_size: deps.vocabSize,
+    base_vocab_size: deps.tokenizer ? Math.min(deps.tokenizer.baseVocabSize, deps.vocabSize ?? Infinity) : deps.vocabSize,
+  });
   app.get('/v1/models', (c) => c.json({ object: 'list', data: [model()] }));
   app.get('/v1/models/:id', (c) =>
     c.req.param('id') === deps.modelName ? c.json(model()) : fail(new ApiError(404, `The model '${c.req.param('id')}' does not exist`, 'invalid_request_error', 'model', 'model_not_found')),

@@ -113,9 +113,9 @@ class CpuBackend : public Backend {
   }
   ~CpuBackend() override { std::free(kvPool_); }
 
-  Status loadTensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
-                    size_t numBytes) override {
-    return guarded([&] { return weights_.load(name, dtype, shape, data, numBytes); });
+  Status loadTensorRows(const std::string& name, DType dtype, const std::vector<int64_t>& shape, int64_t rowBegin,
+                        const void* data, size_t numBytes) override {
+    return guarded([&] { return weights_.loadRows(name, dtype, shape, rowBegin, data, numBytes); });
   }
   Status randomInit(uint64_t seed, float std) override {
     return guarded([&] { return weights_.randomInit(threads_, seed, std); });

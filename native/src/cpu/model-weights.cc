@@ -158,22 +158,20 @@ ModelWeights::ModelWeights(const ModelConfig& m) : layers(m.layers), m_(m) {
   if (!m.tiedEmbeddings) addMatrix("lm_head.weight", &lmHead, 0, m.vocab, m.vocab, m.hidden);
 }
 
-Status ModelWeights::load(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
-                          size_t numBytes) {
+Status ModelWeights::loadRows(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                              int64_t rowBegin, const void* data, size_t numBytes) {
   auto it = slots_.find(name);
   if (it == slots_.end()) return Status::Error(Code::BAD_CHECKPOINT, "unknown tensor '" + name + "'");
   Slot& s = it->second;
   std::vector<int64_t> want = s.norm ? std::vector<int64_t>{s.rows} : std::vector<int64_t>{s.rows, s.cols};
-  if (shape != want)
-    return Status::Error(Code::BAD_CHECKPOINT,
-                         "tensor '" + name + "': expected shape " + shapeStr(want) + ", got " + shapeStr(shape));
-  size_t numel = s.norm ? size_t(s.rows) : size_t(s.rows) * s.cols;
-  if (numBytes != numel * elemSize(dtype))
-    return Status::Error(Code::BAD_CHECKPOINT, "tensor '" + name + "': " + std::to_string(numBytes) + " bytes for " +
-                                                   shapeStr(shape) + " " + dtypeName(dtype) + ", expected " +
-                                                   std::to_string(numel * elemSize(dtype)));
+  int64_t numRows = 0;
+  Status st = checkRowPart(name, want, shape, dtype, rowBegin, numBytes, &numRows);
+  if (!st.ok()) return st;
+  bool isComplete = false;
+  st = ledger_.add(name, rowBegin, rowBegin + numRows, s.rows, &isComplete);
+  if (!st.ok()) return st;
   if (s.norm) {
-    for (size_t i = 0; i < numel; i++) (*s.norm)[s.row0 + i] = toF32(dtype, data, i);
+    for (int64_t i = 0; i < numRows; i++) (*s.norm)[s.row0 + rowBegin + i] = toF32(dtype, data, size_t(i));
   } else {
     Matrix& mat = *s.matrix;
     if (mat.empty())
@@ -181,12 +179,12 @@ Status ModelWeights::load(const std::string& name, DType dtype, const std::vecto
     else if (mat.isBf16() && dtype != DType::BF16)
       mat.widen();
     if (!mat.isBf16() || dtype == DType::BF16) {
-      mat.setRows(s.row0, int(s.rows), dtype, data);
+      mat.setRows(s.row0 + int(rowBegin), int(numRows), dtype, data);
     } else {  // bf16 storage, f32/f16 data: impossible after widen(); kept for clarity
       return Status::Error(Code::NATIVE_ERROR, "tensor '" + name + "': dtype mix");
     }
   }
-  loaded_.insert(name);
+  if (isComplete) loaded_.insert(name);
   return Status::Ok();
 }
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "../backend.h"
+#include "../common/model-util.h"
 #include "kernels.h"
 #include "thread-pool.h"
 
@@ -64,8 +65,9 @@ struct LayerWeights {
 class ModelWeights {
  public:
   explicit ModelWeights(const ModelConfig& m);
-  Status load(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
-              size_t numBytes);
+  // Rows [rowBegin, ...) of one checkpoint tensor (Backend::loadTensorRows).
+  Status loadRows(const std::string& name, DType dtype, const std::vector<int64_t>& shape, int64_t rowBegin,
+                  const void* data, size_t numBytes);
   Status randomInit(ThreadPool& pool, uint64_t seed, float std);
   Status finalize() const;
 
@@ -89,6 +91,7 @@ class ModelWeights {
   std::vector<std::string> names_;  // load order, for finalize and randomInit
   std::map<std::string, Slot> slots_;
   std::set<std::string> loaded_;
+  RowLedger ledger_;  // rows of each tensor loaded so far
 };
 
 }  // namespace ms::cpu

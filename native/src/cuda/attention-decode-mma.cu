@@ -1,5 +1,6 @@
-// Paged decode attention on the tensor cores. The rep query heads that share a KV head are the
-// rows of a 16-row mma tile (rows past rep are zero), so the K and V of a split stream through
+// Paged decode attention on the tensor cores. The rep query heads that share a KV head (any rep
+// from 1 to kMaxGqa = 8) are the first rows of a 16-row mma tile (rows past rep are zero, and only
+// rows 0-7, each thread's first accumulator row, are read out), so the K and V of a split stream through
 // shared memory with cp.async as in the prefill kernel, and the arithmetic is off the critical
 // path. One block of W warps per (split, KV head, query token); every (16 * W)-key tile is shared
 // by the warps, 16 keys each, each warp with its own online softmax; the warps, then the splits,
@@ -38,6 +39,9 @@ namespace cg = cooperative_groups;
 
 constexpr int kMaxCluster = 16;
 constexpr float kLog2e = 1.4426950408889634f;
+// A group is read out of the mma tile's rows 0-7 (smM, smL, smO and ClusterRed hold 8 heads), and
+// the cluster merge's slices (rep * D / C values, C >= kMinCluster) fit ClusterRed::o while rep <= C.
+static_assert(kMaxGqa <= 8 && kMaxGqa <= kMinCluster, "decode attention holds at most 8 query heads per KV head");
 
 // W warps per block, 16 keys each: a tile is 16 * W keys. Four warps double-buffer the K/V tiles;
 // eight (clusters only) hold one tile, which must be the block's whole share (splitLen <= 128).

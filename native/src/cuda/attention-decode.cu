@@ -37,8 +37,8 @@ void planDecodeCluster(DecodeAttentionArgs& a, int cap) {
 void decodeAttention(const DecodeAttentionArgs& args, cudaStream_t s) {
   if (args.numQueries == 0) return;
   if (args.splitLen <= 0 || args.splitLen > kMaxSplitLen || args.splitLen % 64 != 0 || args.maxSplits <= 0 ||
-      args.heads / args.kv.kvHeads > 8)
-    throw CudaError("decodeAttention: bad split plan or GQA group over 8", false);
+      !isSupportedGqa(args.heads / args.kv.kvHeads))
+    throw CudaError("decodeAttention: bad split plan or GQA group outside 1.." + std::to_string(kMaxGqa), false);
   DecodeAttentionArgs a = args;
   planDecodeCluster(a, std::min(a.clusterCap, decodeMaxCluster()));
   decodeAttentionMma(a, s);

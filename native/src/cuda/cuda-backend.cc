@@ -142,9 +142,9 @@ void CudaBackend::clearGraphs() {
   graphs_.clear();
 }
 
-Status CudaBackend::loadTensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
-                               const void* data, size_t numBytes) {
-  return guarded([&] { return weights_->load(name, dtype, shape, data, numBytes); });
+Status CudaBackend::loadTensorRows(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                                   int64_t rowBegin, const void* data, size_t numBytes) {
+  return guarded([&] { return weights_->loadRows(name, dtype, shape, rowBegin, data, numBytes); });
 }
 
 Status CudaBackend::randomInit(uint64_t seed, float std) {
@@ -200,8 +200,8 @@ Status checkCudaBackend(const ModelConfig& m, const KvConfig& kv, const BackendO
     return bad(Code::BAD_ARGUMENT, "the CUDA backend supports headDim 16, 32, 64 or 128 (got " +
                                        std::to_string(m.headDim) + ")");
   if (!isSupportedGqa(m.heads / m.kvHeads))
-    return bad(Code::BAD_ARGUMENT, "the CUDA backend supports heads / kvHeads of 1, 2, 4 or 8 (got " +
-                                       std::to_string(m.heads / m.kvHeads) + ")");
+    return bad(Code::BAD_ARGUMENT, "the CUDA backend supports heads / kvHeads from 1 to " + std::to_string(kMaxGqa) +
+                                       " (got " + std::to_string(m.heads / m.kvHeads) + ")");
   if (m.hidden % 8 != 0 || m.intermediate % 8 != 0 || m.hidden > 16384)
     return bad(Code::BAD_ARGUMENT,
                "the CUDA backend needs hidden and intermediate sizes that are multiples of 8, hidden <= 16384");
@@ -226,6 +226,19 @@ namespace ms {
 std::unique_ptr<Backend> makeCudaBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o,
                                          Status* st) {
   return cuda::buildCudaBackend<cuda::CudaBackend>(m, kv, o, st);
+}
+
+void* allocPinnedHost(size_t bytes, int device) {
+  void* p = nullptr;
+  if (cudaSetDevice(device) != cudaSuccess || cudaHostAlloc(&p, bytes, cudaHostAllocPortable) != cudaSuccess) {
+    cudaGetLastError();  // no device (or no memory to lock): the caller stages in ordinary memory
+    return nullptr;
+  }
+  return p;
+}
+
+void freePinnedHost(void* p) {
+  if (p) cudaFreeHost(p);
 }
 
 }  // namespace ms

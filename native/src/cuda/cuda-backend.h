@@ -78,8 +78,8 @@ class CudaBackend : public Backend {
   CudaBackend(const ModelConfig& m, const KvConfig& kv, const BackendOptions& o, int device);
   ~CudaBackend() override;
 
-  Status loadTensor(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
-                    size_t numBytes) override;
+  Status loadTensorRows(const std::string& name, DType dtype, const std::vector<int64_t>& shape, int64_t rowBegin,
+                        const void* data, size_t numBytes) override;
   Status randomInit(uint64_t seed, float std) override;
   Status finalize() override;
   Status forward(const Batch& b, float* logitsOut) override;

@@ -17,8 +17,12 @@ using bf16 = __nv_bfloat16;
 
 // Head dims the attention kernels are built for.
 inline bool isSupportedHeadDim(int d) { return d == 16 || d == 32 || d == 64 || d == 128; }
-// Query heads per KV head the decode kernel is built for.
-inline bool isSupportedGqa(int rep) { return rep == 1 || rep == 2 || rep == 4 || rep == 8; }
+// Query heads per KV head (GQA group) the attention kernels serve: 1 to kMaxGqa. The decode kernel
+// puts a group's heads in the first 8 rows of one 16-row mma tile (rows past the group are zero),
+// so any group up to 8 runs the same code; the prefill kernel takes any group (1, 2 or 4 heads
+// per block by the group's divisibility).
+constexpr int kMaxGqa = 8;
+inline bool isSupportedGqa(int rep) { return rep >= 1 && rep <= kMaxGqa; }
 
 // One layer of the paged KV pool. Pool layout = wire layout (backend.h):
 //   (numPages, layers, 2 [K, V], pageSize, kvHeads, headDim) bf16

@@ -91,24 +91,23 @@ DeviceWeights::~DeviceWeights() {
   if (mem_) cudaFree(mem_);
 }
 
-Status DeviceWeights::load(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
-                           size_t numBytes) {
+Status DeviceWeights::loadRows(const std::string& name, DType dtype, const std::vector<int64_t>& shape,
+                               int64_t rowBegin, const void* data, size_t numBytes) {
   auto it = slots_.find(name);
   if (it == slots_.end()) return Status::Error(Code::BAD_CHECKPOINT, "unknown tensor '" + name + "'");
   const Slot& s = it->second;
   std::vector<int64_t> want = s.isNorm ? std::vector<int64_t>{s.rows} : std::vector<int64_t>{s.rows, s.cols};
-  if (shape != want)
-    return Status::Error(Code::BAD_CHECKPOINT,
-                         "tensor '" + name + "': expected shape " + shapeStr(want) + ", got " + shapeStr(shape));
-  size_t numel = s.isNorm ? size_t(s.rows) : size_t(s.rows * s.cols);
-  if (numBytes != numel * elemSize(dtype))
-    return Status::Error(Code::BAD_CHECKPOINT, "tensor '" + name + "': " + std::to_string(numBytes) + " bytes for " +
-                                                   shapeStr(shape) + " " + dtypeName(dtype) + ", expected " +
-                                                   std::to_string(numel * elemSize(dtype)));
+  int64_t numRows = 0;
+  Status st = checkRowPart(name, want, shape, dtype, rowBegin, numBytes, &numRows);
+  if (!st.ok()) return st;
+  bool isComplete = false;
+  st = ledger_.add(name, rowBegin, rowBegin + numRows, s.rows, &isComplete);
+  if (!st.ok()) return st;
+  const size_t numel = s.isNorm ? size_t(numRows) : size_t(numRows * s.cols);
   if (s.isNorm) {
     std::vector<float> v(numel);
     for (size_t i = 0; i < numel; i++) v[i] = toF32(dtype, data, i);
-    MS_CUDA_CHECK(cudaMemcpy(s.dst, v.data(), numel * 4, cudaMemcpyHostToDevice));
+    MS_CUDA_CHECK(cudaMemcpy(static_cast<float*>(s.dst) + rowBegin, v.data(), numel * 4, cudaMemcpyHostToDevice));
   } else {
     std::vector<uint16_t> v;
     const void* src = data;
@@ -118,10 +117,11 @@ Status DeviceWeights::load(const std::string& name, DType dtype, const std::vect
       src = v.data();
     }
     const size_t rowBytes = size_t(s.cols) * 2;
-    MS_CUDA_CHECK(cudaMemcpy2D(s.dst, rowBytes * s.rowStep, src, rowBytes, rowBytes, size_t(s.rows),
+    char* dst = static_cast<char*>(s.dst) + size_t(rowBegin) * s.rowStep * rowBytes;
+    MS_CUDA_CHECK(cudaMemcpy2D(dst, rowBytes * s.rowStep, src, rowBytes, rowBytes, size_t(numRows),
                                cudaMemcpyHostToDevice));
   }
-  loaded_.insert(name);
+  if (isComplete) loaded_.insert(name);
   return Status::Ok();
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "../backend.h"
+#include "../common/model-util.h"
 #include "kernels.h"
 
 namespace ms::cuda {
@@ -31,8 +32,11 @@ class DeviceWeights {
   DeviceWeights(const DeviceWeights&) = delete;
   DeviceWeights& operator=(const DeviceWeights&) = delete;
 
-  Status load(const std::string& name, DType dtype, const std::vector<int64_t>& shape, const void* data,
-              size_t numBytes);
+  // Rows [rowBegin, ...) of one checkpoint tensor (Backend::loadTensorRows): converted on the host
+  // when not bf16 (norms and biases: to f32), then one (strided, for gate|up) copy to the device.
+  // From page-locked memory (allocPinnedHost) the copy is DMA at the link's rate.
+  Status loadRows(const std::string& name, DType dtype, const std::vector<int64_t>& shape, int64_t rowBegin,
+                  const void* data, size_t numBytes);
   // Matrices N(0, std), norms 1 + N(0, 0.2 * std / 0.08), each rounded to bf16; one counter-based
   // stream per tensor, so the weights depend on the seed alone.
   void randomInit(uint64_t seed, float std, cudaStream_t s);
@@ -55,6 +59,7 @@ class DeviceWeights {
   std::vector<std::string> names_;  // checkpoint order: randomInit streams, finalize
   std::map<std::string, Slot> slots_;
   std::set<std::string> loaded_;
+  RowLedger ledger_;  // rows of each tensor loaded so far
   void* mem_ = nullptr;
   size_t bytes_ = 0;
 };
