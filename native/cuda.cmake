@@ -27,7 +27,8 @@ set(MS_CUDA_KERNEL_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-decode.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-decode-mma.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-prefill.cu
-  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/sampling.cu)
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/sampling.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/logit-processing.cu)
 
 function(ms_cuda_target_options target)
   set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES ${MS_CUDA_ARCH} CUDA_STANDARD 17
@@ -72,6 +73,7 @@ add_library(microserve_cuda STATIC
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/gemm.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/weights.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/forward-plan.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/extras-pack.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/cuda-backend.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/kv-ipc.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/kv-nvshmem.cc
