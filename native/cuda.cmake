@@ -111,7 +111,8 @@ set_target_properties(microserve_native PROPERTIES BUILD_RPATH "${CUDAToolkit_LI
 add_executable(microserve_engine_bench EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/../bench/gpu/engine-bench.cu)
 ms_cuda_target_options(microserve_engine_bench)
 target_link_libraries(microserve_engine_bench PRIVATE microserve_cuda)
-add_executable(microserve_kernels_check EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/../test/cuda/kernels-check.cu)
+add_executable(microserve_kernels_check EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/../test/cuda/kernels-check.cu
+                                                        ${CMAKE_CURRENT_SOURCE_DIR}/../test/cuda/extras-check.cu)
 ms_cuda_target_options(microserve_kernels_check)
 target_link_libraries(microserve_kernels_check PRIVATE microserve_cuda)
 set_target_properties(microserve_engine_bench microserve_kernels_check PROPERTIES BUILD_RPATH "${MS_EXTRA_RPATH}")
