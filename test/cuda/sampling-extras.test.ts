@@ -5,7 +5,7 @@
 // reference on the same step's logits (the CUDA backend's own: its bf16 logits differ from the
 // CPU backend's); then an engine on each backend runs the same penalised greedy request: the same
 // tokens wherever the CPU's processed margin is clear of bf16 rounding, logprobs within bf16
-// tolerance. Needs an addon built with CUDA and a GPU (MICROSERVE_CUDA_DEVICE, default cuda:0);
+// tolerance; prompt logprobs from the GPU's own logits of every position. Needs an addon built with CUDA and a GPU (MICROSERVE_CUDA_DEVICE, default cuda:0);
 // elsewhere it checks that a cuda device is refused with NO_DEVICE.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
@@ -88,11 +88,35 @@ if (!loadAddon().hasCuda) {
   test('bad extras are typed errors before the GPU, and the backend keeps serving', async () => {
     const seqs = [{ tokens: Int32Array.from(CASES[0].prompt_ids), startPos: 0, pageTable: pageRange(80, 8) }];
     const s = { temperature: Float32Array.of(1), topP: Float32Array.of(1), seed: Uint32Array.of(5), step: Uint32Array.of(0) };
-    await rejects(model.backend.forwardTokens({ seqs, sampling: { ...s, extras: { topK: Int32Array.of(-2) } } }), 'BAD_REQUEST', 'topK');
+    await rejects(model.backend.forwardTokens({ seqs, sampling: { ...s, extras: { topK: Int32Array.of(-2) } } }), 'NATIVE_ERROR', 'topK'); // native BAD_ARGUMENT (native/addon.ts)
     const past = { slot: Int32Array.of(model.backend.plan.maxNumSeqs), reset: Uint8Array.of(1), histOffsets: Int32Array.of(0, 1), histTokens: Int32Array.of(3), histNumOutput: Int32Array.of(0), repetitionPenalty: Float32Array.of(1.2) };
-    await rejects(model.backend.forwardTokens({ seqs, sampling: { ...s, extras: past } }), 'BAD_REQUEST', 'penalty slot');
+    await rejects(model.backend.forwardTokens({ seqs, sampling: { ...s, extras: past } }), 'NATIVE_ERROR', 'penalty slot');
     const greedyOut = await model.backend.forwardTokens({ seqs, sampling: { ...s, temperature: Float32Array.of(0) } });
     assert.is(greedyOut[0], CASES[0].greedy_ids[0]);
+  });
+
+  test("prompt logprobs: each asking token's target and top entries from its own logits (eager, head chunks)", async () => {
+    const a = CASES[0].prompt_ids, b = CASES[1].prompt_ids;
+    const seqs = [
+      { tokens: Int32Array.from(a), startPos: 0, pageTable: pageRange(0, 8) },
+      { tokens: Int32Array.from(b), startPos: 0, pageTable: pageRange(8, 8) },
+    ];
+    const all = await model.backend.forward({ seqs, logits: 'all' });
+    const targets = [...a.slice(1), -1, ...b.slice(1).map((t, i) => (i % 2 ? t : -1)), -1];
+    const n = targets.length;
+    const p = { numTop: Int32Array.of(20, 3), targets: Int32Array.from(targets), logprobsOut: new Float32Array(n * 21).fill(7), topIdsOut: new Int32Array(n * 20).fill(-7) };
+    const greedyS = { temperature: new Float32Array(2), topP: Float32Array.of(1, 1), seed: new Uint32Array(2), step: new Uint32Array(2) };
+    const tokens = await model.backend.forwardTokens({ seqs, sampling: { ...greedyS, promptLogprobs: p } });
+    assert.is(tokens[0], argmax(all.subarray((a.length - 1) * VOCAB, a.length * VOCAB)));
+    let maxErr = 0;
+    targets.forEach((tg, t) => {
+      if (tg < 0) return assert.is(p.logprobsOut[t * 21], 7, `row ${t} untouched`);
+      const k = t < a.length ? 20 : 3;
+      const ref = logprobsOf(all.subarray(t * VOCAB, (t + 1) * VOCAB), 1, tg, k);
+      maxErr = Math.max(maxErr, Math.abs(p.logprobsOut[t * 21] - ref.logprob), ...ref.top.map(([, v], j) => Math.abs(p.logprobsOut[t * 21 + 1 + j] - v)));
+      assert.equal([...p.topIdsOut.subarray(t * 20, t * 20 + k)], ref.top.map(([id]) => id), `row ${t} top ids`);
+    });
+    assert.ok(maxErr < 1e-4, `within 1e-4 (max error ${maxErr})`);
   });
 
   test('an engine on the GPU and one on the CPU run the same penalised greedy request alike', async () => {

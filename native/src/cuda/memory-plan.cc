@@ -65,7 +65,7 @@ void CudaBackend::planArena() {
   }
   // Metadata of the largest eager step; page tables are packed tight (pages the context needs).
   const int ptCap = ceilDiv(C, kv_.pageSize);
-  const MetaLayout meta = metaLayout(T, S, ptCap, T, S, T / kPrefillTileRows + S, S);
+  const MetaLayout meta = metaLayout(T, S, ptCap, T, S, T / kPrefillTileRows + S, S, T);
   allocArena(arena_, capTokens, capRows, partial, meta.total);
   MS_CUDA_CHECK(cudaMallocHost(&hostMeta_, meta.total * sizeof(int32_t)));
   stagingBytes_ = size_t(capRows) * m_.vocab * sizeof(float);

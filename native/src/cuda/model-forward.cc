@@ -225,11 +225,10 @@ Status CudaBackend::checkForward(const Batch& b, const float* logitsOut) const {
   if (!st.ok()) return st;
   st = checkBatchSampling(b, logitsOut);
   if (!st.ok()) return st;
-  if (b.tokensOut && b.extras) {
-    std::string e = samplingExtrasError(b, m_.vocab);
-    if (e.empty()) e = extras_.check(b);
-    if (!e.empty()) return Status::Error(Code::BAD_ARGUMENT, e);
-  }
+  std::string e = b.tokensOut && b.extras ? samplingExtrasError(b, m_.vocab) : "";
+  if (e.empty() && b.tokensOut && b.extras) e = extras_.check(b);
+  if (e.empty()) e = promptLogprobsError(b, m_.vocab);
+  if (!e.empty()) return Status::Error(Code::BAD_ARGUMENT, e);
   return Status::Ok();
 }
 
@@ -319,13 +318,31 @@ void CudaBackend::forwardEager(const Batch& b, float* out) {
     if (timing_ && r0 == 0) MS_CUDA_CHECK(cudaEventRecord(evStop_, stream_));
     if (!sampling) copyLogits(eager.logits, n, out + size_t(r0) * m_.vocab);
   }
+  // Prompt logprobs: the rows that ask for them through the head, a head chunk at a time, after
+  // the sampled rows (the logits buffer is theirs until then).
+  for (int r0 = 0; r0 < p.lay.numPromptRows; r0 += kHeadChunk) {
+    const int n = std::min(kHeadChunk, p.lay.numPromptRows - r0);
+    runHead(eager.meta + p.lay.promptRows + r0, n, eager, stream_);
+    LogprobArgs l;
+    l.logits = eager.logits;
+    l.vocab = m_.vocab;
+    l.rows = n;
+    l.numTop = eager.meta + p.lay.promptTop + r0;
+    l.targets = eager.meta + p.lay.promptTargets + r0;
+    l.out = eager.meta + p.lay.promptOut + size_t(r0) * kLogprobInts;
+    computeLogprobs(l, stream_);
+  }
   if (sampling) {  // numSeqs int32 back through the pinned staging of the metadata
     MS_CUDA_CHECK(cudaMemcpyAsync(hostMeta_ + p.lay.sampled, eager.meta + p.lay.sampled, size_t(b.numSeqs) * 4,
                                   cudaMemcpyDeviceToHost, stream_));
+    if (p.lay.numPromptRows)
+      MS_CUDA_CHECK(cudaMemcpyAsync(hostMeta_ + p.lay.promptOut, eager.meta + p.lay.promptOut,
+                                    size_t(p.lay.numPromptRows) * kLogprobInts * 4, cudaMemcpyDeviceToHost, stream_));
     if (hasExtras) extras_.downloadLogprobs(b, stream_);
     MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
     std::memcpy(b.tokensOut, hostMeta_ + p.lay.sampled, size_t(b.numSeqs) * 4);
     if (hasExtras) extras_.finishLogprobs(b);
+    if (p.lay.numPromptRows) unpackPromptLogprobs(b, p.lay, hostMeta_);
   }
   if (profiling_) collectProfile();
   if (timing_) {
@@ -337,7 +354,8 @@ void CudaBackend::forwardEager(const Batch& b, float* out) {
 
 // Graphs exist for the planned buckets only (captured at finalize); anything else runs eagerly.
 bool CudaBackend::graphEligible(const Batch& b) const {
-  if (!graphsEnabled_ || profiling_ || b.numSeqs > maxGraphBatch_ || b.numTokens != b.numSeqs) return false;
+  if (!graphsEnabled_ || profiling_ || b.numSeqs > maxGraphBatch_ || b.numTokens != b.numSeqs || b.promptLogprobs)
+    return false;
   for (int s = 0; s < b.numSeqs; s++)
     if (b.startPos[s] + 1 > maxGraphCtx_) return false;
   return true;
