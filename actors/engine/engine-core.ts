@@ -147,6 +147,10 @@ export class EngineCore {
     if (typeof msg.replyTo !== 'string') throw new MicroserveError('BAD_REQUEST', `${op}: replyTo must be an actor path`, { field: 'replyTo' });
     if (this.table.byKey.has(id)) throw new MicroserveError('DUPLICATE_REQUEST', `${op}: request '${id}' already exists on ${this.name}`);
     checkFits(promptIds.length, sampling.maxTokens, this.capacity, op);
+    // prompt logprobs need every prompt position computed here: no KV taken from a reservation
+    if (sampling.promptLogprobs !== undefined && begin > 0 && this.receiver.reservations.has(id)) {
+      throw new MicroserveError('BAD_REQUEST', `${op}: sampling.promptLogprobs needs the whole prompt computed on this engine (begin 0, no prep_recv)`, { field: 'sampling.promptLogprobs' });
+    }
     const claim = this.receiver.claim(id, promptIds, begin, op);
     const req = new Request({ id, kind: 'generate', promptIds, sampling, replyTo: msg.replyTo });
     if (claim) {
@@ -159,7 +163,7 @@ export class EngineCore {
     }
     this.counters.requests++;
     this.table.add(req);
-    if (sampling.maxTokens === 0) {
+    if (sampling.maxTokens === 0 && !req.promptLogprobs) {
       this.table.stopGenerate(req, 'length');
       return;
     }
@@ -337,6 +341,7 @@ export class EngineCore {
         return;
       }
       const s = req.sampling!;
+      if (s.maxTokens === 0) return this.table.stopGenerate(req, 'length'); // prompt logprobs only
       const tok = tokens[i];
       req.outputIds.push(tok);
       this.counters.tokensGenerated++;

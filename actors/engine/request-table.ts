@@ -114,6 +114,11 @@ export class RequestTable {
   emit(req: Request, tokens: number[], finish?: FinishReason, error?: MicroserveError, logprobs?: TokenLogprob[]): void {
     const msg: TokensMsg = { type: 'tokens', id: req.id, engine: this.o.engine, tokens };
     if (logprobs) msg.logprobs = logprobs;
+    const pl = req.promptLogprobs;
+    if (pl?.isComplete && !pl.isSent) {  // once, with the first message after the prompt is computed
+      msg.promptLogprobs = pl.list();
+      pl.isSent = true;
+    }
     if (finish) msg.finish = finish;
     if (error) msg.error = error.toWire();
     try {

@@ -33,6 +33,7 @@ const extrasSchema = z.object({
   logitBias: z.array(z.tuple([z.number().int().min(0), finite])).max(300_000).optional(),
   minTokens: z.number().int().min(0).optional(),
   logprobs: z.number().int().min(0).max(MAX_LOGPROBS).optional(),
+  promptLogprobs: z.number().int().min(0).max(MAX_LOGPROBS).optional(),
   numPriorOutput: z.number().int().min(0).optional(),
 });
 
