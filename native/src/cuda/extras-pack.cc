@@ -107,6 +107,8 @@ void DeviceExtras::rebuildSlots(const Batch& b, cudaStream_t s) {
 
 PackedExtras DeviceExtras::pack(const Batch& b, int numRows, cudaStream_t s) {
   const SamplingExtras& x = *b.extras;
+  if (numRows > caps_.capRows || b.numSeqs > numRows)
+    throw CudaError("extras of " + std::to_string(numRows) + " rows past the plan's " + std::to_string(caps_.capRows), false);
   PackedExtras p;
   p.numRows = numRows;
   stagedWindow_ = -1;

@@ -3,7 +3,8 @@
 // the logprob outputs) with their pinned staging, and the packing of one batch into them. The
 // kernels that read them: logit-processing.h and sampling.h.
 //
-// Planned once (memory-plan.cc), for the largest step: capRows rows (maxNumSeqs), biasCap bias
+// Planned once (memory-plan.cc), for the largest step: capRows rows (maxNumSeqs, or the largest
+// graph bucket when that is more), biasCap bias
 // entries per window (a longer list goes in several windows, eager only), a mask row per row,
 // histCap history entries per rebuild chunk, numSlots penalty slots (= maxNumSeqs; the engine
 // keeps slot ids below it). Nothing is allocated in a step.
@@ -21,7 +22,7 @@
 namespace ms::cuda {
 
 struct ExtrasCaps {
-  int capRows = 0;     // rows of a step (maxNumSeqs)
+  int capRows = 0;     // rows of a step or graph bucket
   int vocab = 0;
   int numSlots = 0;    // penalty slots
   int biasCap = 1 << 16;   // bias entries in the buffer at once

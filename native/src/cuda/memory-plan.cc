@@ -73,7 +73,7 @@ void CudaBackend::planArena() {
   for (cudaEvent_t& e : evCopy_)
     if (!e) MS_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
   ExtrasCaps caps;
-  caps.capRows = S;
+  caps.capRows = std::max(S, maxGraphBatch_);  // a graph packs its whole bucket (padding rows too)
   caps.vocab = m_.vocab;
   caps.numSlots = S;
   extras_.allocate(caps);
