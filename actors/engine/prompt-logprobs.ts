@@ -6,54 +6,11 @@
  * step asks the backend for the positions still missing (`PromptLogprobsBatch`: only those rows'
  * logits are computed), and a preempted request recomputes only what it lacks. The whole list
  * goes to the client once, with the request's first tokens message (request-table.ts `emit`).
+ * A request's own state: prompt-logprob-state.ts.
  */
 import type { ForwardPromptLogprobs } from '../../native/backend.ts';
-import { MAX_LOGPROBS, type TokenLogprob } from '../messages.ts';
-import type { Request } from './request.ts';
+import { MAX_LOGPROBS } from '../messages.ts';
 import type { StepEntry } from './scheduler.ts';
-
-/** One request's prompt logprobs as its prefill computes them. */
-export class PromptLogprobState {
-  /** Entry i: prompt token i's logprob (entry 0 stays null: the first token has none). */
-  private readonly entries: (TokenLogprob | null)[];
-  private firstMissing = 1;
-  /** Sent to the client (with the first tokens message). */
-  isSent = false;
-
-  constructor(
-    /** Top alternatives per token, in [0, MAX_LOGPROBS]. */
-    readonly numTop: number,
-    private readonly promptIds: readonly number[],
-  ) {
-    this.entries = new Array<TokenLogprob | null>(promptIds.length).fill(null);
-  }
-
-  get isComplete(): boolean {
-    return this.firstMissing >= this.promptIds.length;
-  }
-
-  /** Positions the prefix cache may serve: below firstMissing - 1 every entry is in. */
-  get maxMatchLen(): number {
-    return this.firstMissing - 1;
-  }
-
-  /** The id whose logprob the logits at `pos` give, or -1 when nothing is missing there. */
-  targetAt(pos: number): number {
-    const i = pos + 1;
-    return i < this.promptIds.length && this.entries[i] === null ? this.promptIds[i] : -1;
-  }
-
-  /** Records the logprob the logits at `pos` gave. */
-  set(pos: number, lp: TokenLogprob): void {
-    this.entries[pos + 1] = lp;
-    while (this.firstMissing < this.entries.length && this.entries[this.firstMissing] !== null) this.firstMissing++;
-  }
-
-  /** Prompt tokens 1.. in order (complete: no nulls). */
-  list(): TokenLogprob[] {
-    return this.entries.slice(1) as TokenLogprob[];
-  }
-}
 
 /**
  * A step's prompt logprob input (`input`, for ForwardSampling.promptLogprobs); once the forward
@@ -103,10 +60,4 @@ export class PromptLogprobsBatch {
       }
     });
   }
-}
-
-/** The request's state when it asks for prompt logprobs (generate requests only). */
-export function promptLogprobStateOf(req: Pick<Request, 'kind' | 'sampling' | 'promptIds'>): PromptLogprobState | null {
-  const n = req.sampling?.promptLogprobs;
-  return req.kind === 'generate' && n !== undefined ? new PromptLogprobState(n, req.promptIds) : null;
 }

@@ -10,7 +10,7 @@
  */
 import type { KvSeq } from '../kvcache/types.ts';
 import type { FinishReason, SamplingParams, TokenLogprob } from '../messages.ts';
-import { promptLogprobStateOf, type PromptLogprobState } from './prompt-logprobs.ts';
+import { PromptLogprobState } from './prompt-logprob-state.ts';
 
 export type RequestKind = 'generate' | 'send';
 export type RequestState = 'waiting' | 'running' | 'computed' | 'finished';
@@ -100,7 +100,8 @@ export class Request {
     this.sampling = init.sampling ?? null;
     this.replyTo = init.replyTo ?? null;
     this.seed = (init.sampling?.seed ?? Math.floor(Math.random() * 0x100000000)) >>> 0;
-    this.promptLogprobs = promptLogprobStateOf(this);
+    const numTop = init.kind === 'generate' ? init.sampling?.promptLogprobs : undefined;
+    this.promptLogprobs = numTop !== undefined ? new PromptLogprobState(numTop, this.promptIds) : null;
     this.computed = new Promise<void>((res, rej) => {
       this.resolveComputed = res;
       this.rejectComputed = rej;

@@ -11,6 +11,9 @@
  *      abandoned (aborted on every engine it touched) and attempt n+1 continues from prompt +
  *      tokens streamed so far, with `maxTokens` reduced by them; nothing is missed;
  *   4. `cancel` (client gone, stop string) aborts the current attempt on its engines.
+ * A request with prompt logprobs (sampling.promptLogprobs) runs data parallel whatever the plan's
+ * strategy (the generating engine computes the whole prompt); they reach `onPrompt` once, and
+ * later attempts do not ask for them again.
  * Retry policy (at most `maxAttempts` counted attempts):
  * - engine death (actor gone, connection lost, query timeout), a silent engine, or a failed KV
  *   transfer: counted, the request migrates (resumes elsewhere from the tokens streamed);
