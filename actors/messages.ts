@@ -96,6 +96,13 @@ export const SamplingParamsSchema = z.object({
   /** [logprobs] with each token, its logprob and this many top alternatives (0..20); unset: none. */
   logprobs: unset(z.number().int().min(0).max(MAX_LOGPROBS)),
   /**
+   * [promptLogprobs] the first tokens message carries each prompt token's logprob (but the
+   * first's) with this many top alternatives (0..20), from the raw logits (no processing,
+   * temperature 1); unset: none. The engine then computes the whole prompt itself (no prefix-cache
+   * hit, no KV received), and with maxTokens 0 ends after the prompt (finish 'length', no token).
+   */
+  promptLogprobs: unset(z.number().int().min(0).max(MAX_LOGPROBS)),
+  /**
    * [numPriorOutput=0] the last numPriorOutput prompt tokens are output of an earlier attempt
    * (migration): they count as output for penalties, min_tokens and the seeded draw's step
    * (below the prompt length: the engine checks).
@@ -408,6 +415,8 @@ export const TokensMsgSchema = z.object({
   tokens: TokenIds,
   /** One per token when the request asked for logprobs. */
   logprobs: TokenLogprobs.optional(),
+  /** Once, with the first message, when the request asked for promptLogprobs: prompt tokens 1.. in order. */
+  promptLogprobs: TokenLogprobs.optional(),
   finish: FinishReasonSchema.optional(),
   error: z.object({ code: z.string().max(64), message: z.string().max(65536) }).optional(),
 });

@@ -69,8 +69,27 @@ export interface ForwardSampling {
   seed: Uint32Array;
   /** Index of the token being generated (0: the first output token); with seed, fixes the draw. */
   step: Uint32Array;
-  /** [extras] top-k, min-p, penalties, bias, logprobs (CPU backend; CUDA refuses them for now). */
+  /** [extras] top-k, min-p, penalties, bias, logprobs, allowed mask (every backend). */
   extras?: ForwardSamplingExtras;
+  /** [promptLogprobs] logprobs of prompt tokens from their own positions' logits (echo, vLLM's prompt_logprobs). */
+  promptLogprobs?: ForwardPromptLogprobs;
+}
+
+/**
+ * Prompt logprobs (native/src/backend.h PromptLogprobs): token t of the batch (sequences'
+ * tokens concatenated) with targets[t] >= 0 gets, from its raw logits (no processing,
+ * temperature 1), the logprob of targets[t] and its sequence's numTop top entries. Only those
+ * positions' logits are computed; other rows of the outputs are left as they are.
+ */
+export interface ForwardPromptLogprobs {
+  /** (numSeqs,) top entries in [0, 20]. */
+  numTop: Int32Array;
+  /** (numTokens,) the id whose logprob the token's logits give (the next prompt token); -1: none. */
+  targets: Int32Array;
+  /** Out (numTokens, 21): the target's logprob, then the top ones. */
+  logprobsOut: Float32Array;
+  /** Out (numTokens, 20): ids of the top entries, best first (-1 past the asked count). */
+  topIdsOut: Int32Array;
 }
 
 /**

@@ -27,7 +27,8 @@ set(MS_CUDA_KERNEL_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-decode.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-decode-mma.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-prefill.cu
-  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/sampling.cu)
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/sampling.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/logit-processing.cu)
 
 function(ms_cuda_target_options target)
   set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES ${MS_CUDA_ARCH} CUDA_STANDARD 17
@@ -72,6 +73,7 @@ add_library(microserve_cuda STATIC
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/gemm.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/weights.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/forward-plan.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/extras-pack.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/cuda-backend.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/kv-ipc.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/kv-nvshmem.cc
@@ -109,7 +111,8 @@ set_target_properties(microserve_native PROPERTIES BUILD_RPATH "${CUDAToolkit_LI
 add_executable(microserve_engine_bench EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/../bench/gpu/engine-bench.cu)
 ms_cuda_target_options(microserve_engine_bench)
 target_link_libraries(microserve_engine_bench PRIVATE microserve_cuda)
-add_executable(microserve_kernels_check EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/../test/cuda/kernels-check.cu)
+add_executable(microserve_kernels_check EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/../test/cuda/kernels-check.cu
+                                                        ${CMAKE_CURRENT_SOURCE_DIR}/../test/cuda/extras-check.cu)
 ms_cuda_target_options(microserve_kernels_check)
 target_link_libraries(microserve_kernels_check PRIVATE microserve_cuda)
 set_target_properties(microserve_engine_bench microserve_kernels_check PROPERTIES BUILD_RPATH "${MS_EXTRA_RPATH}")

@@ -23,7 +23,7 @@ import type { ReservationTable } from './kv-transfer/reservations.ts';
 import { KvSender } from './kv-transfer/sender.ts';
 import { Request } from './request.ts';
 import { RequestTable } from './request-table.ts';
-import { checkExtrasSupported, checkSamplingExtras } from './sampling-params.ts';
+import { checkSamplingExtras } from './sampling-params.ts';
 import { Scheduler, type SchedulerLimits, type StepEntry } from './scheduler.ts';
 import { engineStatus } from './status.ts';
 import { StepRunner, type StepPart } from './step-runner.ts';
@@ -82,7 +82,7 @@ export class EngineCore {
         log.debug('preempted', { engine: this.name, id: req.id, computed: req.totalLen });
       },
     });
-    this.table = new RequestTable({ engine: this.name, kv: this.kv, scheduler: this.scheduler, sink: opts.sink, kick: () => this.kick() });
+    this.table = new RequestTable({ engine: this.name, kv: this.kv, scheduler: this.scheduler, sink: opts.sink, kick: () => this.kick(), numSamplingSlots: opts.backend.plan?.maxNumSeqs });
     const vocabSize = opts.backend.config.vocabSize;
     this.receiver = new KvReceiver(
       {
@@ -143,11 +143,14 @@ export class EngineCore {
     const id = checkId(msg.id, op);
     const promptIds = checkTokens(msg.promptIds, this.backend.config.vocabSize, op);
     const sampling = { ...checkSampling(msg.sampling, op), ...checkSamplingExtras(msg.sampling as unknown as Record<string, unknown>, op, this.backend.config.vocabSize, promptIds.length) };
-    checkExtrasSupported(sampling, this.backend.device, op);
     const begin = checkInt(msg.begin ?? 0, op, 'begin', 0, promptIds.length);
     if (typeof msg.replyTo !== 'string') throw new MicroserveError('BAD_REQUEST', `${op}: replyTo must be an actor path`, { field: 'replyTo' });
     if (this.table.byKey.has(id)) throw new MicroserveError('DUPLICATE_REQUEST', `${op}: request '${id}' already exists on ${this.name}`);
     checkFits(promptIds.length, sampling.maxTokens, this.capacity, op);
+    // prompt logprobs need every prompt position computed here: no KV taken from a reservation
+    if (sampling.promptLogprobs !== undefined && begin > 0 && this.receiver.reservations.has(id)) {
+      throw new MicroserveError('BAD_REQUEST', `${op}: sampling.promptLogprobs needs the whole prompt computed on this engine (begin 0, no prep_recv)`, { field: 'sampling.promptLogprobs' });
+    }
     const claim = this.receiver.claim(id, promptIds, begin, op);
     const req = new Request({ id, kind: 'generate', promptIds, sampling, replyTo: msg.replyTo });
     if (claim) {
@@ -160,7 +163,7 @@ export class EngineCore {
     }
     this.counters.requests++;
     this.table.add(req);
-    if (sampling.maxTokens === 0) {
+    if (sampling.maxTokens === 0 && !req.promptLogprobs) {
       this.table.stopGenerate(req, 'length');
       return;
     }
@@ -338,6 +341,7 @@ export class EngineCore {
         return;
       }
       const s = req.sampling!;
+      if (s.maxTokens === 0) return this.table.stopGenerate(req, 'length'); // prompt logprobs only
       const tok = tokens[i];
       req.outputIds.push(tok);
       this.counters.tokensGenerated++;

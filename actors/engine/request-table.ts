@@ -22,20 +22,24 @@ export interface RequestTableOptions {
   sink: TokenSink;
   /** Pages went back or work was added: the engine loop may run. */
   kick(): void;
+  /** [numSamplingSlots=Infinity] penalty-state slots of the backend (its plan's maxNumSeqs). */
+  numSamplingSlots?: number;
 }
 
 export class RequestTable {
   /** Live requests by key. */
   readonly byKey = new Map<string, Request>();
   /** Penalty-state slots of the backend, one per live request that uses penalties (freed by `release`). */
-  readonly samplingSlots = new SamplingSlots();
+  readonly samplingSlots: SamplingSlots;
   /** Requests of the forward in flight (null between steps). */
   private inFlight: Set<Request> | null = null;
   /** Settles when the forward in flight returns. */
   private stepEnd: Promise<void> | null = null;
   private endStepNow: (() => void) | null = null;
 
-  constructor(private readonly o: RequestTableOptions) {}
+  constructor(private readonly o: RequestTableOptions) {
+    this.samplingSlots = new SamplingSlots(o.numSamplingSlots);
+  }
 
   get size(): number {
     return this.byKey.size;
@@ -110,6 +114,11 @@ export class RequestTable {
   emit(req: Request, tokens: number[], finish?: FinishReason, error?: MicroserveError, logprobs?: TokenLogprob[]): void {
     const msg: TokensMsg = { type: 'tokens', id: req.id, engine: this.o.engine, tokens };
     if (logprobs) msg.logprobs = logprobs;
+    const pl = req.promptLogprobs;
+    if (pl?.isComplete && !pl.isSent) {  // once, with the first message after the prompt is computed
+      msg.promptLogprobs = pl.list();
+      pl.isSent = true;
+    }
     if (finish) msg.finish = finish;
     if (error) msg.error = error.toWire();
     try {

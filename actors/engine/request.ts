@@ -10,6 +10,7 @@
  */
 import type { KvSeq } from '../kvcache/types.ts';
 import type { FinishReason, SamplingParams, TokenLogprob } from '../messages.ts';
+import { PromptLogprobState } from './prompt-logprob-state.ts';
 
 export type RequestKind = 'generate' | 'send';
 export type RequestState = 'waiting' | 'running' | 'computed' | 'finished';
@@ -81,6 +82,8 @@ export class Request {
   allowedMask: Uint32Array | null = null;
   /** Logprobs of the token the last forward sampled (requests with sampling.logprobs). */
   lastLogprobs: TokenLogprob | null = null;
+  /** The prompt's logprobs as the prefill computes them (requests with sampling.promptLogprobs). */
+  readonly promptLogprobs: PromptLogprobState | null;
   /** Send requests: settled when [0, end) is computed (or the request fails). */
   readonly computed: Promise<void>;
   resolveComputed!: () => void;
@@ -97,6 +100,8 @@ export class Request {
     this.sampling = init.sampling ?? null;
     this.replyTo = init.replyTo ?? null;
     this.seed = (init.sampling?.seed ?? Math.floor(Math.random() * 0x100000000)) >>> 0;
+    const numTop = init.kind === 'generate' ? init.sampling?.promptLogprobs : undefined;
+    this.promptLogprobs = numTop !== undefined ? new PromptLogprobState(numTop, this.promptIds) : null;
     this.computed = new Promise<void>((res, rej) => {
       this.resolveComputed = res;
       this.rejectComputed = rej;
@@ -117,9 +122,14 @@ export class Request {
     return this.totalLen - this.numComputed;
   }
 
-  /** At least one token must be computed to get logits; a send may be served fully from cache. */
+  /**
+   * At least one token must be computed to get logits; a send may be served fully from cache; a
+   * request with prompt logprobs still missing computes the positions that give them.
+   */
   get maxMatchLen(): number {
-    return this.kind === 'send' ? this.totalLen : this.totalLen - 1;
+    if (this.kind === 'send') return this.totalLen;
+    const pl = this.promptLogprobs;
+    return pl && !pl.isComplete ? Math.min(pl.maxMatchLen, this.totalLen - 1) : this.totalLen - 1;
   }
 
   tokenAt(i: number): number {

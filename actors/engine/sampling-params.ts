@@ -33,6 +33,7 @@ const extrasSchema = z.object({
   logitBias: z.array(z.tuple([z.number().int().min(0), finite])).max(300_000).optional(),
   minTokens: z.number().int().min(0).optional(),
   logprobs: z.number().int().min(0).max(MAX_LOGPROBS).optional(),
+  promptLogprobs: z.number().int().min(0).max(MAX_LOGPROBS).optional(),
   numPriorOutput: z.number().int().min(0).optional(),
 });
 
@@ -55,17 +56,6 @@ export function checkSamplingExtras(s: Record<string, unknown>, op: string, voca
   return x;
 }
 
-/**
- * BAD_REQUEST (field `sampling`) when the request needs extras and the backend is not the CPU one:
- * the CUDA sampling kernels do not run them yet, and a request is refused at admission rather
- * than failing a step (or being served without them).
- */
-export function checkExtrasSupported(s: SamplingParams, device: string, op: string): void {
-  if (usesExtras(s) && device !== 'cpu') {
-    throw new MicroserveError('BAD_REQUEST', `${op}: top_k, min_p, penalties, logit_bias, min_tokens and logprobs run on the CPU backend only for now (this engine: ${device})`, { field: 'sampling' });
-  }
-}
-
 /** True when a request needs the backend's extras (anything but temperature / top-p / seed). */
 export function usesExtras(s: SamplingParams): boolean {
   return needsPenaltyState(s) || (s.topK ?? 0) > 0 || (s.minP ?? 0) > 0 || (s.logitBias?.length ?? 0) > 0 || (s.minTokens ?? 0) > 0 || s.logprobs !== undefined;
@@ -75,21 +65,50 @@ function needsPenaltyState(s: SamplingParams): boolean {
   return (s.repetitionPenalty ?? 1) !== 1 || (s.presencePenalty ?? 0) !== 0 || (s.frequencyPenalty ?? 0) !== 0;
 }
 
-/** Penalty-state slots of the backend: the lowest free id first, so slot ids stay small. */
+/**
+ * Penalty-state slots of the backend: the lowest free id first, so slot ids stay small, and never
+ * `capacity` or more (the CUDA backend plans one state row per slot: its plan's maxNumSeqs). When
+ * every slot is held, a request outside the step being built gives its slot up: its state is
+ * rebuilt from its history (reset) when it samples again. A step has at most maxNumSeqs rows, so
+ * it always finds its slots.
+ */
 export class SamplingSlots {
   private readonly free: number[] = [];
-  private next = 0;
+  /** The request holding each slot id handed out so far (null: free). */
+  private readonly holders: (Request | null)[] = [];
 
-  /** The request's slot, taken on first use (-1: it needs no penalty state). */
-  slotOf(req: Request): number {
+  /** @param capacity [capacity=Infinity] slot ids stay below it (at least 1). */
+  constructor(private readonly capacity = Infinity) {
+    if (!(capacity >= 1)) throw new MicroserveError('BAD_CONFIG', `sampling slots: capacity must be >= 1 (got ${capacity})`);
+  }
+
+  /** Slots held now. */
+  get numHeld(): number {
+    return this.holders.length - this.free.length;
+  }
+
+  /** The request's slot, taken on first use (-1: it needs no penalty state). `step`: the requests of the step being built. */
+  slotOf(req: Request, step: ReadonlySet<Request | null>): number {
     if (req.samplingSlot >= 0 || !req.sampling || !needsPenaltyState(req.sampling)) return req.samplingSlot;
-    req.samplingSlot = this.free.length > 0 ? this.free.pop()! : this.next++;
+    let slot: number;
+    if (this.free.length > 0) slot = this.free.pop()!;
+    else if (this.holders.length < this.capacity) slot = this.holders.push(null) - 1;
+    else {
+      slot = this.holders.findIndex((h) => h !== null && !step.has(h));
+      if (slot < 0) throw new MicroserveError('NATIVE_ERROR', `sampling slots: all ${this.capacity} are held by the step itself`);
+      const victim = this.holders[slot]!;
+      victim.samplingSlot = -1;
+      victim.isSlotSynced = false;
+    }
+    this.holders[slot] = req;
+    req.samplingSlot = slot;
     req.isSlotSynced = false;
-    return req.samplingSlot;
+    return slot;
   }
 
   release(req: Request): void {
     if (req.samplingSlot < 0) return;
+    this.holders[req.samplingSlot] = null;
     this.free.push(req.samplingSlot);
     this.free.sort((a, b) => b - a);
     req.samplingSlot = -1;
@@ -170,6 +189,7 @@ function buildExtras(rows: (Request | null)[], slots: SamplingSlots): ForwardSam
     logprobsOut: new Float32Array(n * (MAX_LOGPROBS + 1)),
     topIdsOut: new Int32Array(n * MAX_LOGPROBS),
   };
+  const step = new Set(rows);
   const hist: Int32Array[] = [];
   const biasT: number[] = [];
   const biasV: number[] = [];
@@ -185,7 +205,7 @@ function buildExtras(rows: (Request | null)[], slots: SamplingSlots): ForwardSam
     x.presencePenalty![i] = s.presencePenalty ?? 0;
     x.frequencyPenalty![i] = s.frequencyPenalty ?? 0;
     x.numLogprobs![i] = s.logprobs ?? -1;
-    const slot = slots.slotOf(req);
+    const slot = slots.slotOf(req, step);
     x.slot![i] = slot;
     if (slot >= 0 && !req.isSlotSynced) {
       x.reset![i] = 1;

@@ -13,6 +13,7 @@ import type { ForwardBatch, ForwardSampling } from '../../native/backend.ts';
 import { MicroserveError, isMicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
 import type { EngineCounters } from '../messages.ts';
+import { PromptLogprobsBatch } from './prompt-logprobs.ts';
 import { SamplingBatch, type SamplingSlots } from './sampling-params.ts';
 import type { StepEntry } from './scheduler.ts';
 import { checkInt } from './validate.ts';
@@ -79,12 +80,15 @@ export class StepRunner {
       entries.map(({ req, start, n }) => (req.kind === 'generate' && start + n === req.totalLen ? req : null)),
       this.samplingSlots,
     );
+    const prompt = PromptLogprobsBatch.of(entries); // positions whose prompt logprobs are still missing
+    const sampling = prompt ? { ...sb.sampling, promptLogprobs: prompt.input } : sb.sampling;
     const tokens = await this.forwardFn(entries, {
       seqs: entries.map((e) => ({ tokens: e.req.slice(e.start, e.n), startPos: e.start, pageTable: Int32Array.from(e.req.seq!.pageIds) })),
       logits: 'last',
-      sampling: sb.sampling,
+      sampling,
     });
     sb.commit(); // the forward ran: rebuilt penalty slots are synced, logprobs are the requests'
+    prompt?.commit();
     return tokens;
   }
 

@@ -54,6 +54,8 @@ export class Job {
   readonly done: Promise<JobResult>;
   resolve!: (r: JobResult) => void;
   wake: (() => void) | null = null;
+  /** The prompt's logprobs, once an engine sent them (requests with sampling.promptLogprobs). */
+  promptLogprobs: TokenLogprob[] | null = null;
 
   constructor(
     readonly id: string,
@@ -61,6 +63,8 @@ export class Job {
     readonly plan: ActivePlan,
     /** Gets each batch of tokens streamed, with their logprobs when the request asked for them. */
     readonly sink: (tokens: number[], logprobs?: TokenLogprob[]) => void,
+    /** Gets the prompt's logprobs once (requests with sampling.promptLogprobs), before the first tokens. */
+    readonly onPrompt: (logprobs: TokenLogprob[]) => void = () => {},
   ) {
     this.done = new Promise((r) => (this.resolve = r));
   }

@@ -11,6 +11,9 @@
  *      abandoned (aborted on every engine it touched) and attempt n+1 continues from prompt +
  *      tokens streamed so far, with `maxTokens` reduced by them; nothing is missed;
  *   4. `cancel` (client gone, stop string) aborts the current attempt on its engines.
+ * A request with prompt logprobs (sampling.promptLogprobs) runs data parallel whatever the plan's
+ * strategy (the generating engine computes the whole prompt); they reach `onPrompt` once, and
+ * later attempts do not ask for them again.
  * Retry policy (at most `maxAttempts` counted attempts):
  * - engine death (actor gone, connection lost, query timeout), a silent engine, or a failed KV
  *   transfer: counted, the request migrates (resumes elsewhere from the tokens streamed);
@@ -26,11 +29,12 @@
  */
 import { isMicroserveError, MicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
-import type { FinishReason, TokenLogprob, TokensMsg } from '../messages.ts';
+import type { FinishReason, SamplingParams, TokenLogprob, TokensMsg } from '../messages.ts';
 import { AttemptContext, type AttemptDeps } from './attempt-context.ts';
 import { Job, type ActivePlan, type Attempt, type JobResult, type JobSpec, type Outcome } from './job.ts';
 import type { RoutedRequest } from './strategy-api.ts';
 import { isEngineFailure } from './strategy-helpers.ts';
+import dp from './strategies/dp.ts';
 
 export { Job, type ActivePlan, type JobResult, type JobSpec } from './job.ts';
 
@@ -78,9 +82,10 @@ export class RequestRunner {
     return this.jobs.size;
   }
 
-  submit(spec: JobSpec, sink: (tokens: number[], logprobs?: TokenLogprob[]) => void): Job {
+  /** Runs a request; `sink` gets its tokens, `onPrompt` its prompt logprobs (sampling.promptLogprobs) once. */
+  submit(spec: JobSpec, sink: (tokens: number[], logprobs?: TokenLogprob[]) => void, onPrompt?: (logprobs: TokenLogprob[]) => void): Job {
     const plan = this.o.currentPlan();
-    const job = new Job(`${this.prefix}-${++this.seq}`, spec, plan, sink);
+    const job = new Job(`${this.prefix}-${++this.seq}`, spec, plan, sink, onPrompt);
     plan.inFlight++;
     this.jobs.add(job);
     this.o.metrics.inFlight.inc();
@@ -108,6 +113,14 @@ export class RequestRunner {
     const { job, attempt } = entry;
     if (job.cancelled) return this.discard(numSent);
     this.armWatchdog(job, attempt);
+    if (Array.isArray(msg.promptLogprobs) && !job.promptLogprobs) {
+      job.promptLogprobs = msg.promptLogprobs;
+      try {
+        job.onPrompt(msg.promptLogprobs);
+      } catch (e) {
+        log.error('prompt logprobs sink failed', { id: job.id, error: e as Error });
+      }
+    }
     const room = job.spec.sampling.maxTokens - job.generated.length;
     const tokens = Array.isArray(msg.tokens) ? msg.tokens.slice(0, Math.max(0, room)) : [];
     this.discard(numSent - tokens.length);
@@ -168,7 +181,8 @@ export class RequestRunner {
     let busySince: number | null = null; // start of the current streak of KV_PAGES_EXHAUSTED refusals
     for (let n = 1; ; n++) {
       if (job.cancelled) return { finish: job.cancelled, numAttempts: n - 1 };
-      if (job.generated.length >= maxTokens) return { finish: 'length', numAttempts: n - 1 };
+      const isPromptDue = job.spec.sampling.promptLogprobs !== undefined && !job.promptLogprobs; // max_tokens 0 still scores the prompt
+      if (job.generated.length >= maxTokens && !isPromptDue) return { finish: 'length', numAttempts: n - 1 };
       if (n > this.o.maxAttempts) {
         return { finish: 'error', numAttempts: n - 1, error: new MicroserveError('NO_ENGINE', `request ${job.id} failed on ${n - 1} attempts`) };
       }
@@ -178,7 +192,8 @@ export class RequestRunner {
       if (job.cancelled) continue;
       const attempt = this.newAttempt(job, plan, ++numTries, n);
       try {
-        await plan.strategy.run(attempt.ctx, attempt.req);
+        // prompt logprobs need the whole prompt computed by the generating engine: data parallel
+        await (attempt.req.sampling.promptLogprobs !== undefined ? dp : plan.strategy.run)(attempt.ctx, attempt.req);
         if (!attempt.ctx.generating) throw new MicroserveError('NO_ENGINE', `strategy '${plan.strategy.name}' returned without starting generation`);
       } catch (e) {
         await this.endAttempt(attempt, true);
@@ -248,8 +263,16 @@ export class RequestRunner {
       numGenerated: job.generated.length,
       attempt: n,
       // the engine counts the generated tokens as output (penalties, min_tokens, the seeded draw's step)
-      sampling: { ...s.sampling, maxTokens: s.sampling.maxTokens - job.generated.length, ...(job.generated.length ? { numPriorOutput: job.generated.length } : {}) },
+      sampling: this.attemptSampling(job),
     };
+  }
+
+  /** The engine's sampling for the job's next attempt: the output so far counts as output; prompt logprobs once. */
+  private attemptSampling(job: Job): SamplingParams {
+    const s: SamplingParams = { ...job.spec.sampling, maxTokens: job.spec.sampling.maxTokens - job.generated.length };
+    if (job.generated.length) s.numPriorOutput = job.generated.length;
+    if (job.promptLogprobs) delete s.promptLogprobs;
+    return s;
   }
 
   /** Attempt `n` (counted) of the request, its `numTry`-th try (ids stay unique across busy retries). */

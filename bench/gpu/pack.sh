@@ -5,5 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash ../shared/gpu/pack-node.sh
 tar -C node_modules -cJf .gpu/node_modules.tar.xz tsx esbuild @esbuild/linux-x64 uvu dequal diff kleur sade mri \
-  node-api-headers node-addon-api
+  node-api-headers node-addon-api zod
 ls -la .gpu

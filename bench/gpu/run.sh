@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # One script for the GPU host: builds the CUDA addon and tools, checks correctness, times.
-#   bash bench/gpu/run.sh [steps...]     steps: build check fixture kjv bench node peer check8b (default: all)
+#   bash bench/gpu/run.sh [steps...]     steps: build check fixture kjv bench node extras peer check8b (default: all)
 #   quick variants: bench-quick, peer-quick
 # Before (on a CPU machine, in the project root): bash bench/gpu/pack.sh  (writes .gpu/, ignored)
 # With the device tool: run(command="bash bench/gpu/run.sh", carry=[".gpu"]). Results go to $OUT
 # (or /tmp/ms-out): build.log, kernels-check.txt, fixture.txt, engine-bench.{txt,json},
-# node-decode.json, peer.{txt,json}; the last lines printed are a summary table.
+# node-decode.json, extras-decode.json, peer.{txt,json}; the last lines printed are a summary table.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-/tmp/ms-out}
 mkdir -p "$OUT"
 steps=("$@")
-[[ ${#steps[@]} -eq 0 ]] && steps=(build check fixture kjv bench node peer check8b)
+[[ ${#steps[@]} -eq 0 ]] && steps=(build check fixture kjv bench node extras peer check8b)
 has() { local s; for s in "${steps[@]}"; do [[ $s == "$1" ]] && return 0; done; return 1; }
 stage() { echo "== $* ($(date -u +%T))"; }
 summary=()
@@ -49,6 +49,10 @@ if has fixture; then
   stage fixture test
   timeout 300 node --import tsx test/cuda/fixture.test.ts 2>&1 | tee "$OUT/fixture.txt"
   summary+=("fixture test: $(grep -E 'Passed|Total|FAIL' "$OUT/fixture.txt" | tr -s ' \n' ' ')")
+  for t in sampling sampling-extras; do  # the sampler, and the extras (issue 18) against the reference
+    timeout 300 node --import tsx test/cuda/$t.test.ts 2>&1 | tee "$OUT/$t.txt"
+    summary+=("$t test: $(grep -E 'Passed|Total|FAIL' "$OUT/$t.txt" | tr -s ' \n' ' ')")
+  done
 fi
 
 if has kjv; then
@@ -70,6 +74,12 @@ if has node; then
   stage node decode
   timeout 240 node --import tsx bench/gpu/node-decode.ts cuda:0 2>&1 | tee "$OUT/node-decode.json"
   summary+=("node path: $(tail -1 "$OUT/node-decode.json")")
+fi
+
+if has extras; then  # issue 18: penalties & co. at batch 64 must cost <= 5% of decode
+  stage sampling extras decode cost
+  timeout 300 node --import tsx bench/gpu/extras-decode.ts cuda:0 2>&1 | tee "$OUT/extras-decode.json"
+  summary+=("extras cost: $(tail -1 "$OUT/extras-decode.json")")
 fi
 
 if has peer || has peer-quick; then

@@ -110,4 +110,41 @@ inline std::shared_ptr<ExtrasInputs> parseExtras(Napi::Env env, Napi::Value v, s
   return e;
 }
 
+// sampling.promptLogprobs = {numTop Int32Array (numSeqs,), targets Int32Array (numTokens,),
+// logprobsOut Float32Array (numTokens * 21), topIdsOut Int32Array (numTokens * 20)}; the outputs
+// are the caller's (kept alive by the job).
+struct PromptLogprobsInputs {
+  std::vector<int32_t> numTop, targets;
+  ms::PromptLogprobs p;
+};
+
+inline std::shared_ptr<PromptLogprobsInputs> parsePromptLogprobs(Napi::Env env, Napi::Value v, size_t numSeqs, size_t numTokens,
+                                                                 int vocab, std::vector<Napi::ObjectReference>* keep) {
+  using namespace extras_detail;
+  if (!v.IsObject()) fail(env, "BAD_ARGUMENT", "sampling.promptLogprobs must be an object");
+  Napi::Object o = v.As<Napi::Object>();
+  auto e = std::make_shared<PromptLogprobsInputs>();
+  const auto need = [&](const char* key) { fail(env, "BAD_ARGUMENT", std::string("sampling.promptLogprobs.") + key + " is required"); };
+  if (!copyArray<int32_t, Napi::Int32Array>(env, o, "numTop", napi_int32_array, numSeqs, &e->numTop)) need("numTop");
+  if (!copyArray<int32_t, Napi::Int32Array>(env, o, "targets", napi_int32_array, numTokens, &e->targets)) need("targets");
+  for (int32_t n : e->numTop)
+    if (n < 0 || n > ms::kMaxLogprobs) fail(env, "BAD_ARGUMENT", "sampling.promptLogprobs.numTop entries must be in [0, 20]");
+  for (int32_t t : e->targets)
+    if (t < -1 || t >= vocab) fail(env, "BAD_TOKEN", "sampling.promptLogprobs.targets entries must be -1 or token ids");
+  Napi::Value lp = o.Get("logprobsOut"), ids = o.Get("topIdsOut");
+  if (!lp.IsTypedArray() || lp.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array ||
+      lp.As<Napi::Float32Array>().ElementLength() != numTokens * (1 + ms::kMaxLogprobs))
+    fail(env, "BAD_ARGUMENT", "sampling.promptLogprobs.logprobsOut must be a Float32Array of numTokens * 21");
+  if (!ids.IsTypedArray() || ids.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array ||
+      ids.As<Napi::Int32Array>().ElementLength() != numTokens * ms::kMaxLogprobs)
+    fail(env, "BAD_ARGUMENT", "sampling.promptLogprobs.topIdsOut must be an Int32Array of numTokens * 20");
+  keep->push_back(Napi::Persistent(lp.As<Napi::Object>()));
+  keep->push_back(Napi::Persistent(ids.As<Napi::Object>()));
+  e->p.numTop = e->numTop.data();
+  e->p.targets = e->targets.data();
+  e->p.logprobsOut = lp.As<Napi::Float32Array>().Data();
+  e->p.topIdsOut = ids.As<Napi::Int32Array>().Data();
+  return e;
+}
+
 }  // namespace ms::addon

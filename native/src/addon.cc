@@ -27,6 +27,8 @@ using ms::addon::Job;
 using ms::addon::Worker;
 using ms::addon::ExtrasInputs;
 using ms::addon::parseExtras;
+using ms::addon::parsePromptLogprobs;
+using ms::addon::PromptLogprobsInputs;
 
 class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
  public:
@@ -308,6 +310,7 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     std::vector<float> temperature, topP;
     std::vector<uint32_t> seed, step;
     std::shared_ptr<ExtrasInputs> extras;     // sampling.extras, or null
+    std::shared_ptr<PromptLogprobsInputs> prompt;  // sampling.promptLogprobs, or null
     std::vector<Napi::ObjectReference> outs;  // extras' output arrays: moved into the job's keep
     // The batch; with sampling, tokens go to tokensOut (numSeqs,).
     ms::Batch batch(int32_t* tokensOut = nullptr) const {
@@ -327,6 +330,7 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
         b.step = step.data();
         b.tokensOut = tokensOut;
         if (extras) b.extras = &extras->x;
+        if (prompt) b.promptLogprobs = &prompt->p;
       }
       return b;
     }
@@ -597,6 +601,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     in->step.assign(step.Data(), step.Data() + numSeqs);
     Napi::Value ex = o.Get("extras");
     if (!ex.IsUndefined()) in->extras = parseExtras(env, ex, numSeqs, vocab, &in->outs);
+    Napi::Value pl = o.Get("promptLogprobs");
+    if (!pl.IsUndefined()) in->prompt = parsePromptLogprobs(env, pl, numSeqs, in->tokens.size(), vocab, &in->outs);
   }
 
   std::vector<int32_t> pageIds(Napi::Env env, Napi::Value v) {

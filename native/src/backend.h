@@ -99,6 +99,9 @@ struct Batch {
   // Per-request logit processing and logprobs (optional; common/logit-processing.h). Null: plain
   // temperature / top-p sampling as above.
   const struct SamplingExtras* extras = nullptr;
+  // Prompt logprobs (optional, with tokensOut): logits of the tokens that ask for them, and only
+  // those, are computed besides the sampled rows' (struct PromptLogprobs).
+  const struct PromptLogprobs* promptLogprobs = nullptr;
 };
 
 // Most top logprobs a row may ask for (OpenAI's chat limit; vLLM allows 20 for completions too).
@@ -131,6 +134,18 @@ struct SamplingExtras {
   const int32_t* numLogprobs = nullptr;       // (numSeqs,) -1: no logprobs; else top entries in [0, kMaxLogprobs]
   float* logprobsOut = nullptr;               // (numSeqs, 1 + kMaxLogprobs): the sampled token's, then the top ones
   int32_t* topIdsOut = nullptr;               // (numSeqs, kMaxLogprobs) ids of the top entries, best first
+};
+
+// Prompt logprobs (completions' echo with logprobs, vLLM's prompt_logprobs): token t of the batch
+// with targets[t] >= 0 gets, from its own logits (raw: no logit processing, temperature 1), the
+// logprob of targets[t] (the next prompt token) and its sequence's numTop top entries, as
+// rowLogprobs (common/logit-processing.h) computes them. Rows with target -1 are neither computed
+// nor written.
+struct PromptLogprobs {
+  const int32_t* numTop = nullptr;   // (numSeqs,) top entries in [0, kMaxLogprobs]
+  const int32_t* targets = nullptr;  // (numTokens,) the id whose logprob token t's logits give; -1: none
+  float* logprobsOut = nullptr;      // (numTokens, 1 + kMaxLogprobs): the target's, then the top ones
+  int32_t* topIdsOut = nullptr;      // (numTokens, kMaxLogprobs) ids of the top entries, best first
 };
 
 // A layer-by-layer send carried by forwardWithSend: after layer L's compute, layer L's slice of

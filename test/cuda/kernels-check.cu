@@ -1,7 +1,7 @@
 // Checks every CUDA kernel of the backend against a float64 CPU reference on fresh random data
 // (head dims 16/32/64/128, GQA 1/2/4/8, ragged batches with prefixes in the pages, odd sizes).
 // Built on the GPU host by bench/gpu/run.sh (target microserve_kernels_check); prints one line
-// per check and exits 1 if any fails.
+// per check and exits 1 if any fails. The sampling extras' checks are in extras-check.cu.
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -21,6 +21,8 @@
 using namespace ms::cuda;
 using ms::bf16ToF32;
 using ms::f32ToBf16;
+
+int checkSamplingExtras();  // extras-check.cu: returns the number of failed checks
 
 namespace {
 
@@ -718,6 +720,7 @@ int main() {
     // are covered by the GQA groups above (4 and 8; 2 and 6; 1, 3, 5 and 7).
     checkRandom();
     checkSampling();
+    numFailed += checkSamplingExtras();
     const bool clustersRan = decodeMaxCluster() == 0 || clusterChecks > 0;
     if (!clustersRan) numFailed++;
     std::printf("%-58s %d checks (largest cluster %d) %s\n", "decodeAttentionMma in clusters", clusterChecks,

@@ -1,11 +1,13 @@
 // The engine's per-request sampling parameters on the CPU backend: a penalised, seeded stream is
 // the TS reference applied step by step (the penalty state the backend keeps per slot matches the
 // history), logprobs come with each token, min_tokens holds back the stop tokens, and a request
-// resumed elsewhere from prompt + its first tokens (numPriorOutput) continues the same stream.
+// resumed elsewhere from prompt + its first tokens (numPriorOutput) continues the same stream;
+// penalty slots stay within the backend's plan (a request that lost its slot rebuilds it).
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { logprobsOf, processLogits, sampleProcessed } from '../shared/logit-processing-reference.ts';
-import { checkExtrasSupported } from '../../actors/engine/sampling-params.ts';
+import { SamplingBatch, SamplingSlots } from '../../actors/engine/sampling-params.ts';
+import { Request } from '../../actors/engine/request.ts';
 import type { LoadedModel } from '../../native/index.ts';
 import { CASES, Collector, greedy, makeCore, openFixture, run } from './helpers.ts';
 
@@ -83,11 +85,46 @@ test('bad extension fields are typed errors naming the field', () => {
   bad({ numPriorOutput: 2 }, 'sampling.numPriorOutput');
 });
 
-test('a backend without the extras (CUDA for now) refuses requests that need them, and only those', () => {
-  assert.throws(() => checkExtrasSupported(greedy(2, { topK: 5 }), 'cuda:0', 'generate'), (e: any) => e.code === 'BAD_REQUEST' && e.info.field === 'sampling');
-  assert.throws(() => checkExtrasSupported(greedy(2, { logprobs: 0 }), 'cuda:0', 'generate'), (e: any) => e.code === 'BAD_REQUEST');
-  checkExtrasSupported(greedy(2, { temperature: 1, topP: 0.5, seed: 3 }), 'cuda:0', 'generate');
-  checkExtrasSupported(greedy(2, { topK: 5 }), 'cpu', 'generate');
+test('penalty slots stay below the capacity: a request outside the step gives its slot up and is rebuilt later', () => {
+  const slots = new SamplingSlots(2);
+  const req = (id: string, penalised = true) => new Request({ id, kind: 'generate', promptIds: [1, 2, 3], sampling: greedy(4, penalised ? { repetitionPenalty: 1.5 } : {}) });
+  const [a, b, c, plain] = [req('a'), req('b'), req('c'), req('p', false)];
+  assert.is(slots.slotOf(plain, new Set([plain])), -1, 'no penalties, no slot');
+  assert.is(slots.slotOf(a, new Set([a, b])), 0);
+  assert.is(slots.slotOf(b, new Set([a, b])), 1);
+  a.isSlotSynced = b.isSlotSynced = true;
+  assert.is(slots.slotOf(c, new Set([b, c])), 0, 'c takes the slot of a, which is not in its step');
+  assert.is(a.samplingSlot, -1);
+  assert.is(a.isSlotSynced, false, 'a rebuilds its state when it samples again');
+  assert.is(b.isSlotSynced, true, 'b keeps its slot and state');
+  assert.throws(() => slots.slotOf(a, new Set([a, b, c])), (e: any) => e.code === 'NATIVE_ERROR', 'a step larger than the capacity');
+  slots.release(b);
+  assert.is(slots.slotOf(a, new Set([a, c])), 1);
+  assert.is(slots.numHeld, 2);
+  assert.throws(() => new SamplingSlots(0), (e: any) => e.code === 'BAD_CONFIG');
+});
+
+test('a step whose penalised request lost its slot sends its history again (reset) and samples the same stream', async () => {
+  const c = new Collector();
+  const core = makeCore(model, { collector: c });
+  const prompt = CASES[1].prompt_ids;
+  const s = greedy(6, { frequencyPenalty: 1.5, presencePenalty: 0.5, temperature: 0.7, seed: 11 });
+  const whole = await run(core, c, 'w', prompt, s);
+  // The same request in steps of its own, its slot taken away after every step (as a full table does).
+  const slots = new SamplingSlots(1);
+  const r = new Request({ id: 'r', kind: 'generate', promptIds: prompt, sampling: s });
+  const tokens: number[] = [];
+  for (let k = 0; k < 6; k++) {
+    const sb = new SamplingBatch([r], slots);
+    assert.is(sb.sampling.extras!.reset![0], 1, `step ${k} rebuilds the slot`);
+    const ids = r.slice(0, r.totalLen);
+    const out = await model.backend.forwardTokens({ seqs: [{ tokens: ids, startPos: 0, pageTable: Int32Array.from({ length: 8 }, (_, i) => 80 + i) }], sampling: sb.sampling });
+    sb.commit();
+    tokens.push(out[0]);
+    r.outputIds.push(out[0]);
+    slots.slotOf(new Request({ id: `thief${k}`, kind: 'generate', promptIds: [1], sampling: s }), new Set());
+  }
+  assert.equal(tokens, whole.tokens);
 });
 
 test.run();

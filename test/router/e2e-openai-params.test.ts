@@ -2,7 +2,8 @@
  * OpenAI API parity, parameter by parameter, with the official `openai` client against a real
  * `microserve up` (tiny preset, one CPU engine): each sampling parameter has its effect or is
  * refused with a 400 naming it; logprobs match the engine's own logits (a forward of the same
- * preset in this process); n shares one prefill; several prompts; echo; stop_reason; usage in
+ * preset in this process); echo with logprobs and prompt_logprobs match the log-softmax of every
+ * prompt position's logits (whole, streamed, n > 1, max_tokens 0); n shares one prefill; several prompts; echo; stop_reason; usage in
  * streams; /tokenize, /detokenize, /version; and a 1 MB chat prompt is a 400 while /health keeps
  * answering.
  */
@@ -79,7 +80,8 @@ if (missing.length > 0) {
     await refused(complete('x', { logit_bias: { 999999: 1 } }), 'logit_bias');
     await refused(complete('x', { stream_options: { include_usage: true } }), 'stream_options');
     await refused(chat('x', { top_logprobs: 3 }), 'top_logprobs');
-    await refused(complete('x', { echo: true, logprobs: 1 }), 'echo');
+    await refused(complete('x', { max_tokens: 0 }), 'max_tokens');
+    await refused(complete('x', { prompt_logprobs: 21 }), 'prompt_logprobs');
     await refused(chat('x', { continue_final_message: true }), 'messages');
   });
 
@@ -155,6 +157,68 @@ if (missing.length > 0) {
     assert.equal(lp.text_offset[0], 0);
     const first = (await logSoftmax(tok.encode('Hello there')))!;
     assert.ok(Math.abs(lp.token_logprobs[0] - first.reduce((a, b) => Math.max(a, b), -Infinity)) < 2e-3);
+  });
+
+  test("echo with logprobs and prompt_logprobs are the log-softmax of each prompt position's logits", async () => {
+    const text = 'The cat sat on the mat';
+    const ids = tok.encode(text);
+    const pages = Math.ceil(ids.length / 16) + 1;
+    const z = await model.backend.forward({ seqs: [{ tokens: Int32Array.from(ids), startPos: 0, pageTable: Int32Array.from({ length: pages }, (_, i) => i) }], logits: 'all' });
+    const V = z.length / ids.length;
+    // lsm(i, t): log-softmax at position i of token t
+    const lsm = ids.map((_, i) => {
+      const row = z.subarray(i * V, (i + 1) * V);
+      let m = -Infinity;
+      for (const v of row) m = Math.max(m, v);
+      let sum = 0;
+      for (const v of row) sum += Math.exp(v - m);
+      return Float64Array.from(row, (v) => v - m - Math.log(sum));
+    });
+    const best = (i: number, k: number) => Array.from(lsm[i].keys()).sort((a, b) => lsm[i][b] - lsm[i][a] || a - b).slice(0, k);
+    const near = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) < 2e-3, `${what}: ${a} vs engine ${b}`);
+
+    const r = await complete(text, { max_tokens: 3, echo: true, logprobs: 2, prompt_logprobs: 3 });
+    const ch = r.choices[0];
+    assert.ok(ch.text.startsWith(text));
+    const lp = ch.logprobs;
+    assert.is(lp.tokens.length, ids.length + 3, 'prompt tokens, then the completion');
+    assert.is(lp.token_logprobs[0], null);
+    assert.is(lp.top_logprobs[0], null);
+    for (let i = 1; i < ids.length; i++) {
+      near(lp.token_logprobs[i], lsm[i - 1][ids[i]], `echo logprob of prompt token ${i}`);
+      assert.is(Object.keys(lp.top_logprobs[i]).length, Math.min(2, new Set(best(i - 1, 2).map((t) => tok.decode([t]))).size));
+    }
+    near(lp.token_logprobs[ids.length], lsm[ids.length - 1][best(ids.length - 1, 1)[0]], 'the first generated token (greedy)');
+    const pl = ch.prompt_logprobs;
+    assert.is(pl.length, ids.length);
+    assert.is(pl[0], null);
+    for (let i = 1; i < ids.length; i++) {
+      near(pl[i][ids[i]].logprob, lsm[i - 1][ids[i]], `prompt_logprobs ${i}`);
+      best(i - 1, 3).forEach((t, k) => {
+        near(pl[i][t].logprob, lsm[i - 1][t], `prompt_logprobs ${i} top ${k}`);
+        if (t !== ids[i]) assert.is(pl[i][t].rank, k + 1);
+      });
+    }
+
+    // max_tokens 0 scores the prompt alone; n = 2 asks once (the shared prefill); a stream opens with them
+    const scored = await complete(text, { max_tokens: 0, echo: true, logprobs: 1 });
+    assert.is(scored.choices[0].text, text);
+    assert.equal(scored.choices[0].logprobs.token_logprobs, lp.token_logprobs.slice(0, ids.length));
+    assert.is(scored.usage.completion_tokens, 0);
+    const two = await complete(text, { max_tokens: 2, n: 2, temperature: 1, seed: 4, prompt_logprobs: 0 });
+    for (const c2 of two.choices) {
+      assert.is(c2.prompt_logprobs.length, ids.length);
+      near(c2.prompt_logprobs[3][ids[3]].logprob, lsm[2][ids[3]], 'n = 2');
+    }
+    const stream = await client.completions.create({ model: 'tiny', prompt: text, max_tokens: 3, temperature: 0, echo: true, logprobs: 1, stream: true } as any);
+    const chunks: any[] = [];
+    for await (const x of stream as any) chunks.push(x);
+    assert.is(chunks[0].choices[0].text, text, 'the first chunk echoes the prompt');
+    assert.equal(chunks[0].choices[0].logprobs.token_logprobs, lp.token_logprobs.slice(0, ids.length));
+    assert.is(chunks.map((x) => x.choices[0]?.text ?? '').join(''), ch.text);
+    const chatR = await post('/v1/chat/completions', { model: 'tiny', messages: [{ role: 'user', content: 'Hi' }], max_tokens: 2, temperature: 0, prompt_logprobs: 1 });
+    assert.is(chatR.status, 200);
+    assert.is(chatR.body.prompt_logprobs.length, tok.applyChatTemplate([{ role: 'user', content: 'Hi' }]).length);
   });
 
   test('n shares one prefill; several prompts; echo', async () => {

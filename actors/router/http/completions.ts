@@ -10,7 +10,7 @@ import type { SamplingParams } from '../../messages.ts';
 import type { JobResult } from '../request-runner.ts';
 import { Choice } from './choice.ts';
 import { ApiError, badRequest, toApiError } from './errors.ts';
-import { chatLogprobs, completionLogprobs } from './logprobs.ts';
+import { chatLogprobs, completionLogprobs, concatCompletionLogprobs, echoCompletionLogprobs, vllmPromptLogprobs, type PromptLogprobs } from './logprobs.ts';
 import { parseRequest, type ParsedRequest } from './parse.ts';
 import { checkContext, checkIds, encodeChat, encodeText } from './prompt-ids.ts';
 import { runChoices, usage, type CompletionDeps, type Meta, type PromptRun } from './run-choices.ts';
@@ -32,7 +32,9 @@ export async function handleCompletion(c: Context, deps: CompletionDeps, kind: '
   checkTokenFields(req, deps);
   deps.admission.checkQueue();
   const runs: PromptRun[] = [];
-  for (const p of await promptIds(req, deps)) runs.push({ ...p, sampling: samplingFor(req, p.ids.length, deps) });
+  for (const p of await promptIds(req, deps)) {
+    runs.push({ ...p, sampling: samplingFor(req, p.ids.length, deps), ...(req.promptLogprobs !== null ? { promptLogprobs: req.promptLogprobs } : {}) });
+  }
   const isChat = kind === 'chat';
   const meta: Meta = {
     id: `${isChat ? 'chatcmpl' : 'cmpl'}-${randomBytes(12).toString('hex')}`,
@@ -126,12 +128,19 @@ function newChoice(req: ParsedRequest, deps: CompletionDeps, index: number, pref
   );
 }
 
-/** The choice as it appears in a whole (non-streamed) response. */
-function choiceBody(meta: Meta, deps: CompletionDeps, ch: Choice, r: JobResult): Record<string, unknown> {
+/** The choice as it appears in a whole (non-streamed) response; `prompt`: its prompt's logprobs, when asked for. */
+function choiceBody(meta: Meta, deps: CompletionDeps, ch: Choice, r: JobResult, prompt: PromptLogprobs | null): Record<string, unknown> {
   const req = meta.req;
+  let logprobs: unknown = null;
+  if (meta.isChat) logprobs = req.logprobs !== null ? chatLogprobs(ch.logprobs, deps.tokenizer) : null;
+  else if (req.logprobs !== null) {
+    const own = completionLogprobs(ch.logprobs, deps.tokenizer, ch.o.prefix.length);
+    logprobs = req.isEchoLogprobs && prompt ? concatCompletionLogprobs(echoCompletionLogprobs(prompt, deps.tokenizer, req.logprobs), own) : own;
+  }
   const body: Record<string, unknown> = meta.isChat
-    ? { index: ch.index, message: { role: 'assistant', content: ch.text }, logprobs: req.logprobs !== null ? chatLogprobs(ch.logprobs, deps.tokenizer) : null }
-    : { index: ch.index, text: ch.text, logprobs: req.logprobs !== null ? completionLogprobs(ch.logprobs, deps.tokenizer, ch.o.prefix.length) : null };
+    ? { index: ch.index, message: { role: 'assistant', content: ch.text }, logprobs }
+    : { index: ch.index, text: ch.text, logprobs };
+  if (!meta.isChat && req.promptLogprobsField !== null) body.prompt_logprobs = prompt ? vllmPromptLogprobs(prompt, deps.tokenizer, req.promptLogprobsField) : null;
   body.finish_reason = ch.finishReason(r);
   body.stop_reason = ch.stopReason();
   if (req.returnTokenIds || !deps.tokenizer) body.token_ids = ch.ids;
@@ -139,7 +148,14 @@ function choiceBody(meta: Meta, deps: CompletionDeps, ch: Choice, r: JobResult):
 }
 
 async function whole(c: Context, deps: CompletionDeps, meta: Meta, runs: PromptRun[], choices: Choice[]): Promise<Response> {
-  const run = runChoices(deps, runs, choices, (ch, tokens, lps) => void ch.push(tokens, lps));
+  const prompts: (PromptLogprobs | null)[] = runs.map(() => null);
+  const run = runChoices(
+    deps,
+    runs,
+    choices,
+    (ch, tokens, lps) => void ch.push(tokens, lps),
+    (p, lps) => (prompts[p] = { ids: runs[p].ids, lps }),
+  );
   const signal = c.req.raw.signal;
   signal.addEventListener('abort', run.cancel);
   const results = await run.done.finally(() => signal.removeEventListener('abort', run.cancel));
@@ -147,6 +163,8 @@ async function whole(c: Context, deps: CompletionDeps, meta: Meta, runs: PromptR
   if (failed) throw toApiError(failed.error);
   choices.forEach((ch) => ch.finish());
   const numTokens = results.reduce((a, r) => a + r.numTokens, 0);
-  const body = choices.map((ch, i) => choiceBody(meta, deps, ch, results[i]));
-  return c.json({ id: meta.id, object: meta.object, created: meta.created, model: meta.model, choices: body, usage: usage(meta, numTokens) });
+  const body = choices.map((ch, i) => choiceBody(meta, deps, ch, results[i], prompts[Math.floor(ch.index / meta.req.n)]));
+  const out: Record<string, unknown> = { id: meta.id, object: meta.object, created: meta.created, model: meta.model, choices: body, usage: usage(meta, numTokens) };
+  if (meta.isChat && meta.req.promptLogprobsField !== null) out.prompt_logprobs = prompts[0] ? vllmPromptLogprobs(prompts[0], deps.tokenizer, meta.req.promptLogprobsField) : null;
+  return c.json(out);
 }

@@ -49,6 +49,12 @@ export interface ParsedRequest {
   echo: boolean;
   /** null: no logprobs; else the number of top alternatives per token. */
   logprobs: number | null;
+  /** Completions: echo with logprobs (the prompt tokens' logprobs come first). */
+  isEchoLogprobs: boolean;
+  /** vLLM's prompt_logprobs (its top count): the choices (chat: the response) carry `prompt_logprobs`. */
+  promptLogprobsField: number | null;
+  /** What the engine computes: top alternatives per prompt token (null: no prompt logprobs). */
+  promptLogprobs: number | null;
 }
 
 const orDefault = <T>(v: T | null | undefined, d: T): T => (v === null || v === undefined ? d : v);
@@ -76,7 +82,12 @@ export function parseRequest(raw: unknown, kind: 'completion' | 'chat'): ParsedR
     logprobs = cmpl.logprobs;
   }
   const echo = orDefault(cmpl?.echo, false);
-  if (echo && logprobs !== null) throw badRequest("'echo' with 'logprobs' needs prompt logprobs, which are not implemented", 'echo', 'unsupported_parameter');
+  const isEchoLogprobs = echo && logprobs !== null;
+  const promptLogprobsField = b.prompt_logprobs ?? null;
+  const promptLogprobs = isEchoLogprobs || promptLogprobsField !== null ? Math.max(isEchoLogprobs ? logprobs! : 0, promptLogprobsField ?? 0) : null;
+  if (maxTokens === 0 && promptLogprobs === null) {
+    throw badRequest(`'${maxTokensParam}' 0 only scores the prompt: it needs echo with logprobs, or prompt_logprobs`, maxTokensParam, 'invalid_value');
+  }
   const continueFinalMessage = orDefault(chat?.continue_final_message, false);
   const addGenerationPrompt = orDefault(chat?.add_generation_prompt, !continueFinalMessage);
   if (continueFinalMessage && addGenerationPrompt) throw badRequest("'continue_final_message' and 'add_generation_prompt' cannot both be true", 'continue_final_message', 'invalid_value');
@@ -115,6 +126,9 @@ export function parseRequest(raw: unknown, kind: 'completion' | 'chat'): ParsedR
     returnTokenIds: orDefault(b.return_token_ids, false),
     echo,
     logprobs,
+    isEchoLogprobs,
+    promptLogprobsField,
+    promptLogprobs,
   };
 }
 

@@ -1,9 +1,11 @@
 /**
  * The streamed answer of a completion: server-sent events `data: {chunk}` … `data: [DONE]`, the
  * chunks of every choice interleaved as their tokens arrive (each chunk names its choice's
- * `index`). Chat streams open each choice with its role; every choice ends with a chunk that
- * carries `finish_reason` and `stop_reason`. stream_options: `include_usage` adds a last chunk with
- * the usage, `continuous_usage_stats` puts the usage so far in every chunk.
+ * `index`). Chat streams open each choice with its role, echo with the prompt's text; every
+ * choice ends with a chunk that carries `finish_reason` and `stop_reason`. stream_options:
+ * `include_usage` adds a last chunk with the usage, `continuous_usage_stats` puts the usage so far
+ * in every chunk. With prompt logprobs asked for (echo with logprobs, prompt_logprobs) a choice's
+ * opening chunk waits for its prompt's logprobs and carries them (they come before its tokens).
  */
 import type { Context } from 'hono';
 import { streamSSE, type SSEStreamingApi } from 'hono/streaming';
@@ -13,13 +15,9 @@ import type { JobResult } from '../request-runner.ts';
 import type { Choice, ChoiceDelta } from './choice.ts';
 import { runChoices, usage, type CompletionDeps, type Meta, type PromptRun } from './run-choices.ts';
 import { toApiError } from './errors.ts';
-import { chatLogprobs, completionLogprobs } from './logprobs.ts';
+import { chatLogprobs, completionLogprobs, echoCompletionLogprobs, vllmPromptLogprobs, type PromptLogprobs } from './logprobs.ts';
 
-interface Event {
-  choice: Choice;
-  tokens: number[];
-  lps?: TokenLogprob[];
-}
+type Event = { kind: 'tokens'; choice: Choice; tokens: number[]; lps?: TokenLogprob[] } | { kind: 'prompt'; prompt: number; lps: TokenLogprob[] };
 
 export function streamed(c: Context, deps: CompletionDeps, meta: Meta, runs: PromptRun[], choices: Choice[]): Response {
   return streamSSE(c, async (stream) => {
@@ -27,10 +25,17 @@ export function streamed(c: Context, deps: CompletionDeps, meta: Meta, runs: Pro
     let wake: (() => void) | null = null;
     let results: JobResult[] | null = null;
     let numTokens = 0;
-    const run = runChoices(deps, runs, choices, (choice, tokens, lps) => {
-      queue.push({ choice, tokens, lps });
+    const push = (ev: Event) => {
+      queue.push(ev);
       wake?.();
-    });
+    };
+    const run = runChoices(
+      deps,
+      runs,
+      choices,
+      (choice, tokens, lps) => push({ kind: 'tokens', choice, tokens, lps }),
+      (prompt, lps) => push({ kind: 'prompt', prompt, lps }),
+    );
     stream.onAbort(run.cancel);
     void run.done.then((r) => {
       results = r;
@@ -44,13 +49,36 @@ export function streamed(c: Context, deps: CompletionDeps, meta: Meta, runs: Pro
       if (meta.req.continuousUsage) (body as Record<string, unknown>).usage = usage(meta, numTokens);
       return write(stream, body);
     };
-    for (const ch of choices) {
-      if (meta.isChat) await send(ch, null, null, { delta: { role: 'assistant', content: '' } });
-      if (ch.o.prefix) await send(ch, { text: ch.o.prefix, ids: [], logprobs: [] }, null);
-    }
+    const opened = new Set<Choice>();
+    // A choice's first chunks: the chat role, or echo's prompt text (with the prompt's logprobs when asked for).
+    const open = async (ch: Choice, prompt: PromptLogprobs | null) => {
+      if (opened.has(ch)) return;
+      opened.add(ch);
+      const req = meta.req;
+      const vllm = prompt && req.promptLogprobsField !== null ? vllmPromptLogprobs(prompt, deps.tokenizer, req.promptLogprobsField) : null;
+      if (meta.isChat) {
+        const body = chunk(meta, deps, ch, null, null, 0, false, { delta: { role: 'assistant', content: '' } }) as Record<string, unknown>;
+        if (vllm) body.prompt_logprobs = vllm;
+        return write(stream, body);
+      }
+      if (!ch.o.prefix && !vllm) return;
+      const body = chunk(meta, deps, ch, { text: ch.o.prefix, ids: [], logprobs: [] }, null, 0, withIds, vllm ? { prompt_logprobs: vllm } : {});
+      if (req.isEchoLogprobs && prompt) body.choices[0].logprobs = echoCompletionLogprobs(prompt, deps.tokenizer, req.logprobs!);
+      textOffset.set(ch, ch.o.prefix.length);
+      if (req.continuousUsage) (body as Record<string, unknown>).usage = usage(meta, numTokens);
+      await write(stream, body);
+    };
+    const isPromptDeferred = meta.req.promptLogprobs !== null;
+    if (!isPromptDeferred) for (const ch of choices) await open(ch, null);
     for (;;) {
       while (queue.length > 0 && !stream.aborted) {
         const ev = queue.shift()!;
+        if (ev.kind === 'prompt') {
+          const n = meta.req.n;
+          for (const ch of choices.slice(ev.prompt * n, (ev.prompt + 1) * n)) await open(ch, { ids: runs[ev.prompt].ids, lps: ev.lps });
+          continue;
+        }
+        await open(ev.choice, null); // (prompt logprobs come first; never reached with them)
         if (ev.choice.isStopped) continue;
         numTokens += ev.tokens.length;
         const d = ev.choice.push(ev.tokens, ev.lps);
@@ -68,6 +96,7 @@ export function streamed(c: Context, deps: CompletionDeps, meta: Meta, runs: Pro
     } else {
       numTokens = rs.reduce((a, r) => a + r.numTokens, 0);
       for (const [i, ch] of choices.entries()) {
+        await open(ch, null);
         const tail = ch.finish();
         if (tail) await send(ch, { text: tail, ids: [], logprobs: [] }, null);
         await send(ch, null, ch.finishReason(rs[i]), { stop_reason: ch.stopReason() });
@@ -80,7 +109,7 @@ export function streamed(c: Context, deps: CompletionDeps, meta: Meta, runs: Pro
 
 const chunkObject = (meta: Meta) => (meta.isChat ? 'chat.completion.chunk' : 'text_completion');
 
-function chunk(meta: Meta, deps: CompletionDeps, ch: Choice, d: ChoiceDelta | null, finish: FinishReason | null, offset: number, withIds: boolean, extra: Record<string, unknown>) {
+function chunk(meta: Meta, deps: CompletionDeps, ch: Choice, d: ChoiceDelta | null, finish: FinishReason | null, offset: number, withIds: boolean, extra: Record<string, unknown>): { id: string; choices: Record<string, unknown>[]; [k: string]: unknown } {
   const wantLp = meta.req.logprobs !== null && d !== null && d.logprobs.length > 0;
   const choice: Record<string, unknown> = meta.isChat
     ? { index: ch.index, delta: d ? { content: d.text } : {}, logprobs: wantLp ? chatLogprobs(d!.logprobs, deps.tokenizer) : null, finish_reason: finish }

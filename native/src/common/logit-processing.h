@@ -72,6 +72,20 @@ inline std::string samplingExtrasError(const Batch& b, int vocab) {
   return "";
 }
 
+// "" when a batch's prompt logprobs are valid for `vocab` (they come with a sampling forward).
+inline std::string promptLogprobsError(const Batch& b, int vocab) {
+  const PromptLogprobs* p = b.promptLogprobs;
+  if (!p) return "";
+  if (!b.tokensOut) return "prompt logprobs come with a sampling forward (tokensOut)";
+  if (!p->numTop || !p->targets || !p->logprobsOut || !p->topIdsOut) return "prompt logprobs need numTop, targets and both outputs";
+  for (int s = 0; s < b.numSeqs; s++)
+    if (p->numTop[s] < 0 || p->numTop[s] > kMaxLogprobs)
+      return "sequence " + std::to_string(s) + ": prompt numTop must be in [0, " + std::to_string(kMaxLogprobs) + "]";
+  for (int t = 0; t < b.numTokens; t++)
+    if (p->targets[t] < -1 || p->targets[t] >= vocab) return "prompt target " + std::to_string(t) + " is outside [-1, vocab)";
+  return "";
+}
+
 // P1-P4 on row s in place. st: the row's penalty state, or null.
 inline void processLogits(float* z, int vocab, const SamplingExtras& x, int s, const PenaltyState* st) {
   if (x.allowedMask) {

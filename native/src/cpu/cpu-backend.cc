@@ -135,10 +135,9 @@ class CpuBackend : public Backend {
     if (!st.ok()) return st;
     st = checkBatchSampling(b, logitsOut);
     if (!st.ok()) return st;
-    if (b.tokensOut) {
-      std::string e = samplingExtrasError(b, m_.vocab);
-      if (!e.empty()) return Status::Error(Code::BAD_ARGUMENT, e);
-    }
+    std::string e = b.tokensOut ? samplingExtrasError(b, m_.vocab) : "";
+    if (e.empty()) e = promptLogprobsError(b, m_.vocab);
+    if (!e.empty()) return Status::Error(Code::BAD_ARGUMENT, e);
     return guarded([&] { return run(b, logitsOut); });
   }
   DType kvDType() const override { return DType::F32; }
@@ -170,6 +169,7 @@ class CpuBackend : public Backend {
   float* page(int id) { return kvPool_ + size_t(id) * pageFloats_; }
   Status run(const Batch& b, float* logitsOut);
   Status sampleWithExtras(const Batch& b, float* logits);
+  void promptLogprobs(const Batch& b);
 
   ModelConfig m_;
   KvConfig kv_;
@@ -283,14 +283,41 @@ Status CpuBackend::run(const Batch& b, float* logitsOut) {
     rmsNorm(&x[size_t(rows[r]) * H], weights_.finalNorm.data(), H, m_.rmsEps, &xf[r * H]);
   float* logits = logitsOut ? logitsOut : w.logits.data();  // planned (numSeqs, vocab) when only tokens are wanted
   weights_.head().matmul(k_, threads_, xf, int(rows.size()), H, logits, m_.vocab, false);
-  if (b.tokensOut && b.extras) return sampleWithExtras(b, logits);
-  if (b.tokensOut) {  // one row per task; each thread keeps its own scratch
+  if (b.tokensOut && b.extras) {
+    Status st = sampleWithExtras(b, logits);
+    if (!st.ok()) return st;
+  } else if (b.tokensOut) {  // one row per task; each thread keeps its own scratch
     threads_.run(b.numSeqs, [&](int s, int t) {
       b.tokensOut[s] = sampleRow(logits + size_t(s) * m_.vocab, m_.vocab, b.temperature[s], b.topP[s], b.seed[s],
                                  b.step[s], w.sampleScratch[t]);
     });
   }
+  if (b.promptLogprobs) promptLogprobs(b);
   return Status::Ok();
+}
+
+// Prompt logprobs: the rows that ask for them, maxSeqs at a time through the planned logits, from
+// the final hidden states the layers left in x.
+void CpuBackend::promptLogprobs(const Batch& b) {
+  const PromptLogprobs& p = *b.promptLogprobs;
+  StepScratch& w = scratch_;
+  const int H = m_.hidden, V = m_.vocab, chunk = plan_.maxNumSeqs;
+  std::vector<int>& rows = w.rows;
+  rows.clear();
+  for (int t = 0; t < b.numTokens; t++)
+    if (p.targets[t] >= 0) rows.push_back(t);
+  for (size_t r0 = 0; r0 < rows.size(); r0 += size_t(chunk)) {
+    const int n = int(std::min(rows.size() - r0, size_t(chunk)));
+    for (int j = 0; j < n; j++)
+      rmsNorm(&w.x[size_t(rows[r0 + j]) * H], weights_.finalNorm.data(), H, m_.rmsEps, &w.xf[size_t(j) * H]);
+    weights_.head().matmul(k_, threads_, w.xf.data(), n, H, w.logits.data(), V, false);
+    threads_.run(n, [&](int j, int t) {
+      const int tok = rows[r0 + size_t(j)];
+      rowLogprobs(w.logits.data() + size_t(j) * V, V, 1.f, p.targets[tok], p.numTop[w.idx.seqOf[tok]],
+                  p.logprobsOut + size_t(tok) * (1 + kMaxLogprobs), p.topIdsOut + size_t(tok) * kMaxLogprobs,
+                  w.logprobScratch[t]);
+    });
+  }
 }
 
 // Sampling with SamplingExtras (common/logit-processing.h): slots rebuilt where asked, rows

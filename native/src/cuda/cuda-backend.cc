@@ -72,6 +72,7 @@ CudaBackend::~CudaBackend() {
   clearGraphs();
   for (cudaEvent_t e : profEvents_) cudaEventDestroy(e);
   freeArena(arena_);
+  extras_.release();
   gemm_.reset();
   weights_.reset();
   if (hostMeta_) cudaFreeHost(hostMeta_);

@@ -7,8 +7,10 @@
 //   RMSNorm -> fused QKV GEMM -> RoPE + KV append -> paged attention -> O GEMM (+= residual)
 //   -> RMSNorm -> fused gate|up GEMM -> SiLU.mul -> down GEMM (+= residual),
 // final RMSNorm on the rows that need logits, LM head (f32), then either the logits to the host
-// or, with Batch::tokensOut, the sampler (sampling.cu) and numSeqs token ids to the host.
-// Pure-decode batches replay a CUDA graph captured per (batch bucket, context bucket).
+// or, with Batch::tokensOut, the sampler (sampling.cu) and numSeqs token ids to the host; with
+// Batch::extras, the logit processing and logprobs before it (logit-processing.h, extras-pack.h).
+// Pure-decode batches replay a CUDA graph captured per (batch bucket, context bucket, sampling,
+// extras): a batch without extras replays a graph without their kernels.
 //
 // Memory is planned once (memory-plan.cc): at finalize the step arena is sized for the largest
 // step the caps allow (BackendOptions maxBatchTokens / maxNumSeqs, the model's max positions),
@@ -27,6 +29,7 @@
 
 #include "../backend.h"
 #include "check.h"
+#include "extras-pack.h"
 #include "forward-plan.h"
 #include "gemm.h"
 #include "kernels.h"
@@ -120,11 +123,19 @@ class CudaBackend : public Backend {
   void linear(int kind, const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s);
   void runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int maxSplits, cudaStream_t s);
   void runHead(const int32_t* rows, int n, Arena& a, cudaStream_t s);
+  // The checks of forward and forwardWithSend: the plan, the sampling inputs and their extras.
+  Status checkForward(const Batch& b, const float* logitsOut) const;
   void forwardEager(const Batch& b, float* out);
   bool graphEligible(const Batch& b) const;
   void forwardGraph(const Batch& b, float* out);
   // Captures (or, when it exists, re-captures into the same executable) the graph of a key.
-  void captureGraph(int bucket, int ctxBucket, bool sampling);
+  void captureGraph(int bucket, int ctxBucket, bool sampling, bool extras);
+  // Rows [row0, row0 + n) of the step, their logits in logits (n, vocab): the extras' logit
+  // processing and logprobs (isGraph: every kernel, the first bias window; eager: what the packed
+  // batch uses, every window) ...
+  void processExtras(float* logits, int row0, int n, const int32_t* params, int32_t* tokens, bool isGraph);
+  // ... then the sampler (with the extras: top_k, min_p, then the penalty counts and logprobs).
+  void sampleRows(Arena& a, int row0, int n, const int32_t* params, int32_t* tokens, bool extras);
   void copyLogits(const float* dev, int rows, float* out);
   void mark(int stage, cudaStream_t s);
   void collectProfile();
@@ -179,7 +190,8 @@ class CudaBackend : public Backend {
   int maxGraphCtx_ = 0;          // largest context bucket captured
   static constexpr int kCopyParts = 4;
   cudaEvent_t evCopy_[kCopyParts] = {};
-  std::map<std::tuple<int, int, bool>, Graph> graphs_;  // (batch bucket, context bucket, sampling)
+  std::map<std::tuple<int, int, bool, bool>, Graph> graphs_;  // (batch bucket, context bucket, sampling, extras)
+  DeviceExtras extras_;          // sampling extras: penalty slots, per-row inputs, logprob outputs (planned)
   const BackendOptions opts_;  // fixed at construction
   bool graphsEnabled_ = true;    // BackendOptions::cudaGraphs; benchmarks switch it
   bool timing_ = false;          // time each forward's GPU work with events (lastGpuMs_); benchmarks

@@ -2,12 +2,13 @@
 
 #include <cstring>
 
+#include "logit-processing.h"
 #include "sampling.h"
 
 namespace ms::cuda {
 
 MetaLayout metaLayout(int numTokens, int numSeqs, int ptStride, int numRows, int numDecode, int numTiles,
-                      int numSampled) {
+                      int numSampled, int numPromptRows) {
   MetaLayout l;
   l.numTokens = numTokens;
   l.numSeqs = numSeqs;
@@ -27,6 +28,11 @@ MetaLayout metaLayout(int numTokens, int numSeqs, int ptStride, int numRows, int
   l.numSampled = numSampled;
   l.sampleParams = off, off += size_t(numSampled) * kSampleParamInts;
   l.sampled = off, off += numSampled;
+  l.numPromptRows = numPromptRows;
+  l.promptRows = off, off += numPromptRows;
+  l.promptTargets = off, off += numPromptRows;
+  l.promptTop = off, off += numPromptRows;
+  l.promptOut = off, off += size_t(numPromptRows) * kLogprobInts;
   l.total = off;
   return l;
 }
@@ -72,9 +78,11 @@ EagerPlan planEager(const Batch& b, int pageSize) {
       numTiles += (b.seqLens[s] + kPrefillTileRows - 1) / kPrefillTileRows;
     }
   }
-  int numRows = b.allLogits ? b.numTokens : b.numSeqs;
+  int numRows = b.allLogits ? b.numTokens : b.numSeqs, numPrompt = 0;
+  if (b.promptLogprobs)
+    for (int t = 0; t < b.numTokens; t++) numPrompt += b.promptLogprobs->targets[t] >= 0;
   p.lay = metaLayout(b.numTokens, b.numSeqs, ptStride, numRows, numDecode, numTiles,
-                     b.tokensOut ? b.numSeqs : 0);
+                     b.tokensOut ? b.numSeqs : 0, numPrompt);
   return p;
 }
 
@@ -101,6 +109,25 @@ void packEager(const Batch& b, const EagerPlan& p, int32_t* dst) {
     for (int i = 0; i < l.ptStride; i++)
       dst[l.pageTable + size_t(s) * l.ptStride + i] = i < b.maxPagesPerSeq ? b.pageTables[size_t(s) * b.maxPagesPerSeq + i] : 0;
   packSampleParams(b, l, dst);
+  for (int s = 0, t = 0, r = 0; s < b.numSeqs && l.numPromptRows; s++)
+    for (int i = 0; i < b.seqLens[s]; i++, t++) {
+      const int32_t target = b.promptLogprobs->targets[t];
+      if (target < 0) continue;
+      dst[l.promptRows + r] = t;
+      dst[l.promptTargets + r] = target;
+      dst[l.promptTop + r] = b.promptLogprobs->numTop[s];
+      r++;
+    }
+}
+
+void unpackPromptLogprobs(const Batch& b, const MetaLayout& l, const int32_t* src) {
+  const PromptLogprobs& p = *b.promptLogprobs;
+  for (int r = 0; r < l.numPromptRows; r++) {
+    const int t = src[l.promptRows + r];
+    const int32_t* o = src + l.promptOut + size_t(r) * kLogprobInts;
+    std::memcpy(p.logprobsOut + size_t(t) * (1 + kMaxLogprobs), o, size_t(1 + kMaxLogprobs) * 4);
+    std::memcpy(p.topIdsOut + size_t(t) * kMaxLogprobs, o + 1 + kMaxLogprobs, size_t(kMaxLogprobs) * 4);
+  }
 }
 
 MetaLayout graphLayout(int bucket, int ptStride, bool sampling) {

@@ -24,10 +24,15 @@ struct MetaLayout {
   int numSampled = 0;    // rows sampled on the device: 0, or numRows (Batch::tokensOut)
   size_t sampleParams = 0;  // (numSampled, kSampleParamInts) see cuda/sampling.h
   size_t sampled = 0;       // (numSampled,) sampled token ids, written by the device
+  int numPromptRows = 0;    // tokens with prompt logprobs (Batch::promptLogprobs targets >= 0)
+  size_t promptRows = 0;    // (numPromptRows,) their token indexes
+  size_t promptTargets = 0; // (numPromptRows,) the ids whose logprobs they give
+  size_t promptTop = 0;     // (numPromptRows,) top entries of each
+  size_t promptOut = 0;     // (numPromptRows, kLogprobInts) written by the device
   size_t total = 0;
 };
 MetaLayout metaLayout(int numTokens, int numSeqs, int ptStride, int numRows, int numDecode, int numTiles,
-                      int numSampled = 0);
+                      int numSampled = 0, int numPromptRows = 0);
 
 // Device pointers into a packed buffer.
 struct DeviceMeta {
@@ -50,6 +55,9 @@ struct EagerPlan {
 };
 EagerPlan planEager(const Batch& b, int pageSize);
 void packEager(const Batch& b, const EagerPlan& p, int32_t* dst);
+// After the step: the device's prompt logprob rows (in the packed buffer `src`, back on the host)
+// into b.promptLogprobs' outputs.
+void unpackPromptLogprobs(const Batch& b, const MetaLayout& l, const int32_t* src);
 
 // Graph plan: a pure-decode batch (every seqLen 1) padded to `bucket` sequences. Padding rows
 // decode token 0 at position 0 into `dummyPage`; page tables are (bucket, ptStride), padded

@@ -177,11 +177,8 @@ void CudaBackend::afterLayer(int layer, cudaStream_t s) {
 Status CudaBackend::forwardWithSend(const Batch& b, float* logitsOut, const LayerSend& send,
                                     std::vector<float>* timeline) {
   return guarded([&] {
-    if (!finalized_) return Status::Error(Code::NATIVE_ERROR, "forward before finalize");
-    Status st = checkStepPlan(b, plan_);
+    Status st = checkForward(b, logitsOut);
     if (!st.ok()) return st;
-    if (b.tokensOut && b.extras)  // as forward: not on the GPU yet
-      return Status::Error(Code::BAD_ARGUMENT, "sampling extras (top_k, penalties, logprobs...) are not implemented on the CUDA backend yet");
     KvIpc& k = ipc();
     st = checkPairs(send.srcPages, send.dstPages, send.peerIds, send.peerId, send.n, "send page pair");
     if (!st.ok()) return st;

@@ -1,11 +1,14 @@
 // CudaBackend's memory plan, made once at finalize (vLLM / SGLang do the same at start):
 //   1. the step arena for the largest step the caps allow (activations for maxBatchTokens tokens,
 //      logits and sampling scratch for a head chunk, decode split partials for maxNumSeqs
-//      sequences at the longest context, packed metadata), its pinned host staging;
+//      sequences at the longest context, packed metadata), its pinned host staging, and the
+//      sampling extras (extras-pack.h: a penalty-state row of vocab int32 per slot, maxNumSeqs
+//      slots — 128 MiB at a 128k vocabulary and 256 sequences —, per-row inputs, bias windows,
+//      mask rows, logprob outputs); counted in arenaBytes;
 //   2. autotune (times products in the arena);
 //   3. every decode CUDA graph (batch bucket up to maxNumSeqs, context bucket up to the model's
-//      max positions, with and without sampling), captured and uploaded; their device bytes are
-//      measured with cudaMemGetInfo;
+//      max positions; logits, sampling, sampling with extras), captured and uploaded; their device
+//      bytes are measured with cudaMemGetInfo;
 //   4. the KV pool: its fixed size, or (numPages 0, auto) what gpuMemoryUtilization of the
 //      device's total leaves after everything this backend holds; a pool that does not fit is
 //      refused with DEVICE_MEMORY and the numbers, never at a busy step;
@@ -62,13 +65,18 @@ void CudaBackend::planArena() {
   }
   // Metadata of the largest eager step; page tables are packed tight (pages the context needs).
   const int ptCap = ceilDiv(C, kv_.pageSize);
-  const MetaLayout meta = metaLayout(T, S, ptCap, T, S, T / kPrefillTileRows + S, S);
+  const MetaLayout meta = metaLayout(T, S, ptCap, T, S, T / kPrefillTileRows + S, S, T);
   allocArena(arena_, capTokens, capRows, partial, meta.total);
   MS_CUDA_CHECK(cudaMallocHost(&hostMeta_, meta.total * sizeof(int32_t)));
   stagingBytes_ = size_t(capRows) * m_.vocab * sizeof(float);
   MS_CUDA_CHECK(cudaMallocHost(&staging_, stagingBytes_));
   for (cudaEvent_t& e : evCopy_)
     if (!e) MS_CUDA_CHECK(cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  ExtrasCaps caps;
+  caps.capRows = std::max(S, maxGraphBatch_);  // a graph packs its whole bucket (padding rows too)
+  caps.vocab = m_.vocab;
+  caps.numSlots = S;
+  extras_.allocate(caps);
   ipc();  // the transfer stream and its events: a forwardWithSend creates nothing either
 }
 
@@ -76,7 +84,7 @@ void CudaBackend::captureAllGraphs() {
   for (int b : kGraphBuckets) {
     if (b > maxGraphBatch_) break;
     for (int c = kMinGraphCtx; c <= maxGraphCtx_; c *= 2)
-      for (bool sampling : {false, true}) captureGraph(b, c, sampling);
+      for (int kind = 0; kind < 3; kind++) captureGraph(b, c, kind > 0, kind == 2);  // logits, tokens, tokens + extras
   }
   MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
 }

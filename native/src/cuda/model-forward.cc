@@ -7,10 +7,12 @@
 #include <thread>
 #include <vector>
 
+#include "../common/logit-processing.h"
 #include "../common/sampling.h"
 #include "../common/step-plan.h"
 #include "check.h"
 #include "cuda-backend.h"
+#include "logit-processing.h"
 #include "sampling.h"
 
 namespace ms::cuda {
@@ -34,9 +36,12 @@ int ctxBucket(int ctx) {
   return c;
 }
 
-// Samples `rows` rows of logits (overwriting them) into tokens, with params from the metadata.
-void launchSampler(const Arena& arena, int rows, int vocab, const int32_t* params, int32_t* tokens, cudaStream_t s) {
+// Samples `rows` rows of logits (overwriting them, but for rows with logprobs) into tokens, with
+// params from the metadata and extras (or null) from the extras buffer.
+void launchSampler(const Arena& arena, int rows, int vocab, const int32_t* params, int32_t* tokens,
+                   const int32_t* extras, cudaStream_t s) {
   SamplingArgs a;
+  a.extras = extras;
   a.logits = arena.logits;
   a.partV = arena.argmaxV;
   a.partI = arena.argmaxI;
@@ -214,17 +219,23 @@ void CudaBackend::copyLogits(const float* dev, int rows, float* out) {
     if (!ok) MS_CUDA_CHECK(cudaStreamSynchronize(stream_));  // reports the device error
 }
 
+Status CudaBackend::checkForward(const Batch& b, const float* logitsOut) const {
+  if (!finalized_) return Status::Error(Code::NATIVE_ERROR, "forward before finalize");
+  Status st = checkStepPlan(b, plan_);
+  if (!st.ok()) return st;
+  st = checkBatchSampling(b, logitsOut);
+  if (!st.ok()) return st;
+  std::string e = b.tokensOut && b.extras ? samplingExtrasError(b, m_.vocab) : "";
+  if (e.empty() && b.tokensOut && b.extras) e = extras_.check(b);
+  if (e.empty()) e = promptLogprobsError(b, m_.vocab);
+  if (!e.empty()) return Status::Error(Code::BAD_ARGUMENT, e);
+  return Status::Ok();
+}
+
 Status CudaBackend::forward(const Batch& b, float* logitsOut) {
   return guarded([&] {
-    if (!finalized_) return Status::Error(Code::NATIVE_ERROR, "forward before finalize");
-    Status st = checkStepPlan(b, plan_);
+    Status st = checkForward(b, logitsOut);
     if (!st.ok()) return st;
-    st = checkBatchSampling(b, logitsOut);
-    if (!st.ok()) return st;
-    // Not on the GPU yet (issue 18): refused, never ignored; the engine sends extras only for
-    // requests that use them (common/logit-processing.h is the algorithm to port).
-    if (b.tokensOut && b.extras)
-      return Status::Error(Code::BAD_ARGUMENT, "top_k, min_p, penalties, logit_bias, min_tokens and logprobs are not implemented on the CUDA backend yet");
     // A graph's sampler overwrites the logits it would return: logits and tokens together run eagerly.
     if (graphEligible(b) && !(b.tokensOut && logitsOut))
       forwardGraph(b, logitsOut);
@@ -232,6 +243,36 @@ Status CudaBackend::forward(const Batch& b, float* logitsOut) {
       forwardEager(b, logitsOut);
     return Status::Ok();
   });
+}
+
+void CudaBackend::processExtras(float* logits, int row0, int n, const int32_t* params, int32_t* tokens, bool isGraph) {
+  ExtrasArgs a = extras_.args(logits, row0, n, params, tokens);
+  if (isGraph)
+    applyBias(a, stream_);
+  else
+    extras_.applyBiasWindows(a, stream_);
+  applyMaskPenalties(a, stream_);
+  if (!isGraph && !extras_.packed().hasLogprobs) return;
+  LogprobArgs l;
+  l.logits = logits;
+  l.vocab = m_.vocab;
+  l.rows = n;
+  l.sampleParams = params;
+  l.numTop = a.extras + kNumLogprobs;
+  l.numTopStride = kExtraInts;
+  l.lse = a.lse;
+  l.out = a.out;
+  computeLogprobs(l, stream_);
+}
+
+void CudaBackend::sampleRows(Arena& ar, int row0, int n, const int32_t* params, int32_t* tokens, bool extras) {
+  if (!extras) {
+    launchSampler(ar, n, m_.vocab, params, tokens, nullptr, stream_);
+    return;
+  }
+  ExtrasArgs a = extras_.args(ar.logits, row0, n, params, tokens);
+  launchSampler(ar, n, m_.vocab, params, tokens, a.extras, stream_);
+  afterSample(a, stream_);
 }
 
 void CudaBackend::forwardEager(const Batch& b, float* out) {
@@ -257,25 +298,51 @@ void CudaBackend::forwardEager(const Batch& b, float* out) {
     MS_CUDA_CHECK(cudaEventRecord(profEvents_[0], stream_));
   }
   MS_CUDA_CHECK(cudaMemcpyAsync(eager.meta, hostMeta_, p.lay.total * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  const bool sampling = b.tokensOut != nullptr, hasExtras = sampling && b.extras;
+  if (hasExtras) {  // penalty slots rebuilt where asked, the rows' extras on the device
+    extras_.rebuildSlots(b, stream_);
+    extras_.pack(b, b.numSeqs, stream_);
+  }
   DeviceMeta dm = deviceMeta(p.lay, eager.meta);
   runLayers(dm, eager, splitLen, maxSplits, stream_);
-  const bool sampling = b.tokensOut != nullptr;
   for (int r0 = 0; r0 < p.lay.numRows; r0 += kHeadChunk) {
     int n = std::min(kHeadChunk, p.lay.numRows - r0);
     runHead(dm.rows + r0, n, eager, stream_);
     if (sampling) {
+      const int32_t* params = eager.meta + p.lay.sampleParams + size_t(r0) * kSampleParamInts;
+      int32_t* tokens = eager.meta + p.lay.sampled + r0;
+      if (hasExtras) processExtras(eager.logits, r0, n, params, tokens, false);
       if (out) copyLogits(eager.logits, n, out + size_t(r0) * m_.vocab);  // before the sampler overwrites them
-      launchSampler(eager, n, m_.vocab, eager.meta + p.lay.sampleParams + size_t(r0) * kSampleParamInts,
-                    eager.meta + p.lay.sampled + r0, stream_);
+      sampleRows(eager, r0, n, params, tokens, hasExtras);
     }
     if (timing_ && r0 == 0) MS_CUDA_CHECK(cudaEventRecord(evStop_, stream_));
     if (!sampling) copyLogits(eager.logits, n, out + size_t(r0) * m_.vocab);
   }
+  // Prompt logprobs: the rows that ask for them through the head, a head chunk at a time, after
+  // the sampled rows (the logits buffer is theirs until then).
+  for (int r0 = 0; r0 < p.lay.numPromptRows; r0 += kHeadChunk) {
+    const int n = std::min(kHeadChunk, p.lay.numPromptRows - r0);
+    runHead(eager.meta + p.lay.promptRows + r0, n, eager, stream_);
+    LogprobArgs l;
+    l.logits = eager.logits;
+    l.vocab = m_.vocab;
+    l.rows = n;
+    l.numTop = eager.meta + p.lay.promptTop + r0;
+    l.targets = eager.meta + p.lay.promptTargets + r0;
+    l.out = eager.meta + p.lay.promptOut + size_t(r0) * kLogprobInts;
+    computeLogprobs(l, stream_);
+  }
   if (sampling) {  // numSeqs int32 back through the pinned staging of the metadata
     MS_CUDA_CHECK(cudaMemcpyAsync(hostMeta_ + p.lay.sampled, eager.meta + p.lay.sampled, size_t(b.numSeqs) * 4,
                                   cudaMemcpyDeviceToHost, stream_));
+    if (p.lay.numPromptRows)
+      MS_CUDA_CHECK(cudaMemcpyAsync(hostMeta_ + p.lay.promptOut, eager.meta + p.lay.promptOut,
+                                    size_t(p.lay.numPromptRows) * kLogprobInts * 4, cudaMemcpyDeviceToHost, stream_));
+    if (hasExtras) extras_.downloadLogprobs(b, stream_);
     MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
     std::memcpy(b.tokensOut, hostMeta_ + p.lay.sampled, size_t(b.numSeqs) * 4);
+    if (hasExtras) extras_.finishLogprobs(b);
+    if (p.lay.numPromptRows) unpackPromptLogprobs(b, p.lay, hostMeta_);
   }
   if (profiling_) collectProfile();
   if (timing_) {
@@ -287,14 +354,15 @@ void CudaBackend::forwardEager(const Batch& b, float* out) {
 
 // Graphs exist for the planned buckets only (captured at finalize); anything else runs eagerly.
 bool CudaBackend::graphEligible(const Batch& b) const {
-  if (!graphsEnabled_ || profiling_ || b.numSeqs > maxGraphBatch_ || b.numTokens != b.numSeqs) return false;
+  if (!graphsEnabled_ || profiling_ || b.numSeqs > maxGraphBatch_ || b.numTokens != b.numSeqs || b.promptLogprobs)
+    return false;
   for (int s = 0; s < b.numSeqs; s++)
     if (b.startPos[s] + 1 > maxGraphCtx_) return false;
   return true;
 }
 
-void CudaBackend::captureGraph(int bucket, int ctxB, bool sampling) {
-  auto key = std::make_tuple(bucket, ctxB, sampling);
+void CudaBackend::captureGraph(int bucket, int ctxB, bool sampling, bool extras) {
+  auto key = std::make_tuple(bucket, ctxB, sampling, extras);
   auto it = graphs_.find(key);
   const bool isNew = it == graphs_.end();
   Graph g = isNew ? Graph() : it->second;
@@ -317,8 +385,10 @@ void CudaBackend::captureGraph(int bucket, int ctxB, bool sampling) {
     runLayers(dm, arena_, splitLen, maxSplits, stream_);
     runHead(dm.rows, bucket, arena_, stream_);
     if (sampling) {  // the sampler and the copy of its tokens to the pinned metadata are graph nodes
-      launchSampler(arena_, bucket, m_.vocab, g.devMeta + g.lay.sampleParams, g.devMeta + g.lay.sampled,
-                    stream_);
+      const int32_t* params = g.devMeta + g.lay.sampleParams;
+      int32_t* tokens = g.devMeta + g.lay.sampled;
+      if (extras) processExtras(arena_.logits, 0, bucket, params, tokens, true);
+      sampleRows(arena_, 0, bucket, params, tokens, extras);
       MS_CUDA_CHECK(cudaMemcpyAsync(g.hostMeta + g.lay.sampled, g.devMeta + g.lay.sampled, size_t(bucket) * 4,
                                     cudaMemcpyDeviceToHost, stream_));
     }
@@ -358,20 +428,28 @@ void CudaBackend::forwardGraph(const Batch& b, float* out) {
   int maxCtx = 1;
   for (int s = 0; s < b.numSeqs; s++) maxCtx = std::max(maxCtx, b.startPos[s] + 1);
   const int bucket = graphBucket(b.numSeqs), ctxB = ctxBucket(maxCtx);
-  const bool sampling = b.tokensOut != nullptr;
-  auto it = graphs_.find(std::make_tuple(bucket, ctxB, sampling));
-  if (it == graphs_.end()) {  // not planned (graphs were off at finalize): eager, nothing captured here
+  const bool sampling = b.tokensOut != nullptr, hasExtras = sampling && b.extras;
+  // A graph applies one window of bias entries; a longer list runs eagerly.
+  const bool isBiasLong = hasExtras && b.extras->biasOffsets && b.extras->biasOffsets[b.numSeqs] > extras_.caps().biasCap;
+  auto it = graphs_.find(std::make_tuple(bucket, ctxB, sampling, hasExtras));
+  if (it == graphs_.end() || isBiasLong) {  // not planned (graphs were off at finalize): eager, nothing captured here
     forwardEager(b, out);
     return;
   }
   Graph& g = it->second;
   packGraph(b, bucket, g.lay.ptStride, kv_.pageSize, kv_.numPages, g.hostMeta);
   if (timing_) MS_CUDA_CHECK(cudaEventRecord(evStart_, stream_));
+  if (hasExtras) {  // eager copies before the replay; padding rows get no extras
+    extras_.rebuildSlots(b, stream_);
+    extras_.pack(b, bucket, stream_);
+  }
   MS_CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
   if (timing_) MS_CUDA_CHECK(cudaEventRecord(evStop_, stream_));
   if (sampling) {
+    if (hasExtras) extras_.downloadLogprobs(b, stream_);
     MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
     std::memcpy(b.tokensOut, g.hostMeta + g.lay.sampled, size_t(b.numSeqs) * 4);
+    if (hasExtras) extras_.finishLogprobs(b);
   } else {
     copyLogits(arena_.logits, b.numSeqs, out);
   }

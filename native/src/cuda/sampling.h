@@ -12,6 +12,24 @@ namespace ms::cuda {
 // a captured graph replays with new values: temperature (f32 bits), topP (f32 bits), seed, step.
 constexpr int kSampleParamInts = 4;
 
+// Per-row SamplingExtras (backend.h; the algorithm: common/logit-processing.h), int32 each (f32 as
+// bits), packed by extras-pack.h into the extras buffer a captured graph reads at a fixed address.
+// A row without extras has topK 0, minP 0, repetition 1, presence 0, frequency 0, slot -1,
+// numLogprobs -1, an empty bias range and maskRow -1.
+enum ExtraParam : int {
+  kTopK = 0,      // 0: off
+  kMinP,          // f32, 0: off
+  kRepetition,    // f32, 1: off
+  kPresence,      // f32
+  kFrequency,     // f32
+  kSlot,          // penalty-state slot, -1: none
+  kNumLogprobs,   // -1: none; else top entries in [0, kMaxLogprobs]
+  kBiasBegin,     // [begin, end) of the row's bias entries (sorted by token, stable)
+  kBiasEnd,
+  kMaskRow,       // row of the allowed-token mask, -1: every token allowed
+  kExtraInts
+};
+
 struct SamplingArgs {
   float* logits = nullptr;          // (rows, vocab) f32; a sampled (non-greedy) row is overwritten
                                     // with its integer weights q (uint32), see common/sampling.h
@@ -24,6 +42,9 @@ struct SamplingArgs {
   // kernel combines their partials (see argmaxParts).
   float* partV = nullptr;
   int32_t* partI = nullptr;
+  // (rows, kExtraInts) or null: top_k and min_p cut the weights (common/logit-processing.h T1,
+  // T2), and a row with numLogprobs >= 0 keeps its logits (they are not overwritten with q).
+  const int32_t* extras = nullptr;
 };
 constexpr int kMaxArgmaxParts = 128;
 // Blocks per row of the argmax pass for `rows` rows: 1 (no pass) from 256 rows up.

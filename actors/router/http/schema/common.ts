@@ -26,7 +26,7 @@ const tokenId = z.number().int().min(0);
 /** Sampling and output fields of both /v1/completions and /v1/chat/completions. */
 export const samplingFields = {
   model: z.string().optional().describe('default: the served model; another name is a 404'),
-  max_tokens: z.number().int().min(1).nullable().optional().describe('default: completions 16, chat: what the context leaves'),
+  max_tokens: z.number().int().min(0).nullable().optional().describe('default: completions 16, chat: what the context leaves; 0 only to score the prompt (echo with logprobs, or prompt_logprobs)'),
   temperature: z.number().min(0).max(2).nullable().optional().describe('default 1; 0 is greedy'),
   top_p: z.number().gt(0).max(1).nullable().optional().describe('default 1'),
   n: z.number().int().min(1).max(16).nullable().optional().describe('default 1; choices share the prompt\'s KV pages (prefix cache)'),
@@ -68,7 +68,14 @@ export const samplingFields = {
   structured_outputs: refused('structured outputs are not implemented yet'),
   best_of: refused('best_of is not implemented (use n)'),
   use_beam_search: refused('beam search is not implemented'),
-  prompt_logprobs: refused('prompt logprobs are not implemented'),
+  prompt_logprobs: z
+    .number()
+    .int()
+    .min(0)
+    .max(20)
+    .nullable()
+    .optional()
+    .describe("vLLM; default none; each prompt token's logprob (the first: null) with this many top alternatives, from the raw logits (no penalties, temperature 1); the whole prompt is computed (no prefix-cache hit)"),
 };
 
 /** The schema's verdict: the data, or a 400 naming the first bad field. */

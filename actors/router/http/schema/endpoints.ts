@@ -12,7 +12,7 @@ export const completionSchema = z.strictObject({
   prompt: z
     .union([z.string(), z.array(z.string()).min(1), tokenIds.min(1), z.array(tokenIds.min(1)).min(1)])
     .describe('required: text, token ids, or a list of either (one choice set per prompt)'),
-  echo: z.boolean().nullable().optional().describe('default false; the prompt text before the completion (not with logprobs)'),
+  echo: z.boolean().nullable().optional().describe("default false; the prompt text before the completion (with logprobs: the prompt tokens' logprobs first, the first null)"),
   logprobs: z.number().int().min(0).max(20).nullable().optional().describe('default none; top alternatives per token (OpenAI allows 5, vLLM 20)'),
   suffix: refused('suffix (insertion) is not implemented'),
 });
