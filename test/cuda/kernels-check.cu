@@ -410,6 +410,16 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
                   (again ? " again" : ""),
               got, ref, 1e-2);
       }
+    // Fixed splits with the context spread evenly over the grid, and with three K/V tiles in flight.
+    for (auto [even, stages] : {std::pair<bool, int>{true, 2}, {false, 3}, {true, 3}}) {
+      DecodeAttentionArgs ak = a;
+      ak.evenSplits = even, ak.stages = stages;
+      MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));
+      decodeAttentionMma(ak, 0);
+      check("decodeAttentionMma " + tag + " split=" + std::to_string(ak.splitLen) + (even ? " even" : "") +
+                " stages=" + std::to_string(stages),
+            bf16Vec(download<uint16_t>(dout, ref.size())), ref, 1e-2);
+    }
     // The entry point (decodeAttention) plans clusters itself under clusterCap: as the backend runs it.
     for (int cap : {16, 0}) {
       DecodeAttentionArgs ak = a;
@@ -440,7 +450,9 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
         poolBits[slots.back() + i] = poolBits[slots.back() + int64_t(pageSize) * kvDim + i] = 0xffff;  // NaN
     }
     bf16* dpool2 = reinterpret_cast<bf16*>(upload(poolBits));
-    for (int forced = 0; forced < 4; forced++) {  // 2, 3: the plan in clusters of up to 16 and 8 blocks
+    // 2, 3: the plan in clusters of up to 16 and 8 blocks; 4-6: fixed 512-key splits (the newest key
+    // in a block's third tile) with two or three tiles in flight, and spread evenly with three.
+    for (int forced = 0; forced < 7; forced++) {
       DecodeAttentionArgs a;
       a.q = dqkv0;
       a.qStride = qkvDim;
@@ -457,7 +469,10 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
       a.clusterWarps = clusterWarps;
       planDecodeSplits(a.numQueries, kvHeads, decCtx, 132, &a.splitLen, &a.maxSplits);
       if (forced == 1) a.splitLen = 64, a.maxSplits = (decCtx + 63) / 64;
-      if (forced >= 2 && !clusterPlan(a, forced == 2 ? 16 : 8)) continue;
+      if (forced >= 4) a.splitLen = 512, a.maxSplits = (decCtx + 511) / 512;
+      a.stages = forced == 5 || forced == 6 ? 3 : 2;
+      a.evenSplits = forced == 6;
+      if ((forced == 2 || forced == 3) && !clusterPlan(a, forced == 2 ? 16 : 8)) continue;
       SplitScratch scratch(a, dec.size(), D);
       MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));
       decodeAttentionMma(a, 0);
@@ -473,7 +488,8 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
             gotKv.push_back(pool2[off]), wantKv.push_back(poolAfter[off]);
       }
       const std::string sp = " split=" + std::to_string(a.splitLen) +
-                             (a.clusterSize ? " cluster=" + std::to_string(a.clusterSize) : "");
+                             (a.clusterSize ? " cluster=" + std::to_string(a.clusterSize) : "") +
+                             (a.evenSplits ? " even" : "") + (a.stages == 3 ? " stages=3" : "");
       check("decodeAttentionMma fused rope " + tag + sp, got, want, 1e-2);
       check("decodeAttentionMma fused rope, appended K/V " + tag + sp, gotKv, wantKv, 1e-2);
     }
