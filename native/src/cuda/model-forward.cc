@@ -57,7 +57,21 @@ void CudaBackend::linear(int kind, const bf16* X, int T, const bf16* W, int O, i
     gemm_->run(X, T, W, O, K, Y, mode, s);
 }
 
-void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int maxSplits, cudaStream_t s) {
+DecodeSplits CudaBackend::decodeSplits(int numQueries, int maxCtx) const {
+  DecodeChoice choice;
+  for (int i = 0; i < kNumGraphBuckets; i++)
+    if (kGraphBuckets[i] >= numQueries) {
+      choice = decodeChoice_[i];
+      break;
+    }
+  DecodeSplits ds;
+  planDecodeSplits(numQueries, m_.kvHeads, maxCtx, numSms_, &ds.splitLen, &ds.maxSplits, choice.waves);
+  ds.evenSplits = choice.evenSplits;
+  ds.stages = choice.stages;
+  return ds;
+}
+
+void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& ds, cudaStream_t s) {
   const int N = dm.lay.numTokens, H = m_.hidden, hd = m_.headDim, I = m_.intermediate;
   const int qDim = m_.heads * hd, kvDim = m_.kvHeads * hd, qkvDim = qDim + 2 * kvDim;
   const float scale = 1.f / std::sqrt(float(hd));
@@ -94,8 +108,10 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
       d.kv = kv;
       d.heads = m_.heads;
       d.scale = scale;
-      d.splitLen = splitLen;
-      d.maxSplits = maxSplits;
+      d.splitLen = ds.splitLen;
+      d.maxSplits = ds.maxSplits;
+      d.evenSplits = ds.evenSplits;
+      d.stages = ds.stages;
       d.partO = a.partO;
       d.partML = a.partML;
       d.counters = a.counters;
@@ -237,9 +253,9 @@ Status CudaBackend::forward(const Batch& b, float* logitsOut) {
 void CudaBackend::forwardEager(const Batch& b, float* out) {
   lastUsedGraph_ = false;
   EagerPlan p = planEager(b, kv_.pageSize);
-  int splitLen = 64, maxSplits = 1;
-  if (p.lay.numDecode > 0) planDecodeSplits(p.lay.numDecode, m_.kvHeads, p.maxDecodeCtx, numSms_, &splitLen, &maxSplits);
-  size_t partial = size_t(p.lay.numDecode) * m_.heads * maxSplits * m_.headDim;
+  DecodeSplits ds;
+  if (p.lay.numDecode > 0) ds = decodeSplits(p.lay.numDecode, p.maxDecodeCtx);
+  size_t partial = size_t(p.lay.numDecode) * m_.heads * ds.maxSplits * m_.headDim;
   int rows = std::min(p.lay.numRows, kHeadChunk);
   // The plan (checkStepPlan) bounds every one of these; nothing grows here.
   Arena& eager = arena_;
@@ -258,7 +274,7 @@ void CudaBackend::forwardEager(const Batch& b, float* out) {
   }
   MS_CUDA_CHECK(cudaMemcpyAsync(eager.meta, hostMeta_, p.lay.total * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   DeviceMeta dm = deviceMeta(p.lay, eager.meta);
-  runLayers(dm, eager, splitLen, maxSplits, stream_);
+  runLayers(dm, eager, ds, stream_);
   const bool sampling = b.tokensOut != nullptr;
   for (int r0 = 0; r0 < p.lay.numRows; r0 += kHeadChunk) {
     int n = std::min(kHeadChunk, p.lay.numRows - r0);
@@ -300,9 +316,8 @@ void CudaBackend::captureGraph(int bucket, int ctxB, bool sampling) {
   Graph g = isNew ? Graph() : it->second;
   const int ptStride = (ctxB + kv_.pageSize - 1) / kv_.pageSize;
   g.lay = graphLayout(bucket, ptStride, sampling);
-  int splitLen, maxSplits;
-  planDecodeSplits(bucket, m_.kvHeads, ctxB, numSms_, &splitLen, &maxSplits);
-  if (arena_.capPartial < size_t(bucket) * m_.heads * maxSplits * m_.headDim || arena_.capTokens < bucket)
+  const DecodeSplits ds = decodeSplits(bucket, ctxB);
+  if (arena_.capPartial < size_t(bucket) * m_.heads * ds.maxSplits * m_.headDim || arena_.capTokens < bucket)
     throw CudaError("step arena too small for graph bucket " + std::to_string(bucket), false);
   if (isNew) {
     MS_CUDA_CHECK(cudaMallocHost(&g.hostMeta, g.lay.total * sizeof(int32_t)));
@@ -314,7 +329,7 @@ void CudaBackend::captureGraph(int bucket, int ctxB, bool sampling) {
   try {
     MS_CUDA_CHECK(cudaMemcpyAsync(g.devMeta, g.hostMeta, g.lay.total * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
     DeviceMeta dm = deviceMeta(g.lay, g.devMeta);
-    runLayers(dm, arena_, splitLen, maxSplits, stream_);
+    runLayers(dm, arena_, ds, stream_);
     runHead(dm.rows, bucket, arena_, stream_);
     if (sampling) {  // the sampler and the copy of its tokens to the pinned metadata are graph nodes
       launchSampler(arena_, bucket, m_.vocab, g.devMeta + g.lay.sampleParams, g.devMeta + g.lay.sampled,
