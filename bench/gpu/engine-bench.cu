@@ -294,6 +294,32 @@ int main(int argc, char** argv) {
       }
       std::printf("\n");
     }
+    // cuBLASLt's pick per decode bucket (rN: the heuristic's N-th algorithm, skS: split in S parts).
+    std::printf("gemm autotune, cuBLASLt per bucket, ms per product [heuristic rank, split-K] (TB/s of the weight):\n");
+    for (int k = 0; k < kNumWeightKinds; k++) {
+      const double wBytes = 2.0 * (k == 0 ? double(m.heads + 2 * m.kvHeads) * m.headDim * m.hidden
+                                   : k == 1 ? double(m.hidden) * m.heads * m.headDim
+                                   : k == 2 ? 2.0 * m.intermediate * m.hidden
+                                   : k == 3 ? double(m.hidden) * m.intermediate
+                                            : double(m.vocab) * m.hidden);
+      std::printf("  %-8s", kinds[k]);
+      for (int bi = 0; bi < kNumGraphBuckets; bi++) {
+        const Gemm::Choice c = b.ltChoice(k, bi);
+        if (c.ms <= 0.f) continue;
+        std::printf(" T=%d %.4f r%d", kGraphBuckets[bi], c.ms, c.rank);
+        if (c.splitK) std::printf(" sk%d", c.splitK);
+        std::printf(" (%.1f);", wBytes / (c.ms * 1e-3) / 1e12);
+      }
+      std::printf("\n");
+    }
+    std::printf("decode attention autotune, ms per layer at ~1k keys, default -> choice (waves, even splits, tiles):\n ");
+    for (int bi = 0; bi < kNumGraphBuckets; bi++) {
+      const DecodeChoice c = b.decodeChoice(bi);
+      if (c.ms <= 0.f) continue;
+      std::printf(" b=%d %.4f -> %.4f (w%d%s s%d);", kGraphBuckets[bi], c.defaultMs, c.ms, c.waves,
+                  c.evenSplits ? " even" : "", c.stages);
+    }
+    std::printf("\n");
 
     // Bytes a decode step must read: every weight but the embedding table, plus the KV of the context.
     const double weightBytes = 2.0 * (double(m.layers) * (double(m.heads + 2 * m.kvHeads) * m.headDim * m.hidden +
