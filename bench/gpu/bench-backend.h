@@ -53,8 +53,9 @@ class BenchCudaBackend : public CudaBackend {
   // cuBLASLt's tuned configuration of a weight kind at graph bucket kGraphBuckets[bi]: its time,
   // rank in the heuristic's list, split-K count (0: as the heuristic gave it).
   Gemm::Choice ltChoice(int kind, int bi) const { return ltChoice_[kind][bi]; }
-  // The decode attention split plan tuned for graph bucket kGraphBuckets[bi] (ms 0: not tuned).
-  DecodeChoice decodeChoice(int bi) const { return decodeChoice_[bi]; }
+  // The decode attention split plan tuned for graph batch bucket kGraphBuckets[bi] and context
+  // bucket kMinGraphCtx << ci (ms 0: not tuned).
+  DecodeChoice decodeChoice(int bi, int ci) const { return decodeChoice_[bi][ci]; }
   // The per-stage GPU time profile (CudaBackend::setProfile).
   using CudaBackend::profile;
   using CudaBackend::setProfile;

@@ -312,14 +312,18 @@ int main(int argc, char** argv) {
       }
       std::printf("\n");
     }
-    std::printf("decode attention autotune, ms per layer at ~1k keys, default -> choice (waves, even splits, tiles):\n ");
+    std::printf("decode attention autotune, ms per layer per context bucket, default -> choice (waves, even splits, tiles):\n");
     for (int bi = 0; bi < kNumGraphBuckets; bi++) {
-      const DecodeChoice c = b.decodeChoice(bi);
-      if (c.ms <= 0.f) continue;
-      std::printf(" b=%d %.4f -> %.4f (w%d%s s%d);", kGraphBuckets[bi], c.defaultMs, c.ms, c.waves,
-                  c.evenSplits ? " even" : "", c.stages);
+      if (b.decodeChoice(bi, 0).ms <= 0.f) continue;
+      std::printf("  b=%-3d", kGraphBuckets[bi]);
+      for (int ci = 0; ci < kNumTunedCtx; ci++) {
+        const DecodeChoice c = b.decodeChoice(bi, ci);
+        if (c.ms > 0.f)
+          std::printf(" ctx %d: %.4f -> %.4f (w%d%s s%d);", kMinGraphCtx << ci, c.defaultMs, c.ms, c.waves,
+                      c.evenSplits ? " even" : "", c.stages);
+      }
+      std::printf("\n");
     }
-    std::printf("\n");
 
     // Bytes a decode step must read: every weight but the embedding table, plus the KV of the context.
     const double weightBytes = 2.0 * (double(m.layers) * (double(m.heads + 2 * m.kvHeads) * m.headDim * m.hidden +

@@ -68,8 +68,10 @@ constexpr int kGraphBuckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 1
 constexpr int kNumGraphBuckets = int(sizeof kGraphBuckets / sizeof kGraphBuckets[0]);
 constexpr int kHeadChunk = 256;  // LM-head rows per pass (bounds the f32 logits buffer)
 
-// How decode attention splits its work at one batch bucket (attention-tune.cc times the candidates
-// at start and keeps the fastest; the default is the plan before tuning existed).
+// How decode attention splits its work at one (batch bucket, context bucket) (attention-tune.cc
+// times the candidates at start and keeps the fastest; the default is the plan before tuning
+// existed). Context buckets 256, 512, 1024 and 2048 are tuned; longer contexts use 2048's.
+constexpr int kNumTunedCtx = 4;
 struct DecodeChoice {
   int waves = kDefaultDecodeWaves;  // planDecodeSplits' blocks per SM
   bool evenSplits = false;          // DecodeAttentionArgs::evenSplits
@@ -155,8 +157,9 @@ class CudaBackend : public Backend {
   void setProfile(bool on);
   std::vector<std::pair<std::string, double>> profile() const;
   void autotune();
-  // attention-tune.cc: picks decodeChoice_ for the batch buckets from kMinTunedDecodeBatch up, over
-  // the KV pool (after it exists, before the final graph capture).
+  // attention-tune.cc: picks decodeChoice_ for the batch buckets from kMinTunedDecodeBatch up and
+  // the context buckets up to kMinGraphCtx << (kNumTunedCtx - 1), over the KV pool (after it
+  // exists, before the final graph capture).
   void tuneDecodeAttention();
   // memory-plan.cc
   void planMemory();
@@ -195,7 +198,7 @@ class CudaBackend : public Backend {
   bool useSkinny_[kNumWeightKinds][kSkinnyMaxTokens + 1] = {};
   float gemmMs_[kNumWeightKinds][kSkinnyMaxTokens + 1][2] = {};
   Gemm::Choice ltChoice_[kNumWeightKinds][kNumGraphBuckets] = {};  // cuBLASLt per graph bucket (autotune)
-  DecodeChoice decodeChoice_[kNumGraphBuckets];                     // per graph bucket (tuneDecodeAttention)
+  DecodeChoice decodeChoice_[kNumGraphBuckets][kNumTunedCtx];       // per graph batch and context bucket
   Arena arena_;                  // the planned step arena (eager forwards and graphs)
   int32_t* hostMeta_ = nullptr;  // pinned, (arena_.capMeta,) eager metadata staging
   float* staging_ = nullptr;     // pinned, (arena_.capRows, vocab) logits staging

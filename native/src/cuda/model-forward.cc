@@ -59,9 +59,11 @@ void CudaBackend::linear(int kind, const bf16* X, int T, const bf16* W, int O, i
 
 DecodeSplits CudaBackend::decodeSplits(int numQueries, int maxCtx) const {
   DecodeChoice choice;
+  int ci = 0;
+  for (int c = kMinGraphCtx; c < maxCtx && ci < kNumTunedCtx - 1; c *= 2) ci++;
   for (int i = 0; i < kNumGraphBuckets; i++)
     if (kGraphBuckets[i] >= numQueries) {
-      choice = decodeChoice_[i];
+      choice = decodeChoice_[i][ci];
       break;
     }
   DecodeSplits ds;
