@@ -349,6 +349,29 @@ bool clusterPlan(DecodeAttentionArgs& a, int cap) {
   return true;
 }
 
+// Host-side invariants of the split plans the attention tuning may pick (every waves candidate,
+// every graph batch and context bucket, every context the bucket replays): the kernel's even
+// split never takes more keys per block than the plan's splitLen (its shared page-id table is
+// sized by it) nor more splits than the grid has, and it stays a multiple of 16 keys.
+void checkSplitPlans() {
+  int bad = 0, plans = 0;
+  for (int waves : {2, 4, 8, 16, 32})
+    for (int b : {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256})
+      for (int ctxB = 256; ctxB <= 16384; ctxB *= 2) {
+        int splitLen, maxSplits;
+        planDecodeSplits(b, 8, ctxB, 132, &splitLen, &maxSplits, waves);
+        plans++;
+        bad += splitLen % 64 != 0 || splitLen > kMaxSplitLen || int64_t(splitLen) * maxSplits < ctxB;
+        for (int ctx = 1; ctx <= ctxB; ctx += ctx < 300 ? 1 : 37) {
+          const int len = evenSplitLen(ctx, maxSplits);
+          bad += len > splitLen || len % 16 != 0 || (ctx + len - 1) / len > maxSplits;
+        }
+      }
+  if (bad) numFailed++;
+  std::printf("%-58s %d plans, %d violations %s\n", "decode split plans (waves 2-32, even splits)", plans, bad,
+              bad ? "FAIL" : "PASS");
+}
+
 // RoPE + KV append, then decode and prefill attention over a ragged batch with prefixes.
 // clusterWarps: DecodeAttentionArgs::clusterWarps of the cluster launches (0: the launcher's choice).
 void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
@@ -785,6 +808,7 @@ void checkSampling() {
 int main() {
   try {
     decodeAttentionInit();
+    checkSplitPlans();
     checkRmsNormSilu();
     checkGemms();
     // Small enough for a full reference in every mode, then the 8B shapes as the engine runs them
