@@ -78,9 +78,9 @@ struct DecodeChoice {
   int stages = 2;                   // DecodeAttentionArgs::stages
   float ms = 0.f, defaultMs = 0.f;  // tuning: this choice's time and the default's (0: not tuned)
 };
-// The waves candidates (the memory plan bounds the split partials for the largest).
+// The waves candidates, ascending (the memory plan bounds the split partials for the largest).
 constexpr int kDecodeWaves[] = {2, 4, 8, 16, 32};
-constexpr int kMaxDecodeWaves = 32;
+constexpr int kMaxDecodeWaves = kDecodeWaves[sizeof kDecodeWaves / sizeof kDecodeWaves[0] - 1];
 // The split plan of one decode attention launch (DecodeAttentionArgs' fields of the same names).
 struct DecodeSplits {
   int splitLen = 64, maxSplits = 1;
@@ -141,7 +141,8 @@ class CudaBackend : public Backend {
   void linear(int kind, const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s);
   void runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& ds, cudaStream_t s);
   // The split plan for numQueries decode queries of at most maxCtx keys: the tuned choice of the
-  // batch bucket that holds numQueries (the default past the largest bucket).
+  // batch bucket that holds numQueries and the context bucket that holds maxCtx (2048's for longer
+  // contexts; the default past the largest batch bucket).
   DecodeSplits decodeSplits(int numQueries, int maxCtx) const;
   void runHead(const int32_t* rows, int n, Arena& a, cudaStream_t s);
   void forwardEager(const Batch& b, float* out);
