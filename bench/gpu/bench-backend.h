@@ -53,6 +53,8 @@ class BenchCudaBackend : public CudaBackend {
   // cuBLASLt's tuned configuration of a weight kind at graph bucket kGraphBuckets[bi]: its time,
   // rank in the heuristic's list, split-K count (0: as the heuristic gave it).
   Gemm::Choice ltChoice(int kind, int bi) const { return ltChoice_[kind][bi]; }
+  // cuBLASLt's tuned configurations at prefill-sized steps (numTokens, one choice per weight kind).
+  const std::vector<PrefillTune>& prefillTune() const { return prefillTune_; }
   // The decode attention split plan tuned for graph batch bucket kGraphBuckets[bi] and context
   // bucket kMinGraphCtx << ci (ms 0: not tuned).
   DecodeChoice decodeChoice(int bi, int ci) const { return decodeChoice_[bi][ci]; }

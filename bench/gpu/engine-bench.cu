@@ -316,6 +316,24 @@ int main(int argc, char** argv) {
       }
       std::printf("\n");
     }
+    std::printf("gemm autotune, prefill steps, ms per product [heuristic rank] (TFLOP/s):\n");
+    tuneJson += "],\"prefillGemm\":[";
+    for (const auto& pt : b.prefillTune()) {
+      std::printf("  T=%-5d", pt.numTokens);
+      for (int k = 0; k < kHead; k++) {
+        const Gemm::Choice c = pt.choice[k];
+        const double flops = 2.0 * pt.numTokens * double(m.hidden) *
+                             (k == 0 ? double(m.heads + 2 * m.kvHeads) * m.headDim
+                              : k == 1 ? double(m.heads) * m.headDim
+                              : k == 2 ? 2.0 * m.intermediate
+                                       : double(m.intermediate));
+        std::printf(" %s %.3f r%d (%.0f);", kinds[k], c.ms, c.rank, flops / (c.ms * 1e-3) / 1e12);
+        tuneJson += std::string(tuneJson.back() == '[' ? "" : ",") + "{\"kind\":\"" + kinds[k] + "\",\"T\":" +
+                    std::to_string(pt.numTokens) + ",\"ms\":" + std::to_string(c.ms) + ",\"rank\":" +
+                    std::to_string(c.rank) + "}";
+      }
+      std::printf("\n");
+    }
     std::printf("decode attention autotune, ms per layer per context bucket, default -> choice (waves, even splits, tiles):\n");
     tuneJson += "],\"attention\":[";
     for (int bi = 0; bi < kNumGraphBuckets; bi++) {

@@ -1,7 +1,9 @@
 // CudaBackend::autotune: picks cuBLASLt's fastest configuration for every decode bucket the arena
 // holds (the heuristic's algorithms, and split-K variants of them for every weight but the LM
-// head), and chooses between the skinny kernel and cuBLASLt for 1..8 tokens.
+// head) and for prefill-sized steps (kPrefillTuneSizes and whole chunks of maxBatchTokens: the
+// heuristic's algorithms), and chooses between the skinny kernel and cuBLASLt for 1..8 tokens.
 #include <algorithm>
+#include <iterator>
 #include <vector>
 
 #include "check.h"
@@ -17,14 +19,16 @@ namespace ms::cuda {
 // faster: in a sequence it also overlaps its neighbours (PDL), cuBLASLt does not.
 void CudaBackend::autotune() {
   constexpr int kTuneWeights = 4;
+  constexpr int kPrefillTuneSizes[] = {512, 1024, 2048, 4096, 8192};
   Arena& a = arena_;
   const int H = m_.hidden, I = m_.intermediate, qDim = m_.heads * m_.headDim;
   const int qkvDim = qDim + 2 * m_.kvHeads * m_.headDim;
   // Inputs: random, never zeros (timings on zeros can flatter).
   const size_t T = std::min(a.capRows, kMaxGraphBatch);  // rows the arena holds, logits included
-  randomNormalBf16(a.xn, T * H, 7, 1, 0.f, 1.f, stream_);
-  randomNormalBf16(a.attn, T * qDim, 7, 2, 0.f, 1.f, stream_);
-  randomNormalBf16(a.act, T * I, 7, 3, 0.f, 1.f, stream_);
+  const size_t R = size_t(a.capTokens);                   // rows of the activations
+  randomNormalBf16(a.xn, R * H, 7, 1, 0.f, 1.f, stream_);
+  randomNormalBf16(a.attn, R * qDim, 7, 2, 0.f, 1.f, stream_);
+  randomNormalBf16(a.act, R * I, 7, 3, 0.f, 1.f, stream_);
   randomNormalBf16(a.gu, T * 2 * I, 7, 4, 0.f, 1.f, stream_);
   struct Case {
     const bf16* X;
@@ -55,6 +59,23 @@ void CudaBackend::autotune() {
       const Case& c = cases[k];
       ltChoice_[k][bi] = gemm_->tune(c.X, bucket, c.Ws, c.O, c.K, c.Y, c.mode, stream_, k != kHead);
     }
+  // Prefill steps of those exact sizes (the plans are per token count; other sizes keep the
+  // heuristic's first algorithm). The LM head reads only the rows that need logits: not here.
+  std::vector<int> sizes(std::begin(kPrefillTuneSizes), std::end(kPrefillTuneSizes));
+  sizes.push_back(opts_.maxBatchTokens);
+  std::sort(sizes.begin(), sizes.end());
+  sizes.erase(std::unique(sizes.begin(), sizes.end()), sizes.end());
+  prefillTune_.clear();
+  for (int n : sizes) {
+    if (n <= kMaxGraphBatch || n > a.capTokens) continue;
+    PrefillTune pt;
+    pt.numTokens = n;
+    for (int k = 0; k < kHead; k++) {
+      const Case& c = cases[k];
+      pt.choice[k] = gemm_->tune(c.X, n, c.Ws, c.O, c.K, c.Y, c.mode, stream_, false);
+    }
+    prefillTune_.push_back(pt);
+  }
   size_t turn = 0;
   auto timeIt = [&](auto&& fn) {
     for (int i = 0; i < 2; i++) fn();

@@ -199,6 +199,11 @@ class CudaBackend : public Backend {
   bool useSkinny_[kNumWeightKinds][kSkinnyMaxTokens + 1] = {};
   float gemmMs_[kNumWeightKinds][kSkinnyMaxTokens + 1][2] = {};
   Gemm::Choice ltChoice_[kNumWeightKinds][kNumGraphBuckets] = {};  // cuBLASLt per graph bucket (autotune)
+  struct PrefillTune {
+    int numTokens = 0;
+    Gemm::Choice choice[kNumWeightKinds] = {};  // the LM head's stays empty
+  };
+  std::vector<PrefillTune> prefillTune_;  // cuBLASLt at prefill-sized steps (autotune)
   DecodeChoice decodeChoice_[kNumGraphBuckets][kNumTunedCtx];       // per graph batch and context bucket
   Arena arena_;                  // the planned step arena (eager forwards and graphs)
   int32_t* hostMeta_ = nullptr;  // pinned, (arena_.capMeta,) eager metadata staging
