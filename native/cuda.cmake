@@ -79,6 +79,7 @@ add_library(microserve_cuda STATIC
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/kv-nvshmem.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/model-forward.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/autotune.cc
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-tune.cc
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/memory-plan.cc)
 ms_cuda_target_options(microserve_cuda)
 target_compile_options(microserve_cuda PRIVATE $<$<COMPILE_LANGUAGE:CXX>:-O2>)

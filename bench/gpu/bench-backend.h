@@ -50,6 +50,14 @@ class BenchCudaBackend : public CudaBackend {
   }
   // Autotune times (ms) of one product of a weight kind for T tokens: skinny, cuBLASLt.
   std::pair<float, float> gemmTimes(int kind, int T) const { return {gemmMs_[kind][T][0], gemmMs_[kind][T][1]}; }
+  // cuBLASLt's tuned configuration of a weight kind at graph bucket kGraphBuckets[bi]: its time,
+  // rank in the heuristic's list, split-K count (0: as the heuristic gave it).
+  Gemm::Choice ltChoice(int kind, int bi) const { return ltChoice_[kind][bi]; }
+  // cuBLASLt's tuned configurations at prefill-sized steps (numTokens, one choice per weight kind).
+  const std::vector<PrefillTune>& prefillTune() const { return prefillTune_; }
+  // The decode attention split plan tuned for graph batch bucket kGraphBuckets[bi] and context
+  // bucket kMinGraphCtx << ci (ms 0: not tuned).
+  DecodeChoice decodeChoice(int bi, int ci) const { return decodeChoice_[bi][ci]; }
   // The per-stage GPU time profile (CudaBackend::setProfile).
   using CudaBackend::profile;
   using CudaBackend::setProfile;

@@ -294,6 +294,64 @@ int main(int argc, char** argv) {
       }
       std::printf("\n");
     }
+    // cuBLASLt's pick per decode bucket (rN: the heuristic's N-th algorithm, skS: split in S parts).
+    std::printf("gemm autotune, cuBLASLt per bucket, ms per product [heuristic rank, split-K] (TB/s of the weight):\n");
+    std::string tuneJson = "\"autotune\":{\"gemm\":[";  // the same choices for the JSON
+    for (int k = 0; k < kNumWeightKinds; k++) {
+      const double wBytes = 2.0 * (k == 0 ? double(m.heads + 2 * m.kvHeads) * m.headDim * m.hidden
+                                   : k == 1 ? double(m.hidden) * m.heads * m.headDim
+                                   : k == 2 ? 2.0 * m.intermediate * m.hidden
+                                   : k == 3 ? double(m.hidden) * m.intermediate
+                                            : double(m.vocab) * m.hidden);
+      std::printf("  %-8s", kinds[k]);
+      for (int bi = 0; bi < kNumGraphBuckets; bi++) {
+        const Gemm::Choice c = b.ltChoice(k, bi);
+        if (c.ms <= 0.f) continue;
+        std::printf(" T=%d %.4f r%d", kGraphBuckets[bi], c.ms, c.rank);
+        if (c.splitK) std::printf(" sk%d", c.splitK);
+        std::printf(" (%.1f);", wBytes / (c.ms * 1e-3) / 1e12);
+        tuneJson += std::string(tuneJson.back() == '[' ? "" : ",") + "{\"kind\":\"" + kinds[k] +
+                    "\",\"T\":" + std::to_string(kGraphBuckets[bi]) + ",\"ms\":" + std::to_string(c.ms) +
+                    ",\"rank\":" + std::to_string(c.rank) + ",\"splitK\":" + std::to_string(c.splitK) + "}";
+      }
+      std::printf("\n");
+    }
+    std::printf("gemm autotune, prefill steps, ms per product [heuristic rank] (TFLOP/s):\n");
+    tuneJson += "],\"prefillGemm\":[";
+    for (const auto& pt : b.prefillTune()) {
+      std::printf("  T=%-5d", pt.numTokens);
+      for (int k = 0; k < kHead; k++) {
+        const Gemm::Choice c = pt.choice[k];
+        const double flops = 2.0 * pt.numTokens * double(m.hidden) *
+                             (k == 0 ? double(m.heads + 2 * m.kvHeads) * m.headDim
+                              : k == 1 ? double(m.heads) * m.headDim
+                              : k == 2 ? 2.0 * m.intermediate
+                                       : double(m.intermediate));
+        std::printf(" %s %.3f r%d (%.0f);", kinds[k], c.ms, c.rank, flops / (c.ms * 1e-3) / 1e12);
+        tuneJson += std::string(tuneJson.back() == '[' ? "" : ",") + "{\"kind\":\"" + kinds[k] + "\",\"T\":" +
+                    std::to_string(pt.numTokens) + ",\"ms\":" + std::to_string(c.ms) + ",\"rank\":" +
+                    std::to_string(c.rank) + "}";
+      }
+      std::printf("\n");
+    }
+    std::printf("decode attention autotune, ms per layer per context bucket, default -> choice (waves, even splits, tiles):\n");
+    tuneJson += "],\"attention\":[";
+    for (int bi = 0; bi < kNumGraphBuckets; bi++) {
+      if (b.decodeChoice(bi, 0).ms <= 0.f) continue;
+      std::printf("  b=%-3d", kGraphBuckets[bi]);
+      for (int ci = 0; ci < kNumTunedCtx; ci++) {
+        const DecodeChoice c = b.decodeChoice(bi, ci);
+        if (c.ms <= 0.f) continue;
+        tuneJson += std::string(tuneJson.back() == '[' ? "" : ",") + "{\"batch\":" + std::to_string(kGraphBuckets[bi]) +
+                    ",\"ctxBucket\":" + std::to_string(kMinGraphCtx << ci) + ",\"defaultMs\":" +
+                    std::to_string(c.defaultMs) + ",\"ms\":" + std::to_string(c.ms) + ",\"waves\":" +
+                    std::to_string(c.waves) + ",\"evenSplits\":" + (c.evenSplits ? "true" : "false") +
+                    ",\"stages\":" + std::to_string(c.stages) + "}";
+        std::printf(" ctx %d: %.4f -> %.4f (w%d%s s%d);", kMinGraphCtx << ci, c.defaultMs, c.ms, c.waves,
+                    c.evenSplits ? " even" : "", c.stages);
+      }
+      std::printf("\n");
+    }
 
     // Bytes a decode step must read: every weight but the embedding table, plus the KV of the context.
     const double weightBytes = 2.0 * (double(m.layers) * (double(m.heads + 2 * m.kvHeads) * m.headDim * m.hidden +
@@ -316,7 +374,8 @@ int main(int argc, char** argv) {
       }
       return 0;
     }
-    std::string json = "{\"device\":\"" + std::string(prop.name) + "\",\"date\":\"" + date + "\",";
+    tuneJson += "]},";
+    std::string json = "{\"device\":\"" + std::string(prop.name) + "\",\"date\":\"" + date + "\"," + tuneJson;
     json += "\"ctx\":" + std::to_string(ctx) + ",\"readTBs\":" + std::to_string(r.readTBs) + ",\"copyTBs\":" + std::to_string(r.copyTBs) +
             ",\"gemmTflops\":" + std::to_string(r.gemmTflops) + ",\"decode\":[";
     std::vector<std::string> rows;

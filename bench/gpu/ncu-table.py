@@ -70,8 +70,15 @@ for label, ks in zip(labels, steps):
     extra = f"; graph step {g:.3f} ms" if g else ""
     extra += f"; floor {f:.3f} ms" if f else ""
     print(f"## {label}: {len(ks)} kernels, sum {tot:.3f} ms, DRAM {byt/1e9:.2f} GB (byte floor {byt/read/1e9:.3f} ms){extra}\n")
-    print("| kernel | launches | ms | share | GB | TB/s | % of read roofline | tensor pipe % | grid x block | regs |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+    # profile.sh collects time and DRAM bytes only (one replay pass); the launch and tensor-pipe
+    # columns appear when a run asked for those metrics too.
+    extra_cols = bool(ks) and "launch__grid_size" in ks[0]
+    if extra_cols:
+        print("| kernel | launches | ms | share | GB | TB/s | % of read roofline | tensor pipe % | grid x block | regs |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: |")
+    else:
+        print("| kernel | launches | ms | share | GB | TB/s | % of read roofline |")
+        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     groups = {}
     for r in ks:
         groups.setdefault(short(r["Kernel Name"]), []).append(r)
@@ -82,6 +89,9 @@ for label, ks in zip(labels, steps):
         tp /= max(1e-9, sum(num(r, "gpu__time_duration.sum") for r in rs))
         tbs = b / (t * 1e-3) / 1e12 if t else 0
         r0 = rs[0]
-        print(f"| {name} | {len(rs)} | {t:.3f} | {100*t/max(tot,1e-9):.1f}% | {b/1e9:.3f} | {tbs:.2f} | {100*tbs/read:.0f}% | {tp:.0f} | "
-              f"{int(num(r0,'launch__grid_size'))}x{int(num(r0,'launch__block_size'))} | {int(num(r0,'launch__registers_per_thread'))} |")
+        row = f"| {name} | {len(rs)} | {t:.3f} | {100*t/max(tot,1e-9):.1f}% | {b/1e9:.3f} | {tbs:.2f} | {100*tbs/read:.0f}% |"
+        if extra_cols:
+            row += (f" {tp:.0f} | {int(num(r0,'launch__grid_size'))}x{int(num(r0,'launch__block_size'))} |"
+                    f" {int(num(r0,'launch__registers_per_thread'))} |")
+        print(row)
     print()

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <initializer_list>
 #include <random>
 #include <string>
 #include <vector>
@@ -242,6 +243,89 @@ void checkGemms() {
   }
 }
 
+// Every cuBLASLt candidate the autotune may time (the heuristic's algorithms and their split-K
+// variants, gemm.cc) against the float64 reference: a (T, O, K) product for each T of Ts in each
+// of modes, on numCols output columns spread over O (0: all), where the engine's shapes make a full
+// reference too slow. Each candidate runs twice from the same inputs and must give the same bits
+// (split-K reduces its f32 parts in a fixed order).
+void checkGemmCandidates(const char* name, int O, int K, std::initializer_list<int> Ts,
+                         std::initializer_list<OutMode> modes, int numCols) {
+  Gemm gemm;
+  auto w = randn(size_t(O) * K, 0.f, 0.05f);
+  auto wh = toBf16(w);
+  bf16* dw = reinterpret_cast<bf16*>(upload(wh));
+  std::vector<int> cols;
+  for (int i = 0; i < (numCols ? numCols : O); i++) cols.push_back(numCols ? int(int64_t(i) * O / numCols + i % 7) % O : i);
+  for (int T : Ts) {
+    auto x = randn(size_t(T) * K);
+    auto xh = toBf16(x);
+    bf16* dx = reinterpret_cast<bf16*>(upload(xh));
+    std::vector<double> prod(size_t(T) * cols.size());  // (T, cols)
+    for (int t = 0; t < T; t++)
+      for (size_t j = 0; j < cols.size(); j++) {
+        double acc = 0;
+        const float *xr = &x[size_t(t) * K], *wr = &w[size_t(cols[j]) * K];
+        for (int k = 0; k < K; k++) acc += double(xr[k]) * wr[k];
+        prod[size_t(t) * cols.size() + j] = acc;
+      }
+    for (OutMode mode : modes) {
+      const int n = gemm.numCandidates(T, O, K, mode);
+      int ran = 0, splitK = 0, bad = 0, unstable = 0;
+      double worst = 0;
+      const double tol = mode == OutMode::Bf16 ? 1e-2 : 1e-4;
+      auto y0 = randn(size_t(T) * O);
+      float* dy = upload(y0);
+      const size_t words = mode == OutMode::Bf16 ? (size_t(T) * O + 1) / 2 : size_t(T) * O;
+      for (int i = 0; i < n; i++) {
+        std::vector<uint32_t> bits[2];
+        Gemm::Choice what;
+        bool ok = true;
+        for (int rep = 0; rep < 2 && ok; rep++) {
+          MS_CUDA_CHECK(cudaMemcpy(dy, y0.data(), y0.size() * 4, cudaMemcpyHostToDevice));
+          ok = gemm.runCandidate(i, dx, T, dw, O, K, dy, mode, 0, &what);
+          bits[rep] = download<uint32_t>(dy, words);
+        }
+        if (!ok) continue;  // cuBLASLt refused it at run time: tune() skips it the same way
+        ran++;
+        splitK += what.splitK > 0;
+        unstable += bits[0] != bits[1];
+        double num = 0, den = 0;
+        bool finite = true;
+        for (int t = 0; t < T; t++)
+          for (size_t j = 0; j < cols.size(); j++) {
+            const size_t at = size_t(t) * O + cols[j];
+            double ref = prod[size_t(t) * cols.size() + j], got;
+            if (mode == OutMode::Bf16) {
+              got = bf16ToF32(reinterpret_cast<const uint16_t*>(bits[0].data())[at]);
+            } else {
+              float f;
+              std::memcpy(&f, &bits[0][at], 4);
+              got = f;
+              if (mode == OutMode::F32Add) ref += y0[at];
+            }
+            finite = finite && std::isfinite(got);
+            num += (got - ref) * (got - ref), den += ref * ref;
+          }
+        const double err = finite ? std::sqrt(num / den) : INFINITY;
+        worst = std::max(worst, err);
+        if (err > tol) {
+          bad++;
+          std::printf("    candidate %d (rank %d, split-K %d): rel err %.2e\n", i, what.rank, what.splitK, err);
+        }
+      }
+      cudaFree(dy);
+      const bool ok = ran > 0 && bad == 0 && unstable == 0;
+      if (!ok) numFailed++;
+      const char* mname = mode == OutMode::Bf16 ? "bf16" : mode == OutMode::F32 ? "f32" : "f32 add";
+      std::printf("%-58s %d of %d ran (%d split-K), worst rel err %.2e (tol %.0e), %d not bitwise repeatable %s\n",
+                  (std::string("cuBLASLt candidates ") + name + " T=" + std::to_string(T) + " " + mname).c_str(), ran,
+                  n, splitK, worst, tol, unstable, ok ? "PASS" : "FAIL");
+    }
+    cudaFree(dx);
+  }
+  cudaFree(dw);
+}
+
 // The split kernel's scratch for n queries under a's plan (partials, zeroed counters), set in a;
 // freed with the object.
 struct SplitScratch {
@@ -265,6 +349,29 @@ bool clusterPlan(DecodeAttentionArgs& a, int cap) {
   if (a.clusterSize == 0) return false;
   clusterChecks++;
   return true;
+}
+
+// Host-side invariants of the split plans the attention tuning may pick (every waves candidate,
+// every graph batch and context bucket, every context the bucket replays): the kernel's even
+// split never takes more keys per block than the plan's splitLen (its shared page-id table is
+// sized by it) nor more splits than the grid has, and it stays a multiple of 16 keys.
+void checkSplitPlans() {
+  int bad = 0, plans = 0;
+  for (int waves : {2, 4, 8, 16, 32})
+    for (int b : {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256})
+      for (int ctxB = 256; ctxB <= 16384; ctxB *= 2) {
+        int splitLen, maxSplits;
+        planDecodeSplits(b, 8, ctxB, 132, &splitLen, &maxSplits, waves);
+        plans++;
+        bad += splitLen % 64 != 0 || splitLen > kMaxSplitLen || int64_t(splitLen) * maxSplits < ctxB;
+        for (int ctx = 1; ctx <= ctxB; ctx += ctx < 300 ? 1 : 37) {
+          const int len = evenSplitLen(ctx, maxSplits);
+          bad += len > splitLen || len % 16 != 0 || (ctx + len - 1) / len > maxSplits;
+        }
+      }
+  if (bad) numFailed++;
+  std::printf("%-58s %d plans, %d violations %s\n", "decode split plans (waves 2-32, even splits)", plans, bad,
+              bad ? "FAIL" : "PASS");
 }
 
 // RoPE + KV append, then decode and prefill attention over a ragged batch with prefixes.
@@ -412,6 +519,16 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
                   (again ? " again" : ""),
               got, ref, 1e-2);
       }
+    // Fixed splits with the context spread evenly over the grid, and with three K/V tiles in flight.
+    for (auto [even, stages] : {std::pair<bool, int>{true, 2}, {false, 3}, {true, 3}}) {
+      DecodeAttentionArgs ak = a;
+      ak.evenSplits = even, ak.stages = stages;
+      MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));
+      decodeAttentionMma(ak, 0);
+      check("decodeAttentionMma " + tag + " split=" + std::to_string(ak.splitLen) + (even ? " even" : "") +
+                " stages=" + std::to_string(stages),
+            bf16Vec(download<uint16_t>(dout, ref.size())), ref, 1e-2);
+    }
     // The entry point (decodeAttention) plans clusters itself under clusterCap: as the backend runs it.
     for (int cap : {16, 0}) {
       DecodeAttentionArgs ak = a;
@@ -442,7 +559,9 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
         poolBits[slots.back() + i] = poolBits[slots.back() + int64_t(pageSize) * kvDim + i] = 0xffff;  // NaN
     }
     bf16* dpool2 = reinterpret_cast<bf16*>(upload(poolBits));
-    for (int forced = 0; forced < 4; forced++) {  // 2, 3: the plan in clusters of up to 16 and 8 blocks
+    // 2, 3: the plan in clusters of up to 16 and 8 blocks; 4-6: fixed 512-key splits (the newest key
+    // in a block's third tile) with two or three tiles in flight, and spread evenly with three.
+    for (int forced = 0; forced < 7; forced++) {
       DecodeAttentionArgs a;
       a.q = dqkv0;
       a.qStride = qkvDim;
@@ -459,7 +578,10 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
       a.clusterWarps = clusterWarps;
       planDecodeSplits(a.numQueries, kvHeads, decCtx, 132, &a.splitLen, &a.maxSplits);
       if (forced == 1) a.splitLen = 64, a.maxSplits = (decCtx + 63) / 64;
-      if (forced >= 2 && !clusterPlan(a, forced == 2 ? 16 : 8)) continue;
+      if (forced >= 4) a.splitLen = 512, a.maxSplits = (decCtx + 511) / 512;
+      a.stages = forced == 5 || forced == 6 ? 3 : 2;
+      a.evenSplits = forced == 6;
+      if ((forced == 2 || forced == 3) && !clusterPlan(a, forced == 2 ? 16 : 8)) continue;
       SplitScratch scratch(a, dec.size(), D);
       MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));
       decodeAttentionMma(a, 0);
@@ -475,7 +597,8 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
             gotKv.push_back(pool2[off]), wantKv.push_back(poolAfter[off]);
       }
       const std::string sp = " split=" + std::to_string(a.splitLen) +
-                             (a.clusterSize ? " cluster=" + std::to_string(a.clusterSize) : "");
+                             (a.clusterSize ? " cluster=" + std::to_string(a.clusterSize) : "") +
+                             (a.evenSplits ? " even" : "") + (a.stages == 3 ? " stages=3" : "");
       check("decodeAttentionMma fused rope " + tag + sp, got, want, 1e-2);
       check("decodeAttentionMma fused rope, appended K/V " + tag + sp, gotKv, wantKv, 1e-2);
     }
@@ -687,8 +810,15 @@ void checkSampling() {
 int main() {
   try {
     decodeAttentionInit();
+    checkSplitPlans();
     checkRmsNormSilu();
     checkGemms();
+    // Small enough for a full reference in every mode, then the 8B shapes as the engine runs them
+    // (qkv, o, down; columns sampled) at decode batch buckets.
+    checkGemmCandidates("768x4096", 768, 4096, {8, 64}, {OutMode::Bf16, OutMode::F32, OutMode::F32Add}, 0);
+    checkGemmCandidates("qkv 6144x4096", 6144, 4096, {16, 256}, {OutMode::Bf16}, 96);
+    checkGemmCandidates("o 4096x4096", 4096, 4096, {2, 64}, {OutMode::F32Add}, 96);
+    checkGemmCandidates("down 4096x14336", 4096, 14336, {8, 128}, {OutMode::F32Add}, 64);
     checkAttention(16, 2, 16);
     checkAttention(32, 8, 16);
     checkAttention(64, 1, 5);

@@ -5,8 +5,10 @@
 // path. One block of W warps per (split, KV head, query token); every (16 * W)-key tile is shared
 // by the warps, 16 keys each, each warp with its own online softmax; the warps, then the splits,
 // are merged. The first K/V tile (all but the newest key) and the page ids are loaded before the
-// PDL wait. W = 4 double-buffers 64-key tiles; W = 8 (clusters at batch 1-2, see launchD) holds
-// one 128-key tile, a block's whole share, so after the wait only q is loaded.
+// PDL wait. W = 4 streams 64-key tiles through NB = 2 buffers (or 3: a third tile in flight, two
+// blocks per SM instead of three; the autotune picks, attention-tune.cc); W = 8 (clusters at batch
+// 1-2, see launchD) holds one 128-key tile (NB = 1), a block's whole share, so after the wait only
+// q is loaded.
 //
 // Two ways to merge the splits:
 // - cluster (clusterSize >= 8, the default where the plan has 8 splits or more: small batches):
@@ -16,7 +18,9 @@
 //   Nothing round-trips through global memory, which matters because the output projection's
 //   blocks stream their weights meanwhile and every global round trip waits behind them.
 // - split (clusterSize 0): fixed-length splits write f32 partials and the last block to finish
-//   merges them (decode-merge.h).
+//   merges them (decode-merge.h). With evenSplits a query's context is spread evenly over the
+//   grid's splits instead (evenSplitLen), so a context just past a multiple of splitLen leaves no
+//   block with a few keys.
 // With ropeInvFreq (pure-decode layers) the kernel also does ropeAppend's work for its tokens: the
 // split holding the newest key rotates k and writes k and v into the page slot (and straight into
 // its shared tile), and every block rotates its q heads as it stages them (one kernel less per layer).
@@ -43,13 +47,22 @@ constexpr float kLog2e = 1.4426950408889634f;
 // the cluster merge's slices (rep * D / C values, C >= kMinCluster) fit ClusterRed::o while rep <= C.
 static_assert(kMaxGqa <= 8 && kMaxGqa <= kMinCluster, "decode attention holds at most 8 query heads per KV head");
 
-// W warps per block, 16 keys each: a tile is 16 * W keys. Four warps double-buffer the K/V tiles;
-// eight (clusters only) hold one tile, which must be the block's whole share (splitLen <= 128).
-template <int W>
-__host__ __device__ constexpr int kvBuffers() { return W == 8 ? 1 : 2; }
-template <int D, int W>
+// W warps per block, 16 keys each: a tile is 16 * W keys, NB of them in shared memory. Four warps
+// stream the K/V tiles through NB = 2 or 3 buffers; eight (clusters only) hold one tile (NB = 1),
+// which must be the block's whole share (splitLen <= 128).
+template <int D, int W, int NB>
 constexpr size_t smemBytes(int numPageIds) {
-  return size_t(16 + kvBuffers<W>() * 2 * 16 * W) * (D + 8) * sizeof(bf16) + size_t(numPageIds) * sizeof(int32_t);
+  return size_t(16 + NB * 2 * 16 * W) * (D + 8) * sizeof(bf16) + size_t(numPageIds) * sizeof(int32_t);
+}
+
+// cp.async.wait_group with a run-time count of groups allowed in flight, 0 <= n <= MAX.
+template <int MAX>
+__device__ __forceinline__ void cpAsyncWaitUpTo(int n) {
+  if constexpr (MAX >= 2)
+    if (n >= 2) return cpAsyncWait<2>();
+  if constexpr (MAX >= 1)
+    if (n >= 1) return cpAsyncWait<1>();
+  cpAsyncWait<0>();
 }
 
 // Cluster merge, pushed: every block writes each block of its cluster the slice of its
@@ -110,16 +123,17 @@ __device__ __forceinline__ void clusterReduce(const DecodeAttentionArgs& a, int 
   }
 }
 
-// grid (splits, kvHeads, numQueries), block 32 * W; dynamic smem smemBytes<D, W>(splitLen / pageSize + 2).
+// grid (splits, kvHeads, numQueries), block 32 * W; dynamic smem smemBytes<D, W, NB>(splitLen / pageSize + 2).
 // kCluster: grid.x is one cluster, whose blocks split each context evenly (in multiples of 16 keys);
-// a.splitLen bounds the keys per block. Else split s holds keys [s * splitLen, (s + 1) * splitLen).
-template <int D, bool kCluster, int W>
+// a.splitLen bounds the keys per block. Else split s holds keys [s * len, (s + 1) * len), len =
+// a.splitLen, or evenSplitLen(ctx, grid.x) with a.evenSplits. NB: K/V tile buffers (tiles in flight).
+template <int D, bool kCluster, int W, int NB>
 __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKernel(DecodeAttentionArgs a) {
   constexpr int LD = D + 8, CPR = D / 8, BN = 16 * W, kThreads = 32 * W;
   extern __shared__ __align__(16) unsigned char smRaw[];
   bf16* Qs = reinterpret_cast<bf16*>(smRaw);      // (16, LD)
-  bf16* KV = Qs + 16 * LD;                        // kvBuffers<W>() buffers of K (BN, LD) then V (BN, LD)
-  int32_t* smPage = reinterpret_cast<int32_t*>(KV + kvBuffers<W>() * 2 * BN * LD);
+  bf16* KV = Qs + 16 * LD;                        // NB buffers of K (BN, LD) then V (BN, LD)
+  int32_t* smPage = reinterpret_cast<int32_t*>(KV + NB * 2 * BN * LD);
   float* smO = reinterpret_cast<float*>(KV);      // (W warps, 8 heads, D), once the tiles are consumed
   __shared__ float smM[W][8], smL[W][8];
   __shared__ int smIsLast;
@@ -129,7 +143,9 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
   const int qi = blockIdx.z, g = blockIdx.y, split = blockIdx.x;
   const int tok = a.queries[qi];  // metadata: copied before the first kernel, safe before the wait
   const int ctx = a.meta.pos[tok] + 1;
-  const int len = kCluster ? ((ctx + int(gridDim.x) - 1) / int(gridDim.x) + 15) / 16 * 16 : a.splitLen;
+  const int len = kCluster        ? ((ctx + int(gridDim.x) - 1) / int(gridDim.x) + 15) / 16 * 16
+                  : a.evenSplits ? evenSplitLen(ctx, int(gridDim.x))
+                                 : a.splitLen;
   const int k0 = split * len;
   if (k0 >= ctx) {
     pdlWait();
@@ -154,7 +170,7 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
     return kBase + int64_t(smPage[key / ps - page0]) * a.kv.pageStride + int64_t(key % ps) * kvDim + col;
   };
   auto loadTile = [&](int j0, bool skipNewest) {  // keys [j0, j0 + BN) of the split; zeros past n
-    bf16* Ks = KV + ((j0 / BN) % 2) * 2 * BN * LD;
+    bf16* Ks = KV + ((j0 / BN) % NB) * 2 * BN * LD;
     bf16* Vs = Ks + BN * LD;
     for (int c = threadIdx.x; c < BN * CPR; c += kThreads) {
       const int r = c / CPR, col = (c % CPR) * 8, kb = j0 + r;
@@ -171,11 +187,11 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
   pdlWait();  // q and the newest K/V come from the kernels before
   pdlTrigger();  // after the wait: measured 0.03 ms per step faster than at entry (engine-gpu.md)
   const bf16* qRow = a.q + int64_t(tok) * a.qStride;
-  const bool newestHere = newest < n, newestInSmem = newest < 2 * BN;
+  const bool newestHere = newest < n, newestInSmem = newest < NB * BN;  // in a tile loaded before the loop
   if (newestHere && a.ropeInvFreq) {  // rotate k, append k and v; the tile row gets them directly
     const int pos = ctx - 1;
     bf16* kDst = a.kv.base + int64_t(smPage[pos / ps - page0]) * a.kv.pageStride + int64_t(pos % ps) * kvDim + g * D;
-    bf16* kRow = KV + ((newest / BN) % 2) * 2 * BN * LD + (newest % BN) * LD;
+    bf16* kRow = KV + ((newest / BN) % NB) * 2 * BN * LD + (newest % BN) * LD;
     const bf16* kSrc = qRow + (a.heads + g) * D;
     for (int i = threadIdx.x; i < D / 2; i += kThreads) {
       float sn, cs;
@@ -197,10 +213,10 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
       __syncthreads();  // the slot is written before a later tile's cp.async reads it back
     }
   }
-  // Commit groups: tile 0, the newest row where ropeAppend wrote it, then tile 1: the first tile's
-  // math waits for all but tile 1.
+  // Commit groups: tile 0, the newest row where ropeAppend wrote it, then tiles 1 .. NB - 1: the
+  // first tile's math waits for all but those.
   if (newestHere && newestInSmem && !a.ropeInvFreq) {
-    bf16* kRow = KV + ((newest / BN) % 2) * 2 * BN * LD + (newest % BN) * LD;
+    bf16* kRow = KV + ((newest / BN) % NB) * 2 * BN * LD + (newest % BN) * LD;
     for (int c = threadIdx.x; c < CPR; c += kThreads) {
       const bf16* src = keySrc(newest, c * 8);
       cpAsync16(kRow + c * 8, src, 16);
@@ -208,8 +224,8 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
     }
     cpAsyncCommit();
   }
-  if (numTiles > 1) {
-    loadTile(BN, true);
+  for (int t = 1; t < NB && t < numTiles; t++) {
+    loadTile(t * BN, true);
     cpAsyncCommit();
   }
   if (a.ropeInvFreq) {  // q heads g * rep + r rotated here (pairs i, i + D/2); rows past rep zero
@@ -245,10 +261,7 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
       *reinterpret_cast<uint4*>(Qs + r * LD + col) = v;
     }
   }
-  if (numTiles > 1)
-    cpAsyncWait<1>();  // tile 1 may still be in flight
-  else
-    cpAsyncWait<0>();
+  cpAsyncWaitUpTo<NB - 1>(min(numTiles - 1, NB - 1));  // tiles 1 .. NB - 1 may still be in flight
   __syncthreads();
   uint32_t qf[D / 16][4];
 #pragma unroll
@@ -261,13 +274,10 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
   float m[2] = {-FLT_MAX, -FLT_MAX}, l[2] = {0.f, 0.f};
   const float sl2 = a.scale * kLog2e;
   for (int t = 0; t < numTiles; t++) {
-    const bf16* Ks = KV + (t % 2) * 2 * BN * LD;
+    const bf16* Ks = KV + (t % NB) * 2 * BN * LD;
     const bf16* Vs = Ks + BN * LD;
-    if (t >= 1) {  // tile t was issued before tile t - 1's math; t + 1 may be in flight
-      if (t + 1 < numTiles)
-        cpAsyncWait<1>();
-      else
-        cpAsyncWait<0>();
+    if (t >= 1) {  // tile t was issued before tile t - 1's math; t + 1 .. t + NB - 1 may be in flight
+      cpAsyncWaitUpTo<NB - 1>(min(numTiles - t - 1, NB - 1));
       __syncthreads();
     }
     // S = Q . K^T for this warp's 16 keys of the tile.
@@ -324,9 +334,9 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
       mma16816(o[2 * dp], pa, b[0], b[1]);
       mma16816(o[2 * dp + 1], pa, b[2], b[3]);
     }
-    __syncthreads();  // this buffer is consumed before the load two tiles on (or smO) overwrites it
-    if (t + 2 < numTiles) {
-      loadTile((t + 2) * BN, false);
+    __syncthreads();  // this buffer is consumed before the load NB tiles on (or smO) overwrites it
+    if (t + NB < numTiles) {
+      loadTile((t + NB) * BN, false);
       cpAsyncCommit();
     }
   }
@@ -347,7 +357,7 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
     if (lane % 4 == 0) smM[warp][row] = m[0], smL[warp][row] = l[0];
   }
   __syncthreads();
-  const int numSplits = kCluster ? int(gridDim.x) : (ctx + a.splitLen - 1) / a.splitLen;
+  const int numSplits = kCluster ? int(gridDim.x) : (ctx + len - 1) / len;
   if constexpr (kCluster) clusterWaitStarted();
   const int64_t slot0 = (int64_t(qi) * a.heads + g * rep) * a.maxSplits;  // head g * rep, split 0
   for (int e = threadIdx.x; e < rep * D; e += kThreads) {
@@ -381,37 +391,39 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
     mergeSplitsIfLast(a, qi, g, rep, D, numSplits, slot0, tok, &smIsLast);
 }
 
-template <int D, bool kCluster, int W>
+template <int D, bool kCluster, int W, int NB>
 void launchMma(const DecodeAttentionArgs& a, cudaStream_t s) {
-  const size_t smem = smemBytes<D, W>(a.splitLen / a.kv.pageSize + 2);
+  const size_t smem = smemBytes<D, W, NB>(a.splitLen / a.kv.pageSize + 2);
   const dim3 grid(kCluster ? a.clusterSize : a.maxSplits, a.kv.kvHeads, a.numQueries);
-  launchPdlCluster("decodeAttentionMmaKernel", decodeAttentionMmaKernel<D, kCluster, W>, grid, dim3(32 * W), smem, s,
-                   kCluster ? a.clusterSize : 0, a);
+  launchPdlCluster("decodeAttentionMmaKernel", decodeAttentionMmaKernel<D, kCluster, W, NB>, grid, dim3(32 * W), smem,
+                   s, kCluster ? a.clusterSize : 0, a);
 }
 
-template <int D, bool kCluster, int W>
+template <int D, bool kCluster, int W, int NB>
 void allowSmem() {
-  MS_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionMmaKernel<D, kCluster, W>,
-                                     cudaFuncAttributeMaxDynamicSharedMemorySize, int(smemBytes<D, W>(kMaxSplitLen + 2))));
+  MS_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionMmaKernel<D, kCluster, W, NB>,
+                                     cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                     int(smemBytes<D, W, NB>(kMaxSplitLen + 2))));
   if (kCluster)
-    MS_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionMmaKernel<D, kCluster, W>,
+    MS_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionMmaKernel<D, kCluster, W, NB>,
                                        cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
 }
 
 // Clusters of c blocks of the D = 128 kernel with W warps the device can hold at once (0: none).
 template <int W>
 int activeClusters(int c) {
+  constexpr int NB = W == 8 ? 1 : 2;
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(c, 1, 1);
   cfg.blockDim = dim3(32 * W);
-  cfg.dynamicSmemBytes = smemBytes<128, W>(kMaxSplitLen + 2);
+  cfg.dynamicSmemBytes = smemBytes<128, W, NB>(kMaxSplitLen + 2);
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
   attr[0].val.clusterDim.x = c, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
   cfg.numAttrs = 1;
   int n = 0;
-  if (cudaOccupancyMaxActiveClusters(&n, decodeAttentionMmaKernel<128, true, W>, &cfg) != cudaSuccess) n = 0;
+  if (cudaOccupancyMaxActiveClusters(&n, decodeAttentionMmaKernel<128, true, W, NB>, &cfg) != cudaSuccess) n = 0;
   cudaGetLastError();  // an unsupported size is an answer, not an error
   return n;
 }
@@ -421,26 +433,30 @@ int g_wideClusters = 0;   // clusters of 16 eight-warp blocks the device holds a
 
 // Clusters use eight warps per block (one 128-key tile: a block's whole share of up to 2k keys)
 // when the shares fit one tile and every cluster of the grid fits on the device at once; else
-// four. a.clusterWarps = 4 or 8 forces one where it can run (the kernel checks).
+// four. a.clusterWarps = 4 or 8 forces one where it can run (the kernel checks). Fixed splits:
+// four warps, a.stages (2 or 3) tile buffers.
 template <int D>
 void launchD(const DecodeAttentionArgs& a, cudaStream_t s) {
-  if (a.clusterSize == 0) return launchMma<D, false, 4>(a, s);
+  if (a.clusterSize == 0) return a.stages == 3 ? launchMma<D, false, 4, 3>(a, s) : launchMma<D, false, 4, 2>(a, s);
   const bool fits = a.splitLen <= 16 * 8;  // one tile per block: the eight-warp kernel has one buffer
   const bool wide = fits && (a.clusterWarps == 4 || a.clusterWarps == 8
                                  ? a.clusterWarps == 8
                                  : a.clusterSize == kMaxCluster && a.numQueries * a.kv.kvHeads <= g_wideClusters);
   if (wide)
-    launchMma<D, true, 8>(a, s);
+    launchMma<D, true, 8, 1>(a, s);
   else
-    launchMma<D, true, 4>(a, s);
+    launchMma<D, true, 4, 2>(a, s);
 }
 
 }  // namespace
 
 void decodeAttentionInit() {
-  for (auto allow : {allowSmem<16, false, 4>, allowSmem<32, false, 4>, allowSmem<64, false, 4>, allowSmem<128, false, 4>,
-                     allowSmem<16, true, 4>, allowSmem<32, true, 4>, allowSmem<64, true, 4>, allowSmem<128, true, 4>,
-                     allowSmem<16, true, 8>, allowSmem<32, true, 8>, allowSmem<64, true, 8>, allowSmem<128, true, 8>})
+  for (auto allow : {allowSmem<16, false, 4, 2>, allowSmem<32, false, 4, 2>, allowSmem<64, false, 4, 2>,
+                     allowSmem<128, false, 4, 2>, allowSmem<16, false, 4, 3>, allowSmem<32, false, 4, 3>,
+                     allowSmem<64, false, 4, 3>, allowSmem<128, false, 4, 3>, allowSmem<16, true, 4, 2>,
+                     allowSmem<32, true, 4, 2>, allowSmem<64, true, 4, 2>, allowSmem<128, true, 4, 2>,
+                     allowSmem<16, true, 8, 1>, allowSmem<32, true, 8, 1>, allowSmem<64, true, 8, 1>,
+                     allowSmem<128, true, 8, 1>})
     allow();
   g_maxCluster = 0;
   for (int c = kMaxCluster; c >= 2 && !g_maxCluster; c /= 2)

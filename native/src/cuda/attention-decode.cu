@@ -10,9 +10,9 @@
 
 namespace ms::cuda {
 
-void planDecodeSplits(int numQueries, int kvHeads, int maxCtx, int numSms, int* splitLen, int* maxSplits) {
+void planDecodeSplits(int numQueries, int kvHeads, int maxCtx, int numSms, int* splitLen, int* maxSplits, int waves) {
   int groups = numQueries * kvHeads;
-  int want = (2 * numSms + groups - 1) / groups;                   // enough blocks for two waves
+  int want = (waves * numSms + groups - 1) / groups;               // enough blocks for `waves` waves
   int minCount = (maxCtx + kMaxSplitLen - 1) / kMaxSplitLen;      // bounded work per block
   int count = want > minCount ? want : minCount;
   int len = (maxCtx + count - 1) / count;
@@ -37,8 +37,8 @@ void planDecodeCluster(DecodeAttentionArgs& a, int cap) {
 void decodeAttention(const DecodeAttentionArgs& args, cudaStream_t s) {
   if (args.numQueries == 0) return;
   if (args.splitLen <= 0 || args.splitLen > kMaxSplitLen || args.splitLen % 64 != 0 || args.maxSplits <= 0 ||
-      !isSupportedGqa(args.heads / args.kv.kvHeads))
-    throw CudaError("decodeAttention: bad split plan or GQA group outside 1.." + std::to_string(kMaxGqa), false);
+      !isSupportedGqa(args.heads / args.kv.kvHeads) || (args.stages != 2 && args.stages != 3))
+    throw CudaError("decodeAttention: bad split plan, GQA group outside 1.." + std::to_string(kMaxGqa) + " or stages not 2 or 3", false);
   DecodeAttentionArgs a = args;
   planDecodeCluster(a, std::min(a.clusterCap, decodeMaxCluster()));
   decodeAttentionMma(a, s);

@@ -68,7 +68,28 @@ constexpr int kMaxGraphBatch = 256;
 constexpr int kMinGraphCtx = 256;
 constexpr int kMaxGraphCtx = 16384;
 constexpr int kGraphBuckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256};
+constexpr int kNumGraphBuckets = int(sizeof kGraphBuckets / sizeof kGraphBuckets[0]);
 constexpr int kHeadChunk = 256;  // LM-head rows per pass (bounds the f32 logits buffer)
+
+// How decode attention splits its work at one (batch bucket, context bucket) (attention-tune.cc
+// times the candidates at start and keeps the fastest; the default is the plan before tuning
+// existed). Context buckets 256, 512, 1024 and 2048 are tuned; longer contexts use 2048's.
+constexpr int kNumTunedCtx = 4;
+struct DecodeChoice {
+  int waves = kDefaultDecodeWaves;  // planDecodeSplits' blocks per SM
+  bool evenSplits = false;          // DecodeAttentionArgs::evenSplits
+  int stages = 2;                   // DecodeAttentionArgs::stages
+  float ms = 0.f, defaultMs = 0.f;  // tuning: this choice's time and the default's (0: not tuned)
+};
+// The waves candidates, ascending (the memory plan bounds the split partials for the largest).
+constexpr int kDecodeWaves[] = {2, 4, 8, 16, 32};
+constexpr int kMaxDecodeWaves = kDecodeWaves[sizeof kDecodeWaves / sizeof kDecodeWaves[0] - 1];
+// The split plan of one decode attention launch (DecodeAttentionArgs' fields of the same names).
+struct DecodeSplits {
+  int splitLen = 64, maxSplits = 1;
+  bool evenSplits = false;
+  int stages = 2;
+};
 
 // The plan does not fit the device (Code::DEVICE_MEMORY); the message has the numbers.
 class DeviceMemoryError : public std::runtime_error {
@@ -121,7 +142,11 @@ class CudaBackend : public Backend {
   Status guarded(F&& f);
   // model-forward.cc
   void linear(int kind, const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s);
-  void runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int maxSplits, cudaStream_t s);
+  void runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& ds, cudaStream_t s);
+  // The split plan for numQueries decode queries of at most maxCtx keys: the tuned choice of the
+  // batch bucket that holds numQueries and the context bucket that holds maxCtx (2048's for longer
+  // contexts; the default past the largest batch bucket).
+  DecodeSplits decodeSplits(int numQueries, int maxCtx) const;
   void runHead(const int32_t* rows, int n, Arena& a, cudaStream_t s);
   // The checks of forward and forwardWithSend: the plan, the sampling inputs and their extras.
   Status checkForward(const Batch& b, const float* logitsOut) const;
@@ -144,6 +169,10 @@ class CudaBackend : public Backend {
   void setProfile(bool on);
   std::vector<std::pair<std::string, double>> profile() const;
   void autotune();
+  // attention-tune.cc: picks decodeChoice_ for the batch buckets from kMinTunedDecodeBatch up and
+  // the context buckets up to kMinGraphCtx << (kNumTunedCtx - 1), over the KV pool (after it
+  // exists, before the final graph capture).
+  void tuneDecodeAttention();
   // memory-plan.cc
   void planMemory();
   void planArena();
@@ -180,6 +209,13 @@ class CudaBackend : public Backend {
   bool finalized_ = false;
   bool useSkinny_[kNumWeightKinds][kSkinnyMaxTokens + 1] = {};
   float gemmMs_[kNumWeightKinds][kSkinnyMaxTokens + 1][2] = {};
+  Gemm::Choice ltChoice_[kNumWeightKinds][kNumGraphBuckets] = {};  // cuBLASLt per graph bucket (autotune)
+  struct PrefillTune {
+    int numTokens = 0;
+    Gemm::Choice choice[kNumWeightKinds] = {};  // the LM head's stays empty
+  };
+  std::vector<PrefillTune> prefillTune_;  // cuBLASLt at prefill-sized steps (autotune)
+  DecodeChoice decodeChoice_[kNumGraphBuckets][kNumTunedCtx];       // per graph batch and context bucket
   Arena arena_;                  // the planned step arena (eager forwards and graphs)
   int32_t* hostMeta_ = nullptr;  // pinned, (arena_.capMeta,) eager metadata staging
   float* staging_ = nullptr;     // pinned, (arena_.capRows, vocab) logits staging

@@ -22,10 +22,18 @@ namespace ms::cuda {
 // cuBLASLt is column-major: row-major Y (T, O) is column-major (O, T) = W (O, K) . X^T (K, T),
 // with W read as the transpose of its column-major (K, O) view.
 struct Gemm::Plan {
+  struct Candidate {
+    cublasLtMatmulAlgo_t algo;
+    int rank;    // in the heuristic's list
+    int splitK;  // set by addSplitKCandidates (0: the heuristic's configuration)
+  };
   cublasLtMatmulDesc_t op = nullptr;
   cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
   cublasLtMatmulAlgo_t algo;
-  std::vector<cublasLtMatmulAlgo_t> candidates;  // the heuristic's top results, best first
+  std::vector<Candidate> candidates;  // the heuristic's top results, best first, then split-K variants
+  int numHeuristic = 0;
+  bool hasSplitK = false;
+  bool isTuned = false;  // algo was chosen by tune(): kept when the cache is trimmed
   ~Plan() {
     if (a) cublasLtMatrixLayoutDestroy(a);
     if (b) cublasLtMatrixLayoutDestroy(b);
@@ -50,9 +58,15 @@ Gemm::Plan& Gemm::plan(int T, int O, int K, OutMode mode) {
   auto key = std::make_tuple(T, O, K, int(mode));
   auto it = plans_.find(key);
   if (it != plans_.end()) return *it->second;
-  if (plans_.size() > 512) {  // prefill lengths vary: keep the cache bounded
-    for (auto& [k, p] : plans_) delete p;
-    plans_.clear();
+  if (plans_.size() > 512) {  // prefill lengths vary: keep the cache bounded (and the tuned decode plans)
+    for (auto it2 = plans_.begin(); it2 != plans_.end();) {
+      if (it2->second->isTuned) {
+        ++it2;
+      } else {
+        delete it2->second;
+        it2 = plans_.erase(it2);
+      }
+    }
   }
   Plan* p = new Plan();
   try {
@@ -77,7 +91,8 @@ Gemm::Plan& Gemm::plan(int T, int O, int K, OutMode mode) {
                           " K=" + std::to_string(K),
                       false);
     p->algo = res[0].algo;
-    for (int i = 0; i < found; i++) p->candidates.push_back(res[i].algo);
+    for (int i = 0; i < found; i++) p->candidates.push_back({res[i].algo, i, 0});
+    p->numHeuristic = found;
   } catch (...) {
     delete p;
     throw;
@@ -94,16 +109,77 @@ void Gemm::run(const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMo
                                  workspaceBytes_, s));
 }
 
-float Gemm::tune(const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s) {
+// Split-K variants of the heuristic's best kSplitKFrom algorithms: kSplitKCounts parts (each at
+// least kMinSplitKDepth deep), f32 partials reduced by a separate step (COMPUTE_TYPE), where the
+// algorithm supports both and cublasLtMatmulAlgoCheck accepts it within the workspace.
+void Gemm::addSplitKCandidates(Plan& p, int K) {
+  constexpr int kSplitKFrom = 4, kMinSplitKDepth = 256;
+  constexpr uint32_t kSplitKCounts[] = {2, 3, 4, 6, 8, 12, 16};
+  p.hasSplitK = true;
+  for (int i = 0; i < std::min(p.numHeuristic, kSplitKFrom); i++) {
+    const cublasLtMatmulAlgo_t base = p.candidates[i].algo;
+    int32_t support = 0;
+    uint32_t schemes = 0;
+    size_t written = 0;
+    if (cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_SPLITK_SUPPORT, &support, sizeof support, &written) !=
+            CUBLAS_STATUS_SUCCESS ||
+        !support)
+      continue;
+    if (cublasLtMatmulAlgoCapGetAttribute(&base, CUBLASLT_ALGO_CAP_REDUCTION_SCHEME_MASK, &schemes, sizeof schemes,
+                                          &written) != CUBLAS_STATUS_SUCCESS ||
+        !(schemes & CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE))
+      continue;
+    for (uint32_t parts : kSplitKCounts) {
+      if (K / int(parts) < kMinSplitKDepth) break;
+      cublasLtMatmulAlgo_t algo = base;
+      const uint32_t scheme = CUBLASLT_REDUCTION_SCHEME_COMPUTE_TYPE;
+      if (cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_SPLITK_NUM, &parts, sizeof parts) !=
+              CUBLAS_STATUS_SUCCESS ||
+          cublasLtMatmulAlgoConfigSetAttribute(&algo, CUBLASLT_ALGO_CONFIG_REDUCTION_SCHEME, &scheme, sizeof scheme) !=
+              CUBLAS_STATUS_SUCCESS)
+        continue;
+      cublasLtMatmulHeuristicResult_t check = {};
+      if (cublasLtMatmulAlgoCheck(handle_, p.op, p.a, p.b, p.c, p.c, &algo, &check) != CUBLAS_STATUS_SUCCESS ||
+          check.workspaceSize > workspaceBytes_)
+        continue;
+      p.candidates.push_back({algo, p.candidates[i].rank, int(parts)});
+    }
+  }
+}
+
+int Gemm::numCandidates(int T, int O, int K, OutMode mode) {
   Plan& p = plan(T, O, K, mode);
+  if (!p.hasSplitK) addSplitKCandidates(p, K);
+  return int(p.candidates.size());
+}
+
+bool Gemm::runCandidate(int i, const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode,
+                        cudaStream_t s, Choice* what) {
+  Plan& p = plan(T, O, K, mode);
+  if (!p.hasSplitK) addSplitKCandidates(p, K);
+  if (i < 0 || i >= int(p.candidates.size())) return false;
+  const Plan::Candidate& c = p.candidates[i];
+  if (what) what->rank = c.rank, what->splitK = c.splitK;
+  const float alpha = 1.f, beta = mode == OutMode::F32Add ? 1.f : 0.f;
+  return cublasLtMatmul(handle_, p.op, &alpha, W, p.a, X, p.b, &beta, Y, p.c, Y, p.c, &c.algo, workspace_,
+                        workspaceBytes_, s) == CUBLAS_STATUS_SUCCESS;
+}
+
+Gemm::Choice Gemm::tune(const bf16* X, int T, const std::vector<const bf16*>& Ws, int O, int K, void* Y, OutMode mode,
+                        cudaStream_t s, bool splitK) {
+  Plan& p = plan(T, O, K, mode);
+  if (splitK && !p.hasSplitK) addSplitKCandidates(p, K);
   const float alpha = 1.f, beta = mode == OutMode::F32Add ? 1.f : 0.f;
   cudaEvent_t a, b;
   MS_CUDA_CHECK(cudaEventCreate(&a));
   MS_CUDA_CHECK(cudaEventCreate(&b));
-  float best = 1e30f;
-  for (const cublasLtMatmulAlgo_t& algo : p.candidates) {
+  Choice best;
+  best.ms = 1e30f;
+  size_t turn = 0;
+  for (const Plan::Candidate& c : p.candidates) {
     auto once = [&] {
-      return cublasLtMatmul(handle_, p.op, &alpha, W, p.a, X, p.b, &beta, Y, p.c, Y, p.c, &algo, workspace_,
+      const bf16* W = Ws[turn++ % Ws.size()];
+      return cublasLtMatmul(handle_, p.op, &alpha, W, p.a, X, p.b, &beta, Y, p.c, Y, p.c, &c.algo, workspace_,
                             workspaceBytes_, s);
     };
     if (once() != CUBLAS_STATUS_SUCCESS) continue;  // a candidate that cannot run this shape
@@ -118,13 +194,16 @@ float Gemm::tune(const bf16* X, int T, const bf16* W, int O, int K, void* Y, Out
       t.push_back(ms);
     }
     std::sort(t.begin(), t.end());
-    if (t[1] < best) {
-      best = t[1];
-      p.algo = algo;
+    if (t[1] < best.ms) {
+      best.ms = t[1];
+      best.rank = c.rank;
+      best.splitK = c.splitK;
+      p.algo = c.algo;
     }
   }
   cudaEventDestroy(a);
   cudaEventDestroy(b);
+  p.isTuned = true;
   return best;
 }
 

@@ -124,10 +124,28 @@ struct DecodeAttentionArgs {
   // cluster fits at once and a block's share is one 128-key tile, else four); 4 or 8 forces one
   // where it can run (kernel checks).
   int clusterWarps = 0;
+  // [default false] Fixed splits only: false = split s holds keys [s * splitLen, (s + 1) * splitLen)
+  // of every query; true = each query spreads its own context evenly over the maxSplits blocks
+  // (evenSplitLen keys each), so a context just past a multiple of splitLen leaves no block with a
+  // few keys (a graph's grid is planned for its context bucket, not for the contexts it replays).
+  bool evenSplits = false;
+  // [default 2] Fixed splits only: K/V tiles of 64 keys a block keeps in shared memory, 2 (double
+  // buffered, three blocks per SM at headDim 128) or 3 (two tiles in flight while one is used, two
+  // blocks per SM).
+  int stages = 2;
 };
 constexpr int kMaxSplitLen = 512;
-// Picks splitLen and maxSplits for numQueries queries of at most maxCtx keys on numSms SMs.
-void planDecodeSplits(int numQueries, int kvHeads, int maxCtx, int numSms, int* splitLen, int* maxSplits);
+// Keys per block when a context of ctx keys is spread evenly over `blocks` blocks: a multiple of
+// 16, at least 64; at most splitLen when blocks * splitLen >= ctx (a split plan's grid).
+__host__ __device__ inline int evenSplitLen(int ctx, int blocks) {
+  const int len = ((ctx + blocks - 1) / blocks + 15) / 16 * 16;
+  return len < 64 ? 64 : len;
+}
+// Picks splitLen and maxSplits for numQueries queries of at most maxCtx keys on numSms SMs: enough
+// splits for `waves` blocks per SM [default 2] (never fewer than kMaxSplitLen keys per split allow).
+constexpr int kDefaultDecodeWaves = 2;
+void planDecodeSplits(int numQueries, int kvHeads, int maxCtx, int numSms, int* splitLen, int* maxSplits,
+                      int waves = kDefaultDecodeWaves);
 // Turns a split plan into a cluster plan (clusterSize, splitLen) when it has at least kMinCluster
 // splits (small batches, where clusters of 8 or 16 blocks fill the GPU; larger batches keep fixed
 // splits, measured faster there), cap allows a cluster of kMinCluster or more, and the keys per

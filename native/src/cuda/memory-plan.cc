@@ -5,14 +5,17 @@
 //      sampling extras (extras-pack.h: a penalty-state row of vocab int32 per slot, maxNumSeqs
 //      slots — 128 MiB at a 128k vocabulary and 256 sequences —, per-row inputs, bias windows,
 //      mask rows, logprob outputs); counted in arenaBytes;
-//   2. autotune (times products in the arena);
+//   2. autotune (times products in the arena; the cuBLASLt workspace, split-K partials included,
+//      is the fixed one Gemm allocated at construction, already counted as held);
 //   3. every decode CUDA graph (batch bucket up to maxNumSeqs, context bucket up to the model's
 //      max positions; logits, sampling, sampling with extras), captured and uploaded; their device
 //      bytes are measured with cudaMemGetInfo;
 //   4. the KV pool: its fixed size, or (numPages 0, auto) what gpuMemoryUtilization of the
 //      device's total leaves after everything this backend holds; a pool that does not fit is
 //      refused with DEVICE_MEMORY and the numbers, never at a busy step;
-//   5. the graphs are captured again over the real pool (cudaGraphExecUpdate: same executables).
+//   5. the decode attention split plans are tuned over the pool's pages (attention-tune.cc: reads
+//      only, in the arena's partials, which 1. sized for every candidate), then the graphs are
+//      captured again over the real pool with them (cudaGraphExecUpdate: same executables).
 #include <algorithm>
 #include <climits>
 #include <cstdio>
@@ -48,20 +51,23 @@ void CudaBackend::planArena() {
   while (maxGraphCtx_ < std::min(C, kMaxGraphCtx)) maxGraphCtx_ *= 2;
   const int capTokens = std::max({T, maxGraphBatch_, kSkinnyMaxTokens});  // autotune runs 1..8 rows
   const int capRows = std::min(kHeadChunk, capTokens);
-  // Decode split partials: planDecodeSplits gives maxSplits <= max(ceil(2 SMs / (n kvHeads)),
-  // ceil(ctx / kMaxSplitLen)) for n queries, so this bounds every eager step; graphs exactly.
+  // Decode split partials: planDecodeSplits gives maxSplits <= max(ceil(waves SMs / (n kvHeads)),
+  // ceil(ctx / kMaxSplitLen)) for n queries, so this bounds every eager step under any choice the
+  // attention tuning may make (waves <= kMaxDecodeWaves); graphs exactly, for every candidate.
   size_t partial = 0;
   for (int n = 1; n <= S; n++) {
-    const int splits = std::max(ceilDiv(2 * numSms_, int64_t(n) * m_.kvHeads), ceilDiv(C, kMaxSplitLen));
+    const int splits = std::max(ceilDiv(int64_t(kMaxDecodeWaves) * numSms_, int64_t(n) * m_.kvHeads),
+                                ceilDiv(C, kMaxSplitLen));
     partial = std::max(partial, size_t(n) * m_.heads * splits * m_.headDim);
   }
   for (int b : kGraphBuckets) {
     if (b > maxGraphBatch_) break;
-    for (int c = kMinGraphCtx; c <= maxGraphCtx_; c *= 2) {
-      int splitLen, maxSplits;
-      planDecodeSplits(b, m_.kvHeads, c, numSms_, &splitLen, &maxSplits);
-      partial = std::max(partial, size_t(b) * m_.heads * maxSplits * m_.headDim);
-    }
+    for (int c = kMinGraphCtx; c <= maxGraphCtx_; c *= 2)
+      for (int waves : kDecodeWaves) {
+        int splitLen, maxSplits;
+        planDecodeSplits(b, m_.kvHeads, c, numSms_, &splitLen, &maxSplits, waves);
+        partial = std::max(partial, size_t(b) * m_.heads * maxSplits * m_.headDim);
+      }
   }
   // Metadata of the largest eager step; page tables are packed tight (pages the context needs).
   const int ptCap = ceilDiv(C, kv_.pageSize);
@@ -145,8 +151,9 @@ void CudaBackend::planMemory() {
     if (kvBytes > freeBytes)
       throw DeviceMemoryError("kvPages " + std::to_string(kv_.numPages) + " do not fit: " + planNumbers(kvBytes, freeBytes));
     ensureKvPool();
-    if (graphsEnabled_) captureAllGraphs();
   }
+  tuneDecodeAttention();
+  if (graphsEnabled_) captureAllGraphs();
   MS_CUDA_CHECK(cudaMemGetInfo(&freeBytes, &total));
   plan_.numPages = kv_.numPages;
   plan_.kvTokens = int64_t(kv_.numPages) * kv_.pageSize;

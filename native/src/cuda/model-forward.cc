@@ -62,7 +62,23 @@ void CudaBackend::linear(int kind, const bf16* X, int T, const bf16* W, int O, i
     gemm_->run(X, T, W, O, K, Y, mode, s);
 }
 
-void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int maxSplits, cudaStream_t s) {
+DecodeSplits CudaBackend::decodeSplits(int numQueries, int maxCtx) const {
+  DecodeChoice choice;
+  int ci = 0;
+  for (int c = kMinGraphCtx; c < maxCtx && ci < kNumTunedCtx - 1; c *= 2) ci++;
+  for (int i = 0; i < kNumGraphBuckets; i++)
+    if (kGraphBuckets[i] >= numQueries) {
+      choice = decodeChoice_[i][ci];
+      break;
+    }
+  DecodeSplits ds;
+  planDecodeSplits(numQueries, m_.kvHeads, maxCtx, numSms_, &ds.splitLen, &ds.maxSplits, choice.waves);
+  ds.evenSplits = choice.evenSplits;
+  ds.stages = choice.stages;
+  return ds;
+}
+
+void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& ds, cudaStream_t s) {
   const int N = dm.lay.numTokens, H = m_.hidden, hd = m_.headDim, I = m_.intermediate;
   const int qDim = m_.heads * hd, kvDim = m_.kvHeads * hd, qkvDim = qDim + 2 * kvDim;
   const float scale = 1.f / std::sqrt(float(hd));
@@ -99,8 +115,10 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, int splitLen, int ma
       d.kv = kv;
       d.heads = m_.heads;
       d.scale = scale;
-      d.splitLen = splitLen;
-      d.maxSplits = maxSplits;
+      d.splitLen = ds.splitLen;
+      d.maxSplits = ds.maxSplits;
+      d.evenSplits = ds.evenSplits;
+      d.stages = ds.stages;
       d.partO = a.partO;
       d.partML = a.partML;
       d.counters = a.counters;
@@ -278,9 +296,9 @@ void CudaBackend::sampleRows(Arena& ar, int row0, int n, const int32_t* params, 
 void CudaBackend::forwardEager(const Batch& b, float* out) {
   lastUsedGraph_ = false;
   EagerPlan p = planEager(b, kv_.pageSize);
-  int splitLen = 64, maxSplits = 1;
-  if (p.lay.numDecode > 0) planDecodeSplits(p.lay.numDecode, m_.kvHeads, p.maxDecodeCtx, numSms_, &splitLen, &maxSplits);
-  size_t partial = size_t(p.lay.numDecode) * m_.heads * maxSplits * m_.headDim;
+  DecodeSplits ds;
+  if (p.lay.numDecode > 0) ds = decodeSplits(p.lay.numDecode, p.maxDecodeCtx);
+  size_t partial = size_t(p.lay.numDecode) * m_.heads * ds.maxSplits * m_.headDim;
   int rows = std::min(p.lay.numRows, kHeadChunk);
   // The plan (checkStepPlan) bounds every one of these; nothing grows here.
   Arena& eager = arena_;
@@ -304,7 +322,7 @@ void CudaBackend::forwardEager(const Batch& b, float* out) {
     extras_.pack(b, b.numSeqs, stream_);
   }
   DeviceMeta dm = deviceMeta(p.lay, eager.meta);
-  runLayers(dm, eager, splitLen, maxSplits, stream_);
+  runLayers(dm, eager, ds, stream_);
   for (int r0 = 0; r0 < p.lay.numRows; r0 += kHeadChunk) {
     int n = std::min(kHeadChunk, p.lay.numRows - r0);
     runHead(dm.rows + r0, n, eager, stream_);
@@ -368,9 +386,8 @@ void CudaBackend::captureGraph(int bucket, int ctxB, bool sampling, bool extras)
   Graph g = isNew ? Graph() : it->second;
   const int ptStride = (ctxB + kv_.pageSize - 1) / kv_.pageSize;
   g.lay = graphLayout(bucket, ptStride, sampling);
-  int splitLen, maxSplits;
-  planDecodeSplits(bucket, m_.kvHeads, ctxB, numSms_, &splitLen, &maxSplits);
-  if (arena_.capPartial < size_t(bucket) * m_.heads * maxSplits * m_.headDim || arena_.capTokens < bucket)
+  const DecodeSplits ds = decodeSplits(bucket, ctxB);
+  if (arena_.capPartial < size_t(bucket) * m_.heads * ds.maxSplits * m_.headDim || arena_.capTokens < bucket)
     throw CudaError("step arena too small for graph bucket " + std::to_string(bucket), false);
   if (isNew) {
     MS_CUDA_CHECK(cudaMallocHost(&g.hostMeta, g.lay.total * sizeof(int32_t)));
@@ -382,7 +399,7 @@ void CudaBackend::captureGraph(int bucket, int ctxB, bool sampling, bool extras)
   try {
     MS_CUDA_CHECK(cudaMemcpyAsync(g.devMeta, g.hostMeta, g.lay.total * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
     DeviceMeta dm = deviceMeta(g.lay, g.devMeta);
-    runLayers(dm, arena_, splitLen, maxSplits, stream_);
+    runLayers(dm, arena_, ds, stream_);
     runHead(dm.rows, bucket, arena_, stream_);
     if (sampling) {  // the sampler and the copy of its tokens to the pinned metadata are graph nodes
       const int32_t* params = g.devMeta + g.lay.sampleParams;
