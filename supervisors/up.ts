@@ -159,7 +159,11 @@ export function applyToCluster(cluster: Cluster, next: Topology | string, receiv
         drainAndStop: async (name: string) => {
           const spec = byName(name) ?? t.engines.find((e) => e.name === name);
           await drain(name);
-          if (spec) await cluster.stopEngine(spec);
+          // an agent host that is away: its agent stops the engine when it rejoins (Cluster.reconcileHost)
+          if (spec) await cluster.stopEngine(spec).catch((e) => {
+            if (spec.host === 'local') throw e;
+            log.warn('the host of a removed engine does not answer: its agent stops it when it rejoins', { engine: name, host: spec.host, error: (e as Error).message });
+          });
         },
         restartEngine: async (spec: EngineSpec, isRollback = false) => {
           const old = byName(spec.name);
