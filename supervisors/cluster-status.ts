@@ -161,7 +161,7 @@ function absentEngineRows(e: PlannedEngine, h: HostProcs | undefined): ActorStat
     const r: ActorStatus = { path, kind: path.split('/')[0], role: e.role, host: e.host, pid: null, restarts: 0, state, nodeId: engineNodeId(e.name) };
     const lastExit = agent && exitOf(agent, `the agent process of host ${e.host}`);
     if (lastExit) r.lastExit = lastExit;
-    if (agent?.gaveUp) r.failed = `the agent process of host ${e.host} failed: ${agent.gaveUp} (bring it back: microserve restart supervisor/${e.host})`;
+    if (agent?.gaveUp) r.failed = `the agent process of host ${e.host} failed: ${agent.gaveUp}`;
     return r;
   });
 }

@@ -3,8 +3,9 @@
  * h2` (engine r1), started as a user would.
  * - `kill -9` of the agent process while 5 greedy streams run: every stream equals its undisturbed
  *   run, `status` never shows r1 running while its agent is away, and both come back;
+ * - the agent process SIGSTOPped (hung): killed and restarted like a dead one;
  * - `microserve kill supervisor/h2 --process` until the crash loop ends `failed` with the reason
- *   (r1 failed with it, /health degraded, not down); `microserve restart supervisor/h2` brings both back;
+ *   (r1 failed with it, /health degraded, not down); `microserve restart engine/r1` brings both back;
  * - `up` SIGKILLed: its own engine exits (no orphan); the agent's engine waits, and the next `up`
  *   (same control address and token) adopts it with the same pid; past the agent's `--control-grace` the
  *   engine is stopped instead, and started again when control is back;
@@ -195,7 +196,18 @@ test('kill -9 of the agent process under 5 greedy streams: streams exact, r1 nev
   await servedByR1();
 });
 
-test('kill supervisor/h2 --process until the crash loop ends failed (r1 with it, health degraded); restart brings both back', async () => {
+test('a hung agent process (SIGSTOP) is noticed by its missed heartbeats, killed and restarted; r1 comes back', async () => {
+  const st = await actors();
+  const agentPid = row(st, 'supervisor/h2').pid!;
+  const r1Pid = row(st, 'engine/r1').pid!;
+  process.kill(agentPid, 'SIGSTOP');
+  const back = await until('agent and r1 back', actors, (s) => row(s, 'supervisor/h2').state === 'running' && row(s, 'supervisor/h2').pid !== agentPid && row(s, 'engine/r1').state === 'running' && row(s, 'engine/r1').pid !== r1Pid);
+  assert.match(row(back, 'supervisor/h2').lastExit!.reason, /signal SIGKILL/);
+  await until('the stopped process gone', async () => isAlive(agentPid) || isAlive(r1Pid), (x) => !x, 15_000);
+  await servedByR1();
+});
+
+test('kill supervisor/h2 --process until the crash loop ends failed (r1 with it, health degraded); restart of r1 brings both back', async () => {
   for (let i = 0; ; i++) {
     const st = await until('agent up or failed', actors, (s) => row(s, 'supervisor/h2').state === 'running' || row(s, 'supervisor/h2').state === 'failed');
     if (row(st, 'supervisor/h2').state === 'failed') break;
@@ -215,8 +227,11 @@ test('kill supervisor/h2 --process until the crash loop ends failed (r1 with it,
   assert.is(h.code, 200);
   assert.equal(h.body.down, ['r1']);
 
-  const r = await cliAsync(['restart', 'supervisor/h2'], home);
+  // what status suggests for the engine's line: restarting it brings its agent process back
+  assert.match(text, /engine\/r1 failed: the agent process of host h2 failed: .*\(bring it back: microserve restart engine\/r1\)/);
+  const r = await cliAsync(['restart', 'engine/r1'], home);
   assert.is(r.code, 0, r.stderr);
+  assert.equal(JSON.parse(r.stdout), { restarted: 'engine/r1', process: 'agent-h2' });
   const after = await until('agent and r1 back after restart', actors, (s) => row(s, 'supervisor/h2').state === 'running' && row(s, 'engine/r1').state === 'running');
   assert.is(row(after, 'supervisor/h2').failed, undefined);
   await until('health ok', () => fetch(`${up.httpUrl}/health`).then((x) => x.json()), (b) => b.status === 'ok');
