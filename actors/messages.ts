@@ -427,7 +427,7 @@ export const RouterMsgSchema = z.discriminatedUnion('type', [TokensMsgSchema, St
 export type RouterMsg = z.infer<typeof RouterMsgSchema>;
 
 // ---------------------------------------------------------------------------------------------
-// Control plane: `control`, `supervisor/<host>`, `proc/<nodeId>`, `nvshmem`
+// Control plane: `control`, `supervisor/<host>`, `keeper/<host>`, `proc/<nodeId>`, `nvshmem`
 
 /**
  * `control` (in `up`): `status` → ClusterStatus; `kill {path, process}` kills an actor as a crash
@@ -507,6 +507,18 @@ export const SupervisorMsgSchema = z.discriminatedUnion('type', [
   StatusMsgSchema,
 ]);
 export type SupervisorMsg = z.infer<typeof SupervisorMsgSchema>;
+
+/**
+ * `keeper/<host>` (the keeper process of `microserve agent`, supervisors/agent-keeper.ts): kill
+ * {nodeId} SIGKILLs the agent process (it comes back under the restart policy), restart {nodeId}
+ * brings it back now with a fresh crash window, status → `{ host, pid, procs, actors }`.
+ */
+export const KeeperMsgSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('kill'), nodeId: Name }),
+  z.object({ type: z.literal('restart'), nodeId: Name }),
+  StatusMsgSchema,
+]);
+export type KeeperMsg = z.infer<typeof KeeperMsgSchema>;
 
 /**
  * `proc/<nodeId>` (engine processes and agents, supervisors/proc-actor.ts): pid, stop_actor {path}

@@ -47,6 +47,7 @@ export const KNOBS = {
   token: knob<string | undefined>('MICROSERVE_TOKEN', none, str, 'cluster token; else the run file\'s'),
   controlUrl: knob<string | undefined>('MICROSERVE_CONTROL', none, str, 'control process ws URL for CLI commands and engine processes; else the run file\'s'),
   bindHost: knob('MICROSERVE_BIND', () => '127.0.0.1', str, 'address supervised processes listen on'),
+  joinWaitS: knob('MICROSERVE_JOIN_WAIT_S', () => 0, int(0), 'seconds a supervised process keeps trying to reach control when it starts (an agent sets its --wait)'),
   numGpus: knob<number | undefined>('MICROSERVE_NUM_GPUS', none, int(0), 'GPUs of this host; else `nvidia-smi -L` is asked'),
   nativeAddon: knob('MICROSERVE_NATIVE_ADDON', () => './build/Release/microserve_native.node', str, 'the native addon file (relative to native/), e.g. a sanitizer build'),
   // engine

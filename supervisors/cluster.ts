@@ -14,8 +14,9 @@ import type { EngineSpec, Topology } from '../topology/types.ts';
 import { NodeSupervisor } from './node-supervisor.ts';
 import { locate, readActors, readHosts, type ActorStatus } from './cluster-status.ts';
 import { procPath } from './proc-actor.ts';
-import type { ProcSpec, ProcStatus } from './proc-spec.ts';
+import { engineNodeId, type ProcSpec, type ProcStatus } from './proc-spec.ts';
 import { spawnNvshmemRendezvous } from './nvshmem-rendezvous.ts';
+import { keeperPath } from './agent-keeper.ts';
 import { spawnSupervisorActor } from './supervisor-actor.ts';
 
 export type { ActorStatus } from './cluster-status.ts';
@@ -28,7 +29,7 @@ export interface ClusterStatus {
   actors: ActorStatus[];
 }
 
-export const engineNodeId = (name: string) => `engine-${name}`;
+export { engineNodeId } from './proc-spec.ts';
 
 /**
  * The process of engine `e`. With `transport: nvshmem` a GPU engine that has GPU peers on its host
@@ -71,11 +72,10 @@ export class Cluster {
     const parse = messageParser('control', ControlMsgSchema);
     system.spawn('control', (msg: unknown) => this.onControl(parse(msg)));
     spawnNvshmemRendezvous(system);
-    // engines placed on another host start when that host's agent joins
+    // engines placed on another host start when that host's agent joins (again)
     system.onActorAdded((path) => {
       const m = /^supervisor\/(.+)$/.exec(path);
-      if (!m || m[1] === 'local') return;
-      for (const e of this.topology.engines.filter((x) => x.host === m[1])) void this.startEngine(e).catch((err) => log.error('cannot start engine on agent', { engine: e.name, error: err }));
+      if (m && m[1] !== 'local') void this.reconcileHost(m[1]).catch((err) => log.error('cannot start the engines of an agent host', { host: m[1], error: err as Error }));
     });
   }
 
@@ -102,6 +102,32 @@ export class Cluster {
       return;
     }
     await this.system.ref(sup).query({ type: 'start', spec: engineProcSpec(topology, e, this.nvshmemEpoch) }, 10_000);
+  }
+
+  /**
+   * Makes an agent host run what the topology places there, once its agent process registers
+   * `supervisor/<host>` (first join, a restarted agent process, a rejoin after `up` restarted):
+   * engines it still runs with the same spec are kept (adopted, weights loaded), the others are
+   * started; engine processes the topology no longer places there are stopped.
+   */
+  async reconcileHost(host: string): Promise<void> {
+    const sup = this.system.ref(`supervisor/${host}`);
+    const st = await sup.query<{ procs: ProcStatus[] }>({ type: 'status' }, 10_000);
+    const wanted = this.topology.engines.filter((e) => e.host === host);
+    const names = new Set(wanted.map((e) => engineNodeId(e.name)));
+    for (const p of st.procs) {
+      if (!p.nodeId.startsWith(engineNodeId('')) || names.has(p.nodeId)) continue;
+      log.info('stopping an engine the topology no longer places on this host', { host, nodeId: p.nodeId });
+      await sup.query({ type: 'stop', nodeId: p.nodeId, graceMs: 5000 }, 15_000);
+    }
+    for (const e of wanted) {
+      // BAD_REQUEST: it runs with another spec (an older topology): replace it
+      await this.startEngine(e).catch(async (err) => {
+        if ((err as MicroserveError).code !== 'BAD_REQUEST') throw err;
+        await this.stopEngine(e);
+        await this.startEngine(e);
+      });
+    }
   }
 
   async stopEngine(e: EngineSpec, graceMs = 5000): Promise<void> {
@@ -141,19 +167,19 @@ export class Cluster {
 
   async status(): Promise<ClusterStatus> {
     const hosts = await readHosts(this.system, this.hosts());
-    const roleOf = new Map(this.topology.engines.map((e) => [e.name, e.role] as const));
     return {
       topologyVersion: this.version,
       topologySource: this.topology.source ?? null,
       strategy: this.topology.router.strategy,
       lastApply: this.lastApply,
-      actors: await readActors(this.system, hosts, (name) => roleOf.get(name) ?? null),
+      actors: await readActors(this.system, hosts, this.topology.engines),
     };
   }
 
   /**
    * Kills an actor (`process: false`: stopped as a crash would, its node restarts it) or SIGKILLs
-   * the OS process hosting it (its node supervisor restarts it). Both come back under the restart policy.
+   * the OS process hosting it (its supervisor restarts it: the node supervisor of its host for an
+   * engine, the agent's keeper for an agent process). Both come back under the restart policy.
    */
   async kill(path: string, isProcess: boolean): Promise<unknown> {
     const where = locate(this.system, await readHosts(this.system, this.hosts()), path);
@@ -163,22 +189,38 @@ export class Cluster {
       return { stopped: path };
     }
     if (!isProcess) return this.system.ref(procPath(where.nodeId)).query({ type: 'stop_actor', path }, 5000);
-    if (!where.supHost) throw new MicroserveError('BAD_REQUEST', `'${path}' runs in node '${where.nodeId}', which no node supervisor started: stop that process yourself`);
-    return this.system.ref(`supervisor/${where.supHost}`).query({ type: 'kill', nodeId: where.nodeId }, 5000);
+    if (!where.supervisor) {
+      const what = path.startsWith('keeper/') ? "the keeper process of `microserve agent`, which nothing in the cluster restarts (like `up`; its agent process and engines exit with it)" : 'a process no supervisor started';
+      throw new MicroserveError('BAD_REQUEST', `'${path}' runs in node '${where.nodeId}', ${what}: stop that process yourself`);
+    }
+    return this.system.ref(where.supervisor).query({ type: 'kill', nodeId: where.nodeId }, 5000);
   }
 
   /**
    * Brings a failed (or restarting, or running) actor back now with a fresh crash window: its
-   * process is relaunched if that is what failed, else the actor is restarted in its node.
+   * process is relaunched if that is what failed, else the actor is restarted in its node. An
+   * engine of an agent host whose agent process is not running brings that agent process back
+   * (which then starts its engines).
    */
   async restart(path: string): Promise<unknown> {
-    const where = locate(this.system, await readHosts(this.system, this.hosts()), path);
+    const hosts = await readHosts(this.system, this.hosts());
+    let where: ReturnType<typeof locate>;
+    try {
+      where = locate(this.system, hosts, path);
+    } catch (e) {
+      const m = /^(?:engine|kv)\/(.+)$/.exec(path);
+      const host = m ? this.topology.engines.find((x) => x.name === m[1])?.host : undefined;
+      const agent = host ? hosts.find((h) => h.host === host)?.keeper?.agent : undefined;
+      if (!host || !agent || agent.state === 'running') throw e;
+      await this.system.ref(keeperPath(host)).query({ type: 'restart', nodeId: agent.nodeId }, 5000);
+      return { restarted: path, process: agent.nodeId };
+    }
     if (where.nodeId === this.system.nodeId) {
       this.system.restart(path);
       return { restarted: path };
     }
-    if (where.proc && where.supHost && where.proc.state !== 'running') {
-      await this.system.ref(`supervisor/${where.supHost}`).query({ type: 'restart', nodeId: where.nodeId }, 5000);
+    if (where.proc && where.supervisor && where.proc.state !== 'running') {
+      await this.system.ref(where.supervisor).query({ type: 'restart', nodeId: where.nodeId }, 5000);
       return { restarted: path, process: where.nodeId };
     }
     return this.system.ref(procPath(where.nodeId)).query({ type: 'restart_actor', path }, 5000);

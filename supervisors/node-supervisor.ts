@@ -4,7 +4,9 @@
  * under the restart policy (actors/runtime/restart-policy.ts: backoff doubling from `backoffMs`,
  * state `failed` with the reason after more than `maxRestarts` crashes within `windowMs`, until
  * `restart` or a new `start`). Children hold an IPC channel to it and exit when it closes, so a
- * killed supervisor leaves no orphans. One per host: in-process in `microserve up`, or `microserve agent`.
+ * killed supervisor leaves no orphans. One per host: in-process in `microserve up`, or the agent
+ * process of `microserve agent` (supervisors/agent-worker.ts); the agent's keeper process uses one
+ * too, for the agent process itself (supervisors/agent-keeper.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
@@ -84,10 +86,15 @@ export class NodeSupervisor {
     return () => this.listeners.delete(fn);
   }
 
-  /** Starts a process for `spec`; a failed one (gave up) is replaced, a live one is refused. */
+  /**
+   * Starts a process for `spec`. A failed one (gave up) is replaced; a live one that runs this very
+   * spec is kept as it is (adopted: a host's engines when its agent rejoins a restarted `up`); a
+   * live one with another spec is refused.
+   */
   start(spec: ProcSpec): ProcStatus {
     const existing = this.procs.get(spec.nodeId);
     if (existing && existing.status.state !== 'stopped' && existing.status.state !== 'failed') {
+      if (!existing.isStopping && JSON.stringify(existing.spec) === JSON.stringify(spec)) return { ...existing.status };
       throw new MicroserveError('BAD_REQUEST', `process '${spec.nodeId}' is already supervised (${existing.status.state}); stop it first`, { field: 'spec.nodeId' });
     }
     const p: Proc = {
@@ -144,7 +151,10 @@ export class NodeSupervisor {
     return true;
   }
 
-  /** Stops one process for good: SIGTERM, then SIGKILL after graceMs. */
+  /**
+   * Stops one process for good: SIGTERM, then SIGKILL after graceMs. Once it has exited the
+   * supervisor forgets it (status no longer lists it).
+   */
   async stop(nodeId: string, graceMs = 3000): Promise<void> {
     const p = this.procs.get(nodeId);
     if (!p) return;
@@ -158,6 +168,7 @@ export class NodeSupervisor {
       await p.exited;
       clearTimeout(t);
     }
+    if (this.procs.get(nodeId) === p) this.procs.delete(nodeId);
     this.setState(p, 'stopped');
   }
 

@@ -3,6 +3,9 @@ import type { ProcSpec } from '../actors/messages.ts';
 
 export type { ProcSpec } from '../actors/messages.ts';
 
+/** Node id of engine `name`'s process. */
+export const engineNodeId = (name: string) => `engine-${name}`;
+
 export function specPaths(s: ProcSpec): string[] {
   return s.kind === 'engine' ? [`engine/${s.engine.name}`, `kv/${s.engine.name}`] : s.paths;
 }

@@ -1,11 +1,13 @@
 /**
  * Entry point of a supervised process (one engine = one OS process, which owns its CUDA context).
- * argv[2]: the ProcSpec as JSON; env: MICROSERVE_TOKEN, MICROSERVE_CONTROL, MICROSERVE_NODE_ID.
+ * argv[2]: the ProcSpec as JSON; env: MICROSERVE_TOKEN, MICROSERVE_CONTROL, MICROSERVE_NODE_ID,
+ * [MICROSERVE_JOIN_WAIT_S=0] how long to keep trying to reach control (an agent's processes wait).
  * Joins control, spawns `proc/<nodeId>` (admin, supervisors/proc-actor.ts) and what the spec asks
  * for. SIGTERM/SIGINT, or the supervisor's IPC channel closing: stop the actors and exit 0.
  */
 import { log, setLogProcessName } from '../common/log.ts';
-import { ActorSystem } from '../actors/runtime/system.ts';
+import type { ActorSystem } from '../actors/runtime/system.ts';
+import { startWhenReachable } from '../actors/runtime/join.ts';
 import { spawnProcActor } from './proc-actor.ts';
 import type { ProcSpec } from './proc-spec.ts';
 import { env } from '../common/env.ts';
@@ -19,9 +21,8 @@ if (!spec || !token || !controlUrl) {
 }
 setLogProcessName(spec.nodeId);
 
-const bindHost = env('bindHost');
-const system = await ActorSystem.start({ nodeId: spec.nodeId, token, controlUrl, listen: { host: bindHost, port: 0 } });
-
+let system: ActorSystem | null = null;
+let closeHook: (() => Promise<void> | void) | undefined;
 let shuttingDown = false;
 async function shutdown(code: number): Promise<void> {
   if (shuttingDown) return;
@@ -31,17 +32,21 @@ async function shutdown(code: number): Promise<void> {
   } catch (e) {
     log.warn('close hook failed', { error: e as Error });
   }
-  await system.close();
+  await system?.close();
   process.exit(code);
 }
-let closeHook: (() => Promise<void> | void) | undefined;
 
-spawnProcActor(system, () => void shutdown(0));
-// the supervisor's IPC channel closes when it dies: no orphan engine outlives it
+// The supervisor's IPC channel is this process's lifeline: when the supervisor dies (SIGKILL
+// included) the channel closes and no orphan outlives it. Watched before anything else, and
+// checked once: the channel may have closed while this module was still loading.
 process.on('disconnect', () => {
   log.warn('supervisor gone: exiting');
   void shutdown(0);
 });
+if (process.send && !process.connected) void shutdown(0);
+
+system = await startWhenReachable({ nodeId: spec.nodeId, token, controlUrl, listen: { host: env('bindHost'), port: 0 } }, env('joinWaitS') * 1000);
+spawnProcActor(system, () => void shutdown(0));
 
 if (spec.kind === 'engine') {
   const { spawnEngine } = await import('../actors/engine/actor.ts');

@@ -141,7 +141,7 @@ export function applyToCluster(cluster: Cluster, next: Topology | string, receiv
     const before = cluster.topology;
     const readyMs = cluster.applyReadyTimeoutMs ?? APPLY_READY_TIMEOUT_MS;
     cluster.nvshmemEpoch++; // engines this apply starts form new NVSHMEM jobs
-    const actual = await actualTopology(cluster);
+    const actual = await actualTopology(cluster, t);
     const report = await applyTopology(
       actual,
       t,
@@ -159,7 +159,11 @@ export function applyToCluster(cluster: Cluster, next: Topology | string, receiv
         drainAndStop: async (name: string) => {
           const spec = byName(name) ?? t.engines.find((e) => e.name === name);
           await drain(name);
-          if (spec) await cluster.stopEngine(spec);
+          // an agent host that is away: its agent stops the engine when it rejoins (Cluster.reconcileHost)
+          if (spec) await cluster.stopEngine(spec).catch((e) => {
+            if (spec.host === 'local') throw e;
+            log.warn('the host of a removed engine does not answer: its agent stops it when it rejoins', { engine: name, host: spec.host, error: (e as Error).message });
+          });
         },
         restartEngine: async (spec: EngineSpec, isRollback = false) => {
           const old = byName(spec.name);
@@ -188,18 +192,20 @@ export function applyToCluster(cluster: Cluster, next: Topology | string, receiv
 }
 
 /**
- * The running topology as it really is: the last applied one, less the engines whose process
- * is not running any more (failed: the supervisor gave up; stopped or unknown to a supervisor
- * that answered). Applying a file diffs against this, so an engine that crash-looped is started
- * again by the next apply (the same file included), not reported as "no changes".
+ * The running topology as it really is, for the diff against `next`: the last applied one, less
+ * the engines `next` keeps whose process is not running any more (failed: the supervisor gave up;
+ * stopped or unknown to a supervisor that answered). So an engine that crash-looped is started
+ * again by the next apply (the same file included), not reported as "no changes"; and one that
+ * `next` drops stays in, so the diff removes it: out of the router's plan, and its supervisor
+ * forgets it (`status` stops listing it as failed).
  */
-async function actualTopology(cluster: Cluster): Promise<Topology> {
+async function actualTopology(cluster: Cluster, next: Topology): Promise<Topology> {
   const hosts = await readHosts(cluster.system, [...new Set(cluster.topology.engines.map((e) => e.host))]);
   const isGone = (e: EngineSpec) => {
     const h = hosts.find((x) => x.host === e.host);
     if (!h || h.pid === null) return false; // its host's supervisor did not answer: we cannot tell
     const p = h.procs.find((x) => x.nodeId === engineNodeId(e.name));
-    return !p || p.state === 'failed' || p.state === 'stopped';
+    return (!p || p.state === 'failed' || p.state === 'stopped') && next.engines.some((x) => x.name === e.name);
   };
   const gone = cluster.topology.engines.filter(isGone);
   if (gone.length > 0) log.warn('engines not running: the apply starts them again', { engines: gone.map((e) => e.name).join(' ') });

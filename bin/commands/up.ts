@@ -31,7 +31,8 @@ export function register(program: Command): void {
       // one cluster per home: refuses (CLUSTER_RUNNING) while another up of this home is alive
       const stale = claimRunFile(process.pid, path);
       if (stale) log.warn('replaced a stale run file (its up is gone)', { file: runFilePath(), pid: stale.pid });
-      const token = env('token') ?? newToken();
+      // after an up that died (SIGKILL), the same token: its agents rejoin, and their engines are adopted
+      const token = env('token') ?? (stale?.token || newToken());
       let cluster: Cluster | null = null;
       let stopping = false;
       const stop = async (code: number) => {

@@ -9,7 +9,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnEngine, type EngineHandle } from '../../actors/engine/actor.ts';
 import { isMicroserveError, type MicroserveError } from '../../common/errors.ts';
-import { ControlMsgSchema, EngineMsgSchema, EngineSpecSchema, messageParser, ProcMsgSchema, RouterMsgSchema, SupervisorMsgSchema, type EngineStatus, type PrepRecvResult } from '../../actors/messages.ts';
+import { ControlMsgSchema, EngineMsgSchema, EngineSpecSchema, KeeperMsgSchema, messageParser, ProcMsgSchema, RouterMsgSchema, SupervisorMsgSchema, type EngineStatus, type PrepRecvResult } from '../../actors/messages.ts';
 import { ActorSystem } from '../../actors/runtime/system.ts';
 import { NodeSupervisor } from '../../supervisors/node-supervisor.ts';
 import { EngineSchema } from '../../topology/schema.ts';
@@ -134,6 +134,9 @@ test('every message type of supervision and step-failure isolation has a schema 
     [{ type: 'stop_actor', path: 'engine/e0' }, messageParser('proc/engine-e0', ProcMsgSchema)],
     [{ type: 'supervision' }, messageParser('proc/engine-e0', ProcMsgSchema)],
     [{ type: 'test_fail_steps', count: 2 }, messageParser('engine/e0', EngineMsgSchema)],
+    [{ type: 'kill', nodeId: 'agent-h2' }, messageParser('keeper/h2', KeeperMsgSchema)],
+    [{ type: 'restart', nodeId: 'agent-h2' }, messageParser('keeper/h2', KeeperMsgSchema)],
+    [{ type: 'status' }, messageParser('keeper/h2', KeeperMsgSchema)],
   ];
   for (const [msg, parse] of accepted) assert.equal(parse(msg), msg);
   for (const [msg, parse, field] of [
@@ -141,6 +144,8 @@ test('every message type of supervision and step-failure isolation has a schema 
     [{ type: 'restart', nodeId: '../x' }, messageParser('supervisor/local', SupervisorMsgSchema), 'nodeId'],
     [{ type: 'restart_actor' }, messageParser('proc/engine-e0', ProcMsgSchema), 'path'],
     [{ type: 'test_fail_steps', count: -1 }, messageParser('engine/e0', EngineMsgSchema), 'count'],
+    [{ type: 'kill', nodeId: 5 }, messageParser('keeper/h2', KeeperMsgSchema), 'nodeId'],
+    [{ type: 'start', spec: { kind: 'module', nodeId: 'x', module: 'm', paths: [] } }, messageParser('keeper/h2', KeeperMsgSchema), 'type'],
   ] as [unknown, (m: unknown) => unknown, string][]) {
     try {
       parse(msg);

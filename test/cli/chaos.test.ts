@@ -2,7 +2,8 @@
  * Chaos: a real `microserve up` (tiny preset, two CPU engines, an agent host) serves 20 concurrent
  * greedy streams issued continuously for 60 s while, every 2 s, a part of the cluster is killed:
  * the router, control, nvshmem and supervisor actors, the engine and KV-view actors, the engine
- * processes (SIGKILL) and the agent's supervisor actor. Victims come from a seeded shuffle, one
+ * processes (SIGKILL), the agent's supervisor and keeper actors and the agent's process (SIGKILL,
+ * `kill supervisor/h2 --process`: its keeper restarts it). Victims come from a seeded shuffle, one
  * round through all of them before any repeats (so no part is killed often enough to reach the
  * restart policy's give-up: that case has its own tests).
  *
@@ -34,9 +35,11 @@ interface Victim {
   isProcess: boolean;
 }
 const VICTIMS: Victim[] = [
-  ...['router', 'control', 'nvshmem', 'supervisor/local', 'supervisor/h2', 'engine/e0', 'engine/e1', 'kv/e0', 'kv/e1'].map((path) => ({ path, isProcess: false })),
+  ...['router', 'control', 'nvshmem', 'supervisor/local', 'supervisor/h2', 'keeper/h2', 'engine/e0', 'engine/e1', 'kv/e0', 'kv/e1'].map((path) => ({ path, isProcess: false })),
   { path: 'engine/e0', isProcess: true },
   { path: 'kv/e1', isProcess: true },
+  // the agent's OS process (SIGKILL): its keeper restarts it
+  { path: 'supervisor/h2', isProcess: true },
 ];
 
 const freePort = () =>
@@ -108,7 +111,7 @@ engines:
 
 test.after(async () => {
   await client?.close();
-  if (agent && agent.exitCode === null) {
+  if (agent && agent.exitCode === null && agent.signalCode === null) {
     agent.kill('SIGTERM');
     await new Promise((r) => agent.once('exit', r));
   }

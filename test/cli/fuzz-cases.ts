@@ -136,7 +136,7 @@ export function badFrame(r: Rand, i: number, nodeId: string): BadFrame {
   }
 }
 
-/** The agent host of the fuzz cluster (`microserve agent --host fz`): its supervisor and proc actor are fuzzed too. */
+/** The agent host of the fuzz cluster (`microserve agent --host fz`): its supervisor, keeper and proc actors are fuzzed too. */
 export const AGENT_HOST = 'fz';
 
 /** Valid message templates per actor path (never sent as is: see `badMessage`). */
@@ -167,6 +167,8 @@ export const MESSAGE_TEMPLATES: Record<string, Record<string, unknown>[]> = {
   nvshmem: [{ type: 'claim', job: 'fuzz', rank: 0 }, { type: 'publish', job: 'fuzz', uid: null }],
   'proc/engine-e0': [{ type: 'stop_actor', path: 'engine/e0' }, { type: 'restart_actor', path: 'engine/e0' }],
   [`proc/agent-${AGENT_HOST}`]: [{ type: 'stop_actor', path: `supervisor/${AGENT_HOST}` }, { type: 'restart_actor', path: `supervisor/${AGENT_HOST}` }],
+  [`keeper/${AGENT_HOST}`]: [{ type: 'kill', nodeId: `agent-${AGENT_HOST}` }, { type: 'restart', nodeId: `agent-${AGENT_HOST}` }],
+  [`proc/keeper-${AGENT_HOST}`]: [{ type: 'stop_actor', path: `keeper/${AGENT_HOST}` }, { type: 'restart_actor', path: `keeper/${AGENT_HOST}` }],
 };
 
 /** A message to `path` that its schema must refuse: one field of a template made wrong, or a bogus type. */

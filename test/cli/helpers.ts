@@ -1,6 +1,6 @@
 /** Drives the real CLI (`node bin/microserve.js ...`) as a user would, in a private MICROSERVE_HOME. */
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -100,12 +100,17 @@ export async function stopUp(up: UpProcess): Promise<number | null> {
   return new Promise((r) => up.child.once('exit', (c) => r(c)));
 }
 
+/** Alive and not a zombie (a process whose parent died may wait a while to be reaped). */
 export function isAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
-    return true;
   } catch {
     return false;
+  }
+  try {
+    return readFileSync(`/proc/${pid}/stat`, 'utf8').replace(/^.*\) /s, '')[0] !== 'Z';
+  } catch {
+    return true; // no /proc
   }
 }
 

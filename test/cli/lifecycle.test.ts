@@ -29,7 +29,7 @@ test.after(async () => {
   if (up) await stopUp(up);
 });
 
-test('a stale run file (its up is gone) is replaced; --host/--port set where the router listens', async () => {
+test('a stale run file (its up is gone) is replaced, its token kept; --host/--port set where the router listens', async () => {
   const dead = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
   const deadPid = Number(dead.stdout);
   writeFileSync(runFile, JSON.stringify({ token: 'old', controlUrl: 'ws://127.0.0.1:1', httpUrl: 'http://127.0.0.1:1', pid: deadPid, topology: 'old.yaml' }));
@@ -39,6 +39,7 @@ test('a stale run file (its up is gone) is replaced; --host/--port set where the
   const rf = JSON.parse(readFileSync(runFile, 'utf8'));
   assert.is(rf.pid, up.child.pid);
   assert.is(rf.httpUrl, up.httpUrl);
+  assert.is(rf.token, 'old', "the stale file's token is kept: agents of the up that died rejoin this one");
   assert.is((await fetch(`${up.httpUrl}/health`)).status, 200);
 });
 

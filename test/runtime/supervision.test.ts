@@ -1,4 +1,4 @@
-/** Node supervisor with real processes: restart after SIGKILL, hung process, crash-loop give-up. */
+/** Node supervisor with real processes: restart after SIGKILL, hung process, crash-loop give-up, adopt and forget. */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { fileURLToPath } from 'node:url';
@@ -53,6 +53,33 @@ test('a crash loop ends in give-up, reported as failed', async () => {
     assert.is(st.restarts, 2);
     assert.match(st.gaveUp!, /3 crashes/);
     assert.is(st.lastExit!.code, 3);
+  } finally {
+    await sup.stopAll();
+    await control.close();
+  }
+});
+
+test('start of a live process with the same spec adopts it, another spec is refused; stop forgets it', async () => {
+  const control = await startControl();
+  const sup = new NodeSupervisor(control, { host: 'local', controlUrl: control.url!, token: TOKEN, backoffMs: 50 });
+  const spec = { kind: 'module' as const, nodeId: 'echo-4', module: ECHO, args: { path: 'test/e4' }, paths: ['test/e4'] };
+  try {
+    sup.start(spec);
+    await waitFor(() => sup.get('echo-4')?.state === 'running', 15000);
+    const pid = sup.get('echo-4')!.pid;
+    const again = sup.start({ ...spec, args: { path: 'test/e4' } });
+    assert.is(again.pid, pid, 'the same spec: adopted, not relaunched');
+    assert.is(again.state, 'running');
+    try {
+      sup.start({ ...spec, args: { path: 'test/e4b' } });
+      assert.unreachable('another spec was accepted');
+    } catch (e) {
+      assert.is((e as { code?: string }).code, 'BAD_REQUEST');
+    }
+    assert.is(((await control.ref('test/e4').query({ type: 'pid' }, 2000)) as any).pid, pid);
+    await sup.stop('echo-4');
+    assert.is(sup.get('echo-4'), undefined);
+    assert.not.ok(sup.status().some((p) => p.nodeId === 'echo-4'));
   } finally {
     await sup.stopAll();
     await control.close();
