@@ -368,6 +368,33 @@ export interface EngineCounters {
   /** Requests ended with STEP_FAILED (or released, when already aborted) by a failed forward. */
   requestsFailedByStep: number;
   aborts: number;
+  /** [host] the engine loop's host time around the forwards (actors/engine/host-timing.ts). */
+  host?: HostTimes;
+}
+
+/**
+ * Host time of an engine's loop, cumulative since start, in ms. A step's *gap* is the wall time
+ * from its forward's result to the next forward's submission in the same busy period: the backend
+ * (the GPU) has nothing to run meanwhile. The phases are where the loop's own time goes, inside
+ * the gap or (with overlap) while the next forward runs.
+ */
+export interface HostTimes {
+  /** Forwards submitted. */
+  numForwards: number;
+  /** Gaps measured (forwards that followed another one without the loop going idle). */
+  numGaps: number;
+  /** Sum of the gaps. */
+  gapMs: number;
+  /** Sum of forward times: submission to result (the backend's run plus the hand-back to the loop). */
+  forwardMs: number;
+  /** Scheduling the next step (scheduler.ts: which tokens of which requests, KV pages, preemption). */
+  scheduleMs: number;
+  /** Building the forward's inputs and submitting it (tokens, page tables, sampling rows, the addon's copy). */
+  buildMs: number;
+  /** Applying a step's sampled tokens: progress, the cheap finish checks (stop ids, max tokens, length, aborts), page releases. */
+  updateMs: number;
+  /** Token messages of a step to their destinations (encoding, socket writes). */
+  sendMs: number;
 }
 
 export interface EngineStatus {

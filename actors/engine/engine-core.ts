@@ -25,6 +25,7 @@ import { Request } from './request.ts';
 import { RequestTable } from './request-table.ts';
 import { checkExtrasSupported, checkSamplingExtras } from './sampling-params.ts';
 import { Scheduler, type SchedulerLimits, type StepEntry } from './scheduler.ts';
+import { HostClock, newHostTimes } from './host-timing.ts';
 import { engineStatus } from './status.ts';
 import { StepRunner, type StepPart } from './step-runner.ts';
 import type { EngineCoreOptions } from './types.ts';
@@ -56,6 +57,7 @@ export class EngineCore {
   private readonly runner: StepRunner;
   private readonly receiver: KvReceiver;
   private readonly sender: KvSender;
+  private readonly clock: HostClock;
   private isLooping = false;
   private isClosed = false;
   private idleWaiters: (() => void)[] = [];
@@ -70,6 +72,7 @@ export class EngineCore {
       maxBatchTokens: positiveInt(opts.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS, 'maxBatchTokens'),
       maxNumSeqs: positiveInt(opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS, 'maxNumSeqs'),
     };
+    this.clock = new HostClock((this.counters.host = newHostTimes()));
     this.kv = new KvCacheManager({ numPages: opts.backend.numPages, pageSize: opts.backend.pageSize });
     this.capacity = { maxPositions: opts.backend.config.maxPositions, numPages: this.kv.numPages, pageSize: this.kv.pageSize };
     this.scheduler = new Scheduler(this.kv, this.limits, {
@@ -282,6 +285,7 @@ export class EngineCore {
     } catch (e) {
       log.error('engine loop failed', { engine: this.name, err: e as Error });
     } finally {
+      this.clock.idle();
       this.isLooping = false;
       this.settleIdle();
     }
@@ -289,11 +293,20 @@ export class EngineCore {
 
   /** One step: schedule → run → postprocess. False when nothing can run now (short of pages). */
   private async step(): Promise<boolean> {
+    this.clock.begin();
     const entries = this.schedule();
+    this.clock.lap('scheduleMs');
     if (!entries) return false;
     if (entries.length === 0) return true; // sends served from cache, or a preemption: schedule again
-    const parts = await this.run(entries);
+    const running = this.run(entries);
+    this.clock.lap('buildMs');
+    this.clock.submitted();
+    const parts = await running;
+    this.clock.resulted();
     for (const part of parts) this.postprocess(part);
+    this.clock.lap('updateMs');
+    this.table.flush();
+    this.clock.lap('sendMs');
     return true;
   }
 

@@ -34,6 +34,9 @@ export class RequestTable {
   /** Settles when the forward in flight returns. */
   private stepEnd: Promise<void> | null = null;
   private endStepNow: (() => void) | null = null;
+  /** Token messages not handed to the sink yet, in order. */
+  private outbox: [replyTo: string, msg: TokensMsg][] = [];
+  private isFlushQueued = false;
 
   constructor(private readonly o: RequestTableOptions) {}
 
@@ -106,16 +109,37 @@ export class RequestTable {
     this.o.kick();
   }
 
-  /** Streams `tokens` of `req` (with their `logprobs`, when asked for) to its replyTo (with `finish` as the last message). */
+  /**
+   * Queues `tokens` of `req` (with their `logprobs`, when asked for) for its replyTo (with `finish`
+   * as the last message). The engine loop hands the queue to the sink after each step (`flush`);
+   * a message queued outside the loop goes at the end of the current task.
+   */
   emit(req: Request, tokens: number[], finish?: FinishReason, error?: MicroserveError, logprobs?: TokenLogprob[]): void {
     const msg: TokensMsg = { type: 'tokens', id: req.id, engine: this.o.engine, tokens };
     if (logprobs) msg.logprobs = logprobs;
     if (finish) msg.finish = finish;
     if (error) msg.error = error.toWire();
-    try {
-      this.o.sink(req.replyTo ?? '', msg);
-    } catch (e) {
-      log.warn('token sink threw', { engine: this.o.engine, id: req.id, err: e as Error });
+    this.outbox.push([req.replyTo ?? '', msg]);
+    if (!this.isFlushQueued) {
+      this.isFlushQueued = true;
+      queueMicrotask(() => {
+        this.isFlushQueued = false;
+        this.flush();
+      });
+    }
+  }
+
+  /** Hands every queued token message to the sink, in order. */
+  flush(): void {
+    if (this.outbox.length === 0) return;
+    const box = this.outbox;
+    this.outbox = [];
+    for (const [replyTo, msg] of box) {
+      try {
+        this.o.sink(replyTo, msg);
+      } catch (e) {
+        log.warn('token sink threw', { engine: this.o.engine, id: msg.id, err: e as Error });
+      }
     }
   }
 }
