@@ -427,21 +427,39 @@ export interface EngineStatus {
 export const FinishReasonSchema = z.enum(['stop', 'length', 'abort', 'error']);
 export type FinishReason = z.infer<typeof FinishReasonSchema>;
 
-/** Tokens produced for request `id`, in order, never repeated. `finish` marks the last message. */
-export const TokensMsgSchema = z.object({
-  type: z.literal('tokens'),
+/** [MAX_TOKENS_ITEMS=65536] requests in one `tokens_batch` (a step holds at most maxNumSeqs). */
+export const MAX_TOKENS_ITEMS = 65536;
+
+/** Tokens produced for request `id`, in order, never repeated. `finish` marks its last item. */
+export const TokensItemSchema = z.object({
   id: RequestId,
-  engine: Name,
   tokens: TokenIds,
   /** One per token when the request asked for logprobs. */
   logprobs: TokenLogprobs.optional(),
   finish: FinishReasonSchema.optional(),
   error: z.object({ code: z.string().max(64), message: z.string().max(65536) }).optional(),
 });
+export type TokensItem = z.infer<typeof TokensItemSchema>;
+
+/** One request's tokens as a message of its own (what a script or a test double may send). */
+export const TokensMsgSchema = z.object({ type: z.literal('tokens'), engine: Name, ...TokensItemSchema.shape });
 export type TokensMsg = z.infer<typeof TokensMsgSchema>;
 
+/**
+ * What engines stream to a request's `replyTo`: the tokens of one step (or of one abort) for every
+ * request of that destination, one item per request, in order. One message (one ws frame) per
+ * step and destination, not one per token.
+ */
+export const TokensBatchMsgSchema = z.object({ type: z.literal('tokens_batch'), engine: Name, items: z.array(TokensItemSchema).max(MAX_TOKENS_ITEMS) });
+export type TokensBatchMsg = z.infer<typeof TokensBatchMsgSchema>;
+
+/** The items of a `tokens` or `tokens_batch` message (for receivers that take both). */
+export function tokensItems(msg: TokensMsg | TokensBatchMsg): TokensItem[] {
+  return msg.type === 'tokens_batch' ? msg.items : [msg];
+}
+
 /** `router`: engines' token streams, and `status` → RouterStatus. */
-export const RouterMsgSchema = z.discriminatedUnion('type', [TokensMsgSchema, StatusMsgSchema]);
+export const RouterMsgSchema = z.discriminatedUnion('type', [TokensMsgSchema, TokensBatchMsgSchema, StatusMsgSchema]);
 export type RouterMsg = z.infer<typeof RouterMsgSchema>;
 
 // ---------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@
  * a refusal is the typed error of the reply); prep_recv → PrepRecvResult; remote_send →
  * RemoteSendResult; kv_write and kv_push_begin → `{ ok: true }`; kv_push_end → `{ ok: true, bytes }`; abort → `{ aborted }`; match_prefix →
  * `{ matchedLen }`; set_role → `{ role }`; status → EngineStatus. Tokens go to `replyTo` as
- * TokensMsg, dispatched as soon as they are sampled.
+ * `tokens_batch` messages: one per step and destination, every request's new tokens in it.
  */
 import { env } from '../../common/env.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
@@ -17,7 +17,7 @@ import { MicroserveError } from '../../common/errors.ts';
 import { spawnKvActor } from '../kvcache/actor.ts';
 import { log } from '../../common/log.ts';
 import type { Backend } from '../../native/backend.ts';
-import { EngineMsgSchema, messageParser, type KvNvshmemAddr, type Role } from '../messages.ts';
+import { EngineMsgSchema, messageParser, type KvNvshmemAddr, type Role, type TokensBatchMsg } from '../messages.ts';
 import type { ActorSystemApi, Handler } from '../runtime/types.ts';
 import { EngineCore } from './engine-core.ts';
 import { exportIpcAddr } from './kv-transfer/cuda-ipc.ts';
@@ -106,8 +106,8 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
     maxNumSeqs,
     // TEST ONLY (see EngineCoreOptions.testHooks): the one place this switch is read
     testHooks: env('testHooks'),
-    sink: (replyTo, msg) => {
-      if (replyTo) system.ref(replyTo).dispatch(msg);
+    sink: (replyTo, items) => {
+      if (replyTo) system.ref(replyTo).dispatch({ type: 'tokens_batch', engine: name, items } satisfies TokensBatchMsg);
     },
     pickTransport: transportPicker(system, loaded.backend, { ipc, nvshmem: nv }),
     acceptTransports: acceptedTransports({ ipc, nvshmem: nv }),

@@ -9,7 +9,7 @@
 import type { MicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
 import type { KvCacheManager } from '../kvcache/manager.ts';
-import type { FinishReason, TokenLogprob, TokensMsg } from '../messages.ts';
+import type { FinishReason, TokenLogprob, TokensItem } from '../messages.ts';
 import type { Request } from './request.ts';
 import { SamplingSlots } from './sampling-params.ts';
 import type { Scheduler } from './scheduler.ts';
@@ -34,8 +34,8 @@ export class RequestTable {
   /** Settles when the forward in flight returns. */
   private stepEnd: Promise<void> | null = null;
   private endStepNow: (() => void) | null = null;
-  /** Token messages not handed to the sink yet, in order. */
-  private outbox: [replyTo: string, msg: TokensMsg][] = [];
+  /** Token items not handed to the sink yet, by destination, in order. */
+  private outbox = new Map<string, TokensItem[]>();
   private isFlushQueued = false;
 
   constructor(private readonly o: RequestTableOptions) {}
@@ -111,15 +111,18 @@ export class RequestTable {
 
   /**
    * Queues `tokens` of `req` (with their `logprobs`, when asked for) for its replyTo (with `finish`
-   * as the last message). The engine loop hands the queue to the sink after each step (`flush`);
-   * a message queued outside the loop goes at the end of the current task.
+   * as its last item). The engine loop hands the queue to the sink after each step (`flush`); an
+   * item queued outside the loop goes at the end of the current task.
    */
   emit(req: Request, tokens: number[], finish?: FinishReason, error?: MicroserveError, logprobs?: TokenLogprob[]): void {
-    const msg: TokensMsg = { type: 'tokens', id: req.id, engine: this.o.engine, tokens };
-    if (logprobs) msg.logprobs = logprobs;
-    if (finish) msg.finish = finish;
-    if (error) msg.error = error.toWire();
-    this.outbox.push([req.replyTo ?? '', msg]);
+    const item: TokensItem = { id: req.id, tokens };
+    if (logprobs) item.logprobs = logprobs;
+    if (finish) item.finish = finish;
+    if (error) item.error = error.toWire();
+    const replyTo = req.replyTo ?? '';
+    const items = this.outbox.get(replyTo);
+    if (items) items.push(item);
+    else this.outbox.set(replyTo, [item]);
     if (!this.isFlushQueued) {
       this.isFlushQueued = true;
       queueMicrotask(() => {
@@ -129,16 +132,16 @@ export class RequestTable {
     }
   }
 
-  /** Hands every queued token message to the sink, in order. */
+  /** Hands every queued item to the sink: one call per destination, items in order. */
   flush(): void {
-    if (this.outbox.length === 0) return;
+    if (this.outbox.size === 0) return;
     const box = this.outbox;
-    this.outbox = [];
-    for (const [replyTo, msg] of box) {
+    this.outbox = new Map();
+    for (const [replyTo, items] of box) {
       try {
-        this.o.sink(replyTo, msg);
+        this.o.sink(replyTo, items);
       } catch (e) {
-        log.warn('token sink threw', { engine: this.o.engine, id: msg.id, err: e as Error });
+        log.warn('token sink threw', { engine: this.o.engine, replyTo, err: e as Error });
       }
     }
   }

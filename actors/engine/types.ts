@@ -1,10 +1,14 @@
 /** Options and handles of the engine (core and actor). */
 import type { Backend } from '../../native/backend.ts';
-import type { EngineCounters, KvIpcAddr, KvNvshmemAddr, Role, TokensMsg } from '../messages.ts';
+import type { EngineCounters, KvIpcAddr, KvNvshmemAddr, Role, TokensItem } from '../messages.ts';
 import type { TransportPicker } from './kv-transfer/transport.ts';
 
-/** Receives every token message of the engine; `replyTo` is the request's (may be ''). */
-export type TokenSink = (replyTo: string, msg: TokensMsg) => void;
+/**
+ * Receives the engine's token stream, one call per destination and step (or abort): `items` are
+ * the tokens of every request whose `replyTo` (may be '') is this one, in order. The actor sends
+ * them as one `tokens_batch` message. The sink owns the array.
+ */
+export type TokenSink = (replyTo: string, items: TokensItem[]) => void;
 
 export interface EngineCoreOptions {
   /** Engine name: `engine/<name>`, and `KvAddr.engine` of its reservations. */
