@@ -416,6 +416,8 @@ export interface EngineStatus {
   /** Scheduler limits: sequences and tokens per step. */
   maxNumSeqs: number;
   maxBatchTokens: number;
+  /** [overlap] the loop submits step t+1 before sending step t's tokens (EngineCoreOptions.overlap). */
+  overlap?: boolean;
   counters: EngineCounters;
   /** The backend's memory plan (weights / arena / KV bytes, KV tokens, longest request, caps). */
   plan?: MemoryPlan;

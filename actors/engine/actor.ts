@@ -49,6 +49,8 @@ export interface EngineOptions {
   threads?: number;
   /** [transport='auto'] KV transport to other engines; only 'host' exists on CPU engines. */
   transport?: TransportName;
+  /** [overlap=MICROSERVE_OVERLAP, default true] see EngineCoreOptions.overlap. */
+  overlap?: boolean;
   /** [seed] seed of a preset's random weights. */
   seed?: number;
   /**
@@ -104,6 +106,7 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
     role: opts.role ?? 'both',
     maxBatchTokens,
     maxNumSeqs,
+    overlap: opts.overlap ?? env('overlapSteps'),
     // TEST ONLY (see EngineCoreOptions.testHooks): the one place this switch is read
     testHooks: env('testHooks'),
     sink: (replyTo, items) => {

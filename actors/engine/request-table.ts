@@ -29,8 +29,8 @@ export class RequestTable {
   readonly byKey = new Map<string, Request>();
   /** Penalty-state slots of the backend, one per live request that uses penalties (freed by `release`). */
   readonly samplingSlots = new SamplingSlots();
-  /** Requests of the forward in flight (null between steps). */
-  private inFlight: Set<Request> | null = null;
+  /** Requests of the forward in flight (empty between steps; one set, refilled each step). */
+  private readonly inFlight = new Set<Request>();
   /** Settles when the forward in flight returns. */
   private stepEnd: Promise<void> | null = null;
   private endStepNow: (() => void) | null = null;
@@ -44,21 +44,26 @@ export class RequestTable {
     return this.byKey.size;
   }
 
-  /** Marks `reqs` as the forward in flight until `endStep`. */
-  beginStep(reqs: Request[]): void {
-    this.inFlight = new Set(reqs);
-    this.stepEnd = new Promise<void>((r) => (this.endStepNow = r));
+  /** Marks the requests of `entries` as the forward in flight until `endStep`. */
+  beginStep(entries: readonly { req: Request }[]): void {
+    this.inFlight.clear();
+    for (const e of entries) this.inFlight.add(e.req);
+    this.stepEnd = null;
   }
 
   endStep(): void {
-    this.inFlight = null;
+    this.inFlight.clear();
     this.endStepNow?.();
     this.endStepNow = null;
+    this.stepEnd = null;
   }
 
   /** Resolves once `req` is not part of the forward in flight (its writes have landed). */
   async afterStep(req: Request): Promise<void> {
-    while (this.inFlight?.has(req) && this.stepEnd) await this.stepEnd;
+    while (this.inFlight.has(req)) {
+      this.stepEnd ??= new Promise<void>((r) => (this.endStepNow = r));
+      await this.stepEnd;
+    }
   }
 
   add(req: Request): void {
@@ -96,7 +101,7 @@ export class RequestTable {
   /** Gives a request's pages back (later, if its forward is in flight) and forgets it. */
   release(req: Request, cache: boolean): void {
     this.o.scheduler.remove(req);
-    if (this.inFlight?.has(req)) {
+    if (this.inFlight.has(req)) {
       req.isAborted = req.isAborted || !cache;
       return; // the step's end releases it
     }

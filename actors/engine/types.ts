@@ -30,6 +30,13 @@ export interface EngineCoreOptions {
    */
   maxNumSeqs?: number;
   /**
+   * [overlap=true] submit step t+1 to the backend as soon as step t's tokens are applied (progress,
+   * stop ids, max tokens, length, aborts, page releases) and its scheduling allows, and send step
+   * t's token messages while t+1 runs; false sends them first (the backend waits). `spawnEngine`
+   * takes it from MICROSERVE_OVERLAP (common/env.ts) unless given. Shown by `status`.
+   */
+  overlap?: boolean;
+  /**
    * [testHooks=false] TEST ONLY: accept the `test_fail_steps` message (`failNextSteps`), which
    * makes the next forwards throw. `spawnEngine` sets it from MICROSERVE_TEST_HOOKS=1.
    */
