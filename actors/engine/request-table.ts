@@ -48,7 +48,6 @@ export class RequestTable {
   beginStep(entries: readonly { req: Request }[]): void {
     this.inFlight.clear();
     for (const e of entries) this.inFlight.add(e.req);
-    this.stepEnd = null;
   }
 
   endStep(): void {

@@ -105,6 +105,11 @@ if (missing.length > 0) {
     assert.is(discarded, 0, 'router discarded');
     assert.ok((await metric(c.url, 'microserve_engine_preemptions')) > 0, '/metrics shows preemptions');
     assert.ok((await metric(c.url, 'microserve_request_queue_time_seconds_count')) >= N, '/metrics has the queue-time histogram');
+    // the engine loop's host time between forwards, from the engine's status
+    assert.ok((await metric(c.url, 'microserve_engine_host_gap_seconds_count')) > 0, '/metrics has the engine host gap');
+    assert.ok((await metric(c.url, 'microserve_engine_host_gap_seconds_sum')) > 0);
+    assert.ok((await metric(c.url, 'microserve_engine_host_phase_seconds_sum')) > 0, '/metrics has the host time by phase');
+    assert.is((await c.engineStatus('e0')).overlap, true, 'overlap is on by default');
   });
 
   test('stop strings under load: streams end at them; engine generated = delivered + discarded (tokens past a stop are discarded, counted)', async () => {
