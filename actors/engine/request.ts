@@ -10,7 +10,6 @@
  */
 import type { KvSeq } from '../kvcache/types.ts';
 import type { FinishReason, SamplingParams, TokenLogprob } from '../messages.ts';
-import { usesExtras } from './sampling-params.ts';
 
 export type RequestKind = 'generate' | 'send';
 export type RequestState = 'waiting' | 'running' | 'computed' | 'finished';
@@ -80,8 +79,8 @@ export class Request {
    * each step that samples for this request (SamplingBatch sends it with the row).
    */
   allowedMask: Uint32Array | null = null;
-  /** Its sampling needs the backend's extras (sampling-params.ts usesExtras; fixed at creation). */
-  readonly usesExtras: boolean;
+  /** Its sampling needs the backend's extras (sampling-params.ts usesExtras, kept by the first SamplingBatch; null: not asked yet). */
+  usesExtras: boolean | null = null;
   /** Logprobs of the token the last forward sampled (requests with sampling.logprobs). */
   lastLogprobs: TokenLogprob | null = null;
   /** Send requests: settled when [0, end) is computed (or the request fails). */
@@ -100,7 +99,6 @@ export class Request {
     this.sampling = init.sampling ?? null;
     this.replyTo = init.replyTo ?? null;
     this.seed = (init.sampling?.seed ?? Math.floor(Math.random() * 0x100000000)) >>> 0;
-    this.usesExtras = !!init.sampling && usesExtras(init.sampling);
     this.computed = new Promise<void>((res, rej) => {
       this.resolveComputed = res;
       this.rejectComputed = rej;

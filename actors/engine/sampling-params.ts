@@ -156,7 +156,7 @@ export class SamplingBatch {
       s.topP[i] = p.topP;
       s.seed[i] = req.seed;
       s.step[i] = numOutput(req);
-      if (req.usesExtras || req.allowedMask) isExtras = true;
+      if ((req.usesExtras ??= usesExtras(p)) || req.allowedMask) isExtras = true;
     }
     this.extras = isExtras ? buildExtras(rows, slots) : null;
     if (this.extras) s.extras = this.extras;
