@@ -375,6 +375,33 @@ export interface EngineCounters {
   /** Requests ended with STEP_FAILED (or released, when already aborted) by a failed forward. */
   requestsFailedByStep: number;
   aborts: number;
+  /** [host] the engine loop's host time around the forwards (actors/engine/host-timing.ts). */
+  host?: HostTimes;
+}
+
+/**
+ * Host time of an engine's loop, cumulative since start, in ms. A step's *gap* is the wall time
+ * from its forward's result to the next forward's submission in the same busy period: the backend
+ * (the GPU) has nothing to run meanwhile. The phases are where the loop's own time goes, inside
+ * the gap or (with overlap) while the next forward runs.
+ */
+export interface HostTimes {
+  /** Forwards submitted. */
+  numForwards: number;
+  /** Gaps measured (forwards that followed another one without the loop going idle). */
+  numGaps: number;
+  /** Sum of the gaps. */
+  gapMs: number;
+  /** Sum of forward times: submission to result (the backend's run plus the hand-back to the loop). */
+  forwardMs: number;
+  /** Scheduling the next step (scheduler.ts: which tokens of which requests, KV pages, preemption). */
+  scheduleMs: number;
+  /** Building the forward's inputs and submitting it (tokens, page tables, sampling rows, the addon's copy). */
+  buildMs: number;
+  /** Applying a step's sampled tokens: progress, the cheap finish checks (stop ids, max tokens, length, aborts), page releases. */
+  updateMs: number;
+  /** Token messages of a step to their destinations (encoding, socket writes). */
+  sendMs: number;
 }
 
 export interface EngineStatus {
@@ -396,6 +423,8 @@ export interface EngineStatus {
   /** Scheduler limits: sequences and tokens per step. */
   maxNumSeqs: number;
   maxBatchTokens: number;
+  /** [overlap] the loop submits step t+1 before sending step t's tokens (EngineCoreOptions.overlap). */
+  overlap?: boolean;
   counters: EngineCounters;
   /** The backend's memory plan (weights / arena / KV bytes, KV tokens, longest request, caps). */
   plan?: MemoryPlan;
@@ -407,11 +436,12 @@ export interface EngineStatus {
 export const FinishReasonSchema = z.enum(['stop', 'length', 'abort', 'error']);
 export type FinishReason = z.infer<typeof FinishReasonSchema>;
 
-/** Tokens produced for request `id`, in order, never repeated. `finish` marks the last message. */
-export const TokensMsgSchema = z.object({
-  type: z.literal('tokens'),
+/** [MAX_TOKENS_ITEMS=65536] requests in one `tokens_batch` (a step holds at most maxNumSeqs). */
+export const MAX_TOKENS_ITEMS = 65536;
+
+/** Tokens produced for request `id`, in order, never repeated. `finish` marks its last item. */
+export const TokensItemSchema = z.object({
   id: RequestId,
-  engine: Name,
   tokens: TokenIds,
   /** One per token when the request asked for logprobs. */
   logprobs: TokenLogprobs.optional(),
@@ -420,10 +450,27 @@ export const TokensMsgSchema = z.object({
   finish: FinishReasonSchema.optional(),
   error: z.object({ code: z.string().max(64), message: z.string().max(65536) }).optional(),
 });
+export type TokensItem = z.infer<typeof TokensItemSchema>;
+
+/** One request's tokens as a message of its own (what a script or a test double may send). */
+export const TokensMsgSchema = z.object({ type: z.literal('tokens'), engine: Name, ...TokensItemSchema.shape });
 export type TokensMsg = z.infer<typeof TokensMsgSchema>;
 
+/**
+ * What engines stream to a request's `replyTo`: the tokens of one step (or of one abort) for every
+ * request of that destination, one item per request, in order. One message (one ws frame) per
+ * step and destination, not one per token.
+ */
+export const TokensBatchMsgSchema = z.object({ type: z.literal('tokens_batch'), engine: Name, items: z.array(TokensItemSchema).max(MAX_TOKENS_ITEMS) });
+export type TokensBatchMsg = z.infer<typeof TokensBatchMsgSchema>;
+
+/** The items of a `tokens` or `tokens_batch` message (for receivers that take both). */
+export function tokensItems(msg: TokensMsg | TokensBatchMsg): TokensItem[] {
+  return msg.type === 'tokens_batch' ? msg.items : [msg];
+}
+
 /** `router`: engines' token streams, and `status` → RouterStatus. */
-export const RouterMsgSchema = z.discriminatedUnion('type', [TokensMsgSchema, StatusMsgSchema]);
+export const RouterMsgSchema = z.discriminatedUnion('type', [TokensMsgSchema, TokensBatchMsgSchema, StatusMsgSchema]);
 export type RouterMsg = z.infer<typeof RouterMsgSchema>;
 
 // ---------------------------------------------------------------------------------------------

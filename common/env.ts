@@ -52,6 +52,7 @@ export const KNOBS = {
   nativeAddon: knob('MICROSERVE_NATIVE_ADDON', () => './build/Release/microserve_native.node', str, 'the native addon file (relative to native/), e.g. a sanitizer build'),
   // engine
   testHooks: knob('MICROSERVE_TEST_HOOKS', () => false, bool, 'TEST ONLY: engines accept `test_fail_steps` (forced step failures)'),
+  overlapSteps: knob('MICROSERVE_OVERLAP', () => true, bool, 'engines submit step t+1 before sending step t\'s tokens (0: after; measures what the overlap is worth)'),
   // native backend options (BackendOptions in native/src/backend.h), read once per backend
   cpuIsa: knob<CpuIsa>('MS_CPU_ISA', () => 'auto', oneOf(CPU_ISAS), 'CPU kernel set; auto = the widest this CPU runs'),
   cudaGraphs: knob('MS_CUDA_GRAPHS', () => true, bool, 'CUDA: replay captured graphs for pure-decode steps'),

@@ -40,8 +40,8 @@ export interface ModelConfig {
 export interface ForwardSeq {
   tokens: Int32Array;
   startPos: number;
-  /** Page ids covering positions [0, startPos + tokens.length). */
-  pageTable: Int32Array;
+  /** Page ids covering positions [0, startPos + tokens.length) (an engine passes its sequence's page list as is). */
+  pageTable: Int32Array | readonly number[];
 }
 
 export interface ForwardBatch {

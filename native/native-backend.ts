@@ -46,6 +46,7 @@ export class NativeBackend implements Backend {
   private handle: NativeBackendHandle | null;
   private memPlan: MemoryPlan | null = null;
   private pages: number;
+  private readonly packer = new BatchPacker();
 
   /** numPages 0 = auto (sized by finalize on CUDA; 512 on CPU). */
   constructor(
@@ -115,7 +116,7 @@ export class NativeBackend implements Backend {
 
   forward(batch: ForwardBatch): Promise<Float32Array> {
     return nativeCall(() => {
-      const a = packBatch(batch);
+      const a = this.packer.pack(batch);
       return this.native().forward(a.tokens, a.seqLens, a.startPos, a.tables, a.maxPages, batch.logits === 'all');
     });
   }
@@ -123,7 +124,7 @@ export class NativeBackend implements Backend {
   forwardTokens(batch: ForwardBatch & { sampling: ForwardSampling }): Promise<Int32Array> {
     return nativeCall(() => {
       const sampling = checkSampling(batch);
-      const a = packBatch(batch);
+      const a = this.packer.pack(batch);
       return this.native().forward(a.tokens, a.seqLens, a.startPos, a.tables, a.maxPages, false, sampling);
     });
   }
@@ -139,7 +140,7 @@ export class NativeBackend implements Backend {
     copyPages: (peerId, localPages, peerPages, toPeer) => nativeCall(async () => (await this.native().copyPeerPages(peerId, localPages, peerPages, toPeer))[0]),
     forwardWithSend: (batch, send) =>
       nativeCall(async () => {
-        const a = packBatch(batch);
+        const a = this.packer.pack(batch);
         const sampling = batch.sampling ? checkSampling(batch) : undefined;
         const r = await this.native().forwardWithSend(a.tokens, a.seqLens, a.startPos, a.tables, a.maxPages, batch.logits === 'all', send.peerId, send.srcPages, send.dstPages, send.peerIds, sampling);
         return r.tokens ? { logits: r.logits, tokens: r.tokens, timeline: toTimeline(r.timeline) } : { logits: r.logits, timeline: toTimeline(r.timeline) };
@@ -178,28 +179,57 @@ export class NativeBackend implements Backend {
   }
 }
 
-/** Flattens a ragged batch into the addon's arrays (short page tables padded with -1, which the addon rejects if a position needs it). */
-function packBatch(batch: ForwardBatch): { tokens: Int32Array; seqLens: Int32Array; startPos: Int32Array; tables: Int32Array; maxPages: number } {
-  const seqs = batch.seqs;
-  let numTokens = 0;
-  let maxPages = 1;
-  for (const s of seqs) {
-    numTokens += s.tokens.length;
-    maxPages = Math.max(maxPages, s.pageTable.length);
+/** A batch flattened into the addon's arrays. */
+interface PackedBatch {
+  tokens: Int32Array;
+  seqLens: Int32Array;
+  startPos: Int32Array;
+  /** (numSeqs, maxPages) page ids, -1 past a sequence's pages (the addon rejects those if a position needs them). */
+  tables: Int32Array;
+  maxPages: number;
+}
+
+/**
+ * Flattens ragged batches into the addon's arrays, reusing its buffers from one call to the next
+ * (grown when a batch needs more): the addon copies its inputs before the call returns, so the
+ * views a call gets are free again as soon as the native call was made.
+ */
+class BatchPacker {
+  private tokens = new Int32Array(0);
+  private seqLens = new Int32Array(0);
+  private startPos = new Int32Array(0);
+  private tables = new Int32Array(0);
+
+  pack(batch: ForwardBatch): PackedBatch {
+    const seqs = batch.seqs;
+    const n = seqs.length;
+    let numTokens = 0;
+    let maxPages = 1;
+    for (const s of seqs) {
+      numTokens += s.tokens.length;
+      if (s.pageTable.length > maxPages) maxPages = s.pageTable.length;
+    }
+    if (this.tokens.length < numTokens) this.tokens = new Int32Array(Math.max(numTokens, 2 * this.tokens.length));
+    if (this.seqLens.length < n) {
+      this.seqLens = new Int32Array(Math.max(n, 2 * this.seqLens.length));
+      this.startPos = new Int32Array(this.seqLens.length);
+    }
+    if (this.tables.length < n * maxPages) this.tables = new Int32Array(Math.max(n * maxPages, 2 * this.tables.length));
+    const tokens = this.tokens.subarray(0, numTokens);
+    const tables = this.tables.subarray(0, n * maxPages);
+    let off = 0;
+    for (let i = 0; i < n; i++) {
+      const s = seqs[i];
+      tokens.set(s.tokens, off);
+      off += s.tokens.length;
+      this.seqLens[i] = s.tokens.length;
+      this.startPos[i] = s.startPos;
+      const base = i * maxPages;
+      tables.set(s.pageTable, base);
+      if (s.pageTable.length < maxPages) tables.fill(-1, base + s.pageTable.length, base + maxPages);
+    }
+    return { tokens, seqLens: this.seqLens.subarray(0, n), startPos: this.startPos.subarray(0, n), tables, maxPages };
   }
-  const tokens = new Int32Array(numTokens);
-  const seqLens = new Int32Array(seqs.length);
-  const startPos = new Int32Array(seqs.length);
-  const tables = new Int32Array(seqs.length * maxPages).fill(-1);
-  let off = 0;
-  seqs.forEach((s, i) => {
-    tokens.set(s.tokens, off);
-    off += s.tokens.length;
-    seqLens[i] = s.tokens.length;
-    startPos[i] = s.startPos;
-    tables.set(s.pageTable, i * maxPages);
-  });
-  return { tokens, seqLens, startPos, tables, maxPages };
 }
 
 /** BAD_REQUEST naming the field unless batch.sampling fits the batch (types, one entry per sequence, values). */

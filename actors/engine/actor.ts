@@ -8,7 +8,7 @@
  * a refusal is the typed error of the reply); prep_recv → PrepRecvResult; remote_send →
  * RemoteSendResult; kv_write and kv_push_begin → `{ ok: true }`; kv_push_end → `{ ok: true, bytes }`; abort → `{ aborted }`; match_prefix →
  * `{ matchedLen }`; set_role → `{ role }`; status → EngineStatus. Tokens go to `replyTo` as
- * TokensMsg, dispatched as soon as they are sampled.
+ * `tokens_batch` messages: one per step and destination, every request's new tokens in it.
  */
 import { env } from '../../common/env.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
@@ -17,7 +17,7 @@ import { MicroserveError } from '../../common/errors.ts';
 import { spawnKvActor } from '../kvcache/actor.ts';
 import { log } from '../../common/log.ts';
 import type { Backend } from '../../native/backend.ts';
-import { EngineMsgSchema, messageParser, type KvNvshmemAddr, type Role } from '../messages.ts';
+import { EngineMsgSchema, messageParser, type KvNvshmemAddr, type Role, type TokensBatchMsg } from '../messages.ts';
 import type { ActorSystemApi, Handler } from '../runtime/types.ts';
 import { EngineCore } from './engine-core.ts';
 import { exportIpcAddr } from './kv-transfer/cuda-ipc.ts';
@@ -49,6 +49,8 @@ export interface EngineOptions {
   threads?: number;
   /** [transport='auto'] KV transport to other engines; only 'host' exists on CPU engines. */
   transport?: TransportName;
+  /** [overlap=MICROSERVE_OVERLAP, default true] see EngineCoreOptions.overlap. */
+  overlap?: boolean;
   /** [seed] seed of a preset's random weights. */
   seed?: number;
   /**
@@ -104,10 +106,11 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
     role: opts.role ?? 'both',
     maxBatchTokens,
     maxNumSeqs,
+    overlap: opts.overlap ?? env('overlapSteps'),
     // TEST ONLY (see EngineCoreOptions.testHooks): the one place this switch is read
     testHooks: env('testHooks'),
-    sink: (replyTo, msg) => {
-      if (replyTo) system.ref(replyTo).dispatch(msg);
+    sink: (replyTo, items) => {
+      if (replyTo) system.ref(replyTo).dispatch({ type: 'tokens_batch', engine: name, items } satisfies TokensBatchMsg);
     },
     pickTransport: transportPicker(system, loaded.backend, { ipc, nvshmem: nv }),
     acceptTransports: acceptedTransports({ ipc, nvshmem: nv }),

@@ -6,18 +6,23 @@
  * - `scheduler` (scheduler.ts): which tokens of which requests the next step computes;
  * - `requests` (request-table.ts): live requests and how each ends;
  * - `runner` (step-runner.ts): one step's forward, with failure isolation;
+ * - `post` (postprocess.ts): a forward's results applied to its requests (tokens, finishes);
  * - `receiver` and `sender` (kv-transfer/): prep_recv / kv_write / push leases, and remote_send
  *   (whose layer-by-layer GPU push rides on the step's forward).
  *
- * The loop runs while there is work, off the actor mailbox: `step()` is schedule → run →
- * postprocess. Operations called meanwhile (status, prep_recv, abort, ...) run between steps,
+ * The loop runs while there is work, off the actor mailbox: each step is schedule → run →
+ * postprocess, and with overlap (the default) step t+1 is submitted to the backend between
+ * applying step t's tokens and sending them, so the backend does not wait for the sends
+ * (`loop`). The loop's host time is measured (host-timing.ts: `status` counters.host).
+ * Operations called meanwhile (status, prep_recv, abort, ...) run while a forward runs,
  * synchronously, on the event loop.
  */
 import type { Backend } from '../../native/backend.ts';
 import { MicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
 import { KvCacheManager } from '../kvcache/manager.ts';
-import type { EngineCounters, EngineStatus, FinishReason, GenerateMsg, KvPushBeginMsg, KvPushEndMsg, KvWriteMsg, PrepRecvMsg, PrepRecvResult, RemoteSendMsg, RemoteSendResult, Role, StartGenerateMsg } from '../messages.ts';
+import type { EngineCounters, EngineStatus, GenerateMsg, KvPushBeginMsg, KvPushEndMsg, KvWriteMsg, PrepRecvMsg, PrepRecvResult, RemoteSendMsg, RemoteSendResult, Role, StartGenerateMsg } from '../messages.ts';
+import { HostClock, newHostTimes } from './host-timing.ts';
 import { KvReceiver } from './kv-transfer/receiver.ts';
 import type { ReservationTable } from './kv-transfer/reservations.ts';
 import { KvSender } from './kv-transfer/sender.ts';
@@ -25,6 +30,7 @@ import { Request } from './request.ts';
 import { RequestTable } from './request-table.ts';
 import { checkSamplingExtras } from './sampling-params.ts';
 import { Scheduler, type SchedulerLimits, type StepEntry } from './scheduler.ts';
+import { StepPostprocess } from './postprocess.ts';
 import { engineStatus } from './status.ts';
 import { StepRunner, type StepPart } from './step-runner.ts';
 import type { EngineCoreOptions } from './types.ts';
@@ -54,8 +60,12 @@ export class EngineCore {
   private readonly scheduler: Scheduler;
   private readonly table: RequestTable;
   private readonly runner: StepRunner;
+  private readonly post: StepPostprocess;
   private readonly receiver: KvReceiver;
   private readonly sender: KvSender;
+  private readonly clock: HostClock;
+  /** Submit step t+1 before sending step t's tokens (EngineCoreOptions.overlap). */
+  readonly isOverlap: boolean;
   private isLooping = false;
   private isClosed = false;
   private idleWaiters: (() => void)[] = [];
@@ -66,10 +76,12 @@ export class EngineCore {
     this.model = opts.model ?? opts.name;
     this.role = opts.role ?? 'both';
     this.backend = opts.backend;
+    this.isOverlap = opts.overlap ?? true;
     this.limits = {
       maxBatchTokens: positiveInt(opts.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS, 'maxBatchTokens'),
       maxNumSeqs: positiveInt(opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS, 'maxNumSeqs'),
     };
+    this.clock = new HostClock((this.counters.host = newHostTimes()));
     this.kv = new KvCacheManager({ numPages: opts.backend.numPages, pageSize: opts.backend.pageSize });
     this.capacity = { maxPositions: opts.backend.config.maxPositions, numPages: this.kv.numPages, pageSize: this.kv.pageSize };
     this.scheduler = new Scheduler(this.kv, this.limits, {
@@ -114,6 +126,7 @@ export class EngineCore {
         afterStep: (req) => this.table.afterStep(req),
       },
     );
+    this.post = new StepPostprocess(this.table, this.counters, this.capacity.maxPositions);
     this.runner = new StepRunner(this.name, this.counters, (entries, batch) => this.sender.forward(entries, batch), this.table.samplingSlots);
   }
 
@@ -247,7 +260,7 @@ export class EngineCore {
 
   status(): EngineStatus {
     const { name, model, role, backend, kv, limits, counters } = this;
-    return engineStatus({ name, model, role, backend, kv, limits, counters, requests: this.table, scheduler: this.scheduler, receiver: this.receiver });
+    return engineStatus({ name, model, role, backend, kv, limits, counters, isOverlap: this.isOverlap, requests: this.table, scheduler: this.scheduler, receiver: this.receiver });
   }
 
   /** Resolves when no request is queued, running or sending (the integrity check has run). */
@@ -277,27 +290,54 @@ export class EngineCore {
     queueMicrotask(() => void this.loop());
   }
 
+  /**
+   * Steps while there is work: schedule → run → postprocess, with step t+1 submitted before step
+   * t's tokens are sent (overlap). Postprocessing is split: `post.apply` (postprocess.ts) applies
+   * the tokens and decides finishes (what scheduling step t+1 needs: its decode inputs, freed pages), and
+   * `table.flush` sends them (one message per destination) while the backend runs step t+1.
+   */
   private async loop(): Promise<void> {
     try {
-      while (!this.isClosed && !this.scheduler.isEmpty) {
-        if (!(await this.step())) break; // short of pages: a release kicks the loop again
+      let running = this.launch();
+      while (running) {
+        const parts = await running;
+        this.clock.resulted();
+        for (const part of parts) this.post.apply(part);
+        this.clock.lap('updateMs');
+        if (this.isOverlap) running = this.launch();
+        this.table.flush();
+        this.clock.lap('sendMs');
+        if (!this.isOverlap) {
+          await null; // the runtime writes dispatched messages in a microtask: let them go first
+          running = this.launch();
+        }
       }
     } catch (e) {
       log.error('engine loop failed', { engine: this.name, err: e as Error });
     } finally {
+      this.clock.idle();
       this.isLooping = false;
       this.settleIdle();
     }
   }
 
-  /** One step: schedule → run → postprocess. False when nothing can run now (short of pages). */
-  private async step(): Promise<boolean> {
-    const entries = this.schedule();
-    if (!entries) return false;
-    if (entries.length === 0) return true; // sends served from cache, or a preemption: schedule again
-    const parts = await this.run(entries);
-    for (const part of parts) this.postprocess(part);
-    return true;
+  /**
+   * Schedules the next step and submits its forward; null when nothing can run now (no work, or
+   * short of pages: a release kicks the loop again).
+   */
+  private launch(): Promise<StepPart[]> | null {
+    while (!this.isClosed && !this.scheduler.isEmpty) {
+      this.clock.begin();
+      const entries = this.schedule();
+      this.clock.lap('scheduleMs');
+      if (!entries) return null;
+      if (entries.length === 0) continue; // sends served from cache, or a preemption: schedule again
+      const running = this.run(entries);
+      this.clock.lap('buildMs');
+      this.clock.submitted();
+      return running;
+    }
+    return null;
   }
 
   /** The scheduler's next step (sends it found fully cached leave it at once); null: no progress possible now. */
@@ -311,56 +351,11 @@ export class EngineCore {
 
   /** The step's forward (step-runner.ts), its requests marked in flight meanwhile. */
   private async run(entries: StepEntry[]): Promise<StepPart[]> {
-    this.table.beginStep(entries.map((e) => e.req));
+    this.table.beginStep(entries);
     try {
       return await this.runner.run(entries);
     } finally {
       this.table.endStep();
-    }
-  }
-
-  /** Advances each request of a forward that ran; samples, streams and finishes where due. A failed one fails its requests. */
-  private postprocess({ entries, tokens, error }: StepPart): void {
-    if (!tokens) return this.failEntries(entries, error!);
-    entries.forEach(({ req, start, n }, i) => {
-      if (req.isAborted || req.state !== 'running') {
-        this.table.release(req, !req.isAborted);
-        return;
-      }
-      // positions below the request's high-water mark were computed before a preemption
-      const numRecomputed = Math.max(0, Math.min(start + n, req.numComputedPeak) - start);
-      this.counters.tokensRecomputed += numRecomputed;
-      req.numComputed += n;
-      req.numComputedPeak = Math.max(req.numComputedPeak, req.numComputed);
-      const numPrefill = req.prefillTokensOf(start, n);
-      req.numPrefilled += numPrefill;
-      this.counters.tokensPrefilled += numPrefill;
-      if (req.numRemaining > 0) return;
-      if (req.kind === 'send') {
-        this.table.sendComputed(req);
-        return;
-      }
-      const s = req.sampling!;
-      if (s.maxTokens === 0) return this.table.stopGenerate(req, 'length'); // prompt logprobs only
-      const tok = tokens[i];
-      req.outputIds.push(tok);
-      this.counters.tokensGenerated++;
-      let finish: FinishReason | null = null;
-      if (s.stopTokenIds.includes(tok)) finish = 'stop';
-      else if (req.outputIds.length >= s.maxTokens || req.totalLen >= this.capacity.maxPositions) finish = 'length';
-      const lps = req.lastLogprobs ? [req.lastLogprobs] : undefined;
-      if (finish) this.table.stopGenerate(req, finish, [tok], undefined, lps);
-      else this.table.emit(req, [tok], undefined, undefined, lps);
-    });
-  }
-
-  /** The requests of a failed forward: aborted ones give their pages back, the others end with `err`. */
-  private failEntries(entries: StepEntry[], err: MicroserveError): void {
-    for (const { req } of entries) {
-      this.counters.requestsFailedByStep++;
-      if (req.isAborted || req.state !== 'running') this.table.release(req, false);
-      else if (req.kind === 'send') this.table.stopSend(req, err);
-      else this.table.stopGenerate(req, 'error', [], err);
     }
   }
 

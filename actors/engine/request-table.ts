@@ -9,7 +9,7 @@
 import type { MicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
 import type { KvCacheManager } from '../kvcache/manager.ts';
-import type { FinishReason, TokenLogprob, TokensMsg } from '../messages.ts';
+import type { FinishReason, TokenLogprob, TokensItem } from '../messages.ts';
 import type { Request } from './request.ts';
 import { SamplingSlots } from './sampling-params.ts';
 import type { Scheduler } from './scheduler.ts';
@@ -31,11 +31,14 @@ export class RequestTable {
   readonly byKey = new Map<string, Request>();
   /** Penalty-state slots of the backend, one per live request that uses penalties (freed by `release`). */
   readonly samplingSlots: SamplingSlots;
-  /** Requests of the forward in flight (null between steps). */
-  private inFlight: Set<Request> | null = null;
+  /** Requests of the forward in flight (empty between steps; one set, refilled each step). */
+  private readonly inFlight = new Set<Request>();
   /** Settles when the forward in flight returns. */
   private stepEnd: Promise<void> | null = null;
   private endStepNow: (() => void) | null = null;
+  /** Token items not handed to the sink yet, by destination, in order. */
+  private outbox = new Map<string, TokensItem[]>();
+  private isFlushQueued = false;
 
   constructor(private readonly o: RequestTableOptions) {
     this.samplingSlots = new SamplingSlots(o.numSamplingSlots);
@@ -45,21 +48,25 @@ export class RequestTable {
     return this.byKey.size;
   }
 
-  /** Marks `reqs` as the forward in flight until `endStep`. */
-  beginStep(reqs: Request[]): void {
-    this.inFlight = new Set(reqs);
-    this.stepEnd = new Promise<void>((r) => (this.endStepNow = r));
+  /** Marks the requests of `entries` as the forward in flight until `endStep`. */
+  beginStep(entries: readonly { req: Request }[]): void {
+    this.inFlight.clear();
+    for (const e of entries) this.inFlight.add(e.req);
   }
 
   endStep(): void {
-    this.inFlight = null;
+    this.inFlight.clear();
     this.endStepNow?.();
     this.endStepNow = null;
+    this.stepEnd = null;
   }
 
   /** Resolves once `req` is not part of the forward in flight (its writes have landed). */
   async afterStep(req: Request): Promise<void> {
-    while (this.inFlight?.has(req) && this.stepEnd) await this.stepEnd;
+    while (this.inFlight.has(req)) {
+      this.stepEnd ??= new Promise<void>((r) => (this.endStepNow = r));
+      await this.stepEnd;
+    }
   }
 
   add(req: Request): void {
@@ -97,7 +104,7 @@ export class RequestTable {
   /** Gives a request's pages back (later, if its forward is in flight) and forgets it. */
   release(req: Request, cache: boolean): void {
     this.o.scheduler.remove(req);
-    if (this.inFlight?.has(req)) {
+    if (this.inFlight.has(req)) {
       req.isAborted = req.isAborted || !cache;
       return; // the step's end releases it
     }
@@ -110,21 +117,45 @@ export class RequestTable {
     this.o.kick();
   }
 
-  /** Streams `tokens` of `req` (with their `logprobs`, when asked for) to its replyTo (with `finish` as the last message). */
+  /**
+   * Queues `tokens` of `req` (with their `logprobs`, when asked for) for its replyTo (with `finish`
+   * as its last item). The engine loop hands the queue to the sink after each step (`flush`); an
+   * item queued outside the loop goes at the end of the current task.
+   */
   emit(req: Request, tokens: number[], finish?: FinishReason, error?: MicroserveError, logprobs?: TokenLogprob[]): void {
-    const msg: TokensMsg = { type: 'tokens', id: req.id, engine: this.o.engine, tokens };
-    if (logprobs) msg.logprobs = logprobs;
+    const item: TokensItem = { id: req.id, tokens };
+    if (logprobs) item.logprobs = logprobs;
     const pl = req.promptLogprobs;
-    if (pl?.isComplete && !pl.isSent) {  // once, with the first message after the prompt is computed
-      msg.promptLogprobs = pl.list();
+    if (pl?.isComplete && !pl.isSent) {  // once, with the first item after the prompt is computed
+      item.promptLogprobs = pl.list();
       pl.isSent = true;
     }
-    if (finish) msg.finish = finish;
-    if (error) msg.error = error.toWire();
-    try {
-      this.o.sink(req.replyTo ?? '', msg);
-    } catch (e) {
-      log.warn('token sink threw', { engine: this.o.engine, id: req.id, err: e as Error });
+    if (finish) item.finish = finish;
+    if (error) item.error = error.toWire();
+    const replyTo = req.replyTo ?? '';
+    const items = this.outbox.get(replyTo);
+    if (items) items.push(item);
+    else this.outbox.set(replyTo, [item]);
+    if (!this.isFlushQueued) {
+      this.isFlushQueued = true;
+      queueMicrotask(() => {
+        this.isFlushQueued = false;
+        this.flush();
+      });
+    }
+  }
+
+  /** Hands every queued item to the sink: one call per destination, items in order. */
+  flush(): void {
+    if (this.outbox.size === 0) return;
+    const box = this.outbox;
+    this.outbox = new Map();
+    for (const [replyTo, items] of box) {
+      try {
+        this.o.sink(replyTo, items);
+      } catch (e) {
+        log.warn('token sink threw', { engine: this.o.engine, replyTo, err: e as Error });
+      }
     }
   }
 }

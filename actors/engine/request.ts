@@ -80,6 +80,8 @@ export class Request {
    * each step that samples for this request (SamplingBatch sends it with the row).
    */
   allowedMask: Uint32Array | null = null;
+  /** Its sampling needs the backend's extras (sampling-params.ts usesExtras, kept by the first SamplingBatch; null: not asked yet). */
+  usesExtras: boolean | null = null;
   /** Logprobs of the token the last forward sampled (requests with sampling.logprobs). */
   lastLogprobs: TokenLogprob | null = null;
   /** The prompt's logprobs as the prefill computes them (requests with sampling.promptLogprobs). */

@@ -121,6 +121,30 @@ export interface SamplingRow {
 }
 
 /**
+ * The four per-sequence arrays of a step's ForwardSampling, reused from one step to the next
+ * (grown when a step has more rows): the backend copies them when the forward is submitted, so a
+ * step's views are free again once its forward call returned. One per step runner.
+ */
+export class SamplingScratch {
+  private temperature = new Float32Array(0);
+  private topP = new Float32Array(0);
+  private seed = new Uint32Array(0);
+  private step = new Uint32Array(0);
+
+  /** Views of `n` entries (contents left over from an earlier step: the caller writes every entry). */
+  take(n: number): ForwardSampling {
+    if (this.temperature.length < n) {
+      const size = Math.max(n, 2 * this.temperature.length);
+      this.temperature = new Float32Array(size);
+      this.topP = new Float32Array(size);
+      this.seed = new Uint32Array(size);
+      this.step = new Uint32Array(size);
+    }
+    return { temperature: this.temperature.subarray(0, n), topP: this.topP.subarray(0, n), seed: this.seed.subarray(0, n), step: this.step.subarray(0, n) };
+  }
+}
+
+/**
  * A step's sampling inputs. `sampling` goes into the forward; once it succeeded, `commit()`
  * marks the rebuilt slots as synced and hands each request its token's logprobs (`lastLogprobs`).
  */
@@ -128,20 +152,32 @@ export class SamplingBatch {
   readonly sampling: ForwardSampling;
   private readonly extras: ForwardSamplingExtras | null;
 
+  /** `scratch` (optional) lends the per-sequence arrays; without it they are new. */
   constructor(
     private readonly rows: (Request | null)[],
     slots: SamplingSlots,
+    scratch?: SamplingScratch,
   ) {
     const n = rows.length;
-    const s: ForwardSampling = { temperature: new Float32Array(n), topP: new Float32Array(n), seed: new Uint32Array(n), step: new Uint32Array(n) };
-    rows.forEach((req, i) => {
-      if (!req?.sampling) return (s.topP[i] = 1);
-      s.temperature[i] = req.sampling.temperature;
-      s.topP[i] = req.sampling.topP;
+    const s: ForwardSampling = scratch ? scratch.take(n) : { temperature: new Float32Array(n), topP: new Float32Array(n), seed: new Uint32Array(n), step: new Uint32Array(n) };
+    let isExtras = false;
+    for (let i = 0; i < n; i++) {
+      const req = rows[i];
+      const p = req?.sampling;
+      if (!req || !p) {
+        s.temperature[i] = 0;
+        s.topP[i] = 1;
+        s.seed[i] = 0;
+        s.step[i] = 0;
+        continue;
+      }
+      s.temperature[i] = p.temperature;
+      s.topP[i] = p.topP;
       s.seed[i] = req.seed;
       s.step[i] = numOutput(req);
-    });
-    this.extras = rows.some((r) => (r?.sampling && usesExtras(r.sampling)) || r?.allowedMask) ? buildExtras(rows, slots) : null;
+      if ((req.usesExtras ??= usesExtras(p)) || req.allowedMask) isExtras = true;
+    }
+    this.extras = isExtras ? buildExtras(rows, slots) : null;
     if (this.extras) s.extras = this.extras;
     this.sampling = s;
   }

@@ -15,6 +15,7 @@ export interface StatusSource {
   kv: KvCacheManager;
   limits: SchedulerLimits;
   counters: EngineCounters;
+  isOverlap: boolean;
   requests: RequestTable;
   scheduler: Scheduler;
   receiver: KvReceiver;
@@ -48,6 +49,7 @@ export function engineStatus(s: StatusSource): EngineStatus {
     pageSize: s.kv.pageSize,
     maxNumSeqs: s.limits.maxNumSeqs,
     maxBatchTokens: s.limits.maxBatchTokens,
+    overlap: s.isOverlap,
     counters: structuredClone(s.counters),
     ...(plan ? { plan } : {}),
   };

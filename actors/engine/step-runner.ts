@@ -14,7 +14,7 @@ import { MicroserveError, isMicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
 import type { EngineCounters } from '../messages.ts';
 import { PromptLogprobsBatch } from './prompt-logprobs.ts';
-import { SamplingBatch, type SamplingSlots } from './sampling-params.ts';
+import { SamplingBatch, SamplingScratch, type SamplingSlots } from './sampling-params.ts';
 import type { StepEntry } from './scheduler.ts';
 import { checkInt } from './validate.ts';
 
@@ -31,6 +31,8 @@ export type ForwardFn = (entries: StepEntry[], batch: ForwardBatch & { sampling:
 export class StepRunner {
   /** Test hook (`failNextSteps`): forwards left to fail on purpose. */
   private numStepsToFail = 0;
+  /** The sampling arrays, reused step after step (forwards are sequential). */
+  private readonly scratch = new SamplingScratch();
 
   constructor(
     private readonly engine: string,
@@ -79,11 +81,12 @@ export class StepRunner {
     const sb = new SamplingBatch(
       entries.map(({ req, start, n }) => (req.kind === 'generate' && start + n === req.totalLen ? req : null)),
       this.samplingSlots,
+      this.scratch,
     );
     const prompt = PromptLogprobsBatch.of(entries); // positions whose prompt logprobs are still missing
     const sampling = prompt ? { ...sb.sampling, promptLogprobs: prompt.input } : sb.sampling;
     const tokens = await this.forwardFn(entries, {
-      seqs: entries.map((e) => ({ tokens: e.req.slice(e.start, e.n), startPos: e.start, pageTable: Int32Array.from(e.req.seq!.pageIds) })),
+      seqs: entries.map((e) => ({ tokens: e.req.slice(e.start, e.n), startPos: e.start, pageTable: e.req.seq!.pageIds })),
       logits: 'last',
       sampling,
     });

@@ -1,10 +1,14 @@
 /** Options and handles of the engine (core and actor). */
 import type { Backend } from '../../native/backend.ts';
-import type { EngineCounters, KvIpcAddr, KvNvshmemAddr, Role, TokensMsg } from '../messages.ts';
+import type { EngineCounters, KvIpcAddr, KvNvshmemAddr, Role, TokensItem } from '../messages.ts';
 import type { TransportPicker } from './kv-transfer/transport.ts';
 
-/** Receives every token message of the engine; `replyTo` is the request's (may be ''). */
-export type TokenSink = (replyTo: string, msg: TokensMsg) => void;
+/**
+ * Receives the engine's token stream, one call per destination and step (or abort): `items` are
+ * the tokens of every request whose `replyTo` (may be '') is this one, in order. The actor sends
+ * them as one `tokens_batch` message. The sink owns the array.
+ */
+export type TokenSink = (replyTo: string, items: TokensItem[]) => void;
 
 export interface EngineCoreOptions {
   /** Engine name: `engine/<name>`, and `KvAddr.engine` of its reservations. */
@@ -25,6 +29,13 @@ export interface EngineCoreOptions {
    * memory plan holds no more (a larger step fails with OVER_PLAN).
    */
   maxNumSeqs?: number;
+  /**
+   * [overlap=true] submit step t+1 to the backend as soon as step t's tokens are applied (progress,
+   * stop ids, max tokens, length, aborts, page releases) and its scheduling allows, and send step
+   * t's token messages while t+1 runs; false sends them first (the backend waits). `spawnEngine`
+   * takes it from MICROSERVE_OVERLAP (common/env.ts) unless given. Shown by `status`.
+   */
+  overlap?: boolean;
   /**
    * [testHooks=false] TEST ONLY: accept the `test_fail_steps` message (`failNextSteps`), which
    * makes the next forwards throw. `spawnEngine` sets it from MICROSERVE_TEST_HOOKS=1.

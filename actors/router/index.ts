@@ -78,7 +78,10 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
     const msg = parse(raw);
     switch (msg.type) {
       case 'tokens':
-        return runner.onTokens(msg);
+        return runner.onTokens(msg.engine, msg);
+      case 'tokens_batch':
+        for (const item of msg.items) runner.onTokens(msg.engine, item);
+        return;
       case 'status':
         return status();
     }

@@ -101,8 +101,24 @@ export class RouterMetrics {
     const preemptions = new Gauge({ name: `${P}engine_preemptions`, help: 'Running requests preempted for KV pages (cumulative, engine status)', labelNames: ['engine'], registers: r });
     const stepFailures = new Gauge({ name: `${P}engine_step_failures`, help: 'Forward steps that failed, retries included (cumulative, engine status)', labelNames: ['engine'], registers: r });
     const kvTokens = new Gauge({ name: `${P}engine_kv_capacity_tokens`, help: 'KV pool capacity in tokens (pages x page size)', labelNames: ['engine'], registers: r });
+    const gapSum = new Gauge({
+      name: `${P}engine_host_gap_seconds_sum`,
+      help: "Time the backend sat idle between an engine's forwards while its loop prepared the next (cumulative, engine status; per step: divide by _count)",
+      labelNames: ['engine'],
+      registers: r,
+    });
+    const gapCount = new Gauge({ name: `${P}engine_host_gap_seconds_count`, help: 'Gaps measured: forwards that followed another without the engine loop going idle (cumulative)', labelNames: ['engine'], registers: r });
+    const forwardSum = new Gauge({ name: `${P}engine_forward_seconds_sum`, help: 'Forward time, submission to result (cumulative, engine status)', labelNames: ['engine'], registers: r });
+    const forwardCount = new Gauge({ name: `${P}engine_forward_seconds_count`, help: 'Forwards submitted (cumulative, engine status)', labelNames: ['engine'], registers: r });
+    const phaseSum = new Gauge({
+      name: `${P}engine_host_phase_seconds_sum`,
+      help: "Engine loop host time by phase (schedule, build, update, send; cumulative): in the gap or, with overlap, while the next forward runs",
+      labelNames: ['engine', 'phase'],
+      registers: r,
+    });
+    const hostGauges = [gapSum, gapCount, forwardSum, forwardCount, phaseSum];
     this.fill = () => {
-      for (const m of [running, queued, reserved, pages, up, load, restarts, transfers, tokens, preemptions, stepFailures, kvTokens]) m.reset();
+      for (const m of [running, queued, reserved, pages, up, load, restarts, transfers, tokens, preemptions, stepFailures, kvTokens, ...hostGauges]) m.reset();
       for (const v of pool.views()) {
         up.set({ engine: v.name, role: v.role }, v.isAlive ? 1 : 0);
         load.set({ engine: v.name }, v.load);
@@ -130,6 +146,14 @@ export class RouterMetrics {
           for (const [kind, n] of kinds) tokens.set({ engine: v.name, kind }, n);
           preemptions.set({ engine: v.name }, c.preemptions);
           stepFailures.set({ engine: v.name }, c.stepFailures ?? 0);
+          const h = c.host;
+          if (h) {
+            gapSum.set({ engine: v.name }, h.gapMs / 1e3);
+            gapCount.set({ engine: v.name }, h.numGaps);
+            forwardSum.set({ engine: v.name }, h.forwardMs / 1e3);
+            forwardCount.set({ engine: v.name }, h.numForwards);
+            for (const [phase, ms] of [['schedule', h.scheduleMs], ['build', h.buildMs], ['update', h.updateMs], ['send', h.sendMs]] as const) phaseSum.set({ engine: v.name, phase }, ms / 1e3);
+          }
         }
       }
     };

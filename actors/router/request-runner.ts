@@ -4,7 +4,7 @@
  *
  * Lifecycle of a request (a Job):
  *   1. attempt n gets id `<job>-<n>`; the strategy starts generation on some engine;
- *   2. tokens (`TokensMsg` with that id) go to the sink, in order; tokens of any other (older)
+ *   2. tokens (items of `tokens_batch` with that id) go to the sink, in order; tokens of any other (older)
  *      attempt id are dropped, so nothing is ever repeated;
  *   3. the engine finishes (stop / length): done. The engine's actor is gone, it reports a
  *      retriable error, or it is silent for `requestTimeoutMs` (watchdog): the attempt is
@@ -29,7 +29,7 @@
  */
 import { isMicroserveError, MicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
-import type { FinishReason, SamplingParams, TokenLogprob, TokensMsg } from '../messages.ts';
+import type { FinishReason, SamplingParams, TokenLogprob, TokensItem } from '../messages.ts';
 import { AttemptContext, type AttemptDeps } from './attempt-context.ts';
 import { Job, type ActivePlan, type Attempt, type JobResult, type JobSpec, type Outcome } from './job.ts';
 import type { RoutedRequest } from './strategy-api.ts';
@@ -102,13 +102,13 @@ export class RequestRunner {
     return Promise.all(all.map((j) => j.done));
   }
 
-  /** A `tokens` message from an engine. */
-  onTokens(msg: TokensMsg): void {
+  /** One request's tokens from `engine` (an item of its `tokens_batch`, or a `tokens` message). */
+  onTokens(engine: string, msg: TokensItem): void {
     const entry = this.attempts.get(msg.id);
     const numSent = Array.isArray(msg.tokens) ? msg.tokens.length : 0;
     if (!entry) {
       this.discard(numSent);
-      return log.debug('tokens for an unknown or finished attempt, dropped', { id: msg.id, engine: msg.engine });
+      return log.debug('tokens for an unknown or finished attempt, dropped', { id: msg.id, engine });
     }
     const { job, attempt } = entry;
     if (job.cancelled) return this.discard(numSent);

@@ -7,19 +7,25 @@
 #   engine:      the engine bench before `up` (decode at batches 64/128/256, context 512 + 256/2,
 #                prefill at the engine's chunk size): the serving bound's inputs
 #   concurrency: random 512 in / 256 out at --max-concurrency 64, 128, 256 (4 x C prompts each),
-#                then bench/gpu/serve-bound.ts: output tok/s against the bound, ITL p99 / TPOT
+#                then bench/gpu/serve-bound.ts: output tok/s against the bound, ITL p99 / TPOT, and
+#                the engine's host time per step (the GPU idle between forwards) over each point
 #   sweep:       chat at SWEEP_RATES (1000 prompts each), goodput at TTFT <= 1 s, TPOT <= 50 ms
 # It prints the engine's memory plan (the `up` banner), each part's completed / failed counts and
-# errors, and the server's token counters from /metrics (generated / delivered / recomputed where
-# the router exports them; "n/a" where it does not).
+# errors, the server's token counters from /metrics (generated / delivered / recomputed where
+# the router exports them; "n/a" where it does not) and the engine's host time per step over the
+# part (microserve_engine_host_*: gap between forwards, by phase), and at the end a summary: the
+# efficiency table and the host gap of every part. MICROSERVE_OVERLAP=0 runs the engine without
+# overlap (the A/B of what it is worth).
 #   here:  bash bench/gpu/pack-serve.sh
 #   there: run(command="bash bench/gpu/load.sh", carry=[".gpu"])            # both parts
 #          run(command="PARTS=chat bash bench/gpu/load.sh", carry=[".gpu"]) # one part per command
 # Env (defaults): PARTS=chat,random; CHAT_PROMPTS=2000; RANDOM_PROMPTS=1000; RANDOM_IN=3000;
-# RANDOM_OUT=200; MAX_BATCH_TOKENS (unset: the default); MAX_NUM_SEQS (unset: the default 256); KV_PAGES
+# RANDOM_OUT=200; CONCURRENCY=64,128,256; CONC_IN=512; CONC_OUT=256 (the concurrency workload);
+# MAX_BATCH_TOKENS (unset: the default); MAX_NUM_SEQS (unset: the default 256); KV_PAGES
 # (unset: auto); GPU_UTIL (unset: 0.9); BUILD=1 (0 skips the build: a warm machine);
 # PART_TIMEOUT=420 s per part, so one device command stays under 9 minutes with the engine start;
-# DRY=1 runs the same steps with the tiny model on CPU (no GPU needed; small counts).
+# DRY=1 runs the same steps with the tiny model on CPU (no GPU needed; small counts; the engine
+# bench's bound inputs come from bench/gpu/engine-bench-dry.ts on the CPU backend).
 # Results: $OUT/load/<part>/{results.json,results.md}, $OUT/load/<part>.metrics (the /metrics text).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -32,6 +38,8 @@ RANDOM_IN=${RANDOM_IN:-3000}
 RANDOM_OUT=${RANDOM_OUT:-200}
 PART_TIMEOUT=${PART_TIMEOUT:-420}
 CONCURRENCY=${CONCURRENCY:-64,128,256}
+CONC_IN=${CONC_IN:-512}
+CONC_OUT=${CONC_OUT:-256}
 SWEEP_RATES=${SWEEP_RATES:-10,20,30,40}
 SWEEP_PROMPTS=${SWEEP_PROMPTS:-1000}
 CHUNK=${MAX_BATCH_TOKENS:-512}  # the engine's maxBatchTokens (the topology default 512 when unset)
@@ -41,6 +49,7 @@ DEVICE='"cuda:0"'
 if [[ "$DRY" == 1 ]]; then
   MODEL=tiny DEVICE=cpu BUILD=0
   CHAT_PROMPTS=${DRY_PROMPTS:-20} RANDOM_PROMPTS=${DRY_PROMPTS:-20} RANDOM_IN=${DRY_IN:-300} RANDOM_OUT=${DRY_OUT:-20}
+  CONCURRENCY=${DRY_CONCURRENCY:-4,8} CONC_IN=${DRY_IN:-128} CONC_OUT=${DRY_OUT:-32}
 fi
 mkdir -p "$OUT/load"
 
@@ -126,6 +135,8 @@ print_counters() {
     show("tokens recomputed", /recomput/);
     show("preemptions", /preempt/);
     show("requests rejected (429)", /reject|429/);
+    const gap = sum(/^microserve_engine_host_gap_seconds_sum/), steps = sum(/^microserve_engine_host_gap_seconds_count/);
+    console.log(`  ${"engine host gap (cumulative)".padEnd(34)} ${gap === null ? "n/a" : `${(1e3 * gap).toFixed(0)} ms over ${steps} steps`}`);
     const extra = text.split("\n").filter((l) => !l.startsWith("#") && /(deliver|recomput|preempt|generat)/.test(l));
     if (extra.length) console.log("  matching lines:\n    " + extra.slice(0, 20).join("\n    "));
   ' "$file"
@@ -143,24 +154,48 @@ print_results() {
   ' "$dir" 2>/dev/null || echo "  (no results.json in $dir)"
 }
 
+# The engine's host time per step between two /metrics scrapes (deltas of microserve_engine_host_*).
+print_host() {
+  node -e '
+    const fs = require("fs");
+    const read = (f) => { try { return fs.readFileSync(f, "utf8"); } catch { return ""; } };
+    const [a, b] = [read(process.argv[1]), read(process.argv[2])];
+    const val = (text, name, label = "") => { let n = 0; for (const l of text.split("\n")) { const m = l.match(/^(\w+)(\{[^}]*\})? (\S+)$/); if (m && m[1] === name && (m[2] ?? "").includes(label)) n += Number(m[3]); } return n; };
+    const d = (name, label) => val(b, name, label) - val(a, name, label);
+    const P = "microserve_engine_";
+    const gaps = d(P + "host_gap_seconds_count"), fwd = d(P + "forward_seconds_count");
+    if (!(gaps > 0 && fwd > 0)) { console.log("  engine host time: n/a (no microserve_engine_host_* in /metrics)"); process.exit(0); }
+    const ph = ["schedule", "build", "update", "send"].map((p) => `${p} ${(1e3 * d(P + "host_phase_seconds_sum", `phase="${p}"`) / fwd).toFixed(3)}`).join(", ");
+    console.log(`  engine host gap ${(1e3 * d(P + "host_gap_seconds_sum") / gaps).toFixed(3)} ms/step over ${gaps} steps (forward ${(1e3 * d(P + "forward_seconds_sum") / fwd).toFixed(2)} ms/step; ${ph})`);
+  ' "$1" "$2"
+}
+
 run_part() {
   local part=$1; shift
   echo "== $part ($(date -u +%T)): $*"
+  curl -s --max-time 10 "$URL/metrics" > "$OUT/load/$part.metrics.before" || echo "  (no /metrics)"
   MICROSERVE_LOG=warn timeout "$PART_TIMEOUT" node bin/microserve.js bench --base-url "$URL" \
     --request-rate inf --seed 1 --no-progress --request-timeout "$PART_TIMEOUT" --result-dir "$OUT/load/$part" "$@" > "$OUT/load/$part.log" 2>&1
   echo "  bench exit $?"
   tail -5 "$OUT/load/$part.log"
   print_results "$OUT/load/$part"
+  sleep 1.5  # engine counters reach /metrics through the router's status poll (every 0.5 s)
   curl -s --max-time 10 "$URL/metrics" > "$OUT/load/$part.metrics" || echo "  (no /metrics)"
   echo "  server counters after $part (cumulative since up):"
   print_counters "$OUT/load/$part.metrics"
+  print_host "$OUT/load/$part.metrics.before" "$OUT/load/$part.metrics"
 }
 
 # The engine bench needs the GPU to itself: it runs before `up` takes its memory.
 if [[ ",$PARTS," == *,engine,* ]]; then
-  echo "== engine bench ($(date -u +%T)): context $((512 + 256 / 2)), batches $CONCURRENCY, prefill $CHUNK"
-  timeout 300 native/build/microserve_engine_bench --no-variants --ctx $((512 + 256 / 2)) --batches "$CONCURRENCY" \
-    --prompts "$CHUNK" --json "$OUT/load/engine-bench.json" > "$OUT/load/engine-bench.txt" 2>&1
+  CTX=$((CONC_IN + CONC_OUT / 2))
+  echo "== engine bench ($(date -u +%T)): context $CTX, batches $CONCURRENCY, prefill $CHUNK"
+  if [[ "$DRY" == 1 ]]; then
+    timeout 300 node --import tsx bench/gpu/engine-bench-dry.ts "$MODEL" "$CTX" "$CONCURRENCY" "$CHUNK" "$OUT/load/engine-bench.json" > "$OUT/load/engine-bench.txt" 2>&1
+  else
+    timeout 300 native/build/microserve_engine_bench --no-variants --ctx "$CTX" --batches "$CONCURRENCY" \
+      --prompts "$CHUNK" --json "$OUT/load/engine-bench.json" > "$OUT/load/engine-bench.txt" 2>&1
+  fi
   echo "  exit $?"; sed -n '/== engine bench summary/,$p' "$OUT/load/engine-bench.txt"
 fi
 start_up || exit 1
@@ -172,10 +207,14 @@ for part in ${PARTS//,/ }; do
     concurrency)
       dirs=()
       for c in ${CONCURRENCY//,/ }; do
-        run_part "c$c" --dataset-name random --random-input-len 512 --random-output-len 256 --num-prompts $((4 * c)) --max-concurrency "$c"
+        run_part "c$c" --dataset-name random --random-input-len "$CONC_IN" --random-output-len "$CONC_OUT" --num-prompts $((4 * c)) --max-concurrency "$c"
         dirs+=("$OUT/load/c$c")
       done
-      [[ -f "$OUT/load/engine-bench.json" ]] && node --import tsx bench/gpu/serve-bound.ts "$OUT/load/engine-bench.json" "$CHUNK" 512 256 "${dirs[@]}" | tee "$OUT/load/serve-bound.md"
+      if [[ -f "$OUT/load/engine-bench.json" ]]; then
+        node --import tsx bench/gpu/serve-bound.ts "$OUT/load/engine-bench.json" "$CHUNK" "$CONC_IN" "$CONC_OUT" "${dirs[@]}" | tee "$OUT/load/serve-bound.md"
+      else
+        echo "  (no engine bench in this command: PARTS=engine,concurrency gives the efficiency table)"
+      fi
       ;;
     sweep) run_part sweep --dataset-name chat --request-rate "$SWEEP_RATES" --num-prompts "$SWEEP_PROMPTS" --goodput ttft:1000 tpot:50 ;;
     *) echo "unknown part '$part' (engine, chat, random, concurrency, sweep)"; exit 2 ;;
@@ -184,4 +223,16 @@ done
 echo "== engine log lines about memory or load ($(date -u +%T))"
 grep -Ei 'cudaMalloc|DEVICE_MEMORY|OVER_PLAN|out of memory|preempt|error' "$UP_LOG" | tail -20
 stop_up
+echo "== summary: engine host time per step by part (overlap ${MICROSERVE_OVERLAP:-1})"
+for part in ${PARTS//,/ }; do
+  case $part in
+    engine) ;;
+    concurrency) for c in ${CONCURRENCY//,/ }; do echo -n "  c$c:"; print_host "$OUT/load/c$c.metrics.before" "$OUT/load/c$c.metrics" | sed 's/^  / /'; done ;;
+    *) echo -n "  $part:"; print_host "$OUT/load/$part.metrics.before" "$OUT/load/$part.metrics" | sed 's/^  / /' ;;
+  esac
+done
+if [[ -f "$OUT/load/serve-bound.md" ]]; then
+  echo "== summary: serving efficiency against the bound"
+  cat "$OUT/load/serve-bound.md"
+fi
 echo "== done ($(date -u +%T))"

@@ -11,7 +11,7 @@
 import { fork } from 'node:child_process';
 import { writeFileSync } from 'node:fs';
 import { spawnEngine, type EngineHandle } from '../../actors/engine/actor.ts';
-import type { EngineStatus, PrepRecvResult, RemoteSendResult, TokensMsg } from '../../actors/messages.ts';
+import { tokensItems, type EngineStatus, type PrepRecvResult, type RemoteSendResult, type TokensBatchMsg, type TokensMsg } from '../../actors/messages.ts';
 import { ActorSystem } from '../../actors/runtime/system.ts';
 import { spawnNvshmemRendezvous } from '../../supervisors/nvshmem-rendezvous.ts';
 import { FIXTURE } from '../../test/engine/helpers.ts';
@@ -58,11 +58,13 @@ async function main(): Promise<void> {
     }
     return s;
   };
-  node.spawn('sink/b', (msg: TokensMsg) => {
-    const s = stream(msg.id);
-    if (s.tFirst === undefined && msg.tokens.length) s.tFirst = performance.now();
-    s.tokens.push(...msg.tokens);
-    if (msg.finish) s.resolve();
+  node.spawn('sink/b', (raw: TokensMsg | TokensBatchMsg) => {
+    for (const msg of tokensItems(raw)) {
+      const s = stream(msg.id);
+      if (s.tFirst === undefined && msg.tokens.length) s.tFirst = performance.now();
+      s.tokens.push(...msg.tokens);
+      if (msg.finish) s.resolve();
+    }
   });
   spawnNvshmemRendezvous(node);
   const child = fork(new URL(import.meta.url).pathname, [modelArg, outFile, node.url!], { execArgv: ['--import', 'tsx'], stdio: 'inherit' });

@@ -9,7 +9,7 @@ import type { Command } from 'commander';
 import { EngineCore } from '../../actors/engine/engine-core.ts';
 import { MicroserveError } from '../../common/errors.ts';
 import { setLogLevel } from '../../common/log.ts';
-import type { TokensMsg } from '../../actors/messages.ts';
+import type { TokensItem } from '../../actors/messages.ts';
 import { loadTokenizer } from '../../actors/text/loader.ts';
 import type { Tokenizer } from '../../actors/text/tokenizer.ts';
 import { openModel } from '../../native/index.ts';
@@ -81,17 +81,19 @@ export async function runGenerate(o: GenerateOpts, out: (s: string) => void, not
 
     const ids: number[] = [];
     const decoder = !o.json && tok ? tok.createStreamDecoder() : null;
-    let settle!: (m: TokensMsg) => void;
-    const finished = new Promise<TokensMsg>((r) => (settle = r));
+    let settle!: (m: TokensItem) => void;
+    const finished = new Promise<TokensItem>((r) => (settle = r));
     const core = new EngineCore({
       name: 'cli',
       backend: loaded.backend,
       model: loaded.name,
       maxBatchTokens: 512,
-      sink: (_replyTo, msg) => {
-        ids.push(...msg.tokens);
-        if (decoder) out(decoder.push(msg.tokens));
-        if (msg.finish) settle(msg);
+      sink: (_replyTo, items) => {
+        for (const msg of items) {
+          ids.push(...msg.tokens);
+          if (decoder) out(decoder.push(msg.tokens));
+          if (msg.finish) settle(msg);
+        }
       },
     });
     const stopTokenIds = o.ignoreEos ? [] : (tok?.eosTokenIds ?? loaded.config.eosTokenIds);

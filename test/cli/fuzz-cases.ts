@@ -142,7 +142,7 @@ export const AGENT_HOST = 'fz';
 /** Valid message templates per actor path (never sent as is: see `badMessage`). */
 export const MESSAGE_TEMPLATES: Record<string, Record<string, unknown>[]> = {
   control: [{ type: 'kill', path: 'engine/e0', process: false }, { type: 'restart', path: 'engine/e0' }, { type: 'apply', topology: 'model: tiny' }],
-  router: [{ type: 'tokens', id: 'r', engine: 'e0', tokens: [1], finish: 'stop' }],
+  router: [{ type: 'tokens', id: 'r', engine: 'e0', tokens: [1], finish: 'stop' }, { type: 'tokens_batch', engine: 'e0', items: [{ id: 'r', tokens: [1] }, { id: 's', tokens: [], finish: 'stop' }] }],
   'supervisor/local': [
     { type: 'start', spec: { kind: 'module', nodeId: 'n', module: 'm', paths: [] } },
     { type: 'stop', nodeId: 'engine-e0', graceMs: 1 },

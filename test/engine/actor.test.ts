@@ -6,7 +6,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawnEngine, type EngineHandle } from '../../actors/engine/actor.ts';
 import { isMicroserveError } from '../../common/errors.ts';
-import type { EngineStatus, PrepRecvResult, RemoteSendResult, TokensMsg } from '../../actors/messages.ts';
+import { tokensItems, type EngineStatus, type PrepRecvResult, type RemoteSendResult, type TokensBatchMsg, type TokensMsg } from '../../actors/messages.ts';
 import { ActorSystem } from '../../actors/runtime/system.ts';
 import { CASES, FIXTURE, greedy } from './helpers.ts';
 
@@ -39,12 +39,14 @@ async function codeOf(p: Promise<unknown>): Promise<string> {
 test.before(async () => {
   nodeA = await ActorSystem.start({ nodeId: 'control', token: TOKEN, listen: { host: '127.0.0.1', port: 0 } });
   nodeB = await ActorSystem.start({ nodeId: 'node-b', token: TOKEN, controlUrl: nodeA.url!, listen: { host: '127.0.0.1', port: 0 } });
-  nodeA.spawn('sink/t', (msg: TokensMsg) => {
-    const s = stream(msg.id);
-    s.tokens.push(...msg.tokens);
-    if (msg.finish) {
-      s.finish = msg.finish;
-      s.resolve();
+  nodeA.spawn('sink/t', (raw: TokensMsg | TokensBatchMsg) => {
+    for (const msg of tokensItems(raw)) {
+      const s = stream(msg.id);
+      s.tokens.push(...msg.tokens);
+      if (msg.finish) {
+        s.finish = msg.finish;
+        s.resolve();
+      }
     }
   });
   engines.push(await spawnEngine(nodeA, { name: 'p', model: FIXTURE, kvPages: 64, pageSize: 16 }));
@@ -105,6 +107,32 @@ test('remote_send to a dead or unknown engine fails with TRANSFER_FAILED well be
   await engines[0].core.whenIdle();
   const st = engines[0].core.kv.stats();
   assert.is(st.inUse + st.reserved, 0);
+});
+
+test('tokens of concurrent requests travel as one tokens_batch per step and destination (over ws), and status shows the host times', async () => {
+  const got: (TokensMsg | TokensBatchMsg)[] = [];
+  const streamsB = new Map<string, number[]>();
+  nodeB.spawn('sink/b', (raw: TokensMsg | TokensBatchMsg) => {
+    got.push(raw);
+    for (const m of tokensItems(raw)) streamsB.set(m.id, [...(streamsB.get(m.id) ?? []), ...m.tokens]);
+  });
+  for (let i = 0; i < 200 && !nodeA.listActors().some((a) => a.path === 'sink/b'); i++) await new Promise((r) => setTimeout(r, 10));
+  const P = nodeA.ref('engine/p');
+  const before = (await P.query<EngineStatus>({ type: 'status' }, 5000)).counters.host!;
+  const ids = CASES.map((_, i) => `b${i}`);
+  await Promise.all(CASES.map((cs, i) => P.query({ type: 'generate', id: ids[i], promptIds: cs.prompt_ids, sampling: greedy(16), replyTo: 'sink/b' }, 5000)));
+  await engines[0].core.whenIdle();
+  for (let i = 0; i < 200 && got.flatMap((m) => tokensItems(m)).filter((m) => m.finish).length < ids.length; i++) await new Promise((r) => setTimeout(r, 10));
+  const after = (await P.query<EngineStatus>({ type: 'status' }, 5000)).counters.host!;
+  ids.forEach((id, i) => assert.equal(streamsB.get(id), CASES[i].greedy_ids.slice(0, 16), id));
+  assert.ok(got.every((m) => m.type === 'tokens_batch' && m.engine === 'p'), 'engines send tokens_batch');
+  const numSteps = after.numForwards - before.numForwards;
+  assert.ok(got.length <= numSteps, `${got.length} messages for ${numSteps} steps: more than one per step`);
+  assert.ok(got.some((m) => m.type === 'tokens_batch' && m.items.length === ids.length), `no step carried every request: ${got.map((m) => (m.type === 'tokens_batch' ? m.items.length : 1)).join(',')}`);
+  for (const m of got) if (m.type === 'tokens_batch') assert.is(new Set(m.items.map((x) => x.id)).size, m.items.length, 'one item per request and step');
+  assert.ok(after.numGaps - before.numGaps >= numSteps - ids.length, `gaps ${after.numGaps - before.numGaps} of ${numSteps} steps`);
+  for (const k of ['gapMs', 'forwardMs', 'scheduleMs', 'buildMs', 'updateMs', 'sendMs'] as const) assert.ok(after[k] > before[k], `${k} did not grow`);
+  nodeB.stop('sink/b');
 });
 
 test('unknown message types and bad fields are typed errors', async () => {

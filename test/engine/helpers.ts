@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { EngineCore } from '../../actors/engine/engine-core.ts';
 import type { KvTransport } from '../../actors/engine/kv-transfer/transport.ts';
 import type { EngineCoreOptions } from '../../actors/engine/types.ts';
-import type { FinishReason, SamplingParams, TokenLogprob, TokensMsg } from '../../actors/messages.ts';
+import type { FinishReason, SamplingParams, TokenLogprob, TokensItem } from '../../actors/messages.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
 
 export const FIXTURE = fileURLToPath(new URL('../fixtures/tiny-llama-a', import.meta.url));
@@ -41,15 +41,17 @@ export class Collector {
   readonly streams = new Map<string, Stream & { resolve: (s: Stream) => void }>();
   readonly problems: string[] = [];
 
-  readonly sink = (_replyTo: string, msg: TokensMsg) => {
-    const s = this.get(msg.id);
-    if (s.finish) this.problems.push(`${msg.id}: message after finish`);
-    s.tokens.push(...msg.tokens);
-    for (const lp of msg.logprobs ?? []) s.logprobs.push(lp);
-    if (msg.finish) {
-      s.finish = msg.finish;
-      s.error = msg.error;
-      s.resolve(s);
+  readonly sink = (_replyTo: string, items: TokensItem[]) => {
+    for (const msg of items) {
+      const s = this.get(msg.id);
+      if (s.finish) this.problems.push(`${msg.id}: message after finish`);
+      s.tokens.push(...msg.tokens);
+      for (const lp of msg.logprobs ?? []) s.logprobs.push(lp);
+      if (msg.finish) {
+        s.finish = msg.finish;
+        s.error = msg.error;
+        s.resolve(s);
+      }
     }
   };
 

@@ -5,7 +5,7 @@
 // prompt alone; a start_generate that would take received KV is refused naming the field.
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import type { TokenLogprob, TokensMsg } from '../../actors/messages.ts';
+import type { TokenLogprob, TokensItem } from '../../actors/messages.ts';
 import type { LoadedModel } from '../../native/index.ts';
 import { logprobsOf } from '../shared/logit-processing-reference.ts';
 import { CASES, Collector, greedy, makeCore, openFixture, run } from './helpers.ts';
@@ -20,9 +20,9 @@ test.after(() => model.backend.close());
 function collect() {
   const c = new Collector();
   const prompt = new Map<string, TokenLogprob[][]>();
-  const sink = (to: string, m: TokensMsg) => {
-    if (m.promptLogprobs) prompt.set(m.id, [...(prompt.get(m.id) ?? []), m.promptLogprobs]);
-    c.sink(to, m);
+  const sink = (to: string, items: TokensItem[]) => {
+    for (const m of items) if (m.promptLogprobs) prompt.set(m.id, [...(prompt.get(m.id) ?? []), m.promptLogprobs]);
+    c.sink(to, items);
   };
   return { c, prompt, sink };
 }

@@ -2,7 +2,7 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { packSampling } from '../../actors/engine/sampler.ts';
 import { Request } from '../../actors/engine/request.ts';
-import { SamplingBatch, SamplingSlots } from '../../actors/engine/sampling-params.ts';
+import { SamplingBatch, SamplingScratch, SamplingSlots } from '../../actors/engine/sampling-params.ts';
 import type { SamplingParams } from '../../actors/messages.ts';
 import { argmax, sampleToken, sampleUniform } from '../shared/sampling-reference.ts';
 import { xorshift } from '../shared/xorshift.ts';
@@ -138,6 +138,13 @@ test('SamplingBatch: sampling rows draw output token k (earlier attempts include
   masked.allowedMask = Uint32Array.of(0b1010, 0);
   const m = new SamplingBatch([gen('e', []), masked], slots).sampling.extras!;
   assert.equal([...m.allowedMask!], [0xffffffff, 0xffffffff, 0b1010, 0], 'the grammar mask travels with its row; others allow all');
+  // a scratch lends the arrays step after step: every entry is rewritten (a null row after a sampling one, a smaller step)
+  const scratch = new SamplingScratch();
+  const first = new SamplingBatch([gen('f', [1]), gen('g', [2, 3]), gen('h', [])], slots, scratch).sampling;
+  const again = new SamplingBatch([null, gen('i', [4])], slots, scratch).sampling;
+  const fresh = new SamplingBatch([null, gen('i', [4])], slots).sampling;
+  for (const k of ['temperature', 'topP', 'seed', 'step'] as const) assert.equal([...again[k]], [...fresh[k]], `reused ${k}`);
+  assert.is(again.temperature.buffer, first.temperature.buffer, 'the second step reuses the first one\'s arrays');
   const p = packSampling([{ temperature: 1, topP: 0.5, seed: 2 ** 32 - 1, step: 3 }]);
   assert.ok(p.seed instanceof Uint32Array && p.seed[0] === 2 ** 32 - 1);
 });

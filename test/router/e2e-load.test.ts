@@ -4,6 +4,8 @@
  * - 200 concurrent streams against a KV pool ~13x too small: all complete, each exactly its
  *   tokens and equal to an undisturbed run; the engine preempted; nothing was retried;
  *   generated = delivered + discarded (router metrics).
+ * - stop strings under load (the router cancels; with overlap the engine may have sampled past
+ *   the stop): streams are cut exactly; generated = delivered + discarded still holds.
  * - a forced step failure (test hook): one failure is absorbed by the split retry; a repeated one
  *   fails only that step's requests (step_failed), none is retried or migrated.
  * - `router.maxQueue`: overload past it gets 429 + Retry-After before any token, nothing else fails.
@@ -103,6 +105,61 @@ if (missing.length > 0) {
     assert.is(discarded, 0, 'router discarded');
     assert.ok((await metric(c.url, 'microserve_engine_preemptions')) > 0, '/metrics shows preemptions');
     assert.ok((await metric(c.url, 'microserve_request_queue_time_seconds_count')) >= N, '/metrics has the queue-time histogram');
+    // the engine loop's host time between forwards, from the engine's status
+    assert.ok((await metric(c.url, 'microserve_engine_host_gap_seconds_count')) > 0, '/metrics has the engine host gap');
+    assert.ok((await metric(c.url, 'microserve_engine_host_gap_seconds_sum')) > 0);
+    assert.ok((await metric(c.url, 'microserve_engine_host_phase_seconds_sum')) > 0, '/metrics has the host time by phase');
+    assert.is((await c.engineStatus('e0')).overlap, true, 'overlap is on by default');
+  });
+
+  test('stop strings under load: streams end at them; engine generated = delivered + discarded (tokens past a stop are discarded, counted)', async () => {
+    const N = 48;
+    const MAX = 16;
+    const prompts = Array.from({ length: N }, (_, i) => `Stop request ${i}: say ${i * 3} things.`);
+    const refs = await Promise.all(
+      prompts.map((p) =>
+        fetch(c.url + '/v1/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: body(p, MAX, false) }).then((x) => x.json()),
+      ),
+    );
+    // a stop string from the second half of each undisturbed output (two ASCII letters or digits), where there is one
+    const stops = refs.map((r) => /[A-Za-z0-9]{2}/.exec(r.choices[0].text.slice(Math.floor(r.choices[0].text.length / 2)))?.[0] ?? null);
+    assert.ok(stops.filter(Boolean).length >= N / 4, `stop strings found: ${stops.filter(Boolean).length}`);
+    const k0 = await counters(c);
+    const [del0, dis0] = [await metric(c.url, 'microserve_generation_tokens_total'), await metric(c.url, 'microserve_router_tokens_discarded_total')];
+    const results = await Promise.all(
+      prompts.map(async (p, i) => {
+        const req = { prompt: p, max_tokens: MAX, temperature: 0, ignore_eos: true, stream: true, ...(stops[i] ? { stop: [stops[i]] } : {}) };
+        const r = await fetch(c.url + '/v1/completions', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(req) });
+        let text = '';
+        let finish: string | null = null;
+        for await (const ev of sseEvents(r.body)) {
+          if (ev.error) throw new Error(JSON.stringify(ev.error));
+          text += ev.choices[0].text ?? '';
+          finish = ev.choices[0].finish_reason ?? finish;
+        }
+        return { status: r.status, text, finish };
+      }),
+    );
+    results.forEach((r, i) => {
+      assert.is(r.status, 200, `request ${i}`);
+      const full: string = refs[i].choices[0].text;
+      if (!stops[i]) return assert.is(r.text, full, `request ${i}`);
+      assert.is(r.finish, 'stop', `request ${i}`);
+      assert.is(r.text, full.slice(0, full.indexOf(stops[i]!)), `request ${i}: cut at its stop string`);
+    });
+    // tokens an engine sampled after a stop arrive after the router cancelled: poll until the counts settle
+    let k1 = await counters(c);
+    let delivered = 0;
+    let discarded = 0;
+    for (let i = 0; i < 200; i++) {
+      k1 = await counters(c);
+      delivered = (await metric(c.url, 'microserve_generation_tokens_total')) - del0;
+      discarded = (await metric(c.url, 'microserve_router_tokens_discarded_total')) - dis0;
+      if (k1.tokensGenerated - k0.tokensGenerated === delivered + discarded && (await c.engineStatus('e0')).numRunning === 0) break;
+      await sleep(50);
+    }
+    assert.is(k1.tokensGenerated - k0.tokensGenerated, delivered + discarded, `engine generated = delivered ${delivered} + discarded ${discarded}`);
+    assert.ok(delivered < N * MAX, 'the stop strings cut the streams short');
   });
 
   test('a forced step failure: absorbed by the split retry once; repeated, it fails only that step, nothing retried', async () => {
