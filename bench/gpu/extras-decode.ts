@@ -5,6 +5,9 @@
  *  - none: plain sampling (the graph without the extras' kernels);
  *  - penalties: repetition 1.1, presence 0.3, frequency 0.2 on every row (a penalty slot each,
  *    rebuilt from the prompt at the first step, then kept on the device);
+ *  - mask: a grammar's allowed-token bitmask on every row (structured outputs' device cost: about
+ *    half the vocabulary allowed, another mask every step), nothing else;
+ *  - topk: top_k 50 + min_p 0.02; logprobs: 20 top logprobs;
  *  - all: penalties + top_k 50 + min_p 0.02 + 20 top logprobs on every row.
  * Prints one JSON line: median wall ms per step per mode and the extras' cost in % of `none`.
  * Usage: node --import tsx bench/gpu/extras-decode.ts [device=cuda:0] [preset=llama-3.1-8b]
@@ -18,7 +21,7 @@ const PAGE = 16;
 const CTX = 1024;
 const STEPS = 30;
 const WARM = 3;
-const MODES = ['none', 'penalties', 'all'] as const;
+const MODES = ['none', 'penalties', 'mask', 'topk', 'logprobs', 'all'] as const;
 const pagesPerSeq = Math.ceil((CTX + MODES.length * (STEPS + WARM) + 1) / PAGE);
 const batches = [1, 64];
 const model = await openModel(process.argv[3] ?? 'llama-3.1-8b', { device, numPages: Math.max(...batches) * pagesPerSeq + 1, pageSize: PAGE });
@@ -28,8 +31,17 @@ const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];
 const promptOf = (s: number) => Int32Array.from({ length: CTX }, (_, j) => (j * 7919 + s * 104729 + 13) % vocab);
 
 /** Extras of `mode` for `batch` rows; reset: rebuild every row's slot from its prompt. */
-function extrasOf(mode: (typeof MODES)[number], batch: number, reset: boolean): ForwardSamplingExtras | undefined {
+function extrasOf(mode: (typeof MODES)[number], batch: number, reset: boolean, step: number): ForwardSamplingExtras | undefined {
   if (mode === 'none') return undefined;
+  if (mode === 'mask') {
+    const words = Math.ceil(vocab / 32);
+    const m = new Uint32Array(batch * words);
+    for (let i = 0; i < m.length; i++) m[i] = Math.imul(i + 1, 2654435761 + step) >>> 0;  // ~half the bits
+    return { allowedMask: m };
+  }
+  if (mode === 'topk') return { topK: new Int32Array(batch).fill(50), minP: new Float32Array(batch).fill(0.02) };
+  if (mode === 'logprobs')
+    return { numLogprobs: new Int32Array(batch).fill(20), logprobsOut: new Float32Array(batch * 21), topIdsOut: new Int32Array(batch * 20) };
   const all = mode === 'all';
   const hist = reset ? Array.from({ length: batch }, (_, s) => promptOf(s)) : [];
   const histTokens = new Int32Array(hist.reduce((a, h) => a + h.length, 0));
@@ -69,7 +81,7 @@ for (const batch of batches) {
     for (let step = 0; step < WARM + STEPS; step++, pos++) {
       base.step.fill(step);
       const sampling: ForwardSampling = { ...base };
-      const x = extrasOf(mode, batch, step === 0);
+      const x = extrasOf(mode, batch, step === 0, step);
       if (x) sampling.extras = x;
       const t0 = performance.now();
       await backend.forwardTokens({ seqs: stepSeqs(step), sampling });
@@ -77,8 +89,7 @@ for (const batch of batches) {
     }
     row[`${mode}Ms`] = median(wall);
   }
-  row.penaltiesCostPct = (100 * (row.penaltiesMs - row.noneMs)) / row.noneMs;
-  row.allCostPct = (100 * (row.allMs - row.noneMs)) / row.noneMs;
+  for (const m of MODES.slice(1)) row[`${m}CostPct`] = (100 * (row[`${m}Ms`] - row.noneMs)) / row.noneMs;
   results.push(row);
 }
 backend.close();

@@ -222,4 +222,55 @@ test('bad extras are typed errors naming the field (CPU backend forwardTokens)',
   }
 });
 
+test('penalty slots first seen together in one step keep their counts (CPU backend forwardTokens)', async () => {
+  // 64 rows whose slots are all new: the slot table grows within the step (it once moved states
+  // that earlier rows already pointed at: the first step's counts were lost, and at batch 64 with
+  // long histories the process crashed). Two steps; each row's second-step logprobs (which see
+  // the first step's token through the penalties) equal the same row run alone.
+  const fixture = await openModel(FIXTURE, { numPages: 128, pageSize: 16, numThreads: 2 });
+  const b = fixture.backend;
+  const n = 64;
+  const prompt = Int32Array.from(REFERENCE.cases[0].prompt_ids);
+  const table = (s: number) => pageRange(2 * s, 2);
+  const hist = Int32Array.from({ length: 1024 }, (_, i) => (i * 7919 + 13) % b.config.vocabSize); // a long history: large count tables
+  const extrasFor = (rows: number[], slot0: number, reset: boolean): ForwardSamplingExtras => {
+    const len = reset ? hist.length : 0;
+    const histTokens = new Int32Array(rows.length * len);
+    if (reset) rows.forEach((_, i) => histTokens.set(hist, i * len));
+    return {
+      repetitionPenalty: new Float32Array(rows.length).fill(1.3),
+      presencePenalty: new Float32Array(rows.length).fill(0.5),
+      frequencyPenalty: new Float32Array(rows.length).fill(2),
+      slot: Int32Array.from(rows, (s) => slot0 + s * 7),
+      reset: new Uint8Array(rows.length).fill(reset ? 1 : 0),
+      histOffsets: Int32Array.from({ length: rows.length + 1 }, (_, i) => i * len),
+      histTokens,
+      histNumOutput: new Int32Array(rows.length),
+      numLogprobs: new Int32Array(rows.length).fill(5),
+      logprobsOut: new Float32Array(rows.length * 21),
+      topIdsOut: new Int32Array(rows.length * 20),
+    };
+  };
+  const sample = (rows: number[], step: number) => packSampling(rows.map((s) => ({ temperature: 0.9, topP: 0.95, seed: s, step })));
+  /** Two steps of `rows` on slots from slot0: each row's second-step logprobs (21 numbers). */
+  const twoSteps = async (rows: number[], slot0: number) => {
+    const x1 = extrasFor(rows, slot0, true);
+    const t1 = await b.forwardTokens({ seqs: rows.map((s) => ({ tokens: prompt, startPos: 0, pageTable: table(s) })), sampling: { ...sample(rows, 0), extras: x1 } });
+    const x2 = extrasFor(rows, slot0, false);
+    const seqs = rows.map((s, i) => ({ tokens: Int32Array.of(t1[i]), startPos: prompt.length, pageTable: table(s) }));
+    await b.forwardTokens({ seqs, sampling: { ...sample(rows, 1), extras: x2 } });
+    return rows.map((_, i) => [...x2.logprobsOut!.subarray(i * 21, i * 21 + 6)]);
+  };
+  try {
+    const all = Array.from({ length: n }, (_, s) => s);
+    const together = await twoSteps(all, 1000);
+    for (const s of [0, 1, 17, n - 1]) {
+      const [alone] = await twoSteps([s], 5000);
+      assert.equal(together[s], alone, `row ${s}`);
+    }
+  } finally {
+    b.close();
+  }
+});
+
 test.run();

@@ -327,10 +327,12 @@ Status CpuBackend::sampleWithExtras(const Batch& b, float* logits) {
   StepScratch& w = scratch_;
   std::vector<PenaltyState*>& st = w.rowStates;
   st.assign(size_t(b.numSeqs), nullptr);
+  // Grow the slot table first: a resize moves the states, so no row may hold a pointer before it.
+  for (int s = 0; s < b.numSeqs; s++)
+    if (x.slot && x.slot[s] >= 0 && size_t(x.slot[s]) >= penalties_.size()) penalties_.resize(size_t(x.slot[s]) + 1);
   for (int s = 0; s < b.numSeqs; s++) {
     const int slot = x.slot ? x.slot[s] : -1;
     if (slot < 0) continue;
-    if (size_t(slot) >= penalties_.size()) penalties_.resize(size_t(slot) + 1);
     PenaltyState& p = penalties_[size_t(slot)];
     if (x.reset && x.reset[s])
       p.rebuild(x.histTokens + x.histOffsets[s], x.histOffsets[s + 1] - x.histOffsets[s], x.histNumOutput[s]);
