@@ -15,6 +15,8 @@ import { openModel, type LoadedModel } from '../../native/index.ts';
 import type { TransportName } from '../../common/transport.ts';
 import { MicroserveError } from '../../common/errors.ts';
 import { spawnKvActor } from '../kvcache/actor.ts';
+import { grammarVocabularyOf } from '../text/loader.ts';
+import type { GrammarVocabulary } from '../text/tokenizer.ts';
 import { log } from '../../common/log.ts';
 import type { Backend } from '../../native/backend.ts';
 import { EngineMsgSchema, messageParser, type KvNvshmemAddr, type Role } from '../messages.ts';
@@ -113,6 +115,7 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
     acceptTransports: acceptedTransports({ ipc, nvshmem: nv }),
     ...(ipc ? { ipc } : {}),
     ...(nv ? { nvshmem: nv } : {}),
+    ...vocabularyOption(loaded),
   });
   system.spawn(`engine/${name}`, engineHandler(core), { onCrash: () => 'resume' });
   spawnKvActor(system, name, core.kv);
@@ -131,6 +134,12 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
       loaded.backend.close(); // queued native calls still finish; later ones fail
     },
   };
+}
+
+/** The `vocabulary` option of a loaded model (structured outputs), when it has a tokenizer. */
+export function vocabularyOption(loaded: Pick<LoadedModel, 'folder' | 'isPreset'>): { vocabulary?: () => Promise<GrammarVocabulary> } {
+  const v = grammarVocabularyOf({ folder: loaded.folder, isPreset: loaded.isPreset });
+  return v ? { vocabulary: v } : {};
 }
 
 /** The message handler of `engine/<name>`: every message passes its schema first (BAD_MESSAGE). */

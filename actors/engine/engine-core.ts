@@ -14,10 +14,11 @@
  * synchronously, on the event loop.
  */
 import type { Backend } from '../../native/backend.ts';
-import { MicroserveError } from '../../common/errors.ts';
+import { MicroserveError, isMicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
 import { KvCacheManager } from '../kvcache/manager.ts';
 import type { EngineCounters, EngineStatus, FinishReason, GenerateMsg, KvPushBeginMsg, KvPushEndMsg, KvWriteMsg, PrepRecvMsg, PrepRecvResult, RemoteSendMsg, RemoteSendResult, Role, StartGenerateMsg } from '../messages.ts';
+import { Grammars } from './grammar/grammars.ts';
 import { KvReceiver } from './kv-transfer/receiver.ts';
 import type { ReservationTable } from './kv-transfer/reservations.ts';
 import { KvSender } from './kv-transfer/sender.ts';
@@ -56,6 +57,7 @@ export class EngineCore {
   private readonly runner: StepRunner;
   private readonly receiver: KvReceiver;
   private readonly sender: KvSender;
+  private readonly grammars: Grammars;
   private isLooping = false;
   private isClosed = false;
   private idleWaiters: (() => void)[] = [];
@@ -82,8 +84,9 @@ export class EngineCore {
         log.debug('preempted', { engine: this.name, id: req.id, computed: req.totalLen });
       },
     });
-    this.table = new RequestTable({ engine: this.name, kv: this.kv, scheduler: this.scheduler, sink: opts.sink, kick: () => this.kick() });
     const vocabSize = opts.backend.config.vocabSize;
+    this.grammars = new Grammars({ device: opts.backend.device, vocabulary: opts.vocabulary ?? null, vocabSize, eosTokenIds: opts.backend.config.eosTokenIds, cacheSize: opts.grammarCacheSize });
+    this.table = new RequestTable({ engine: this.name, kv: this.kv, scheduler: this.scheduler, sink: opts.sink, kick: () => this.kick(), onRelease: (req) => this.grammars.release(req) });
     this.receiver = new KvReceiver(
       {
         name: this.name,
@@ -144,6 +147,8 @@ export class EngineCore {
     const promptIds = checkTokens(msg.promptIds, this.backend.config.vocabSize, op);
     const sampling = { ...checkSampling(msg.sampling, op), ...checkSamplingExtras(msg.sampling as unknown as Record<string, unknown>, op, this.backend.config.vocabSize, promptIds.length) };
     checkExtrasSupported(sampling, this.backend.device, op);
+    const grammar = this.grammars.check((msg.sampling as { grammar?: unknown }).grammar, op);
+    if (grammar) sampling.grammar = grammar;
     const begin = checkInt(msg.begin ?? 0, op, 'begin', 0, promptIds.length);
     if (typeof msg.replyTo !== 'string') throw new MicroserveError('BAD_REQUEST', `${op}: replyTo must be an actor path`, { field: 'replyTo' });
     if (this.table.byKey.has(id)) throw new MicroserveError('DUPLICATE_REQUEST', `${op}: request '${id}' already exists on ${this.name}`);
@@ -154,9 +159,6 @@ export class EngineCore {
       req.seq = claim.seq;
       req.numComputed = claim.start;
       req.numCachedOnAdmit = claim.matchedLen;
-      this.scheduler.addRunning(req);
-    } else {
-      this.scheduler.enqueue(req);
     }
     this.counters.requests++;
     this.table.add(req);
@@ -164,7 +166,21 @@ export class EngineCore {
       this.table.stopGenerate(req, 'length');
       return;
     }
-    this.kick();
+    const schedule = () => {
+      if (claim) this.scheduler.addRunning(req);
+      else this.scheduler.enqueue(req);
+      this.kick();
+    };
+    if (!grammar) return schedule();
+    // the grammar (compiled, or from the cache) first: the request is in the table meanwhile, so abort finds it
+    this.grammars.open(req).then(
+      () => {
+        if (req.state !== 'waiting') return; // ended meanwhile (abort)
+        if (req.grammar!.isComplete) this.table.stopGenerate(req, 'stop');
+        else schedule();
+      },
+      (err) => this.table.stopGenerate(req, 'error', [], isMicroserveError(err) ? err : new MicroserveError('BAD_GRAMMAR', `${op}: ${(err as Error).message}`)),
+    );
   }
 
   /** prep_recv: reserve pages for [matched, end) (kv-transfer/receiver.ts). */
@@ -293,6 +309,8 @@ export class EngineCore {
     if (!entries) return false;
     if (entries.length === 0) return true; // sends served from cache, or a preemption: schedule again
     const parts = await this.run(entries);
+    // grammars take the sampled tokens and compute the masks of the next step before it is built
+    for (const { entries: e, tokens } of parts) if (tokens) await this.grammars.advance(e, tokens, (req, err) => this.table.stopGenerate(req, 'error', [], err));
     for (const part of parts) this.postprocess(part);
     return true;
   }
@@ -342,7 +360,7 @@ export class EngineCore {
       req.outputIds.push(tok);
       this.counters.tokensGenerated++;
       let finish: FinishReason | null = null;
-      if (s.stopTokenIds.includes(tok)) finish = 'stop';
+      if (s.stopTokenIds.includes(tok) || req.grammar?.isComplete) finish = 'stop';
       else if (req.outputIds.length >= s.maxTokens || req.totalLen >= this.capacity.maxPositions) finish = 'length';
       const lps = req.lastLogprobs ? [req.lastLogprobs] : undefined;
       if (finish) this.table.stopGenerate(req, finish, [tok], undefined, lps);

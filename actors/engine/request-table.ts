@@ -22,6 +22,8 @@ export interface RequestTableOptions {
   sink: TokenSink;
   /** Pages went back or work was added: the engine loop may run. */
   kick(): void;
+  /** A request is gone for good: free what other owners keep for it (its grammar). */
+  onRelease(req: Request): void;
 }
 
 export class RequestTable {
@@ -98,6 +100,7 @@ export class RequestTable {
       return; // the step's end releases it
     }
     this.samplingSlots.release(req);
+    this.o.onRelease(req);
     if (req.seq) {
       this.o.kv.closeSeq(req.seq, cache ? { tokens: req.tokens(), numValid: req.numComputed } : undefined);
       req.seq = null;

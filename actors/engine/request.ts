@@ -10,6 +10,7 @@
  */
 import type { KvSeq } from '../kvcache/types.ts';
 import type { FinishReason, SamplingParams, TokenLogprob } from '../messages.ts';
+import type { RequestGrammar } from './grammar/request-grammar.ts';
 
 export type RequestKind = 'generate' | 'send';
 export type RequestState = 'waiting' | 'running' | 'computed' | 'finished';
@@ -74,11 +75,13 @@ export class Request {
   /** The slot holds this request's history (set by the first forward that rebuilt it). */
   isSlotSynced = false;
   /**
-   * Grammar hook (structured outputs, issue 18 part B): the tokens allowed for the next draw,
-   * ceil(vocab / 32) words, bit i = token i; null: all. Whoever owns the grammar sets it before
-   * each step that samples for this request (SamplingBatch sends it with the row).
+   * Grammar hook (structured outputs): the tokens allowed for the next draw, ceil(vocab / 32)
+   * words, bit i = token i; null: all. The engine's grammars (grammar/grammars.ts) set it from
+   * `grammar` before each step that samples for this request (SamplingBatch sends it with the row).
    */
   allowedMask: Uint32Array | null = null;
+  /** The request's structured-output grammar (sampling.grammar), once open; freed with the request. */
+  grammar: RequestGrammar | null = null;
   /** Logprobs of the token the last forward sampled (requests with sampling.logprobs). */
   lastLogprobs: TokenLogprob | null = null;
   /** Send requests: settled when [0, end) is computed (or the request fails). */
