@@ -18,7 +18,7 @@ import { MicroserveError, isMicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
 import { KvCacheManager } from '../kvcache/manager.ts';
 import type { EngineCounters, EngineStatus, FinishReason, GenerateMsg, KvPushBeginMsg, KvPushEndMsg, KvWriteMsg, PrepRecvMsg, PrepRecvResult, RemoteSendMsg, RemoteSendResult, Role, StartGenerateMsg } from '../messages.ts';
-import { Grammars } from './grammar/grammars.ts';
+import { Grammars, type GrammarStats } from './grammar/grammars.ts';
 import { KvReceiver } from './kv-transfer/receiver.ts';
 import type { ReservationTable } from './kv-transfer/reservations.ts';
 import { KvSender } from './kv-transfer/sender.ts';
@@ -85,7 +85,7 @@ export class EngineCore {
       },
     });
     const vocabSize = opts.backend.config.vocabSize;
-    this.grammars = new Grammars({ device: opts.backend.device, vocabulary: opts.vocabulary ?? null, vocabSize, eosTokenIds: opts.backend.config.eosTokenIds, cacheSize: opts.grammarCacheSize });
+    this.grammars = new Grammars({ device: opts.backend.device, tokenizer: opts.tokenizer ?? null, vocabSize, eosTokenIds: opts.backend.config.eosTokenIds, cacheSize: opts.grammarCacheSize });
     this.table = new RequestTable({ engine: this.name, kv: this.kv, scheduler: this.scheduler, sink: opts.sink, kick: () => this.kick(), onRelease: (req) => this.grammars.release(req) });
     this.receiver = new KvReceiver(
       {
@@ -123,6 +123,11 @@ export class EngineCore {
   /** Live requests by key (generate: id; send: `send:<id>`); read-only for callers. */
   get requests(): ReadonlyMap<string, Request> {
     return this.table.byKey;
+  }
+
+  /** Time the loop waited for grammar masks after forwards (structured outputs); read-only for callers. */
+  get grammarStats(): Readonly<GrammarStats> {
+    return this.grammars.stats;
   }
 
   /** The prep_recv reservations (receiver side); read-only for callers. */
@@ -176,7 +181,7 @@ export class EngineCore {
     this.grammars.open(req).then(
       () => {
         if (req.state !== 'waiting') return; // ended meanwhile (abort)
-        if (req.grammar!.isComplete) this.table.stopGenerate(req, 'stop');
+        if (req.isGrammarComplete) this.table.stopGenerate(req, 'stop');
         else schedule();
       },
       (err) => this.table.stopGenerate(req, 'error', [], isMicroserveError(err) ? err : new MicroserveError('BAD_GRAMMAR', `${op}: ${(err as Error).message}`)),
@@ -274,6 +279,7 @@ export class EngineCore {
     if (this.isClosed) return;
     for (const r of [...this.table.byKey.values()]) this.abort(r.id);
     this.receiver.close();
+    void this.grammars.close();
     this.isClosed = true;
   }
 
@@ -360,7 +366,7 @@ export class EngineCore {
       req.outputIds.push(tok);
       this.counters.tokensGenerated++;
       let finish: FinishReason | null = null;
-      if (s.stopTokenIds.includes(tok) || req.grammar?.isComplete) finish = 'stop';
+      if (s.stopTokenIds.includes(tok) || req.isGrammarComplete) finish = 'stop';
       else if (req.outputIds.length >= s.maxTokens || req.totalLen >= this.capacity.maxPositions) finish = 'length';
       const lps = req.lastLogprobs ? [req.lastLogprobs] : undefined;
       if (finish) this.table.stopGenerate(req, finish, [tok], undefined, lps);

@@ -10,7 +10,6 @@
  */
 import type { KvSeq } from '../kvcache/types.ts';
 import type { FinishReason, SamplingParams, TokenLogprob } from '../messages.ts';
-import type { RequestGrammar } from './grammar/request-grammar.ts';
 
 export type RequestKind = 'generate' | 'send';
 export type RequestState = 'waiting' | 'running' | 'computed' | 'finished';
@@ -80,8 +79,10 @@ export class Request {
    * `grammar` before each step that samples for this request (SamplingBatch sends it with the row).
    */
   allowedMask: Uint32Array | null = null;
-  /** The request's structured-output grammar (sampling.grammar), once open; freed with the request. */
-  grammar: RequestGrammar | null = null;
+  /** Handle of the request's grammar matcher in the engine's grammar worker (grammar/grammars.ts); -1: none. */
+  grammarHandle = -1;
+  /** The grammar accepts nothing more but a stop token: the request ends with `stop`. */
+  isGrammarComplete = false;
   /** Logprobs of the token the last forward sampled (requests with sampling.logprobs). */
   lastLogprobs: TokenLogprob | null = null;
   /** Send requests: settled when [0, end) is computed (or the request fails). */

@@ -1,6 +1,6 @@
 /** Options and handles of the engine (core and actor). */
 import type { Backend } from '../../native/backend.ts';
-import type { GrammarVocabulary } from '../text/tokenizer.ts';
+import type { TokenizerSource } from '../text/tokenizer.ts';
 import type { EngineCounters, KvIpcAddr, KvNvshmemAddr, Role, TokensMsg } from '../messages.ts';
 import type { TransportPicker } from './kv-transfer/transport.ts';
 
@@ -45,10 +45,11 @@ export interface EngineCoreOptions {
   /** [defaultTtlMs=30000] ttl of prep_recv reservations and deadline of remote_send. */
   defaultTtlMs?: number;
   /**
-   * [vocabulary] the model's vocabulary for structured outputs (`sampling.grammar`), asked for on
-   * the first request with a grammar; without it such requests are refused (BAD_REQUEST).
+   * [tokenizer] the model's tokenizer, whose vocabulary structured outputs (`sampling.grammar`)
+   * compile against (in a worker thread, on the first such request); without it such requests
+   * are refused (BAD_REQUEST).
    */
-  vocabulary?: () => Promise<GrammarVocabulary>;
+  tokenizer?: TokenizerSource;
   /** [grammarCacheSize=64] compiled grammars an engine keeps (LRU by spec text). */
   grammarCacheSize?: number;
 }
