@@ -121,7 +121,7 @@ function samplingFor(req: ParsedRequest, numPrompt: number, deps: CompletionDeps
 /** The grammar the request's output follows: a structured output, or a forced tool choice's. */
 function grammarOf(req: ParsedRequest): StructuredOutput | null {
   if (req.structured) return req.structured;
-  if (req.tools?.grammar) return { spec: req.tools.grammar, param: 'tool_choice' };
+  if (req.tools?.grammar) return { spec: req.tools.grammar, param: 'tools' };
   return null;
 }
 
