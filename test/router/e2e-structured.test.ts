@@ -4,6 +4,8 @@
  * `chat.completions.parse` with a zod schema (the client validates the parsed object), streamed
  * JSON, vLLM's guided_regex / guided_choice / structured_outputs, length when the grammar cannot
  * finish, and the refusals (400 naming the field, with xgrammar's reason); the server serves on.
+ * SIGKILL of an engine during structured streams: the streams migrate (the grammar replays their
+ * output on the other engine) and end equal to an undisturbed run.
  */
 import OpenAI from 'openai';
 import { LengthFinishReasonError } from 'openai/error';
@@ -45,7 +47,7 @@ if (missing.length > 0) {
   test.skip('structured outputs against microserve up', () => {});
 } else {
   test.before(async () => {
-    c = await startUp([{ name: 'e0', role: 'both' }], 'dp', {}, { kvPages: 512, model: MODEL });
+    c = await startUp([{ name: 'e0', role: 'both' }, { name: 'e1', role: 'both' }], 'dp', {}, { kvPages: 512, model: MODEL });
     client = new OpenAI({ baseURL: c.url + '/v1', apiKey: 'unused', maxRetries: 0 });
   });
   test.after(async () => {
@@ -137,6 +139,42 @@ if (missing.length > 0) {
     assert.ok(['yea', 'nay'].includes(ok.choices[0].message.content));
     const health = await fetch(c.url + '/health');
     assert.is(health.status, 200);
+  });
+
+  test('SIGKILL an engine during structured streams: every stream ends whole, equal to an undisturbed run, still in its grammar', async () => {
+    const Story = z.object({ story: z.string() });
+    const rf = zodResponseFormat(Story, 'story');
+    const prompts = Array.from({ length: 10 }, (_, i) => `Tell the story of the ${i + 1}th king.`);
+    const body = (content: string) => ({ model: MODEL, messages: [{ role: 'user' as const, content }], response_format: rf, max_tokens: 120, temperature: 0 });
+    const refs = await Promise.all(prompts.map((p) => client.chat.completions.create(body(p)).then((r) => r.choices[0].message.content!)));
+    let numTokens = 0;
+    let killed: Promise<number> | null = null;
+    const streams = prompts.map(async (p) => {
+      const stream = await client.chat.completions.create({ ...body(p), stream: true });
+      let text = '';
+      let finish = null;
+      for await (const ch of stream) {
+        const d = ch.choices[0]?.delta?.content ?? '';
+        text += d;
+        numTokens += d ? 1 : 0;
+        finish = ch.choices[0]?.finish_reason ?? finish;
+        if (!killed && numTokens >= prompts.length * 8) {
+          killed = (async () => {
+            const sts = await Promise.all(['e0', 'e1'].map(async (n) => ({ n, st: await c.engineStatus(n) })));
+            return c.killEngine(sts.sort((a, b) => b.st.numRunning - a.st.numRunning)[0].n);
+          })();
+        }
+      }
+      return { text, finish };
+    });
+    const got = await Promise.all(streams);
+    assert.ok(killed, 'an engine was killed while the streams ran');
+    assert.type(await killed, 'number');
+    got.forEach((g, i) => {
+      assert.is(g.finish, 'length');
+      assert.is(g.text, refs[i], `stream ${i}`);
+      assert.ok(g.text.startsWith('{"story": "'), g.text);
+    });
   });
 }
 
