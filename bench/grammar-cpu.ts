@@ -14,6 +14,7 @@ import type { GrammarSpec, SamplingParams, TokensMsg } from '../actors/messages.
 import { loadTokenizer } from '../actors/text/loader.ts';
 import { openModel } from '../native/index.ts';
 import { resolveModelSource } from '../native/model-source.ts';
+import { maskBenchPagesPerSeq, runMaskBench } from './gpu/mask-decode.ts';
 
 const arg = (name: string, d: string) => (process.argv.includes(`--${name}`) ? process.argv[process.argv.indexOf(`--${name}`) + 1] : d);
 const batch = Number(arg('batch', '8'));
@@ -77,6 +78,12 @@ for (let r = 0; r < REPEATS; r++) {
 for (const [label, x] of Object.entries(best)) rows.push(`| ${label} | ${x.msPerStep.toFixed(2)} | ${label === 'none' ? '-' : x.maskMsPerStep.toFixed(3)} |`);
 const results = { none: best.none.msPerStep, json_schema: best.json_schema.msPerStep };
 loaded.backend.close();
+// the same through node-decode's --masks path on the Llama 3 vocabulary (128k tokens): the lead's GPU check, here on CPU
+const mo = { batch, ctx: 64, steps: 12, warm: 2, pageSize: 16 };
+const tiny = await openModel('tiny', { numPages: batch * maskBenchPagesPerSeq(mo) + 1, pageSize: 16 });
+const big = await runMaskBench(tiny, mo);
+tiny.backend.close();
+process.stderr.write(`tiny --masks: ${JSON.stringify(big)}\n`);
 const extra = results.json_schema - results.none;
 const machine = `${cpus()[0]?.model ?? 'unknown CPU'}, ${cpus().length} cores; Node ${process.version}`;
 const md = [
@@ -94,7 +101,15 @@ const md = [
   '',
   `Difference of the best steps: ${extra.toFixed(2)} ms per step (${((extra / results.none) * 100).toFixed(0)}%). The direct figure is the wait for the grammar worker`,
   `(one round trip per step: accept the step's ${batch} tokens, compute the next ${batch} masks with xgrammar/WASM): ${best.json_schema.maskMsPerStep.toFixed(3)} ms per step;`,
-  'the mask itself in the sampler is one pass over the row\'s vocab bits.',
+  'the rest of the difference is the backend sampling through its extras path (the mask applied to each row\'s logits) and spread.',
+  '',
+  `The mask path on the Llama 3 vocabulary (128,256 tokens; \`tiny\` preset, random weights; \`runMaskBench\` of bench/gpu/mask-decode.ts,`,
+  `batch ${mo.batch}, context ${mo.ctx}, ${mo.steps} steps, medians): plain step ${(big.noMaskWallMs as number).toFixed(2)} ms, with masks ${(big.maskWallMs as number).toFixed(2)} ms, of which`,
+  `waiting for the grammar worker ${(big.grammarWaitMs as number).toFixed(2)} ms (${((big.grammarWaitMs as number) / mo.batch).toFixed(3)} ms per row); ${big.maskViolations} sampled tokens outside their mask.`,
+  '',
+  'GPU (the issue\'s <= 5% at batch 64, for the lead): `node --import tsx bench/gpu/node-decode.ts cuda:0 llama-3.1-8b --masks`',
+  '(`--batch 64 --ctx 1024 --steps 20` by default) prints noMaskWallMs, maskWallMs, grammarWaitMs and maskOverheadPct; until',
+  'the CUDA sampler applies `allowedMask` it reports `maskForwardError` and times the host side alone (hostOnly: true).',
   '',
   `Load average while measuring: ${loadavg().map((x) => x.toFixed(2)).join(' ')}.`,
   '',
