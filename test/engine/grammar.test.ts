@@ -8,6 +8,8 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { z } from 'zod';
 import { tokenizerOption } from '../../actors/engine/actor.ts';
+import { Grammars } from '../../actors/engine/grammar/grammars.ts';
+import { isMicroserveError, type MicroserveError } from '../../common/errors.ts';
 import type { GrammarSpec, SamplingParams } from '../../actors/messages.ts';
 import { loadTokenizer } from '../../actors/text/loader.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
@@ -94,7 +96,7 @@ test('replaying the output so far (migration) continues exactly where the first 
   core.close();
 });
 
-test('bad grammars fail their request with BAD_GRAMMAR (xgrammar\'s reason), the engine serves on; cache hits', async () => {
+test('bad grammars fail their request with BAD_GRAMMAR (xgrammar\'s reason), the engine serves on past its cache size', async () => {
   const c = new Collector();
   const core = makeCore(model, { collector: c, ...tokenizerOption({ folder, isPreset: false }), grammarCacheSize: 2 });
   for (const [i, g] of ([{ type: 'json', schema: '{"type": 5}' }, { type: 'regex', pattern: '[a-' }, { type: 'ebnf', grammar: 'root ::= "a" |' }, { type: 'json', schema: 'not json' }] as GrammarSpec[]).entries()) {
@@ -131,6 +133,16 @@ test('abort while the grammar compiles: nothing runs, nothing leaks; no tokenize
   const bare = makeCore(model, { collector: new Collector() });
   assert.throws(() => bare.generate({ id: 'b', promptIds: prompt('x'), sampling: withGrammar({ type: 'json' }), replyTo: 't' }), /tokenizer/);
   bare.close();
+  // a CUDA engine refuses grammars at admission until its sampler applies the mask
+  const cuda = new Grammars({ device: 'cuda:0', tokenizer: { folder, isPreset: false }, vocabSize: 4096, eosTokenIds: EOS() });
+  try {
+    cuda.check({ type: 'json' }, 'start_generate');
+    assert.unreachable('a CUDA engine took a grammar');
+  } catch (e) {
+    assert.ok(isMicroserveError(e, 'BAD_REQUEST'));
+    assert.equal((e as MicroserveError).info, { field: 'sampling.grammar' });
+  }
+  await cuda.close();
 });
 
 test.run();
