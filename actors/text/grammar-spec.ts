@@ -1,8 +1,9 @@
 /**
  * Structured-output grammars as xgrammar builds them: a grammar spec (the `grammar` field of the
  * engine's sampling parameters, actors/messages.ts `GrammarSpecSchema`) → an xgrammar `Grammar`.
- * The router checks a request's grammar with `checkGrammar` (400 naming the field); the engine
- * compiles the same spec against its vocabulary (actors/engine/grammar/).
+ * Both run in grammar worker threads (actors/engine/grammar/): the router's checks a request's
+ * grammar with `GrammarChecker` (400 naming the field); an engine's compiles the same spec against
+ * its vocabulary.
  *
  * JSON formatting: with `anyWhitespace` false (the default) the output is compact JSON on one line
  * with `", "` and `": "` separators; a free whitespace rule lets a weak model emit whitespace until

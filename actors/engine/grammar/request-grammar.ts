@@ -63,8 +63,11 @@ export class RequestGrammar {
 
 /** True when no token outside `stops` is allowed by `mask`. */
 function onlyStops(mask: Uint32Array, stops: readonly number[]): boolean {
-  const m = mask.slice();
-  for (const t of stops) if (t >> 5 < m.length) m[t >> 5] &= ~(1 << (t & 31));
-  for (let i = 0; i < m.length; i++) if (m[i] !== 0) return false;
+  for (let i = 0; i < mask.length; i++) {
+    if (mask[i] === 0) continue;
+    let w = mask[i];
+    for (const t of stops) if (t >> 5 === i) w &= ~(1 << (t & 31));
+    if (w !== 0) return false;
+  }
   return true;
 }
