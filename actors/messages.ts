@@ -67,6 +67,24 @@ const LogitBias = z.custom<[number, number][]>((v) => Array.isArray(v), 'expecte
 export const RoleSchema = z.enum(['prefill', 'decode', 'both']);
 export type Role = z.infer<typeof RoleSchema>;
 
+/** [MAX_GRAMMAR_CHARS=262144] characters of a structured-output grammar (schema, regex or EBNF text). */
+export const MAX_GRAMMAR_CHARS = 1 << 18;
+const GrammarText = z.string().min(1).max(MAX_GRAMMAR_CHARS);
+/**
+ * A structured-output grammar (xgrammar, actors/text/grammar-spec.ts): each sampled token must
+ * keep the output inside it; the request ends with `stop` when the grammar is complete.
+ * - `json`: a JSON Schema (text); without `schema`, any JSON object. [anyWhitespace=false]
+ *   false: compact JSON (`{"a": 1, "b": [2]}`), true: any whitespace between elements.
+ * - `regex`: the output matches the pattern (xgrammar's regex syntax).
+ * - `ebnf`: xgrammar's EBNF (GBNF style), rule `root` first.
+ */
+export const GrammarSpecSchema = z.discriminatedUnion('type', [
+  z.strictObject({ type: z.literal('json'), schema: GrammarText.optional(), anyWhitespace: z.boolean().optional() }),
+  z.strictObject({ type: z.literal('regex'), pattern: GrammarText }),
+  z.strictObject({ type: z.literal('ebnf'), grammar: GrammarText }),
+]);
+export type GrammarSpec = z.infer<typeof GrammarSpecSchema>;
+
 /** Sampling parameters. `temperature: 0` is greedy. */
 export const SamplingParamsSchema = z.object({
   /** Number of tokens to generate at most. */
@@ -108,6 +126,11 @@ export const SamplingParamsSchema = z.object({
    * (below the prompt length: the engine checks).
    */
   numPriorOutput: unset(uint()),
+  /**
+   * [grammar] structured output: only tokens the grammar accepts are sampled (a mask applied
+   * before everything else); the engine replays the numPriorOutput tokens through it first.
+   */
+  grammar: unset(GrammarSpecSchema),
 });
 export type SamplingParams = z.infer<typeof SamplingParamsSchema>;
 

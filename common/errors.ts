@@ -30,6 +30,7 @@ export type ErrorCode =
   | 'BAD_TOKEN' // a token id outside the vocabulary
   | 'NO_TOKENIZER' // text given to a model that has no tokenizer
   | 'STEP_FAILED' // a forward step failed (its retry split in two too): only that step's requests end
+  | 'BAD_GRAMMAR' // a structured-output schema, regex or grammar the grammar engine refuses
   // model loading and native
   | 'BAD_CHECKPOINT' // missing tensor, wrong shape, unknown dtype, truncated file
   | 'BAD_CONFIG' // bad config.json or bad option

@@ -15,6 +15,8 @@ import { openModel, type LoadedModel } from '../../native/index.ts';
 import type { TransportName } from '../../common/transport.ts';
 import { MicroserveError } from '../../common/errors.ts';
 import { spawnKvActor } from '../kvcache/actor.ts';
+import { hasTokenizer } from '../text/loader.ts';
+import type { TokenizerSource } from '../text/tokenizer.ts';
 import { log } from '../../common/log.ts';
 import type { Backend } from '../../native/backend.ts';
 import { EngineMsgSchema, messageParser, type KvNvshmemAddr, type Role, type TokensBatchMsg } from '../messages.ts';
@@ -116,6 +118,7 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
     acceptTransports: acceptedTransports({ ipc, nvshmem: nv }),
     ...(ipc ? { ipc } : {}),
     ...(nv ? { nvshmem: nv } : {}),
+    ...tokenizerOption(loaded),
   });
   system.spawn(`engine/${name}`, engineHandler(core), { onCrash: () => 'resume' });
   spawnKvActor(system, name, core.kv);
@@ -134,6 +137,12 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
       loaded.backend.close(); // queued native calls still finish; later ones fail
     },
   };
+}
+
+/** The `tokenizer` option of a loaded model (structured outputs), when it has a tokenizer. */
+export function tokenizerOption(loaded: Pick<LoadedModel, 'folder' | 'isPreset'>): { tokenizer?: TokenizerSource } {
+  const source = { folder: loaded.folder, isPreset: loaded.isPreset };
+  return hasTokenizer(source) ? { tokenizer: source } : {};
 }
 
 /** The message handler of `engine/<name>`: every message passes its schema first (BAD_MESSAGE). */

@@ -18,11 +18,12 @@
  * synchronously, on the event loop.
  */
 import type { Backend } from '../../native/backend.ts';
-import { MicroserveError } from '../../common/errors.ts';
+import { MicroserveError, isMicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
 import { KvCacheManager } from '../kvcache/manager.ts';
 import type { EngineCounters, EngineStatus, GenerateMsg, KvPushBeginMsg, KvPushEndMsg, KvWriteMsg, PrepRecvMsg, PrepRecvResult, RemoteSendMsg, RemoteSendResult, Role, StartGenerateMsg } from '../messages.ts';
 import { HostClock, newHostTimes } from './host-timing.ts';
+import { Grammars, type GrammarStats } from './grammar/grammars.ts';
 import { KvReceiver } from './kv-transfer/receiver.ts';
 import type { ReservationTable } from './kv-transfer/reservations.ts';
 import { KvSender } from './kv-transfer/sender.ts';
@@ -66,6 +67,7 @@ export class EngineCore {
   private readonly clock: HostClock;
   /** Submit step t+1 before sending step t's tokens (EngineCoreOptions.overlap). */
   readonly isOverlap: boolean;
+  private readonly grammars: Grammars;
   private isLooping = false;
   private isClosed = false;
   private idleWaiters: (() => void)[] = [];
@@ -94,8 +96,9 @@ export class EngineCore {
         log.debug('preempted', { engine: this.name, id: req.id, computed: req.totalLen });
       },
     });
-    this.table = new RequestTable({ engine: this.name, kv: this.kv, scheduler: this.scheduler, sink: opts.sink, kick: () => this.kick(), numSamplingSlots: opts.backend.plan?.maxNumSeqs });
     const vocabSize = opts.backend.config.vocabSize;
+    this.grammars = new Grammars({ tokenizer: opts.tokenizer ?? null, vocabSize, eosTokenIds: opts.backend.config.eosTokenIds, cacheSize: opts.grammarCacheSize });
+    this.table = new RequestTable({ engine: this.name, kv: this.kv, scheduler: this.scheduler, sink: opts.sink, kick: () => this.kick(), numSamplingSlots: opts.backend.plan?.maxNumSeqs, onRelease: (req) => this.grammars.release(req) });
     this.receiver = new KvReceiver(
       {
         name: this.name,
@@ -135,6 +138,11 @@ export class EngineCore {
     return this.table.byKey;
   }
 
+  /** Time the loop waited for grammar masks after forwards (structured outputs); read-only for callers. */
+  get grammarStats(): Readonly<GrammarStats> {
+    return this.grammars.stats;
+  }
+
   /** The prep_recv reservations (receiver side); read-only for callers. */
   get reservations(): Pick<ReservationTable, 'has' | 'size' | 'isExpired'> {
     return this.receiver.reservations;
@@ -156,6 +164,8 @@ export class EngineCore {
     const id = checkId(msg.id, op);
     const promptIds = checkTokens(msg.promptIds, this.backend.config.vocabSize, op);
     const sampling = { ...checkSampling(msg.sampling, op), ...checkSamplingExtras(msg.sampling as unknown as Record<string, unknown>, op, this.backend.config.vocabSize, promptIds.length) };
+    const grammar = this.grammars.check((msg.sampling as { grammar?: unknown }).grammar, op);
+    if (grammar) sampling.grammar = grammar;
     const begin = checkInt(msg.begin ?? 0, op, 'begin', 0, promptIds.length);
     if (typeof msg.replyTo !== 'string') throw new MicroserveError('BAD_REQUEST', `${op}: replyTo must be an actor path`, { field: 'replyTo' });
     if (this.table.byKey.has(id)) throw new MicroserveError('DUPLICATE_REQUEST', `${op}: request '${id}' already exists on ${this.name}`);
@@ -170,9 +180,6 @@ export class EngineCore {
       req.seq = claim.seq;
       req.numComputed = claim.start;
       req.numCachedOnAdmit = claim.matchedLen;
-      this.scheduler.addRunning(req);
-    } else {
-      this.scheduler.enqueue(req);
     }
     this.counters.requests++;
     this.table.add(req);
@@ -180,7 +187,21 @@ export class EngineCore {
       this.table.stopGenerate(req, 'length');
       return;
     }
-    this.kick();
+    const schedule = () => {
+      if (claim) this.scheduler.addRunning(req);
+      else this.scheduler.enqueue(req);
+      this.kick();
+    };
+    if (!grammar) return schedule();
+    // the grammar (compiled, or from the cache) first: the request is in the table meanwhile, so abort finds it
+    this.grammars.open(req).then(
+      () => {
+        if (req.state !== 'waiting') return; // ended meanwhile (abort)
+        if (req.isGrammarComplete) this.table.stopGenerate(req, 'stop');
+        else schedule();
+      },
+      (err) => this.table.stopGenerate(req, 'error', [], isMicroserveError(err) ? err : new MicroserveError('BAD_GRAMMAR', `${op}: ${(err as Error).message}`)),
+    );
   }
 
   /** prep_recv: reserve pages for [matched, end) (kv-transfer/receiver.ts). */
@@ -274,6 +295,7 @@ export class EngineCore {
     if (this.isClosed) return;
     for (const r of [...this.table.byKey.values()]) this.abort(r.id);
     this.receiver.close();
+    void this.grammars.close();
     this.isClosed = true;
   }
 
@@ -302,6 +324,8 @@ export class EngineCore {
       while (running) {
         const parts = await running;
         this.clock.resulted();
+        // grammars take the sampled tokens and compute the masks of the next step before it is built
+        for (const { entries: e, tokens } of parts) if (tokens) await this.grammars.advance(e, tokens, (req, err) => this.table.stopGenerate(req, 'error', [], err));
         for (const part of parts) this.post.apply(part);
         this.clock.lap('updateMs');
         if (this.isOverlap) running = this.launch();

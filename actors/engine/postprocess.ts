@@ -51,7 +51,7 @@ export class StepPostprocess {
       req.outputIds.push(tok);
       c.tokensGenerated++;
       let finish: FinishReason | null = null;
-      if (s.stopTokenIds.length > 0 && s.stopTokenIds.includes(tok)) finish = 'stop';
+      if (req.isGrammarComplete || (s.stopTokenIds.length > 0 && s.stopTokenIds.includes(tok))) finish = 'stop';
       else if (req.outputIds.length >= s.maxTokens || req.totalLen >= this.maxPositions) finish = 'length';
       const lps = req.lastLogprobs ? [req.lastLogprobs] : undefined;
       if (finish) this.table.stopGenerate(req, finish, [tok], undefined, lps);

@@ -24,6 +24,8 @@ export interface RequestTableOptions {
   kick(): void;
   /** [numSamplingSlots=Infinity] penalty-state slots of the backend (its plan's maxNumSeqs). */
   numSamplingSlots?: number;
+  /** A request is gone for good: free what other owners keep for it (its grammar). */
+  onRelease(req: Request): void;
 }
 
 export class RequestTable {
@@ -109,6 +111,7 @@ export class RequestTable {
       return; // the step's end releases it
     }
     this.samplingSlots.release(req);
+    this.o.onRelease(req);
     if (req.seq) {
       this.o.kv.closeSeq(req.seq, cache ? { tokens: req.tokens(), numValid: req.numComputed } : undefined);
       req.seq = null;

@@ -75,13 +75,17 @@ export class Request {
   /** The slot holds this request's history (set by the first forward that rebuilt it). */
   isSlotSynced = false;
   /**
-   * Grammar hook (structured outputs, issue 18 part B): the tokens allowed for the next draw,
-   * ceil(vocab / 32) words, bit i = token i; null: all. Whoever owns the grammar sets it before
-   * each step that samples for this request (SamplingBatch sends it with the row).
+   * Grammar hook (structured outputs): the tokens allowed for the next draw, ceil(vocab / 32)
+   * words, bit i = token i; null: all. The engine's grammars (grammar/grammars.ts) set it from
+   * `grammar` before each step that samples for this request (SamplingBatch sends it with the row).
    */
   allowedMask: Uint32Array | null = null;
   /** Its sampling needs the backend's extras (sampling-params.ts usesExtras, kept by the first SamplingBatch; null: not asked yet). */
   usesExtras: boolean | null = null;
+  /** Handle of the request's grammar matcher in the engine's grammar worker (grammar/grammars.ts); -1: none. */
+  grammarHandle = -1;
+  /** The grammar accepts nothing more but a stop token: the request ends with `stop`. */
+  isGrammarComplete = false;
   /** Logprobs of the token the last forward sampled (requests with sampling.logprobs). */
   lastLogprobs: TokenLogprob | null = null;
   /** The prompt's logprobs as the prefill computes them (requests with sampling.promptLogprobs). */

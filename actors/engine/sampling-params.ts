@@ -9,8 +9,8 @@
  * request rebuilds the same state) with `reset`; after that the backend counts each token it
  * samples itself, so nothing but slot ids travels per step. A slot is freed with its request.
  *
- * Grammar hook (structured outputs, not built yet): `Request.allowedMask`, set by whoever owns the
- * request's grammar before a step that samples for it, goes to the backend as
+ * Grammar hook (structured outputs): `Request.allowedMask`, set by the engine's grammars
+ * (grammar/grammars.ts) before a step that samples for the request, goes to the backend as
  * `ForwardSamplingExtras.allowedMask` (a per-row token bitmask applied before everything else:
  * P1 of native/src/common/logit-processing.h).
  */

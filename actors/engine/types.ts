@@ -1,5 +1,6 @@
 /** Options and handles of the engine (core and actor). */
 import type { Backend } from '../../native/backend.ts';
+import type { TokenizerSource } from '../text/tokenizer.ts';
 import type { EngineCounters, KvIpcAddr, KvNvshmemAddr, Role, TokensItem } from '../messages.ts';
 import type { TransportPicker } from './kv-transfer/transport.ts';
 
@@ -54,6 +55,14 @@ export interface EngineCoreOptions {
   pushLeaseGraceMs?: number;
   /** [defaultTtlMs=30000] ttl of prep_recv reservations and deadline of remote_send. */
   defaultTtlMs?: number;
+  /**
+   * [tokenizer] the model's tokenizer, whose vocabulary structured outputs (`sampling.grammar`)
+   * compile against (in a worker thread, on the first such request); without it such requests
+   * are refused (BAD_REQUEST).
+   */
+  tokenizer?: TokenizerSource;
+  /** [grammarCacheSize=64] compiled grammars an engine keeps (LRU by spec text). */
+  grammarCacheSize?: number;
 }
 
 export const DEFAULT_MAX_BATCH_TOKENS = 512;

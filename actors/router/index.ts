@@ -6,6 +6,7 @@
  * (AttemptContext: prep_recv / remote_send / start_generate) → `tokens` messages → router actor
  * → runner → the client's stream. Plans change in place with `setPlan`.
  */
+import { GrammarWorkerClient } from '../engine/grammar/worker-client.ts';
 import { TokenizePool } from '../text/tokenize-pool.ts';
 import { serve, type ServerType } from '@hono/node-server';
 import type { AddressInfo } from 'node:net';
@@ -91,6 +92,8 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
   const tokenizer = opts.tokenizer;
   // long prompts are tokenized in a worker thread, off the loop that serves every other request
   const tokenizePool = tokenizer ? new TokenizePool(tokenizer.source, 1) : null;
+  // grammars are checked off the event loop: building one from a large schema can take seconds
+  const grammarChecker = new GrammarWorkerClient({ tokenizer: null, vocabSize: 0, eosTokenIds: [] }, { timeoutMs: 20_000 });
   const admission = new Admission({
     pool,
     planEngines: () => plan.engines,
@@ -111,6 +114,7 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
     vocabSize: opts.vocabSize ?? tokenizer?.vocabSize ?? null,
     eosTokenIds: opts.eosTokenIds ?? tokenizer?.eosTokenIds ?? [],
     defaultMaxTokens: opts.defaultMaxTokens ?? null,
+    grammarChecker,
     apiKey: opts.apiKey ?? null,
     maxBodyBytes: opts.maxBodyBytes ?? 4 * 1024 * 1024,
   });
@@ -124,6 +128,7 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
   } catch (e) {
     pool.close();
     void tokenizePool?.close();
+    void grammarChecker.shutdown();
     system.stop(ROUTER_PATH);
     throw e;
   }
@@ -191,6 +196,7 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
     await closed;
     pool.close();
     await tokenizePool?.close();
+    await grammarChecker.shutdown();
     system.stop(ROUTER_PATH);
   }
 

@@ -10,7 +10,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MicroserveError } from '../../common/errors.ts';
 import { WindowStreamDecoder } from './stream-decoder.ts';
-import { checkTokenIds, messageText, type ChatMessage, type ChatTemplateOptions, type DecodeOptions, type EncodeOptions, type StreamDecoder, type Tokenizer, type TokenizerSource } from './tokenizer.ts';
+import { checkTokenIds, messageText, parseArguments, type ChatMessage, type ChatTemplateOptions, type DecodeOptions, type EncodeOptions, type GrammarVocabulary, type StreamDecoder, type Tokenizer, type TokenizerSource } from './tokenizer.ts';
 
 type Json = Record<string, any>;
 
@@ -53,6 +53,7 @@ export class HfTokenizer implements Tokenizer {
   private readonly core: HfCore;
   private readonly template: Template | null;
   private readonly templateVars: Record<string, unknown>;
+  readonly supportsTools: boolean;
 
   readonly source: TokenizerSource;
 
@@ -86,6 +87,8 @@ export class HfTokenizer implements Tokenizer {
     } catch (e) {
       throw new MicroserveError('BAD_CHECKPOINT', `chat template of ${folder} does not parse: ${(e as Error).message}`);
     }
+    // a template that reads `tools` renders them (Llama 3.x, Qwen, Mistral...); kjv-chat's does not
+    this.supportsTools = src !== null && /\btools\b/.test(src);
     this.templateVars = { bos_token: bos ?? '', eos_token: eos ?? '', pad_token: tokenString(config.pad_token) ?? '', unk_token: tokenString(config.unk_token) ?? '' };
   }
 
@@ -108,7 +111,8 @@ export class HfTokenizer implements Tokenizer {
     try {
       text = this.template.render({
         ...this.templateVars,
-        messages: messages.map((m) => ({ role: m.role, content: messageText(m) })),
+        messages: messages.map(templateMessage),
+        ...(opts.tools ? { tools: opts.tools } : {}),
         add_generation_prompt: !opts.continueFinalMessage && (opts.addGenerationPrompt ?? true),
       });
     } catch (e) {
@@ -128,6 +132,32 @@ export class HfTokenizer implements Tokenizer {
     const skip = opts.skipSpecialTokens ?? true;
     return new WindowStreamDecoder((ids) => this.decode(ids, { skipSpecialTokens: skip }));
   }
+
+  grammarVocabulary(): GrammarVocabulary {
+    const json = readJson(this.source.folder!, 'tokenizer.json', true)!;
+    const encoded: string[] = new Array(this.vocabSize).fill('');
+    for (const [token, id] of this.core.get_vocab(true)) if (id < encoded.length) encoded[id] = token;
+    for (const t of (json.added_tokens ?? []) as { id: number; special?: boolean }[]) if (t.special && t.id < encoded.length) encoded[t.id] = '';
+    const kinds = JSON.stringify([json.decoder, json.pre_tokenizer, json.normalizer]);
+    const vocabType = kinds.includes('"ByteLevel"') ? 'byte_level' : kinds.includes('"ByteFallback"') ? 'byte_fallback' : 'raw';
+    // sentencepiece-style tokenizers prepend "▁" (Metaspace prepend_scheme, or a Prepend normalizer)
+    const prependSpace = /"prepend_scheme":"(first|always)"|"type":"Prepend"/.test(kinds);
+    return { encoded, vocabType, prependSpace };
+  }
+}
+
+/**
+ * A message as chat templates read it: text content; an assistant's tool calls with their
+ * arguments parsed (templates write them with `tojson`, as vLLM passes them), a tool message's id.
+ */
+function templateMessage(m: ChatMessage): Record<string, unknown> {
+  const out: Record<string, unknown> = { role: m.role, content: messageText(m) };
+  if (m.tool_calls) {
+    out.tool_calls = m.tool_calls.map((c) => ({ id: c.id, type: c.type, function: { name: c.function.name, arguments: parseArguments(c.function.arguments) } }));
+  }
+  if (m.tool_call_id !== undefined) out.tool_call_id = m.tool_call_id;
+  if (m.name !== undefined) out.name = m.name;
+  return out;
 }
 
 export function loadHfTokenizer(folder: string): HfTokenizer {

@@ -10,7 +10,8 @@
 import llama3 from 'llama3-tokenizer-js';
 import { MicroserveError } from '../../common/errors.ts';
 import { ByteStreamDecoder } from './stream-decoder.ts';
-import { checkTokenIds, messageText, type ChatMessage, type ChatTemplateOptions, type DecodeOptions, type EncodeOptions, type StreamDecoder, type Tokenizer } from './tokenizer.ts';
+import { llama3ToolTurns } from './llama3-tools.ts';
+import { checkTokenIds, messageText, type ChatMessage, type ChatTemplateOptions, type DecodeOptions, type EncodeOptions, type GrammarVocabulary, type StreamDecoder, type Tokenizer } from './tokenizer.ts';
 
 /** Special token ids of the Llama 3 vocabulary. */
 export const LLAMA3_TOKENS = {
@@ -46,6 +47,8 @@ export class Llama3PresetTokenizer implements Tokenizer {
   readonly baseVocabSize = NUM_REGULAR;
   readonly bosTokenId = LLAMA3_TOKENS.beginOfText;
   readonly eosTokenIds = [LLAMA3_TOKENS.endOfText, LLAMA3_TOKENS.endOfMessage, LLAMA3_TOKENS.endOfTurn];
+  /** Llama 3.1 JSON tool calling (llama3-tools.ts). */
+  readonly supportsTools = true;
   private static instance: Llama3PresetTokenizer | null = null;
   private readonly byteOf = unicodeToByte();
   /** Lazily filled: the UTF-8 bytes of regular token `id`. */
@@ -71,6 +74,7 @@ export class Llama3PresetTokenizer implements Tokenizer {
 
   applyChatTemplate(messages: readonly ChatMessage[], opts: ChatTemplateOptions = {}): number[] {
     if (messages.length === 0) throw new MicroserveError('BAD_REQUEST', 'messages must not be empty');
+    if (opts.tools?.length || messages.some((m) => m.role === 'tool' || m.tool_calls?.length)) messages = llama3ToolTurns(messages, opts.tools);
     const isOpenEnd = opts.continueFinalMessage ?? false;
     const ids: number[] = [this.bosTokenId];
     // appended one by one: a spread of a huge prompt's ids would overflow the stack
@@ -96,6 +100,12 @@ export class Llama3PresetTokenizer implements Tokenizer {
       checkTokenIds([id], VOCAB_SIZE);
       return this.piece(id, skip);
     });
+  }
+
+  grammarVocabulary(): GrammarVocabulary {
+    // regular tokens are GPT-2 byte-level strings; special ones never appear inside structured text
+    const encoded = Array.from({ length: VOCAB_SIZE }, (_, id) => (id < NUM_REGULAR ? llama3.vocabById[id] : ''));
+    return { encoded, vocabType: 'byte_level', prependSpace: false };
   }
 
   /** Bytes of a regular token; the text (or null when skipped) of a special one. */

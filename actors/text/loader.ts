@@ -6,7 +6,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { MicroserveError } from '../../common/errors.ts';
-import type { Tokenizer, TokenizerSource } from './tokenizer.ts';
+import type { GrammarVocabulary, Tokenizer, TokenizerSource } from './tokenizer.ts';
 
 export type { TokenizerSource };
 
@@ -20,4 +20,15 @@ export async function loadTokenizer(model: TokenizerSource): Promise<Tokenizer |
   if (!existsSync(join(model.folder, 'tokenizer.json'))) return null;
   const { loadHfTokenizer } = await import('./hf.ts');
   return loadHfTokenizer(model.folder);
+}
+
+/** True when `loadTokenizer(model)` finds a tokenizer (a preset, or a folder with tokenizer.json). */
+export function hasTokenizer(model: TokenizerSource): boolean {
+  return model.isPreset || (!!model.folder && existsSync(join(model.folder, 'tokenizer.json')));
+}
+
+/** The model's vocabulary for the grammar engine, or null when it has no tokenizer. */
+export function grammarVocabularyOf(model: TokenizerSource): (() => Promise<GrammarVocabulary>) | null {
+  if (!hasTokenizer(model)) return null;
+  return async () => (await loadTokenizer(model))!.grammarVocabulary();
 }

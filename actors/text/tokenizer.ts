@@ -16,6 +16,36 @@ import { MicroserveError } from '../../common/errors.ts';
 export interface ChatMessage {
   role: string;
   content: string | { type: string; text?: string }[] | null;
+  /** Assistant messages: the tool calls it made (`arguments` is JSON text). */
+  tool_calls?: ChatToolCall[];
+  /** Tool messages: the call this message answers. */
+  tool_call_id?: string;
+  name?: string;
+}
+
+/** A tool call of an assistant message, as OpenAI writes it. */
+export interface ChatToolCall {
+  id: string;
+  type: 'function';
+  function: { name: string; arguments: string };
+}
+
+/** A tool the model may call, as OpenAI's `tools` entries write it. */
+export interface ChatTool {
+  type: 'function';
+  function: { name: string; description?: string; parameters?: Record<string, unknown> };
+}
+
+/**
+ * A vocabulary as the grammar engine (xgrammar TokenizerInfo) takes it: `encoded[i]` is token i
+ * as tokenizer.json writes it ('' for special tokens, which never appear inside structured text).
+ */
+export interface GrammarVocabulary {
+  encoded: string[];
+  /** How `encoded` maps to bytes: GPT-2 byte-level, sentencepiece with <0xNN> byte fallback, or raw text. */
+  vocabType: 'byte_level' | 'byte_fallback' | 'raw';
+  /** The tokenizer puts a space before the text (sentencepiece's prepend). */
+  prependSpace: boolean;
 }
 
 export interface EncodeOptions {
@@ -29,6 +59,8 @@ export interface ChatTemplateOptions {
   addGenerationPrompt?: boolean;
   /** [continueFinalMessage=false] leave the last (assistant) message open, to be continued. */
   continueFinalMessage?: boolean;
+  /** [tools] the tools the model may call, rendered the way the chat format does (needs `supportsTools`). */
+  tools?: ChatTool[];
 }
 
 export interface DecodeOptions {
@@ -83,6 +115,10 @@ export interface Tokenizer {
   applyChatTemplate(messages: readonly ChatMessage[], opts?: ChatTemplateOptions): number[];
   /** [opts.skipSpecialTokens=true] a fresh incremental detokenizer. */
   createStreamDecoder(opts?: DecodeOptions): StreamDecoder;
+  /** The chat format renders `tools`, tool calls and tool messages (Llama 3.x JSON tool calling, or a template that uses `tools`). */
+  readonly supportsTools: boolean;
+  /** The vocabulary for the grammar engine (structured outputs). */
+  grammarVocabulary(): GrammarVocabulary;
 }
 
 /** The text of a message: a string as is, text parts concatenated. */
@@ -90,6 +126,15 @@ export function messageText(m: ChatMessage): string {
   if (typeof m.content === 'string') return m.content;
   if (m.content == null) return '';
   return m.content.map((p) => (p.type === 'text' && typeof p.text === 'string' ? p.text : '')).join('');
+}
+
+/** Tool-call arguments (JSON text) as chat templates read them: parsed; text that is not JSON stays text. */
+export function parseArguments(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
 }
 
 /** Throws BAD_TOKEN unless every id is an integer in [0, vocabSize). */

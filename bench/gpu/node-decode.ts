@@ -9,12 +9,27 @@
  * float32 vs float64 weights move a boundary: rare).
  * Prints one JSON line; host time = wall time here minus the GPU time engine-bench reports for the
  * same batch. Usage: node --import tsx bench/gpu/node-decode.ts [device=cuda:0] [preset=llama-3.1-8b]
+ *
+ * `--masks [--batch 64] [--ctx 1024] [--steps 20]`: instead, structured outputs' cost per decode
+ * step (grammar worker + masked sampling vs. plain steps; mask-decode.ts), one JSON line.
  */
 import { packSampling } from '../../actors/engine/sampler.ts';
 import { argmax, sampleToken } from '../../test/shared/sampling-reference.ts';
 import type { ForwardSeq } from '../../native/backend.ts';
 import { openModel } from '../../native/index.ts';
+import { maskBenchPagesPerSeq, runMaskBench } from './mask-decode.ts';
 
+const flag = (name: string, d: number) => (process.argv.includes(`--${name}`) ? Number(process.argv[process.argv.indexOf(`--${name}`) + 1]) : d);
+const positional = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !(i > 0 && all[i - 1].startsWith('--') && all[i - 1] !== '--masks'));
+if (process.argv.includes('--masks')) {
+  const o = { batch: flag('batch', 64), ctx: flag('ctx', 1024), steps: flag('steps', 20), warm: 3, pageSize: 16 };
+  const m = await openModel(positional[1] ?? 'llama-3.1-8b', { device: positional[0] ?? 'cuda:0', numPages: o.batch * maskBenchPagesPerSeq(o) + 1, pageSize: o.pageSize });
+  const r = await runMaskBench(m, o);
+  const name = (m.backend as unknown as { deviceName?: string }).deviceName ?? positional[0];
+  m.backend.close();
+  console.log(JSON.stringify({ device: name, mode: 'masks', ...r }));
+  process.exit(0);
+}
 const device = process.argv[2] ?? 'cuda:0';
 const PAGE = 16;
 const CTX = 1024;

@@ -62,11 +62,13 @@ export interface UpOptions {
   maxQueue?: number;
   /** Extra environment of `up` and so of its engines (e.g. MICROSERVE_TEST_HOOKS=1). */
   env?: Record<string, string>;
+  /** [model='tiny'] the topology's model (a preset or a shipped model such as kjv-chat). */
+  model?: string;
 }
 
 function topologyYaml(engines: E2eEngine[], port: number, strategy: string, params: Record<string, unknown>, o: UpOptions = {}): string {
   const lines = [
-    'model: tiny',
+    `model: ${o.model ?? 'tiny'}`,
     'transport: host',
     'control:',
     '  port: 0',

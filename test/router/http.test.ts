@@ -40,7 +40,7 @@ test('bad requests get the right status, OpenAI error shape, and the server keep
     ['nonsense min_p', '/completions', { prompt: 'hi', min_p: 5 }, 400, 'min_p'],
     ['top_k not a number', '/completions', { prompt: 'hi', top_k: 'x' }, 400, 'top_k'],
     ['logit_bias junk', '/completions', { prompt: 'hi', logit_bias: 'junk' }, 400, 'logit_bias'],
-    ['response_format refused', '/chat/completions', { messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_object' } }, 400, 'response_format'],
+    ['response_format needs its json_schema', '/chat/completions', { messages: [{ role: 'user', content: 'x' }], response_format: { type: 'json_schema' } }, 400, 'response_format.json_schema'],
     ['tool_choice refused', '/chat/completions', { messages: [{ role: 'user', content: 'x' }], tool_choice: 'required' }, 400, 'tool_choice'],
     ['temperature too high', '/completions', { prompt: 'hi', temperature: 3 }, 400, 'temperature'],
     ['max_tokens 0', '/completions', { prompt: 'hi', max_tokens: 0 }, 400, 'max_tokens'],

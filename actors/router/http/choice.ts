@@ -11,6 +11,7 @@ import type { Tokenizer } from '../../text/tokenizer.ts';
 import type { JobResult } from '../request-runner.ts';
 import type { TokenEntry } from './logprobs.ts';
 import { TextOutput } from './text-output.ts';
+import type { ToolCallDelta, ToolCallOutput } from './tool-calls.ts';
 
 export interface ChoiceOptions {
   index: number;
@@ -23,13 +24,18 @@ export interface ChoiceOptions {
   skipSpecialTokens: boolean;
   /** Text shown before the completion (echo). */
   prefix: string;
+  /** [tools=null] chat with tools: the text is read for tool calls (tool-calls.ts). */
+  tools?: ToolCallOutput | null;
 }
 
 /** What a push adds to the choice. */
 export interface ChoiceDelta {
+  /** Content text (with tools: what is not a tool call). */
   text: string;
   ids: number[];
   logprobs: TokenEntry[];
+  /** Tool-call deltas (with tools). */
+  toolCalls?: ToolCallDelta[];
 }
 
 export class Choice {
@@ -74,16 +80,26 @@ export class Choice {
       }
       d.text += this.out.push([id]);
     });
-    return d;
+    return this.withTools(d, false);
   }
 
-  /** At the end: held-back text. */
-  finish(): string {
-    return this.out.finish();
+  /** At the end: held-back text (and, with tools, held-back calls). */
+  finish(): ChoiceDelta {
+    return this.withTools({ text: this.out.finish(), ids: [], logprobs: [] }, true);
   }
 
-  finishReason(r: JobResult): FinishReason {
-    return this.isStopped ? 'stop' : r.finish;
+  /** `tool_calls` when the output was tool calls and ended normally. */
+  finishReason(r: JobResult): FinishReason | 'tool_calls' {
+    const reason = this.isStopped ? 'stop' : r.finish;
+    return reason === 'stop' && (this.o.tools?.calls.length ?? 0) > 0 ? 'tool_calls' : reason;
+  }
+
+  private withTools(d: ChoiceDelta, isFinal: boolean): ChoiceDelta {
+    const tools = this.o.tools;
+    if (!tools) return d;
+    const a = tools.push(d.text);
+    const b = isFinal ? tools.finish() : { content: '', calls: [] };
+    return { ...d, text: a.content + b.content, toolCalls: [...a.calls, ...b.calls] };
   }
 
   stopReason(): string | number | null {

@@ -15,6 +15,8 @@ import { parseRequest, type ParsedRequest } from './parse.ts';
 import { checkContext, checkIds, encodeChat, encodeText } from './prompt-ids.ts';
 import { runChoices, usage, type CompletionDeps, type Meta, type PromptRun } from './run-choices.ts';
 import { streamed } from './stream.ts';
+import type { StructuredOutput } from './structured-output.ts';
+import { ToolCallOutput } from './tool-calls.ts';
 
 export type { CompletionDeps } from './run-choices.ts';
 
@@ -30,6 +32,11 @@ export async function handleCompletion(c: Context, deps: CompletionDeps, kind: '
     throw new ApiError(404, `The model '${req.model}' does not exist (this server serves '${deps.modelName}')`, 'invalid_request_error', 'model', 'model_not_found');
   }
   checkTokenFields(req, deps);
+  if (req.tools?.tools.length && deps.tokenizer && !deps.tokenizer.supportsTools) {
+    throw badRequest(`'tools': the chat template of ${deps.modelName} has no tool support`, 'tools', 'unsupported_parameter');
+  }
+  const grammar = grammarOf(req);
+  if (grammar) await deps.grammarChecker.check(grammar.spec, grammar.param);
   deps.admission.checkQueue();
   const runs: PromptRun[] = [];
   for (const p of await promptIds(req, deps)) {
@@ -60,7 +67,8 @@ function checkTokenFields(req: ParsedRequest, deps: CompletionDeps): void {
 
 async function promptIds(req: ParsedRequest, deps: CompletionDeps): Promise<{ ids: number[]; text: string }[]> {
   if (req.messages) {
-    const ids = await encodeChat(deps, req.messages, { addGenerationPrompt: req.addGenerationPrompt, continueFinalMessage: req.continueFinalMessage });
+    const tools = req.tools?.tools;
+    const ids = await encodeChat(deps, req.messages, { addGenerationPrompt: req.addGenerationPrompt, continueFinalMessage: req.continueFinalMessage, ...(tools ? { tools } : {}) });
     checkContext(deps, ids.length, 'messages');
     return [{ ids, text: '' }];
   }
@@ -107,7 +115,16 @@ function samplingFor(req: ParsedRequest, numPrompt: number, deps: CompletionDeps
     ...(req.minTokens > 0 ? { minTokens: req.minTokens } : {}),
     ...(req.logprobs !== null ? { logprobs: req.logprobs } : {}),
   };
+  const grammar = grammarOf(req);
+  if (grammar) base.grammar = grammar.spec;
   return Array.from({ length: req.n }, (_, i) => (req.seed !== undefined ? { ...base, seed: seedOf(req.seed, i) } : { ...base }));
+}
+
+/** The grammar the request's output follows: a structured output, or a forced tool choice's. */
+function grammarOf(req: ParsedRequest): StructuredOutput | null {
+  if (req.structured) return req.structured;
+  if (req.tools?.grammar) return { spec: req.tools.grammar, param: 'tools' };
+  return null;
 }
 
 /** Choice i's seed: the client's seed + i, as a uint32. */
@@ -123,6 +140,7 @@ function newChoice(req: ParsedRequest, deps: CompletionDeps, index: number, pref
       includeStop: req.includeStopStr,
       skipSpecialTokens: req.skipSpecialTokens,
       prefix,
+      tools: req.tools && req.tools.mode !== 'none' ? new ToolCallOutput(req.tools.mode, new Set(req.tools.tools.map((t) => t.function.name)), req.tools.name) : null,
     },
     deps.tokenizer,
   );
@@ -138,13 +156,20 @@ function choiceBody(meta: Meta, deps: CompletionDeps, ch: Choice, r: JobResult, 
     logprobs = req.isEchoLogprobs && prompt ? concatCompletionLogprobs(echoCompletionLogprobs(prompt, deps.tokenizer, req.logprobs), own) : own;
   }
   const body: Record<string, unknown> = meta.isChat
-    ? { index: ch.index, message: { role: 'assistant', content: ch.text }, logprobs }
+    ? { index: ch.index, message: chatMessage(ch), logprobs }
     : { index: ch.index, text: ch.text, logprobs };
   if (!meta.isChat && req.promptLogprobsField !== null) body.prompt_logprobs = prompt ? vllmPromptLogprobs(prompt, deps.tokenizer, req.promptLogprobsField) : null;
   body.finish_reason = ch.finishReason(r);
   body.stop_reason = ch.stopReason();
   if (req.returnTokenIds || !deps.tokenizer) body.token_ids = ch.ids;
   return body;
+}
+
+/** A whole response's assistant message: content, or tool calls. */
+function chatMessage(ch: Choice): Record<string, unknown> {
+  const tools = ch.o.tools;
+  if (!tools) return { role: 'assistant', content: ch.text };
+  return { role: 'assistant', content: tools.content, ...(tools.calls.length ? { tool_calls: tools.calls } : {}) };
 }
 
 async function whole(c: Context, deps: CompletionDeps, meta: Meta, runs: PromptRun[], choices: Choice[]): Promise<Response> {

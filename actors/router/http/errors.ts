@@ -30,6 +30,7 @@ export const badRequest = (message: string, param: string | null = null, code: s
 const STATUS_OF: Partial<Record<ErrorCode, number>> = {
   BAD_REQUEST: 400,
   BAD_TOKEN: 400,
+  BAD_GRAMMAR: 400,
   PROMPT_TOO_LONG: 400,
   NO_TOKENIZER: 400,
   UNAUTHORIZED: 401,

@@ -7,6 +7,8 @@ import type { ChatMessage } from '../../text/tokenizer.ts';
 import { badRequest } from './errors.ts';
 import { parseWith } from './schema/common.ts';
 import { chatSchema, completionSchema, type ChatBody, type CompletionBody } from './schema/endpoints.ts';
+import { structuredOutput, type StructuredOutput } from './structured-output.ts';
+import { toolPlan, type ToolPlan } from './tool-plan.ts';
 
 export interface ParsedRequest {
   kind: 'completion' | 'chat';
@@ -55,12 +57,23 @@ export interface ParsedRequest {
   promptLogprobsField: number | null;
   /** What the engine computes: top alternatives per prompt token (null: no prompt logprobs). */
   promptLogprobs: number | null;
+  /** The structured output asked for (response_format, structured_outputs, guided_*), or null. */
+  structured: StructuredOutput | null;
+  /** Chat with tools: how the output is read and constrained, or null. */
+  tools: ToolPlan | null;
 }
 
 const orDefault = <T>(v: T | null | undefined, d: T): T => (v === null || v === undefined ? d : v);
 
-function toMessages(body: ChatBody): ChatMessage[] {
-  return body.messages.map((m) => ({ role: m.role === 'developer' ? 'system' : m.role, content: m.content }));
+/** Schema-checked messages as the tokenizer takes them (developer is system; tool calls and ids kept). */
+export function toMessages(messages: ChatBody['messages']): ChatMessage[] {
+  return messages.map((m) => ({
+    role: m.role === 'developer' ? 'system' : m.role,
+    content: m.content ?? null,
+    ...(m.tool_calls ? { tool_calls: m.tool_calls } : {}),
+    ...(m.tool_call_id !== undefined ? { tool_call_id: m.tool_call_id } : {}),
+    ...(m.name !== undefined ? { name: m.name } : {}),
+  }));
 }
 
 /** Validates a body for `kind` against the schema and the cross-field rules. */
@@ -95,11 +108,12 @@ export function parseRequest(raw: unknown, kind: 'completion' | 'chat'): ParsedR
     throw badRequest("'continue_final_message' needs an assistant message last", 'messages', 'invalid_value');
   }
   const topK = orDefault(b.top_k, -1);
+  const structured = structuredOutput(b);
   return {
     kind,
     model: b.model ?? null,
     prompts: cmpl ? promptList(cmpl.prompt) : [],
-    messages: chat ? toMessages(chat) : undefined,
+    messages: chat ? toMessages(chat.messages) : undefined,
     addGenerationPrompt,
     continueFinalMessage,
     maxTokens,
@@ -129,6 +143,8 @@ export function parseRequest(raw: unknown, kind: 'completion' | 'chat'): ParsedR
     isEchoLogprobs,
     promptLogprobsField,
     promptLogprobs,
+    structured,
+    tools: chat ? toolPlan(chat, structured !== null) : null,
   };
 }
 

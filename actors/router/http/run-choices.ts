@@ -9,6 +9,7 @@
  * first job when n > 1, else the choice's own.
  */
 import type { SamplingParams, TokenLogprob } from '../../messages.ts';
+import type { GrammarSpec } from '../../messages.ts';
 import type { Tokenizer } from '../../text/tokenizer.ts';
 import type { TokenizePool } from '../../text/tokenize-pool.ts';
 import type { Admission } from '../admission.ts';
@@ -28,6 +29,8 @@ export interface CompletionDeps {
   vocabSize: number | null;
   eosTokenIds: number[];
   defaultMaxTokens: number | null;
+  /** Checks structured-output grammars before a request runs (BAD_GRAMMAR naming `field`): a grammar worker thread. */
+  grammarChecker: { check(spec: GrammarSpec, field: string): Promise<void> };
 }
 
 export interface Meta {

@@ -43,7 +43,7 @@ export function streamed(c: Context, deps: CompletionDeps, meta: Meta, runs: Pro
     });
     const withIds = meta.req.returnTokenIds || !deps.tokenizer;
     const textOffset = new Map<Choice, number>(choices.map((ch) => [ch, 0]));
-    const send = (ch: Choice, d: ChoiceDelta | null, finish: FinishReason | null, extra: Record<string, unknown> = {}) => {
+    const send = (ch: Choice, d: ChoiceDelta | null, finish: FinishReason | 'tool_calls' | null, extra: Record<string, unknown> = {}) => {
       const body = chunk(meta, deps, ch, d, finish, textOffset.get(ch)!, withIds, extra);
       if (d) textOffset.set(ch, textOffset.get(ch)! + d.text.length);
       if (meta.req.continuousUsage) (body as Record<string, unknown>).usage = usage(meta, numTokens);
@@ -82,7 +82,7 @@ export function streamed(c: Context, deps: CompletionDeps, meta: Meta, runs: Pro
         if (ev.choice.isStopped) continue;
         numTokens += ev.tokens.length;
         const d = ev.choice.push(ev.tokens, ev.lps);
-        if (d.text || d.logprobs.length || withIds) await send(ev.choice, d, null);
+        if (d.text || d.logprobs.length || d.toolCalls?.length || withIds) await send(ev.choice, d, null);
       }
       if (stream.aborted) return void (await run.done);
       if (results && queue.length === 0) break;
@@ -98,7 +98,7 @@ export function streamed(c: Context, deps: CompletionDeps, meta: Meta, runs: Pro
       for (const [i, ch] of choices.entries()) {
         await open(ch, null);
         const tail = ch.finish();
-        if (tail) await send(ch, { text: tail, ids: [], logprobs: [] }, null);
+        if (tail.text || tail.toolCalls?.length) await send(ch, tail, null);
         await send(ch, null, ch.finishReason(rs[i]), { stop_reason: ch.stopReason() });
       }
       if (meta.req.includeUsage) await write(stream, { id: meta.id, object: chunkObject(meta), created: meta.created, model: meta.model, choices: [], usage: usage(meta, numTokens) });
@@ -109,14 +109,20 @@ export function streamed(c: Context, deps: CompletionDeps, meta: Meta, runs: Pro
 
 const chunkObject = (meta: Meta) => (meta.isChat ? 'chat.completion.chunk' : 'text_completion');
 
-function chunk(meta: Meta, deps: CompletionDeps, ch: Choice, d: ChoiceDelta | null, finish: FinishReason | null, offset: number, withIds: boolean, extra: Record<string, unknown>): { id: string; choices: Record<string, unknown>[]; [k: string]: unknown } {
+function chunk(meta: Meta, deps: CompletionDeps, ch: Choice, d: ChoiceDelta | null, finish: FinishReason | 'tool_calls' | null, offset: number, withIds: boolean, extra: Record<string, unknown>): { id: string; choices: Record<string, unknown>[]; [k: string]: unknown } {
   const wantLp = meta.req.logprobs !== null && d !== null && d.logprobs.length > 0;
   const choice: Record<string, unknown> = meta.isChat
-    ? { index: ch.index, delta: d ? { content: d.text } : {}, logprobs: wantLp ? chatLogprobs(d!.logprobs, deps.tokenizer) : null, finish_reason: finish }
+    ? { index: ch.index, delta: d ? chatDelta(d) : {}, logprobs: wantLp ? chatLogprobs(d!.logprobs, deps.tokenizer) : null, finish_reason: finish }
     : { index: ch.index, text: d?.text ?? '', logprobs: wantLp ? completionLogprobs(d!.logprobs, deps.tokenizer, offset) : null, finish_reason: finish };
   Object.assign(choice, extra);
   if (withIds && d) choice.token_ids = d.ids;
   return { id: meta.id, object: chunkObject(meta), created: meta.created, model: meta.model, choices: [choice] };
+}
+
+/** A chat chunk's delta: content, and tool-call deltas when there are some. */
+function chatDelta(d: ChoiceDelta): Record<string, unknown> {
+  if (!d.toolCalls?.length) return { content: d.text };
+  return d.text ? { content: d.text, tool_calls: d.toolCalls } : { tool_calls: d.toolCalls };
 }
 
 function write(stream: SSEStreamingApi, obj: unknown): Promise<void> {

@@ -5,6 +5,7 @@
  */
 import type { Context } from 'hono';
 import { ApiError, badRequest } from './errors.ts';
+import { toMessages } from './parse.ts';
 import { parseWith } from './schema/common.ts';
 import { detokenizeSchema, tokenizeSchema } from './schema/endpoints.ts';
 import { checkIds, encodeChat, encodeText, type PromptDeps } from './prompt-ids.ts';
@@ -39,7 +40,7 @@ export async function handleTokenize(c: Context, deps: TokenizeDeps): Promise<Re
     const isContinue = b.continue_final_message ?? false;
     const addGen = b.add_generation_prompt ?? !isContinue;
     if (isContinue && addGen) throw badRequest("'continue_final_message' and 'add_generation_prompt' cannot both be true", 'continue_final_message', 'invalid_value');
-    const messages = b.messages.map((m) => ({ role: m.role === 'developer' ? 'system' : m.role, content: m.content }));
+    const messages = toMessages(b.messages);
     tokens = await encodeChat(deps, messages, { addGenerationPrompt: addGen, continueFinalMessage: isContinue });
   } else {
     tokens = await encodeText(deps, b.prompt!, b.add_special_tokens ?? true, 'prompt');

@@ -23,6 +23,46 @@ export const refused = (why: string, isAllowed: (v: unknown) => boolean = () => 
 
 const tokenId = z.number().int().min(0);
 
+const grammarText = z.string().min(1).max(1 << 18);
+/** A JSON Schema: an object (or its JSON text). */
+const jsonSchemaValue = z.union([grammarText, z.record(z.string(), z.unknown())]);
+const choiceList = z.array(z.string().min(1).max(4096)).min(1).max(1024);
+
+const responseFormat = z
+  .discriminatedUnion('type', [
+    z.strictObject({ type: z.literal('text') }),
+    z.strictObject({ type: z.literal('json_object') }),
+    z.strictObject({
+      type: z.literal('json_schema'),
+      json_schema: z.strictObject({
+        name: z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/, 'a-z, A-Z, 0-9, _ and -, at most 64'),
+        description: z.string().optional(),
+        schema: z.record(z.string(), z.unknown()).optional(),
+        strict: z.boolean().nullable().optional(),
+      }),
+    }),
+  ])
+  .nullable()
+  .optional()
+  .describe('default text; json_object: any JSON object; json_schema: json_schema.schema (strict or not, the schema is enforced: no property it does not name); compact JSON unless structured_outputs.disable_any_whitespace is false');
+
+const structuredOutputs = z
+  .strictObject({
+    json: jsonSchemaValue.optional(),
+    regex: grammarText.optional(),
+    choice: choiceList.optional(),
+    grammar: grammarText.optional(),
+    json_object: z.boolean().optional(),
+    disable_any_whitespace: z.boolean().optional(),
+    structural_tag: refused('structural tags are not supported'),
+    whitespace_pattern: refused('a whitespace pattern is not supported'),
+    disable_additional_properties: refused('schemas always run in strict mode (no property the schema does not name)'),
+    disable_fallback: z.boolean().optional(),
+  })
+  .nullable()
+  .optional()
+  .describe('vLLM: one of json, regex, choice, grammar, json_object; disable_any_whitespace [true here, false in vLLM] compact JSON; disable_fallback accepted (there is no fallback)');
+
 /** Sampling and output fields of both /v1/completions and /v1/chat/completions. */
 export const samplingFields = {
   model: z.string().optional().describe('default: the served model; another name is a 404'),
@@ -59,13 +99,15 @@ export const samplingFields = {
   ignore_eos: z.boolean().nullable().optional().describe('vLLM; default false'),
   skip_special_tokens: z.boolean().nullable().optional().describe('vLLM; default true'),
   return_token_ids: z.boolean().nullable().optional().describe('vLLM; default false; choices carry token_ids (always when the model has no tokenizer)'),
-  // known, not implemented (part B of issue 18 or later)
-  response_format: refused('structured outputs are not implemented yet; only {"type": "text"} (plain text) is accepted', (v) => JSON.stringify(v) === '{"type":"text"}'),
-  guided_json: refused('structured outputs are not implemented yet'),
-  guided_regex: refused('structured outputs are not implemented yet'),
-  guided_choice: refused('structured outputs are not implemented yet'),
-  guided_grammar: refused('structured outputs are not implemented yet'),
-  structured_outputs: refused('structured outputs are not implemented yet'),
+  // structured outputs (one of these at most; structured-output.ts)
+  response_format: responseFormat,
+  guided_json: jsonSchemaValue.nullable().optional().describe('vLLM (before 0.12; structured_outputs.json now): the output follows this JSON Schema'),
+  guided_regex: grammarText.nullable().optional().describe('vLLM: the output matches this regex (xgrammar syntax)'),
+  guided_choice: choiceList.nullable().optional().describe('vLLM: the output is exactly one of these strings'),
+  guided_grammar: grammarText.nullable().optional().describe('vLLM: the output follows this grammar (xgrammar EBNF, rule root)'),
+  guided_whitespace_pattern: refused('a whitespace pattern is not supported (structured_outputs.disable_any_whitespace: false allows any whitespace)'),
+  guided_decoding_backend: refused('the grammar backend is always xgrammar'),
+  structured_outputs: structuredOutputs,
   best_of: refused('best_of is not implemented (use n)'),
   use_beam_search: refused('beam search is not implemented'),
   prompt_logprobs: z

@@ -19,12 +19,29 @@ export const completionSchema = z.strictObject({
 
 const textPart = z.strictObject({ type: z.literal('text'), text: z.string() });
 
+const toolCall = z.strictObject({
+  id: z.string().max(256),
+  type: z.literal('function'),
+  function: z.strictObject({ name: z.string().max(256), arguments: z.string().max(1 << 20) }),
+});
+
 const message = z.object({
   role: z.enum(['system', 'developer', 'user', 'assistant', 'tool']),
-  content: z.union([z.string(), z.array(textPart), z.null()]).describe('text or text parts'),
+  content: z.union([z.string(), z.array(textPart), z.null()]).optional().describe('text or text parts'),
   name: z.string().optional(),
-  tool_calls: refused('tool calls are not implemented yet'),
-  tool_call_id: z.string().optional(),
+  tool_calls: z.array(toolCall).max(128).optional().describe('assistant messages: the calls it made'),
+  tool_call_id: z.string().max(256).optional().describe('tool messages: the call answered'),
+});
+
+const functionName = z.string().regex(/^[a-zA-Z0-9_-]{1,64}$/, 'a-z, A-Z, 0-9, _ and -, at most 64');
+const tool = z.strictObject({
+  type: z.literal('function'),
+  function: z.strictObject({
+    name: functionName,
+    description: z.string().max(1 << 16).optional(),
+    parameters: z.record(z.string(), z.unknown()).optional(),
+    strict: z.boolean().nullable().optional(),
+  }),
 });
 
 export const chatSchema = z.strictObject({
@@ -35,9 +52,13 @@ export const chatSchema = z.strictObject({
   top_logprobs: z.number().int().min(0).max(20).nullable().optional().describe('default 0; needs logprobs: true'),
   add_generation_prompt: z.boolean().nullable().optional().describe('vLLM; default true: end with the assistant header'),
   continue_final_message: z.boolean().nullable().optional().describe('vLLM; default false: continue the last (assistant) message; not with add_generation_prompt'),
-  tools: refused('tool calling is not implemented yet'),
-  tool_choice: refused('tool calling is not implemented yet'),
-  parallel_tool_calls: refused('tool calling is not implemented yet'),
+  tools: z.array(tool).max(128).nullable().optional().describe('functions the model may call (Llama 3.x JSON tool calling; a chat template without tools: 400)'),
+  tool_choice: z
+    .union([z.enum(['none', 'auto', 'required']), z.strictObject({ type: z.literal('function'), function: z.strictObject({ name: functionName }) })])
+    .nullable()
+    .optional()
+    .describe('default auto with tools, none without; required and a named function constrain the output (JSON schema of the tools)'),
+  parallel_tool_calls: z.boolean().nullable().optional().describe('default true; false: at most one call'),
   functions: refused('function calling is not implemented'),
   function_call: refused('function calling is not implemented'),
   echo: refused('echo is a /v1/completions parameter here'),
