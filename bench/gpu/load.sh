@@ -207,7 +207,7 @@ for part in ${PARTS//,/ }; do
     concurrency)
       dirs=()
       for c in ${CONCURRENCY//,/ }; do
-        run_part "c$c" --dataset-name random --random-input-len "$CONC_IN" --random-output-len "$CONC_OUT" --num-prompts $((4 * c)) --max-concurrency "$c"
+        run_part "c$c" --dataset-name random --random-input-len "$CONC_IN" --random-output-len "$CONC_OUT" --num-prompts $((4 * c)) --max-concurrency "$c" --flush-caches
         dirs+=("$OUT/load/c$c")
       done
       if [[ -f "$OUT/load/engine-bench.json" ]]; then

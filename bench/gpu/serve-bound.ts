@@ -9,7 +9,9 @@
  * (each DIR holds the `results.json` of one `microserve bench --max-concurrency C` point; where
  * `DIR.metrics.before` and `DIR.metrics` hold the router's /metrics scraped before and after that
  * point, the engine's host time per step over the point is shown too: the gap between forwards
- * (the GPU idle while the engine loop works) and the forward time, as in `status` counters.host).
+ * (the GPU idle while the engine loop works) and the forward time, as in `status` counters.host),
+ * and I is the prompt tokens the engine prefilled per request over the point where that is fewer
+ * (prefix-cache hits), so that cached prompts do not raise the efficiency past 100%.
  * Prints one row per concurrency and writes serve-bound.json next to the first DIR.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -41,8 +43,8 @@ function metric(text: string, name: string, labels = ''): number | null {
   return sum;
 }
 
-/** The engine's host time per step over one point: deltas of /metrics before and after it (null: not scraped). */
-function hostPerStep(dir: string): { gapMs: number; forwardMs: number; phasesMs: Record<string, number> } | null {
+/** A metric's increase over one point: /metrics scraped before and after it (null: not scraped). */
+function deltas(dir: string): ((name: string, labels?: string) => number) | null {
   let a: string, b: string;
   try {
     a = readFileSync(`${dir}.metrics.before`, 'utf8');
@@ -50,7 +52,13 @@ function hostPerStep(dir: string): { gapMs: number; forwardMs: number; phasesMs:
   } catch {
     return null;
   }
-  const d = (name: string, labels = '') => (metric(b, name, labels) ?? NaN) - (metric(a, name, labels) ?? NaN);
+  return (name: string, labels = '') => (metric(b, name, labels) ?? NaN) - (metric(a, name, labels) ?? NaN);
+}
+
+/** The engine's host time per step over one point (null: not scraped). */
+function hostPerStep(dir: string): { gapMs: number; forwardMs: number; phasesMs: Record<string, number> } | null {
+  const d = deltas(dir);
+  if (!d) return null;
   const P = 'microserve_engine_';
   const numGaps = d(`${P}host_gap_seconds_count`);
   const numForwards = d(`${P}forward_seconds_count`);
@@ -67,7 +75,12 @@ const rows = dirs.map((dir) => {
   const d = eb.decode.find((x) => x.batch === C);
   if (!d) throw new Error(`engine bench has no decode at batch ${C}`);
   const S = d.tokensGreedyWallMs / 1e3;
-  const bound = O / (I / P + (O * S) / C);
+  // The prompt tokens the engine actually prefilled per request: fewer than I where the prefix
+  // cache already held them (an earlier point's prompts), and the bound must count only those.
+  const dm = deltas(dir);
+  const prefilled = dm ? dm('microserve_engine_tokens', 'kind="prefilled"') / p.completed : NaN;
+  const Ieff = Number.isFinite(prefilled) && prefilled > 0 ? Math.min(I, prefilled) : I;
+  const bound = O / (Ieff / P + (O * S) / C);
   const host = hostPerStep(dir);
   return {
     concurrency: C,
@@ -75,6 +88,7 @@ const rows = dirs.map((dir) => {
     failed: p.failed,
     outputTokS: p.outputThroughput,
     boundTokS: bound,
+    prefilledPerRequest: Number.isFinite(prefilled) ? prefilled : null,
     efficiency: p.outputThroughput / bound,
     prefillTokS: P,
     decodeStepMs: d.tokensGreedyWallMs,
@@ -91,10 +105,10 @@ const rows = dirs.map((dir) => {
 const out = { device: eb.device, date: eb.date, ctx: eb.ctx, chunk, input: I, output: O, rows };
 writeFileSync(join(dirname(dirs[0]), 'serve-bound.json'), JSON.stringify(out, null, 2));
 process.stdout.write(`serving bound: ${eb.device}, ${eb.date}; P = ${P.toFixed(0)} tok/s at ${chunk}-token chunks; S(C) at context ${eb.ctx}\n`);
-process.stdout.write('| C | completed / failed | output tok/s | bound tok/s | efficiency | S(C) ms | TPOT mean ms | ITL p99 ms | ITL p99 / TPOT | TTFT p99 ms | host gap ms/step | forward ms/step |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n');
+process.stdout.write('| C | completed / failed | output tok/s | prefilled / request | bound tok/s | efficiency | S(C) ms | TPOT mean ms | ITL p99 ms | ITL p99 / TPOT | TTFT p99 ms | host gap ms/step | forward ms/step |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n');
 const ms = (v: number | null, digits: number) => (v === null ? 'n/a' : v.toFixed(digits));
 for (const r of rows) {
-  process.stdout.write(`| ${r.concurrency} | ${r.completed} / ${r.failed} | ${r.outputTokS.toFixed(0)} | ${r.boundTokS.toFixed(0)} | ${(100 * r.efficiency).toFixed(1)}% | ${r.decodeStepMs.toFixed(2)} | ${r.tpotMeanMs.toFixed(1)} | ${r.itlP99Ms.toFixed(1)} | ${r.itlP99OverTpot.toFixed(2)} | ${r.ttftP99Ms.toFixed(0)} | ${ms(r.hostGapMs, 3)} | ${ms(r.forwardMs, 2)} |\n`);
+  process.stdout.write(`| ${r.concurrency} | ${r.completed} / ${r.failed} | ${r.outputTokS.toFixed(0)} | ${r.prefilledPerRequest === null ? 'n/a' : r.prefilledPerRequest.toFixed(0)} | ${r.boundTokS.toFixed(0)} | ${(100 * r.efficiency).toFixed(1)}% | ${r.decodeStepMs.toFixed(2)} | ${r.tpotMeanMs.toFixed(1)} | ${r.itlP99Ms.toFixed(1)} | ${r.itlP99OverTpot.toFixed(2)} | ${r.ttftP99Ms.toFixed(0)} | ${ms(r.hostGapMs, 3)} | ${ms(r.forwardMs, 2)} |\n`);
 }
 if (rows.some((r) => r.hostPhasesMs)) {
   process.stdout.write('\nengine host time per step by phase (ms; schedule / build / update are in the gap, send runs during the next forward with overlap)\n');
