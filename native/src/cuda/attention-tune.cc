@@ -39,21 +39,7 @@ void CudaBackend::tuneDecodeAttention() {
   const int layers = std::min(kTuneLayers, m_.layers);
   randomNormalBf16(arena_.qkv, size_t(maxGraphBatch_) * qkvDim, 7, 5, 0.f, 1.f, stream_);
 
-  auto timeIt = [&](auto&& fn) {
-    fn();
-    std::vector<float> t;
-    for (int i = 0; i < 3; i++) {
-      MS_CUDA_CHECK(cudaEventRecord(evStart_, stream_));
-      fn();
-      MS_CUDA_CHECK(cudaEventRecord(evStop_, stream_));
-      MS_CUDA_CHECK(cudaEventSynchronize(evStop_));
-      float ms;
-      MS_CUDA_CHECK(cudaEventElapsedTime(&ms, evStart_, evStop_));
-      t.push_back(ms);
-    }
-    std::sort(t.begin(), t.end());
-    return t[1];
-  };
+  auto timeIt = [&](auto&& fn) { return medianEventMs(fn, 1, 3); };
 
   for (int bi = 0; bi < kNumGraphBuckets; bi++)
     for (int ci = 0; ci < kNumTunedCtx; ci++) {

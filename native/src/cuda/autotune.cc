@@ -77,21 +77,7 @@ void CudaBackend::autotune() {
     prefillTune_.push_back(pt);
   }
   size_t turn = 0;
-  auto timeIt = [&](auto&& fn) {
-    for (int i = 0; i < 2; i++) fn();
-    std::vector<float> t;
-    for (int i = 0; i < 5; i++) {
-      MS_CUDA_CHECK(cudaEventRecord(evStart_, stream_));
-      fn();
-      MS_CUDA_CHECK(cudaEventRecord(evStop_, stream_));
-      MS_CUDA_CHECK(cudaEventSynchronize(evStop_));
-      float ms;
-      MS_CUDA_CHECK(cudaEventElapsedTime(&ms, evStart_, evStop_));
-      t.push_back(ms);
-    }
-    std::sort(t.begin(), t.end());
-    return t[2];
-  };
+  auto timeIt = [&](auto&& fn) { return medianEventMs(fn, 2, 5); };
   for (int k = 0; k < kNumWeightKinds; k++) {
     const Case& c = cases[k];
     auto nextW = [&] { return c.Ws[turn++ % c.Ws.size()]; };

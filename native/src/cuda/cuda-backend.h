@@ -18,6 +18,7 @@
 // what gpuMemoryUtilization leaves. Nothing is allocated on the device in forward; a step past
 // the plan is refused with OVER_PLAN, a plan the device cannot hold with DEVICE_MEMORY.
 #pragma once
+#include <algorithm>
 #include <map>
 #include <memory>
 #include <new>
@@ -173,6 +174,24 @@ class CudaBackend : public Backend {
   // the context buckets up to kMinGraphCtx << (kNumTunedCtx - 1), over the KV pool (after it
   // exists, before the final graph capture).
   void tuneDecodeAttention();
+  // The start-time tunings' timer: the median of `reps` runs of fn on stream_, each between the
+  // backend's two events, after `warm` untimed ones.
+  template <class F>
+  float medianEventMs(F&& fn, int warm, int reps) {
+    for (int i = 0; i < warm; i++) fn();
+    std::vector<float> t;
+    for (int i = 0; i < reps; i++) {
+      MS_CUDA_CHECK(cudaEventRecord(evStart_, stream_));
+      fn();
+      MS_CUDA_CHECK(cudaEventRecord(evStop_, stream_));
+      MS_CUDA_CHECK(cudaEventSynchronize(evStop_));
+      float ms;
+      MS_CUDA_CHECK(cudaEventElapsedTime(&ms, evStart_, evStop_));
+      t.push_back(ms);
+    }
+    std::sort(t.begin(), t.end());
+    return t[t.size() / 2];
+  }
   // memory-plan.cc
   void planMemory();
   void planArena();
