@@ -9,18 +9,14 @@ import * as assert from 'uvu/assert';
 import { z } from 'zod';
 import { tokenizerOption } from '../../actors/engine/actor.ts';
 import { packSampling } from '../../actors/engine/sampler.ts';
-import type { GrammarSpec, SamplingParams } from '../../actors/messages.ts';
-import { loadTokenizer } from '../../actors/text/loader.ts';
 import { loadAddon } from '../../native/addon.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
-import { shippedModelFolder } from '../../native/model-source.ts';
 import { Collector, makeCore, run, usedPages } from '../engine/helpers.ts';
 import { pageRange } from '../native/helpers.ts';
+import { Person, folder, prompt, withEos } from '../shared/kjv-grammar.ts';
 
 const DEVICE = process.env.MICROSERVE_CUDA_DEVICE ?? 'cuda:0';
 const hasCuda = Boolean((loadAddon() as { hasCuda?: boolean }).hasCuda);
-const folder = shippedModelFolder('kjv-chat')!;
-const tok = (await loadTokenizer({ folder, isPreset: false }))!;
 let model: LoadedModel;
 
 if (!hasCuda) {
@@ -31,16 +27,7 @@ if (!hasCuda) {
   });
   test.after(() => model.backend.close());
 
-  const EOS = () => model.config.eosTokenIds;
-  const prompt = (q: string) => tok.applyChatTemplate([{ role: 'user', content: q }]);
-  const withGrammar = (grammar: GrammarSpec, maxTokens: number): SamplingParams => ({ maxTokens, temperature: 0, topP: 1, stopTokenIds: EOS(), grammar });
-  const text = (ids: number[]) => tok.decode(ids.filter((t) => !EOS().includes(t)), { skipSpecialTokens: true });
-  const Person = z.object({
-    name: z.string().max(20),
-    mood: z.enum(['joyful', 'sorrowful', 'wrathful']),
-    place: z.object({ city: z.string().max(16), year: z.number().int() }),
-    sons: z.array(z.string().max(12)).max(3),
-  });
+  const { withGrammar, text } = withEos(() => model.config.eosTokenIds);
 
   test('json_object and a nested json_schema on a cuda engine: valid, validated, stop', async () => {
     const c = new Collector();

@@ -8,14 +8,11 @@ import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { z } from 'zod';
 import { tokenizerOption } from '../../actors/engine/actor.ts';
-import type { GrammarSpec, SamplingParams } from '../../actors/messages.ts';
-import { loadTokenizer } from '../../actors/text/loader.ts';
+import type { GrammarSpec } from '../../actors/messages.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
-import { shippedModelFolder } from '../../native/model-source.ts';
 import { Collector, makeCore, run, usedPages } from './helpers.ts';
+import { Person, folder, prompt, tok, withEos } from '../shared/kjv-grammar.ts';
 
-const folder = shippedModelFolder('kjv-chat')!;
-const tok = (await loadTokenizer({ folder, isPreset: false }))!;
 let model: LoadedModel;
 test.before(async () => {
   model = await openModel(folder, { numPages: 128, pageSize: 16, numThreads: 2 });
@@ -23,16 +20,7 @@ test.before(async () => {
 test.after(() => model.backend.close());
 
 const EOS = () => model.config.eosTokenIds;
-const prompt = (q: string) => tok.applyChatTemplate([{ role: 'user', content: q }]);
-const withGrammar = (grammar: GrammarSpec, maxTokens = 120, extra: Partial<SamplingParams> = {}): SamplingParams => ({ maxTokens, temperature: 0, topP: 1, stopTokenIds: EOS(), grammar, ...extra });
-const text = (ids: number[]) => tok.decode(ids.filter((t) => !EOS().includes(t)), { skipSpecialTokens: true });
-
-const Person = z.object({
-  name: z.string().max(20),
-  mood: z.enum(['joyful', 'sorrowful', 'wrathful']),
-  place: z.object({ city: z.string().max(16), year: z.number().int() }),
-  sons: z.array(z.string().max(12)).max(3),
-});
+const { withGrammar, text } = withEos(EOS);
 
 test('json_object and a nested json_schema: greedy output parses and validates; stop at the grammar end', async () => {
   const c = new Collector();
