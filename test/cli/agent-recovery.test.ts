@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import { connect } from '../../actors/runtime/client.ts';
 import type { ActorSystem } from '../../actors/runtime/system.ts';
 import type { ActorStatus } from '../../supervisors/cluster-status.ts';
-import { sseEvents } from '../shared/sse.ts';
+import { streamGreedy } from '../shared/sse.ts';
 import { CLI, ROOT, cliAsync, isAlive, sleep, startUp, stopUp, tempHome, type UpProcess } from './helpers.ts';
 
 const CONTROL_GRACE_S = 15;
@@ -59,22 +59,7 @@ async function until<T>(what: string, get: () => Promise<T>, ok: (v: T) => boole
   }
 }
 
-async function stream(prompt: string): Promise<{ ids: number[]; finish: string | null; error?: string }> {
-  const r = await fetch(up.httpUrl + '/v1/completions', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ prompt, max_tokens: MAX_TOKENS, temperature: 0, ignore_eos: true, return_token_ids: true, stream: true }),
-  });
-  if (r.status !== 200) return { ids: [], finish: null, error: `HTTP ${r.status}: ${await r.text()}` };
-  const ids: number[] = [];
-  let finish: string | null = null;
-  for await (const ev of sseEvents(r.body)) {
-    if (ev.error) return { ids, finish, error: JSON.stringify(ev.error) };
-    for (const t of ev.choices[0].token_ids ?? []) ids.push(t);
-    finish = ev.choices[0].finish_reason ?? finish;
-  }
-  return { ids, finish };
-}
+const stream = (prompt: string) => streamGreedy(up.httpUrl, prompt, MAX_TOKENS);
 
 /** The router's count of requests moved to another engine. */
 async function migrations(): Promise<number> {

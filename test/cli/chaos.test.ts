@@ -22,7 +22,7 @@ import type { ActorSystem } from '../../actors/runtime/system.ts';
 import type { ActorStatus } from '../../supervisors/cluster-status.ts';
 import { xorshift } from '../shared/xorshift.ts';
 import { CLI, ROOT, sleep, startUp, stopUp, tempHome, type UpProcess } from './helpers.ts';
-import { sseEvents } from '../shared/sse.ts';
+import { streamGreedy } from '../shared/sse.ts';
 
 const DURATION_MS = 60_000;
 const KILL_EVERY_MS = 2000;
@@ -50,23 +50,7 @@ const freePort = () =>
     });
   });
 
-/** One streamed completion: token ids, finish reason, or the HTTP/stream error. */
-async function stream(url: string, prompt: string): Promise<{ ids: number[]; finish: string | null; error?: string }> {
-  const r = await fetch(url + '/v1/completions', {
-    method: 'POST',
-    headers: { 'content-type': 'application/json' },
-    body: JSON.stringify({ prompt, max_tokens: MAX_TOKENS, temperature: 0, ignore_eos: true, return_token_ids: true, stream: true }),
-  });
-  if (r.status !== 200) return { ids: [], finish: null, error: `HTTP ${r.status}: ${await r.text()}` };
-  const ids: number[] = [];
-  let finish: string | null = null;
-  for await (const ev of sseEvents(r.body)) {
-    if (ev.error) return { ids, finish, error: JSON.stringify(ev.error) };
-    for (const t of ev.choices[0].token_ids ?? []) ids.push(t);
-    finish = ev.choices[0].finish_reason ?? finish;
-  }
-  return { ids, finish };
-}
+const stream = (url: string, prompt: string) => streamGreedy(url, prompt, MAX_TOKENS);
 
 async function actors(client: ActorSystem): Promise<ActorStatus[]> {
   return ((await client.ref('control').query({ type: 'status' }, 30_000)) as { actors: ActorStatus[] }).actors;
