@@ -6,7 +6,8 @@
 #   (b) random: 3000 in / 200 out, 1000 prompts
 #   engine:      the engine bench before `up` (decode at batches 64/128/256, context 512 + 256/2,
 #                prefill at the engine's chunk size): the serving bound's inputs
-#   concurrency: random 512 in / 256 out at --max-concurrency 64, 128, 256 (4 x C prompts each),
+#   concurrency: random 512 in / 256 out at --max-concurrency 64, 128, 256 (CONC_PER_C x C prompts
+#                each: the point's last requests drain the batch, a tail that weighs ~8% at 4 x C),
 #                then bench/gpu/serve-bound.ts: output tok/s against the bound, ITL p99 / TPOT, and
 #                the engine's host time per step (the GPU idle between forwards) over each point
 #   sweep:       chat at SWEEP_RATES (1000 prompts each), goodput at TTFT <= 1 s, TPOT <= 50 ms
@@ -20,7 +21,7 @@
 #   there: run(command="bash bench/gpu/load.sh", carry=[".gpu"])            # both parts
 #          run(command="PARTS=chat bash bench/gpu/load.sh", carry=[".gpu"]) # one part per command
 # Env (defaults): PARTS=chat,random; CHAT_PROMPTS=2000; RANDOM_PROMPTS=1000; RANDOM_IN=3000;
-# RANDOM_OUT=200; CONCURRENCY=64,128,256; CONC_IN=512; CONC_OUT=256 (the concurrency workload);
+# RANDOM_OUT=200; CONCURRENCY=64,128,256; CONC_IN=512; CONC_OUT=256, CONC_PER_C=12 (the concurrency workload);
 # MAX_BATCH_TOKENS (unset: the default); MAX_NUM_SEQS (unset: the default 256); KV_PAGES
 # (unset: auto); GPU_UTIL (unset: 0.9); BUILD=1 (0 skips the build: a warm machine);
 # PART_TIMEOUT=420 s per part, so one device command stays under 9 minutes with the engine start;
@@ -40,6 +41,7 @@ PART_TIMEOUT=${PART_TIMEOUT:-420}
 CONCURRENCY=${CONCURRENCY:-64,128,256}
 CONC_IN=${CONC_IN:-512}
 CONC_OUT=${CONC_OUT:-256}
+CONC_PER_C=${CONC_PER_C:-12}
 SWEEP_RATES=${SWEEP_RATES:-10,20,30,40}
 SWEEP_PROMPTS=${SWEEP_PROMPTS:-1000}
 CHUNK=${MAX_BATCH_TOKENS:-512}  # the engine's maxBatchTokens (the topology default 512 when unset)
@@ -207,7 +209,7 @@ for part in ${PARTS//,/ }; do
     concurrency)
       dirs=()
       for c in ${CONCURRENCY//,/ }; do
-        run_part "c$c" --dataset-name random --random-input-len "$CONC_IN" --random-output-len "$CONC_OUT" --num-prompts $((4 * c)) --max-concurrency "$c" --flush-caches
+        run_part "c$c" --dataset-name random --random-input-len "$CONC_IN" --random-output-len "$CONC_OUT" --num-prompts $((CONC_PER_C * c)) --max-concurrency "$c" --flush-caches
         dirs+=("$OUT/load/c$c")
       done
       if [[ -f "$OUT/load/engine-bench.json" ]]; then

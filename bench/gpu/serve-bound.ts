@@ -12,6 +12,10 @@
  * (the GPU idle while the engine loop works) and the forward time, as in `status` counters.host),
  * and I is the prompt tokens the engine prefilled per request over the point where that is fewer
  * (prefix-cache hits), so that cached prompts do not raise the efficiency past 100%.
+ * The `in flight` column is the point's mean number of requests in flight as the client saw them
+ * (Little's law: the sum of end-to-end latencies over the point's duration): below C where the
+ * batch ramps up at the start and drains at the end (the closed loop's last requests), which the
+ * steady-state bound does not model; more prompts per point shrink that share.
  * Prints one row per concurrency and writes serve-bound.json next to the first DIR.
  */
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -82,6 +86,8 @@ const rows = dirs.map((dir) => {
   const Ieff = Number.isFinite(prefilled) && prefilled > 0 ? Math.min(I, prefilled) : I;
   const bound = O / (Ieff / P + (O * S) / C);
   const host = hostPerStep(dir);
+  const e2el: number[] = p.samples?.e2elMs ?? [];
+  const inFlight = e2el.length > 0 ? e2el.reduce((a, x) => a + x, 0) / 1e3 / p.durationS : null;
   return {
     concurrency: C,
     completed: p.completed,
@@ -90,6 +96,7 @@ const rows = dirs.map((dir) => {
     boundTokS: bound,
     prefilledPerRequest: Number.isFinite(prefilled) ? prefilled : null,
     efficiency: p.outputThroughput / bound,
+    meanInFlight: inFlight,
     prefillTokS: P,
     decodeStepMs: d.tokensGreedyWallMs,
     tpotMeanMs: p.tpotMs.mean,
@@ -105,10 +112,10 @@ const rows = dirs.map((dir) => {
 const out = { device: eb.device, date: eb.date, ctx: eb.ctx, chunk, input: I, output: O, rows };
 writeFileSync(join(dirname(dirs[0]), 'serve-bound.json'), JSON.stringify(out, null, 2));
 process.stdout.write(`serving bound: ${eb.device}, ${eb.date}; P = ${P.toFixed(0)} tok/s at ${chunk}-token chunks; S(C) at context ${eb.ctx}\n`);
-process.stdout.write('| C | completed / failed | output tok/s | prefilled / request | bound tok/s | efficiency | S(C) ms | TPOT mean ms | ITL p99 ms | ITL p99 / TPOT | TTFT p99 ms | host gap ms/step | forward ms/step |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n');
+process.stdout.write('| C | completed / failed | output tok/s | prefilled / request | bound tok/s | efficiency | in flight | S(C) ms | TPOT mean ms | ITL p99 ms | ITL p99 / TPOT | TTFT p99 ms | host gap ms/step | forward ms/step |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n');
 const ms = (v: number | null, digits: number) => (v === null ? 'n/a' : v.toFixed(digits));
 for (const r of rows) {
-  process.stdout.write(`| ${r.concurrency} | ${r.completed} / ${r.failed} | ${r.outputTokS.toFixed(0)} | ${r.prefilledPerRequest === null ? 'n/a' : r.prefilledPerRequest.toFixed(0)} | ${r.boundTokS.toFixed(0)} | ${(100 * r.efficiency).toFixed(1)}% | ${r.decodeStepMs.toFixed(2)} | ${r.tpotMeanMs.toFixed(1)} | ${r.itlP99Ms.toFixed(1)} | ${r.itlP99OverTpot.toFixed(2)} | ${r.ttftP99Ms.toFixed(0)} | ${ms(r.hostGapMs, 3)} | ${ms(r.forwardMs, 2)} |\n`);
+  process.stdout.write(`| ${r.concurrency} | ${r.completed} / ${r.failed} | ${r.outputTokS.toFixed(0)} | ${r.prefilledPerRequest === null ? 'n/a' : r.prefilledPerRequest.toFixed(0)} | ${r.boundTokS.toFixed(0)} | ${(100 * r.efficiency).toFixed(1)}% | ${ms(r.meanInFlight, 1)} | ${r.decodeStepMs.toFixed(2)} | ${r.tpotMeanMs.toFixed(1)} | ${r.itlP99Ms.toFixed(1)} | ${r.itlP99OverTpot.toFixed(2)} | ${r.ttftP99Ms.toFixed(0)} | ${ms(r.hostGapMs, 3)} | ${ms(r.forwardMs, 2)} |\n`);
 }
 if (rows.some((r) => r.hostPhasesMs)) {
   process.stdout.write('\nengine host time per step by phase (ms; schedule / build / update are in the gap, send runs during the next forward with overlap)\n');
