@@ -69,7 +69,7 @@ export class KvCacheManager {
   flush(): number {
     const evicted = this.tree.evict(this.tree.numCachedPages);
     this.numEvictedPages += evicted.length;
-    this.freeList.push(...evicted);
+    for (const p of evicted) this.freeList.push(p); // a spread of a whole pool's ids overflows the stack
     return evicted.length;
   }
 
@@ -87,10 +87,10 @@ export class KvCacheManager {
     if (this.freeList.length < n) {
       const evicted = this.tree.evict(n - this.freeList.length);
       this.numEvictedPages += evicted.length;
-      this.freeList.push(...evicted);
+      for (const p of evicted) this.freeList.push(p);
     }
     const pages = this.freeList.splice(this.freeList.length - n, n).reverse();
-    seq.pageIds.push(...pages);
+    for (const p of pages) seq.pageIds.push(p);
     this.addPrivate(seq.kind, n);
     return pages;
   }
@@ -157,9 +157,9 @@ export class KvCacheManager {
         result = { numNewPages: 0, duplicatePageIds: [] };
       }
     }
-    toFree.push(...seq.pageIds.slice(firstFree));
+    for (let i = firstFree; i < seq.pageIds.length; i++) toFree.push(seq.pageIds[i]);
     this.addPrivate(seq.kind, -numPrivate);
-    this.freeList.push(...toFree);
+    for (const p of toFree) this.freeList.push(p);
     this.tree.unlock(seq.node);
     seq.isClosed = true;
     this.seqs.delete(seq.id);

@@ -7,6 +7,12 @@
  * The tree counts its pages by state: `numCachedPages` (in nodes with lockRef 0) and
  * `numLockedPages` (lockRef > 0). A node with lockRef 0 has only unlocked descendants, so every
  * cached page is evictable by trimming leaves.
+ *
+ * Eviction candidates are kept between calls in one min-heap by last access: a leaf is pushed
+ * when it may have become evictable (inserted, unlocked to 0, its last child evicted) or was
+ * accessed; an entry whose node has since been locked, grown children, left the tree or been
+ * accessed again is stale and skipped when popped. An eviction therefore costs O(log n) per
+ * leaf it takes, not a walk of the whole tree (a full pool under load evicts in most steps).
  */
 import { MinHeap } from './min-heap.ts';
 
@@ -26,6 +32,12 @@ export class RadixNode {
   }
 }
 
+/** A heap entry: `node` as it was when pushed (`lastAccess`), stale once that changed. */
+interface Candidate {
+  node: RadixNode;
+  lastAccess: number;
+}
+
 /** Where a lookup stopped: `node` holds the last matched page (its first `nodePages` pages matched). */
 interface Walk {
   numPages: number;
@@ -38,7 +50,10 @@ export class RadixTree {
   readonly root = new RadixNode(null, [], []);
   numCachedPages = 0;
   numLockedPages = 0;
+  /** Nodes in the tree, the root excluded. */
+  numNodes = 0;
   private clock = 0;
+  private candidates = new MinHeap<Candidate>((a, b) => a.lastAccess - b.lastAccess);
 
   constructor(readonly pageSize: number) {}
 
@@ -92,14 +107,17 @@ export class RadixTree {
         const fresh = new RadixNode(node, Array.from(tokens).slice(i * this.pageSize, pages.length * this.pageSize), pages.slice(i));
         fresh.lastAccess = t;
         node.children.set(key, fresh);
+        this.numNodes++;
         numNewPages = pages.length - i;
         this.numCachedPages += numNewPages;
+        this.offer(fresh);
         break;
       }
       const k = this.commonPages(child, tokens, i, pages.length - i);
       if (k < child.pages.length && i + k < pages.length) child = this.split(child, k);
       for (let j = 0; j < k; j++) if (child.pages[j] !== pages[i + j]) duplicatePageIds.push(pages[i + j]);
       child.lastAccess = t;
+      this.offer(child);
       node = child;
       i += k;
     }
@@ -124,6 +142,7 @@ export class RadixTree {
       if (n.lockRef === 0) {
         this.numLockedPages -= n.pages.length;
         this.numCachedPages += n.pages.length;
+        this.offer(n);
       }
     }
   }
@@ -134,23 +153,35 @@ export class RadixTree {
    */
   evict(numPages: number): number[] {
     const freed: number[] = [];
-    if (numPages <= 0) return freed;
-    const heap = new MinHeap<RadixNode>((a, b) => a.lastAccess - b.lastAccess);
-    for (const n of this.nodes()) if (this.isEvictable(n)) heap.push(n);
-    while (freed.length < numPages && heap.size > 0) {
-      const leaf = heap.pop()!;
+    while (freed.length < numPages && this.candidates.size > 0) {
+      const { node: leaf, lastAccess } = this.candidates.pop()!;
+      if (leaf.parent === null || leaf.lastAccess !== lastAccess || !this.isEvictable(leaf) || leaf.pages.length === 0) continue;
       const key = this.keyOf(leaf.tokens, 0);
       const take = Math.min(numPages - freed.length, leaf.pages.length);
-      freed.push(...leaf.pages.splice(leaf.pages.length - take, take));
+      for (const p of leaf.pages.splice(leaf.pages.length - take, take)) freed.push(p);
       leaf.tokens.length = leaf.pages.length * this.pageSize;
       this.numCachedPages -= take;
-      if (leaf.pages.length > 0) continue;
-      const parent = leaf.parent!;
+      if (leaf.pages.length > 0) {
+        this.candidates.push({ node: leaf, lastAccess }); // still the least recently used
+        continue;
+      }
+      const parent = leaf.parent;
       parent.children.delete(key);
       leaf.parent = null;
-      if (this.isEvictable(parent)) heap.push(parent);
+      this.numNodes--;
+      this.offer(parent);
     }
     return freed;
+  }
+
+  /** Queues `n` for eviction if it is an evictable leaf now; rebuilds the heap when stale entries dominate. */
+  private offer(n: RadixNode): void {
+    if (!this.isEvictable(n)) return;
+    this.candidates.push({ node: n, lastAccess: n.lastAccess });
+    if (this.candidates.size > 2 * this.numNodes + 1024) {
+      this.candidates = new MinHeap<Candidate>((a, b) => a.lastAccess - b.lastAccess);
+      for (const m of this.nodes()) if (this.isEvictable(m)) this.candidates.push({ node: m, lastAccess: m.lastAccess });
+    }
   }
 
   /** Every node except the root, depth first. */
@@ -193,6 +224,7 @@ export class RadixTree {
     const parent = node.parent!;
     const key = this.keyOf(node.tokens, 0);
     const mid = new RadixNode(parent, node.tokens.slice(0, k * ps), node.pages.slice(0, k));
+    this.numNodes++;
     mid.lockRef = node.lockRef; // every lock through node also runs through mid
     mid.lastAccess = node.lastAccess;
     node.tokens = node.tokens.slice(k * ps);
