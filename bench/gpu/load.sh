@@ -71,7 +71,7 @@ if [[ "$BUILD" == 1 ]]; then
   cmake -S native -B native/build -G Ninja -DCMAKE_BUILD_TYPE=Release \
     -DCMAKE_JS_INC="$PWD/node_modules/node-api-headers/include;$PWD/node_modules/node-addon-api" \
     -DCMAKE_LIBRARY_OUTPUT_DIRECTORY="$PWD/native/build/Release" > "$OUT/build.log" 2>&1 &&
-    cmake --build native/build -j 16 --target microserve_native >> "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
+    cmake --build native/build -j 16 --target microserve_native $([[ ",$PARTS," == *,engine,* ]] && echo microserve_engine_bench) >> "$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log"; exit 1; }
 fi
 
 # One engine with the defaults (but what the env overrides).
