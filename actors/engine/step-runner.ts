@@ -99,10 +99,6 @@ export class StepRunner {
    */
   private async forward(entries: StepEntry[]): Promise<Int32Array> {
     this.last = null;
-    if (this.numStepsToFail > 0) {
-      this.numStepsToFail--;
-      throw new MicroserveError('NATIVE_ERROR', 'forced step failure (test hook)');
-    }
     // rows whose chunk reaches the request's last token sample its next token; others are ignored
     const rows = entries.map(({ req, start, n }) => (req.kind === 'generate' && start + n === req.totalLen ? req : null));
     const masks = this.masks?.prepare(rows) ?? null;
@@ -112,6 +108,10 @@ export class StepRunner {
     const sb = new SamplingBatch(rows, this.samplingSlots, this.scratch, masks ? (gate ? { gate } : { allowedMask: masks.masks }) : undefined);
     const prompt = PromptLogprobsBatch.of(entries); // positions whose prompt logprobs are still missing
     const sampling = prompt ? { ...sb.sampling, promptLogprobs: prompt.input } : sb.sampling;
+    if (this.numStepsToFail > 0) {  // as a backend that fails once the step is built (its masks are being computed)
+      this.numStepsToFail--;
+      throw new MicroserveError('NATIVE_ERROR', 'forced step failure (test hook)');
+    }
     const running = this.forwardFn(entries, {
       seqs: entries.map((e) => ({ tokens: e.req.slice(e.start, e.n), startPos: e.start, pageTable: e.req.seq!.pageIds })),
       logits: 'last',
