@@ -206,6 +206,12 @@ export interface Backend {
    * any more (it settled, failed or timed out); BAD_REQUEST when masks has the wrong length.
    */
   supplyMasks(id: number, masks: Uint32Array | null): boolean;
+  /**
+   * Mask gates the backend's thread waited at since it started, and how long in all: the device
+   * idled for masks at most this long (CPU: exactly; CUDA: the host waited while the queued
+   * forward may still have been running).
+   */
+  maskGateStats(): { numWaits: number; waitMs: number };
   /** (pageIds.length, pageBytes) bytes in wire layout. */
   readPages(pageIds: Int32Array): Promise<Uint8Array>;
   writePages(pageIds: Int32Array, data: Uint8Array): Promise<void>;

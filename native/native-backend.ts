@@ -170,6 +170,11 @@ export class NativeBackend implements Backend {
     }
   }
 
+  maskGateStats(): { numWaits: number; waitMs: number } {
+    const v = this.native().maskGateStats();
+    return { numWaits: v[0], waitMs: v[1] };
+  }
+
   readPages(pageIds: Int32Array): Promise<Uint8Array> {
     return nativeCall(() => this.native().readPages(pageIds));
   }

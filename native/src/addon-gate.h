@@ -12,6 +12,7 @@
 #pragma once
 #include <napi.h>
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
@@ -24,9 +25,16 @@
 
 namespace ms::addon {
 
+// How long the backend's thread waited at gates (maskGateStats): the device idles for masks at
+// most this long (CPU: exactly; CUDA: the host waits while the queued forward still runs).
+struct GateStats {
+  std::atomic<int64_t> numWaits{0};
+  std::atomic<int64_t> waitNs{0};
+};
+
 class Gate : public ms::MaskGate {
  public:
-  Gate(uint32_t id, int timeoutMs) : id_(id), timeout_(timeoutMs) {}
+  Gate(uint32_t id, int timeoutMs, std::shared_ptr<GateStats> stats) : id_(id), timeout_(timeoutMs), stats_(std::move(stats)) {}
 
   // Opens the gate with `masks` (null: none); false when it is no longer waiting for them.
   bool open(const uint32_t* masks) { return settle(masks ? State::kMasks : State::kNone, masks); }
@@ -34,8 +42,12 @@ class Gate : public ms::MaskGate {
   void cancel() { settle(State::kCancelled, nullptr); }
 
   ms::Status wait(const uint32_t** masks) override {
+    const auto t0 = std::chrono::steady_clock::now();
     std::unique_lock<std::mutex> lock(mu_);
-    if (!cv_.wait_for(lock, timeout_, [&] { return state_ != State::kPending; })) {
+    const bool isOpen = cv_.wait_for(lock, timeout_, [&] { return state_ != State::kPending; });
+    stats_->numWaits++;
+    stats_->waitNs += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - t0).count();
+    if (!isOpen) {
       state_ = State::kTimedOut;  // a late supplyMasks now answers false
       return ms::Status::Error(ms::Code::MASK_TIMEOUT, "the masks of gate " + std::to_string(id_) + " were not supplied within " +
                                                            std::to_string(timeout_.count()) + " ms (sampling.maskGate.timeoutMs)");
@@ -61,6 +73,7 @@ class Gate : public ms::MaskGate {
 
   const uint32_t id_;
   const std::chrono::milliseconds timeout_;
+  const std::shared_ptr<GateStats> stats_;
   std::mutex mu_;
   std::condition_variable cv_;
   State state_ = State::kPending;
@@ -79,7 +92,7 @@ class GateTable {
   bool has(uint32_t id) const { return gates_.count(id) > 0; }
   std::shared_ptr<Gate> add(uint32_t id, int timeoutMs, size_t numWords) {
     Entry& e = gates_[id];
-    e.gate = std::make_shared<Gate>(id, timeoutMs);
+    e.gate = std::make_shared<Gate>(id, timeoutMs, stats);
     e.numWords = numWords;
     return e.gate;
   }
@@ -88,6 +101,8 @@ class GateTable {
     return it == gates_.end() ? nullptr : &it->second;
   }
   void remove(uint32_t id) { gates_.erase(id); }
+  // Shared with the gates (their waits run on the backend's thread).
+  const std::shared_ptr<GateStats> stats = std::make_shared<GateStats>();
   // Every gate still waiting fails its forward (close, process exit): no backend thread hangs.
   void cancelAll() {
     for (auto& [id, e] : gates_) e.gate->cancel();

@@ -49,6 +49,7 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
                         InstanceMethod("copyPeerPages", &NativeBackend::CopyPeerPages),
                         InstanceMethod("forwardWithSend", &NativeBackend::ForwardWithSend),
                         InstanceMethod("supplyMasks", &NativeBackend::SupplyMasks),
+                        InstanceMethod("maskGateStats", &NativeBackend::MaskGateStats),
                         InstanceMethod("joinNvshmem", &NativeBackend::JoinNvshmem),
                         InstanceMethod("openNvshmemPeer", &NativeBackend::OpenNvshmemPeer),
                         InstanceAccessor("pageBytes", &NativeBackend::PageBytes, nullptr),
@@ -451,6 +452,16 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
       masks = a.Data();
     }
     return Napi::Boolean::New(env, e != nullptr && e->gate->open(masks));
+  }
+
+  // maskGateStats(): Float64Array [gates waited at, ms the backend's thread waited at them in all].
+  Napi::Value MaskGateStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!worker_) fail(env, "NATIVE_ERROR", "backend is closed");
+    Napi::Float64Array out = Napi::Float64Array::New(env, 2);
+    out[0] = double(worker_->gates.stats->numWaits.load());
+    out[1] = double(worker_->gates.stats->waitNs.load()) / 1e6;
+    return out;
   }
 
   // joinNvshmem(uid Uint8Array(128), rank, nranks): Promise<Float64Array(4)> — pe, npes,
