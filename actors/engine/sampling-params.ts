@@ -9,10 +9,11 @@
  * request rebuilds the same state) with `reset`; after that the backend counts each token it
  * samples itself, so nothing but slot ids travels per step. A slot is freed with its request.
  *
- * Grammar hook (structured outputs): `Request.allowedMask`, set by the engine's grammars
- * (grammar/grammars.ts) before a step that samples for the request, goes to the backend as
- * `ForwardSamplingExtras.allowedMask` (a per-row token bitmask applied before everything else:
- * P1 of native/src/common/logit-processing.h).
+ * Grammar hook (structured outputs): the step's mask matrix from the engine's grammars
+ * (grammar/grammars.ts `prepare`) goes to the backend as `ForwardSamplingExtras.allowedMask` when
+ * it is known up front, or through a mask gate (`ForwardSampling.maskGate`) when it is computed
+ * while the forward runs: a per-row token bitmask applied before everything else (P1 of
+ * native/src/common/logit-processing.h).
  */
 import { z } from 'zod';
 import { MicroserveError } from '../../common/errors.ts';
