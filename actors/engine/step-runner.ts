@@ -52,6 +52,7 @@ export class StepRunner {
   private numStepsToFail = 0;
   /** The sampling arrays, reused step after step (forwards are sequential). */
   private readonly scratch = new SamplingScratch();
+  /** Mask gate ids: unique per backend while one engine core drives it (a held id is refused by the addon). */
   private nextGateId = 0;
   /** The last forward's sampling rows and grammar masks (a failed step's retry keeps them). */
   private last: { rows: (Request | null)[]; masks: StepMasks | null } | null = null;
