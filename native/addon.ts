@@ -67,6 +67,10 @@ export interface NativeBackendHandle {
   forward(tokens: Int32Array, seqLens: Int32Array, startPos: Int32Array, pageTables: Int32Array, maxPagesPerSeq: number, allLogits: boolean): Promise<Float32Array>;
   /** With sampling: the (numSeqs,) sampled token ids; no logits leave the device. */
   forward(tokens: Int32Array, seqLens: Int32Array, startPos: Int32Array, pageTables: Int32Array, maxPagesPerSeq: number, allLogits: false, sampling: ForwardSampling): Promise<Int32Array>;
+  /** Opens a forward's mask gate (sampling.maskGate); false when none waits on `id`. Throws BAD_ARGUMENT on a wrong length. */
+  supplyMasks(id: number, masks: Uint32Array | null): boolean;
+  /** [gates waited at, ms the backend's thread waited at them in all]. */
+  maskGateStats(): Float64Array;
   readPages(pageIds: Int32Array): Promise<Uint8Array>;
   writePages(pageIds: Int32Array, data: Uint8Array): Promise<void>;
   /** 64-byte CUDA IPC handle of the KV pool, then the device UUID as 32 hex characters. */

@@ -73,6 +73,21 @@ export interface ForwardSampling {
   extras?: ForwardSamplingExtras;
   /** [promptLogprobs] logprobs of prompt tokens from their own positions' logits (echo, vLLM's prompt_logprobs). */
   promptLogprobs?: ForwardPromptLogprobs;
+  /**
+   * [maskGate] masks supplied late (structured outputs): the forward is submitted before its
+   * allowed masks exist; the backend runs it up to the logits, then waits for
+   * `Backend.supplyMasks(id, ...)` and samples with them as `extras.allowedMask` (which must be
+   * unset). Excludes nothing else.
+   */
+  maskGate?: ForwardMaskGate;
+}
+
+/** A forward's mask gate (ForwardSampling.maskGate). */
+export interface ForwardMaskGate {
+  /** Integer in [0, 2^32), not held by another forward of this backend that has not settled. */
+  id: number;
+  /** In [1, 3600000]: a gate not opened by then fails its forward with NATIVE_ERROR (details.nativeCode MASK_TIMEOUT). */
+  timeoutMs: number;
 }
 
 /**
@@ -184,6 +199,19 @@ export interface Backend {
    * (batch.sampling required); only the (numSeqs,) token ids come back to the host.
    */
   forwardTokens(batch: ForwardBatch & { sampling: ForwardSampling }): Promise<Int32Array>;
+  /**
+   * Opens the mask gate `id` of a submitted forward (ForwardSampling.maskGate), synchronously:
+   * `masks` (numSeqs, ceil(vocab / 32)) are read in place until that forward settles (do not
+   * write them meanwhile), null samples the rows unmasked. False when no forward waits on `id`
+   * any more (it settled, failed or timed out); BAD_REQUEST when masks has the wrong length.
+   */
+  supplyMasks(id: number, masks: Uint32Array | null): boolean;
+  /**
+   * Mask gates the backend's thread waited at since it started, and how long in all: the device
+   * idled for masks at most this long (CPU: exactly; CUDA: the host waited while the queued
+   * forward may still have been running).
+   */
+  maskGateStats(): { numWaits: number; waitMs: number };
   /** (pageIds.length, pageBytes) bytes in wire layout. */
   readPages(pageIds: Int32Array): Promise<Uint8Array>;
   writePages(pageIds: Int32Array, data: Uint8Array): Promise<void>;

@@ -159,6 +159,22 @@ export class NativeBackend implements Backend {
     });
   }
 
+  supplyMasks(id: number, masks: Uint32Array | null): boolean {
+    try {
+      return this.native().supplyMasks(id, masks);
+    } catch (e) {
+      const err = toMicroserveError(e);
+      throw (err as MicroserveError).code === 'NATIVE_ERROR' && (err as MicroserveError).info?.nativeCode === 'BAD_ARGUMENT'
+        ? new MicroserveError('BAD_REQUEST', err.message, { field: 'masks' })
+        : err;
+    }
+  }
+
+  maskGateStats(): { numWaits: number; waitMs: number } {
+    const v = this.native().maskGateStats();
+    return { numWaits: v[0], waitMs: v[1] };
+  }
+
   readPages(pageIds: Int32Array): Promise<Uint8Array> {
     return nativeCall(() => this.native().readPages(pageIds));
   }

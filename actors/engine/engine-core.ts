@@ -97,7 +97,7 @@ export class EngineCore {
       },
     });
     const vocabSize = opts.backend.config.vocabSize;
-    this.grammars = new Grammars({ tokenizer: opts.tokenizer ?? null, vocabSize, eosTokenIds: opts.backend.config.eosTokenIds, cacheSize: opts.grammarCacheSize });
+    this.grammars = new Grammars({ tokenizer: opts.tokenizer ?? null, vocabSize, eosTokenIds: opts.backend.config.eosTokenIds, cacheSize: opts.grammarCacheSize, numWorkers: opts.grammarWorkers });
     this.table = new RequestTable({ engine: this.name, kv: this.kv, scheduler: this.scheduler, sink: opts.sink, kick: () => this.kick(), numSamplingSlots: opts.backend.plan?.maxNumSeqs, onRelease: (req) => this.grammars.release(req) });
     this.receiver = new KvReceiver(
       {
@@ -130,7 +130,13 @@ export class EngineCore {
       },
     );
     this.post = new StepPostprocess(this.table, this.counters, this.capacity.maxPositions);
-    this.runner = new StepRunner(this.name, this.counters, (entries, batch) => this.sender.forward(entries, batch), this.table.samplingSlots);
+    // a grammar found complete while the next step runs ends its request now (that row's token is discarded)
+    const outcomes = { complete: (req: Request) => this.table.stopGenerate(req, 'stop'), fail: (req: Request, err: MicroserveError) => this.table.stopGenerate(req, 'error', [], err) };
+    this.runner = new StepRunner(this.name, this.counters, (entries, batch) => this.sender.forward(entries, batch), this.table.samplingSlots, {
+      prepare: (rows) => this.grammars.prepare(rows, outcomes),
+      keep: (rows, step) => this.grammars.keepMasks(rows, step),
+      supply: (id, masks) => this.backend.supplyMasks(id, masks),
+    });
   }
 
   /** Live requests by key (generate: id; send: `send:<id>`); read-only for callers. */
@@ -138,7 +144,7 @@ export class EngineCore {
     return this.table.byKey;
   }
 
-  /** Time the loop waited for grammar masks after forwards (structured outputs); read-only for callers. */
+  /** Host time of structured outputs (the loop's wait for accepts, mask fills under forwards); read-only for callers. */
   get grammarStats(): Readonly<GrammarStats> {
     return this.grammars.stats;
   }
@@ -324,8 +330,10 @@ export class EngineCore {
       while (running) {
         const parts = await running;
         this.clock.resulted();
-        // grammars take the sampled tokens and compute the masks of the next step before it is built
-        for (const { entries: e, tokens } of parts) if (tokens) await this.grammars.advance(e, tokens, (req, err) => this.table.stopGenerate(req, 'error', [], err));
+        // grammars take the sampled tokens (what finishes need); the next masks are computed under the next forward
+        for (const { entries: e, tokens } of parts) {
+          if (tokens) await this.grammars.accept(e, tokens, (req) => this.post.endsByLength(req), (req, err) => this.table.stopGenerate(req, 'error', [], err));
+        }
         for (const part of parts) this.post.apply(part);
         this.clock.lap('updateMs');
         if (this.isOverlap) running = this.launch();

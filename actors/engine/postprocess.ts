@@ -8,6 +8,7 @@
  */
 import type { MicroserveError } from '../../common/errors.ts';
 import type { EngineCounters, FinishReason } from '../messages.ts';
+import type { Request } from './request.ts';
 import type { RequestTable } from './request-table.ts';
 import type { StepEntry } from './scheduler.ts';
 import type { StepPart } from './step-runner.ts';
@@ -19,6 +20,12 @@ export class StepPostprocess {
     /** The model's longest context: a request that reaches it ends with `length`. */
     private readonly maxPositions: number,
   ) {}
+
+  /** True when the token `req` samples now ends it by length (max tokens or the model's context) unless it ends otherwise. */
+  endsByLength(req: Request): boolean {
+    const s = req.sampling;
+    return !!s && (req.outputIds.length + 1 >= s.maxTokens || req.totalLen + 1 >= this.maxPositions);
+  }
 
   /** Advances each request of a forward that ran; samples, queues tokens and finishes where due. A failed one fails its requests. */
   apply({ entries, tokens, error }: StepPart): void {

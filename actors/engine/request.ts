@@ -76,10 +76,15 @@ export class Request {
   isSlotSynced = false;
   /**
    * Grammar hook (structured outputs): the tokens allowed for the next draw, ceil(vocab / 32)
-   * words, bit i = token i; null: all. The engine's grammars (grammar/grammars.ts) set it from
-   * `grammar` before each step that samples for this request (SamplingBatch sends it with the row).
+   * words, bit i = token i, when known before the step is built (after the grammar's open, or a
+   * failed step's masks for its retry); null: none known up front. The engine's grammars
+   * (grammar/grammars.ts) put it in the step's mask matrix.
    */
   allowedMask: Uint32Array | null = null;
+  /** The grammar took this request's last token; its next mask is computed while the next step's forward runs (grammars.ts `prepare`). */
+  isMaskPending = false;
+  /** Which of the engine's grammar workers holds the matcher (grammars.ts); -1: none. */
+  grammarWorker = -1;
   /** Its sampling needs the backend's extras (sampling-params.ts usesExtras, kept by the first SamplingBatch; null: not asked yet). */
   usesExtras: boolean | null = null;
   /** Handle of the request's grammar matcher in the engine's grammar worker (grammar/grammars.ts); -1: none. */

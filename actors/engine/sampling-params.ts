@@ -9,14 +9,15 @@
  * request rebuilds the same state) with `reset`; after that the backend counts each token it
  * samples itself, so nothing but slot ids travels per step. A slot is freed with its request.
  *
- * Grammar hook (structured outputs): `Request.allowedMask`, set by the engine's grammars
- * (grammar/grammars.ts) before a step that samples for the request, goes to the backend as
- * `ForwardSamplingExtras.allowedMask` (a per-row token bitmask applied before everything else:
- * P1 of native/src/common/logit-processing.h).
+ * Grammar hook (structured outputs): the step's mask matrix from the engine's grammars
+ * (grammar/grammars.ts `prepare`) goes to the backend as `ForwardSamplingExtras.allowedMask` when
+ * it is known up front, or through a mask gate (`ForwardSampling.maskGate`) when it is computed
+ * while the forward runs: a per-row token bitmask applied before everything else (P1 of
+ * native/src/common/logit-processing.h).
  */
 import { z } from 'zod';
 import { MicroserveError } from '../../common/errors.ts';
-import type { ForwardSampling, ForwardSamplingExtras } from '../../native/backend.ts';
+import type { ForwardMaskGate, ForwardSampling, ForwardSamplingExtras } from '../../native/backend.ts';
 import { MAX_LOGPROBS } from '../messages.ts';
 import type { SamplingParams } from '../messages.ts';
 import type { Request } from './request.ts';
@@ -145,6 +146,15 @@ export class SamplingScratch {
 }
 
 /**
+ * A step's grammar masks as the engine's grammars prepared them (grammar/grammars.ts `prepare`):
+ * the (rows, ceil(vocab / 32)) matrix up front, or a gate the backend waits on for it.
+ */
+export interface StepMaskInput {
+  allowedMask?: Uint32Array;
+  gate?: ForwardMaskGate;
+}
+
+/**
  * A step's sampling inputs. `sampling` goes into the forward; once it succeeded, `commit()`
  * marks the rebuilt slots as synced and hands each request its token's logprobs (`lastLogprobs`).
  */
@@ -152,11 +162,16 @@ export class SamplingBatch {
   readonly sampling: ForwardSampling;
   private readonly extras: ForwardSamplingExtras | null;
 
-  /** `scratch` (optional) lends the per-sequence arrays; without it they are new. */
+  /**
+   * `scratch` (optional) lends the per-sequence arrays; without it they are new. `masks`
+   * (optional): the step's grammar masks (the engine's path); without it, the rows'
+   * `allowedMask`s are gathered into a new matrix.
+   */
   constructor(
     private readonly rows: (Request | null)[],
     slots: SamplingSlots,
     scratch?: SamplingScratch,
+    masks?: StepMaskInput,
   ) {
     const n = rows.length;
     const s: ForwardSampling = scratch ? scratch.take(n) : { temperature: new Float32Array(n), topP: new Float32Array(n), seed: new Uint32Array(n), step: new Uint32Array(n) };
@@ -177,8 +192,10 @@ export class SamplingBatch {
       s.step[i] = numOutput(req);
       if ((req.usesExtras ??= usesExtras(p)) || req.allowedMask) isExtras = true;
     }
-    this.extras = isExtras ? buildExtras(rows, slots) : null;
+    if (masks) isExtras = true;
+    this.extras = isExtras ? buildExtras(rows, slots, masks) : null;
     if (this.extras) s.extras = this.extras;
+    if (masks?.gate) s.maskGate = masks.gate;
     this.sampling = s;
   }
 
@@ -205,7 +222,7 @@ function numOutput(req: Request): number {
   return (req.sampling?.numPriorOutput ?? 0) + req.outputIds.length;
 }
 
-function buildExtras(rows: (Request | null)[], slots: SamplingSlots): ForwardSamplingExtras {
+function buildExtras(rows: (Request | null)[], slots: SamplingSlots, masks?: StepMaskInput): ForwardSamplingExtras {
   const n = rows.length;
   const x: ForwardSamplingExtras = {
     topK: new Int32Array(n),
@@ -256,7 +273,9 @@ function buildExtras(rows: (Request | null)[], slots: SamplingSlots): ForwardSam
     x.biasOffsets![i + 1] = biasT.length;
   });
   const masked = rows.find((r) => r?.allowedMask);
-  if (masked) {
+  if (masks) {
+    if (masks.allowedMask) x.allowedMask = masks.allowedMask;
+  } else if (masked) {
     const words = masked.allowedMask!.length;
     const m = new Uint32Array(n * words).fill(0xffffffff);
     rows.forEach((r, i) => r?.allowedMask && m.set(r.allowedMask.subarray(0, words), i * words));

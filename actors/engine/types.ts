@@ -61,8 +61,14 @@ export interface EngineCoreOptions {
    * are refused (BAD_REQUEST).
    */
   tokenizer?: TokenizerSource;
-  /** [grammarCacheSize=64] compiled grammars an engine keeps (LRU by spec text). */
+  /** [grammarCacheSize=64] compiled grammars an engine keeps per grammar worker (LRU by spec text). */
   grammarCacheSize?: number;
+  /**
+   * [grammarWorkers=min(4, floor(cores / 2)), at least 1] grammar worker threads: each request's
+   * matcher lives in one (the least loaded when it opens), and a step's masks are computed in
+   * all of them at once, while its forward runs.
+   */
+  grammarWorkers?: number;
 }
 
 export const DEFAULT_MAX_BATCH_TOKENS = 512;

@@ -1,13 +1,19 @@
 /**
- * `node-decode.ts --masks`: what structured outputs cost a decode step, through the whole engine
- * path: the grammar worker (actors/engine/grammar/: accept each row's token, compute its next
- * mask with xgrammar/WASM on the host) and the forward with the masks applied by the backend's
- * sampler (`sampling.extras.allowedMask`), at batch 64 (the issue's <= 5% check), against the same
- * decode steps without masks. Every row has a grammar (a JSON array of strings; a row whose array
- * closes opens a new one, as a new request would), so every step pays for 64 masks. Checks that every sampled token is allowed by its
- * row's mask. Where the backend refuses the mask (the CUDA sampler before it applies extras), it
- * says so and measures the host side alone (grammar worker + plain forward).
+ * `node-decode.ts --masks`: what structured outputs cost a decode step, through the engine's
+ * path (actors/engine/grammar/: grammar workers accept each row's token, then compute its next
+ * mask with xgrammar/WASM on the host; the backend's sampler applies it), at batch 64 (the
+ * issue's <= 5% check), against the same decode steps without masks. Every row has a grammar (a
+ * JSON array of strings; a row whose array closes opens a new one, as a new request would), so
+ * every step pays for `batch` masks. Two ways, in one run:
+ * - serial (before the mask gate): accept, compute the masks, then submit the step with them;
+ * - gated (the engine now): accept, submit the step with a mask gate (ForwardSampling.maskGate),
+ *   compute the masks while its forward runs and supply them (Backend.supplyMasks); the backend
+ *   waits for them only between the logits and the sampling.
+ * Reports medians per step: wall ms, the loop's wait for accepts, the mask computation (fill), and
+ * the backend's wait at its gate (Backend.maskGateStats); checks every sampled token is allowed.
  */
+import { defaultGrammarWorkers } from '../../actors/engine/grammar/grammars.ts';
+import type { GrammarStep } from '../../actors/engine/grammar/protocol.ts';
 import { GrammarWorkerClient } from '../../actors/engine/grammar/worker-client.ts';
 import { packSampling } from '../../actors/engine/sampler.ts';
 import type { GrammarSpec } from '../../actors/messages.ts';
@@ -20,15 +26,18 @@ export interface MaskBenchOptions {
   steps: number;
   warm: number;
   pageSize: number;
+  /** [workers=defaultGrammarWorkers()] grammar worker threads (rows spread round-robin). */
+  workers?: number;
 }
 
+const MODES = ['serial', 'gated'] as const;
 const SCHEMA: GrammarSpec = { type: 'json', schema: JSON.stringify({ type: 'array', items: { type: 'string' } }) };
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];
 const isAllowed = (mask: Uint32Array, row: number, words: number, t: number) => ((mask[row * words + (t >> 5)] >>> (t & 31)) & 1) === 1;
 
-/** Pages a sequence needs for the bench (prefill + both modes' steps). */
+/** Pages a sequence needs for the bench (prefill + the plain and both masked runs' steps). */
 export function maskBenchPagesPerSeq(o: MaskBenchOptions): number {
-  return Math.ceil((o.ctx + 2 * (o.steps + o.warm) + 1) / o.pageSize);
+  return Math.ceil((o.ctx + (1 + MODES.length) * (o.steps + o.warm) + 1) / o.pageSize);
 }
 
 export async function runMaskBench(model: LoadedModel, o: MaskBenchOptions): Promise<Record<string, unknown>> {
@@ -44,7 +53,8 @@ export async function runMaskBench(model: LoadedModel, o: MaskBenchOptions): Pro
   let pos = o.ctx;
   const stepSeqs = (tokens: Int32Array): ForwardSeq[] => tables.map((pageTable, s) => ({ tokens: Int32Array.of(tokens[s]), startPos: pos, pageTable }));
   const sampling = packSampling(tables.map(() => ({ temperature: 0, topP: 1, seed: 0, step: 0 })));
-  const out: Record<string, unknown> = { batch: o.batch, ctx: o.ctx, steps: o.steps, vocab };
+  const numWorkers = o.workers ?? defaultGrammarWorkers();
+  const out: Record<string, unknown> = { batch: o.batch, ctx: o.ctx, steps: o.steps, vocab, grammarWorkers: numWorkers };
 
   // no masks: greedy decode steps
   let tokens: Int32Array = Int32Array.from({ length: o.batch }, (_, s) => (s * 31) % vocab);
@@ -56,62 +66,93 @@ export async function runMaskBench(model: LoadedModel, o: MaskBenchOptions): Pro
   }
   out.noMaskWallMs = median(plain);
 
-  // masks: one grammar per row in a grammar worker, as an engine runs them
-  const worker = new GrammarWorkerClient({ tokenizer: { folder: model.folder, isPreset: model.isPreset }, vocabSize: vocab, eosTokenIds: model.config.eosTokenIds });
-  const t0 = performance.now();
-  const handles = tables.map((_, s) => s + 1);
-  let nextHandle = o.batch + 1;
+  // masks: one grammar per row, rows spread over the workers as an engine spreads its requests
+  const workers = Array.from({ length: numWorkers }, () => new GrammarWorkerClient({ tokenizer: { folder: model.folder, isPreset: model.isPreset }, vocabSize: vocab, eosTokenIds: model.config.eosTokenIds }));
+  const workerOf = (s: number) => workers[s % numWorkers];
+  const masks = new Uint32Array(new SharedArrayBuffer(4 * o.batch * words));
+  const handles = tables.map(() => 0);
+  /** Rows whose next mask is known now (just opened): the others are filled by their worker. */
+  const isKnown = tables.map(() => false);
+  let nextHandle = 1;
   let numReopened = 0;
-  const firsts = await Promise.all(handles.map((h) => worker.open(h, SCHEMA, 'bench', [])));
-  out.grammarOpenMs = performance.now() - t0; // the compile (once) and 64 matchers
-  const masks = new Uint32Array(o.batch * words);
-  firsts.forEach((st, s) => masks.set(st.mask!, s * words));
-  const wall: number[] = [];
-  const advance: number[] = [];
+  const openRow = async (s: number) => {
+    if (handles[s]) workerOf(s).close([handles[s]]), numReopened++;
+    handles[s] = nextHandle++;
+    const first = await workerOf(s).open(handles[s], SCHEMA, 'bench', []);
+    masks.set(first.mask!, s * words);
+    isKnown[s] = true;
+  };
+  const t0 = performance.now();
+  await Promise.all(tables.map((_, s) => openRow(s)));
+  out.grammarOpenMs = performance.now() - t0; // the compile (once per worker) and the matchers
+  /** Each worker's rows: accept their tokens (isComplete: terminated) or fill their masks (isComplete: only a stop allowed). */
+  const perWorker = async (f: (w: GrammarWorkerClient, rows: number[]) => Promise<GrammarStep[]>, rows: number[]): Promise<number[]> => {
+    const done: number[] = [];
+    await Promise.all(
+      workers.map(async (w, k) => {
+        const mine = rows.filter((s) => s % numWorkers === k);
+        if (mine.length === 0) return;
+        (await f(w, mine)).forEach((st, i) => {
+          if (st.error) throw new Error(`row ${mine[i]}: ${st.error.message}`);
+          if (st.isComplete) done.push(mine[i]);
+        });
+      }),
+    );
+    return done;
+  };
   let numViolations = 0;
-  let isHostOnly = false;
-  // the first masked token of each row: `{` (the only one the grammar allows), fed through the forward below
-  for (let step = 0; step < o.warm + o.steps; step++, pos++) {
-    const t1 = performance.now();
-    if (step > 0) {
-      const steps = await worker.advance(tables.map((_, s) => ({ handle: handles[s], token: tokens[s] })));
-      for (const [s, st] of steps.entries()) {
-        if (st.error) throw new Error(`row ${s}: ${st.error.message}`);
-        if (st.isComplete) {
-          // the row's array closed: it starts a new one (a new request would), a cached compile
-          worker.close([handles[s]]);
-          handles[s] = nextHandle++;
-          st.mask = (await worker.open(handles[s], SCHEMA, 'bench', [])).mask;
-          numReopened++;
-        }
-        masks.set(st.mask!, s * words);
-      }
-    }
-    const t2 = performance.now();
-    if (!isHostOnly) {
-      try {
+  for (const mode of MODES) {
+    const wall: number[] = [];
+    const accept: number[] = [];
+    const fill: number[] = [];
+    const gateWait: number[] = [];
+    for (let step = 0; step < o.warm + o.steps; step++, pos++) {
+      const t1 = performance.now();
+      const rows = tables.map((_, s) => s);
+      const toAccept = rows.filter((s) => !isKnown[s]);
+      const terminated = await perWorker((w, mine) => w.accept(mine.map((s) => ({ handle: handles[s], token: tokens[s], isLast: false }))), toAccept);
+      await Promise.all(terminated.map(openRow));
+      const t2 = performance.now();
+      const pending = rows.filter((s) => !isKnown[s]);
+      let complete: number[] = [];
+      let fillMs = 0;
+      const runFill = async () => {
+        const f0 = performance.now();
+        complete = await perWorker((w, mine) => w.fill(mine.map((s) => ({ handle: handles[s], row: s })), masks.buffer as SharedArrayBuffer, words), pending);
+        fillMs = performance.now() - f0;
+      };
+      const g0 = backend.maskGateStats();
+      if (mode === 'serial') {
+        await runFill();
         tokens = await backend.forwardTokens({ seqs: stepSeqs(tokens), sampling: { ...sampling, extras: { allowedMask: masks } } });
-      } catch (e) {
-        isHostOnly = true;
-        out.maskForwardError = (e as Error).message;
+      } else {
+        const gate = { id: step, timeoutMs: 60_000 };
+        const forward = backend.forwardTokens({ seqs: stepSeqs(tokens), sampling: { ...sampling, maskGate: gate } });
+        await runFill();
+        backend.supplyMasks(gate.id, masks);
+        tokens = await forward;
+      }
+      const g1 = backend.maskGateStats();
+      tokens.forEach((t, s) => (numViolations += complete.includes(s) || isAllowed(masks, s, words, t) ? 0 : 1));
+      isKnown.fill(false); // every row took a masked token: its matcher takes it next step
+      await Promise.all(complete.map(openRow)); // a closed array: a new grammar (its token is discarded, as the engine does)
+      if (step >= o.warm) {
+        wall.push(performance.now() - t1);
+        accept.push(t2 - t1);
+        fill.push(fillMs);
+        gateWait.push(g1.waitMs - g0.waitMs);
       }
     }
-    if (isHostOnly) {
-      await backend.forwardTokens({ seqs: stepSeqs(tokens), sampling });
-      // the backend cannot apply the mask: the lowest allowed token keeps the grammars going
-      tokens = Int32Array.from({ length: o.batch }, (_, s) => {
-        for (let w = 0; w < words; w++) if (masks[s * words + w]) return w * 32 + Math.clz32(masks[s * words + w] & -masks[s * words + w]) ^ 31;
-        return 0;
-      });
-    }
-    tokens.forEach((t, s) => (numViolations += isAllowed(masks, s, words, t) ? 0 : 1));
-    if (step >= o.warm) wall.push(performance.now() - t1), advance.push(t2 - t1);
+    out[`${mode}WallMs`] = median(wall);
+    out[`${mode}AcceptMs`] = median(accept);
+    out[`${mode}FillMs`] = median(fill);
+    out[`${mode}GateWaitMs`] = median(gateWait);
+    out[`${mode}OverheadPct`] = (100 * (median(wall) - (out.noMaskWallMs as number))) / (out.noMaskWallMs as number);
   }
-  await worker.shutdown();
-  out.maskWallMs = median(wall);
-  out.grammarWaitMs = median(advance);
-  out.maskOverheadPct = (100 * ((out.maskWallMs as number) - (out.noMaskWallMs as number))) / (out.noMaskWallMs as number);
-  out.hostOnly = isHostOnly;
+  await Promise.all(workers.map((w) => w.shutdown()));
+  // the loop's wait for masks: serial = accept + fill; gated = accept + the backend's gate wait
+  out.serialMaskWaitMs = (out.serialAcceptMs as number) + (out.serialFillMs as number);
+  out.gatedMaskWaitMs = (out.gatedAcceptMs as number) + (out.gatedGateWaitMs as number);
   out.maskViolations = numViolations;
   out.grammarsReopened = numReopened;
   return out;

@@ -10,8 +10,9 @@
  * Prints one JSON line; host time = wall time here minus the GPU time engine-bench reports for the
  * same batch. Usage: node --import tsx bench/gpu/node-decode.ts [device=cuda:0] [preset=llama-3.1-8b]
  *
- * `--masks [--batch 64] [--ctx 1024] [--steps 20]`: instead, structured outputs' cost per decode
- * step (grammar worker + masked sampling vs. plain steps; mask-decode.ts), one JSON line.
+ * `--masks [--batch 64] [--ctx 1024] [--steps 20] [--workers N]`: instead, structured outputs' cost
+ * per decode step (grammar workers + masked sampling vs. plain steps, masks computed before the
+ * step (serial) and while its forward runs (gated, the engine's path); mask-decode.ts), one JSON line.
  */
 import { packSampling } from '../../actors/engine/sampler.ts';
 import { argmax, sampleToken } from '../../test/shared/sampling-reference.ts';
@@ -22,7 +23,7 @@ import { maskBenchPagesPerSeq, runMaskBench } from './mask-decode.ts';
 const flag = (name: string, d: number) => (process.argv.includes(`--${name}`) ? Number(process.argv[process.argv.indexOf(`--${name}`) + 1]) : d);
 const positional = process.argv.slice(2).filter((a, i, all) => !a.startsWith('--') && !(i > 0 && all[i - 1].startsWith('--') && all[i - 1] !== '--masks'));
 if (process.argv.includes('--masks')) {
-  const o = { batch: flag('batch', 64), ctx: flag('ctx', 1024), steps: flag('steps', 20), warm: 3, pageSize: 16 };
+  const o = { batch: flag('batch', 64), ctx: flag('ctx', 1024), steps: flag('steps', 20), warm: 3, pageSize: 16, workers: process.argv.includes('--workers') ? flag('workers', 1) : undefined };
   const m = await openModel(positional[1] ?? 'llama-3.1-8b', { device: positional[0] ?? 'cuda:0', numPages: o.batch * maskBenchPagesPerSeq(o) + 1, pageSize: o.pageSize });
   const r = await runMaskBench(m, o);
   const name = (m.backend as unknown as { deviceName?: string }).deviceName ?? positional[0];

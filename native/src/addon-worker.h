@@ -12,6 +12,7 @@
 #include <thread>
 #include <vector>
 
+#include "addon-gate.h"
 #include "backend.h"
 
 namespace ms::addon {
@@ -25,6 +26,7 @@ inline const char* codeName(ms::Code c) {
     case ms::Code::NO_DEVICE: return "NO_DEVICE";
     case ms::Code::OVER_PLAN: return "OVER_PLAN";
     case ms::Code::DEVICE_MEMORY: return "DEVICE_MEMORY";
+    case ms::Code::MASK_TIMEOUT: return "MASK_TIMEOUT";
     default: return "NATIVE_ERROR";
   }
 }
@@ -45,6 +47,7 @@ struct Job {
   Napi::ObjectReference out;  // resolved with (undefined when empty)
   Napi::Promise::Deferred deferred;
   std::vector<Napi::ObjectReference> keep;  // buffers the thread reads or writes
+  int64_t gateId = -1;                      // its mask gate (Worker::gates), unregistered when it settles
   ms::Status status;
   explicit Job(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
 };
@@ -63,8 +66,11 @@ struct Worker {
   Napi::ThreadSafeFunction tsfn;
   bool hookAdded = false;  // JS thread only
   int pending = 0;         // JS thread only: jobs not yet settled (the tsfn is ref'd while > 0)
+  GateTable gates;         // JS thread only: mask gates of queued and running forwards
 
+  // JS thread.
   void requestStop(bool abandonQueue) {
+    gates.cancelAll();  // a forward waiting for masks that will never come fails now
     {
       std::lock_guard<std::mutex> lock(mu);
       stop = true;
@@ -86,6 +92,7 @@ struct Worker {
       job->deferred.Resolve(job->out.IsEmpty() ? env.Undefined() : job->out.Value());
     else
       job->deferred.Reject(makeError(env, codeName(job->status.code), job->status.message).Value());
+    if (job->gateId >= 0) self->gates.remove(uint32_t(job->gateId));
     if (--self->pending == 0) self->tsfn.Unref(env);
     delete job;
   }

@@ -48,6 +48,8 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
                         InstanceMethod("openPeerPool", &NativeBackend::OpenPeerPool),
                         InstanceMethod("copyPeerPages", &NativeBackend::CopyPeerPages),
                         InstanceMethod("forwardWithSend", &NativeBackend::ForwardWithSend),
+                        InstanceMethod("supplyMasks", &NativeBackend::SupplyMasks),
+                        InstanceMethod("maskGateStats", &NativeBackend::MaskGateStats),
                         InstanceMethod("joinNvshmem", &NativeBackend::JoinNvshmem),
                         InstanceMethod("openNvshmemPeer", &NativeBackend::OpenNvshmemPeer),
                         InstanceAccessor("pageBytes", &NativeBackend::PageBytes, nullptr),
@@ -311,6 +313,9 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     std::vector<uint32_t> seed, step;
     std::shared_ptr<ExtrasInputs> extras;     // sampling.extras, or null
     std::shared_ptr<PromptLogprobsInputs> prompt;  // sampling.promptLogprobs, or null
+    int64_t gateId = -1;                      // sampling.maskGate.id, or -1
+    int gateTimeoutMs = 0;
+    std::shared_ptr<ms::addon::Gate> gate;    // registered by attachGate
     std::vector<Napi::ObjectReference> outs;  // extras' output arrays: moved into the job's keep
     // The batch; with sampling, tokens go to tokensOut (numSeqs,).
     ms::Batch batch(int32_t* tokensOut = nullptr) const {
@@ -331,6 +336,7 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
         b.tokensOut = tokensOut;
         if (extras) b.extras = &extras->x;
         if (prompt) b.promptLogprobs = &prompt->p;
+        b.maskGate = gate.get();
       }
       return b;
     }
@@ -351,6 +357,7 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
       for (auto& r : in->outs) job->keep.push_back(std::move(r));
       in->outs.clear();
       job->run = [in, tp](ms::Backend& b) { return b.forward(in->batch(tp), nullptr); };
+      attachGate(env, in.get(), job.get());
       return submit(env, std::move(job));
     }
     Napi::Float32Array out = Napi::Float32Array::New(env, in->rows * size_t(m_.vocab));
@@ -409,7 +416,52 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
       for (size_t i = 0; i < t.size() && i < tn; i++) tp[i] = t[i];
       return st;
     };
+    attachGate(env, in.get(), job.get());
     return submit(env, std::move(job));
+  }
+
+  // Registers the forward's mask gate (sampling.maskGate) with its job; BAD_ARGUMENT when the id
+  // is held by a forward that has not settled.
+  void attachGate(Napi::Env env, ForwardInputs* in, Job* job) {
+    if (in->gateId < 0) return;
+    if (!worker_) fail(env, "NATIVE_ERROR", "backend is closed");
+    const uint32_t id = uint32_t(in->gateId);
+    if (worker_->gates.has(id)) fail(env, "BAD_ARGUMENT", "sampling.maskGate.id " + std::to_string(id) + " is held by a forward that has not settled");
+    const size_t words = (size_t(m_.vocab) + 31) / 32;
+    in->gate = worker_->gates.add(id, in->gateTimeoutMs, in->seqLens.size() * words);
+    job->gateId = in->gateId;
+  }
+
+  // supplyMasks(id, masks Uint32Array (numSeqs, ceil(vocab / 32)) | null): boolean — opens the
+  // mask gate `id` of a submitted forward (sampling.maskGate); null: no masks (rows sampled
+  // unmasked). The array is read in place until that forward settles: do not write or detach it
+  // meanwhile. False when no forward waits on `id` any more (it settled, failed or timed out).
+  Napi::Value SupplyMasks(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const double d = info[0].IsNumber() ? info[0].As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0 && d <= double(UINT32_MAX) && d == double(int64_t(d)))) fail(env, "BAD_ARGUMENT", "supplyMasks: id must be an integer in [0, 2^32)");
+    ms::addon::GateTable::Entry* e = worker_ ? worker_->gates.find(uint32_t(d)) : nullptr;
+    const uint32_t* masks = nullptr;
+    if (!info[1].IsNull()) {
+      auto a = typedArray<Napi::Uint32Array>(env, info[1], napi_uint32_array, "supplyMasks: masks", "a Uint32Array or null");
+      if (e && a.ElementLength() != e->numWords)
+        fail(env, "BAD_ARGUMENT", "supplyMasks: masks has " + std::to_string(a.ElementLength()) + " words, expected " +
+                                      std::to_string(e->numWords) + " (numSeqs x ceil(vocab / 32))");
+      if (!e) return Napi::Boolean::New(env, false);
+      e->masks = Napi::Persistent(a.As<Napi::Object>());
+      masks = a.Data();
+    }
+    return Napi::Boolean::New(env, e != nullptr && e->gate->open(masks));
+  }
+
+  // maskGateStats(): Float64Array [gates waited at, ms the backend's thread waited at them in all].
+  Napi::Value MaskGateStats(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    if (!worker_) fail(env, "NATIVE_ERROR", "backend is closed");
+    Napi::Float64Array out = Napi::Float64Array::New(env, 2);
+    out[0] = double(worker_->gates.stats->numWaits.load());
+    out[1] = double(worker_->gates.stats->waitNs.load()) / 1e6;
+    return out;
   }
 
   // joinNvshmem(uid Uint8Array(128), rank, nranks): Promise<Float64Array(4)> — pe, npes,
@@ -603,6 +655,24 @@ class NativeBackend : public Napi::ObjectWrap<NativeBackend> {
     if (!ex.IsUndefined()) in->extras = parseExtras(env, ex, numSeqs, vocab, &in->outs);
     Napi::Value pl = o.Get("promptLogprobs");
     if (!pl.IsUndefined()) in->prompt = parsePromptLogprobs(env, pl, numSeqs, in->tokens.size(), vocab, &in->outs);
+    // maskGate = { id: integer in [0, 2^32), timeoutMs: integer in [1, 3600000] }: masks supplied late (supplyMasks)
+    Napi::Value mg = o.Get("maskGate");
+    if (!mg.IsUndefined()) {
+      if (!mg.IsObject()) fail(env, "BAD_ARGUMENT", "sampling.maskGate must be an object");
+      Napi::Object g = mg.As<Napi::Object>();
+      const double id = g.Get("id").IsNumber() ? g.Get("id").As<Napi::Number>().DoubleValue() : -1;
+      if (!(id >= 0 && id <= double(UINT32_MAX) && id == double(int64_t(id))))
+        fail(env, "BAD_ARGUMENT", "sampling.maskGate.id must be an integer in [0, 2^32)");
+      const int timeoutMs = intArg(env, g.Get("timeoutMs"), "sampling.maskGate.timeoutMs", 1);
+      if (timeoutMs > 3600000) fail(env, "BAD_ARGUMENT", "sampling.maskGate.timeoutMs must be at most 3600000");
+      if (in->extras && !in->extras->mask.empty()) fail(env, "BAD_ARGUMENT", "sampling.maskGate and sampling.extras.allowedMask exclude each other");
+      if (!in->extras) {
+        in->extras = std::make_shared<ExtrasInputs>();
+        in->extras->link();
+      }
+      in->gateId = int64_t(id);
+      in->gateTimeoutMs = timeoutMs;
+    }
   }
 
   std::vector<int32_t> pageIds(Napi::Env env, Napi::Value v) {

@@ -11,11 +11,11 @@
 namespace ms {
 
 // Status codes mirror actors/errors.ts codes where they cross the boundary.
-// OVER_PLAN: a step larger than the memory plan (BackendOptions caps); DEVICE_MEMORY: the plan does
+// MASK_TIMEOUT: a step's late masks (MaskGate) never came; OVER_PLAN: a step larger than the memory plan (BackendOptions caps); DEVICE_MEMORY: the plan does
 // not fit the device (weights + arena + KV bytes vs what it has), refused at construction/finalize.
 enum class Code : int {
   OK = 0, BAD_ARGUMENT = 1, BAD_CHECKPOINT = 2, OUT_OF_MEMORY = 3, NATIVE_ERROR = 4, NO_DEVICE = 5,
-  OVER_PLAN = 6, DEVICE_MEMORY = 7
+  OVER_PLAN = 6, DEVICE_MEMORY = 7, MASK_TIMEOUT = 8
 };
 
 struct Status {
@@ -102,6 +102,23 @@ struct Batch {
   // Prompt logprobs (optional, with tokensOut): logits of the tokens that ask for them, and only
   // those, are computed besides the sampled rows' (struct PromptLogprobs).
   const struct PromptLogprobs* promptLogprobs = nullptr;
+  // Masks supplied late (optional, with tokensOut and extras whose allowedMask is null): the
+  // backend runs the forward up to the logits, waits here, then samples with the masks it gets as
+  // extras->allowedMask (class MaskGate).
+  class MaskGate* maskGate = nullptr;
+};
+
+// The allowed masks of a step submitted before they existed (structured outputs: the grammar
+// computes them while the forward runs, as vLLM and SGLang do; the mask is needed only at
+// sampling). The addon opens the gate from the JS thread (addon-gate.h).
+class MaskGate {
+ public:
+  virtual ~MaskGate() = default;
+  // Called once by the backend, on its thread, between the logits and the sampling; blocks until
+  // the gate opens. *masks: (numSeqs, ceil(vocab / 32)) rows, valid until the forward returns, or
+  // null: no masks (rows are sampled unmasked; the caller discards them). MASK_TIMEOUT when the
+  // gate is not opened in time, NATIVE_ERROR when it is cancelled (the backend closes).
+  virtual Status wait(const uint32_t** masks) = 0;
 };
 
 // Most top logprobs a row may ask for (OpenAI's chat limit; vLLM allows 20 for completions too).

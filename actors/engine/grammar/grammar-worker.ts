@@ -1,7 +1,8 @@
 /**
- * A grammar worker thread: one xgrammar instance for an engine (compile cache, every request's
- * matcher by handle) or for the router (checks only). Calls are answered in order; a failure
- * answers that call only (`error`, or per-handle errors in `steps`).
+ * A grammar worker thread: one xgrammar instance for an engine (compile cache, the matchers of
+ * the requests this worker serves, by handle) or for the router (checks only). An engine may run
+ * several (grammars.ts). Calls are answered in order; a failure answers that call only (`error`,
+ * or per-handle errors in `steps`).
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import { MicroserveError, isMicroserveError } from '../../../common/errors.ts';
@@ -18,6 +19,7 @@ const vocabulary = init.tokenizer ? grammarVocabularyOf(init.tokenizer) : null;
 const compiler = vocabulary ? new GrammarCompilerCache({ vocabulary, vocabSize: init.vocabSize, stopTokenIds: init.eosTokenIds, cacheSize: init.cacheSize }) : null;
 const matchers = new Map<number, RequestGrammar>();
 
+const lost = (handle: number): GrammarStep => ({ handle, mask: null, isComplete: false, error: { code: 'BAD_GRAMMAR', message: `no grammar ${handle}` } });
 const wire = (e: unknown) => (isMicroserveError(e) ? e.toWire() : { code: 'BAD_GRAMMAR', message: (e as Error)?.message ?? String(e) });
 
 function step(handle: number, g: RequestGrammar, transfer: ArrayBuffer[]): GrammarStep {
@@ -44,18 +46,36 @@ async function answer(call: GrammarCall): Promise<void> {
         reply = { seq: call.seq, steps: [step(call.handle, g, transfer)], info: { numCached: compiler.size } };
         break;
       }
-      case 'advance': {
+      case 'accept': {
         const steps: GrammarStep[] = [];
-        for (const { handle, token } of call.items) {
+        for (const { handle, token, isLast } of call.items) {
           const g = matchers.get(handle);
-          if (!g) {
-            steps.push({ handle, mask: null, isComplete: false, error: { code: 'BAD_GRAMMAR', message: `no grammar ${handle}` } });
-          } else if (!g.accept(token)) {
+          if (!g) steps.push(lost(handle));
+          else if (!g.accept(token)) {
             steps.push({ handle, mask: null, isComplete: false, error: { code: 'NATIVE_ERROR', message: `the backend sampled token ${token} outside the request's grammar mask` } });
           } else {
-            await g.next();
-            steps.push(step(handle, g, transfer));
+            if (g.isTerminated || isLast) await g.next(); // completion now: the request's finish depends on it
+            steps.push({ handle, mask: null, isComplete: (g.isTerminated || isLast) && g.isComplete });
           }
+        }
+        reply = { seq: call.seq, steps };
+        break;
+      }
+      case 'fill': {
+        const view = new Uint32Array(call.target);
+        const steps: GrammarStep[] = [];
+        for (const { handle, row } of call.items) {
+          const g = matchers.get(handle);
+          const at = row * call.words;
+          if (!g) {
+            view.fill(0xffffffff, at, at + call.words);
+            steps.push(lost(handle));
+            continue;
+          }
+          await g.next();
+          if (g.isComplete) view.fill(0xffffffff, at, at + call.words);
+          else view.set(g.mask.subarray(0, call.words), at);
+          steps.push({ handle, mask: null, isComplete: g.isComplete });
         }
         reply = { seq: call.seq, steps };
         break;

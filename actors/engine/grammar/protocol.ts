@@ -19,19 +19,44 @@ export interface GrammarWorkerInit {
   cacheSize?: number;
 }
 
-/** A request's grammar state after an open or an advance: the next mask (transferred), or done. */
+/**
+ * A request's grammar state after an open (its first mask, transferred), an accept or a fill
+ * (mask null: a fill writes it into the step's shared matrix).
+ */
 export interface GrammarStep {
   handle: number;
-  /** ceil(vocabSize / 32) words; null when complete. */
+  /** ceil(vocabSize / 32) words (open only); null otherwise or when complete. */
   mask: Uint32Array | null;
+  /** Nothing but a stop token can follow (or one was taken): the request ends with `stop`. */
   isComplete: boolean;
   error?: WireError;
 }
 
+/** One row's sampled token for `accept`; `isLast`: the request ends at this token unless its grammar completes (so completion is decided now). */
+export interface AcceptItem {
+  handle: number;
+  token: number;
+  isLast: boolean;
+}
+
+/** One row of a step's mask matrix for `fill`: handle's next mask goes to row `row`. */
+export interface FillItem {
+  handle: number;
+  row: number;
+}
+
+/**
+ * - `accept`: each handle takes its sampled token (cheap: no mask); answers completion where the
+ *   matcher terminated, or was asked (`isLast`), and out-of-grammar tokens.
+ * - `fill`: each handle's next mask written into its row of `target` ((rows, words) uint32, shared
+ *   with the engine, which hands it to the step's mask gate); rows whose grammar completed or
+ *   failed are written all-allowed (their token is discarded).
+ */
 export type GrammarCall =
   | { seq: number; op: 'check'; spec: GrammarSpec; field: string }
   | { seq: number; op: 'open'; handle: number; spec: GrammarSpec; field: string; replay: number[] }
-  | { seq: number; op: 'advance'; items: { handle: number; token: number }[] }
+  | { seq: number; op: 'accept'; items: AcceptItem[] }
+  | { seq: number; op: 'fill'; items: FillItem[]; target: SharedArrayBuffer; words: number }
   | { seq: number; op: 'close'; handles: number[] };
 
 export type GrammarReply = { seq: number; steps?: GrammarStep[]; error?: WireError; info?: Record<string, unknown> };

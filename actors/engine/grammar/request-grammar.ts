@@ -42,6 +42,11 @@ export class RequestGrammar {
     return this.matcher.acceptToken(token);
   }
 
+  /** The matcher has taken a stop token (or ended): complete without a mask. */
+  get isTerminated(): boolean {
+    return this.matcher.isTerminated();
+  }
+
   /** Computes the mask of the next draw and whether the output is complete. */
   async next(): Promise<void> {
     if (this.matcher.isTerminated()) {

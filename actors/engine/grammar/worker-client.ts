@@ -8,7 +8,7 @@ import { Worker } from 'node:worker_threads';
 import { MicroserveError, type ErrorCode, type WireError } from '../../../common/errors.ts';
 import { log } from '../../../common/log.ts';
 import type { GrammarSpec } from '../../messages.ts';
-import type { GrammarCall, GrammarReply, GrammarStep, GrammarWorkerInit } from './protocol.ts';
+import type { AcceptItem, FillItem, GrammarCall, GrammarReply, GrammarStep, GrammarWorkerInit } from './protocol.ts';
 
 export interface GrammarWorkerOptions {
   /** [timeoutMs=60000] longest a call may take (a compile, or an advance queued behind one). */
@@ -50,9 +50,14 @@ export class GrammarWorkerClient {
     return r.steps![0];
   }
 
-  /** Feeds each handle its sampled token: the next masks, in the same order. */
-  async advance(items: { handle: number; token: number }[]): Promise<GrammarStep[]> {
-    return (await this.call({ op: 'advance', items }, 'sampling.grammar')).steps!;
+  /** Feeds each handle its sampled token (no mask computed): completion and errors, in the same order. */
+  async accept(items: AcceptItem[]): Promise<GrammarStep[]> {
+    return (await this.call({ op: 'accept', items }, 'sampling.grammar')).steps!;
+  }
+
+  /** Writes each handle's next mask into its row of `target` ((rows, words) uint32): completion and errors, in the same order. */
+  async fill(items: FillItem[], target: SharedArrayBuffer, words: number): Promise<GrammarStep[]> {
+    return (await this.call({ op: 'fill', items, target, words }, 'sampling.grammar')).steps!;
   }
 
   /** Frees matchers (no answer awaited). */

@@ -46,6 +46,7 @@ struct PenaltyState {
 // "" when a batch's extras are valid for `vocab`.
 inline std::string samplingExtrasError(const Batch& b, int vocab) {
   const SamplingExtras* x = b.extras;
+  if (b.maskGate && (!x || x->allowedMask)) return "a mask gate needs extras without allowedMask (the gate gives the masks)";
   if (!x) return "";
   for (int s = 0; s < b.numSeqs; s++) {
     const std::string at = "sequence " + std::to_string(s) + ": ";

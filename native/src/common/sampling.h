@@ -70,6 +70,7 @@ inline std::string samplingParamError(float temperature, float topP) {
 // every row's parameters. Also refuses a forward that asks for neither logits nor tokens.
 inline Status checkBatchSampling(const Batch& b, const float* logitsOut) {
   if (!b.tokensOut) {
+    if (b.maskGate) return Status::Error(Code::BAD_ARGUMENT, "a mask gate needs sampling (tokensOut)");
     if (!logitsOut) return Status::Error(Code::BAD_ARGUMENT, "forward needs logitsOut or tokensOut");
     return Status::Ok();
   }

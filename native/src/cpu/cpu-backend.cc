@@ -283,7 +283,18 @@ Status CpuBackend::run(const Batch& b, float* logitsOut) {
     rmsNorm(&x[size_t(rows[r]) * H], weights_.finalNorm.data(), H, m_.rmsEps, &xf[r * H]);
   float* logits = logitsOut ? logitsOut : w.logits.data();  // planned (numSeqs, vocab) when only tokens are wanted
   weights_.head().matmul(k_, threads_, xf, int(rows.size()), H, logits, m_.vocab, false);
-  if (b.tokensOut && b.extras) {
+  if (b.maskGate) {  // the masks come now (computed while the layers ran), then sampling as with them up front
+    const uint32_t* masks = nullptr;
+    Status st = b.maskGate->wait(&masks);
+    if (!st.ok()) return st;
+    SamplingExtras x = *b.extras;
+    x.allowedMask = masks;
+    x.maskWords = (m_.vocab + 31) / 32;
+    Batch gated = b;
+    gated.extras = &x;
+    st = sampleWithExtras(gated, logits);
+    if (!st.ok()) return st;
+  } else if (b.tokensOut && b.extras) {
     Status st = sampleWithExtras(b, logits);
     if (!st.ok()) return st;
   } else if (b.tokensOut) {  // one row per task; each thread keeps its own scratch

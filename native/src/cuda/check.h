@@ -6,6 +6,8 @@
 #include <stdexcept>
 #include <string>
 
+#include "../backend.h"
+
 namespace ms::cuda {
 
 class CudaError : public std::runtime_error {
@@ -15,6 +17,17 @@ class CudaError : public std::runtime_error {
 
  private:
   bool isOom_;
+};
+
+// A backend Status carried through the exception path (e.g. a mask gate's MASK_TIMEOUT), so its
+// code reaches the caller unchanged.
+class StatusError : public std::runtime_error {
+ public:
+  StatusError(Code code, const std::string& what) : std::runtime_error(what), code_(code) {}
+  Code code() const { return code_; }
+
+ private:
+  Code code_;
 };
 
 [[noreturn]] inline void throwCuda(cudaError_t e, const char* expr, const char* file, int line) {

@@ -154,6 +154,12 @@ class CudaBackend : public Backend {
   void forwardEager(const Batch& b, float* out);
   bool graphEligible(const Batch& b) const;
   void forwardGraph(const Batch& b, float* out);
+  // A gated step (Batch::maskGate) on a graph: the bucket's logits graph (layers and head), then,
+  // once the masks came, the extras and the sampler eagerly over the step's rows.
+  void forwardGraphGated(const Batch& b, const Graph& g, int bucket);
+  // Waits at the step's mask gate (the forward queued so far keeps the device busy meanwhile),
+  // then packs the step's extras with the masks it got (rows [0, numRows)).
+  void packGatedExtras(const Batch& b, int numRows);
   // Captures (or, when it exists, re-captures into the same executable) the graph of a key.
   void captureGraph(int bucket, int ctxBucket, bool sampling, bool extras);
   // Rows [row0, row0 + n) of the step, their logits in logits (n, vocab): the extras' logit
@@ -294,6 +300,8 @@ Status CudaBackend::guarded(F&& f) {
     return f();
   } catch (const DeviceMemoryError& e) {
     return Status::Error(Code::DEVICE_MEMORY, e.what());
+  } catch (const StatusError& e) {
+    return Status::Error(e.code(), e.what());
   } catch (const CudaError& e) {
     return Status::Error(e.isOom() ? Code::OUT_OF_MEMORY : Code::NATIVE_ERROR, e.what());
   } catch (const std::bad_alloc&) {

@@ -150,4 +150,10 @@ void packGraph(const Batch& b, int bucket, int ptStride, int pageSize, int dummy
   packSampleParams(b, l, dst);
 }
 
+MetaLayout packSamplingOnly(const Batch& b, int32_t* dst) {
+  const MetaLayout l = metaLayout(0, 0, 0, 0, 0, 0, b.numSeqs);
+  packSampleParams(b, l, dst);
+  return l;
+}
+
 }  // namespace ms::cuda

@@ -63,6 +63,9 @@ void unpackPromptLogprobs(const Batch& b, const MetaLayout& l, const int32_t* sr
 // decode token 0 at position 0 into `dummyPage`; page tables are (bucket, ptStride), padded
 // with dummyPage. With b.tokensOut the layout has sampling parameters (padding rows greedy).
 MetaLayout graphLayout(int bucket, int ptStride, bool sampling = false);
+// The sampling part alone (parameters of rows [0, numSeqs), then the sampled ids): a gated step on
+// a graph (the logits graph has none) packs it into the eager metadata.
+MetaLayout packSamplingOnly(const Batch& b, int32_t* dst);
 void packGraph(const Batch& b, int bucket, int ptStride, int pageSize, int dummyPage, int32_t* dst);
 
 }  // namespace ms::cuda

@@ -243,7 +243,7 @@ Status CudaBackend::checkForward(const Batch& b, const float* logitsOut) const {
   if (!st.ok()) return st;
   st = checkBatchSampling(b, logitsOut);
   if (!st.ok()) return st;
-  std::string e = b.tokensOut && b.extras ? samplingExtrasError(b, m_.vocab) : "";
+  std::string e = b.tokensOut && (b.extras || b.maskGate) ? samplingExtrasError(b, m_.vocab) : "";
   if (e.empty() && b.tokensOut && b.extras) e = extras_.check(b);
   if (e.empty()) e = promptLogprobsError(b, m_.vocab);
   if (!e.empty()) return Status::Error(Code::BAD_ARGUMENT, e);
@@ -317,9 +317,9 @@ void CudaBackend::forwardEager(const Batch& b, float* out) {
   }
   MS_CUDA_CHECK(cudaMemcpyAsync(eager.meta, hostMeta_, p.lay.total * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
   const bool sampling = b.tokensOut != nullptr, hasExtras = sampling && b.extras;
-  if (hasExtras) {  // penalty slots rebuilt where asked, the rows' extras on the device
+  if (hasExtras) {  // penalty slots rebuilt where asked, the rows' extras on the device (a gated step's after its gate)
     extras_.rebuildSlots(b, stream_);
-    extras_.pack(b, b.numSeqs, stream_);
+    if (!b.maskGate) extras_.pack(b, b.numSeqs, stream_);
   }
   DeviceMeta dm = deviceMeta(p.lay, eager.meta);
   runLayers(dm, eager, ds, stream_);
@@ -329,6 +329,7 @@ void CudaBackend::forwardEager(const Batch& b, float* out) {
     if (sampling) {
       const int32_t* params = eager.meta + p.lay.sampleParams + size_t(r0) * kSampleParamInts;
       int32_t* tokens = eager.meta + p.lay.sampled + r0;
+      if (b.maskGate && r0 == 0) packGatedExtras(b, b.numSeqs);
       if (hasExtras) processExtras(eager.logits, r0, n, params, tokens, false);
       if (out) copyLogits(eager.logits, n, out + size_t(r0) * m_.vocab);  // before the sampler overwrites them
       sampleRows(eager, r0, n, params, tokens, hasExtras);
@@ -448,12 +449,18 @@ void CudaBackend::forwardGraph(const Batch& b, float* out) {
   const bool sampling = b.tokensOut != nullptr, hasExtras = sampling && b.extras;
   // A graph applies one window of bias entries; a longer list runs eagerly.
   const bool isBiasLong = hasExtras && b.extras->biasOffsets && b.extras->biasOffsets[b.numSeqs] > extras_.caps().biasCap;
-  auto it = graphs_.find(std::make_tuple(bucket, ctxB, sampling, hasExtras));
-  if (it == graphs_.end() || isBiasLong) {  // not planned (graphs were off at finalize): eager, nothing captured here
+  // A gated step replays the bucket's logits graph and samples after it (forwardGraphGated).
+  const bool isGated = b.maskGate != nullptr;
+  auto it = graphs_.find(std::make_tuple(bucket, ctxB, sampling && !isGated, hasExtras && !isGated));
+  if (it == graphs_.end() || (isBiasLong && !isGated)) {  // not planned (graphs were off at finalize): eager, nothing captured here
     forwardEager(b, out);
     return;
   }
   Graph& g = it->second;
+  if (isGated) {
+    forwardGraphGated(b, g, bucket);
+    return;
+  }
   packGraph(b, bucket, g.lay.ptStride, kv_.pageSize, kv_.numPages, g.hostMeta);
   if (timing_) MS_CUDA_CHECK(cudaEventRecord(evStart_, stream_));
   if (hasExtras) {  // eager copies before the replay; padding rows get no extras
@@ -470,6 +477,48 @@ void CudaBackend::forwardGraph(const Batch& b, float* out) {
   } else {
     copyLogits(arena_.logits, b.numSeqs, out);
   }
+  lastUsedGraph_ = true;
+  if (timing_) {
+    float ms = 0;
+    MS_CUDA_CHECK(cudaEventElapsedTime(&ms, evStart_, evStop_));
+    lastGpuMs_ = ms;
+  }
+}
+
+void CudaBackend::packGatedExtras(const Batch& b, int numRows) {
+  const uint32_t* masks = nullptr;
+  Status st = b.maskGate->wait(&masks);
+  if (!st.ok()) throw StatusError(st.code, st.message);
+  SamplingExtras x = *b.extras;
+  x.allowedMask = masks;  // null: no masks (rows sampled unmasked)
+  x.maskWords = (m_.vocab + 31) / 32;
+  Batch gated = b;
+  gated.extras = &x;
+  gated.maskGate = nullptr;
+  extras_.pack(gated, numRows, stream_);  // copies the non-trivial mask rows into the pinned staging, then to the device
+}
+
+void CudaBackend::forwardGraphGated(const Batch& b, const Graph& g, int bucket) {
+  Batch head = b;
+  head.tokensOut = nullptr;  // the logits graph's layout: no sampling part
+  packGraph(head, bucket, g.lay.ptStride, kv_.pageSize, kv_.numPages, g.hostMeta);
+  // The sampling parameters and ids in the eager metadata, which the graph does not use.
+  const MetaLayout sl = packSamplingOnly(b, hostMeta_);
+  const int32_t* params = arena_.meta + sl.sampleParams;
+  int32_t* tokens = arena_.meta + sl.sampled;
+  if (timing_) MS_CUDA_CHECK(cudaEventRecord(evStart_, stream_));
+  extras_.rebuildSlots(b, stream_);
+  MS_CUDA_CHECK(cudaMemcpyAsync(arena_.meta, hostMeta_, sl.total * sizeof(int32_t), cudaMemcpyHostToDevice, stream_));
+  MS_CUDA_CHECK(cudaGraphLaunch(g.exec, stream_));
+  packGatedExtras(b, b.numSeqs);
+  processExtras(arena_.logits, 0, b.numSeqs, params, tokens, false);
+  sampleRows(arena_, 0, b.numSeqs, params, tokens, true);
+  if (timing_) MS_CUDA_CHECK(cudaEventRecord(evStop_, stream_));
+  MS_CUDA_CHECK(cudaMemcpyAsync(hostMeta_ + sl.sampled, tokens, size_t(b.numSeqs) * 4, cudaMemcpyDeviceToHost, stream_));
+  extras_.downloadLogprobs(b, stream_);
+  MS_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  std::memcpy(b.tokensOut, hostMeta_ + sl.sampled, size_t(b.numSeqs) * 4);
+  extras_.finishLogprobs(b);
   lastUsedGraph_ = true;
   if (timing_) {
     float ms = 0;
