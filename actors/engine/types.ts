@@ -1,4 +1,5 @@
 /** Options and handles of the engine (core and actor). */
+import type { LoopMonitor } from '../../common/loop-monitor.ts';
 import type { Backend } from '../../native/backend.ts';
 import type { TokenizerSource } from '../text/tokenizer.ts';
 import type { EngineCounters, KvIpcAddr, KvNvshmemAddr, Role, TokensItem } from '../messages.ts';
@@ -63,6 +64,8 @@ export interface EngineCoreOptions {
   tokenizer?: TokenizerSource;
   /** [grammarCacheSize=64] compiled grammars an engine keeps (LRU by spec text). */
   grammarCacheSize?: number;
+  /** [loopMonitor] the event-loop monitor of the engine's process: `status` shows its stats as `eventLoop`. */
+  loopMonitor?: LoopMonitor;
 }
 
 export const DEFAULT_MAX_BATCH_TOKENS = 512;
