@@ -15,6 +15,7 @@
  */
 import { z } from 'zod';
 import type { MemoryPlan, NativeStatus } from '../native/backend.ts';
+import type { LoopDelayStats } from '../common/loop-monitor.ts';
 import { MicroserveError } from '../common/errors.ts';
 
 // ---------------------------------------------------------------------------------------------
@@ -451,6 +452,8 @@ export interface EngineStatus {
   counters: EngineCounters;
   /** The backend's memory plan (weights / arena / KV bytes, KV tokens, longest request, caps). */
   plan?: MemoryPlan;
+  /** [eventLoop] the engine process's event-loop delays since it started (common/loop-monitor.ts). */
+  eventLoop?: LoopDelayStats;
 }
 
 // ---------------------------------------------------------------------------------------------

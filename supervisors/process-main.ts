@@ -11,6 +11,7 @@ import { startWhenReachable } from '../actors/runtime/join.ts';
 import { spawnProcActor } from './proc-actor.ts';
 import type { ProcSpec } from './proc-spec.ts';
 import { env } from '../common/env.ts';
+import { LoopMonitor } from '../common/loop-monitor.ts';
 
 const spec = JSON.parse(process.argv[2] ?? 'null') as ProcSpec;
 const token = env('token');
@@ -20,6 +21,8 @@ if (!spec || !token || !controlUrl) {
   process.exit(2);
 }
 setLogProcessName(spec.nodeId);
+// a loop blocked past the peers' heartbeat deadline makes this process look dead: say so when it happens
+const loopMonitor = new LoopMonitor(spec.nodeId);
 
 let system: ActorSystem | null = null;
 let closeHook: (() => Promise<void> | void) | undefined;
@@ -50,7 +53,7 @@ spawnProcActor(system, () => void shutdown(0));
 
 if (spec.kind === 'engine') {
   const { spawnEngine } = await import('../actors/engine/actor.ts');
-  const h = await spawnEngine(system, { ...spec.engine, model: spec.model, transport: spec.transport, ...(spec.nvshmem ? { nvshmem: spec.nvshmem } : {}) } as any);
+  const h = await spawnEngine(system, { ...spec.engine, model: spec.model, transport: spec.transport, ...(spec.nvshmem ? { nvshmem: spec.nvshmem } : {}), loopMonitor } as any);
   closeHook = () => (h as any)?.close?.();
 } else {
   const mod = await import(spec.module);

@@ -11,6 +11,7 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import { MicroserveError } from '../common/errors.ts';
 import { log } from '../common/log.ts';
+import type { LoopMonitor } from '../common/loop-monitor.ts';
 import type { Role } from '../actors/messages.ts';
 import { startRouter } from '../actors/router/index.ts';
 import type { Plan } from '../actors/router/types.ts';
@@ -38,6 +39,8 @@ export interface UpOptions {
    * hold for every topology applied later too, so a reload never reports them as changes.
    */
   router?: { host?: string; port?: number };
+  /** [loopMonitor] the event-loop monitor of the `up` process, for the router's `/metrics`. */
+  loopMonitor?: LoopMonitor;
 }
 
 /**
@@ -90,6 +93,7 @@ export async function startControlPlane(path: string, token: string, opts: UpOpt
       strategy: r.strategy,
       params: r.params,
       baseDir: topology.source ? resolve(topology.source, '..') : process.cwd(),
+      ...(opts.loopMonitor ? { loopMonitor: opts.loopMonitor } : {}),
     });
     cluster.router = router;
     cluster.applyHook = (next) => applyToCluster(cluster, next, performance.now(), override);

@@ -11,6 +11,7 @@
  * `tokens_batch` messages: one per step and destination, every request's new tokens in it.
  */
 import { env } from '../../common/env.ts';
+import type { LoopMonitor } from '../../common/loop-monitor.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
 import type { TransportName } from '../../common/transport.ts';
 import { MicroserveError } from '../../common/errors.ts';
@@ -61,6 +62,8 @@ export interface EngineOptions {
    * Needs the control node's `nvshmem` rendezvous actor.
    */
   nvshmem?: NvshmemSpec;
+  /** [loopMonitor] the process's event-loop monitor (process-main.ts), shown by `status`. */
+  loopMonitor?: LoopMonitor;
 }
 
 export interface EngineHandle {
@@ -119,6 +122,7 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
     ...(ipc ? { ipc } : {}),
     ...(nv ? { nvshmem: nv } : {}),
     ...tokenizerOption(loaded),
+    ...(opts.loopMonitor ? { loopMonitor: opts.loopMonitor } : {}),
   });
   system.spawn(`engine/${name}`, engineHandler(core), { onCrash: () => 'resume' });
   spawnKvActor(system, name, core.kv);

@@ -287,7 +287,7 @@ export class EngineCore {
 
   status(): EngineStatus {
     const { name, model, role, backend, kv, limits, counters } = this;
-    return engineStatus({ name, model, role, backend, kv, limits, counters, isOverlap: this.isOverlap, requests: this.table, scheduler: this.scheduler, receiver: this.receiver });
+    return engineStatus({ name, model, role, backend, kv, limits, counters, isOverlap: this.isOverlap, requests: this.table, scheduler: this.scheduler, receiver: this.receiver, loopMonitor: this.opts.loopMonitor });
   }
 
   /** Resolves when no request is queued, running or sending (the integrity check has run). */

@@ -1,4 +1,5 @@
 /** An engine's `status` reply, read from the parts the engine core owns (nothing here mutates them). */
+import type { LoopMonitor } from '../../common/loop-monitor.ts';
 import type { Backend, MemoryPlan } from '../../native/backend.ts';
 import type { KvCacheManager } from '../kvcache/manager.ts';
 import type { EngineCounters, EngineStatus, Role } from '../messages.ts';
@@ -19,6 +20,7 @@ export interface StatusSource {
   requests: RequestTable;
   scheduler: Scheduler;
   receiver: KvReceiver;
+  loopMonitor?: LoopMonitor;
 }
 
 /** The backend's memory plan; undefined for a backend that has none (test doubles). */
@@ -52,5 +54,6 @@ export function engineStatus(s: StatusSource): EngineStatus {
     overlap: s.isOverlap,
     counters: structuredClone(s.counters),
     ...(plan ? { plan } : {}),
+    ...(s.loopMonitor ? { eventLoop: s.loopMonitor.stats() } : {}),
   };
 }

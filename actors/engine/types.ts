@@ -1,4 +1,5 @@
 /** Options and handles of the engine (core and actor). */
+import type { LoopMonitor } from '../../common/loop-monitor.ts';
 import type { Backend } from '../../native/backend.ts';
 import type { TokenizerSource } from '../text/tokenizer.ts';
 import type { EngineCounters, KvIpcAddr, KvNvshmemAddr, Role, TokensItem } from '../messages.ts';
@@ -69,6 +70,8 @@ export interface EngineCoreOptions {
    * all of them at once, while its forward runs.
    */
   grammarWorkers?: number;
+  /** [loopMonitor] the event-loop monitor of the engine's process: `status` shows its stats as `eventLoop`. */
+  loopMonitor?: LoopMonitor;
 }
 
 export const DEFAULT_MAX_BATCH_TOKENS = 512;

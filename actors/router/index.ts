@@ -50,7 +50,7 @@ export async function startRouter(system: ActorSystemApi, opts: RouterOptions): 
 
   let plan: ActivePlan = { version: 1, engines: checkEngines(opts.engines), strategy: await loadStrategy(opts.strategy, opts.params ?? {}, baseDir), inFlight: 0 };
   const pool = new EnginePool(system, { statusIntervalMs: opts.statusIntervalMs ?? 500, statusTimeoutMs: Math.min(opTimeoutMs, 2000) });
-  const metrics = new RouterMetrics(pool);
+  const metrics = new RouterMetrics(pool, opts.loopMonitor);
   metrics.planVersion.set(1);
   pool.setPlanEngines(plan.engines);
   let lastPlanChange: RouterStatus['lastPlanChange'] = null;

@@ -4,6 +4,7 @@
  * scraped.
  */
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { LoopDelayStats, LoopMonitor } from '../../common/loop-monitor.ts';
 import type { EnginePool } from './engine-pool.ts';
 
 const P = 'microserve_';
@@ -82,7 +83,8 @@ export class RouterMetrics {
   readonly planVersion = new Gauge({ name: `${P}plan_version`, help: 'Version of the plan in force', registers: [this.registry] });
   readonly planSwitch = new Gauge({ name: `${P}plan_switch_seconds`, help: 'Time the last plan change took to come into force', registers: [this.registry] });
 
-  constructor(pool: EnginePool) {
+  /** `loop`: the event-loop monitor of the router's own process (`up`), shown next to the engines'. */
+  constructor(pool: EnginePool, loop?: LoopMonitor) {
     const r = [this.registry];
     const running = new Gauge({ name: `${P}engine_requests_running`, help: 'Running requests per engine (engine status)', labelNames: ['engine'], registers: r });
     const queued = new Gauge({ name: `${P}engine_requests_waiting`, help: 'Queued requests per engine (engine status)', labelNames: ['engine'], registers: r });
@@ -117,14 +119,29 @@ export class RouterMetrics {
       registers: r,
     });
     const hostGauges = [gapSum, gapCount, forwardSum, forwardCount, phaseSum];
+    const loopGauges = {
+      max: new Gauge({ name: `${P}event_loop_delay_max_seconds`, help: 'Longest event-loop delay of a process since it started (the router\'s, and each engine\'s from its status)', labelNames: ['process'], registers: r }),
+      p99: new Gauge({ name: `${P}event_loop_delay_p99_seconds`, help: '99th percentile of event-loop delay samples of a process since it started', labelNames: ['process'], registers: r }),
+      blocks: new Gauge({ name: `${P}event_loop_blocks`, help: 'Single event-loop blocks longer than the warning threshold (250 ms) since the process started (cumulative)', labelNames: ['process'], registers: r }),
+      blockMax: new Gauge({ name: `${P}event_loop_block_max_seconds`, help: 'Longest single event-loop block a process saw since it started', labelNames: ['process'], registers: r }),
+    };
+    const setLoop = (s: LoopDelayStats) => {
+      const process = s.role;
+      loopGauges.max.set({ process }, s.maxMs / 1e3);
+      loopGauges.p99.set({ process }, s.p99Ms / 1e3);
+      loopGauges.blocks.set({ process }, s.numBlocks);
+      loopGauges.blockMax.set({ process }, s.maxBlockMs / 1e3);
+    };
     this.fill = () => {
-      for (const m of [running, queued, reserved, pages, up, load, restarts, transfers, tokens, preemptions, stepFailures, kvTokens, ...hostGauges]) m.reset();
+      for (const m of [running, queued, reserved, pages, up, load, restarts, transfers, tokens, preemptions, stepFailures, kvTokens, ...hostGauges, ...Object.values(loopGauges)]) m.reset();
+      if (loop) setLoop(loop.stats());
       for (const v of pool.views()) {
         up.set({ engine: v.name, role: v.role }, v.isAlive ? 1 : 0);
         load.set({ engine: v.name }, v.load);
         restarts.set({ engine: v.name }, v.restarts);
         const st = v.status;
         if (!st) continue;
+        if (st.eventLoop) setLoop(st.eventLoop);
         running.set({ engine: v.name }, st.numRunning);
         queued.set({ engine: v.name }, st.numWaiting);
         reserved.set({ engine: v.name }, st.numReserved);

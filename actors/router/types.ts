@@ -1,6 +1,7 @@
 /**
  * The router's public types: options of `startRouter`, the `Router` handle, plans and status.
  */
+import type { LoopMonitor } from '../../common/loop-monitor.ts';
 import type { EngineStatus, Role } from '../messages.ts';
 import type { Tokenizer } from '../text/tokenizer.ts';
 
@@ -52,6 +53,8 @@ export interface RouterOptions extends Omit<Plan, 'params'> {
   maxBodyBytes?: number;
   /** [maxAttempts=8] attempts per request (first run + migrations and retries). */
   maxAttempts?: number;
+  /** [loopMonitor] the event-loop monitor of this process: `/metrics` shows its delays (`microserve_event_loop_*`). */
+  loopMonitor?: LoopMonitor;
   /** [baseDir=process.cwd()] where relative strategy module paths are resolved. */
   baseDir?: string;
   /** [defaultMaxTokens] default when a request gives none: 16 for completions, the remaining context (and KV room) for chat. */

@@ -2,6 +2,12 @@
  * One ws connection to a peer node, either direction: frame codec, heartbeat, close handling.
  * A peer that sends nothing (not even a pong) for `deadAfterMs` is declared dead and the socket
  * is terminated, which also catches a SIGSTOPped process whose kernel still holds the TCP socket.
+ * Silence is counted in time our own event loop was free to read: while it was blocked, the
+ * peer's frames (pings, pongs, messages) wait unread in our socket, so the heartbeat timer's
+ * lateness (our blocked time) is left out. Without that, a block of ours longer than
+ * `deadAfterMs` declared every live peer dead at once (and the supervisor then SIGKILLed a busy
+ * engine). A peer that really is silent (hung, SIGSTOPped) is still declared dead after
+ * `deadAfterMs` of our free time.
  */
 import type WebSocket from 'ws';
 import { isMicroserveError } from '../../common/errors.ts';
@@ -30,7 +36,11 @@ export class Connection implements ConnState {
   isOpen = true;
   isGreeted = false;
   isJoined = false;
-  private lastSeen = Date.now();
+  /** When the last frame from the peer was read (performance.now()). */
+  private lastSeen = performance.now();
+  /** When the heartbeat timer last ran, and our loop's blocked time (the timer's lateness) since lastSeen. */
+  private lastTick = performance.now();
+  private blockedMs = 0;
   private timer: NodeJS.Timeout;
   private closeHandlers: ((reason: string) => void)[] = [];
 
@@ -43,7 +53,7 @@ export class Connection implements ConnState {
   ) {
     ws.binaryType = 'nodebuffer';
     ws.on('message', (data: Buffer, isBinary: boolean) => {
-      this.lastSeen = Date.now();
+      this.seen();
       if (!this.isOpen) return;
       try {
         if (!isBinary) throw badFrame('frame', 'text frames are not part of the protocol');
@@ -52,15 +62,18 @@ export class Connection implements ConnState {
         this.refuse(e);
       }
     });
-    ws.on('pong', () => (this.lastSeen = Date.now()));
-    ws.on('ping', () => (this.lastSeen = Date.now()));
+    ws.on('pong', () => this.seen());
+    ws.on('ping', () => this.seen());
     ws.on('close', (code: number, reason: Buffer) => this.finish(`closed ${code} ${reason.toString()}`));
     ws.on('error', (e: Error) => {
       log.debug('connection error', { conn: this.label, error: e.message });
       this.finish(`error ${e.message}`);
     });
     this.timer = setInterval(() => {
-      if (Date.now() - this.lastSeen > opts.deadAfterMs) {
+      const now = performance.now();
+      this.blockedMs += Math.max(0, now - this.lastTick - opts.heartbeatMs);
+      this.lastTick = now;
+      if (now - this.lastSeen - this.blockedMs > opts.deadAfterMs) {
         log.warn('peer missed heartbeats, terminating', { conn: this.label, peer: this.peerNodeId });
         this.ws.terminate();
         this.finish('heartbeat timeout');
@@ -73,6 +86,11 @@ export class Connection implements ConnState {
       }
     }, opts.heartbeatMs);
     this.timer.unref();
+  }
+
+  private seen(): void {
+    this.lastSeen = performance.now();
+    this.blockedMs = 0;
   }
 
   send(f: Frame): boolean {

@@ -139,6 +139,12 @@ print_counters() {
     show("requests rejected (429)", /reject|429/);
     const gap = sum(/^microserve_engine_host_gap_seconds_sum/), steps = sum(/^microserve_engine_host_gap_seconds_count/);
     console.log(`  ${"engine host gap (cumulative)".padEnd(34)} ${gap === null ? "n/a" : `${(1e3 * gap).toFixed(0)} ms over ${steps} steps`}`);
+    show("migrations", /^microserve_request_migrations_total/);
+    show("engine restarts", /^microserve_engine_restarts/);
+    // the event loop of each process since it started (common/loop-monitor.ts): a block past the
+    // heartbeat deadline (1.6 s) is what lost the engine under the random burst
+    const loops = text.split("\n").filter((l) => /^microserve_event_loop_(block_max_seconds|blocks|delay_p99_seconds)\{/.test(l));
+    if (loops.length) console.log("  event loops:\n    " + loops.join("\n    "));
     const extra = text.split("\n").filter((l) => !l.startsWith("#") && /(deliver|recomput|preempt|generat)/.test(l));
     if (extra.length) console.log("  matching lines:\n    " + extra.slice(0, 20).join("\n    "));
   ' "$file"

@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { hostname } from 'node:os';
 import { MicroserveError } from '../../common/errors.ts';
 import { setLogProcessName } from '../../common/log.ts';
+import { LoopMonitor } from '../../common/loop-monitor.ts';
 import { resolveToken } from '../../actors/runtime/token.ts';
 import { agentNodeId, startAgent } from '../../supervisors/agent-keeper.ts';
 
@@ -27,6 +28,7 @@ export function register(program: Command): void {
       const token = resolveToken();
       if (!token) throw new MicroserveError('UNAUTHORIZED', 'set MICROSERVE_TOKEN to the cluster token printed by `up` (or its run file)');
       setLogProcessName(`keeper-${o.host}`);
+      new LoopMonitor(`keeper-${o.host}`); // logs blocks that would make the keeper look dead to its agent process
       const waitMs = seconds('wait', o.wait) * 1000;
       const controlGraceMs = Math.round(seconds('control-grace', o.controlGrace) * 1000);
       const agent = await startAgent({ host: o.host, controlUrl: o.connect, token, bind: o.bind, waitMs, controlGraceMs, onExit: () => process.exit(0) });

@@ -4,6 +4,7 @@ import { resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describePlan } from '../../actors/engine/plan.ts';
 import { log, setLogProcessName } from '../../common/log.ts';
+import { LoopMonitor } from '../../common/loop-monitor.ts';
 import { claimRunFile, newToken, removeRunFile, runFilePath, writeRunFile } from '../../actors/runtime/token.ts';
 import type { Cluster } from '../../supervisors/cluster.ts';
 import { env } from '../../common/env.ts';
@@ -27,6 +28,8 @@ export function register(program: Command): void {
     .option('--host <addr>', "router HTTP bind address (overrides the topology's router.host)")
     .action(async (file: string | undefined, o: { watch: boolean; port?: number; host?: string }) => {
       setLogProcessName('up');
+      // the router and control live on this loop: a long block looks like a dead `up` to every peer
+      const loopMonitor = new LoopMonitor('up');
       const path = resolve(file ?? DEFAULT_TOPOLOGY);
       // one cluster per home: refuses (CLUSTER_RUNNING) while another up of this home is alive
       const stale = claimRunFile(process.pid, path);
@@ -52,7 +55,7 @@ export function register(program: Command): void {
         // imported here so other subcommands start without loading the router and engines
         const { startControlPlane } = await import('../../supervisors/up.ts');
         const router = { ...(o.host !== undefined ? { host: o.host } : {}), ...(o.port !== undefined ? { port: o.port } : {}) };
-        const up = await startControlPlane(path, token, { watch: o.watch, router });
+        const up = await startControlPlane(path, token, { watch: o.watch, router, loopMonitor });
         cluster = up.cluster;
         writeRunFile({ token, controlUrl: cluster.system.url!, httpUrl: up.httpUrl, pid: process.pid, topology: path });
         process.stdout.write(

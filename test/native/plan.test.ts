@@ -6,6 +6,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { openModel, type LoadedModel } from '../../native/index.ts';
+import { NativeBackend } from '../../native/native-backend.ts';
+import { resolveNativeOptions } from '../../native/options.ts';
+import { PRESETS } from '../../native/presets.ts';
 import { FIXTURE, REFERENCE, argmax, pageRange, rejects } from './helpers.ts';
 
 const PAGE = 16;
@@ -72,6 +75,29 @@ test('kvPages auto on CPU is the fixed CPU default of 512 pages', async () => {
     assert.is(logits.length, a.config.vocabSize);
   } finally {
     a.backend.close();
+  }
+});
+
+test('the KV pool and the step scratch are first touched in finalize (the worker thread), not in the constructor (the event loop)', async () => {
+  // The constructor runs on the JS thread: filling a pool of GBs there blocked the engine's event
+  // loop for seconds at start (its control connection missed heartbeats). An untouched allocation
+  // is not resident, so the resident set shows where the pool was filled. 8192 pages of the tiny
+  // preset (4 layers x K,V x 16 tokens x 2 heads x 32 dims x f32 = 32 KiB) = 256 MiB.
+  const p = PRESETS.tiny;
+  const MiB = 1 << 20;
+  const rss0 = process.memoryUsage.rss();
+  const b = new NativeBackend(p.config, 8192, PAGE, 'cpu', { ...resolveNativeOptions(undefined, 1), maxBatchTokens: 64, maxNumSeqs: 4, gpuMemoryUtilization: 0.9 });
+  try {
+    assert.is(b.pageBytes * 8192, 256 * MiB);
+    const afterCtor = process.memoryUsage.rss() - rss0;
+    assert.ok(afterCtor < 64 * MiB, `the constructor made ${(afterCtor / MiB).toFixed(0)} MiB resident (the pool is 256 MiB)`);
+    await b.randomInit(0, p.std);
+    await b.finalize();
+    const afterFinalize = process.memoryUsage.rss() - rss0;
+    assert.ok(afterFinalize > 200 * MiB, `finalize left ${(afterFinalize / MiB).toFixed(0)} MiB resident: the pool was not zeroed`);
+    assert.ok(b.plan.arenaBytes > 0 && b.plan.kvBytes === 256 * MiB);
+  } finally {
+    b.close();
   }
 });
 

@@ -110,6 +110,13 @@ if (missing.length > 0) {
     assert.ok((await metric(c.url, 'microserve_engine_host_gap_seconds_sum')) > 0);
     assert.ok((await metric(c.url, 'microserve_engine_host_phase_seconds_sum')) > 0, '/metrics has the host time by phase');
     assert.is((await c.engineStatus('e0')).overlap, true, 'overlap is on by default');
+    // the event-loop monitors of both processes, and nothing lost under the load
+    const loop = (await c.engineStatus('e0')).eventLoop;
+    assert.ok(loop && loop.role === 'engine-e0' && loop.maxMs > 0, `engine status eventLoop ${JSON.stringify(loop)}`);
+    const text = await fetch(c.url + '/metrics').then((r) => r.text());
+    for (const proc of ['up', 'engine-e0']) assert.match(text, new RegExp(`^microserve_event_loop_delay_max_seconds\\{process="${proc}"\\} [0-9.e-]+$`, 'm'));
+    assert.match(text, /^microserve_event_loop_blocks\{process="up"\} \d+$/m);
+    assert.is(await metric(c.url, 'microserve_engine_restarts'), 0, 'no engine restarted');
   });
 
   test('stop strings under load: streams end at them; engine generated = delivered + discarded (tokens past a stop are discarded, counted)', async () => {

@@ -54,6 +54,28 @@ test('SIGSTOPped peer is seen as dead within 2 s (heartbeat), pending query fail
   }
 });
 
+test('a block of our own event loop longer than the deadline does not make a live peer dead', async () => {
+  const control = await startControl();
+  // the peer is lenient with control's silence: only control's own judgement is under test
+  const peer = await startPeer(control.url!, 'peer-b', 'test/echo', 30000);
+  const gone: string[] = [];
+  control.onActorGone((p) => gone.push(p));
+  try {
+    await control.ref('test/echo').query({ type: 'echo', value: 1 }, 5000);
+    const end = performance.now() + 2500; // > deadAfterMs (1600): the peer's pings wait unread meanwhile
+    while (performance.now() < end) {
+      /* blocked */
+    }
+    await new Promise((r) => setTimeout(r, 1200)); // three heartbeat ticks after the block
+    assert.equal(gone, [], 'the peer was declared dead over our own block');
+    const r = await control.ref('test/echo').query<any>({ type: 'echo', value: 2 }, 5000);
+    assert.is(r.value, 2);
+  } finally {
+    killQuietly(peer);
+    await control.close();
+  }
+});
+
 test('a node rejoins after control restarts; queries flow again', async () => {
   const control = await startControl();
   const port = Number(new URL(control.url!).port);

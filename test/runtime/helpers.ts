@@ -10,8 +10,9 @@ export async function startControl(): Promise<ActorSystem> {
 }
 
 /** Starts test/runtime/peer-process.ts; resolves when it printed `ready`. */
-export function startPeer(controlUrl: string, nodeId: string, path: string): Promise<ChildProcess> {
-  const child = spawn(process.execPath, ['--import', 'tsx', here + 'peer-process.ts', controlUrl, nodeId, path], {
+/** `deadAfterMs`: the peer's own heartbeat deadline for control (default: the runtime's). */
+export function startPeer(controlUrl: string, nodeId: string, path: string, deadAfterMs?: number): Promise<ChildProcess> {
+  const child = spawn(process.execPath, ['--import', 'tsx', here + 'peer-process.ts', controlUrl, nodeId, path, ...(deadAfterMs ? [String(deadAfterMs)] : [])], {
     env: { ...process.env, MICROSERVE_TOKEN: TOKEN, MICROSERVE_LOG: 'error' },
     stdio: ['ignore', 'pipe', 'inherit'],
   });

@@ -98,7 +98,9 @@ class CpuBackend : public Backend {
     size_t bytes = size_t(kv_.numPages) * pageFloats_ * 4;
     kvPool_ = static_cast<float*>(std::aligned_alloc(64, (bytes + 63) / 64 * 64));
     if (!kvPool_) throw std::bad_alloc();
-    std::memset(kvPool_, 0, bytes);
+    // Zeroed (and so first touched) in finalize, with the step scratch: this constructor runs on
+    // the JS event loop, finalize on the addon's worker thread. Touching a pool of GBs here
+    // blocked the loop for seconds (the engine's control connection missed its heartbeats).
     plan_.maxBatchTokens = o.maxBatchTokens;
     plan_.maxNumSeqs = plannedNumSeqs(o);
     plan_.maxContext = m.maxPositions > 0 ? m.maxPositions : INT_MAX;
@@ -108,8 +110,6 @@ class CpuBackend : public Backend {
     plan_.maxRequestTokens = std::min<int64_t>(plan_.maxContext, plan_.kvTokens);
     plan_.kvBytes = bytes;
     plan_.isHost = true;
-    scratch_.plan(m, plan_.maxBatchTokens, plan_.maxNumSeqs, int(threads_.size()));
-    plan_.arenaBytes = scratch_.bytes();
   }
   ~CpuBackend() override { std::free(kvPool_); }
 
@@ -123,6 +123,16 @@ class CpuBackend : public Backend {
   Status finalize() override {
     Status st = weights_.finalize();
     if (!st.ok()) return st;
+    if (!isPlanned_) {
+      st = guarded([&] {
+        scratch_.plan(m_, plan_.maxBatchTokens, plan_.maxNumSeqs, int(threads_.size()));
+        plan_.arenaBytes = scratch_.bytes();
+        zeroPool();
+        return Status::Ok();
+      });
+      if (!st.ok()) return st;
+      isPlanned_ = true;
+    }
     size_t w = matrixBytes(weights_.embed) + matrixBytes(weights_.lmHead) + weights_.finalNorm.size() * 4;
     for (const LayerWeights& L : weights_.layers)
       w += matrixBytes(L.qkv) + matrixBytes(L.o) + matrixBytes(L.gateUp) + matrixBytes(L.down) +
@@ -167,6 +177,15 @@ class CpuBackend : public Backend {
     }
   }
   float* page(int id) { return kvPool_ + size_t(id) * pageFloats_; }
+  // The whole pool to 0, in page ranges over the thread pool (first touch: the OS maps it here).
+  void zeroPool() {
+    const size_t numPages = size_t(kv_.numPages);
+    const int numTasks = int(std::min<size_t>(numPages, size_t(threads_.size()) * 8));
+    threads_.run(numTasks, [&](int task, int) {
+      const size_t begin = numPages * task / numTasks, end = numPages * (task + 1) / numTasks;
+      std::memset(page(int(begin)), 0, (end - begin) * pageFloats_ * 4);
+    });
+  }
   Status run(const Batch& b, float* logitsOut);
   Status sampleWithExtras(const Batch& b, float* logits);
   void promptLogprobs(const Batch& b);
@@ -179,6 +198,7 @@ class CpuBackend : public Backend {
   std::vector<float> invFreq_;  // (headDim/2,)
   size_t pageFloats_ = 0;
   float* kvPool_ = nullptr;    // see the layout at the top of the file
+  bool isPlanned_ = false;     // finalize sized the scratch and zeroed the pool (once)
   MemoryPlan plan_;
   StepScratch scratch_;
   std::vector<PenaltyState> penalties_;  // by SamplingExtras::slot, grown to the largest slot seen

@@ -9,8 +9,11 @@ const tokenIds = z.array(z.number().int().min(0));
 
 export const completionSchema = z.strictObject({
   ...samplingFields,
+  // token ids before lists of strings: a union tries its options in order, and a 3000-id prompt
+  // checked against string[] first built 3000 issues before the ids matched (0.9 ms vs 0.24 ms a
+  // body; a burst of 1000 such requests held the router's event loop for seconds)
   prompt: z
-    .union([z.string(), z.array(z.string()).min(1), tokenIds.min(1), z.array(tokenIds.min(1)).min(1)])
+    .union([z.string(), tokenIds.min(1), z.array(z.string()).min(1), z.array(tokenIds.min(1)).min(1)])
     .describe('required: text, token ids, or a list of either (one choice set per prompt)'),
   echo: z.boolean().nullable().optional().describe("default false; the prompt text before the completion (with logprobs: the prompt tokens' logprobs first, the first null)"),
   logprobs: z.number().int().min(0).max(20).nullable().optional().describe('default none; top alternatives per token (OpenAI allows 5, vLLM 20)'),
