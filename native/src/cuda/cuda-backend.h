@@ -92,6 +92,9 @@ struct DecodeSplits {
   int stages = 2;
 };
 
+// The kernel that runs a product of a weight kind for a token count (autotune.cc chooses).
+enum class ProductKernel { kCublasLt, kSkinny, kMma };
+
 // The plan does not fit the device (Code::DEVICE_MEMORY); the message has the numbers.
 class DeviceMemoryError : public std::runtime_error {
  public:
@@ -143,6 +146,10 @@ class CudaBackend : public Backend {
   Status guarded(F&& f);
   // model-forward.cc
   void linear(int kind, const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s);
+  // The autotune's kernel for T tokens of a weight kind: the skinny kernel's choice for 1..8
+  // tokens, the mma kernel's for the graph bucket holding T up to kMmaMaxTokens, else cuBLASLt.
+  // Not cuBLASLt: the kernel also offers the fused gate/up epilogue (SiluPairBf16).
+  ProductKernel productKernel(int kind, int T) const;
   void runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& ds, cudaStream_t s);
   // The split plan for numQueries decode queries of at most maxCtx keys: the tuned choice of the
   // batch bucket that holds numQueries and the context bucket that holds maxCtx (2048's for longer
@@ -235,6 +242,10 @@ class CudaBackend : public Backend {
   bool useSkinny_[kNumWeightKinds][kSkinnyMaxTokens + 1] = {};
   float gemmMs_[kNumWeightKinds][kSkinnyMaxTokens + 1][2] = {};
   Gemm::Choice ltChoice_[kNumWeightKinds][kNumGraphBuckets] = {};  // cuBLASLt per graph bucket (autotune)
+  // The mma kernel against cuBLASLt at the graph buckets of kSkinnyMaxTokens + 1 .. kMmaMaxTokens
+  // tokens (autotune): the choice, and the times (ms) of mma, cuBLASLt (0: not timed).
+  bool useMma_[kNumWeightKinds][kNumGraphBuckets] = {};
+  float mmaMs_[kNumWeightKinds][kNumGraphBuckets][2] = {};
   struct PrefillTune {
     int numTokens = 0;
     Gemm::Choice choice[kNumWeightKinds] = {};  // the LM head's stays empty

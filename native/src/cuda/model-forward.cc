@@ -1,5 +1,6 @@
 // CudaBackend's forward pass: the layer loop, eager and graph paths, logits to the host, and the
-// choice between the skinny kernel and cuBLASLt for few-token products (measured in autotune.cc).
+// choice between the skinny kernel, the mma kernel and cuBLASLt for decode-sized products
+// (measured in autotune.cc).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -54,12 +55,21 @@ void launchSampler(const Arena& arena, int rows, int vocab, const int32_t* param
 
 }  // namespace
 
+ProductKernel CudaBackend::productKernel(int kind, int T) const {
+  if (T >= 1 && T <= kSkinnyMaxTokens) return useSkinny_[kind][T] ? ProductKernel::kSkinny : ProductKernel::kCublasLt;
+  if (T > kMmaMaxTokens) return ProductKernel::kCublasLt;
+  for (int bi = 0; bi < kNumGraphBuckets; bi++)
+    if (kGraphBuckets[bi] >= T) return useMma_[kind][bi] ? ProductKernel::kMma : ProductKernel::kCublasLt;
+  return ProductKernel::kCublasLt;
+}
+
 void CudaBackend::linear(int kind, const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode,
                          cudaStream_t s) {
-  if (T >= 1 && T <= kSkinnyMaxTokens && useSkinny_[kind][T])
-    skinnyGemm(X, T, W, O, K, Y, mode, s);
-  else
-    gemm_->run(X, T, W, O, K, Y, mode, s);
+  switch (productKernel(kind, T)) {
+    case ProductKernel::kSkinny: skinnyGemm(X, T, W, O, K, Y, mode, s); break;
+    case ProductKernel::kMma: mmaGemm(X, T, W, O, K, Y, mode, s); break;
+    default: gemm_->run(X, T, W, O, K, Y, mode, s);
+  }
 }
 
 DecodeSplits CudaBackend::decodeSplits(int numQueries, int maxCtx) const {
@@ -147,8 +157,8 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& 
 
     rmsNorm(a.x, nullptr, N, H, L.mlpNorm, m_.rmsEps, a.xn, s);
     mark(kNorm, s);
-    if (N <= kSkinnyMaxTokens && useSkinny_[kGateUp][N]) {  // silu.mul in the product's epilogue
-      skinnyGemm(a.xn, N, L.gateUp, 2 * I, H, a.act, OutMode::SiluPairBf16, s);
+    if (productKernel(kGateUp, N) != ProductKernel::kCublasLt) {  // silu.mul in the product's epilogue
+      linear(kGateUp, a.xn, N, L.gateUp, 2 * I, H, a.act, OutMode::SiluPairBf16, s);
       mark(kGateUpGemm, s);
     } else {
       linear(kGateUp, a.xn, N, L.gateUp, 2 * I, H, a.gu, OutMode::Bf16, s);
