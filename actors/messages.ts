@@ -544,6 +544,7 @@ export const EngineSpecSchema = z.strictObject({
   maxNumSeqs: z.number().int().min(1).max(65536).default(256),
   gpuMemoryUtilization: z.number().gt(0).max(1).default(0.9),
   threads: z.number().int().min(0).max(4096).default(0),
+  grammarWorkers: z.number().int().min(1).max(64).optional(),
 });
 
 /** What a node supervisor starts: one OS process per spec, hosting a node of the cluster. */

@@ -4,7 +4,7 @@
  * - spawn / drain-and-stop: engines added / removed (matched by name);
  * - restart (drain, stop, start again; weights reload): an engine whose process was started with
  *   something that changed: device, host, kvPages, pageSize, maxBatchTokens, maxNumSeqs,
- *   gpuMemoryUtilization, threads, the model,
+ *   gpuMemoryUtilization, threads, grammarWorkers, the model,
  *   the transport; and with `transport: nvshmem`, an engine whose NVSHMEM job changed members
  *   (a job = the GPU engines of one host; membership is fixed when its processes start);
  * - router listener changes (host, port, apiKey) and control changes: not applicable by a hot
@@ -45,7 +45,7 @@ export interface TopologyDiff {
   isEmpty: boolean;
 }
 
-const PROCESS_FIELDS = ['device', 'host', 'kvPages', 'pageSize', 'maxBatchTokens', 'maxNumSeqs', 'gpuMemoryUtilization', 'threads'] as const;
+const PROCESS_FIELDS = ['device', 'host', 'kvPages', 'pageSize', 'maxBatchTokens', 'maxNumSeqs', 'gpuMemoryUtilization', 'threads', 'grammarWorkers'] as const;
 
 /** Compares `old` with `next` (both loaded by load.ts). Pure. */
 export function diffTopology(old: Topology, next: Topology): TopologyDiff {
@@ -62,7 +62,7 @@ export function diffTopology(old: Topology, next: Topology): TopologyDiff {
   const newJobs = nvshmemJobs(next);
   for (const e of kept) {
     const o = before.get(e.name)!;
-    const reasons: string[] = PROCESS_FIELDS.filter((f) => o[f] !== e[f]).map((f) => `${f} ${o[f]} → ${e[f]}`);
+    const reasons: string[] = PROCESS_FIELDS.filter((f) => o[f] !== e[f]).map((f) => `${f} ${o[f] ?? '(default)'} → ${e[f] ?? '(default)'}`);
     if (old.model !== next.model) reasons.push(`model ${old.model} → ${next.model}`);
     if (old.transport !== next.transport) reasons.push(`transport ${old.transport} → ${next.transport}`);
     if (reasons.length === 0 && next.transport === 'nvshmem' && oldJobs.get(e.name) !== newJobs.get(e.name)) {

@@ -42,6 +42,7 @@ export const EngineSchema = z.strictObject({
   maxNumSeqs: int(1, 65536).default(256),
   gpuMemoryUtilization: z.number().gt(0).max(1).default(0.9),
   threads: int(0, 4096).default(0),
+  grammarWorkers: int(1, 64).optional(),
 });
 
 export const RouterSchema = z.strictObject({
@@ -96,6 +97,7 @@ export const EXPECTED: Record<string, string> = {
   pageSize: 'an integer in [1, 4096]',
   maxBatchTokens: 'an integer >= 1',
   threads: 'an integer >= 0 (0 = all cores)',
+  grammarWorkers: 'an integer in [1, 64]',
   maxFrameBytes: 'an integer >= 1024',
   model: `a preset (${MODEL_PRESETS.join(', ')}) or a checkpoint folder`,
   strategy: `a built-in strategy (${BUILTIN_STRATEGIES.join(', ')}) or a module path`,

@@ -28,6 +28,8 @@ export interface EngineSpec {
   gpuMemoryUtilization: number;
   /** [threads=0] CPU threads for a cpu engine, 0 = all cores. */
   threads: number;
+  /** [grammarWorkers=min(4, floor(cores / 2)), at least 1] structured outputs' grammar worker threads. */
+  grammarWorkers?: number;
 }
 
 export interface RouterSpec {

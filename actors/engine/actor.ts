@@ -50,6 +50,8 @@ export interface EngineOptions {
   gpuMemoryUtilization?: number;
   /** [threads=0] CPU threads, 0 = all cores. */
   threads?: number;
+  /** [grammarWorkers=min(4, floor(cores / 2)), at least 1] grammar worker threads (EngineCoreOptions.grammarWorkers). */
+  grammarWorkers?: number;
   /** [transport='auto'] KV transport to other engines; only 'host' exists on CPU engines. */
   transport?: TransportName;
   /** [overlap=MICROSERVE_OVERLAP, default true] see EngineCoreOptions.overlap. */
@@ -111,6 +113,7 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
     role: opts.role ?? 'both',
     maxBatchTokens,
     maxNumSeqs,
+    grammarWorkers: opts.grammarWorkers,
     overlap: opts.overlap ?? env('overlapSteps'),
     // TEST ONLY (see EngineCoreOptions.testHooks): the one place this switch is read
     testHooks: env('testHooks'),

@@ -70,6 +70,11 @@ engines:
   ]);
 });
 
+test('grammarWorkers is a process field: a change restarts that engine', () => {
+  const next = topo(BASE.replace('- { name: e0, role: both }', '- { name: e0, role: both, grammarWorkers: 2 }'));
+  assert.equal(diffTopology(topo(BASE), next).restart.map((r) => [r.spec.name, r.reasons]), [['e0', ['grammarWorkers (default) → 2']]]);
+});
+
 test('model and transport changes restart every engine', () => {
   const d = diffTopology(topo(BASE), topo(BASE.replace('model: tiny', 'model: llama-3.1-8b\ntransport: host')));
   assert.equal(d.restart.map((r) => [r.spec.name, r.reasons]), [

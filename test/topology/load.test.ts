@@ -69,6 +69,14 @@ test('maxNumSeqs and gpuMemoryUtilization: validated, errors name the field', ()
   assert.is(refusal(eng('maxnumseqs: 8')).message, "engines[0].maxnumseqs: unknown field 'maxnumseqs' (did you mean 'maxNumSeqs'?) at line 4");
 });
 
+test('grammarWorkers: optional (the engine picks min(4, cores / 2)), validated, errors name the field', () => {
+  const eng = (f: string) => lines('model: tiny', 'engines:', '  - name: e0', `    ${f}`);
+  assert.is(parseTopology(eng('grammarWorkers: 3'), undefined, { numGpus: 0 }).engines[0].grammarWorkers, 3);
+  assert.is(parseTopology(eng('threads: 0'), undefined, { numGpus: 0 }).engines[0].grammarWorkers, undefined);
+  assert.is(refusal(eng('grammarWorkers: 0')).message, 'engines[0].grammarWorkers: expected an integer in [1, 64], got 0 at line 4');
+  assert.is(refusal(eng('grammarWorkers: 65')).message, 'engines[0].grammarWorkers: expected an integer in [1, 64], got 65 at line 4');
+});
+
 test('kvPages auto is refused in an NVSHMEM job (its equal pools are allocated before the weights load)', () => {
   const e = refusal(lines('model: tiny', 'transport: nvshmem', 'engines:', '  - { name: p0, device: "cuda:0", kvPages: auto }', '  - { name: d0, device: "cuda:0", kvPages: auto }'));
   assert.match(e.message, /^engines\[0\]\.kvPages: kvPages auto cannot be used with transport 'nvshmem'.*set kvPages at line 4/);
