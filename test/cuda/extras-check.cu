@@ -21,27 +21,16 @@
 #include "cuda/extras-pack.h"
 #include "cuda/logit-processing.h"
 #include "cuda/sampling.h"
+#include "device-buffers.h"
 
 using namespace ms::cuda;
+using ms::check::download;
+using ms::check::upload;
 
 namespace {
 
 std::mt19937_64 rng(4242);
 
-template <class T>
-T* toDevice(const std::vector<T>& v) {
-  T* d;
-  MS_CUDA_CHECK(cudaMalloc(&d, v.size() * sizeof(T) + 16));
-  MS_CUDA_CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return d;
-}
-template <class T>
-std::vector<T> toHost(const void* d, size_t n) {
-  std::vector<T> v(n);
-  MS_CUDA_CHECK(cudaDeviceSynchronize());
-  MS_CUDA_CHECK(cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
-  return v;
-}
 bool sameFloat(float a, float b) { return (a != a && b != b) || std::memcmp(&a, &b, 4) == 0; }
 
 // One batch of rows with every extra somewhere, as the engine sends it (backend.h SamplingExtras).
@@ -147,8 +136,8 @@ void runStep(Case& c, DeviceExtras& dx, std::vector<ms::PenaltyState>& states, b
     std::memcpy(&params[size_t(r) * kSampleParamInts + 1], &c.topP[r], 4);
     params[size_t(r) * kSampleParamInts + 2] = int32_t(c.seed[r]), params[size_t(r) * kSampleParamInts + 3] = int32_t(c.step[r]);
   }
-  float* dz = toDevice(c.z);
-  int32_t* dp = toDevice(params);
+  float* dz = upload(c.z);
+  int32_t* dp = upload(params);
   int32_t* dt;
   MS_CUDA_CHECK(cudaMalloc(&dt, size_t(R) * 4));
   const std::string err = dx.check(c.b);
@@ -158,7 +147,7 @@ void runStep(Case& c, DeviceExtras& dx, std::vector<ms::PenaltyState>& states, b
   ExtrasArgs a = dx.args(dz, 0, R, dp, dt);
   dx.applyBiasWindows(a, 0);
   applyMaskPenalties(a, 0);
-  const std::vector<float> zg = toHost<float>(dz, c.z.size());
+  const std::vector<float> zg = download<float>(dz, c.z.size());
 
   // Host: P1-P4 on every row.
   std::vector<float> zh = c.z;
@@ -177,17 +166,17 @@ void runStep(Case& c, DeviceExtras& dx, std::vector<ms::PenaltyState>& states, b
 
   // The sampler twice: without cuts (the GPU's own weights q), then with them.
   std::vector<int32_t> noCut(size_t(R) * kExtraInts);
-  const std::vector<int32_t> real = toHost<int32_t>(a.extras, size_t(R) * kExtraInts);
+  const std::vector<int32_t> real = download<int32_t>(a.extras, size_t(R) * kExtraInts);
   for (int r = 0; r < R; r++) {
     std::copy(real.begin() + r * kExtraInts, real.begin() + (r + 1) * kExtraInts, noCut.begin() + r * kExtraInts);
     noCut[size_t(r) * kExtraInts + kTopK] = 0, noCut[size_t(r) * kExtraInts + kMinP] = 0;
     noCut[size_t(r) * kExtraInts + kNumLogprobs] = -1;
   }
-  int32_t* dNoCut = toDevice(noCut);
+  int32_t* dNoCut = upload(noCut);
   SamplingArgs s;
   s.logits = dz, s.vocab = V, s.rows = R, s.params = dp, s.tokens = dt, s.extras = dNoCut;
   sampleTokens(s, 0);
-  const std::vector<uint32_t> qRaw = toHost<uint32_t>(dz, c.z.size());
+  const std::vector<uint32_t> qRaw = download<uint32_t>(dz, c.z.size());
   MS_CUDA_CHECK(cudaMemcpy(dz, zg.data(), zg.size() * 4, cudaMemcpyHostToDevice));
   LogprobArgs l;
   l.logits = dz, l.vocab = V, l.rows = R, l.sampleParams = dp, l.numTop = a.extras + kNumLogprobs, l.numTopStride = kExtraInts;
@@ -197,7 +186,7 @@ void runStep(Case& c, DeviceExtras& dx, std::vector<ms::PenaltyState>& states, b
   sampleTokens(s, 0);
   afterSample(a, 0);
   dx.downloadLogprobs(c.b, 0);
-  const std::vector<uint32_t> qCut = toHost<uint32_t>(dz, c.z.size());
+  const std::vector<uint32_t> qCut = download<uint32_t>(dz, c.z.size());
   MS_CUDA_CHECK(cudaMemcpy(c.tokens.data(), dt, size_t(R) * 4, cudaMemcpyDeviceToHost));
   dx.finishLogprobs(c.b);
 
@@ -266,7 +255,7 @@ void timeTail() {
   std::normal_distribution<float> nd(0.f, 3.f);
   std::vector<float> z(size_t(R) * V);
   for (auto& v : z) v = nd(rng);
-  float* pristine = toDevice(z);
+  float* pristine = upload(z);
   float* dz;
   MS_CUDA_CHECK(cudaMalloc(&dz, z.size() * 4));
   int32_t* dt;
@@ -277,7 +266,7 @@ void timeTail() {
     std::memcpy(&params[size_t(r) * 4], &t, 4), std::memcpy(&params[size_t(r) * 4 + 1], &p, 4);
     params[size_t(r) * 4 + 2] = r;
   }
-  int32_t* dp = toDevice(params);
+  int32_t* dp = upload(params);
   DeviceExtras dx;
   ExtrasCaps caps;
   caps.capRows = R, caps.vocab = V, caps.numSlots = R;

@@ -18,8 +18,11 @@
 #include "cuda/kernels.h"
 #include "cuda/sampling.h"
 #include "common/sampling.h"
+#include "device-buffers.h"
 
 using namespace ms::cuda;
+using ms::check::download;
+using ms::check::upload;
 using ms::bf16ToF32;
 using ms::f32ToBf16;
 
@@ -44,20 +47,6 @@ std::vector<uint16_t> toBf16(std::vector<float>& v) {
     v[i] = bf16ToF32(h[i]);
   }
   return h;
-}
-template <class T>
-T* upload(const std::vector<T>& v) {
-  T* d;
-  MS_CUDA_CHECK(cudaMalloc(&d, v.size() * sizeof(T) + 16));
-  MS_CUDA_CHECK(cudaMemcpy(d, v.data(), v.size() * sizeof(T), cudaMemcpyHostToDevice));
-  return d;
-}
-template <class T>
-std::vector<T> download(const void* d, size_t n) {
-  std::vector<T> v(n);
-  MS_CUDA_CHECK(cudaDeviceSynchronize());
-  MS_CUDA_CHECK(cudaMemcpy(v.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost));
-  return v;
 }
 std::vector<float> bf16Vec(const std::vector<uint16_t>& h) {
   std::vector<float> v(h.size());
