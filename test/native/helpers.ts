@@ -1,6 +1,9 @@
-/** Shared helpers of the native tests: the fixture, safetensors read/write, greedy drivers. */
-import { readFileSync, writeFileSync } from 'node:fs';
+/** Shared helpers of the native tests: the fixture, safetensors read/write, greedy drivers, host-built checks. */
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import * as assert from 'uvu/assert';
 import { isMicroserveError } from '../../common/errors.ts';
 import type { Backend } from '../../native/backend.ts';
@@ -125,4 +128,33 @@ export async function rejects(p: Promise<unknown> | (() => Promise<unknown>), co
     return;
   }
   assert.unreachable(`expected ${code}`);
+}
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const hostChecks = new Map<string, string>();
+
+/** test/native/NAME.cc built once with the host compiler (CXX, else c++) against native/src; its path. */
+export function hostCheck(name: string): string {
+  let bin = hostChecks.get(name);
+  if (!bin) {
+    bin = join(mkdtempSync(join(tmpdir(), `ms-${name}-`)), name);
+    const cc = spawnSync(process.env.CXX || 'c++', ['-O2', '-std=c++17', '-I', join(ROOT, 'native/src'), join(ROOT, `test/native/${name}.cc`), '-o', bin], { encoding: 'utf8' });
+    assert.is(cc.status, 0, `building ${name}.cc: ${cc.stderr}`);
+    hostChecks.set(name, bin);
+  }
+  return bin;
+}
+
+/** The stdin header of the host sampling checks (check-input.h): rows, vocab and each row's sampling parameters. */
+export function hostCheckInput(vocab: number, rows: { temperature: number; topP: number; seed: number; step: number }[]): Buffer {
+  const head = new DataView(new ArrayBuffer(8 + 16 * rows.length));
+  head.setInt32(0, rows.length, true);
+  head.setInt32(4, vocab, true);
+  rows.forEach((r, i) => {
+    head.setFloat32(8 + 16 * i, r.temperature, true);
+    head.setFloat32(12 + 16 * i, r.topP, true);
+    head.setUint32(16 + 16 * i, r.seed, true);
+    head.setUint32(20 + 16 * i, r.step, true);
+  });
+  return Buffer.from(head.buffer);
 }

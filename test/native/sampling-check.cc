@@ -6,26 +6,18 @@
 #include <cstdio>
 #include <vector>
 
+#include "check-input.h"
 #include "common/sampling.h"
 
-namespace {
-template <class T>
-bool readAll(T* out, size_t n) {
-  return std::fread(out, sizeof(T), n, stdin) == n;
-}
-}  // namespace
+using ms::check::readAll;
+using Row = ms::check::SampleParams;
 
 int main() {
-  int32_t dims[2];
-  if (!readAll(dims, 2) || dims[0] < 0 || dims[1] <= 0) return 2;
-  const int rows = dims[0], vocab = dims[1];
-  struct Row {
-    float temperature, topP;
-    uint32_t seed, step;
-  };
-  std::vector<Row> params(static_cast<size_t>(rows));
+  int rows, vocab;
+  std::vector<Row> params;
+  if (!ms::check::readHeader(&rows, &vocab, &params)) return 2;
   std::vector<float> z(static_cast<size_t>(rows) * static_cast<size_t>(vocab));
-  if (!readAll(params.data(), params.size()) || !readAll(z.data(), z.size())) return 2;
+  if (!readAll(z.data(), z.size())) return 2;
   std::vector<int32_t> out(static_cast<size_t>(rows));
   std::vector<uint32_t> q;
   for (int s = 0; s < rows; s++) {

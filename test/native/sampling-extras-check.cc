@@ -14,13 +14,13 @@
 #include <cstring>
 #include <vector>
 
+#include "check-input.h"
 #include "common/logit-processing.h"
 
+using ms::check::readAll;
+using Row = ms::check::SampleParams;
+
 namespace {
-template <class T>
-bool readAll(T* out, size_t n) {
-  return n == 0 || std::fread(out, sizeof(T), n, stdin) == n;
-}
 
 template <class T>
 bool readArray(std::vector<T>* out) {
@@ -43,15 +43,9 @@ const T* ptr(const std::vector<T>& v) {
 }  // namespace
 
 int main() {
-  int32_t dims[2];
-  if (!readAll(dims, 2) || dims[0] < 0 || dims[1] <= 0) return 2;
-  const int rows = dims[0], vocab = dims[1];
-  struct Row {
-    float temperature, topP;
-    uint32_t seed, step;
-  };
-  std::vector<Row> params(static_cast<size_t>(rows));
-  if (!readAll(params.data(), params.size())) return 2;
+  int rows, vocab;
+  std::vector<Row> params;
+  if (!ms::check::readHeader(&rows, &vocab, &params)) return 2;
   std::vector<int32_t> topK, slot, histOffsets, histTokens, histNumOutput, biasOffsets, biasTokens, numLogprobs;
   std::vector<float> minP, rep, pres, freq, biasValues;
   std::vector<uint8_t> reset;

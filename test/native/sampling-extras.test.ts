@@ -4,50 +4,29 @@
 // top-k, min-p, penalties, bias and logprobs; each parameter changes the outcome the way it
 // should; bad extras given to the CPU backend's forwardTokens are typed errors naming the field.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { logprobsOf, processLogits, sampleProcessed, type ProcessingRow } from '../shared/logit-processing-reference.ts';
 import { packSampling, type SampleRow } from '../../actors/engine/sampler.ts';
 import type { ForwardBatch, ForwardSampling, ForwardSamplingExtras } from '../../native/backend.ts';
 import { openModel } from '../../native/index.ts';
-import { FIXTURE, REFERENCE, pageRange } from './helpers.ts';
+import { FIXTURE, REFERENCE, hostCheck, hostCheckInput, pageRange } from './helpers.ts';
 import { xorshift } from '../shared/xorshift.ts';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-let checkBin = '';
 
 /** The 15 extras arrays in sampling-extras-check.cc's order (absent: empty). */
 const EXTRAS_ORDER = ['topK', 'minP', 'repetitionPenalty', 'presencePenalty', 'frequencyPenalty', 'slot', 'reset', 'histOffsets', 'histTokens', 'histNumOutput', 'biasOffsets', 'biasTokens', 'biasValues', 'numLogprobs', 'allowedMask'] as const;
 
 /** The C++ processing + sampling on `z` (rows, vocab) with `x`; fills x.logprobsOut / x.topIdsOut when present. */
 function cppSample(z: Float32Array, vocab: number, rows: SampleRow[], x: ForwardSamplingExtras): number[] {
-  if (!checkBin) {
-    checkBin = join(mkdtempSync(join(tmpdir(), 'ms-sampling-extras-')), 'sampling-extras-check');
-    const cc = spawnSync(process.env.CXX || 'c++', ['-O2', '-std=c++17', '-I', join(ROOT, 'native/src'), join(ROOT, 'test/native/sampling-extras-check.cc'), '-o', checkBin], { encoding: 'utf8' });
-    assert.is(cc.status, 0, `building sampling-extras-check.cc: ${cc.stderr}`);
-  }
-  const parts: Buffer[] = [];
-  const head = new DataView(new ArrayBuffer(8 + 16 * rows.length));
-  head.setInt32(0, rows.length, true);
-  head.setInt32(4, vocab, true);
-  rows.forEach((r, i) => {
-    head.setFloat32(8 + 16 * i, r.temperature, true);
-    head.setFloat32(12 + 16 * i, r.topP, true);
-    head.setUint32(16 + 16 * i, r.seed, true);
-    head.setUint32(20 + 16 * i, r.step, true);
-  });
-  parts.push(Buffer.from(head.buffer));
+  const parts: Buffer[] = [hostCheckInput(vocab, rows)];
   for (const k of EXTRAS_ORDER) {
     const a = x[k] as ArrayLike<number> | undefined;
     const arr = !a ? new Int32Array(0) : a instanceof Uint8Array ? Int32Array.from(a) : (a as Int32Array | Float32Array | Uint32Array);
     parts.push(Buffer.from(Int32Array.of(arr.length).buffer), Buffer.from(arr.buffer, arr.byteOffset, arr.byteLength));
   }
   parts.push(Buffer.from(z.buffer, z.byteOffset, z.byteLength));
-  const run = spawnSync(checkBin, [], { input: Buffer.concat(parts), maxBuffer: 1 << 26 });
+  const run = spawnSync(hostCheck('sampling-extras-check'), [], { input: Buffer.concat(parts), maxBuffer: 1 << 26 });
   assert.is(run.status, 0, `sampling-extras-check exited with an error: ${run.stderr}`);
   const out = run.stdout.buffer.slice(run.stdout.byteOffset, run.stdout.byteOffset + run.stdout.byteLength);
   const n = rows.length;

@@ -2,10 +2,6 @@
 // CPU backend's forwardTokens equals TS sampling of its own logits (greedy = the fixture's
 // reference), and bad sampling inputs are typed errors.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { packSampling, type SampleRow } from '../../actors/engine/sampler.ts';
@@ -13,7 +9,7 @@ import { sampleToken } from '../shared/sampling-reference.ts';
 import type { NativeBackendHandle } from '../../native/addon.ts';
 import type { ForwardBatch, ForwardSampling } from '../../native/backend.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
-import { FIXTURE, REFERENCE, pageRange, rejects } from './helpers.ts';
+import { FIXTURE, REFERENCE, hostCheck, hostCheckInput, pageRange, rejects } from './helpers.ts';
 import { xorshift } from '../shared/xorshift.ts';
 
 let fixture: LoadedModel;
@@ -31,27 +27,10 @@ const ROWS: SampleRow[] = [
   { temperature: 3, topP: 0.01, seed: 123456, step: 17 },
 ];
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-let hostSamplerBin = '';
-
 /** The C++ sampler (common/sampling.h) on `z` (rows, vocab), through test/native/sampling-check.cc built with the host compiler. */
 function cppTokens(z: Float32Array, vocab: number, rows: SampleRow[]): number[] {
-  if (!hostSamplerBin) {
-    hostSamplerBin = join(mkdtempSync(join(tmpdir(), 'ms-sampling-')), 'sampling-check');
-    const cc = spawnSync(process.env.CXX || 'c++', ['-O2', '-std=c++17', '-I', join(ROOT, 'native/src'), join(ROOT, 'test/native/sampling-check.cc'), '-o', hostSamplerBin], { encoding: 'utf8' });
-    assert.is(cc.status, 0, `building sampling-check.cc: ${cc.stderr}`);
-  }
-  const head = new DataView(new ArrayBuffer(8 + 16 * rows.length));
-  head.setInt32(0, rows.length, true);
-  head.setInt32(4, vocab, true);
-  rows.forEach((r, i) => {
-    head.setFloat32(8 + 16 * i, r.temperature, true);
-    head.setFloat32(12 + 16 * i, r.topP, true);
-    head.setUint32(16 + 16 * i, r.seed, true);
-    head.setUint32(20 + 16 * i, r.step, true);
-  });
-  const input = Buffer.concat([Buffer.from(head.buffer), Buffer.from(z.buffer, z.byteOffset, z.byteLength)]);
-  const run = spawnSync(hostSamplerBin, [], { input, maxBuffer: 1 << 20 });
+  const input = Buffer.concat([hostCheckInput(vocab, rows), Buffer.from(z.buffer, z.byteOffset, z.byteLength)]);
+  const run = spawnSync(hostCheck('sampling-check'), [], { input, maxBuffer: 1 << 20 });
   assert.is(run.status, 0, 'sampling-check exited with an error');
   return [...new Int32Array(run.stdout.buffer.slice(run.stdout.byteOffset, run.stdout.byteOffset + 4 * rows.length))];
 }
