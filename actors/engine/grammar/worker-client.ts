@@ -60,6 +60,12 @@ export class GrammarWorkerClient {
     return (await this.call({ op: 'fill', items, target, words }, 'sampling.grammar')).steps!;
   }
 
+  /** `accept(accepts)` then `fill(items, ...)` in one call (the tokens first): `accepted` and `steps` in their items' order. */
+  async acceptAndFill(accepts: AcceptItem[], items: FillItem[], target: SharedArrayBuffer, words: number): Promise<{ accepted: GrammarStep[]; steps: GrammarStep[] }> {
+    const r = await this.call({ op: 'fill', items, target, words, accepts }, 'sampling.grammar');
+    return { accepted: r.accepted!, steps: r.steps! };
+  }
+
   /** Frees matchers (no answer awaited). */
   close(handles: number[]): void {
     if (!this.worker || handles.length === 0) return;
