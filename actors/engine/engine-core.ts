@@ -360,6 +360,7 @@ export class EngineCore {
     } catch (e) {
       log.error('engine loop failed', { engine: this.name, err: e as Error });
     } finally {
+      this.grammars.dispatch(); // tokens staged when the loop failed still go (their outcomes settle)
       this.clock.idle();
       this.isLooping = false;
       this.settleIdle();
