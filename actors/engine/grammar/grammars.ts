@@ -23,11 +23,11 @@
  */
 import { availableParallelism } from 'node:os';
 import { MicroserveError, type ErrorCode } from '../../../common/errors.ts';
+import { log } from '../../../common/log.ts';
 import type { GrammarSpec } from '../../messages.ts';
 import { GrammarSpecSchema } from '../../messages.ts';
 import type { TokenizerSource } from '../../text/tokenizer.ts';
 import type { Request } from '../request.ts';
-import type { StepEntry } from '../scheduler.ts';
 import type { AcceptItem, GrammarStep } from './protocol.ts';
 import { GrammarWorkerClient } from './worker-client.ts';
 
@@ -85,11 +85,22 @@ export interface AcceptOutcome {
   error?: MicroserveError;
 }
 
+/** One `accept` until every outcome settled: worker calls left, and its waiters. */
+interface Acceptance {
+  numCalls: number;
+  isWithFill: boolean;
+  done: Promise<void>;
+  resolve: () => void;
+  t0: number;
+}
+
+/** One worker's share of an `accept`. */
 interface StagedAccept {
   tokens: GrammarToken[];
   /** The tokens for the worker (handles taken when staged). */
   items: AcceptItem[];
   settle(token: GrammarToken, outcome: AcceptOutcome): void;
+  of: Acceptance;
 }
 
 /** What a fill tells the engine: a request whose grammar completed (ends with `stop`), or failed. */
@@ -108,8 +119,8 @@ export class Grammars {
   private nextHandle = 1;
   /** Per worker: tokens staged by `accept`, sent with the next fill or by `dispatch`. */
   private readonly staged: (StagedAccept | null)[];
-  /** The last `accept` until every outcome settled: worker calls left, and its waiters. */
-  private acceptance: { numCalls: number; isWithFill: boolean; done: Promise<void>; resolve: () => void; t0: number } | null = null;
+  /** The last `accept` until every outcome settled (null: none out). */
+  private acceptance: Acceptance | null = null;
   /** The step mask matrix, reused step after step (a step's forward settles before the next is built). */
   private scratch = new Uint32Array(new SharedArrayBuffer(0));
 
@@ -178,18 +189,20 @@ export class Grammars {
    */
   accept<T extends GrammarToken>(tokens: readonly T[], settle: (token: T, outcome: AcceptOutcome) => void): void {
     if (tokens.length === 0) return;
-    if (this.staged.some((x) => x !== null)) throw new Error('Grammars.accept: the previous step\'s tokens were never dispatched');
+    if (this.acceptance) throw new Error('Grammars.accept: the previous step\'s outcomes have not all settled (await whenAccepted first)');
+    let resolve!: () => void;
+    const done = new Promise<void>((r) => (resolve = r));
+    const of: Acceptance = { numCalls: 0, isWithFill: false, done, resolve, t0: performance.now() };
     for (const t of tokens) {
       const k = t.req.grammarWorker;
-      const a = (this.staged[k] ??= { tokens: [], items: [], settle: settle as StagedAccept['settle'] });
+      let a = this.staged[k];
+      if (!a) (a = this.staged[k] = { tokens: [], items: [], settle: settle as StagedAccept['settle'], of }), of.numCalls++;
       a.tokens.push(t);
       a.items.push({ handle: t.req.grammarHandle, token: t.token, isLast: t.isLast });
       t.req.allowedMask = null;
       t.req.isMaskPending = true;
     }
-    let resolve!: () => void;
-    const done = new Promise<void>((r) => (resolve = r));
-    this.acceptance = { numCalls: this.staged.filter((x) => x !== null).length, isWithFill: false, done, resolve, t0: performance.now() };
+    this.acceptance = of;
     this.stats.numAccepts++;
   }
 
@@ -248,7 +261,7 @@ export class Grammars {
         if (items.length === 0) return;
         const a = this.staged[k];
         this.staged[k] = null;
-        if (a) this.acceptance!.isWithFill = true;
+        if (a) a.of.isWithFill = true;
         const buf = masks.buffer as SharedArrayBuffer;
         let steps: GrammarStep[];
         try {
@@ -309,15 +322,22 @@ export class Grammars {
   /** A worker's answer to staged tokens (its steps, or the error that failed the call): each to `settle`; the last one resolves the acceptance. */
   private settleAccepts(a: StagedAccept, answer: GrammarStep[] | MicroserveError): void {
     a.tokens.forEach((t, i) => {
-      if (!Array.isArray(answer)) return a.settle(t, { isComplete: false, error: answer });
-      const st = answer[i];
-      if (st.error) return a.settle(t, { isComplete: false, error: new MicroserveError(st.error.code as ErrorCode, st.error.message) });
-      t.req.isGrammarComplete = st.isComplete;
-      a.settle(t, { isComplete: st.isComplete });
+      const st = Array.isArray(answer) ? answer[i] : null;
+      const outcome: AcceptOutcome = !st
+        ? { isComplete: false, error: answer as MicroserveError }
+        : st.error
+          ? { isComplete: false, error: new MicroserveError(st.error.code as ErrorCode, st.error.message) }
+          : { isComplete: st.isComplete };
+      if (st && !st.error) t.req.isGrammarComplete = st.isComplete;
+      try {
+        a.settle(t, outcome);
+      } catch (e) {
+        log.error('settling a grammar token failed', { id: t.req.id, err: e as Error }); // a bug: the loop must not wait forever for it
+      }
     });
-    const acc = this.acceptance!;
+    const acc = a.of;
     if (--acc.numCalls > 0) return;
-    this.acceptance = null;
+    if (this.acceptance === acc) this.acceptance = null;
     this.stats.acceptCallMs += performance.now() - acc.t0;
     if (acc.isWithFill) this.stats.numAcceptsWithFill++;
     acc.resolve();
