@@ -124,8 +124,9 @@ export async function runMaskBench(model: LoadedModel, o: MaskBenchOptions): Pro
         const pending = rows.filter((s) => !isKnown[s]);
         const f0 = performance.now();
         complete = await perWorker(async (w, mine) => {
-          const r = await w.acceptAndFill(mine.map((s) => ({ handle: handles[s], token: tokens[s], isLast: false })), mine.map((s) => ({ handle: handles[s], row: s })), masks.buffer as SharedArrayBuffer, words);
-          return r.steps.map((st, i) => (r.accepted[i].error ? r.accepted[i] : r.accepted[i].isComplete ? r.accepted[i] : st));
+          let accepted: GrammarStep[] = [];
+          const steps = await w.acceptAndFill(mine.map((s) => ({ handle: handles[s], token: tokens[s], isLast: false })), mine.map((s) => ({ handle: handles[s], row: s })), masks.buffer as SharedArrayBuffer, words, (a) => (accepted = a));
+          return steps.map((st, i) => (accepted[i].error || accepted[i].isComplete ? accepted[i] : st));
         }, pending);
         fillMs = performance.now() - f0;
         backend.supplyMasks(gate.id, masks);

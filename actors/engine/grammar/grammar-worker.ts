@@ -66,7 +66,7 @@ async function answer(call: GrammarCall): Promise<void> {
         reply = { seq: call.seq, steps: await acceptAll(call.items) };
         break;
       case 'fill': {
-        const accepted = call.accepts ? await acceptAll(call.accepts) : undefined; // the tokens before the masks after them
+        if (call.accepts) port.postMessage({ seq: call.seq, accepted: await acceptAll(call.accepts), isPartial: true } satisfies GrammarReply); // the tokens before the masks after them
         const view = new Uint32Array(call.target);
         const steps: GrammarStep[] = [];
         for (const { handle, row } of call.items) {
@@ -82,7 +82,7 @@ async function answer(call: GrammarCall): Promise<void> {
           else view.set(g.mask.subarray(0, call.words), at);
           steps.push({ handle, mask: null, isComplete: g.isComplete });
         }
-        reply = { seq: call.seq, steps, accepted };
+        reply = { seq: call.seq, steps };
         break;
       }
       case 'close':

@@ -101,6 +101,7 @@ interface StagedAccept {
   items: AcceptItem[];
   settle(token: GrammarToken, outcome: AcceptOutcome): void;
   of: Acceptance;
+  isSettled: boolean;
 }
 
 /** What a fill tells the engine: a request whose grammar completed (ends with `stop`), or failed. */
@@ -196,7 +197,7 @@ export class Grammars {
     for (const t of tokens) {
       const k = t.req.grammarWorker;
       let a = this.staged[k];
-      if (!a) (a = this.staged[k] = { tokens: [], items: [], settle: settle as StagedAccept['settle'], of }), of.numCalls++;
+      if (!a) (a = this.staged[k] = { tokens: [], items: [], settle: settle as StagedAccept['settle'], of, isSettled: false }), of.numCalls++;
       a.tokens.push(t);
       a.items.push({ handle: t.req.grammarHandle, token: t.token, isLast: t.isLast });
       t.req.allowedMask = null;
@@ -265,11 +266,9 @@ export class Grammars {
         const buf = masks.buffer as SharedArrayBuffer;
         let steps: GrammarStep[];
         try {
-          if (a) {
-            const r = await this.workers[k].acceptAndFill(a.items, items, buf, w);
-            this.settleAccepts(a, r.accepted); // the tokens' outcomes before the masks' (a completion's token is streamed first)
-            steps = r.steps;
-          } else steps = await this.workers[k].fill(items, buf, w);
+          // the tokens' outcomes come first, before the masks are computed (their tokens are streamed meanwhile)
+          if (a) steps = await this.workers[k].acceptAndFill(a.items, items, buf, w, (accepted) => this.settleAccepts(a, accepted));
+          else steps = await this.workers[k].fill(items, buf, w);
         } catch (e) {
           if (a) this.settleAccepts(a, e as MicroserveError);
           for (const { row } of items) masks.fill(0xffffffff, row * w, (row + 1) * w);
@@ -319,8 +318,10 @@ export class Grammars {
     await Promise.all(this.workers.map((w) => w.shutdown()));
   }
 
-  /** A worker's answer to staged tokens (its steps, or the error that failed the call): each to `settle`; the last one resolves the acceptance. */
+  /** A worker's answer to staged tokens (its steps, or the error that failed the call), once: each to `settle`; the last one resolves the acceptance. */
   private settleAccepts(a: StagedAccept, answer: GrammarStep[] | MicroserveError): void {
+    if (a.isSettled) return; // a call that failed after its partial reply
+    a.isSettled = true;
     a.tokens.forEach((t, i) => {
       const st = Array.isArray(answer) ? answer[i] : null;
       const outcome: AcceptOutcome = !st

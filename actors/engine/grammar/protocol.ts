@@ -51,7 +51,8 @@ export interface FillItem {
  * - `fill`: each handle's next mask written into its row of `target` ((rows, words) uint32, shared
  *   with the engine, which hands it to the step's mask gate); rows whose grammar completed or
  *   failed are written all-allowed (their token is discarded). With `accepts`, those are taken
- *   first, as an `accept` call would (answered in `accepted`): the engine sends the previous
+ *   first, as an `accept` call would, and answered at once in a partial reply (`accepted`, before
+ *   the masks are computed, so their tokens can be streamed meanwhile): the engine sends the previous
  *   step's tokens with the next step's fill, in one call, while that step's forward runs.
  */
 export type GrammarCall =
@@ -61,5 +62,5 @@ export type GrammarCall =
   | { seq: number; op: 'fill'; items: FillItem[]; target: SharedArrayBuffer; words: number; accepts?: AcceptItem[] }
   | { seq: number; op: 'close'; handles: number[] };
 
-/** `steps`: one per item of the call; `accepted`: one per item of a fill's `accepts`. */
-export type GrammarReply = { seq: number; steps?: GrammarStep[]; accepted?: GrammarStep[]; error?: WireError; info?: Record<string, unknown> };
+/** `steps`: one per item of the call; `accepted` (in a partial reply, `isPartial`, that the call's final one follows): one per item of a fill's `accepts`. */
+export type GrammarReply = { seq: number; steps?: GrammarStep[]; accepted?: GrammarStep[]; isPartial?: boolean; error?: WireError; info?: Record<string, unknown> };
