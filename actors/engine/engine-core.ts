@@ -31,7 +31,7 @@ import { Request } from './request.ts';
 import { RequestTable } from './request-table.ts';
 import { checkSamplingExtras } from './sampling-params.ts';
 import { Scheduler, type SchedulerLimits, type StepEntry } from './scheduler.ts';
-import { StepPostprocess } from './postprocess.ts';
+import { StepPostprocess, type HeldToken } from './postprocess.ts';
 import { engineStatus } from './status.ts';
 import { StepRunner, type StepPart } from './step-runner.ts';
 import type { EngineCoreOptions } from './types.ts';
@@ -130,7 +130,7 @@ export class EngineCore {
       },
     );
     this.post = new StepPostprocess(this.table, this.counters, this.capacity.maxPositions);
-    // a grammar found complete while the next step runs ends its request now (that row's token is discarded)
+    // a grammar found complete (or failed) while the next step runs ends its request now (that row's token is discarded)
     const outcomes = { complete: (req: Request) => this.table.stopGenerate(req, 'stop'), fail: (req: Request, err: MicroserveError) => this.table.stopGenerate(req, 'error', [], err) };
     this.runner = new StepRunner(this.name, this.counters, (entries, batch) => this.sender.forward(entries, batch), this.table.samplingSlots, {
       prepare: (rows) => this.grammars.prepare(rows, outcomes),
@@ -323,30 +323,44 @@ export class EngineCore {
    * t's tokens are sent (overlap). Postprocessing is split: `post.apply` (postprocess.ts) applies
    * the tokens and decides finishes (what scheduling step t+1 needs: its decode inputs, freed pages), and
    * `table.flush` sends them (one message per destination) while the backend runs step t+1.
+   * Grammar rows' tokens are staged for their matchers (`grammars.accept`) and go to the workers
+   * with step t+1's mask fill once step t+1 is submitted (`dispatch` sends the rest): the accept
+   * runs under that forward, and its outcomes (postprocess.ts `settle`) are in before step t+1's
+   * tokens are applied (`whenAccepted`).
    */
   private async loop(): Promise<void> {
     try {
       let running = this.launch();
-      while (running) {
+      while (running || this.grammars.isAccepting) {
+        if (!running) {  // only held finishes left: their pages may let a step run
+          await this.grammars.whenAccepted();
+          running = this.launch();
+          this.grammars.dispatch();
+          continue;
+        }
         const parts = await running;
         this.clock.resulted();
-        // grammars take the sampled tokens (what finishes need); the next masks are computed under the next forward
-        for (const { entries: e, tokens } of parts) {
-          if (tokens) await this.grammars.accept(e, tokens, (req) => this.post.endsByLength(req), (req, err) => this.table.stopGenerate(req, 'error', [], err));
-        }
-        for (const part of parts) this.post.apply(part);
+        if (this.grammars.isAccepting) await this.grammars.whenAccepted();
+        const held: HeldToken[] = [];
+        for (const part of parts) this.post.apply(part, held);
+        this.grammars.accept(held, (h, outcome) => this.post.settle(h, outcome));
         this.clock.lap('updateMs');
-        if (this.isOverlap) running = this.launch();
+        if (this.isOverlap) {
+          running = this.launch();
+          this.grammars.dispatch();
+        }
         this.table.flush();
         this.clock.lap('sendMs');
         if (!this.isOverlap) {
           await null; // the runtime writes dispatched messages in a microtask: let them go first
           running = this.launch();
+          this.grammars.dispatch();
         }
       }
     } catch (e) {
       log.error('engine loop failed', { engine: this.name, err: e as Error });
     } finally {
+      this.grammars.dispatch(); // tokens staged when the loop failed still go (their outcomes settle)
       this.clock.idle();
       this.isLooping = false;
       this.settleIdle();

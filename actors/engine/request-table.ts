@@ -84,6 +84,14 @@ export class RequestTable {
     this.emit(req, tokens, reason, error, logprobs);
   }
 
+  /**
+   * A request that ends at its last token once its grammar said how (postprocess.ts `settle`):
+   * out of the scheduler (not in the next step), its pages kept until it ends.
+   */
+  hold(req: Request): void {
+    this.o.scheduler.remove(req);
+  }
+
   /** Fails a send request: stops its compute or its transfer. */
   stopSend(req: Request, err: MicroserveError): void {
     if (req.state === 'finished') return;

@@ -4,12 +4,16 @@
  * mask with xgrammar/WASM on the host; the backend's sampler applies it), at batch 64 (the
  * issue's <= 5% check), against the same decode steps without masks. Every row has a grammar (a
  * JSON array of strings; a row whose array closes opens a new one, as a new request would), so
- * every step pays for `batch` masks. Two ways, in one run:
+ * every step pays for `batch` masks. Three ways, in one run:
  * - serial (before the mask gate): accept, compute the masks, then submit the step with them;
- * - gated (the engine now): accept, submit the step with a mask gate (ForwardSampling.maskGate),
- *   compute the masks while its forward runs and supply them (Backend.supplyMasks); the backend
- *   waits for them only between the logits and the sampling.
- * Reports medians per step: wall ms, the loop's wait for accepts, the mask computation (fill), and
+ * - gated (before the accept moved): accept, submit the step with a mask gate
+ *   (ForwardSampling.maskGate), compute the masks while its forward runs and supply them
+ *   (Backend.supplyMasks); the backend waits for them only between the logits and the sampling;
+ * - overlapped (the engine now): submit the step with a mask gate at once, then each worker takes
+ *   the previous step's tokens and computes the masks in one call (`acceptAndFill`) while the
+ *   forward runs; a row whose grammar the accept finds terminated has its token discarded.
+ * Reports medians per step: wall ms, the loop's wait for accepts (before submitting), the mask
+ * computation (fill; overlapped: accept and fill), and
  * the backend's wait at its gate (Backend.maskGateStats); checks every sampled token is allowed.
  */
 import { defaultGrammarWorkers } from '../../actors/engine/grammar/grammars.ts';
@@ -30,7 +34,7 @@ export interface MaskBenchOptions {
   workers?: number;
 }
 
-const MODES = ['serial', 'gated'] as const;
+const MODES = ['serial', 'gated', 'overlapped'] as const;
 const SCHEMA: GrammarSpec = { type: 'json', schema: JSON.stringify({ type: 'array', items: { type: 'string' } }) };
 const median = (v: number[]) => [...v].sort((a, b) => a - b)[v.length >> 1];
 const isAllowed = (mask: Uint32Array, row: number, words: number, t: number) => ((mask[row * words + (t >> 5)] >>> (t & 31)) & 1) === 1;
@@ -109,28 +113,45 @@ export async function runMaskBench(model: LoadedModel, o: MaskBenchOptions): Pro
     for (let step = 0; step < o.warm + o.steps; step++, pos++) {
       const t1 = performance.now();
       const rows = tables.map((_, s) => s);
-      const toAccept = rows.filter((s) => !isKnown[s]);
-      const terminated = await perWorker((w, mine) => w.accept(mine.map((s) => ({ handle: handles[s], token: tokens[s], isLast: false }))), toAccept);
-      await Promise.all(terminated.map(openRow));
-      const t2 = performance.now();
-      const pending = rows.filter((s) => !isKnown[s]);
       let complete: number[] = [];
       let fillMs = 0;
-      const runFill = async () => {
-        const f0 = performance.now();
-        complete = await perWorker((w, mine) => w.fill(mine.map((s) => ({ handle: handles[s], row: s })), masks.buffer as SharedArrayBuffer, words), pending);
-        fillMs = performance.now() - f0;
-      };
+      let t2 = t1;
       const g0 = backend.maskGateStats();
-      if (mode === 'serial') {
-        await runFill();
-        tokens = await backend.forwardTokens({ seqs: stepSeqs(tokens), sampling: { ...sampling, extras: { allowedMask: masks } } });
-      } else {
+      if (mode === 'overlapped') {
         const gate = { id: step, timeoutMs: 60_000 };
+        t2 = performance.now(); // the loop waits for no accept before submitting (the submit itself is in the wall time)
         const forward = backend.forwardTokens({ seqs: stepSeqs(tokens), sampling: { ...sampling, maskGate: gate } });
-        await runFill();
+        const pending = rows.filter((s) => !isKnown[s]);
+        const f0 = performance.now();
+        complete = await perWorker(async (w, mine) => {
+          let accepted: GrammarStep[] = [];
+          const steps = await w.acceptAndFill(mine.map((s) => ({ handle: handles[s], token: tokens[s], isLast: false })), mine.map((s) => ({ handle: handles[s], row: s })), masks.buffer as SharedArrayBuffer, words, (a) => (accepted = a));
+          return steps.map((st, i) => (accepted[i].error || accepted[i].isComplete ? accepted[i] : st));
+        }, pending);
+        fillMs = performance.now() - f0;
         backend.supplyMasks(gate.id, masks);
         tokens = await forward;
+      } else {
+        const toAccept = rows.filter((s) => !isKnown[s]);
+        const terminated = await perWorker((w, mine) => w.accept(mine.map((s) => ({ handle: handles[s], token: tokens[s], isLast: false }))), toAccept);
+        await Promise.all(terminated.map(openRow));
+        t2 = performance.now();
+        const pending = rows.filter((s) => !isKnown[s]);
+        const runFill = async () => {
+          const f0 = performance.now();
+          complete = await perWorker((w, mine) => w.fill(mine.map((s) => ({ handle: handles[s], row: s })), masks.buffer as SharedArrayBuffer, words), pending);
+          fillMs = performance.now() - f0;
+        };
+        if (mode === 'serial') {
+          await runFill();
+          tokens = await backend.forwardTokens({ seqs: stepSeqs(tokens), sampling: { ...sampling, extras: { allowedMask: masks } } });
+        } else {
+          const gate = { id: step, timeoutMs: 60_000 };
+          const forward = backend.forwardTokens({ seqs: stepSeqs(tokens), sampling: { ...sampling, maskGate: gate } });
+          await runFill();
+          backend.supplyMasks(gate.id, masks);
+          tokens = await forward;
+        }
       }
       const g1 = backend.maskGateStats();
       tokens.forEach((t, s) => (numViolations += complete.includes(s) || isAllowed(masks, s, words, t) ? 0 : 1));
@@ -150,9 +171,10 @@ export async function runMaskBench(model: LoadedModel, o: MaskBenchOptions): Pro
     out[`${mode}OverheadPct`] = (100 * (median(wall) - (out.noMaskWallMs as number))) / (out.noMaskWallMs as number);
   }
   await Promise.all(workers.map((w) => w.shutdown()));
-  // the loop's wait for masks: serial = accept + fill; gated = accept + the backend's gate wait
+  // the loop's wait for masks: serial = accept + fill; gated = accept + the backend's gate wait; overlapped = the gate wait
   out.serialMaskWaitMs = (out.serialAcceptMs as number) + (out.serialFillMs as number);
   out.gatedMaskWaitMs = (out.gatedAcceptMs as number) + (out.gatedGateWaitMs as number);
+  out.overlappedMaskWaitMs = (out.overlappedAcceptMs as number) + (out.overlappedGateWaitMs as number);
   out.maskViolations = numViolations;
   out.grammarsReopened = numReopened;
   return out;

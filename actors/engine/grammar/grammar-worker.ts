@@ -9,7 +9,7 @@ import { MicroserveError, isMicroserveError } from '../../../common/errors.ts';
 import { GrammarChecker } from '../../text/grammar-spec.ts';
 import { grammarVocabularyOf } from '../../text/loader.ts';
 import { GrammarCompilerCache } from './compiler.ts';
-import type { GrammarCall, GrammarReply, GrammarStep, GrammarWorkerInit } from './protocol.ts';
+import type { AcceptItem, GrammarCall, GrammarReply, GrammarStep, GrammarWorkerInit } from './protocol.ts';
 import { RequestGrammar } from './request-grammar.ts';
 
 const init = workerData as GrammarWorkerInit;
@@ -29,6 +29,22 @@ function step(handle: number, g: RequestGrammar, transfer: ArrayBuffer[]): Gramm
   return { handle, mask, isComplete: false };
 }
 
+/** Each handle takes its token: out-of-grammar tokens, and completion where the matcher terminated or it is the request's last token. */
+async function acceptAll(items: readonly AcceptItem[]): Promise<GrammarStep[]> {
+  const steps: GrammarStep[] = [];
+  for (const { handle, token, isLast } of items) {
+    const g = matchers.get(handle);
+    if (!g) steps.push(lost(handle));
+    else if (!g.accept(token)) {
+      steps.push({ handle, mask: null, isComplete: false, error: { code: 'NATIVE_ERROR', message: `the backend sampled token ${token} outside the request's grammar mask` } });
+    } else {
+      if (g.isTerminated || isLast) await g.next(); // completion now: the request's finish depends on it
+      steps.push({ handle, mask: null, isComplete: (g.isTerminated || isLast) && g.isComplete });
+    }
+  }
+  return steps;
+}
+
 async function answer(call: GrammarCall): Promise<void> {
   const transfer: ArrayBuffer[] = [];
   let reply: GrammarReply;
@@ -46,22 +62,11 @@ async function answer(call: GrammarCall): Promise<void> {
         reply = { seq: call.seq, steps: [step(call.handle, g, transfer)], info: { numCached: compiler.size } };
         break;
       }
-      case 'accept': {
-        const steps: GrammarStep[] = [];
-        for (const { handle, token, isLast } of call.items) {
-          const g = matchers.get(handle);
-          if (!g) steps.push(lost(handle));
-          else if (!g.accept(token)) {
-            steps.push({ handle, mask: null, isComplete: false, error: { code: 'NATIVE_ERROR', message: `the backend sampled token ${token} outside the request's grammar mask` } });
-          } else {
-            if (g.isTerminated || isLast) await g.next(); // completion now: the request's finish depends on it
-            steps.push({ handle, mask: null, isComplete: (g.isTerminated || isLast) && g.isComplete });
-          }
-        }
-        reply = { seq: call.seq, steps };
+      case 'accept':
+        reply = { seq: call.seq, steps: await acceptAll(call.items) };
         break;
-      }
       case 'fill': {
+        if (call.accepts) port.postMessage({ seq: call.seq, accepted: await acceptAll(call.accepts), isPartial: true } satisfies GrammarReply); // the tokens before the masks after them
         const view = new Uint32Array(call.target);
         const steps: GrammarStep[] = [];
         for (const { handle, row } of call.items) {

@@ -6,14 +6,16 @@
  * 1. admission (`check`, synchronous): refused at once where this engine cannot run it;
  * 2. `open`: compile (cached per worker), make the request's matcher, replay its earlier output
  *    (migration), compute the first mask: the request joins the scheduler only then;
- * 3. after each step, `accept`: each sampled token goes to its matcher (no mask: cheap), which
- *    tells what postprocessing needs now — an out-of-grammar token, a grammar that terminated,
- *    and, for a request that ends at this token unless its grammar completes, completion;
- * 4. the next step is submitted with its grammar rows gated (`prepare`): the workers write the
- *    rows' masks into one shared matrix while the forward runs, and the step runner hands it to the
- *    backend's mask gate (native/backend.ts ForwardSampling.maskGate), which waits for it between
- *    the logits and the sampling. A grammar found complete there (only a stop token allowed) ends
- *    its request with `stop` at once; its row's token is discarded;
+ * 3. after each step, `accept`: each sampled token is staged for its matcher (no mask: cheap); the
+ *    engine applies the token meanwhile but streams it only once the matcher answered
+ *    (postprocess.ts `settle`): an out-of-grammar token, a grammar that terminated, and, for a
+ *    request that ends at this token unless its grammar completes, completion;
+ * 4. the next step is submitted with its grammar rows gated (`prepare`): each worker takes the
+ *    staged tokens and then writes the rows' masks into one shared matrix, in one call, while the
+ *    forward runs (`dispatch` sends the tokens of workers with no row in that step), and the step
+ *    runner hands the matrix to the backend's mask gate (native/backend.ts ForwardSampling.maskGate),
+ *    which waits for it between the logits and the sampling. A grammar found complete or failed
+ *    there (by the accept or at mask time) ends its request at once; its row's token is discarded;
  * 5. `release` with the request (its matcher freed).
  *
  * Both backends apply the mask (`SamplingExtras.allowedMask`): the CPU in its sampler, CUDA in
@@ -21,12 +23,12 @@
  */
 import { availableParallelism } from 'node:os';
 import { MicroserveError, type ErrorCode } from '../../../common/errors.ts';
+import { log } from '../../../common/log.ts';
 import type { GrammarSpec } from '../../messages.ts';
 import { GrammarSpecSchema } from '../../messages.ts';
 import type { TokenizerSource } from '../../text/tokenizer.ts';
 import type { Request } from '../request.ts';
-import type { StepEntry } from '../scheduler.ts';
-import type { GrammarStep } from './protocol.ts';
+import type { AcceptItem, GrammarStep } from './protocol.ts';
 import { GrammarWorkerClient } from './worker-client.ts';
 
 const FIELD = 'sampling.grammar';
@@ -52,9 +54,12 @@ export interface GrammarsOptions {
 
 /** Host time of structured outputs (status, benchmarks). */
 export interface GrammarStats {
-  /** Steps whose sampled tokens went to the matchers, and the loop's wait for them (exposed). */
+  /** Steps whose sampled tokens went to the matchers, and the loop's wait for them (exposed: before applying the next step's tokens). */
   numAccepts: number;
   acceptMs: number;
+  /** Of those, how many went to a worker with the next step's fill (so after that step was submitted), and the accepts' wall time from staging to the last answer (hidden under the next forward). */
+  numAcceptsWithFill: number;
+  acceptCallMs: number;
   /** Steps whose masks were computed while their forward ran, and the wall time of those computations (hidden up to the forward's length). */
   numFills: number;
   fillMs: number;
@@ -67,6 +72,38 @@ export interface StepMasks {
   ready: Promise<void> | null;
 }
 
+/** A grammar row's sampled token for `accept`; `isLast`: the request ends at it unless its grammar completes (so completion is decided now). */
+export interface GrammarToken {
+  req: Request;
+  token: number;
+  isLast: boolean;
+}
+
+/** What the matcher said of a token: outside the grammar or matcher lost (`error`), or complete (the request ends with `stop`). */
+export interface AcceptOutcome {
+  isComplete: boolean;
+  error?: MicroserveError;
+}
+
+/** One `accept` until every outcome settled: worker calls left, and its waiters. */
+interface Acceptance {
+  numCalls: number;
+  isWithFill: boolean;
+  done: Promise<void>;
+  resolve: () => void;
+  t0: number;
+}
+
+/** One worker's share of an `accept`. */
+interface StagedAccept {
+  tokens: GrammarToken[];
+  /** The tokens for the worker (handles taken when staged). */
+  items: AcceptItem[];
+  settle(token: GrammarToken, outcome: AcceptOutcome): void;
+  of: Acceptance;
+  isSettled: boolean;
+}
+
 /** What a fill tells the engine: a request whose grammar completed (ends with `stop`), or failed. */
 export interface GrammarOutcomes {
   complete(req: Request): void;
@@ -74,13 +111,17 @@ export interface GrammarOutcomes {
 }
 
 export class Grammars {
-  readonly stats: GrammarStats = { numAccepts: 0, acceptMs: 0, numFills: 0, fillMs: 0 };
+  readonly stats: GrammarStats = { numAccepts: 0, acceptMs: 0, numAcceptsWithFill: 0, acceptCallMs: 0, numFills: 0, fillMs: 0 };
   /** Mask words per row. */
   readonly words: number;
   private readonly workers: GrammarWorkerClient[];
   /** Live matchers per worker (where the next request's goes). */
   private readonly load: number[];
   private nextHandle = 1;
+  /** Per worker: tokens staged by `accept`, sent with the next fill or by `dispatch`. */
+  private readonly staged: (StagedAccept | null)[];
+  /** The last `accept` until every outcome settled (null: none out). */
+  private acceptance: Acceptance | null = null;
   /** The step mask matrix, reused step after step (a step's forward settles before the next is built). */
   private scratch = new Uint32Array(new SharedArrayBuffer(0));
 
@@ -91,6 +132,7 @@ export class Grammars {
     const init = { tokenizer: o.tokenizer, vocabSize: o.vocabSize, eosTokenIds: o.eosTokenIds, cacheSize: o.cacheSize };
     this.workers = o.tokenizer ? Array.from({ length: n }, () => new GrammarWorkerClient(init, { timeoutMs: o.timeoutMs })) : [];
     this.load = this.workers.map(() => 0);
+    this.staged = this.workers.map(() => null);
   }
 
   /** Worker threads this engine runs grammars on (0: the model has no tokenizer). */
@@ -136,44 +178,57 @@ export class Grammars {
   }
 
   /**
-   * After a forward: the rows that sampled a token for a request with a grammar feed it to their
-   * matcher (all workers at once), and their next masks become pending. A grammar that terminated,
-   * or completed at a request's last token (`isLast`: it would end by length), marks the request
-   * complete; a token outside the grammar (a backend that ignored the mask) or a lost matcher fails
-   * it through `fail`.
+   * After a forward: the rows that sampled a token for a request with a grammar (`tokens`, their
+   * requests still running) stage it for their matcher, and their next masks become pending. Nothing
+   * is sent yet: each worker's tokens go with the next step's fill (`prepare`), in one call that
+   * takes the tokens before computing the masks, or alone by `dispatch`; the caller submits the
+   * next step in between, so the accept runs while that step's forward does. Each token's outcome
+   * goes to `settle` as soon as its worker answers, before that worker's fill outcomes (`prepare`'s
+   * `outcomes`), and never after the caller's next `whenAccepted` resolves: out of the grammar (a
+   * backend that ignored the mask, or a lost matcher: `error`), or complete (the matcher terminated,
+   * or completed at the request's last token, `isLast`).
    */
-  async accept(entries: StepEntry[], tokens: Int32Array, isLast: (req: Request) => boolean, fail: (req: Request, err: MicroserveError) => void): Promise<void> {
-    const byWorker = this.workers.map(() => ({ reqs: [] as Request[], items: [] as { handle: number; token: number; isLast: boolean }[] }));
-    let numItems = 0;
-    entries.forEach(({ req, start, n }, i) => {
-      if (req.grammarHandle < 0 || req.kind !== 'generate' || start + n !== req.totalLen || req.isAborted || req.state !== 'running') return;
-      const b = byWorker[req.grammarWorker];
-      b.reqs.push(req);
-      b.items.push({ handle: req.grammarHandle, token: tokens[i], isLast: isLast(req) });
-      numItems++;
-    });
-    if (numItems === 0) return;
-    const t0 = performance.now();
-    await Promise.all(
-      byWorker.map(async ({ reqs, items }, w) => {
-        if (items.length === 0) return;
-        let steps: GrammarStep[];
-        try {
-          steps = await this.workers[w].accept(items);
-        } catch (e) {
-          for (const r of reqs) fail(r, e as MicroserveError);
-          return;
-        }
-        steps.forEach((st, i) => {
-          const req = reqs[i];
-          req.allowedMask = null;
-          if (st.error) return fail(req, new MicroserveError(st.error.code as ErrorCode, st.error.message));
-          req.isGrammarComplete = st.isComplete;
-          req.isMaskPending = !st.isComplete;
-        });
-      }),
-    );
+  accept<T extends GrammarToken>(tokens: readonly T[], settle: (token: T, outcome: AcceptOutcome) => void): void {
+    if (tokens.length === 0) return;
+    if (this.acceptance) throw new Error('Grammars.accept: the previous step\'s outcomes have not all settled (await whenAccepted first)');
+    let resolve!: () => void;
+    const done = new Promise<void>((r) => (resolve = r));
+    const of: Acceptance = { numCalls: 0, isWithFill: false, done, resolve, t0: performance.now() };
+    for (const t of tokens) {
+      const k = t.req.grammarWorker;
+      let a = this.staged[k];
+      if (!a) (a = this.staged[k] = { tokens: [], items: [], settle: settle as StagedAccept['settle'], of, isSettled: false }), of.numCalls++;
+      a.tokens.push(t);
+      a.items.push({ handle: t.req.grammarHandle, token: t.token, isLast: t.isLast });
+      t.req.allowedMask = null;
+      t.req.isMaskPending = true;
+    }
+    this.acceptance = of;
     this.stats.numAccepts++;
+  }
+
+  /** Sends the staged tokens of workers that the last `prepare` had no fill for (call after submitting the next step). */
+  dispatch(): void {
+    this.staged.forEach((a, k) => {
+      if (!a) return;
+      this.staged[k] = null;
+      this.workers[k].accept(a.items).then(
+        (steps) => this.settleAccepts(a, steps),
+        (e) => this.settleAccepts(a, e as MicroserveError),
+      );
+    });
+  }
+
+  /** An accept is staged or in the workers (its outcomes not all settled). */
+  get isAccepting(): boolean {
+    return this.acceptance !== null;
+  }
+
+  /** Resolves when the last `accept`'s outcomes have all settled (never rejects); the wait is the loop's, counted in stats.acceptMs. */
+  async whenAccepted(): Promise<void> {
+    if (!this.acceptance) return;
+    const t0 = performance.now();
+    await this.acceptance.done;
     this.stats.acceptMs += performance.now() - t0;
   }
 
@@ -205,10 +260,17 @@ export class Grammars {
     const ready = Promise.all(
       byWorker.map(async ({ reqs, items }, k) => {
         if (items.length === 0) return;
+        const a = this.staged[k];
+        this.staged[k] = null;
+        if (a) a.of.isWithFill = true;
+        const buf = masks.buffer as SharedArrayBuffer;
         let steps: GrammarStep[];
         try {
-          steps = await this.workers[k].fill(items, masks.buffer as SharedArrayBuffer, w);
+          // the tokens' outcomes come first, before the masks are computed (their tokens are streamed meanwhile)
+          if (a) steps = await this.workers[k].acceptAndFill(a.items, items, buf, w, (accepted) => this.settleAccepts(a, accepted));
+          else steps = await this.workers[k].fill(items, buf, w);
         } catch (e) {
+          if (a) this.settleAccepts(a, e as MicroserveError);
           for (const { row } of items) masks.fill(0xffffffff, row * w, (row + 1) * w);
           for (const r of reqs) (r.isMaskPending = false), outcomes.fail(r, e as MicroserveError);
           return;
@@ -254,6 +316,32 @@ export class Grammars {
   /** Stops the workers (engine close): pending calls fail, so pending fills settle. */
   async close(): Promise<void> {
     await Promise.all(this.workers.map((w) => w.shutdown()));
+  }
+
+  /** A worker's answer to staged tokens (its steps, or the error that failed the call), once: each to `settle`; the last one resolves the acceptance. */
+  private settleAccepts(a: StagedAccept, answer: GrammarStep[] | MicroserveError): void {
+    if (a.isSettled) return; // a call that failed after its partial reply
+    a.isSettled = true;
+    a.tokens.forEach((t, i) => {
+      const st = Array.isArray(answer) ? answer[i] : null;
+      const outcome: AcceptOutcome = !st
+        ? { isComplete: false, error: answer as MicroserveError }
+        : st.error
+          ? { isComplete: false, error: new MicroserveError(st.error.code as ErrorCode, st.error.message) }
+          : { isComplete: st.isComplete };
+      if (st && !st.error) t.req.isGrammarComplete = st.isComplete;
+      try {
+        a.settle(t, outcome);
+      } catch (e) {
+        log.error('settling a grammar token failed', { id: t.req.id, err: e as Error }); // a bug: the loop must not wait forever for it
+      }
+    });
+    const acc = a.of;
+    if (--acc.numCalls > 0) return;
+    if (this.acceptance === acc) this.acceptance = null;
+    this.stats.acceptCallMs += performance.now() - acc.t0;
+    if (acc.isWithFill) this.stats.numAcceptsWithFill++;
+    acc.resolve();
   }
 
   private take(n: number): Uint32Array {

@@ -50,13 +50,17 @@ export interface FillItem {
  *   matcher terminated, or was asked (`isLast`), and out-of-grammar tokens.
  * - `fill`: each handle's next mask written into its row of `target` ((rows, words) uint32, shared
  *   with the engine, which hands it to the step's mask gate); rows whose grammar completed or
- *   failed are written all-allowed (their token is discarded).
+ *   failed are written all-allowed (their token is discarded). With `accepts`, those are taken
+ *   first, as an `accept` call would, and answered at once in a partial reply (`accepted`, before
+ *   the masks are computed, so their tokens can be streamed meanwhile): the engine sends the previous
+ *   step's tokens with the next step's fill, in one call, while that step's forward runs.
  */
 export type GrammarCall =
   | { seq: number; op: 'check'; spec: GrammarSpec; field: string }
   | { seq: number; op: 'open'; handle: number; spec: GrammarSpec; field: string; replay: number[] }
   | { seq: number; op: 'accept'; items: AcceptItem[] }
-  | { seq: number; op: 'fill'; items: FillItem[]; target: SharedArrayBuffer; words: number }
+  | { seq: number; op: 'fill'; items: FillItem[]; target: SharedArrayBuffer; words: number; accepts?: AcceptItem[] }
   | { seq: number; op: 'close'; handles: number[] };
 
-export type GrammarReply = { seq: number; steps?: GrammarStep[]; error?: WireError; info?: Record<string, unknown> };
+/** `steps`: one per item of the call; `accepted` (in a partial reply, `isPartial`, that the call's final one follows): one per item of a fill's `accepts`. */
+export type GrammarReply = { seq: number; steps?: GrammarStep[]; accepted?: GrammarStep[]; isPartial?: boolean; error?: WireError; info?: Record<string, unknown> };

@@ -17,6 +17,8 @@ export interface GrammarWorkerOptions {
 
 interface Pending {
   resolve: (r: GrammarReply) => void;
+  /** The call's partial reply (acceptAndFill). */
+  onPartial?: (r: GrammarReply) => void;
   reject: (e: Error) => void;
   timer: NodeJS.Timeout;
 }
@@ -60,6 +62,15 @@ export class GrammarWorkerClient {
     return (await this.call({ op: 'fill', items, target, words }, 'sampling.grammar')).steps!;
   }
 
+  /**
+   * `accept(accepts)` then `fill(items, ...)` in one call: the accepts' steps go to `onAccepted` as
+   * soon as the worker has them (synchronously, in the message's event, before the masks are
+   * computed); resolves with the fill's steps. A call that fails before that never calls it.
+   */
+  async acceptAndFill(accepts: AcceptItem[], items: FillItem[], target: SharedArrayBuffer, words: number, onAccepted: (steps: GrammarStep[]) => void): Promise<GrammarStep[]> {
+    return (await this.call({ op: 'fill', items, target, words, accepts }, 'sampling.grammar', (r) => onAccepted(r.accepted!))).steps!;
+  }
+
   /** Frees matchers (no answer awaited). */
   close(handles: number[]): void {
     if (!this.worker || handles.length === 0) return;
@@ -74,7 +85,7 @@ export class GrammarWorkerClient {
     await w?.terminate();
   }
 
-  private call(body: CallBody, field: string): Promise<GrammarReply> {
+  private call(body: CallBody, field: string, onPartial?: (r: GrammarReply) => void): Promise<GrammarReply> {
     if (this.isClosed) return Promise.reject(new MicroserveError('ACTOR_STOPPED', 'the grammar worker was stopped'));
     const w = this.ensure();
     const seq = this.nextSeq++;
@@ -84,7 +95,7 @@ export class GrammarWorkerClient {
         this.fail(new MicroserveError('BAD_GRAMMAR', `${field}: the grammar took longer than ${this.timeoutMs} ms to build`, { field, param: field }));
         void w.terminate();
       }, this.timeoutMs);
-      this.pending.set(seq, { resolve, reject, timer });
+      this.pending.set(seq, { resolve, reject, timer, onPartial });
       w.postMessage({ ...body, seq } as GrammarCall);
     }).then((r) => {
       if (r.error) throw fromWire(r.error, { field, param: field });
@@ -99,6 +110,14 @@ export class GrammarWorkerClient {
     w.on('message', (r: GrammarReply) => {
       const p = this.pending.get(r.seq);
       if (!p) return;
+      if (r.isPartial) {
+        try {
+          p.onPartial?.(r);
+        } catch (e) {
+          log.error('a grammar call\'s partial reply handler threw', { err: e as Error });
+        }
+        return;
+      }
       this.pending.delete(r.seq);
       clearTimeout(p.timer);
       p.resolve(r);
