@@ -21,10 +21,11 @@
 #include "cuda/extras-pack.h"
 #include "cuda/logit-processing.h"
 #include "cuda/sampling.h"
-#include "device-buffers.h"
+#include "check-device.h"
 
 using namespace ms::cuda;
 using ms::check::download;
+using ms::check::medianEventUs;
 using ms::check::upload;
 
 namespace {
@@ -293,16 +294,12 @@ void timeTail() {
   b.numSeqs = R, b.temperature = temp.data(), b.topP = topP.data(), b.seed = seed.data(), b.step = step.data();
   b.tokensOut = tokens.data(), b.extras = &x;
   dx.rebuildSlots(b, 0);
-  cudaEvent_t e0, e1;
-  MS_CUDA_CHECK(cudaEventCreate(&e0));
-  MS_CUDA_CHECK(cudaEventCreate(&e1));
   auto median = [&](bool extras) {
-    std::vector<float> ms;
-    for (int rep = 0; rep < 7; rep++) {
+    auto setup = [&] {
       MS_CUDA_CHECK(cudaMemcpy(dz, pristine, z.size() * 4, cudaMemcpyDeviceToDevice));
       if (extras) dx.pack(b, R, 0);
-      MS_CUDA_CHECK(cudaDeviceSynchronize());
-      MS_CUDA_CHECK(cudaEventRecord(e0, 0));
+    };
+    return medianEventUs(7, setup, [&] {
       SamplingArgs s;
       s.logits = dz, s.vocab = V, s.rows = R, s.params = dp, s.tokens = dt;
       if (extras) {
@@ -319,14 +316,7 @@ void timeTail() {
       } else {
         sampleTokens(s, 0);
       }
-      MS_CUDA_CHECK(cudaEventRecord(e1, 0));
-      MS_CUDA_CHECK(cudaEventSynchronize(e1));
-      float v;
-      MS_CUDA_CHECK(cudaEventElapsedTime(&v, e0, e1));
-      if (rep) ms.push_back(v);
-    }
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2] * 1e3;
+    });
   };
   std::printf("sampling tail time, 64 rows x 128256, T 0.8 top-p 0.9: plain %.1f us;", median(false));
   std::printf(" penalties (graph kernels) %.1f us;", median(true));
@@ -335,7 +325,6 @@ void timeTail() {
   for (int r = 0; r < R; r++) numLp[r] = 20;
   std::printf(" + logprobs 20 %.1f us\n", median(true));
   cudaFree(pristine), cudaFree(dz), cudaFree(dt), cudaFree(dp);
-  cudaEventDestroy(e0), cudaEventDestroy(e1);
 }
 
 }  // namespace

@@ -18,10 +18,11 @@
 #include "cuda/kernels.h"
 #include "cuda/sampling.h"
 #include "common/sampling.h"
-#include "device-buffers.h"
+#include "check-device.h"
 
 using namespace ms::cuda;
 using ms::check::download;
+using ms::check::medianEventUs;
 using ms::check::upload;
 using ms::bf16ToF32;
 using ms::f32ToBf16;
@@ -821,24 +822,11 @@ void checkSampling() {
   MS_CUDA_CHECK(cudaMalloc(&dz, z.size() * 4));
   int32_t* dt;
   MS_CUDA_CHECK(cudaMalloc(&dt, rows * 4));
-  cudaEvent_t e0, e1;
-  MS_CUDA_CHECK(cudaEventCreate(&e0));
-  MS_CUDA_CHECK(cudaEventCreate(&e1));
   // Median of reps launches (the first dropped) in µs; restore: fresh logits before each launch.
   auto medianUs = [&](const SamplingArgs& a, int reps, bool restore) {
-    std::vector<float> ms;
-    for (int rep = 0; rep < reps; rep++) {
-      if (restore) MS_CUDA_CHECK(cudaMemcpy(dz, pristine, z.size() * 4, cudaMemcpyDeviceToDevice));
-      MS_CUDA_CHECK(cudaEventRecord(e0, 0));
-      sampleTokens(a, 0);
-      MS_CUDA_CHECK(cudaEventRecord(e1, 0));
-      MS_CUDA_CHECK(cudaEventSynchronize(e1));
-      float v;
-      MS_CUDA_CHECK(cudaEventElapsedTime(&v, e0, e1));
-      if (rep) ms.push_back(v);
-    }
-    std::sort(ms.begin(), ms.end());
-    return ms[ms.size() / 2] * 1e3;
+    return medianEventUs(
+        reps, [&] { if (restore) MS_CUDA_CHECK(cudaMemcpy(dz, pristine, z.size() * 4, cudaMemcpyDeviceToDevice)); },
+        [&] { sampleTokens(a, 0); });
   };
   std::printf("sampleTokens time, 64 rows x 128256:");
   for (auto [t, p] : {std::pair<float, float>{0.f, 1.f}, {0.8f, 1.f}, {0.8f, 0.9f}}) {
@@ -873,7 +861,6 @@ void checkSampling() {
     cudaFree(pv), cudaFree(pi), cudaFree(dp);
   }
   cudaFree(pristine), cudaFree(dz), cudaFree(dt);
-  cudaEventDestroy(e0), cudaEventDestroy(e1);
 }
 
 }  // namespace
