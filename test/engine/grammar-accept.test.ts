@@ -14,8 +14,7 @@ import type { GrammarSpec, SamplingParams, TokensItem } from '../../actors/messa
 import type { Backend, ForwardBatch, ForwardSampling } from '../../native/backend.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
 import { Collector, makeCore, run, usedPages, type Stream } from './helpers.ts';
-import { Person, folder, prompt, withEos } from '../shared/kjv-grammar.ts';
-import { z } from 'zod';
+import { Person, folder, personSpec, prompt, withEos } from '../shared/kjv-grammar.ts';
 
 let model: LoadedModel;
 test.before(async () => {
@@ -29,7 +28,6 @@ test.after(() => {
 
 const { withGrammar, text } = withEos(() => model.config.eosTokenIds);
 const tokenizer = () => tokenizerOption({ folder, isPreset: false });
-const PERSON: GrammarSpec = { type: 'json', schema: JSON.stringify(z.toJSONSchema(Person)) };
 
 /**
  * The real backend, but its sampling ignores grammar masks (no allowed mask, no gate: a backend
@@ -91,7 +89,7 @@ test('every accept goes to the workers with the next step\'s fill (after that st
   const c = new Collector();
   const core = makeCore(model, { collector: c, ...tokenizer() });
   cores.push(core);
-  const s = await run(core, c, 'person', prompt('Tell me of a man of Israel, in JSON.'), withGrammar(PERSON, 160));
+  const s = await run(core, c, 'person', prompt('Tell me of a man of Israel, in JSON.'), withGrammar(personSpec, 160));
   await core.whenIdle();
   assert.is(s.finish, 'stop');
   Person.parse(JSON.parse(text(s.tokens)));
@@ -110,7 +108,7 @@ async function mixed(isOverlap: boolean, exactN: number): Promise<Record<string,
   const re: GrammarSpec = { type: 'regex', pattern: '[0-9]{3}-(yea|nay)' };
   const cases: [string, number[], SamplingParams][] = [
     ['obj', prompt('Who was the son of Abraham? Answer in JSON.'), withGrammar({ type: 'json' }, 80, { temperature: 0.8, topP: 0.95, seed: 3 })],
-    ['cut', prompt('Tell me of a king, in JSON.'), withGrammar(PERSON, 5)],
+    ['cut', prompt('Tell me of a king, in JSON.'), withGrammar(personSpec, 5)],
     ['exact', prompt('What year?'), withGrammar(re, exactN)],
     ['plain', prompt('Speak of the morning.'), { maxTokens: 20, temperature: 0.7, topP: 1, seed: 9, stopTokenIds: model.config.eosTokenIds }],
   ];

@@ -7,13 +7,12 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { z } from 'zod';
 import { tokenizerOption } from '../../actors/engine/actor.ts';
 import type { EngineCore } from '../../actors/engine/engine-core.ts';
 import type { GrammarSpec, SamplingParams } from '../../actors/messages.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
 import { Collector, makeCore, run, usedPages, type Stream } from './helpers.ts';
-import { Person, folder, prompt, withEos } from '../shared/kjv-grammar.ts';
+import { Person, folder, personSpec, prompt, withEos } from '../shared/kjv-grammar.ts';
 
 let model: LoadedModel;
 test.before(async () => {
@@ -22,19 +21,18 @@ test.before(async () => {
 test.after(() => model.backend.close());
 
 const { withGrammar, text } = withEos(() => model.config.eosTokenIds);
-const SCHEMA: GrammarSpec = { type: 'json', schema: JSON.stringify(z.toJSONSchema(Person)) };
 
 /** A mixed batch: schemas, json_object, regex, choice, greedy and seeded, and a row without a grammar. */
 function cases(): [string, number[], SamplingParams][] {
   const sampled = (seed: number) => ({ temperature: 0.8, topP: 0.95, seed });
   return [
-    ['person', prompt('Tell me of a man of Israel, in JSON.'), withGrammar(SCHEMA, 160)],
-    ['person-s', prompt('Tell me of a king, in JSON.'), withGrammar(SCHEMA, 160, sampled(11))],
+    ['person', prompt('Tell me of a man of Israel, in JSON.'), withGrammar(personSpec, 160)],
+    ['person-s', prompt('Tell me of a king, in JSON.'), withGrammar(personSpec, 160, sampled(11))],
     ['obj', prompt('Who was the son of Abraham? Answer in JSON.'), withGrammar({ type: 'json' }, 80, sampled(3))],
     ['re', prompt('What year?'), withGrammar({ type: 'regex', pattern: '[0-9]{3}-(yea|nay)' }, 40, sampled(5))],
     ['choice', prompt('Is the LORD good?'), withGrammar({ type: 'ebnf', grammar: 'root ::= "Amen" | "Selah" | "Hallelujah"' })],
     ['plain', prompt('Speak of the morning.'), { maxTokens: 30, temperature: 0.7, topP: 1, seed: 9, stopTokenIds: model.config.eosTokenIds }],
-    ['person-2', prompt('Tell me of a prophet, in JSON.'), withGrammar(SCHEMA, 160, sampled(21))],
+    ['person-2', prompt('Tell me of a prophet, in JSON.'), withGrammar(personSpec, 160, sampled(21))],
     ['obj-g', prompt('Name a river, in JSON.'), withGrammar({ type: 'json' }, 60)],
   ];
 }

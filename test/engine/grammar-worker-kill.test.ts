@@ -7,13 +7,12 @@
  */
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { z } from 'zod';
 import { tokenizerOption } from '../../actors/engine/actor.ts';
 import type { EngineCore } from '../../actors/engine/engine-core.ts';
-import type { GrammarSpec, SamplingParams } from '../../actors/messages.ts';
+import type { SamplingParams } from '../../actors/messages.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
 import { Collector, makeCore, run, usedPages } from './helpers.ts';
-import { Person, folder, prompt, withEos } from '../shared/kjv-grammar.ts';
+import { Person, folder, personSpec, prompt, withEos } from '../shared/kjv-grammar.ts';
 
 let model: LoadedModel;
 test.before(async () => {
@@ -22,7 +21,6 @@ test.before(async () => {
 test.after(() => model.backend.close());
 
 const { withGrammar, text } = withEos(() => model.config.eosTokenIds);
-const SCHEMA: GrammarSpec = { type: 'json', schema: JSON.stringify(z.toJSONSchema(Person)) };
 const plain = (): SamplingParams => ({ maxTokens: 60, temperature: 0, topP: 1, seed: 0, stopTokenIds: [] });
 
 /** `p`, or a failure after `ms` (a gate left waiting would hang the loop: fail fast, not at the runner's timeout). */
@@ -47,7 +45,7 @@ test('a grammar worker killed mid-generation fails only its requests; the engine
   const c = new Collector();
   const core = makeCore(model, { collector: c, ...tokenizerOption({ folder, isPreset: false }), grammarWorkers: 1 });
   const grammarRuns = [
-    run(core, c, 'g1', prompt('Tell me of a man of Israel, in JSON.'), withGrammar(SCHEMA, 200)),
+    run(core, c, 'g1', prompt('Tell me of a man of Israel, in JSON.'), withGrammar(personSpec, 200)),
     run(core, c, 'g2', prompt('Name a river, in JSON.'), withGrammar({ type: 'json' }, 200)),
   ];
   const plainRun = run(core, c, 'plain', prompt('Speak of the morning.'), plain());
@@ -68,7 +66,7 @@ test('a grammar worker killed mid-generation fails only its requests; the engine
   assert.equal({ tokens: p.tokens, finish: p.finish }, { tokens: solo.tokens, finish: solo.finish }, 'the request without a grammar is undisturbed');
 
   // a grammar request after the kill gets a fresh worker
-  const after = await within(60_000, run(core, c, 'g3', prompt('Tell me of a king, in JSON.'), withGrammar(SCHEMA, 200)), 'a grammar request after the kill');
+  const after = await within(60_000, run(core, c, 'g3', prompt('Tell me of a king, in JSON.'), withGrammar(personSpec, 200)), 'a grammar request after the kill');
   assert.is(after.finish, 'stop', text(after.tokens));
   Person.parse(JSON.parse(text(after.tokens)));
   await core.whenIdle();

@@ -11,7 +11,7 @@ import { tokenizerOption } from '../../actors/engine/actor.ts';
 import type { GrammarSpec } from '../../actors/messages.ts';
 import { openModel, type LoadedModel } from '../../native/index.ts';
 import { Collector, makeCore, run, usedPages } from './helpers.ts';
-import { Person, folder, prompt, tok, withEos } from '../shared/kjv-grammar.ts';
+import { Person, folder, personSpec, prompt, tok, withEos } from '../shared/kjv-grammar.ts';
 
 let model: LoadedModel;
 test.before(async () => {
@@ -63,7 +63,7 @@ test('regex and choice (EBNF) grammars; a grammar that cannot finish in max_toke
 test('replaying the output so far (migration) continues exactly where the first attempt stopped', async () => {
   const c = new Collector();
   const core = makeCore(model, { collector: c, ...tokenizerOption({ folder, isPreset: false }) });
-  const spec: GrammarSpec = { type: 'json', schema: JSON.stringify(z.toJSONSchema(Person)) };
+  const spec = personSpec;
   const p = prompt('Tell me of a woman of Judah, in JSON.');
   const whole = await run(core, c, 'whole', p, withGrammar(spec, 200));
   assert.is(whole.finish, 'stop');

@@ -1,6 +1,6 @@
 // Structured-output helpers shared by the engine and CUDA grammar tests on the shipped kjv-chat
 // model: its tokenizer, chat prompts, greedy sampling with a grammar, decoded text without EOS,
-// and a nested zod schema to validate against.
+// and a nested zod schema to validate against (and its grammar spec).
 import { z } from 'zod';
 import type { GrammarSpec, SamplingParams } from '../../actors/messages.ts';
 import { loadTokenizer } from '../../actors/text/loader.ts';
@@ -26,3 +26,6 @@ export const Person = z.object({
   place: z.object({ city: z.string().max(16), year: z.number().int() }),
   sons: z.array(z.string().max(12)).max(3),
 });
+
+/** `Person` as a json-schema grammar spec (what `response_format: json_schema` becomes). */
+export const personSpec: GrammarSpec = { type: 'json', schema: JSON.stringify(z.toJSONSchema(Person)) };
