@@ -20,7 +20,8 @@ summary=()
 mkdir -p /tmp/nodebin
 if [[ -f .gpu/node.xz && ! -x /tmp/nodebin/node ]]; then xz -dc .gpu/node.xz > /tmp/nodebin/node && chmod +x /tmp/nodebin/node; fi
 export PATH=/tmp/nodebin:$PATH
-if [[ -f .gpu/node_modules.tar.xz ]]; then mkdir -p node_modules && tar -C node_modules -xJf .gpu/node_modules.tar.xz; fi
+mkdir -p node_modules
+for t in prod_modules node_modules; do [[ -f .gpu/$t.tar.xz ]] && tar -C node_modules -xJf .gpu/$t.tar.xz; done
 export NCCL_NVLS_ENABLE=0 NVSHMEM_DISABLE_NVLS=1
 nvidia-smi --query-gpu=name,driver_version,memory.total,memory.used,clocks.sm,clocks.max.sm --format=csv,noheader
 echo "node $(node --version 2>/dev/null || echo missing), nvcc $(nvcc --version | grep -o 'release [0-9.]*'), cmake $(cmake --version | head -1)"
@@ -58,7 +59,6 @@ fi
 if has kjv; then
   stage kjv-chat on CUDA against the CPU backend
   # it serves through `up`: the production modules (bash bench/gpu/pack-serve.sh) besides pack.sh's
-  [[ -d node_modules/zod || ! -f .gpu/prod_modules.tar.xz ]] || tar -C node_modules -xJf .gpu/prod_modules.tar.xz
   timeout 300 node --import tsx test/cuda/kjv-chat.test.ts 2>&1 | tee "$OUT/kjv-chat.txt"
   summary+=("kjv-chat test: $(grep -E 'Passed|Total|FAIL' "$OUT/kjv-chat.txt" | tr -s ' \n' ' ')")
 fi
