@@ -10,6 +10,9 @@
 #                each: the point's last requests drain the batch, a tail that weighs ~8% at 4 x C),
 #                then bench/gpu/serve-bound.ts: output tok/s against the bound, ITL p99 / TPOT, and
 #                the engine's host time per step (the GPU idle between forwards) over each point
+#   structured:  structured outputs under a burst: random STRUCT_IN in / STRUCT_OUT out (512 / 256),
+#                STRUCT_PROMPTS (1000) at rate inf, every request with response_format json_object (a
+#                request ends early, finish stop, once its JSON is complete)
 #   sweep:       chat at SWEEP_RATES (1000 prompts each), goodput at TTFT <= 1 s, TPOT <= 50 ms
 # It prints the engine's memory plan (the `up` banner), each part's completed / failed counts and
 # errors, the server's token counters from /metrics (generated / delivered / recomputed where
@@ -43,15 +46,20 @@ CONC_IN=${CONC_IN:-512}
 CONC_OUT=${CONC_OUT:-256}
 CONC_PER_C=${CONC_PER_C:-12}
 SWEEP_RATES=${SWEEP_RATES:-10,20,30,40}
+STRUCT_PROMPTS=${STRUCT_PROMPTS:-1000}
+STRUCT_IN=${STRUCT_IN:-512}
+STRUCT_OUT=${STRUCT_OUT:-256}
 SWEEP_PROMPTS=${SWEEP_PROMPTS:-1000}
-CHUNK=${MAX_BATCH_TOKENS:-512}  # the engine's maxBatchTokens (the topology default 512 when unset)
+# the engine's maxBatchTokens (unset: the topology's default, 1024 on a GPU, 512 on CPU)
+CHUNK=${MAX_BATCH_TOKENS:-1024}
 BUILD=${BUILD:-1}
 MODEL=llama-3.1-8b
 DEVICE='"cuda:0"'
 if [[ "$DRY" == 1 ]]; then
-  MODEL=tiny DEVICE=cpu BUILD=0
+  MODEL=tiny DEVICE=cpu BUILD=0 CHUNK=${MAX_BATCH_TOKENS:-512}
   CHAT_PROMPTS=${DRY_PROMPTS:-20} RANDOM_PROMPTS=${DRY_PROMPTS:-20} RANDOM_IN=${DRY_IN:-300} RANDOM_OUT=${DRY_OUT:-20}
   CONCURRENCY=${DRY_CONCURRENCY:-4,8} CONC_IN=${DRY_IN:-128} CONC_OUT=${DRY_OUT:-32}
+  STRUCT_PROMPTS=${DRY_PROMPTS:-20} STRUCT_IN=${DRY_IN:-128} STRUCT_OUT=${DRY_OUT:-32}
 fi
 mkdir -p "$OUT/load"
 
@@ -224,8 +232,10 @@ for part in ${PARTS//,/ }; do
         echo "  (no engine bench in this command: PARTS=engine,concurrency gives the efficiency table)"
       fi
       ;;
+    structured) run_part structured --dataset-name random --random-input-len "$STRUCT_IN" --random-output-len "$STRUCT_OUT" --num-prompts "$STRUCT_PROMPTS" \
+      --extra-body '{"response_format":{"type":"json_object"}}' ;;
     sweep) run_part sweep --dataset-name chat --request-rate "$SWEEP_RATES" --num-prompts "$SWEEP_PROMPTS" --goodput ttft:1000 tpot:50 ;;
-    *) echo "unknown part '$part' (engine, chat, random, concurrency, sweep)"; exit 2 ;;
+    *) echo "unknown part '$part' (engine, chat, random, concurrency, structured, sweep)"; exit 2 ;;
   esac
 done
 echo "== engine log lines about memory or load ($(date -u +%T))"

@@ -1,7 +1,7 @@
 /**
  * One benchmark request, timed by the client: `POST /v1/completions` with the prompt as token
- * ids, `max_tokens` = the output length, `ignore_eos`, greedy, streaming with `token_ids` in each
- * chunk. Times come from this process's clock (performance.now):
+ * ids, `max_tokens` = the output length, `ignore_eos`, greedy unless `--extra-body` says otherwise,
+ * streaming with `token_ids` in each chunk. Times come from this process's clock (performance.now):
  * - TTFT: send → first chunk that carries a token;
  * - ITL: gap between consecutive token-carrying chunks (one gap per chunk, as vLLM's client
  *   counts it; a chunk may carry several tokens when the server batches them);
@@ -19,7 +19,12 @@ export interface RequestTarget {
   apiKey?: string;
   /** [timeoutMs=600000] whole-request limit. */
   timeoutMs?: number;
+  /** Fields added to every request body (`--extra-body`, e.g. `response_format`); never the bench's own fields. */
+  extraBody?: Record<string, unknown>;
 }
+
+/** The body fields the bench sets itself: `--extra-body` may not replace them (its timings and counts depend on them). */
+export const OWN_BODY_FIELDS = ['model', 'prompt', 'max_tokens', 'ignore_eos', 'stream', 'stream_options', 'return_token_ids'] as const;
 
 export interface RequestOutcome {
   isOk: boolean;
@@ -51,11 +56,12 @@ export async function sendCompletion(t: RequestTarget, req: BenchRequest, pointS
     usageOutputTokens: null,
   };
   const body = {
+    temperature: 0,
+    ...t.extraBody,
     model: t.model,
     prompt: req.promptIds,
     max_tokens: req.outputLen,
     ignore_eos: true,
-    temperature: 0,
     stream: true,
     stream_options: { include_usage: true },
     return_token_ids: true,

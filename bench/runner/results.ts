@@ -43,6 +43,8 @@ export interface BenchConfig {
   strategies: string[];
   /** sha256 of the trace (prompt ids and output lengths): `--resume` requires the same. */
   traceHash: string;
+  /** `--extra-body`: fields added to every request (null: none). */
+  extraBody?: Record<string, unknown> | null;
 }
 
 /** What `control` reported for a strategy switch (topology/apply.ts ApplyReport, trimmed). */
@@ -112,7 +114,8 @@ export function readForResume(dir: string, config: BenchConfig): ResultsFile | n
   if (!existsSync(path)) return null;
   const r = JSON.parse(readFileSync(path, 'utf8')) as ResultsFile;
   if (r.schemaVersion !== SCHEMA_VERSION) throw new MicroserveError('BAD_CONFIG', `${path} has schema version ${r.schemaVersion}, this tool writes ${SCHEMA_VERSION}: use another --result-dir`);
-  const diffs = (['traceHash', 'numWarmups', 'model'] as const).filter((k) => r.config[k] !== config[k]);
+  const diffs: string[] = (['traceHash', 'numWarmups', 'model'] as const).filter((k) => r.config[k] !== config[k]);
+  if (JSON.stringify(r.config.extraBody ?? null) !== JSON.stringify(config.extraBody ?? null)) diffs.push('extraBody');
   if (diffs.length > 0) throw new MicroserveError('BAD_CONFIG', `${path} was made with a different ${diffs.join(', ')}: use another --result-dir, or drop --resume to start over`);
   return r;
 }

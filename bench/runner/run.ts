@@ -57,6 +57,8 @@ export interface BenchOptions extends Omit<SyntheticOptions, 'numPrompts' | 'see
   resultDir?: string;
   resume?: boolean;
   requestTimeoutMs?: number;
+  /** Fields added to every request body (`--extra-body`). */
+  extraBody?: Record<string, unknown>;
   /** [isProgress=true] progress bar on stderr (only on a terminal). */
   isProgress?: boolean;
 }
@@ -147,7 +149,7 @@ export async function runBench(given: BenchOptions, print: (line: string) => voi
     }
     const encode = isSynthetic ? undefined : ((await serverEncoder(cluster.baseUrl, served, apiKey)) ?? undefined);
     const requests = await buildTrace(o, served, encode);
-    const target: RequestTarget = { baseUrl: cluster.baseUrl, model: served.id, apiKey, timeoutMs: o.requestTimeoutMs };
+    const target: RequestTarget = { baseUrl: cluster.baseUrl, model: served.id, apiKey, timeoutMs: o.requestTimeoutMs, extraBody: o.extraBody };
     const running = cluster.topology?.router;
     const strategies: StrategySpec[] = o.strategies.length > 0 ? o.strategies : [{ label: running?.strategy ?? 'current', name: running?.strategy ?? 'current', params: running?.params ?? {} }];
     const config: BenchConfig = {
@@ -163,6 +165,7 @@ export async function runBench(given: BenchOptions, print: (line: string) => voi
       goodput: o.goodput,
       strategies: strategies.map((s) => s.label),
       traceHash: traceHash(requests),
+      extraBody: o.extraBody ?? null,
     };
     const now = new Date().toISOString();
     const prior = o.resume && o.resultDir ? readForResume(o.resultDir, config) : null;
@@ -222,6 +225,8 @@ export async function runBench(given: BenchOptions, print: (line: string) => voi
           `${s.label} @ ${rateLabel(point.requestRate)} req/s: ${point.completed} done, ${point.failed} failed, ${fmt(point.requestThroughput, 2)} req/s, ` +
             `TTFT mean ${fmt(point.ttftMs.mean)} ms, E2EL mean ${fmt(point.e2elMs.mean)} / P99 ${fmt(point.e2elMs.p99)} ms`,
         );
+        // the failures' causes, most frequent first (all of them are in results.json)
+        for (const [error, n] of Object.entries(point.errors).sort((a, b) => b[1] - a[1]).slice(0, 3)) print(`  ${n} failed: ${error}`);
       }
     }
     return results;

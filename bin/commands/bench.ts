@@ -3,6 +3,7 @@ import { InvalidArgumentError } from 'commander';
 import { resolve } from 'node:path';
 import { MicroserveError } from '../../common/errors.ts';
 import { setLogProcessName } from '../../common/log.ts';
+import { OWN_BODY_FIELDS } from '../../bench/runner/client.ts';
 import { parseGoodput } from '../../bench/runner/metrics.ts';
 import { renderMarkdown } from '../../bench/runner/report-md.ts';
 import { DATASETS, DEFAULT_TOPOLOGY, runBench, type BenchOptions } from '../../bench/runner/run.ts';
@@ -32,6 +33,20 @@ const wrap = <T>(f: (v: string) => T) => (v: string) => {
     throw new InvalidArgumentError((e as Error).message);
   }
 };
+
+/** `--extra-body`: a JSON object added to every request, refused if it is no object or names a field the bench sets. */
+function extraBody(v: string): Record<string, unknown> {
+  let body: unknown;
+  try {
+    body = JSON.parse(v);
+  } catch (e) {
+    throw new InvalidArgumentError(`--extra-body is not JSON: ${(e as Error).message}`);
+  }
+  if (typeof body !== 'object' || body === null || Array.isArray(body)) throw new InvalidArgumentError('--extra-body must be a JSON object');
+  const own = OWN_BODY_FIELDS.find((f) => f in body);
+  if (own) throw new InvalidArgumentError(`--extra-body may not set '${own}' (the bench sets ${OWN_BODY_FIELDS.join(', ')})`);
+  return body as Record<string, unknown>;
+}
 
 function goodput(args: string[]) {
   try {
@@ -74,6 +89,7 @@ export function register(program: Command): void {
     .option('--result-dir <dir>', 'write results.json, results.md and report.html here (after every point)')
     .option('--resume', 'skip the points already in <result-dir>/results.json (same trace required)')
     .option('--request-timeout <s>', 'per-request timeout in seconds', int('--request-timeout', 1), 600)
+    .option('--extra-body <json>', 'JSON object added to every request body, e.g. \'{"response_format":{"type":"json_object"}}\' (structured outputs under load) or \'{"temperature":0.8}\'', extraBody)
     .option('--flush-caches', "empty the engines' prefix caches before each strategy (always done on a cluster the bench starts; on a running one only with this flag)")
     .option('--no-progress', 'no progress bar')
     .action(async (o: Record<string, any>) => {
@@ -108,6 +124,7 @@ export function register(program: Command): void {
         resultDir: o.resultDir ? resolve(o.resultDir) : undefined,
         resume: !!o.resume,
         requestTimeoutMs: o.requestTimeout * 1000,
+        ...(o.extraBody ? { extraBody: o.extraBody } : {}),
         isProgress: o.progress,
         ...(o.flushCaches ? { flushCaches: true } : {}),
       };

@@ -72,4 +72,18 @@ test('SIGINT in the middle of a run restores the strategy found', async () => {
   assert.is(status().strategy, 'dp');
 });
 
+test('--extra-body goes into every request; it may not set a field the bench owns', async () => {
+  const own = cli(['bench', '--base-url', up.httpUrl, '--num-prompts', '2', '--extra-body', '{"max_tokens":3}', ...WORKLOAD], home);
+  assert.is.not(own.code, 0);
+  assert.match(own.stderr, /--extra-body may not set 'max_tokens'/);
+  // an unknown field reaches the router, which refuses it by name: every request fails with that 400
+  const bogus = await cliAsync(['bench', '--base-url', up.httpUrl, '--num-prompts', '2', '--extra-body', '{"bogus_field":1}', ...WORKLOAD], home);
+  assert.is(bogus.code, 0, bogus.stderr);
+  assert.match(bogus.stdout, /\| 0 \| 2 \|/); // done 0, failed 2
+  assert.match(bogus.stderr + bogus.stdout, /bogus_field/);
+  const json = await cliAsync(['bench', '--base-url', up.httpUrl, '--num-prompts', '4', '--extra-body', '{"response_format":{"type":"json_object"}}', ...WORKLOAD], home);
+  assert.is(json.code, 0, json.stderr);
+  assert.match(json.stdout, /\| 4 \| 0 \|/); // done 4, failed 0
+});
+
 test.run();
