@@ -532,6 +532,19 @@ export type NvshmemSpec = z.infer<typeof NvshmemSpecSchema>;
  * written out here rather than imported because messages sit below topology/ in the layer order
  * (test/arch/imports.test.ts); test/actors/messages.test.ts checks that the two list the same fields.
  */
+/**
+ * An engine's step budget when its spec gives none (`engines[].maxBatchTokens`): 1024 tokens on a
+ * GPU, 512 on CPU. On a GPU a mixed step reads the weights once for its decodes and its prefill
+ * chunk, and at high concurrency a 512-token budget left room for only ~171 of 256 decodes a step
+ * (random 512 in / 256 out): on one H200 (2026-12-03, bench/results/serve-load-gpu.md) 1024 took
+ * C = 256 from 94.3% to 99.2% of the serving bound for ITL p99 33 ms instead of 22 at C = 128
+ * (2.2x the mean TPOT). On CPU a step's cost grows with its tokens, so a larger budget buys no
+ * throughput, only longer inter-token gaps.
+ */
+export function defaultMaxBatchTokens(device: string): number {
+  return device.startsWith('cuda') ? 1024 : 512;
+}
+
 export const EngineSpecSchema = z.strictObject({
   name: Name,
   role: RoleSchema.default('both'),
@@ -540,7 +553,8 @@ export const EngineSpecSchema = z.strictObject({
   /** A number of pages, or 'auto' (GPU: what gpuMemoryUtilization leaves; CPU: 512). */
   kvPages: z.union([z.number().int().min(1).max(Number.MAX_SAFE_INTEGER), z.literal('auto')]).optional(),
   pageSize: z.number().int().min(1).max(4096).default(16),
-  maxBatchTokens: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).default(512),
+  /** [defaultMaxBatchTokens(device)] tokens per step. */
+  maxBatchTokens: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER).optional(),
   maxNumSeqs: z.number().int().min(1).max(65536).default(256),
   gpuMemoryUtilization: z.number().gt(0).max(1).default(0.9),
   threads: z.number().int().min(0).max(4096).default(0),

@@ -9,8 +9,8 @@
  * - `control: { host: 127.0.0.1, port: 7700, maxFrameBytes: 67108864 }`
  * - `router: { host: 127.0.0.1, port: 8000, strategy: dp, params: {} }` (`apiKey`, `maxQueue`: none)
  * - engine: `{ role: both, device: cpu, host: local, kvPages: auto (GPU) / 512 (CPU), pageSize: 16,
- *   maxBatchTokens: 512, maxNumSeqs: 256, gpuMemoryUtilization: 0.9, threads: 0 }` (the kvPages
- *   default depends on the device, so validate.ts fills it in)
+ *   maxBatchTokens: 1024 (GPU) / 512 (CPU), maxNumSeqs: 256, gpuMemoryUtilization: 0.9, threads: 0 }`
+ *   (the kvPages and maxBatchTokens defaults depend on the device, so validate.ts fills them in)
  * `model` and `engines` (at least one, each with a `name`) are required.
  */
 import { z } from 'zod';
@@ -38,7 +38,7 @@ export const EngineSchema = z.strictObject({
   host: name().default(LOCAL_HOST),
   kvPages: z.union([int(1), z.literal('auto')]).optional(),
   pageSize: int(1, 4096).default(16),
-  maxBatchTokens: int(1).default(512),
+  maxBatchTokens: int(1).optional(),
   maxNumSeqs: int(1, 65536).default(256),
   gpuMemoryUtilization: z.number().gt(0).max(1).default(0.9),
   threads: int(0, 4096).default(0),

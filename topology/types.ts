@@ -20,7 +20,7 @@ export interface EngineSpec {
   kvPages: number | 'auto';
   /** [pageSize=16] tokens per page. */
   pageSize: number;
-  /** [maxBatchTokens=512] scheduler budget per step (prefill chunk size); the memory plan holds a step of this many tokens. */
+  /** [maxBatchTokens=1024 on a GPU, 512 on CPU] scheduler budget per step (prefill chunk size); the memory plan holds a step of this many tokens. */
   maxBatchTokens: number;
   /** [maxNumSeqs=256] sequences per step (scheduler cap and memory plan). */
   maxNumSeqs: number;

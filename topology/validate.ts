@@ -17,6 +17,7 @@ import { shippedModelFolder, shippedModels } from '../native/model-source.ts';
 import { detectGpuCount } from './gpus.ts';
 import type { FieldPath } from './positions.ts';
 import { nvshmemJobs } from './diff.ts';
+import { defaultMaxBatchTokens } from '../actors/messages.ts';
 import { CPU_KV_PAGES, EXPECTED, LOCAL_HOST, MODEL_PRESETS } from './schema.ts';
 import type { Topology } from './types.ts';
 
@@ -74,6 +75,7 @@ export function validateTopology(t: Topology, opts: ValidateOptions): Problem[] 
   const jobs = t.transport === 'nvshmem' ? nvshmemJobs(t) : new Map<string, string>();
   const isJobMember = (name: string) => jobs.has(name) && t.engines.filter((x) => jobs.get(x.name) === jobs.get(name)).length > 1;
   t.engines.forEach((e, i) => {
+    if ((e as { maxBatchTokens?: unknown }).maxBatchTokens === undefined) e.maxBatchTokens = defaultMaxBatchTokens(e.device);
     if ((e as { kvPages?: unknown }).kvPages === undefined) e.kvPages = e.device.startsWith('cuda:') && !isJobMember(e.name) ? 'auto' : CPU_KV_PAGES;
     else if (e.kvPages === 'auto' && isJobMember(e.name)) {
       add(['engines', i, 'kvPages'], `kvPages auto cannot be used with transport 'nvshmem' (the GPU engines of host '${e.host}' form one job whose equal KV pools are allocated before the weights load): set kvPages`);

@@ -20,7 +20,7 @@ import { hasTokenizer } from '../text/loader.ts';
 import type { TokenizerSource } from '../text/tokenizer.ts';
 import { log } from '../../common/log.ts';
 import type { Backend } from '../../native/backend.ts';
-import { EngineMsgSchema, messageParser, type KvNvshmemAddr, type Role, type TokensBatchMsg } from '../messages.ts';
+import { EngineMsgSchema, defaultMaxBatchTokens, messageParser, type KvNvshmemAddr, type Role, type TokensBatchMsg } from '../messages.ts';
 import type { ActorSystemApi, Handler } from '../runtime/types.ts';
 import { EngineCore } from './engine-core.ts';
 import { exportIpcAddr } from './kv-transfer/cuda-ipc.ts';
@@ -42,7 +42,7 @@ export interface EngineOptions {
   kvPages?: number | 'auto';
   /** [pageSize=16] tokens per page. */
   pageSize?: number;
-  /** [maxBatchTokens=512] tokens per step (prefill chunk budget); the memory plan holds such a step. */
+  /** [maxBatchTokens=defaultMaxBatchTokens(device): 1024 on a GPU, 512 on CPU] tokens per step (prefill chunk budget); the memory plan holds such a step. */
   maxBatchTokens?: number;
   /** [maxNumSeqs=256] sequences per step: the scheduler's cap and the memory plan's. */
   maxNumSeqs?: number;
@@ -83,7 +83,7 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
   const device = opts.device ?? 'cpu';
   const wantsNvshmem = !!opts.nvshmem && opts.nvshmem.nranks > 1 && device.startsWith('cuda') && (transport === 'nvshmem' || transport === 'auto');
   const join = wantsNvshmem ? await nvshmemRendezvous(system, name, opts.nvshmem!) : null;
-  const maxBatchTokens = opts.maxBatchTokens ?? 512;
+  const maxBatchTokens = opts.maxBatchTokens ?? defaultMaxBatchTokens(device);
   const maxNumSeqs = opts.maxNumSeqs ?? 256;
   const loaded = await openModel(opts.model, {
     device,

@@ -22,6 +22,7 @@ import { MicroserveError, isMicroserveError } from '../../common/errors.ts';
 import { log } from '../../common/log.ts';
 import { KvCacheManager } from '../kvcache/manager.ts';
 import type { EngineCounters, EngineStatus, GenerateMsg, KvPushBeginMsg, KvPushEndMsg, KvWriteMsg, PrepRecvMsg, PrepRecvResult, RemoteSendMsg, RemoteSendResult, Role, StartGenerateMsg } from '../messages.ts';
+import { defaultMaxBatchTokens } from '../messages.ts';
 import { HostClock, newHostTimes } from './host-timing.ts';
 import { Grammars, type GrammarStats } from './grammar/grammars.ts';
 import { KvReceiver } from './kv-transfer/receiver.ts';
@@ -35,7 +36,7 @@ import { StepPostprocess, type HeldToken } from './postprocess.ts';
 import { engineStatus } from './status.ts';
 import { StepRunner, type StepPart } from './step-runner.ts';
 import type { EngineCoreOptions } from './types.ts';
-import { DEFAULT_MAX_BATCH_TOKENS, DEFAULT_MAX_NUM_SEQS, newCounters } from './types.ts';
+import { DEFAULT_MAX_NUM_SEQS, newCounters } from './types.ts';
 import { checkFits, checkId, checkInt, checkSampling, checkTokens, type Capacity } from './validate.ts';
 
 const ROLES: Role[] = ['prefill', 'decode', 'both'];
@@ -80,7 +81,7 @@ export class EngineCore {
     this.backend = opts.backend;
     this.isOverlap = opts.overlap ?? true;
     this.limits = {
-      maxBatchTokens: positiveInt(opts.maxBatchTokens ?? DEFAULT_MAX_BATCH_TOKENS, 'maxBatchTokens'),
+      maxBatchTokens: positiveInt(opts.maxBatchTokens ?? defaultMaxBatchTokens(opts.backend.device), 'maxBatchTokens'),
       maxNumSeqs: positiveInt(opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS, 'maxNumSeqs'),
     };
     this.clock = new HostClock((this.counters.host = newHostTimes()));

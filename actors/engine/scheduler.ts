@@ -16,9 +16,10 @@
  * is only what the token budget leaves. A step therefore costs at most `maxBatchTokens` tokens
  * of compute, and that budget, not the prompt length, bounds the inter-token latency of the
  * running decodes: a long prompt is spread over several steps instead of stalling them. The
- * default budget (512 tokens, types.ts) keeps a mixed step near a decode step's cost on a
- * GPU (the weights are read once for both) while prefill still runs at GEMM efficiency; a larger
- * budget buys prefill throughput with ITL (prefill-only engines may use 4096+).
+ * default budget (messages.ts defaultMaxBatchTokens: 1024 tokens on a GPU, 512 on CPU) keeps a
+ * mixed step within a few decode steps' cost (the weights are read once for both) while prefill
+ * runs at GEMM efficiency, and leaves room for a full decode batch next to the prefill that keeps
+ * it full; a larger budget buys prefill throughput with ITL (prefill-only engines may use 4096+).
  */
 import type { KvCacheManager } from '../kvcache/manager.ts';
 import type { Request } from './request.ts';

@@ -21,7 +21,8 @@ export interface EngineCoreOptions {
   /** [role='both'] shown by status; strategies read it, the engine serves every operation. */
   role?: Role;
   /**
-   * [maxBatchTokens=512] tokens per step (decodes plus prefill chunks): bounds a step's compute,
+   * [maxBatchTokens=defaultMaxBatchTokens(backend.device): 1024 on a GPU, 512 on CPU] tokens per
+   * step (decodes plus prefill chunks): bounds a step's compute,
    * hence the inter-token latency of running decodes (see scheduler.ts).
    */
   maxBatchTokens?: number;
@@ -74,7 +75,6 @@ export interface EngineCoreOptions {
   loopMonitor?: LoopMonitor;
 }
 
-export const DEFAULT_MAX_BATCH_TOKENS = 512;
 export const DEFAULT_MAX_NUM_SEQS = 256;
 
 export function newCounters(): EngineCounters {

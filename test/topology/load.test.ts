@@ -50,6 +50,11 @@ test('defaults fill every omitted field', () => {
   assert.equal(t.engines[0], { name: 'e0', role: 'both', device: 'cpu', host: 'local', kvPages: 512, pageSize: 16, maxBatchTokens: 512, maxNumSeqs: 256, gpuMemoryUtilization: 0.9, threads: 0 });
 });
 
+test('maxBatchTokens defaults to 1024 on a GPU and 512 on CPU; a given value is kept', () => {
+  const t = parseTopology(lines('model: tiny', 'engines:', '  - { name: g, device: "cuda:0" }', '  - { name: c }', '  - { name: h, device: "cuda:0", maxBatchTokens: 256 }'), undefined, { numGpus: 1 });
+  assert.equal(t.engines.map((e) => e.maxBatchTokens), [1024, 512, 256]);
+});
+
 test('kvPages defaults to auto on a GPU and 512 on CPU; auto is accepted everywhere', () => {
   const t = parseTopology(lines('model: tiny', 'engines:', '  - { name: g, device: "cuda:0" }', '  - { name: c }', '  - { name: a, kvPages: auto }'), undefined, { numGpus: 1 });
   assert.equal(t.engines.map((e) => e.kvPages), ['auto', 512, 'auto']);
