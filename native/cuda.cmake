@@ -24,7 +24,6 @@ set(MS_CUDA_ARCH "90-real" CACHE STRING "CUDA_ARCHITECTURES of the CUDA targets"
 set(MS_CUDA_KERNEL_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/elementwise.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/skinny-gemm.cu
-  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/mma-gemm.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-decode.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-decode-mma.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-prefill.cu

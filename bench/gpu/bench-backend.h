@@ -44,16 +44,13 @@ class BenchCudaBackend : public CudaBackend {
       return Status::Ok();
     });
   }
-  // Which product runs for T tokens of a weight kind: "skinny", "mma" or "cublaslt" (after finalize).
+  // Which product runs for T tokens of a weight kind: "skinny" or "cublaslt" (after finalize).
   const char* gemmChoice(int kind, int T) const {
     const ProductKernel p = productKernel(kind, T);
-    return p == ProductKernel::kSkinny ? "skinny" : p == ProductKernel::kMma ? "mma" : "cublaslt";
+    return p == ProductKernel::kSkinny ? "skinny" : "cublaslt";
   }
   // Autotune times (ms) of one product of a weight kind for T tokens: skinny, cuBLASLt.
   std::pair<float, float> gemmTimes(int kind, int T) const { return {gemmMs_[kind][T][0], gemmMs_[kind][T][1]}; }
-  // Autotune times (ms) of one product of a weight kind at graph bucket kGraphBuckets[bi]: mma,
-  // cuBLASLt (0, 0: not timed, outside kSkinnyMaxTokens + 1 .. kMmaMaxTokens).
-  std::pair<float, float> mmaTimes(int kind, int bi) const { return {mmaMs_[kind][bi][0], mmaMs_[kind][bi][1]}; }
   // cuBLASLt's tuned configuration of a weight kind at graph bucket kGraphBuckets[bi]: its time,
   // rank in the heuristic's list, split-K count (0: as the heuristic gave it).
   Gemm::Choice ltChoice(int kind, int bi) const { return ltChoice_[kind][bi]; }

@@ -320,23 +320,6 @@ int main(int argc, char** argv) {
       }
       std::printf("\n");
     }
-    // The mma kernel against cuBLASLt's pick at the buckets of 9..64 tokens (fused SiLU for gate_up).
-    std::printf("gemm autotune, ms per product (mma | cuBLASLt) -> choice (TB/s of the weight by mma):\n");
-    tuneJson += "],\"mmaGemm\":[";
-    for (int k = 0; k < kNumWeightKinds; k++) {
-      const double wBytes = kindBytes(k);
-      std::printf("  %-8s", kinds[k]);
-      for (int bi = 0; bi < kNumGraphBuckets; bi++) {
-        auto [mm, lt] = b.mmaTimes(k, bi);
-        if (mm <= 0.f) continue;
-        const char* choice = b.gemmChoice(k, kGraphBuckets[bi]);
-        std::printf(" T=%d %.4f|%.4f %s (%.1f);", kGraphBuckets[bi], mm, lt, choice, wBytes / (mm * 1e-3) / 1e12);
-        tuneJson += std::string(tuneJson.back() == '[' ? "" : ",") + "{\"kind\":\"" + kinds[k] +
-                    "\",\"T\":" + std::to_string(kGraphBuckets[bi]) + ",\"ms\":" + std::to_string(mm) +
-                    ",\"cublasLtMs\":" + std::to_string(lt) + ",\"choice\":\"" + choice + "\"}";
-      }
-      std::printf("\n");
-    }
     std::printf("gemm autotune, prefill steps, ms per product [heuristic rank] (TFLOP/s):\n");
     tuneJson += "],\"prefillGemm\":[";
     for (const auto& pt : b.prefillTune()) {

@@ -233,88 +233,6 @@ void checkGemms() {
   }
 }
 
-// The tensor-core decode product (mmaGemm) against the float64 reference: a (T, O, K) product for
-// each T of Ts (odd T inside a token tile too) in each mode, on numCols output columns spread over
-// O (0: all; SiluPairBf16: gate/up pairs of the (T, O / 2) output). Outputs the mode overwrites
-// start poisoned (NaN), so an element never written fails; each run is repeated and must give
-// the same bits (the K slices are summed in a fixed order).
-void checkMmaGemm(const char* name, int O, int K, std::initializer_list<int> Ts, std::initializer_list<OutMode> modes,
-                  int numCols) {
-  auto w = randn(size_t(O) * K, 0.f, 0.05f);
-  auto wh = toBf16(w);
-  bf16* dw = reinterpret_cast<bf16*>(upload(wh));
-  for (int T : Ts) {
-    auto x = randn(size_t(T) * K);
-    auto xh = toBf16(x);
-    bf16* dx = reinterpret_cast<bf16*>(upload(xh));
-    for (OutMode mode : modes) {
-      const bool isPair = mode == OutMode::SiluPairBf16;
-      const int outCols = isPair ? O / 2 : O;  // columns of Y
-      std::vector<int> cols;
-      for (int i = 0; i < (numCols ? numCols : outCols); i++)
-        cols.push_back(numCols ? int((int64_t(i) * outCols / numCols + i % 7) % outCols) : i);
-      cols.push_back(outCols - 1);  // the last (partial) row block
-      auto dot = [&](int t, int row) {
-        double acc = 0;
-        const float *xr = &x[size_t(t) * K], *wr = &w[size_t(row) * K];
-        for (int k = 0; k < K; k++) acc += double(xr[k]) * wr[k];
-        return acc;
-      };
-      auto y0 = randn(size_t(T) * outCols);
-      std::vector<double> ref(size_t(T) * cols.size());
-      for (int t = 0; t < T; t++)
-        for (size_t j = 0; j < cols.size(); j++) {
-          double r;
-          if (isPair) {
-            const double g = bf16ToF32(f32ToBf16(float(dot(t, 2 * cols[j])))),
-                         u = bf16ToF32(f32ToBf16(float(dot(t, 2 * cols[j] + 1))));
-            r = g / (1 + std::exp(-g)) * u;
-          } else {
-            r = dot(t, cols[j]);
-            if (mode == OutMode::F32Add) r += y0[size_t(t) * outCols + cols[j]];
-          }
-          ref[size_t(t) * cols.size() + j] = r;
-        }
-      float* dy = upload(y0);
-      const size_t words = mode == OutMode::Bf16 || isPair ? (size_t(T) * outCols + 1) / 2 : size_t(T) * outCols;
-      std::vector<uint32_t> bits[2];
-      for (int rep = 0; rep < 2; rep++) {
-        if (mode == OutMode::F32Add)
-          MS_CUDA_CHECK(cudaMemcpy(dy, y0.data(), y0.size() * 4, cudaMemcpyHostToDevice));
-        else
-          MS_CUDA_CHECK(cudaMemset(dy, 0xff, y0.size() * 4));  // NaN in bf16 and f32
-        mmaGemm(dx, T, dw, O, K, dy, mode, 0);
-        bits[rep] = download<uint32_t>(dy, words);
-      }
-      std::vector<float> got(ref.size());
-      for (int t = 0; t < T; t++)
-        for (size_t j = 0; j < cols.size(); j++) {
-          const size_t at = size_t(t) * outCols + cols[j];
-          float f;
-          if (mode == OutMode::Bf16 || isPair)
-            f = bf16ToF32(reinterpret_cast<const uint16_t*>(bits[0].data())[at]);
-          else
-            std::memcpy(&f, &bits[0][at], 4);
-          got[size_t(t) * cols.size() + j] = f;
-        }
-      const char* mname = mode == OutMode::Bf16   ? "bf16"
-                          : mode == OutMode::F32  ? "f32"
-                          : mode == OutMode::F32Add ? "f32 add"
-                                                    : "silu pair";
-      check(std::string("mmaGemm ") + name + " T=" + std::to_string(T) + " " + mname, got, ref,
-            mode == OutMode::F32 || mode == OutMode::F32Add ? 1e-4 : 1e-2);
-      const bool isRepeatable = bits[0] == bits[1];
-      if (!isRepeatable) {
-        numFailed++;
-        std::printf("    not bitwise repeatable: FAIL\n");
-      }
-      cudaFree(dy);
-    }
-    cudaFree(dx);
-  }
-  cudaFree(dw);
-}
-
 // Every cuBLASLt candidate the autotune may time (the heuristic's algorithms and their split-K
 // variants, gemm.cc) against the float64 reference: a (T, O, K) product for each T of Ts in each
 // of modes, on numCols output columns spread over O (0: all), where the engine's shapes make a full
@@ -877,16 +795,6 @@ int main() {
     checkGemmCandidates("qkv 6144x4096", 6144, 4096, {16, 256}, {OutMode::Bf16}, 96);
     checkGemmCandidates("o 4096x4096", 4096, 4096, {2, 64}, {OutMode::F32Add}, 96);
     checkGemmCandidates("down 4096x14336", 4096, 14336, {8, 128}, {OutMode::F32Add}, 64);
-    // The tensor-core decode product: small shapes whole (rows and K off every tile: 301 rows, K 520
-    // = 8 chunks and 8 columns), every mode, T across the three token tiles and odd T inside them;
-    // then the 8B shapes with the modes the engine runs them in (columns sampled).
-    checkMmaGemm("301x520", 301, 520, {1, 9, 13, 16, 17, 32, 40, 64}, {OutMode::Bf16, OutMode::F32, OutMode::F32Add}, 0);
-    checkMmaGemm("300x520", 300, 520, {5, 16, 40, 64}, {OutMode::SiluPairBf16}, 0);
-    checkMmaGemm("768x4104", 768, 4104, {16, 33}, {OutMode::Bf16, OutMode::F32Add, OutMode::SiluPairBf16}, 0);
-    checkMmaGemm("qkv 6144x4096", 6144, 4096, {16, 32, 64, 13, 40}, {OutMode::Bf16}, 96);
-    checkMmaGemm("o 4096x4096", 4096, 4096, {16, 32, 64, 13, 40}, {OutMode::F32Add}, 96);
-    checkMmaGemm("gate_up 28672x4096", 28672, 4096, {16, 32, 64, 40}, {OutMode::SiluPairBf16, OutMode::Bf16}, 96);
-    checkMmaGemm("down 4096x14336", 4096, 14336, {16, 32, 64, 13, 40}, {OutMode::F32Add}, 64);
     checkAttention(16, 2, 16);
     checkAttention(32, 8, 16);
     checkAttention(64, 1, 5);

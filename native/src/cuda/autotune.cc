@@ -1,8 +1,7 @@
 // CudaBackend::autotune: picks cuBLASLt's fastest configuration for every decode bucket the arena
 // holds (the heuristic's algorithms, and split-K variants of them for every weight but the LM
 // head) and for prefill-sized steps (kPrefillTuneSizes and whole chunks of maxBatchTokens: the
-// heuristic's algorithms), and chooses between the skinny kernel and cuBLASLt for 1..8 tokens and
-// between the mma kernel and cuBLASLt for the graph buckets of 9..64 tokens.
+// heuristic's algorithms), and chooses between the skinny kernel and cuBLASLt for 1..8 tokens.
 #include <algorithm>
 #include <iterator>
 #include <vector>
@@ -16,10 +15,8 @@ namespace ms::cuda {
 // reads another layer's copy of its weight than the one before (kTuneWeights in turn), as a step
 // does: a weight of 33-50 MB (o, qkv) would otherwise come partly from the 50 MB L2 and flatter
 // whatever streams it. Times the skinny kernel against cuBLASLt for 1..8 tokens of every weight
-// (median of 5 after 2 warm-ups, each alone), and the mma kernel against cuBLASLt (its tuned pick)
-// at the graph buckets of kSkinnyMaxTokens + 1 .. kMmaMaxTokens tokens the same way. Our kernels
-// are kept unless cuBLASLt is 5% faster: in a sequence they also overlap their neighbours (PDL),
-// cuBLASLt does not.
+// (median of 5 after 2 warm-ups, each alone). The skinny kernel is kept unless cuBLASLt is 5%
+// faster: in a sequence it also overlaps its neighbours (PDL), cuBLASLt does not.
 void CudaBackend::autotune() {
   constexpr int kTuneWeights = 4;
   constexpr int kPrefillTuneSizes[] = {512, 1024, 2048, 4096, 8192};
@@ -90,16 +87,6 @@ void CudaBackend::autotune() {
       useSkinny_[k][T] = skinny <= 1.05f * lt;
       gemmMs_[k][T][0] = skinny;
       gemmMs_[k][T][1] = lt;
-    }
-    for (int bi = 0; bi < kNumGraphBuckets; bi++) {
-      const int bucket = kGraphBuckets[bi];
-      if (bucket <= kSkinnyMaxTokens) continue;
-      if (bucket > kMmaMaxTokens || size_t(bucket) > T) break;
-      float mma = timeIt([&] { mmaGemm(c.X, bucket, nextW(), c.O, c.K, c.skinnyY, c.skinnyMode, stream_); });
-      float lt = timeIt([&] { gemm_->run(c.X, bucket, nextW(), c.O, c.K, c.Y, c.mode, stream_); });
-      useMma_[k][bi] = mma <= 1.05f * lt;
-      mmaMs_[k][bi][0] = mma;
-      mmaMs_[k][bi][1] = lt;
     }
   }
   MS_CUDA_CHECK(cudaStreamSynchronize(stream_));

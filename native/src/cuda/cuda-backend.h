@@ -93,7 +93,7 @@ struct DecodeSplits {
 };
 
 // The kernel that runs a product of a weight kind for a token count (autotune.cc chooses).
-enum class ProductKernel { kCublasLt, kSkinny, kMma };
+enum class ProductKernel { kCublasLt, kSkinny };
 
 // The plan does not fit the device (Code::DEVICE_MEMORY); the message has the numbers.
 class DeviceMemoryError : public std::runtime_error {
@@ -147,7 +147,7 @@ class CudaBackend : public Backend {
   // model-forward.cc
   void linear(int kind, const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s);
   // The autotune's kernel for T tokens of a weight kind: the skinny kernel's choice for 1..8
-  // tokens, the mma kernel's for the graph bucket holding T up to kMmaMaxTokens, else cuBLASLt.
+  // tokens, else cuBLASLt.
   // Not cuBLASLt: the kernel also offers the fused gate/up epilogue (SiluPairBf16).
   ProductKernel productKernel(int kind, int T) const;
   void runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& ds, cudaStream_t s);
@@ -242,10 +242,6 @@ class CudaBackend : public Backend {
   bool useSkinny_[kNumWeightKinds][kSkinnyMaxTokens + 1] = {};
   float gemmMs_[kNumWeightKinds][kSkinnyMaxTokens + 1][2] = {};
   Gemm::Choice ltChoice_[kNumWeightKinds][kNumGraphBuckets] = {};  // cuBLASLt per graph bucket (autotune)
-  // The mma kernel against cuBLASLt at the graph buckets of kSkinnyMaxTokens + 1 .. kMmaMaxTokens
-  // tokens (autotune): the choice, and the times (ms) of mma, cuBLASLt (0: not timed).
-  bool useMma_[kNumWeightKinds][kNumGraphBuckets] = {};
-  float mmaMs_[kNumWeightKinds][kNumGraphBuckets][2] = {};
   struct PrefillTune {
     int numTokens = 0;
     Gemm::Choice choice[kNumWeightKinds] = {};  // the LM head's stays empty

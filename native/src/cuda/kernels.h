@@ -79,7 +79,7 @@ void randomNormalF32(float* out, size_t count, uint64_t seed, uint64_t stream, f
                      cudaStream_t s);
 
 // Output of a matrix product: bf16 (overwrite), f32 (overwrite), f32 added to what Y holds (the
-// residual stream), or (skinny and mma kernels only) SiluPairBf16: rows 2j and 2j + 1 of the
+// residual stream), or (skinny kernel only) SiluPairBf16: rows 2j and 2j + 1 of the
 // product are a gate/up pair and Y (T, O / 2) gets bf16(silu(bf16(gate)) * bf16(up)).
 enum class OutMode : int { Bf16 = 0, F32 = 1, F32Add = 2, SiluPairBf16 = 3 };
 
@@ -87,14 +87,6 @@ enum class OutMode : int { Bf16 = 0, F32 = 1, F32Add = 2, SiluPairBf16 = 3 };
 // X, W bf16 row-major; K % 8 == 0.
 constexpr int kSkinnyMaxTokens = 8;
 void skinnyGemm(const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s);
-
-// Y (T, O) = X (T, K) . W (O, K)^T for decode batches (T <= kMmaMaxTokens) on the tensor cores,
-// one pass over W, K split over a thread-block cluster where the rows alone leave SMs idle; the
-// split parts are summed in a fixed order (bitwise repeatable). X, W bf16 row-major, X 16-byte
-// aligned; K % 8 == 0; every OutMode. Allocates nothing; the first launch of each (token tile,
-// mode) sets the kernel's shared-memory limit and reads the cluster occupancy (before capture).
-constexpr int kMmaMaxTokens = 64;
-void mmaGemm(const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s);
 
 // ---- attention ------------------------------------------------------------------------------
 

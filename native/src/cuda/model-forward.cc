@@ -1,5 +1,5 @@
 // CudaBackend's forward pass: the layer loop, eager and graph paths, logits to the host, and the
-// choice between the skinny kernel, the mma kernel and cuBLASLt for decode-sized products
+// choice between the skinny kernel and cuBLASLt for decode-sized products
 // (measured in autotune.cc).
 #include <algorithm>
 #include <cmath>
@@ -57,9 +57,6 @@ void launchSampler(const Arena& arena, int rows, int vocab, const int32_t* param
 
 ProductKernel CudaBackend::productKernel(int kind, int T) const {
   if (T >= 1 && T <= kSkinnyMaxTokens) return useSkinny_[kind][T] ? ProductKernel::kSkinny : ProductKernel::kCublasLt;
-  if (T > kMmaMaxTokens) return ProductKernel::kCublasLt;
-  for (int bi = 0; bi < kNumGraphBuckets; bi++)
-    if (kGraphBuckets[bi] >= T) return useMma_[kind][bi] ? ProductKernel::kMma : ProductKernel::kCublasLt;
   return ProductKernel::kCublasLt;
 }
 
@@ -67,7 +64,6 @@ void CudaBackend::linear(int kind, const bf16* X, int T, const bf16* W, int O, i
                          cudaStream_t s) {
   switch (productKernel(kind, T)) {
     case ProductKernel::kSkinny: skinnyGemm(X, T, W, O, K, Y, mode, s); break;
-    case ProductKernel::kMma: mmaGemm(X, T, W, O, K, Y, mode, s); break;
     default: gemm_->run(X, T, W, O, K, Y, mode, s);
   }
 }
