@@ -14,14 +14,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { connect } from '../../actors/runtime/client.ts';
 import type { ActorSystem } from '../../actors/runtime/system.ts';
 import type { ActorStatus } from '../../supervisors/cluster-status.ts';
 import { streamGreedy } from '../shared/sse.ts';
-import { CLI, ROOT, cliAsync, isAlive, sleep, startUp, stopUp, tempHome, type UpProcess } from './helpers.ts';
+import { CLI, ROOT, TWO_HOST_ENGINES, cliAsync, freePort, isAlive, sleep, startUp, stopUp, tempHome, writeTopology, type UpProcess } from './helpers.ts';
 
 const CONTROL_GRACE_S = 15;
 const NUM_STREAMS = 5;
@@ -35,14 +33,6 @@ let up: UpProcess;
 let agent: ChildProcess;
 let client: ActorSystem;
 let agentLog = '';
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
 
 async function actors(): Promise<ActorStatus[]> {
   return ((await client.ref('control').query({ type: 'status' }, 30_000)) as { actors: ActorStatus[] }).actors;
@@ -104,19 +94,7 @@ async function restartUp(): Promise<void> {
 
 test.before(async () => {
   const port = await freePort();
-  file = join(home, 'agent-recovery.yaml');
-  writeFileSync(
-    file,
-    `model: tiny
-transport: host
-control: { host: 127.0.0.1, port: ${port} }
-router: { host: 127.0.0.1, port: 0, strategy: dp, params: {} }
-hosts: [{ name: h2 }]
-engines:
-  - { name: e0, role: both, device: cpu, kvPages: 256, threads: 1 }
-  - { name: r1, role: both, device: cpu, kvPages: 256, threads: 1, host: h2 }
-`,
-  );
+  file = writeTopology(home, { name: 'agent-recovery.yaml', transport: 'host', controlPort: port, hosts: ['h2'], engines: TWO_HOST_ENGINES });
   // `up` waits for r1, so the agent needs the token before up's run file has it: set it for both
   process.env.MICROSERVE_TOKEN = 'agent-recovery-token-0123456789';
   const upP = startUp(file, home, ['--no-watch'], 180_000);

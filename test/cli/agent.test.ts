@@ -5,19 +5,9 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn } from 'node:child_process';
-import { connect as tcpConnect, createServer } from 'node:net';
-import { writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { connect as tcpConnect } from 'node:net';
 import { connect } from '../../actors/runtime/client.ts';
-import { CLI, ROOT, isAlive, sleep, startUp, stopUp, tempHome } from './helpers.ts';
-
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
+import { CLI, ROOT, TWO_HOST_ENGINES, freePort, isAlive, sleep, startUp, stopUp, tempHome, writeTopology } from './helpers.ts';
 
 /** Resolves once something accepts TCP connections on `port` (up's control listener), polling; rejects after `timeoutMs`. */
 
@@ -27,18 +17,7 @@ test('an agent runs the engines placed on its host; a request is served by it', 
   process.env.MICROSERVE_TOKEN = token;
   process.env.MICROSERVE_HOME = home;
   const port = await freePort();
-  const file = join(home, 'two-hosts.yaml');
-  writeFileSync(
-    file,
-    `model: tiny
-control: { host: 127.0.0.1, port: ${port} }
-router: { host: 127.0.0.1, port: 0, strategy: dp, params: {} }
-hosts: [{ name: h2 }]
-engines:
-  - { name: e0, role: both, device: cpu, kvPages: 256, threads: 1 }
-  - { name: r1, role: both, device: cpu, kvPages: 256, threads: 1, host: h2 }
-`,
-  );
+  const file = writeTopology(home, { name: 'two-hosts.yaml', controlPort: port, hosts: ['h2'], engines: TWO_HOST_ENGINES });
   const upP = startUp(file, home, ['--no-watch']);
   // started right away: the agent keeps trying until `up`'s control plane listens (--wait)
   const agent = spawn(process.execPath, [CLI, 'agent', '--connect', `ws://127.0.0.1:${port}`, '--host', 'h2'], {

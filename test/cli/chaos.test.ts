@@ -14,14 +14,12 @@
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { connect } from '../../actors/runtime/client.ts';
 import type { ActorSystem } from '../../actors/runtime/system.ts';
 import type { ActorStatus } from '../../supervisors/cluster-status.ts';
 import { xorshift } from '../shared/xorshift.ts';
-import { CLI, ROOT, sleep, startUp, stopUp, tempHome, type UpProcess } from './helpers.ts';
+import { CLI, ROOT, freePort, sleep, startUp, stopUp, tempHome, writeTopology, type UpProcess } from './helpers.ts';
 import { streamGreedy } from '../shared/sse.ts';
 
 const DURATION_MS = 60_000;
@@ -42,14 +40,6 @@ const VICTIMS: Victim[] = [
   { path: 'supervisor/h2', isProcess: true },
 ];
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-
 const stream = (url: string, prompt: string) => streamGreedy(url, prompt, MAX_TOKENS);
 
 async function actors(client: ActorSystem): Promise<ActorStatus[]> {
@@ -66,19 +56,7 @@ test.before(async () => {
   process.env.MICROSERVE_TOKEN = token;
   process.env.MICROSERVE_HOME = home;
   const port = await freePort();
-  const file = join(home, 'chaos.yaml');
-  writeFileSync(
-    file,
-    `model: tiny
-transport: host
-control: { host: 127.0.0.1, port: ${port} }
-router: { host: 127.0.0.1, port: 0, strategy: dp, params: {} }
-hosts: [{ name: h2 }]
-engines:
-  - { name: e0, role: both, device: cpu, kvPages: 256, threads: 1 }
-  - { name: e1, role: both, device: cpu, kvPages: 256, threads: 1 }
-`,
-  );
+  const file = writeTopology(home, { name: 'chaos.yaml', transport: 'host', controlPort: port, hosts: ['h2'] });
   up = await startUp(file, home, ['--no-watch'], 180_000);
   agent = spawn(process.execPath, [CLI, 'agent', '--connect', `ws://127.0.0.1:${port}`, '--host', 'h2'], {
     cwd: ROOT,

@@ -2,32 +2,56 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
+import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 export const CLI = join(ROOT, 'bin/microserve.js');
 
+/** A TCP port free on 127.0.0.1 right now (for a control plane an agent must find before `up` starts). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
 export function tempHome(): string {
   return mkdtempSync(join(tmpdir(), 'microserve-test-'));
 }
 
-/** A topology on free ports with two tiny CPU engines (override engines/strategy as needed). */
-export function writeTopology(dir: string, opts: { strategy?: string; params?: object; engines?: string; model?: string } = {}): string {
+/** Engines e0 on this host and r1 on agent host h2 (for writeTopology's `engines`). */
+export const TWO_HOST_ENGINES = `  - { name: e0, role: both, device: cpu, kvPages: 256, threads: 1 }
+  - { name: r1, role: both, device: cpu, kvPages: 256, threads: 1, host: h2 }`;
+
+/**
+ * A topology with two tiny CPU engines (override engines/strategy as needed), on free ports unless
+ * `controlPort` is given (an agent must know where to connect before `up` starts); `hosts` adds
+ * agent hosts, `transport` pins the KV transport, `name` the file's name in `dir`.
+ */
+export function writeTopology(
+  dir: string,
+  opts: { strategy?: string; params?: object; engines?: string; model?: string; controlPort?: number; transport?: string; hosts?: string[]; name?: string } = {},
+): string {
   const engines =
     opts.engines ??
     `  - { name: e0, role: both, device: cpu, kvPages: 256, threads: 1 }
   - { name: e1, role: both, device: cpu, kvPages: 256, threads: 1 }`;
-  const file = join(dir, 'topology.yaml');
-  writeFileSync(
-    file,
-    `model: ${opts.model ?? 'tiny'}
-control: { host: 127.0.0.1, port: 0 }
-router: { host: 127.0.0.1, port: 0, strategy: ${opts.strategy ?? 'dp'}, params: ${JSON.stringify(opts.params ?? {})} }
-engines:
-${engines}
-`,
-  );
+  const file = join(dir, opts.name ?? 'topology.yaml');
+  const lines = [
+    `model: ${opts.model ?? 'tiny'}`,
+    ...(opts.transport ? [`transport: ${opts.transport}`] : []),
+    `control: { host: 127.0.0.1, port: ${opts.controlPort ?? 0} }`,
+    `router: { host: 127.0.0.1, port: 0, strategy: ${opts.strategy ?? 'dp'}, params: ${JSON.stringify(opts.params ?? {})} }`,
+    ...(opts.hosts ? [`hosts: [${opts.hosts.map((h) => `{ name: ${h} }`).join(', ')}]`] : []),
+    'engines:',
+    engines,
+    '',
+  ];
+  writeFileSync(file, lines.join('\n'));
   return file;
 }
 

@@ -5,25 +5,15 @@
  */
 import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { test } from 'uvu';
 import * as assert from 'uvu/assert';
-import { cli, cliAsync, isAlive, startUp, stopUp, tempHome, writeTopology, type UpProcess } from './helpers.ts';
+import { cli, cliAsync, freePort, isAlive, startUp, stopUp, tempHome, writeTopology, type UpProcess } from './helpers.ts';
 
 let up: UpProcess;
 const home = tempHome();
 process.env.MICROSERVE_HOME = home;
 const runFile = join(home, 'run.json');
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 
 test.after(async () => {
   if (up) await stopUp(up);
