@@ -469,9 +469,9 @@ int main(int argc, char** argv) {
     }
     json += "],\"profile\":{";
     bool firstProfile = true;
-    // Per-stage GPU time of eager decode steps (events after every stage; includes launch gaps).
-    for (int batch : {1, 64}) {
-      if (std::find(batches.begin(), batches.end(), batch) == batches.end()) continue;
+    // Per-stage GPU time of eager decode steps at every batch of the run (events after every
+    // stage; includes launch gaps): where a step's time goes, batch by batch (issue 17).
+    for (int batch : batches) {
       b.setProfile(true);
       decode(b, batch, ctx + 1, pageSize, 5, rng);
       std::printf("profile eager decode b=%d (ms per step):", batch);
