@@ -527,12 +527,6 @@ export const NvshmemSpecSchema = z.object({
 export type NvshmemSpec = z.infer<typeof NvshmemSpecSchema>;
 
 /**
- * The engine of an engine ProcSpec: a topology `engines` entry (topology/types.ts EngineSpec),
- * with the same fields, defaults and strictness as topology/schema.ts's EngineSchema. It is
- * written out here rather than imported because messages sit below topology/ in the layer order
- * (test/arch/imports.test.ts); test/actors/messages.test.ts checks that the two list the same fields.
- */
-/**
  * An engine's step budget when its spec gives none (`engines[].maxBatchTokens`): 1024 tokens on a
  * GPU, 512 on CPU. On a GPU a mixed step reads the weights once for its decodes and its prefill
  * chunk, and at high concurrency a 512-token budget left room for only ~171 of 256 decodes a step
@@ -545,6 +539,12 @@ export function defaultMaxBatchTokens(device: string): number {
   return device.startsWith('cuda') ? 1024 : 512;
 }
 
+/**
+ * The engine of an engine ProcSpec: a topology `engines` entry (topology/types.ts EngineSpec),
+ * with the same fields, defaults and strictness as topology/schema.ts's EngineSchema. It is
+ * written out here rather than imported because messages sit below topology/ in the layer order
+ * (test/arch/imports.test.ts); test/actors/messages.test.ts checks that the two list the same fields.
+ */
 export const EngineSpecSchema = z.strictObject({
   name: Name,
   role: RoleSchema.default('both'),

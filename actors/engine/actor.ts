@@ -27,6 +27,7 @@ import { exportIpcAddr } from './kv-transfer/cuda-ipc.ts';
 import { nvshmemRendezvous, type NvshmemSpec } from './kv-transfer/nvshmem-join.ts';
 import { acceptedTransports, transportPicker } from './kv-transfer/pick.ts';
 import { checkId } from './validate.ts';
+import { DEFAULT_MAX_NUM_SEQS } from './types.ts';
 import { describePlan } from './plan.ts';
 
 export interface EngineOptions {
@@ -84,7 +85,7 @@ export async function spawnEngine(system: ActorSystemApi, opts: EngineOptions): 
   const wantsNvshmem = !!opts.nvshmem && opts.nvshmem.nranks > 1 && device.startsWith('cuda') && (transport === 'nvshmem' || transport === 'auto');
   const join = wantsNvshmem ? await nvshmemRendezvous(system, name, opts.nvshmem!) : null;
   const maxBatchTokens = opts.maxBatchTokens ?? defaultMaxBatchTokens(device);
-  const maxNumSeqs = opts.maxNumSeqs ?? 256;
+  const maxNumSeqs = opts.maxNumSeqs ?? DEFAULT_MAX_NUM_SEQS;
   const loaded = await openModel(opts.model, {
     device,
     numPages: opts.kvPages ?? 512,
