@@ -46,8 +46,7 @@ class BenchCudaBackend : public CudaBackend {
   }
   // Which product runs for T tokens of a weight kind: "skinny" or "cublaslt" (after finalize).
   const char* gemmChoice(int kind, int T) const {
-    const ProductKernel p = productKernel(kind, T);
-    return p == ProductKernel::kSkinny ? "skinny" : "cublaslt";
+    return usesSkinny(kind, T) ? "skinny" : "cublaslt";
   }
   // Autotune times (ms) of one product of a weight kind for T tokens: skinny, cuBLASLt.
   std::pair<float, float> gemmTimes(int kind, int T) const { return {gemmMs_[kind][T][0], gemmMs_[kind][T][1]}; }

@@ -294,19 +294,15 @@ int main(int argc, char** argv) {
       }
       std::printf("\n");
     }
-    // Bytes of one layer's weight of kind k (qkv, o, gate_up, down; the LM head's whole matrix).
-    auto kindBytes = [&](int k) {
-      return 2.0 * (k == 0 ? double(m.heads + 2 * m.kvHeads) * m.headDim * m.hidden
-                    : k == 1 ? double(m.hidden) * m.heads * m.headDim
-                    : k == 2 ? 2.0 * m.intermediate * m.hidden
-                    : k == 3 ? double(m.hidden) * m.intermediate
-                             : double(m.vocab) * m.hidden);
-    };
     // cuBLASLt's pick per decode bucket (rN: the heuristic's N-th algorithm, skS: split in S parts).
     std::printf("gemm autotune, cuBLASLt per bucket, ms per product [heuristic rank, split-K] (TB/s of the weight):\n");
     std::string tuneJson = "\"autotune\":{\"gemm\":[";  // the same choices for the JSON
     for (int k = 0; k < kNumWeightKinds; k++) {
-      const double wBytes = kindBytes(k);
+      const double wBytes = 2.0 * (k == 0 ? double(m.heads + 2 * m.kvHeads) * m.headDim * m.hidden
+                                   : k == 1 ? double(m.hidden) * m.heads * m.headDim
+                                   : k == 2 ? 2.0 * m.intermediate * m.hidden
+                                   : k == 3 ? double(m.hidden) * m.intermediate
+                                            : double(m.vocab) * m.hidden);
       std::printf("  %-8s", kinds[k]);
       for (int bi = 0; bi < kNumGraphBuckets; bi++) {
         const Gemm::Choice c = b.ltChoice(k, bi);

@@ -36,7 +36,7 @@ void CudaBackend::autotune() {
     int O, K;
     void* Y;
     OutMode mode;
-    OutMode skinnyMode;  // the gate|up skinny and mma products write silu(gate) * up
+    OutMode skinnyMode;  // the gate|up skinny product writes silu(gate) * up
     void* skinnyY;
   };
   auto layersOf = [&](bf16* LayerWeights::*w) {

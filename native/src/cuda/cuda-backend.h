@@ -92,9 +92,6 @@ struct DecodeSplits {
   int stages = 2;
 };
 
-// The kernel that runs a product of a weight kind for a token count (autotune.cc chooses).
-enum class ProductKernel { kCublasLt, kSkinny };
-
 // The plan does not fit the device (Code::DEVICE_MEMORY); the message has the numbers.
 class DeviceMemoryError : public std::runtime_error {
  public:
@@ -146,10 +143,9 @@ class CudaBackend : public Backend {
   Status guarded(F&& f);
   // model-forward.cc
   void linear(int kind, const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s);
-  // The autotune's kernel for T tokens of a weight kind: the skinny kernel's choice for 1..8
-  // tokens, else cuBLASLt.
-  // Not cuBLASLt: the kernel also offers the fused gate/up epilogue (SiluPairBf16).
-  ProductKernel productKernel(int kind, int T) const;
+  // T tokens of a weight kind run on the skinny kernel (the autotune's choice for 1..8 tokens),
+  // else on cuBLASLt; only the skinny kernel offers the fused gate/up epilogue (SiluPairBf16).
+  bool usesSkinny(int kind, int T) const;
   void runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& ds, cudaStream_t s);
   // The split plan for numQueries decode queries of at most maxCtx keys: the tuned choice of the
   // batch bucket that holds numQueries and the context bucket that holds maxCtx (2048's for longer

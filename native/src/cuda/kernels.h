@@ -79,8 +79,8 @@ void randomNormalF32(float* out, size_t count, uint64_t seed, uint64_t stream, f
                      cudaStream_t s);
 
 // Output of a matrix product: bf16 (overwrite), f32 (overwrite), f32 added to what Y holds (the
-// residual stream), or (skinny kernel only) SiluPairBf16: rows 2j and 2j + 1 of the
-// product are a gate/up pair and Y (T, O / 2) gets bf16(silu(bf16(gate)) * bf16(up)).
+// residual stream), or (skinny kernel only) SiluPairBf16: rows 2j and 2j + 1 of the product are a
+// gate/up pair and Y (T, O / 2) gets bf16(silu(bf16(gate)) * bf16(up)).
 enum class OutMode : int { Bf16 = 0, F32 = 1, F32Add = 2, SiluPairBf16 = 3 };
 
 // Y (T, O) = X (T, K) . W (O, K)^T for few tokens (T <= kSkinnyMaxTokens), one pass over W.

@@ -1,6 +1,5 @@
 // CudaBackend's forward pass: the layer loop, eager and graph paths, logits to the host, and the
-// choice between the skinny kernel and cuBLASLt for decode-sized products
-// (measured in autotune.cc).
+// choice between the skinny kernel and cuBLASLt for few-token products (measured in autotune.cc).
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -55,17 +54,16 @@ void launchSampler(const Arena& arena, int rows, int vocab, const int32_t* param
 
 }  // namespace
 
-ProductKernel CudaBackend::productKernel(int kind, int T) const {
-  if (T >= 1 && T <= kSkinnyMaxTokens) return useSkinny_[kind][T] ? ProductKernel::kSkinny : ProductKernel::kCublasLt;
-  return ProductKernel::kCublasLt;
+bool CudaBackend::usesSkinny(int kind, int T) const {
+  return T >= 1 && T <= kSkinnyMaxTokens && useSkinny_[kind][T];
 }
 
 void CudaBackend::linear(int kind, const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode,
                          cudaStream_t s) {
-  switch (productKernel(kind, T)) {
-    case ProductKernel::kSkinny: skinnyGemm(X, T, W, O, K, Y, mode, s); break;
-    default: gemm_->run(X, T, W, O, K, Y, mode, s);
-  }
+  if (usesSkinny(kind, T))
+    skinnyGemm(X, T, W, O, K, Y, mode, s);
+  else
+    gemm_->run(X, T, W, O, K, Y, mode, s);
 }
 
 DecodeSplits CudaBackend::decodeSplits(int numQueries, int maxCtx) const {
@@ -153,7 +151,7 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& 
 
     rmsNorm(a.x, nullptr, N, H, L.mlpNorm, m_.rmsEps, a.xn, s);
     mark(kNorm, s);
-    if (productKernel(kGateUp, N) != ProductKernel::kCublasLt) {  // silu.mul in the product's epilogue
+    if (usesSkinny(kGateUp, N)) {  // silu.mul in the product's epilogue
       linear(kGateUp, a.xn, N, L.gateUp, 2 * I, H, a.act, OutMode::SiluPairBf16, s);
       mark(kGateUpGemm, s);
     } else {
