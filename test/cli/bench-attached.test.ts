@@ -76,6 +76,11 @@ test('--extra-body goes into every request; it may not set a field the bench own
   const own = cli(['bench', '--base-url', up.httpUrl, '--num-prompts', '2', '--extra-body', '{"max_tokens":3}', ...WORKLOAD], home);
   assert.is.not(own.code, 0);
   assert.match(own.stderr, /--extra-body may not set 'max_tokens'/);
+  for (const [bad, why] of [['{nope', /--extra-body is not JSON/], ['[1]', /--extra-body must be a JSON object/], ['null', /--extra-body must be a JSON object/]] as const) {
+    const r = cli(['bench', '--base-url', up.httpUrl, '--num-prompts', '2', '--extra-body', bad, ...WORKLOAD], home);
+    assert.is.not(r.code, 0, bad);
+    assert.match(r.stderr, why);
+  }
   // an unknown field reaches the router, which refuses it by name: every request fails with that 400
   const bogus = await cliAsync(['bench', '--base-url', up.httpUrl, '--num-prompts', '2', '--extra-body', '{"bogus_field":1}', ...WORKLOAD], home);
   assert.is(bogus.code, 0, bogus.stderr);
