@@ -3,7 +3,7 @@
 random bf16 weights (N(0, 0.08) matrices, 1 + N(0, 0.2) norms). Measures, in one run: rooflines with
 torch (read-only sum over 8 GiB, bf16 GEMM 8192^3), prefill tok/s (eager, sdpa, batch 1), eager
 decode step time with a DynamicCache at 1k context, and generate() with cache_implementation="static"
-(which compiles) at batch 1. Usage: python3 peer-transformers.py [--quick] [--no-static] [--json FILE]"""
+(which compiles) at batch 1. Usage: python3 peer-transformers.py [--quick] [--no-static] [--prompts L,..] [--batches B,..] [--json FILE]"""
 import argparse, json, time
 import torch, transformers
 from transformers import LlamaConfig, LlamaForCausalLM, StoppingCriteria, StoppingCriteriaList
@@ -12,6 +12,8 @@ ap = argparse.ArgumentParser()
 ap.add_argument("--quick", action="store_true")
 ap.add_argument("--no-static", action="store_true")
 ap.add_argument("--json")
+ap.add_argument("--prompts", help="prefill lengths, e.g. 4096,8192 (default 512,1024,4096,8192; --quick: 4096)")
+ap.add_argument("--batches", help="eager decode batches, e.g. 1,64 ('' for none; default 1,8,32,64,128; --quick: 1,64)")
 args = ap.parse_args()
 dev = "cuda"
 res = {"device": torch.cuda.get_device_name(0), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -65,13 +67,15 @@ V = cfg.vocab_size
 
 with torch.inference_mode():
     res["prefill"] = []
-    for L in ([4096] if args.quick else [512, 1024, 4096, 8192]):
+    def ints(text, default):
+        return default if text is None else [int(v) for v in text.split(",") if v]
+    for L in ints(args.prompts, [4096] if args.quick else [512, 1024, 4096, 8192]):
         ids = torch.randint(0, V, (1, L), device=dev)
         t = bench(lambda: model(ids, use_cache=False, logits_to_keep=1), 1, 3)
         res["prefill"].append({"tokens": L, "ms": t * 1e3, "tokS": L / t})
         log(f"hf prefill {L:5d}: {t*1e3:8.2f} ms  {L/t:8.0f} tok/s")
     res["decodeEager"] = []
-    for B in ([1, 64] if args.quick else [1, 8, 32, 64, 128]):
+    for B in ints(args.batches, [1, 64] if args.quick else [1, 8, 32, 64, 128]):
         ids = torch.randint(0, V, (B, 1024), device=dev)
         cache = model(ids, use_cache=True, logits_to_keep=1).past_key_values
         nxt = torch.randint(0, V, (B, 1), device=dev)

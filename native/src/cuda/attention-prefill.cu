@@ -32,7 +32,7 @@ __device__ __forceinline__ float fastExp2(float x) {
   return y;
 }
 
-// gqa kernel. grid (numTiles, heads / HPB), block NW warps; warp w holds tile positions
+// gqa kernel. grid (heads / HPB, numTiles), block NW warps; warp w holds tile positions
 // (w % 4) * 16 .. + 15 of heads h0 + (w / 4) * MT + m, m < MT. Dynamic smem
 // (HPB * BM + 4 * BN) * (D + 8) bf16: Q, then two stages of (K, V); then 2 * BN row pointers.
 template <int D, int BN, int MT, int NW, int MINB>
@@ -49,8 +49,11 @@ __global__ void __launch_bounds__(NW * 32, MINB) prefillAttentionGqaKernel(Prefi
   pdlWait();
   pdlTrigger();
 
-  const PrefillTile tile = a.tiles[a.numTiles - 1 - blockIdx.x];  // longest tiles of a sequence first
-  const int h0 = blockIdx.y * HPB, g = h0 / (a.heads / a.kv.kvHeads);
+  // Head groups vary fastest in the grid, so blocks start in the order of their tiles, longest tiles
+  // of a sequence first (with tiles fastest, each head group's short tiles ran before the next
+  // group's long ones, leaving long blocks for the end: ~20% of a 4k prefill's attention).
+  const PrefillTile tile = a.tiles[a.numTiles - 1 - blockIdx.y];
+  const int h0 = blockIdx.x * HPB, g = h0 / (a.heads / a.kv.kvHeads);
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int wg = warp / 4, wm = warp % 4;
   const int kvDim = a.kv.kvHeads * D;
@@ -256,7 +259,7 @@ void launchGqa(const PrefillAttentionArgs& a, cudaStream_t s) {
   auto kernel = prefillAttentionGqaKernel<D, BN, MT, NW, MINB>;
   const size_t smem = size_t(HPB * BM + 4 * BN) * (D + 8) * sizeof(bf16) + 2 * BN * sizeof(bf16*);
   if (smem > 48 * 1024) MS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(smem)));
-  launchPdl("prefillAttentionGqaKernel", kernel, dim3(a.numTiles, a.heads / HPB), dim3(NW * 32), smem, s, a);
+  launchPdl("prefillAttentionGqaKernel", kernel, dim3(a.heads / HPB, a.numTiles), dim3(NW * 32), smem, s, a);
 }
 
 // The gqa kernel for head dim D (64 keys per tile): 4 heads per block (8 warps, two heads each)
@@ -276,6 +279,7 @@ void launchGqaFor(const PrefillAttentionArgs& a, cudaStream_t s) {
 
 void prefillAttention(const PrefillAttentionArgs& a, cudaStream_t s) {
   if (a.numTiles == 0) return;
+  if (a.numTiles > 65535) throw CudaError("prefillAttention: more than 65535 query tiles in one launch", false);
   switch (a.kv.headDim) {
     case 16: launchGqaFor<16>(a, s); break;
     case 32: launchGqaFor<32>(a, s); break;

@@ -75,32 +75,36 @@ __global__ void rmsNormKernel(const float* x, const int32_t* rows, int n, int hi
   }
 }
 
-// grid (n, heads + kvHeads + 1), block max(32, headDim / 2): block y < heads rotates q head y in
-// place, the next kvHeads blocks rotate k heads into the page slot, the last copies v there.
-__global__ void ropeAppendKernel(bf16* qkv, TokenMeta meta, int heads, const float* invFreq, KvLayer kv) {
+// grid (n), block 256: one block per token. The token's headDim / 2 angles (f32, full-precision
+// sincosf: the angles are large) go to shared memory once, then the block rotates its q heads in
+// place and its k heads into the token's page slot, and copies v there. (A block per (token, head)
+// of 64 threads, each computing its own sincos, ran a 4k prefill's RoPE at 0.2 ms per layer, bound
+// by block scheduling and the dependent loads of every block; engine-gpu.md.)
+constexpr int kRopeMaxHalf = 256;
+__global__ void __launch_bounds__(256) ropeAppendKernel(bf16* qkv, TokenMeta meta, int heads, const float* invFreq,
+                                                        KvLayer kv) {
+  __shared__ float sn[kRopeMaxHalf], cs[kRopeMaxHalf];
   pdlWait();
   pdlTrigger();
-  const int t = blockIdx.x, h = blockIdx.y, hd = kv.headDim, half = hd / 2, kvDim = kv.kvHeads * hd;
+  const int t = blockIdx.x, hd = kv.headDim, half = hd / 2, kvDim = kv.kvHeads * hd;
   const int pos = meta.pos[t];
+  for (int i = threadIdx.x; i < half; i += blockDim.x) sincosf(float(pos) * invFreq[i], &sn[i], &cs[i]);
   bf16* row = qkv + int64_t(t) * (int64_t(heads) * hd + 2 * kvDim);
   const int page = meta.pageTable[int64_t(meta.seqOf[t]) * meta.ptStride + pos / kv.pageSize];
   bf16* kDst = kv.base + int64_t(page) * kv.pageStride + int64_t(pos % kv.pageSize) * kvDim;
-  if (h == heads + kv.kvHeads) {  // V: 16-byte copies
-    const uint4* v = reinterpret_cast<const uint4*>(row + int64_t(heads + kv.kvHeads) * hd);
-    uint4* vDst = reinterpret_cast<uint4*>(kDst + int64_t(kv.pageSize) * kvDim);
-    for (int i = threadIdx.x; i < kvDim / 8; i += blockDim.x) vDst[i] = v[i];
-    return;
+  const uint4* v = reinterpret_cast<const uint4*>(row + int64_t(heads + kv.kvHeads) * hd);
+  uint4* vDst = reinterpret_cast<uint4*>(kDst + int64_t(kv.pageSize) * kvDim);
+  for (int i = threadIdx.x; i < kvDim / 8; i += blockDim.x) vDst[i] = v[i];
+  __syncthreads();
+  for (int e = threadIdx.x; e < (heads + kv.kvHeads) * half; e += blockDim.x) {
+    const int h = e / half, i = e % half;  // q heads then k heads: contiguous in the row
+    bf16* src = row + h * hd;
+    const float a = __bfloat162float(src[i]), b = __bfloat162float(src[i + half]), s = sn[i], c = cs[i];
+    const bf16 ra = __float2bfloat16(a * c - b * s), rb = __float2bfloat16(b * c + a * s);
+    bf16* dst = h < heads ? src : kDst + (h - heads) * hd;
+    dst[i] = ra;
+    dst[i + half] = rb;
   }
-  const int i = threadIdx.x;
-  if (i >= half) return;
-  float s, c;
-  sincosf(float(pos) * invFreq[i], &s, &c);  // f32 angle, full-precision sin/cos (angles are large)
-  bf16* src = row + h * hd;                  // q heads then k heads: contiguous in the row
-  const float a = __bfloat162float(src[i]), b = __bfloat162float(src[i + half]);
-  const bf16 ra = __float2bfloat16(a * c - b * s), rb = __float2bfloat16(b * c + a * s);
-  bf16* dst = h < heads ? src : kDst + (h - heads) * hd;
-  dst[i] = ra;
-  dst[i + half] = rb;
 }
 
 // grid (n, heads + 2 * kvHeads), block max(32, headDim) rounded to a warp: one block per head of
@@ -216,9 +220,9 @@ void rmsNorm(const float* x, const int32_t* rows, int n, int hidden, const float
 void ropeAppend(bf16* qkv, const TokenMeta& meta, int heads, const float* invFreq, const KvLayer& kv,
                 cudaStream_t s) {
   if (meta.numTokens == 0) return;
-  const int threads = (std::max(32, kv.headDim / 2) + 31) / 32 * 32;
-  launchPdl("ropeAppendKernel", ropeAppendKernel, dim3(meta.numTokens, heads + kv.kvHeads + 1), dim3(threads), 0, s,
-            qkv, meta, heads, invFreq, kv);
+  if (kv.headDim / 2 > kRopeMaxHalf)
+    throw CudaError("ropeAppend: head dim above " + std::to_string(2 * kRopeMaxHalf), false);
+  launchPdl("ropeAppendKernel", ropeAppendKernel, dim3(meta.numTokens), dim3(256), 0, s, qkv, meta, heads, invFreq, kv);
 }
 
 void qkvBiasNorm(bf16* qkv, int n, int heads, int kvHeads, int headDim, const float* bias, const float* qNorm,
