@@ -334,7 +334,7 @@ int main(int argc, char** argv) {
       }
       std::printf("\n");
     }
-    std::printf("decode attention autotune, ms per layer per context bucket, default -> choice (waves, even splits, tiles):\n");
+    std::printf("decode attention autotune, ms per layer per context bucket, default -> choice (waves, even splits, tiles, split bound):\n");
     tuneJson += "],\"attention\":[";
     for (int bi = 0; bi < kNumGraphBuckets; bi++) {
       if (b.decodeChoice(bi, 0).ms <= 0.f) continue;
@@ -346,9 +346,10 @@ int main(int argc, char** argv) {
                     ",\"ctxBucket\":" + std::to_string(kMinGraphCtx << ci) + ",\"defaultMs\":" +
                     std::to_string(c.defaultMs) + ",\"ms\":" + std::to_string(c.ms) + ",\"waves\":" +
                     std::to_string(c.waves) + ",\"evenSplits\":" + (c.evenSplits ? "true" : "false") +
-                    ",\"stages\":" + std::to_string(c.stages) + "}";
-        std::printf(" ctx %d: %.4f -> %.4f (w%d%s s%d);", kMinGraphCtx << ci, c.defaultMs, c.ms, c.waves,
-                    c.evenSplits ? " even" : "", c.stages);
+                    ",\"stages\":" + std::to_string(c.stages) + ",\"maxSplitLen\":" +
+                    std::to_string(c.maxSplitLen) + "}";
+        std::printf(" ctx %d: %.4f -> %.4f (w%d%s s%d len<=%d);", kMinGraphCtx << ci, c.defaultMs, c.ms, c.waves,
+                    c.evenSplits ? " even" : "", c.stages, c.maxSplitLen);
       }
       std::printf("\n");
     }

@@ -341,26 +341,28 @@ bool clusterPlan(DecodeAttentionArgs& a, int cap) {
   return true;
 }
 
-// Host-side invariants of the split plans the attention tuning may pick (every waves candidate,
-// every graph batch and context bucket, every context the bucket replays): the kernel's even
-// split never takes more keys per block than the plan's splitLen (its shared page-id table is
-// sized by it) nor more splits than the grid has, and it stays a multiple of 16 keys.
+// Host-side invariants of the split plans the attention tuning may pick (every waves and split
+// length candidate, every graph batch and context bucket, every context the bucket replays): the
+// plan keeps to its split length bound, the kernel's even split never takes more keys per block
+// than the plan's splitLen (its shared page-id table is sized by it) nor more splits than the grid
+// has, and it stays a multiple of 16 keys.
 void checkSplitPlans() {
   int bad = 0, plans = 0;
-  for (int waves : {2, 4, 8, 16, 32})
-    for (int b : {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256})
-      for (int ctxB = 256; ctxB <= 16384; ctxB *= 2) {
-        int splitLen, maxSplits;
-        planDecodeSplits(b, 8, ctxB, 132, &splitLen, &maxSplits, waves);
-        plans++;
-        bad += splitLen % 64 != 0 || splitLen > kMaxSplitLen || int64_t(splitLen) * maxSplits < ctxB;
-        for (int ctx = 1; ctx <= ctxB; ctx += ctx < 300 ? 1 : 37) {
-          const int len = evenSplitLen(ctx, maxSplits);
-          bad += len > splitLen || len % 16 != 0 || (ctx + len - 1) / len > maxSplits;
+  for (int maxLen : {kDefaultSplitLen, 1024, kMaxSplitLen})
+    for (int waves : {2, 4, 8, 16, 32})
+      for (int b : {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256})
+        for (int ctxB = 256; ctxB <= 16384; ctxB *= 2) {
+          int splitLen, maxSplits;
+          planDecodeSplits(b, 8, ctxB, 132, &splitLen, &maxSplits, waves, maxLen);
+          plans++;
+          bad += splitLen % 64 != 0 || splitLen > maxLen || int64_t(splitLen) * maxSplits < ctxB;
+          for (int ctx = 1; ctx <= ctxB; ctx += ctx < 300 ? 1 : 37) {
+            const int len = evenSplitLen(ctx, maxSplits);
+            bad += len > splitLen || len % 16 != 0 || (ctx + len - 1) / len > maxSplits;
+          }
         }
-      }
   if (bad) numFailed++;
-  std::printf("%-58s %d plans, %d violations %s\n", "decode split plans (waves 2-32, even splits)", plans, bad,
+  std::printf("%-58s %d plans, %d violations %s\n", "decode split plans (waves 2-32, len <= 512-2048, even)", plans, bad,
               bad ? "FAIL" : "PASS");
 }
 
@@ -550,8 +552,9 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
     }
     bf16* dpool2 = reinterpret_cast<bf16*>(upload(poolBits));
     // 2, 3: the plan in clusters of up to 16 and 8 blocks; 4-6: fixed 512-key splits (the newest key
-    // in a block's third tile) with two or three tiles in flight, and spread evenly with three.
-    for (int forced = 0; forced < 7; forced++) {
+    // in a block's third tile) with two or three tiles in flight, and spread evenly with three; 7:
+    // 2048-key splits (kMaxSplitLen: the longest the attention tuning may choose), three tiles.
+    for (int forced = 0; forced < 8; forced++) {
       DecodeAttentionArgs a;
       a.q = dqkv0;
       a.qStride = qkvDim;
@@ -569,7 +572,8 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
       planDecodeSplits(a.numQueries, kvHeads, decCtx, 132, &a.splitLen, &a.maxSplits);
       if (forced == 1) a.splitLen = 64, a.maxSplits = (decCtx + 63) / 64;
       if (forced >= 4) a.splitLen = 512, a.maxSplits = (decCtx + 511) / 512;
-      a.stages = forced == 5 || forced == 6 ? 3 : 2;
+      if (forced == 7) a.splitLen = kMaxSplitLen, a.maxSplits = (decCtx + kMaxSplitLen - 1) / kMaxSplitLen;
+      a.stages = forced == 5 || forced == 6 || forced == 7 ? 3 : 2;
       a.evenSplits = forced == 6;
       if ((forced == 2 || forced == 3) && !clusterPlan(a, forced == 2 ? 16 : 8)) continue;
       SplitScratch scratch(a, dec.size(), D);

@@ -416,7 +416,7 @@ int activeClusters(int c) {
   cudaLaunchConfig_t cfg = {};
   cfg.gridDim = dim3(c, 1, 1);
   cfg.blockDim = dim3(32 * W);
-  cfg.dynamicSmemBytes = smemBytes<128, W, NB>(kMaxSplitLen + 2);
+  cfg.dynamicSmemBytes = smemBytes<128, W, NB>(kDefaultSplitLen + 2);  // cluster shares: <= 512 keys
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
   attr[0].val.clusterDim.x = c, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;

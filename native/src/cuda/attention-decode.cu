@@ -10,15 +10,19 @@
 
 namespace ms::cuda {
 
-void planDecodeSplits(int numQueries, int kvHeads, int maxCtx, int numSms, int* splitLen, int* maxSplits, int waves) {
+void planDecodeSplits(int numQueries, int kvHeads, int maxCtx, int numSms, int* splitLen, int* maxSplits, int waves,
+                      int maxLen) {
+  if (maxLen < 64 || maxLen > kMaxSplitLen || maxLen % 64 != 0)
+    throw CudaError("planDecodeSplits: maxLen must be a multiple of 64 in [64, " + std::to_string(kMaxSplitLen) + "]",
+                    false);
   int groups = numQueries * kvHeads;
   int want = (waves * numSms + groups - 1) / groups;               // enough blocks for `waves` waves
-  int minCount = (maxCtx + kMaxSplitLen - 1) / kMaxSplitLen;      // bounded work per block
+  int minCount = (maxCtx + maxLen - 1) / maxLen;                  // bounded work per block
   int count = want > minCount ? want : minCount;
   int len = (maxCtx + count - 1) / count;
   len = (len + 63) / 64 * 64;
   if (len < 64) len = 64;
-  if (len > kMaxSplitLen) len = kMaxSplitLen;
+  if (len > maxLen) len = maxLen;
   *splitLen = len;
   *maxSplits = (maxCtx + len - 1) / len;
 }
@@ -29,7 +33,7 @@ void planDecodeCluster(DecodeAttentionArgs& a, int cap) {
   if (c < kMinCluster) return;
   const int maxCtx = a.maxSplits * a.splitLen;
   const int bound = ((maxCtx + c - 1) / c + 15) / 16 * 16;
-  if (bound > kMaxSplitLen) return;
+  if (bound > kDefaultSplitLen) return;
   a.clusterSize = c;
   a.splitLen = bound;
 }

@@ -1,7 +1,8 @@
 // CudaBackend::tuneDecodeAttention: the decode attention split plan of every batch bucket from
 // kMinTunedDecodeBatch up and every context bucket from kMinGraphCtx to 2048 keys, chosen by
 // measurement at engine start (DecodeChoice, cuda-backend.h).
-// The candidates: planDecodeSplits' waves (kDecodeWaves: more, shorter splits per query), the
+// The candidates: planDecodeSplits' waves (kDecodeWaves: more, shorter splits per query) and split
+// length bound (kDecodeSplitLens: fewer, longer ones at large batches), the
 // contexts spread evenly over a graph's splits or not, two or three K/V tiles in flight per block;
 // the default (two waves, fixed splits, two tiles) is always one of them and is kept unless another
 // is kMinGain faster. Timed with the graphs' grids over kTuneLayers layers of the pool, at two
@@ -51,21 +52,22 @@ void CudaBackend::tuneDecodeAttention() {
       // The candidates, each once by the launch it makes at ctxB.
       std::vector<DecodeChoice> cands;
       std::vector<std::tuple<int, int, int, bool, int>> seen;
-      for (int waves : kDecodeWaves)
-        for (bool even : {false, true})
-          for (int stages : {2, 3}) {
-            DecodeAttentionArgs d;
-            planDecodeSplits(b, m_.kvHeads, ctxB, numSms_, &d.splitLen, &d.maxSplits, waves);
-            planDecodeCluster(d, std::min(opts_.decodeClusterCap, decodeMaxCluster()));
-            const bool fixed = d.clusterSize == 0;
-            auto key = std::make_tuple(d.splitLen, d.maxSplits, d.clusterSize, fixed && d.maxSplits > 1 && even,
-                                       fixed ? stages : 0);
-            if (std::find(seen.begin(), seen.end(), key) != seen.end()) continue;
-            seen.push_back(key);
-            DecodeChoice c;
-            c.waves = waves, c.evenSplits = even, c.stages = stages;
-            cands.push_back(c);
-          }
+      for (int maxLen : kDecodeSplitLens)
+        for (int waves : kDecodeWaves)
+          for (bool even : {false, true})
+            for (int stages : {2, 3}) {
+              DecodeAttentionArgs d;
+              planDecodeSplits(b, m_.kvHeads, ctxB, numSms_, &d.splitLen, &d.maxSplits, waves, maxLen);
+              planDecodeCluster(d, std::min(opts_.decodeClusterCap, decodeMaxCluster()));
+              const bool fixed = d.clusterSize == 0;
+              auto key = std::make_tuple(d.splitLen, d.maxSplits, d.clusterSize, fixed && d.maxSplits > 1 && even,
+                                         fixed ? stages : 0);
+              if (std::find(seen.begin(), seen.end(), key) != seen.end()) continue;
+              seen.push_back(key);
+              DecodeChoice c;
+              c.waves = waves, c.evenSplits = even, c.stages = stages, c.maxSplitLen = maxLen;
+              cands.push_back(c);
+            }
       std::vector<float> total(cands.size(), 0.f);
       for (int ctx : {ctxB / 2 + 1, ctxB * 3 / 4}) {
         const int need = (ctx + ps - 1) / ps;
@@ -90,7 +92,8 @@ void CudaBackend::tuneDecodeAttention() {
           d.meta = dm.token;
           d.heads = m_.heads;
           d.scale = 1.f / std::sqrt(float(hd));
-          planDecodeSplits(b, m_.kvHeads, ctxB, numSms_, &d.splitLen, &d.maxSplits, cands[k].waves);
+          planDecodeSplits(b, m_.kvHeads, ctxB, numSms_, &d.splitLen, &d.maxSplits, cands[k].waves,
+                           cands[k].maxSplitLen);
           d.evenSplits = cands[k].evenSplits;
           d.stages = cands[k].stages;
           d.partO = arena_.partO;

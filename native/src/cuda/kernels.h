@@ -134,7 +134,10 @@ struct DecodeAttentionArgs {
   // blocks per SM).
   int stages = 2;
 };
-constexpr int kMaxSplitLen = 512;
+// Keys per decode attention block, at most; planDecodeSplits keeps to kDefaultSplitLen unless asked
+// for longer splits (the attention tuning's candidates), and cluster shares always do.
+constexpr int kMaxSplitLen = 2048;
+constexpr int kDefaultSplitLen = 512;
 // Keys per block when a context of ctx keys is spread evenly over `blocks` blocks: a multiple of
 // 16, at least 64; at most splitLen when blocks * splitLen >= ctx (a split plan's grid).
 __host__ __device__ inline int evenSplitLen(int ctx, int blocks) {
@@ -142,14 +145,15 @@ __host__ __device__ inline int evenSplitLen(int ctx, int blocks) {
   return len < 64 ? 64 : len;
 }
 // Picks splitLen and maxSplits for numQueries queries of at most maxCtx keys on numSms SMs: enough
-// splits for `waves` blocks per SM [default 2] (never fewer than kMaxSplitLen keys per split allow).
+// splits for `waves` blocks per SM [default 2] (never fewer than maxLen keys per split allow, maxLen
+// a multiple of 64 <= kMaxSplitLen [default kDefaultSplitLen]).
 constexpr int kDefaultDecodeWaves = 2;
 void planDecodeSplits(int numQueries, int kvHeads, int maxCtx, int numSms, int* splitLen, int* maxSplits,
-                      int waves = kDefaultDecodeWaves);
+                      int waves = kDefaultDecodeWaves, int maxLen = kDefaultSplitLen);
 // Turns a split plan into a cluster plan (clusterSize, splitLen) when it has at least kMinCluster
 // splits (small batches, where clusters of 8 or 16 blocks fill the GPU; larger batches keep fixed
 // splits, measured faster there), cap allows a cluster of kMinCluster or more, and the keys per
-// block stay within kMaxSplitLen. cap bounds the cluster size (decodeMaxCluster() for the device's
+// block stay within kDefaultSplitLen. cap bounds the cluster size (decodeMaxCluster() for the device's
 // largest). Leaves `a` as it is otherwise.
 constexpr int kMinCluster = 8;
 void planDecodeCluster(DecodeAttentionArgs& a, int cap);

@@ -52,12 +52,13 @@ void CudaBackend::planArena() {
   const int capTokens = std::max({T, maxGraphBatch_, kSkinnyMaxTokens});  // autotune runs 1..8 rows
   const int capRows = std::min(kHeadChunk, capTokens);
   // Decode split partials: planDecodeSplits gives maxSplits <= max(ceil(waves SMs / (n kvHeads)),
-  // ceil(ctx / kMaxSplitLen)) for n queries, so this bounds every eager step under any choice the
-  // attention tuning may make (waves <= kMaxDecodeWaves); graphs exactly, for every candidate.
+  // ceil(ctx / maxLen)) for n queries, so this bounds every eager step under any choice the
+  // attention tuning may make (waves <= kMaxDecodeWaves, maxLen >= kDefaultSplitLen); graphs
+  // exactly, for every candidate (longer splits only make fewer).
   size_t partial = 0;
   for (int n = 1; n <= S; n++) {
     const int splits = std::max(ceilDiv(int64_t(kMaxDecodeWaves) * numSms_, int64_t(n) * m_.kvHeads),
-                                ceilDiv(C, kMaxSplitLen));
+                                ceilDiv(C, kDefaultSplitLen));
     partial = std::max(partial, size_t(n) * m_.heads * splits * m_.headDim);
   }
   for (int b : kGraphBuckets) {

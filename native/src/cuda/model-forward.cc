@@ -76,7 +76,8 @@ DecodeSplits CudaBackend::decodeSplits(int numQueries, int maxCtx) const {
       break;
     }
   DecodeSplits ds;
-  planDecodeSplits(numQueries, m_.kvHeads, maxCtx, numSms_, &ds.splitLen, &ds.maxSplits, choice.waves);
+  planDecodeSplits(numQueries, m_.kvHeads, maxCtx, numSms_, &ds.splitLen, &ds.maxSplits, choice.waves,
+                   choice.maxSplitLen);
   ds.evenSplits = choice.evenSplits;
   ds.stages = choice.stages;
   return ds;
