@@ -5,6 +5,8 @@
 #pragma once
 #include <cstdint>
 #include <memory>
+#include <sstream>
+#include <string>
 #include <utility>
 
 #include "cuda/cuda-backend.h"
@@ -58,6 +60,68 @@ class BenchCudaBackend : public CudaBackend {
   // The decode attention split plan tuned for graph batch bucket kGraphBuckets[bi] and context
   // bucket kMinGraphCtx << ci (ms 0: not tuned).
   DecodeChoice decodeChoice(int bi, int ci) const { return decodeChoice_[bi][ci]; }
+  // This run's start-time choices as text, one per line (applyChoices reads it back):
+  //   skinny KIND T 0|1          the skinny kernel or cuBLASLt for T tokens of weight kind KIND
+  //   gemm KIND T RANK SPLITK    cuBLASLt's candidate at decode bucket T
+  //   prefill KIND T RANK        cuBLASLt's candidate at prefill size T
+  //   attention BI CI WAVES EVEN STAGES MAXSPLITLEN   decode attention at bucket (BI, CI)
+  std::string choicesText() const {
+    std::string out;
+    for (int k = 0; k < kNumWeightKinds; k++)
+      for (int T = 1; T <= kSkinnyMaxTokens; T++)
+        out += "skinny " + std::to_string(k) + " " + std::to_string(T) + " " + (useSkinny_[k][T] ? "1" : "0") + "\n";
+    for (int k = 0; k < kNumWeightKinds; k++)
+      for (int bi = 0; bi < kNumGraphBuckets; bi++)
+        if (ltChoice_[k][bi].ms > 0.f)
+          out += "gemm " + std::to_string(k) + " " + std::to_string(kGraphBuckets[bi]) + " " +
+                 std::to_string(ltChoice_[k][bi].rank) + " " + std::to_string(ltChoice_[k][bi].splitK) + "\n";
+    for (const PrefillTune& pt : prefillTune_)
+      for (int k = 0; k < kHead; k++)
+        out += "prefill " + std::to_string(k) + " " + std::to_string(pt.numTokens) + " " +
+               std::to_string(pt.choice[k].rank) + "\n";
+    for (int bi = 0; bi < kNumGraphBuckets; bi++)
+      for (int ci = 0; ci < kNumTunedCtx; ci++) {
+        const DecodeChoice& c = decodeChoice_[bi][ci];
+        if (c.ms > 0.f)
+          out += "attention " + std::to_string(bi) + " " + std::to_string(ci) + " " + std::to_string(c.waves) + " " +
+                 (c.evenSplits ? "1 " : "0 ") + std::to_string(c.stages) + " " + std::to_string(c.maxSplitLen) + "\n";
+      }
+    return out;
+  }
+  // Applies another run's choices (choicesText), then captures the graphs again: the profiled run
+  // (bench/gpu/profile.sh) replays the normal run's, since under ncu, whose launches are serialised,
+  // the start-time timings pick otherwise. Returns the lines it could not apply (unknown, out of
+  // range, or a cuBLASLt candidate this run's heuristic does not list).
+  int applyChoices(const std::string& text) {
+    int bad = 0;
+    std::istringstream in(text);
+    std::string line;
+    while (std::getline(in, line)) {
+      std::istringstream f(line);
+      std::string what;
+      int v[6] = {};
+      f >> what;
+      const int n = what == "skinny" ? 3 : what == "gemm" ? 4 : what == "prefill" ? 3 : what == "attention" ? 6 : 0;
+      for (int i = 0; i < n; i++) f >> v[i];
+      if (what.empty()) continue;
+      if (n == 0 || f.fail() || (what != "attention" && (v[0] < 0 || v[0] >= kNumWeightKinds))) {
+        bad++;
+      } else if (what == "skinny") {
+        if (v[1] >= 1 && v[1] <= kSkinnyMaxTokens) useSkinny_[v[0]][v[1]] = v[2] != 0;
+        else bad++;
+      } else if (what == "gemm" || what == "prefill") {
+        const GemmShape g = gemmShape(v[0]);
+        if (!gemm_->pin(v[1], g.O, g.K, g.mode, v[2], what == "gemm" ? v[3] : 0)) bad++;
+      } else if (v[0] >= 0 && v[0] < kNumGraphBuckets && v[1] >= 0 && v[1] < kNumTunedCtx) {
+        DecodeChoice& c = decodeChoice_[v[0]][v[1]];
+        c.waves = v[2], c.evenSplits = v[3] != 0, c.stages = v[4], c.maxSplitLen = v[5];
+      } else {
+        bad++;
+      }
+    }
+    resetGraphs();
+    return bad;
+  }
   // The per-stage GPU time profile (CudaBackend::setProfile).
   using CudaBackend::profile;
   using CudaBackend::setProfile;

@@ -4,6 +4,8 @@
 // GPU; with logits to the host and with tokens sampled on the GPU), eager decode with a per-stage profile, and prefill tok/s at 512/1k/4k/8k tokens.
 // Usage: microserve_engine_bench [--quick] [--json FILE] [--ctx N] [--batches A,B,..] [--prompts A,B,..]
 //        [--no-variants]   (--ctx/--batches/--prompts: the serving bound's inputs, bench/gpu/serve-bound.sh)
+//        [--choices-out FILE] [--choices FILE]  write this run's start-time choices (GEMM, attention
+//                          plans); apply another run's after this one's tuning (bench/gpu/profile.sh)
 //        [--profile]       one eager decode step per batch and one prefill per prompt length between
 //                          cudaProfilerStart/Stop, nothing else: for `ncu --profile-from-start off`
 //                          (bench/gpu/profile.sh)
@@ -192,6 +194,8 @@ StepTimes prefill(BenchCudaBackend& b, int len, int pageSize, int reps, std::mt1
 int main(int argc, char** argv) {
   bool quick = false, variantsOn = true, profileOnly = false;
   const char* jsonPath = nullptr;
+  const char* choicesOut = nullptr;  // --choices-out: this run's start-time choices (for --choices)
+  const char* choicesIn = nullptr;   // --choices: another run's, applied after this one's tuning
   int ctxArg = 0;
   std::vector<int> batchesArg, promptsArg;
   auto intList = [](const char* s) {
@@ -212,6 +216,8 @@ int main(int argc, char** argv) {
       else if (!std::strcmp(argv[i], "--no-variants")) variantsOn = false;
       else if (!std::strcmp(argv[i], "--profile")) profileOnly = true;
       else if (!std::strcmp(argv[i], "--json") && i + 1 < argc) jsonPath = argv[++i];
+      else if (!std::strcmp(argv[i], "--choices-out") && i + 1 < argc) choicesOut = argv[++i];
+      else if (!std::strcmp(argv[i], "--choices") && i + 1 < argc) choicesIn = argv[++i];
       else if (!std::strcmp(argv[i], "--ctx") && i + 1 < argc) ctxArg = intList(argv[++i]).at(0);
       else if (!std::strcmp(argv[i], "--batches") && i + 1 < argc) batchesArg = intList(argv[++i]);
       else if (!std::strcmp(argv[i], "--prompts") && i + 1 < argc) promptsArg = intList(argv[++i]);
@@ -361,6 +367,22 @@ int main(int argc, char** argv) {
                                       double(m.vocab) * m.hidden);
     const double kvBytesPerToken = 2.0 * m.layers * 2 * m.kvHeads * m.headDim;
     std::mt19937 rng(5);
+    if (choicesOut) {  // this run's start-time choices, for a profiled run to replay (--choices)
+      std::FILE* f = std::fopen(choicesOut, "w");
+      if (!f) throw std::runtime_error(std::string("cannot write ") + choicesOut);
+      const std::string t = b.choicesText();
+      std::fwrite(t.data(), 1, t.size(), f);
+      std::fclose(f);
+    }
+    if (choicesIn) {
+      std::FILE* f = std::fopen(choicesIn, "r");
+      if (!f) throw std::runtime_error(std::string("cannot read ") + choicesIn);
+      std::string t;
+      char buf[4096];
+      for (size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) t.append(buf, n);
+      std::fclose(f);
+      std::printf("start-time choices of %s applied, %d lines not applicable\n", choicesIn, b.applyChoices(t));
+    }
     b.setTiming(true);
     if (profileOnly) {  // eager steps (ncu replays each kernel; graph time is in the normal run)
       g_profileLast = true;

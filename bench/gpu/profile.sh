@@ -9,6 +9,11 @@
 # flushed (--cache-control none: the numbers are the kernel in its step), clocks left alone. The
 # engine bench allocates KV pages for the largest batch only, so profile few batches (default: 64;
 # prefill 4096). the bench's output goes to $OUT/profile-run.txt.
+# CHOICES=FILE (from a normal run's `microserve_engine_bench --choices-out FILE`): the profiled run
+# applies those start-time choices (skinny or cuBLASLt, cuBLASLt's candidates, decode attention
+# plans) after its own tuning; without it, it keeps what it tuned under ncu, whose serialised
+# launches time candidates differently (2026-12-03: other products at b=8, another attention plan
+# at b=64 than the normal run's).
 # bench/gpu/ncu-table.py groups the kernels of each step by name. Writes $OUT/ncu.csv, profile.md.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -23,9 +28,10 @@ t0=$(date +%s)
 timeout ${PROFILE_TIMEOUT:-300} "$NCU" --profile-from-start off --clock-control none --cache-control none \
   --replay-mode kernel --metrics "$metrics" \
   --csv --page raw --log-file "$OUT/ncu.csv" \
-  native/build/microserve_engine_bench --profile --batches "$B" --prompts "$P" > "$OUT/profile-run.txt" 2>&1
+  native/build/microserve_engine_bench --profile --batches "$B" --prompts "$P" ${CHOICES:+--choices "$CHOICES"} \
+  > "$OUT/profile-run.txt" 2>&1
 echo "ncu rc=$? in $(( $(date +%s) - t0 )) s; $(grep -c . "$OUT/ncu.csv") csv lines"
-grep -E "profiled|error|ERROR" "$OUT/profile-run.txt" | head -20
+grep -E "profiled|choices|error|ERROR" "$OUT/profile-run.txt" | head -20
 # ncu prints "N passes" per kernel (into its log file): more than 1 means the metric list grew past one pass.
 echo "replay passes per kernel (count of kernels): $(cat "$OUT/ncu.csv" "$OUT/profile-run.txt" | grep -oE "[0-9]+ pass(es)?" | sort | uniq -c | tr -s ' \n' ' ')"
 python3 bench/gpu/ncu-table.py "$OUT/ncu.csv" --batches "$B" --prompts "$P" ${ENGINE_JSON:+--engine-json "$ENGINE_JSON"} > "$OUT/profile.md"

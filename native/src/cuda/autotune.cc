@@ -4,6 +4,7 @@
 // heuristic's algorithms), and chooses between the skinny kernel and cuBLASLt for 1..8 tokens.
 #include <algorithm>
 #include <iterator>
+#include <utility>
 #include <vector>
 
 #include "check.h"
@@ -17,12 +18,22 @@ namespace ms::cuda {
 // whatever streams it. Times the skinny kernel against cuBLASLt for 1..8 tokens of every weight
 // (median of 5 after 2 warm-ups, each alone). The skinny kernel is kept unless cuBLASLt is 5%
 // faster: in a sequence it also overlaps its neighbours (PDL), cuBLASLt does not.
+CudaBackend::GemmShape CudaBackend::gemmShape(int kind) const {
+  const int H = m_.hidden, I = m_.intermediate, qDim = m_.heads * m_.headDim;
+  switch (kind) {
+    case kQkv: return {qDim + 2 * m_.kvHeads * m_.headDim, H, OutMode::Bf16};
+    case kO: return {H, qDim, OutMode::F32Add};
+    case kGateUp: return {2 * I, H, OutMode::Bf16};
+    case kDown: return {H, I, OutMode::F32Add};
+    default: return {m_.vocab, H, OutMode::F32};
+  }
+}
+
 void CudaBackend::autotune() {
   constexpr int kTuneWeights = 4;
   constexpr int kPrefillTuneSizes[] = {512, 1024, 2048, 4096, 8192};
   Arena& a = arena_;
   const int H = m_.hidden, I = m_.intermediate, qDim = m_.heads * m_.headDim;
-  const int qkvDim = qDim + 2 * m_.kvHeads * m_.headDim;
   // Inputs: random, never zeros (timings on zeros can flatter).
   const size_t T = std::min(a.capRows, kMaxGraphBatch);  // rows the arena holds, logits included
   const size_t R = size_t(a.capTokens);                   // rows of the activations
@@ -44,12 +55,16 @@ void CudaBackend::autotune() {
     for (int l = 0; l < std::min(kTuneWeights, m_.layers); l++) v.push_back(weights_->layers[l].*w);
     return v;
   };
+  auto shaped = [&](int k, const bf16* X, std::vector<const bf16*> Ws, void* Y, OutMode skinnyMode, void* skinnyY) {
+    const GemmShape g = gemmShape(k);
+    return Case{X, std::move(Ws), g.O, g.K, Y, g.mode, skinnyMode, skinnyY};
+  };
   const Case cases[kNumWeightKinds] = {
-      {a.xn, layersOf(&LayerWeights::qkv), qkvDim, H, a.qkv, OutMode::Bf16, OutMode::Bf16, a.qkv},
-      {a.attn, layersOf(&LayerWeights::o), H, qDim, a.x, OutMode::F32Add, OutMode::F32Add, a.x},
-      {a.xn, layersOf(&LayerWeights::gateUp), 2 * I, H, a.gu, OutMode::Bf16, OutMode::SiluPairBf16, a.act},
-      {a.act, layersOf(&LayerWeights::down), H, I, a.x, OutMode::F32Add, OutMode::F32Add, a.x},
-      {a.xn, {weights_->head}, m_.vocab, H, a.logits, OutMode::F32, OutMode::F32, a.logits}};
+      shaped(kQkv, a.xn, layersOf(&LayerWeights::qkv), a.qkv, OutMode::Bf16, a.qkv),
+      shaped(kO, a.attn, layersOf(&LayerWeights::o), a.x, OutMode::F32Add, a.x),
+      shaped(kGateUp, a.xn, layersOf(&LayerWeights::gateUp), a.gu, OutMode::SiluPairBf16, a.act),
+      shaped(kDown, a.act, layersOf(&LayerWeights::down), a.x, OutMode::F32Add, a.x),
+      shaped(kHead, a.xn, {weights_->head}, a.logits, OutMode::F32, a.logits)};
   // cuBLASLt: the fastest candidate for every decode bucket size; split-K where the product has
   // few output tiles at small batch (all but the LM head's 128k rows).
   for (int k = 0; k < kNumWeightKinds; k++)

@@ -182,6 +182,13 @@ class CudaBackend : public Backend {
   void setProfile(bool on);
   std::vector<std::pair<std::string, double>> profile() const;
   void autotune();
+  // The product of weight kind `kind` (WeightKind order): output rows O, depth K, output mode
+  // through cuBLASLt (autotune.cc).
+  struct GemmShape {
+    int O, K;
+    OutMode mode;
+  };
+  GemmShape gemmShape(int kind) const;
   // attention-tune.cc: picks decodeChoice_ for the batch buckets from kMinTunedDecodeBatch up and
   // the context buckets up to kMinGraphCtx << (kNumTunedCtx - 1), over the KV pool (after it
   // exists, before the final graph capture).

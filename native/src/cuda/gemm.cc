@@ -167,6 +167,18 @@ bool Gemm::runCandidate(int i, const bf16* X, int T, const bf16* W, int O, int K
                         workspaceBytes_, s) == CUBLAS_STATUS_SUCCESS;
 }
 
+bool Gemm::pin(int T, int O, int K, OutMode mode, int rank, int splitK) {
+  Plan& p = plan(T, O, K, mode);
+  if (splitK && !p.hasSplitK) addSplitKCandidates(p, K);
+  for (const Plan::Candidate& c : p.candidates)
+    if (c.rank == rank && c.splitK == splitK) {
+      p.algo = c.algo;
+      p.isTuned = true;
+      return true;
+    }
+  return false;
+}
+
 Gemm::Choice Gemm::tune(const bf16* X, int T, const std::vector<const bf16*>& Ws, int O, int K, void* Y, OutMode mode,
                         cudaStream_t s, bool splitK) {
   Plan& p = plan(T, O, K, mode);

@@ -37,6 +37,10 @@ class Gemm {
   // Ws: copies of the weight (one per layer) taken in turn, so no timed run finds its weight in L2.
   Choice tune(const bf16* X, int T, const std::vector<const bf16*>& Ws, int O, int K, void* Y, OutMode mode,
               cudaStream_t s, bool splitK = false);
+  // Makes candidate (rank in the heuristic's list, split-K count) this shape's choice, as tune()
+  // would have kept it (a run recorded what another run's tune() chose: bench/gpu/profile.sh).
+  // False when this run has no such candidate (the heuristic listed other algorithms).
+  bool pin(int T, int O, int K, OutMode mode, int rank, int splitK);
   // Kernel checks: the number of candidates tune() would time for this shape (with splitK), and one
   // run of candidate i (false where cuBLASLt refuses it at run time); the plan keeps its choice.
   int numCandidates(int T, int O, int K, OutMode mode);
