@@ -4,7 +4,7 @@
 #   quick variants: bench-quick, peer-quick
 # Before (on a CPU machine, in the project root): bash bench/gpu/pack.sh  (writes .gpu/, ignored)
 # With the device tool: run(command="bash bench/gpu/run.sh", carry=[".gpu"]). Results go to $OUT
-# (or /tmp/ms-out): build.log, kernels-check.txt, fixture.txt, engine-bench.{txt,json},
+# (or /tmp/ms-out): build.log, kernels-check.txt, fixture.txt, engine-bench.{txt,json}, choices.txt,
 # node-decode.json, extras-decode.json, peer.{txt,json}; the last lines printed are a summary table.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -66,7 +66,9 @@ fi
 if has bench || has bench-quick; then
   stage engine bench
   q=""; has bench-quick && ! has bench && q="--quick"
-  timeout 420 $BUILD/microserve_engine_bench $q --json "$OUT/engine-bench.json" 2>&1 | tee "$OUT/engine-bench.txt"
+  # choices.txt: the start-time choices, for CHOICES=$OUT/choices.txt bash bench/gpu/profile.sh
+  timeout 420 $BUILD/microserve_engine_bench $q --json "$OUT/engine-bench.json" --choices-out "$OUT/choices.txt" 2>&1 |
+    tee "$OUT/engine-bench.txt"
   summary+=("$(sed -n '/== engine bench summary/,$p' "$OUT/engine-bench.txt")")
 fi
 
