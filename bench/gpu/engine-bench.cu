@@ -304,11 +304,8 @@ int main(int argc, char** argv) {
     std::printf("gemm autotune, cuBLASLt per bucket, ms per product [heuristic rank, split-K] (TB/s of the weight):\n");
     std::string tuneJson = "\"autotune\":{\"gemm\":[";  // the same choices for the JSON
     for (int k = 0; k < kNumWeightKinds; k++) {
-      const double wBytes = 2.0 * (k == 0 ? double(m.heads + 2 * m.kvHeads) * m.headDim * m.hidden
-                                   : k == 1 ? double(m.hidden) * m.heads * m.headDim
-                                   : k == 2 ? 2.0 * m.intermediate * m.hidden
-                                   : k == 3 ? double(m.hidden) * m.intermediate
-                                            : double(m.vocab) * m.hidden);
+      const auto g = b.gemmShape(k);
+      const double wBytes = 2.0 * double(g.O) * g.K;
       std::printf("  %-8s", kinds[k]);
       for (int bi = 0; bi < kNumGraphBuckets; bi++) {
         const Gemm::Choice c = b.ltChoice(k, bi);
@@ -328,11 +325,8 @@ int main(int argc, char** argv) {
       std::printf("  T=%-5d", pt.numTokens);
       for (int k = 0; k < kHead; k++) {
         const Gemm::Choice c = pt.choice[k];
-        const double flops = 2.0 * pt.numTokens * double(m.hidden) *
-                             (k == 0 ? double(m.heads + 2 * m.kvHeads) * m.headDim
-                              : k == 1 ? double(m.heads) * m.headDim
-                              : k == 2 ? 2.0 * m.intermediate
-                                       : double(m.intermediate));
+        const auto g = b.gemmShape(k);
+        const double flops = 2.0 * pt.numTokens * double(g.O) * g.K;
         std::printf(" %s %.3f r%d (%.0f);", kinds[k], c.ms, c.rank, flops / (c.ms * 1e-3) / 1e12);
         tuneJson += std::string(tuneJson.back() == '[' ? "" : ",") + "{\"kind\":\"" + kinds[k] + "\",\"T\":" +
                     std::to_string(pt.numTokens) + ",\"ms\":" + std::to_string(c.ms) + ",\"rank\":" +
@@ -361,10 +355,11 @@ int main(int argc, char** argv) {
     }
 
     // Bytes a decode step must read: every weight but the embedding table, plus the KV of the context.
-    const double weightBytes = 2.0 * (double(m.layers) * (double(m.heads + 2 * m.kvHeads) * m.headDim * m.hidden +
-                                                          double(m.hidden) * m.heads * m.headDim +
-                                                          3.0 * m.intermediate * m.hidden) +
-                                      double(m.vocab) * m.hidden);
+    double weightBytes = 0;
+    for (int k = 0; k < kNumWeightKinds; k++) {
+      const auto g = b.gemmShape(k);
+      weightBytes += 2.0 * double(g.O) * g.K * (k == kHead ? 1 : m.layers);
+    }
     const double kvBytesPerToken = 2.0 * m.layers * 2 * m.kvHeads * m.headDim;
     std::mt19937 rng(5);
     if (choicesOut) {  // this run's start-time choices, for a profiled run to replay (--choices)
