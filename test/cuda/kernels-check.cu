@@ -348,8 +348,8 @@ bool clusterPlan(DecodeAttentionArgs& a, int cap) {
 // has, and it stays a multiple of 16 keys.
 void checkSplitPlans() {
   int bad = 0, plans = 0;
-  for (int maxLen : {kDefaultSplitLen, 1024, kMaxSplitLen})
-    for (int waves : {2, 4, 8, 16, 32})
+  for (int maxLen : kDecodeSplitLens)
+    for (int waves : kDecodeWaves)
       for (int b : {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 256})
         for (int ctxB = 256; ctxB <= 16384; ctxB *= 2) {
           int splitLen, maxSplits;

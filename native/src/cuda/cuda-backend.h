@@ -83,11 +83,6 @@ struct DecodeChoice {
   int maxSplitLen = kDefaultSplitLen;  // planDecodeSplits' maxLen (longer splits: fewer blocks)
   float ms = 0.f, defaultMs = 0.f;  // tuning: this choice's time and the default's (0: not tuned)
 };
-// The waves candidates, ascending (the memory plan bounds the split partials for the largest).
-constexpr int kDecodeWaves[] = {2, 4, 8, 16, 32};
-constexpr int kMaxDecodeWaves = kDecodeWaves[sizeof kDecodeWaves / sizeof kDecodeWaves[0] - 1];
-// The split length bounds tried besides the default (fewer, longer blocks at large batches).
-constexpr int kDecodeSplitLens[] = {kDefaultSplitLen, 1024, kMaxSplitLen};
 // The split plan of one decode attention launch (DecodeAttentionArgs' fields of the same names).
 struct DecodeSplits {
   int splitLen = 64, maxSplits = 1;

@@ -150,6 +150,11 @@ __host__ __device__ inline int evenSplitLen(int ctx, int blocks) {
 constexpr int kDefaultDecodeWaves = 2;
 void planDecodeSplits(int numQueries, int kvHeads, int maxCtx, int numSms, int* splitLen, int* maxSplits,
                       int waves = kDefaultDecodeWaves, int maxLen = kDefaultSplitLen);
+// The attention tuning's candidates for planDecodeSplits: waves, ascending (the memory plan bounds
+// the split partials for the largest), and split length bounds (fewer, longer blocks at large batch).
+constexpr int kDecodeWaves[] = {2, 4, 8, 16, 32};
+constexpr int kMaxDecodeWaves = kDecodeWaves[sizeof kDecodeWaves / sizeof kDecodeWaves[0] - 1];
+constexpr int kDecodeSplitLens[] = {kDefaultSplitLen, 1024, kMaxSplitLen};
 // Turns a split plan into a cluster plan (clusterSize, splitLen) when it has at least kMinCluster
 // splits (small batches, where clusters of 8 or 16 blocks fill the GPU; larger batches keep fixed
 // splits, measured faster there), cap allows a cluster of kMinCluster or more, and the keys per
