@@ -161,7 +161,9 @@ async function readInto(fh: FileHandle, buf: Uint8Array, p: TensorPart): Promise
  * `numBuffers` parts are in flight at once, each read from its shard into its buffer (shards in
  * parallel) and then handed to `sink` (awaited before the buffer is read into again), so the
  * device copies one part while the next ones are read. Memory stays at numBuffers x bufferBytes
- * whatever the checkpoint's size. The first failure stops the stream and is thrown.
+ * whatever the checkpoint's size. A failure stops handing out parts; the failure of the earliest
+ * part is thrown (the parts before it were all handed out, so it is the same error every run,
+ * whichever buffer finished first).
  */
 export async function streamTensors(tensors: readonly TensorInfo[], sink: (part: TensorPart, data: Uint8Array) => Promise<void>, o: StreamOptions = {}): Promise<StreamStats> {
   const t0 = performance.now();
@@ -172,18 +174,20 @@ export async function streamTensors(tensors: readonly TensorInfo[], sink: (part:
   const files = new Map<string, Promise<FileHandle>>();
   const handle = (file: string) => files.get(file) ?? files.set(file, open(file, 'r')).get(file)!;
   let next = 0;
-  let failure: unknown = null;
+  let failure: { index: number; error: unknown } | null = null;
   const worker = async () => {
     const buffer = o.alloc ? o.alloc(bufferBytes) : new ArrayBuffer(bufferBytes);
+    let index = -1;
     try {
       const view = new Uint8Array(buffer);
       while (failure === null && next < parts.length) {
-        const p = parts[next++];
+        index = next++;
+        const p = parts[index];
         await readInto(await handle(p.tensor.file), view, p);
         await sink(p, view.subarray(0, p.byteLength));
       }
     } catch (e) {
-      failure ??= e;
+      if (failure === null || index < failure.index) failure = { index, error: e };
     } finally {
       o.release?.(buffer);
     }
@@ -193,6 +197,6 @@ export async function streamTensors(tensors: readonly TensorInfo[], sink: (part:
   } finally {
     await Promise.all([...files.values()].map((f) => f.then((h) => h.close(), () => undefined)));
   }
-  if (failure !== null) throw failure;
+  if (failure !== null) throw (failure as { error: unknown }).error;
   return { bytes: parts.reduce((a, p) => a + p.byteLength, 0), seconds: (performance.now() - t0) / 1000, numParts: parts.length, numBuffers, bufferBytes };
 }

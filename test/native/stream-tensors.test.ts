@@ -7,6 +7,7 @@ import * as assert from 'uvu/assert';
 import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { MicroserveError } from '../../common/errors.ts';
 import { loadAddon } from '../../native/addon.ts';
 import { listTensors, planParts, streamTensors, type TensorInfo } from '../../native/checkpoint.ts';
 import { parseModelConfig } from '../../native/config.ts';
@@ -115,6 +116,26 @@ test('a shard cut short fails the stream with BAD_CHECKPOINT, and every buffer i
     assert.is(numReleased, 2);
   } finally {
     b.close();
+  }
+});
+
+test('two failing parts: the error of the earlier part is thrown even when the later one fails first', async () => {
+  const tensors = await listTensors(sharded(2));
+  const parts = planParts(tensors, 4096);
+  assert.ok(parts.length >= 4, `${parts.length} parts`);
+  const [early, late] = [parts[1], parts[2]];
+  const fail = (p: (typeof parts)[number]) => p.tensor.name === early.tensor.name && p.rowBegin === early.rowBegin ? 'early'
+    : p.tensor.name === late.tensor.name && p.rowBegin === late.rowBegin ? 'late' : null;
+  for (let run = 0; run < 3; run++) {
+    await rejects(
+      () => streamTensors(tensors, async (p) => {
+        const which = fail(p);
+        if (which === 'early') await new Promise((r) => setTimeout(r, 30));  // fails after the later part
+        if (which) throw new MicroserveError('BAD_CHECKPOINT', `failed ${which}`);
+      }, { bufferBytes: 4096, numBuffers: 4 }),
+      'BAD_CHECKPOINT',
+      'failed early',
+    );
   }
 });
 
