@@ -43,6 +43,9 @@ namespace cg = cooperative_groups;
 
 constexpr int kMaxCluster = 16;
 constexpr float kLog2e = 1.4426950408889634f;
+
+// 2^x without exp2f's denormal path (one MUFU.EX2): the same value wherever the result is a normal
+// float; results below 2^-126 flush to zero, which no f32 sum of a softmax row with its max at 1 sees.
 // A group is read out of the mma tile's rows 0-7 (smM, smL, smO and ClusterRed hold 8 heads), and
 // the cluster merge's slices (rep * D / C values, C >= kMinCluster) fit ClusterRed::o while rep <= C.
 static_assert(kMaxGqa <= 8 && kMaxGqa <= kMinCluster, "decode attention holds at most 8 query heads per KV head");
@@ -295,22 +298,32 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
       mma16816(s[1], qf[kk], b[2], b[3]);
     }
     float mx[2] = {-FLT_MAX, -FLT_MAX};
+    const int valid = n - (t * BN + warp * 16);  // keys of this warp's 16 that exist: all but in the last tile
+    if (valid >= 16) {
 #pragma unroll
-    for (int nt = 0; nt < 2; nt++)
+      for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const int kb = t * BN + warp * 16 + nt * 8 + (lane % 4) * 2 + (e & 1);
-        const float v = kb < n ? s[nt][e] * sl2 : -INFINITY;
-        s[nt][e] = v;
-        mx[e >> 1] = fmaxf(mx[e >> 1], v);
-      }
+        for (int e = 0; e < 4; e++) {
+          s[nt][e] *= sl2;
+          mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
+        }
+    } else {
+#pragma unroll
+      for (int nt = 0; nt < 2; nt++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+          const float v = nt * 8 + (lane % 4) * 2 + (e & 1) < valid ? s[nt][e] * sl2 : -INFINITY;
+          s[nt][e] = v;
+          mx[e >> 1] = fmaxf(mx[e >> 1], v);
+        }
+    }
     float alpha[2];
 #pragma unroll
     for (int r = 0; r < 2; r++) {
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
       mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
       const float mNew = fmaxf(m[r], mx[r]);  // finite: m starts at -FLT_MAX
-      alpha[r] = exp2f(m[r] - mNew);
+      alpha[r] = fastExp2(m[r] - mNew);
       m[r] = mNew;
       l[r] *= alpha[r];
     }
@@ -318,7 +331,7 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
     for (int nt = 0; nt < 2; nt++)
 #pragma unroll
       for (int e = 0; e < 4; e++) {
-        const float p = exp2f(s[nt][e] - m[e >> 1]);
+        const float p = fastExp2(s[nt][e] - m[e >> 1]);
         s[nt][e] = p;
         l[e >> 1] += p;
       }

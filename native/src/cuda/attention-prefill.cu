@@ -26,11 +26,6 @@ namespace {
 constexpr int BM = kPrefillTileRows;  // query rows per block
 constexpr float kLog2e = 1.4426950408889634f;
 
-__device__ __forceinline__ float fastExp2(float x) {
-  float y;
-  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
-  return y;
-}
 
 // gqa kernel. grid (heads / HPB, numTiles), block NW warps; warp w holds tile positions
 // (w % 4) * 16 .. + 15 of heads h0 + (w / 4) * MT + m, m < MT. Dynamic smem

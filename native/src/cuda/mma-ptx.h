@@ -1,5 +1,5 @@
 // Inline PTX for the tensor-core attention kernels (sm_80+ instructions, used on sm_90):
-// ldmatrix, mma.sync m16n8k16 bf16 -> f32, cp.async with zero fill.
+// ldmatrix, mma.sync m16n8k16 bf16 -> f32, cp.async with zero fill, ex2.approx.
 #pragma once
 #include <cuda_bf16.h>
 
@@ -40,6 +40,14 @@ __device__ __forceinline__ void cpAsyncCommit() { asm volatile("cp.async.commit_
 template <int N>
 __device__ __forceinline__ void cpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// 2^x as one MUFU.EX2 (exp2f adds a denormal path): the same value wherever the result is a normal
+// float; results below 2^-126 flush to zero, which no f32 sum of a softmax row holding its max (1) sees.
+__device__ __forceinline__ float fastExp2(float x) {
+  float y;
+  asm("ex2.approx.ftz.f32 %0, %1;\n" : "=f"(y) : "f"(x));
+  return y;
 }
 
 __device__ __forceinline__ uint32_t packBf16(float lo, float hi) {
