@@ -50,7 +50,7 @@ ms_cuda_target_options(microserve_kernel_objs)
 target_include_directories(microserve_kernel_objs PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
 target_link_libraries(microserve_kernel_objs PRIVATE CUDA::cudart)
 add_custom_target(microserve_kernel_benches)
-foreach(name decode-attention-simt prefill-attention-fa2 decode-merge-serial decode-kv-read)
+foreach(name decode-attention-simt prefill-attention-fa2 decode-merge-serial decode-kv-read prefill-attention-wgmma)
   add_executable(${name} EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/../bench/kernels/${name}.cu
                                           $<TARGET_OBJECTS:microserve_kernel_objs>)
   ms_cuda_target_options(${name})
@@ -58,6 +58,10 @@ foreach(name decode-attention-simt prefill-attention-fa2 decode-merge-serial dec
   target_link_libraries(${name} PRIVATE CUDA::cudart)
   add_dependencies(microserve_kernel_benches ${name})
 endforeach()
+# wgmma is an sm_90a instruction (architecture-specific): named by flags, since CMake before 3.27
+# does not take "90a" in CUDA_ARCHITECTURES.
+set_target_properties(prefill-attention-wgmma PROPERTIES CUDA_ARCHITECTURES OFF)
+target_compile_options(prefill-attention-wgmma PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--generate-code=arch=compute_90a,code=sm_90a>)
 
 if(NOT MS_CUBLASLT_INCLUDE_DIR OR NOT TARGET CUDA::cublasLt)
   message(STATUS "microserve: nvcc ${CMAKE_CUDA_COMPILER_VERSION} without cuBLASLt: compile check of the CUDA kernels only")

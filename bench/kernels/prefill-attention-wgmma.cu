@@ -1,0 +1,287 @@
+// Prefill attention with Hopper's warpgroup MMA (wgmma), the candidate to replace the mma.sync
+// kernel of native/src/cuda/attention-prefill.cu (issue 17: prefill attention at 315-336 TFLOP/s
+// there; a Hopper-native kernel is what 1.25x transformers needs). Same problem and arguments:
+// causal by absolute position, ragged tiles of up to 64 query rows of one sequence, K/V gathered
+// from the pages, GQA. One block per (tile, 2 query heads of one KV group): two warpgroups, one per
+// head, each S = Q K^T (m64n128k16, Q and K from shared memory) then O += P V (P from registers,
+// V from shared memory, N-major), online softmax in f32 between them. K/V tiles of 128 keys are
+// gathered with cp.async into 128-byte-swizzled shared memory (the layout wgmma reads), two stages,
+// the next tile's copies in flight under the current tile's math; no TMA (the pages make a tile a
+// gather), no warp specialisation yet. Head dim 128 only.
+// Here: checked against a float64 reference, then timed against the shipped kernel on the 8B shape.
+// H200, 2026-12-04 (bench/results/engine-gpu/h200-2026-12-04-prefill-attention-wgmma.txt): every
+// check passes (rel. err 2.4e-3 to 3.0e-3, as the shipped kernel's); one layer of the 8B shape,
+// 1 x 4096 tokens 0.362 ms (380 TFLOP/s causal) against 0.443 ms (311), 1 x 8192 1.290 ms (426)
+// against 1.648 ms (334). 166 registers, no spills, one block of 256 threads per SM.
+//   build: cmake --build native/build --target microserve_kernel_benches; run: prefill-attention-wgmma
+#include <array>
+#include <cmath>
+#include <string>
+
+#include "common.cuh"
+#include "cuda/mma-ptx.h"
+#include "cuda/pdl.h"
+
+namespace ms::cuda {
+namespace {
+
+constexpr int D = 128, BM = kPrefillTileRows, BN = 128, HPB = 2, kThreads = 128 * HPB;
+constexpr int kQBytes = BM * D * 2, kTileBytes = BN * D * 2;  // one head's Q; one K (or V) tile
+constexpr int kSmem = HPB * kQBytes + 2 * 2 * kTileBytes + 2 * BN * 8 + 1024;
+constexpr float kLog2e = 1.4426950408889634f;
+static_assert(BM == 64, "one warpgroup's m64 is the tile");
+
+// D (64 x 128 f32 in the accumulator layout) (+)= A (64 x 16, shared: descA) . B (16 x 128, shared: descB),
+// B K-major (TRANS_B 0) or N-major (1); scaleD 0 overwrites D.
+template <int TRANS_B>
+__device__ __forceinline__ void wgmmaSS(float (&d)[64], uint64_t descA, uint64_t descB, int scaleD) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, %67;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(descA), "l"(descB), "r"(scaleD), "n"(TRANS_B));
+}
+// D += A (64 x 16 bf16 in registers: the accumulator layout of 16 columns, packed in pairs) . B (16 x 128,
+// shared: descB, N-major).
+__device__ __forceinline__ void wgmmaRS(float (&d)[64], const uint32_t (&a)[4], uint64_t descB) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(1));
+}
+// Keeps the compiler from moving accesses of an accumulator across a wgmma fence or wait.
+__device__ __forceinline__ void pinRegs(float (&d)[64]) { asm volatile("" : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])::"memory"); }
+
+__device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmmaWait() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
+// Shared-memory writes of the generic proxy (cp.async) made visible to wgmma (the async proxy).
+__device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+
+// A [rows][128] bf16 tile in shared memory as wgmma reads it with 128-byte swizzling: two halves of
+// 64 columns (rows x 128 bytes each), the 16-byte chunk c of row r at chunk (c ^ r % 8) of its row.
+__device__ __forceinline__ uint32_t swz(int rows, int r, int chunk) {
+  return uint32_t((chunk >> 3) * rows * 128 + r * 128 + (((chunk & 7) ^ (r & 7)) << 4));
+}
+// Matrix descriptor: start address, leading and stride byte offsets, 128-byte swizzle.
+__device__ __forceinline__ uint64_t desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
+  return uint64_t((addr & 0x3FFFF) >> 4) | uint64_t((lbo & 0x3FFFF) >> 4) << 16 | uint64_t((sbo & 0x3FFFF) >> 4) << 32 |
+         1ull << 62;
+}
+
+// grid (heads / HPB, numTiles), block kThreads; dynamic smem kSmem.
+__global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmmaKernel(PrefillAttentionArgs a) {
+  extern __shared__ unsigned char smRaw[];
+  unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
+  unsigned char* Qs = sm;                            // HPB heads x kQBytes
+  unsigned char* KVs = sm + HPB * kQBytes;           // stage s: K at s * 2 * kTileBytes, V after it
+  const bf16** rowPtr = reinterpret_cast<const bf16**>(KVs + 4 * kTileBytes);  // (2, BN)
+  pdlWait();
+  pdlTrigger();
+
+  const PrefillTile tile = a.tiles[a.numTiles - 1 - blockIdx.y];  // longest tiles first
+  const int h0 = blockIdx.x * HPB, g = h0 / (a.heads / a.kv.kvHeads);
+  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const int kvDim = a.kv.kvHeads * D, ps = a.kv.pageSize;
+  const int psShift = (ps & (ps - 1)) == 0 ? __ffs(ps) - 1 : -1;
+  const int32_t* pt = a.pageTable + int64_t(tile.seq) * a.ptStride;
+  const int keyEnd = tile.posStart + tile.rows;
+  const int64_t vOffset = int64_t(ps) * kvDim;
+  const int numKeyTiles = (keyEnd + BN - 1) / BN;
+
+  // Q of both heads (zero rows past the tile) -> swizzled shared memory.
+  for (int c = threadIdx.x; c < HPB * BM * 16; c += kThreads) {
+    const int hs = c / (BM * 16), r = (c / 16) % BM, chunk = c % 16;
+    const bool in = r < tile.rows;
+    const bf16* src = in ? a.q + int64_t(tile.tokenStart + r) * a.qStride + (h0 + hs) * D + chunk * 8 : a.q;
+    cpAsync16(reinterpret_cast<bf16*>(Qs + hs * kQBytes + swz(BM, r, chunk)), src, in ? 16 : 0);
+  }
+  auto rowTable = [&](int j0, int slot) {
+    if (threadIdx.x < BN) {
+      const int key = j0 + threadIdx.x;
+      const int pg = psShift >= 0 ? key >> psShift : key / ps;
+      rowPtr[slot * BN + threadIdx.x] =
+          key < keyEnd ? a.kv.base + int64_t(pt[pg]) * a.kv.pageStride + int64_t(key - pg * ps) * kvDim + g * D : nullptr;
+    }
+  };
+  auto loadKV = [&](int slot, int st) {  // the keys of rowPtr[slot] -> stage st (zeros past the end)
+    unsigned char* Ks = KVs + st * 2 * kTileBytes;
+    const int chunk = threadIdx.x % 16;
+#pragma unroll
+    for (int r = threadIdx.x / 16; r < BN; r += kThreads / 16) {
+      const bf16* src = rowPtr[slot * BN + r];
+      const uint32_t off = swz(BN, r, chunk);
+      cpAsync16(reinterpret_cast<bf16*>(Ks + off), src ? src + chunk * 8 : a.kv.base, src ? 16 : 0);
+      cpAsync16(reinterpret_cast<bf16*>(Ks + kTileBytes + off), src ? src + chunk * 8 + vOffset : a.kv.base, src ? 16 : 0);
+    }
+  };
+
+  float o[64], s[64];
+#pragma unroll
+  for (int i = 0; i < 64; i++) o[i] = 0.f;
+  float mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const float sl2 = a.scale * kLog2e;
+  const int row0 = warp * 16 + lane / 4;  // this thread's rows of the tile: row0, row0 + 8
+  const int rowPos[2] = {tile.posStart + row0, tile.posStart + row0 + 8};
+  const uint32_t qAddr = smemAddr(Qs + wg * kQBytes);
+
+  rowTable(0, 0);
+  rowTable(BN, 1);
+  __syncthreads();
+  loadKV(0, 0);
+  cpAsyncCommit();
+  for (int t = 0; t < numKeyTiles; t++) {
+    const int j0 = t * BN;
+    cpAsyncWait<0>();  // tile t (and Q) landed for this thread
+    fenceProxyAsync();
+    __syncthreads();   // for every thread; every warpgroup is done with tile t - 1's stage
+    if (t + 1 < numKeyTiles) {
+      loadKV((t + 1) & 1, (t + 1) & 1);
+      cpAsyncCommit();
+    }
+    if (t + 2 < numKeyTiles) rowTable(j0 + 2 * BN, t & 1);
+    const uint32_t kAddr = smemAddr(KVs + (t & 1) * 2 * kTileBytes), vAddr = kAddr + kTileBytes;
+
+    // S = Q K^T: 8 steps of 16 head dims; Q (64 rows) and K (128 keys) K-major.
+    wgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < D / 16; kk++)
+      wgmmaSS<0>(s, desc(qAddr + (kk >> 2) * (BM * 128) + (kk & 3) * 32, 16, 1024),
+                 desc(kAddr + (kk >> 2) * (BN * 128) + (kk & 3) * 32, 16, 1024), kk > 0);
+    wgmmaCommit();
+    wgmmaWait();
+    pinRegs(s);
+
+    // Causal mask where the tile reaches past the first row, online softmax in log2 units.
+    const bool mask = j0 + BN - 1 > tile.posStart;
+    float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+    for (int i = 0; i < 64; i++) {
+      const int r = (i >> 1) & 1;
+      if (mask && j0 + 8 * (i >> 2) + 2 * (lane & 3) + (i & 1) > rowPos[r]) s[i] = -INFINITY;
+      mx[r] = fmaxf(mx[r], s[i]);
+    }
+    float base[2], alpha[2];
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+      const float mNew = fmaxf(mRun[r], mx[r] * sl2);
+      base[r] = mNew == -INFINITY ? 0.f : mNew;
+      alpha[r] = fastExp2(mRun[r] - base[r]);
+      mRun[r] = mNew;
+      l[r] *= alpha[r];
+    }
+    uint32_t p[8][4];
+#pragma unroll
+    for (int i = 0; i < 64; i += 2) {
+      const int r = (i >> 1) & 1;
+      const float p0 = fastExp2(fmaf(s[i], sl2, -base[r])), p1 = fastExp2(fmaf(s[i + 1], sl2, -base[r]));
+      l[r] += p0 + p1;
+      p[i >> 3][(i >> 1) & 3] = packBf16(p0, p1);
+    }
+    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+      for (int i = 0; i < 64; i++) o[i] *= alpha[(i >> 1) & 1];
+    }
+
+    // O += P V: 8 steps of 16 keys; V N-major (its 128 dims contiguous in two swizzled halves).
+    wgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < BN / 16; kk++) wgmmaRS(o, p[kk], desc(vAddr + kk * 16 * 128, BN * 128, 1024));
+    wgmmaCommit();
+    wgmmaWait();
+    pinRegs(o);
+  }
+
+  // Normalise and store the tile's rows.
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    const int row = row0 + 8 * r;
+    if (row >= tile.rows) continue;
+    const float inv = 1.f / l[r];
+    bf16* dst = a.out + int64_t(tile.tokenStart + row) * a.outStride + (h0 + wg) * D + 2 * (lane & 3);
+#pragma unroll
+    for (int n = 0; n < D / 8; n++)
+      *reinterpret_cast<__nv_bfloat162*>(dst + 8 * n) = __floats2bfloat162_rn(o[4 * n + 2 * r] * inv, o[4 * n + 2 * r + 1] * inv);
+  }
+}
+
+}  // namespace
+
+void prefillAttentionWgmma(const PrefillAttentionArgs& a, cudaStream_t s) {
+  if (a.numTiles == 0) return;
+  if (a.kv.headDim != D || (a.heads / a.kv.kvHeads) % HPB != 0)
+    throw CudaError("prefillAttentionWgmma: head dim 128 and an even GQA group only", false);
+  static bool init = false;
+  if (!init) {
+    MS_CUDA_CHECK(cudaFuncSetAttribute(prefillAttentionWgmmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    init = true;
+  }
+  launchPdl("prefillAttentionWgmmaKernel", prefillAttentionWgmmaKernel, dim3(a.heads / HPB, a.numTiles), dim3(kThreads),
+            kSmem, s, a);
+}
+
+}  // namespace ms::cuda
+
+using namespace ms::cuda;
+
+// Tiles and args for p (one sequence per problem row, queries = its last queryLen positions).
+struct Tiles {
+  PrefillAttentionArgs a;
+  PrefillTile* d = nullptr;
+  explicit Tiles(const bench::PagedProblem& p) {
+    std::vector<PrefillTile> t;
+    for (int s = 0; s < p.numSeqs; s++)
+      for (int i = 0; i < p.queryLen; i += kPrefillTileRows)
+        t.push_back({s, s * p.queryLen + i, std::min(kPrefillTileRows, p.queryLen - i), p.ctx - p.queryLen + i});
+    d = bench::upload(t);
+    a.q = p.dQ, a.qStride = p.heads * p.D, a.out = p.dOut, a.outStride = p.heads * p.D;
+    a.tiles = d, a.numTiles = int(t.size()), a.pageTable = p.dPageTable, a.ptStride = p.maxPages;
+    a.kv = p.kv(), a.heads = p.heads, a.scale = 1.f / std::sqrt(float(p.D));
+  }
+  ~Tiles() { cudaFree(d); }
+};
+
+int main() {
+  try {
+    // Prompts after a prefix (page 16, and 7: a page size that is not a power of two), GQA 4 and 2.
+    for (auto [heads, kvHeads, page, ctx, len] : {std::array<int, 5>{8, 2, 16, 187, 150}, {8, 2, 7, 300, 300},
+                                                  {4, 2, 16, 700, 129}}) {
+      bench::PagedProblem p(2, ctx, len, heads, kvHeads, 128, page);
+      Tiles t(p);
+      const auto ref = p.reference();
+      const std::string tag = " rep=" + std::to_string(heads / kvHeads) + " page=" + std::to_string(page) +
+                              " ctx=" + std::to_string(ctx) + " len=" + std::to_string(len);
+      prefillAttentionWgmma(t.a, 0);
+      bench::check("wgmma" + tag, bench::downloadBf16(p.dOut, ref.size()), ref, 2e-2);
+      prefillAttention(t.a, 0);
+      bench::check("shipped (mma.sync)" + tag, bench::downloadBf16(p.dOut, ref.size()), ref, 2e-2);
+    }
+    for (int len : {4096, 8192}) {
+      bench::PagedProblem p(1, len, len, 32, 8, 128, 16);
+      Tiles t(p);
+      prefillAttention(t.a, 0);
+      const auto shipped = bench::downloadBf16(p.dOut, size_t(len) * 32 * 128);
+      prefillAttentionWgmma(t.a, 0);
+      std::vector<double> ref(shipped.begin(), shipped.end());
+      bench::check("wgmma vs shipped, 1 x " + std::to_string(len), bench::downloadBf16(p.dOut, ref.size()), ref, 2e-2);
+      const double flop = 4.0 * 32 * 128 * (double(len) * (len + 1) / 2);
+      const double w = bench::timeMs([&] { prefillAttentionWgmma(t.a, 0); }, 2, 10);
+      const double m = bench::timeMs([&] { prefillAttention(t.a, 0); }, 2, 10);
+      std::printf("8B shape, 1 x %d tokens, one layer: wgmma %.3f ms (%.0f TFLOP/s); shipped %.3f ms (%.0f TFLOP/s)\n", len,
+                  w, flop / w / 1e9, m, flop / m / 1e9);
+    }
+  } catch (const CudaError& e) {
+    std::printf("CUDA error: %s\n", e.what());
+    return 2;
+  }
+  std::printf("prefill-attention-wgmma: %d failed\n", bench::numFailed());
+  return bench::numFailed() ? 1 : 0;
+}
