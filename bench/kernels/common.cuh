@@ -163,4 +163,24 @@ struct PagedProblem {
   }
 };
 
+// Prefill attention arguments for p: each sequence's queries (its last queryLen positions) in tiles
+// of kPrefillTileRows rows, as the engine's forward plan cuts them.
+struct PrefillTiles {
+  ms::cuda::PrefillAttentionArgs a;
+  ms::cuda::PrefillTile* d = nullptr;
+  explicit PrefillTiles(const PagedProblem& p) {
+    using ms::cuda::kPrefillTileRows;
+    std::vector<ms::cuda::PrefillTile> t;
+    for (int s = 0; s < p.numSeqs; s++)
+      for (int i = 0; i < p.queryLen; i += kPrefillTileRows)
+        t.push_back({s, s * p.queryLen + i, std::min(kPrefillTileRows, p.queryLen - i), p.ctx - p.queryLen + i});
+    d = upload(t);
+    a.q = p.dQ, a.qStride = p.heads * p.D, a.out = p.dOut, a.outStride = p.heads * p.D;
+    a.tiles = d, a.numTiles = int(t.size()), a.pageTable = p.dPageTable, a.ptStride = p.maxPages;
+    a.kv = p.kv(), a.heads = p.heads, a.scale = 1.f / std::sqrt(float(p.D));
+  }
+  ~PrefillTiles() { cudaFree(d); }
+  PrefillTiles(const PrefillTiles&) = delete;
+};
+
 }  // namespace bench

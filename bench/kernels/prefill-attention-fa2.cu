@@ -219,30 +219,13 @@ void prefillAttentionFa2(const PrefillAttentionArgs& a, const std::string& var, 
 
 using namespace ms::cuda;
 
-// Tiles and args for p (one sequence per problem row, queries = its last queryLen positions).
-struct Tiles {
-  PrefillAttentionArgs a;
-  PrefillTile* d = nullptr;
-  explicit Tiles(const bench::PagedProblem& p) {
-    std::vector<PrefillTile> t;
-    for (int s = 0; s < p.numSeqs; s++)
-      for (int i = 0; i < p.queryLen; i += kPrefillTileRows)
-        t.push_back({s, s * p.queryLen + i, std::min(kPrefillTileRows, p.queryLen - i), p.ctx - p.queryLen + i});
-    d = bench::upload(t);
-    a.q = p.dQ, a.qStride = p.heads * p.D, a.out = p.dOut, a.outStride = p.heads * p.D;
-    a.tiles = d, a.numTiles = int(t.size()), a.pageTable = p.dPageTable, a.ptStride = p.maxPages;
-    a.kv = p.kv(), a.heads = p.heads, a.scale = 1.f / std::sqrt(float(p.D));
-  }
-  ~Tiles() { cudaFree(d); }
-};
-
 int main() {
   try {
     const char* variants[] = {"64x3", "64x2", "32x3", "32x4"};
     // A prompt of 150 tokens after a 37-token prefix, and head dims the kernel is built for.
     for (auto [heads, kvHeads, D, page] : {std::array<int, 4>{8, 2, 128, 16}, {4, 2, 64, 7}, {4, 4, 32, 5}}) {
       bench::PagedProblem p(2, 187, 150, heads, kvHeads, D, page);
-      Tiles t(p);
+      bench::PrefillTiles t(p);
       const auto ref = p.reference();
       const std::string tag = " D=" + std::to_string(D) + " rep=" + std::to_string(heads / kvHeads) + " page=" + std::to_string(page);
       for (const char* v : variants) {
@@ -255,7 +238,7 @@ int main() {
     }
     for (int len : {4096, 8192}) {
       bench::PagedProblem p(1, len, len, 32, 8, 128, 16);
-      Tiles t(p);
+      bench::PrefillTiles t(p);
       std::printf("8B shape, 1 x %d tokens:", len);
       for (const char* v : variants) std::printf(" fa2 %s %.3f ms;", v, bench::timeMs([&] { prefillAttentionFa2(t.a, v, 0); }, 2, 5));
       std::printf(" shipped %.3f ms\n", bench::timeMs([&] { prefillAttention(t.a, 0); }, 2, 5));

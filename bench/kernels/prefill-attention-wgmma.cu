@@ -13,8 +13,10 @@
 // check passes (rel. err 2.4e-3 to 3.0e-3, as the shipped kernel's); one layer of the 8B shape,
 // 1 x 4096 tokens 0.362 ms (380 TFLOP/s causal) against 0.443 ms (311), 1 x 8192 1.290 ms (426)
 // against 1.648 ms (334). 166 registers, no spills, one block of 256 threads per SM. That is the
-// "basic" variant; "overlap" (below, 192 registers, no spills, no wgmma serialisation reported by
-// ptxas) was written after the device time was spent and has not run yet: its checks come first.
+// "basic" variant as it ran; since then its setup, softmax step and store moved into Block and
+// maskAndScale, shared with the "overlap" variant (the same operations; 168 registers). "overlap"
+// (192 registers, no spills, no wgmma serialisation reported by ptxas) was written after the
+// session's device time was spent: neither form has run since, so the checks come first.
 //   build: cmake --build native/build --target microserve_kernel_benches; run: prefill-attention-wgmma
 #include <array>
 #include <cmath>
@@ -86,6 +88,102 @@ __device__ __forceinline__ uint64_t desc(uint32_t addr, uint32_t lbo, uint32_t s
          1ull << 62;
 }
 
+
+// The block's problem: its tile, heads, KV group and page arithmetic (both variants).
+struct Block {
+  PrefillTile tile;
+  int h0, g, wg, warp, lane, kvDim, ps, psShift, keyEnd;
+  const int32_t* pt;
+  int64_t vOffset;
+  __device__ explicit Block(const PrefillAttentionArgs& a)
+      : tile(a.tiles[a.numTiles - 1 - blockIdx.y]),  // longest tiles first
+        h0(blockIdx.x * HPB),
+        g(h0 / (a.heads / a.kv.kvHeads)),
+        wg(threadIdx.x / 128),
+        warp((threadIdx.x / 32) % 4),
+        lane(threadIdx.x % 32),
+        kvDim(a.kv.kvHeads * D),
+        ps(a.kv.pageSize),
+        psShift(-1),
+        keyEnd(tile.posStart + tile.rows),
+        pt(a.pageTable + int64_t(tile.seq) * a.ptStride),
+        vOffset(int64_t(ps) * kvDim) {
+    if ((ps & (ps - 1)) == 0)
+      for (psShift = 0; (1 << psShift) < ps;) psShift++;
+  }
+  // Q of the block's heads (zero rows past the tile) -> swizzled shared memory (cp.async, uncommitted).
+  __device__ void loadQ(const PrefillAttentionArgs& a, unsigned char* Qs) const {
+    for (int c = threadIdx.x; c < HPB * BM * 16; c += kThreads) {
+      const int hs = c / (BM * 16), r = (c / 16) % BM, chunk = c % 16;
+      const bool in = r < tile.rows;
+      const bf16* src = in ? a.q + int64_t(tile.tokenStart + r) * a.qStride + (h0 + hs) * D + chunk * 8 : a.q;
+      cpAsync16(reinterpret_cast<bf16*>(Qs + hs * kQBytes + swz(BM, r, chunk)), src, in ? 16 : 0);
+    }
+  }
+  // Address of the K row of key j0 + threadIdx.x (this KV head) -> row[threadIdx.x]; null past the end.
+  __device__ void rowTable(const PrefillAttentionArgs& a, int j0, const bf16** row) const {
+    if (threadIdx.x < BN) {
+      const int key = j0 + threadIdx.x;
+      const int pg = psShift >= 0 ? key >> psShift : key / ps;
+      row[threadIdx.x] =
+          key < keyEnd ? a.kv.base + int64_t(pt[pg]) * a.kv.pageStride + int64_t(key - pg * ps) * kvDim + g * D : nullptr;
+    }
+  }
+  // The rows listed in row (plus `plus` elements: 0 for K, vOffset for V) -> a swizzled tile; zeros for null.
+  __device__ void loadRows(const PrefillAttentionArgs& a, const bf16* const* row, unsigned char* dst, int64_t plus) const {
+    const int chunk = threadIdx.x % 16;
+#pragma unroll
+    for (int r = threadIdx.x / 16; r < BN; r += kThreads / 16) {
+      const bf16* src = row[r];
+      cpAsync16(reinterpret_cast<bf16*>(dst + swz(BN, r, chunk)), src ? src + chunk * 8 + plus : a.kv.base, src ? 16 : 0);
+    }
+  }
+  // O / l of this thread's rows (l summed over the row's four threads here) -> the output, bf16.
+  __device__ void storeO(const PrefillAttentionArgs& a, const float (&o)[64], float (&l)[2]) const {
+    const int row0 = warp * 16 + lane / 4;
+#pragma unroll
+    for (int r = 0; r < 2; r++) {
+      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+      const int row = row0 + 8 * r;
+      if (row >= tile.rows) continue;
+      const float inv = 1.f / l[r];
+      bf16* dst = a.out + int64_t(tile.tokenStart + row) * a.outStride + (h0 + wg) * D + 2 * (lane & 3);
+#pragma unroll
+      for (int n = 0; n < D / 8; n++)
+        *reinterpret_cast<__nv_bfloat162*>(dst + 8 * n) =
+            __floats2bfloat162_rn(o[4 * n + 2 * r] * inv, o[4 * n + 2 * r + 1] * inv);
+    }
+  }
+};
+
+// The causal mask (keys after a row's position -> -inf, where the tile at key j0 reaches past the
+// block's first row) and the online softmax's step for this thread's two rows: the new row max
+// (mRun, log2 units), base (the max to subtract; 0 for a row with no key yet), alpha (O's rescale),
+// l rescaled. s: S of this tile in the accumulator layout.
+__device__ __forceinline__ void maskAndScale(float (&s)[64], int j0, int firstPos, const int (&rowPos)[2], float sl2,
+                                             float (&mRun)[2], float (&l)[2], float (&base)[2], float (&alpha)[2]) {
+  const int lane = threadIdx.x % 32;
+  const bool mask = j0 + BN - 1 > firstPos;
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int i = 0; i < 64; i++) {
+    const int r = (i >> 1) & 1;
+    if (mask && j0 + 8 * (i >> 2) + 2 * (lane & 3) + (i & 1) > rowPos[r]) s[i] = -INFINITY;
+    mx[r] = fmaxf(mx[r], s[i]);
+  }
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
+    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
+    const float mNew = fmaxf(mRun[r], mx[r] * sl2);
+    base[r] = mNew == -INFINITY ? 0.f : mNew;
+    alpha[r] = fastExp2(mRun[r] - base[r]);
+    mRun[r] = mNew;
+    l[r] *= alpha[r];
+  }
+}
+
 // grid (heads / HPB, numTiles), block kThreads; dynamic smem kSmem.
 __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmmaKernel(PrefillAttentionArgs a) {
   extern __shared__ unsigned char smRaw[];
@@ -96,41 +194,15 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmmaKernel(Prefi
   pdlWait();
   pdlTrigger();
 
-  const PrefillTile tile = a.tiles[a.numTiles - 1 - blockIdx.y];  // longest tiles first
-  const int h0 = blockIdx.x * HPB, g = h0 / (a.heads / a.kv.kvHeads);
-  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
-  const int kvDim = a.kv.kvHeads * D, ps = a.kv.pageSize;
-  const int psShift = (ps & (ps - 1)) == 0 ? __ffs(ps) - 1 : -1;
-  const int32_t* pt = a.pageTable + int64_t(tile.seq) * a.ptStride;
-  const int keyEnd = tile.posStart + tile.rows;
-  const int64_t vOffset = int64_t(ps) * kvDim;
-  const int numKeyTiles = (keyEnd + BN - 1) / BN;
-
-  // Q of both heads (zero rows past the tile) -> swizzled shared memory.
-  for (int c = threadIdx.x; c < HPB * BM * 16; c += kThreads) {
-    const int hs = c / (BM * 16), r = (c / 16) % BM, chunk = c % 16;
-    const bool in = r < tile.rows;
-    const bf16* src = in ? a.q + int64_t(tile.tokenStart + r) * a.qStride + (h0 + hs) * D + chunk * 8 : a.q;
-    cpAsync16(reinterpret_cast<bf16*>(Qs + hs * kQBytes + swz(BM, r, chunk)), src, in ? 16 : 0);
-  }
-  auto rowTable = [&](int j0, int slot) {
-    if (threadIdx.x < BN) {
-      const int key = j0 + threadIdx.x;
-      const int pg = psShift >= 0 ? key >> psShift : key / ps;
-      rowPtr[slot * BN + threadIdx.x] =
-          key < keyEnd ? a.kv.base + int64_t(pt[pg]) * a.kv.pageStride + int64_t(key - pg * ps) * kvDim + g * D : nullptr;
-    }
-  };
+  const Block b(a);
+  const PrefillTile& tile = b.tile;
+  const int numKeyTiles = (b.keyEnd + BN - 1) / BN;
+  b.loadQ(a, Qs);
+  auto rowTable = [&](int j0, int slot) { b.rowTable(a, j0, rowPtr + slot * BN); };
   auto loadKV = [&](int slot, int st) {  // the keys of rowPtr[slot] -> stage st (zeros past the end)
     unsigned char* Ks = KVs + st * 2 * kTileBytes;
-    const int chunk = threadIdx.x % 16;
-#pragma unroll
-    for (int r = threadIdx.x / 16; r < BN; r += kThreads / 16) {
-      const bf16* src = rowPtr[slot * BN + r];
-      const uint32_t off = swz(BN, r, chunk);
-      cpAsync16(reinterpret_cast<bf16*>(Ks + off), src ? src + chunk * 8 : a.kv.base, src ? 16 : 0);
-      cpAsync16(reinterpret_cast<bf16*>(Ks + kTileBytes + off), src ? src + chunk * 8 + vOffset : a.kv.base, src ? 16 : 0);
-    }
+    b.loadRows(a, rowPtr + slot * BN, Ks, 0);
+    b.loadRows(a, rowPtr + slot * BN, Ks + kTileBytes, b.vOffset);
   };
 
   float o[64], s[64];
@@ -138,9 +210,9 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmmaKernel(Prefi
   for (int i = 0; i < 64; i++) o[i] = 0.f;
   float mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   const float sl2 = a.scale * kLog2e;
-  const int row0 = warp * 16 + lane / 4;  // this thread's rows of the tile: row0, row0 + 8
+  const int row0 = b.warp * 16 + b.lane / 4;  // this thread's rows of the tile: row0, row0 + 8
   const int rowPos[2] = {tile.posStart + row0, tile.posStart + row0 + 8};
-  const uint32_t qAddr = smemAddr(Qs + wg * kQBytes);
+  const uint32_t qAddr = smemAddr(Qs + b.wg * kQBytes);
 
   rowTable(0, 0);
   rowTable(BN, 1);
@@ -170,25 +242,8 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmmaKernel(Prefi
     pinRegs(s);
 
     // Causal mask where the tile reaches past the first row, online softmax in log2 units.
-    const bool mask = j0 + BN - 1 > tile.posStart;
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int i = 0; i < 64; i++) {
-      const int r = (i >> 1) & 1;
-      if (mask && j0 + 8 * (i >> 2) + 2 * (lane & 3) + (i & 1) > rowPos[r]) s[i] = -INFINITY;
-      mx[r] = fmaxf(mx[r], s[i]);
-    }
     float base[2], alpha[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float mNew = fmaxf(mRun[r], mx[r] * sl2);
-      base[r] = mNew == -INFINITY ? 0.f : mNew;
-      alpha[r] = fastExp2(mRun[r] - base[r]);
-      mRun[r] = mNew;
-      l[r] *= alpha[r];
-    }
+    maskAndScale(s, j0, tile.posStart, rowPos, sl2, mRun, l, base, alpha);
     uint32_t p[8][4];
 #pragma unroll
     for (int i = 0; i < 64; i += 2) {
@@ -211,22 +266,7 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmmaKernel(Prefi
     pinRegs(o);
   }
 
-  // Normalise and store the tile's rows.
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-  }
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    const int row = row0 + 8 * r;
-    if (row >= tile.rows) continue;
-    const float inv = 1.f / l[r];
-    bf16* dst = a.out + int64_t(tile.tokenStart + row) * a.outStride + (h0 + wg) * D + 2 * (lane & 3);
-#pragma unroll
-    for (int n = 0; n < D / 8; n++)
-      *reinterpret_cast<__nv_bfloat162*>(dst + 8 * n) = __floats2bfloat162_rn(o[4 * n + 2 * r] * inv, o[4 * n + 2 * r + 1] * inv);
-  }
+  b.storeO(a, o, l);
 }
 
 // Variant "overlap" (not yet run: written after the session's device time was spent, 2026-12-04):
@@ -247,38 +287,12 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmma2Kernel(Pref
   pdlWait();
   pdlTrigger();
 
-  const PrefillTile tile = a.tiles[a.numTiles - 1 - blockIdx.y];
-  const int h0 = blockIdx.x * HPB, g = h0 / (a.heads / a.kv.kvHeads);
-  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
-  const int kvDim = a.kv.kvHeads * D, ps = a.kv.pageSize;
-  const int psShift = (ps & (ps - 1)) == 0 ? __ffs(ps) - 1 : -1;
-  const int32_t* pt = a.pageTable + int64_t(tile.seq) * a.ptStride;
-  const int keyEnd = tile.posStart + tile.rows;
-  const int64_t vOffset = int64_t(ps) * kvDim;
-  const int T = (keyEnd + BN - 1) / BN;
-
-  for (int c = threadIdx.x; c < HPB * BM * 16; c += kThreads) {
-    const int hs = c / (BM * 16), r = (c / 16) % BM, chunk = c % 16;
-    const bool in = r < tile.rows;
-    const bf16* src = in ? a.q + int64_t(tile.tokenStart + r) * a.qStride + (h0 + hs) * D + chunk * 8 : a.q;
-    cpAsync16(reinterpret_cast<bf16*>(Qs + hs * kQBytes + swz(BM, r, chunk)), src, in ? 16 : 0);
-  }
-  auto rowTable = [&](int j, int slot) {  // K row of tile j's keys (this KV head) -> slot
-    if (threadIdx.x < BN) {
-      const int key = j * BN + threadIdx.x;
-      const int pg = psShift >= 0 ? key >> psShift : key / ps;
-      rowPtr[slot * BN + threadIdx.x] =
-          key < keyEnd ? a.kv.base + int64_t(pt[pg]) * a.kv.pageStride + int64_t(key - pg * ps) * kvDim + g * D : nullptr;
-    }
-  };
-  auto load = [&](int slot, unsigned char* dst, int64_t plus) {  // K (plus 0) or V (vOffset) rows of a slot
-    const int chunk = threadIdx.x % 16;
-#pragma unroll
-    for (int r = threadIdx.x / 16; r < BN; r += kThreads / 16) {
-      const bf16* src = rowPtr[slot * BN + r];
-      cpAsync16(reinterpret_cast<bf16*>(dst + swz(BN, r, chunk)), src ? src + chunk * 8 + plus : a.kv.base, src ? 16 : 0);
-    }
-  };
+  const Block b(a);
+  const PrefillTile& tile = b.tile;
+  const int T = (b.keyEnd + BN - 1) / BN;
+  b.loadQ(a, Qs);
+  auto rowTable = [&](int j, int slot) { b.rowTable(a, j * BN, rowPtr + slot * BN); };
+  auto load = [&](int slot, unsigned char* dst, int64_t plus) { b.loadRows(a, rowPtr + slot * BN, dst, plus); };
 
   float o[64], s[64], alpha[2] = {1.f, 1.f};
   uint32_t p[8][4];
@@ -286,9 +300,9 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmma2Kernel(Pref
   for (int i = 0; i < 64; i++) o[i] = 0.f;
   float mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   const float sl2 = a.scale * kLog2e;
-  const int row0 = warp * 16 + lane / 4;
+  const int row0 = b.warp * 16 + b.lane / 4;
   const int rowPos[2] = {tile.posStart + row0, tile.posStart + row0 + 8};
-  const uint32_t qAddr = smemAddr(Qs + wg * kQBytes);
+  const uint32_t qAddr = smemAddr(Qs + b.wg * kQBytes);
   auto issueS = [&](int j) {  // S(j) = Q K(j)^T from K stage j & 1, into s
     const uint32_t kAddr = smemAddr(Ks + (j & 1) * kTileBytes);
     wgmmaFence();
@@ -301,26 +315,8 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmma2Kernel(Pref
   };
   // Softmax of S(j) in place (s becomes the unnormalised probabilities), alpha: O's rescale for them.
   auto softmax = [&](int j) {
-    const int j0 = j * BN;
-    const bool mask = j0 + BN - 1 > tile.posStart;
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int i = 0; i < 64; i++) {
-      const int r = (i >> 1) & 1;
-      if (mask && j0 + 8 * (i >> 2) + 2 * (lane & 3) + (i & 1) > rowPos[r]) s[i] = -INFINITY;
-      mx[r] = fmaxf(mx[r], s[i]);
-    }
     float base[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float mNew = fmaxf(mRun[r], mx[r] * sl2);
-      base[r] = mNew == -INFINITY ? 0.f : mNew;
-      alpha[r] = fastExp2(mRun[r] - base[r]);
-      mRun[r] = mNew;
-      l[r] *= alpha[r];
-    }
+    maskAndScale(s, j * BN, tile.posStart, rowPos, sl2, mRun, l, base, alpha);
 #pragma unroll
     for (int i = 0; i < 64; i++) {
       const int r = (i >> 1) & 1;
@@ -337,7 +333,7 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmma2Kernel(Pref
   __syncthreads();
   load(0, Ks, 0);  // with Q: group 0
   cpAsyncCommit();
-  load(0, Vs, vOffset);
+  load(0, Vs, b.vOffset);
   if (T > 1) load(1, Ks + kTileBytes, 0);
   cpAsyncCommit();  // group 1: V(0), K(1)
   cpAsyncWait<1>();
@@ -353,7 +349,7 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmma2Kernel(Pref
     cpAsyncWait<0>();  // V(t), K(t + 1)
     fenceProxyAsync();
     __syncthreads();   // the copies are everyone's; every warpgroup is done with K(t) and V(t - 1)
-    if (t + 1 < T) load((t + 1) % 3, Vs + ((t + 1) & 1) * kTileBytes, vOffset);
+    if (t + 1 < T) load((t + 1) % 3, Vs + ((t + 1) & 1) * kTileBytes, b.vOffset);
     if (t + 2 < T) load((t + 2) % 3, Ks + (t & 1) * kTileBytes, 0);
     cpAsyncCommit();
     if (t + 3 < T) rowTable(t + 3, t % 3);
@@ -378,21 +374,7 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmma2Kernel(Pref
     if (next) pack();
   }
 
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-  }
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    const int row = row0 + 8 * r;
-    if (row >= tile.rows) continue;
-    const float inv = 1.f / l[r];
-    bf16* dst = a.out + int64_t(tile.tokenStart + row) * a.outStride + (h0 + wg) * D + 2 * (lane & 3);
-#pragma unroll
-    for (int n = 0; n < D / 8; n++)
-      *reinterpret_cast<__nv_bfloat162*>(dst + 8 * n) = __floats2bfloat162_rn(o[4 * n + 2 * r] * inv, o[4 * n + 2 * r + 1] * inv);
-  }
+  b.storeO(a, o, l);
 }
 
 }  // namespace
@@ -413,30 +395,13 @@ void prefillAttentionWgmma(const PrefillAttentionArgs& a, const std::string& var
 
 using namespace ms::cuda;
 
-// Tiles and args for p (one sequence per problem row, queries = its last queryLen positions).
-struct Tiles {
-  PrefillAttentionArgs a;
-  PrefillTile* d = nullptr;
-  explicit Tiles(const bench::PagedProblem& p) {
-    std::vector<PrefillTile> t;
-    for (int s = 0; s < p.numSeqs; s++)
-      for (int i = 0; i < p.queryLen; i += kPrefillTileRows)
-        t.push_back({s, s * p.queryLen + i, std::min(kPrefillTileRows, p.queryLen - i), p.ctx - p.queryLen + i});
-    d = bench::upload(t);
-    a.q = p.dQ, a.qStride = p.heads * p.D, a.out = p.dOut, a.outStride = p.heads * p.D;
-    a.tiles = d, a.numTiles = int(t.size()), a.pageTable = p.dPageTable, a.ptStride = p.maxPages;
-    a.kv = p.kv(), a.heads = p.heads, a.scale = 1.f / std::sqrt(float(p.D));
-  }
-  ~Tiles() { cudaFree(d); }
-};
-
 int main() {
   try {
     // Prompts after a prefix (page 16, and 7: a page size that is not a power of two), GQA 4 and 2.
     for (auto [heads, kvHeads, page, ctx, len] : {std::array<int, 5>{8, 2, 16, 187, 150}, {8, 2, 7, 300, 300},
                                                   {4, 2, 16, 700, 129}}) {
       bench::PagedProblem p(2, ctx, len, heads, kvHeads, 128, page);
-      Tiles t(p);
+      bench::PrefillTiles t(p);
       const auto ref = p.reference();
       const std::string tag = " rep=" + std::to_string(heads / kvHeads) + " page=" + std::to_string(page) +
                               " ctx=" + std::to_string(ctx) + " len=" + std::to_string(len);
@@ -449,7 +414,7 @@ int main() {
     }
     for (int len : {4096, 8192}) {
       bench::PagedProblem p(1, len, len, 32, 8, 128, 16);
-      Tiles t(p);
+      bench::PrefillTiles t(p);
       prefillAttention(t.a, 0);
       const auto shipped = bench::downloadBf16(p.dOut, size_t(len) * 32 * 128);
       std::vector<double> ref(shipped.begin(), shipped.end());
