@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One script for the GPU host: builds the CUDA addon and tools, checks correctness, times.
 #   bash bench/gpu/run.sh [steps...]     steps: build check fixture kjv bench node extras peer check8b (default: all)
-#   quick variants: bench-quick, peer-quick
+#   quick variants: bench-quick, peer-quick; on request only: kbench (bench/kernels: the candidate
+#   kernels' checks and timings against the shipped ones, e.g. prefill-attention-wgmma)
 # Before (on a CPU machine, in the project root): bash bench/gpu/pack.sh  (writes .gpu/, ignored)
 # With the device tool: run(command="bash bench/gpu/run.sh", carry=[".gpu"]). Results go to $OUT
 # (or /tmp/ms-out): build.log, kernels-check.txt, fixture.txt, engine-bench.{txt,json}, choices.txt,
@@ -44,6 +45,15 @@ if has check; then
   stage kernel checks
   timeout 300 $BUILD/microserve_kernels_check 2>&1 | tee "$OUT/kernels-check.txt"
   summary+=("kernels: $(tail -1 "$OUT/kernels-check.txt")")
+fi
+
+if has kbench; then
+  stage kernel benches
+  cmake --build $BUILD -j 16 --target microserve_kernel_benches >> "$OUT/build.log" 2>&1 || tail -20 "$OUT/build.log"
+  for k in ${KBENCH:-prefill-attention-wgmma}; do
+    timeout 300 $BUILD/$k 2>&1 | tee "$OUT/kbench-$k.txt"
+    summary+=("kernel bench $k: $(tail -1 "$OUT/kbench-$k.txt")")
+  done
 fi
 
 if has fixture; then
