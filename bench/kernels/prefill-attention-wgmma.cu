@@ -104,13 +104,10 @@ struct Block {
         lane(threadIdx.x % 32),
         kvDim(a.kv.kvHeads * D),
         ps(a.kv.pageSize),
-        psShift(-1),
+        psShift(pageShift(ps)),
         keyEnd(tile.posStart + tile.rows),
         pt(a.pageTable + int64_t(tile.seq) * a.ptStride),
-        vOffset(int64_t(ps) * kvDim) {
-    if ((ps & (ps - 1)) == 0)
-      for (psShift = 0; (1 << psShift) < ps;) psShift++;
-  }
+        vOffset(int64_t(ps) * kvDim) {}
   // Q of the block's heads (zero rows past the tile) -> swizzled shared memory (cp.async, uncommitted).
   __device__ void loadQ(const PrefillAttentionArgs& a, unsigned char* Qs) const {
     for (int c = threadIdx.x; c < HPB * BM * 16; c += kThreads) {
@@ -124,7 +121,7 @@ struct Block {
   __device__ void rowTable(const PrefillAttentionArgs& a, int j0, const bf16** row) const {
     if (threadIdx.x < BN) {
       const int key = j0 + threadIdx.x;
-      const int pg = psShift >= 0 ? key >> psShift : key / ps;
+      const int pg = pageOf(key, ps, psShift);
       row[threadIdx.x] =
           key < keyEnd ? a.kv.base + int64_t(pt[pg]) * a.kv.pageStride + int64_t(key - pg * ps) * kvDim + g * D : nullptr;
     }

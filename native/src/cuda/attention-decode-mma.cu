@@ -43,9 +43,6 @@ namespace cg = cooperative_groups;
 
 constexpr int kMaxCluster = 16;
 constexpr float kLog2e = 1.4426950408889634f;
-
-// 2^x without exp2f's denormal path (one MUFU.EX2): the same value wherever the result is a normal
-// float; results below 2^-126 flush to zero, which no f32 sum of a softmax row with its max at 1 sees.
 // A group is read out of the mma tile's rows 0-7 (smM, smL, smO and ClusterRed hold 8 heads), and
 // the cluster merge's slices (rep * D / C values, C >= kMinCluster) fit ClusterRed::o while rep <= C.
 static_assert(kMaxGqa <= 8 && kMaxGqa <= kMinCluster, "decode attention holds at most 8 query heads per KV head");
@@ -168,13 +165,13 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
   __syncthreads();
   const bf16* kBase = a.kv.base + g * D;
   const int64_t vOff = int64_t(ps) * kvDim;
-  // A key's page and slot: a shift for a power-of-two page size (the default 16), else a division.
   // The tile loads are the kernel's main instruction stream (8 chunks per thread per tile): with a
-  // division in each, the blocks were issue-bound at 68% of the read rate (ncu, b=128, 2026-12-04).
-  const int psShift = (ps & (ps - 1)) == 0 ? __ffs(ps) - 1 : -1;
+  // division by the page size in each, the blocks were issue-bound at 68% of the read rate (ncu,
+  // b=128, 2026-12-04); pageOf shifts instead for the default 16.
+  const int psShift = pageShift(ps);
   auto keySrc = [&](int kb, int col) {
     const int key = k0 + kb;
-    const int pg = psShift >= 0 ? key >> psShift : key / ps;
+    const int pg = pageOf(key, ps, psShift);
     return kBase + int64_t(smPage[pg - page0]) * a.kv.pageStride + int64_t(key - pg * ps) * kvDim + col;
   };
   auto loadTile = [&](int j0, bool skipNewest) {  // keys [j0, j0 + BN) of the split; zeros past n

@@ -26,7 +26,6 @@ namespace {
 constexpr int BM = kPrefillTileRows;  // query rows per block
 constexpr float kLog2e = 1.4426950408889634f;
 
-
 // gqa kernel. grid (heads / HPB, numTiles), block NW warps; warp w holds tile positions
 // (w % 4) * 16 .. + 15 of heads h0 + (w / 4) * MT + m, m < MT. Dynamic smem
 // (HPB * BM + 4 * BN) * (D + 8) bf16: Q, then two stages of (K, V); then 2 * BN row pointers.

@@ -36,6 +36,17 @@ struct KvLayer {
   int headDim = 0;
 };
 
+// log2 of the page size where it is a power of two, else -1; with it, pageOf(key) = the page
+// holding key (its slot: key - page * pageSize) by a shift instead of a division.
+__host__ __device__ inline int pageShift(int pageSize) {
+  int s = 0;
+  while (s < 30 && (1 << s) < pageSize) s++;
+  return (1 << s) == pageSize ? s : -1;
+}
+__host__ __device__ inline int pageOf(int key, int pageSize, int shift) {
+  return shift >= 0 ? key >> shift : key / pageSize;
+}
+
 // Per-token batch metadata on the device (see forward-plan.h for how it is packed).
 struct TokenMeta {
   const int32_t* pos = nullptr;        // (numTokens,) absolute position
