@@ -13,10 +13,11 @@
 // check passes (rel. err 2.4e-3 to 3.0e-3, as the shipped kernel's); one layer of the 8B shape,
 // 1 x 4096 tokens 0.362 ms (380 TFLOP/s causal) against 0.443 ms (311), 1 x 8192 1.290 ms (426)
 // against 1.648 ms (334). 166 registers, no spills, one block of 256 threads per SM. That is the
-// "basic" variant as it ran; since then its setup, softmax step and store moved into Block and
-// maskAndScale, shared with the "overlap" variant (the same operations; 168 registers). "overlap"
-// (192 registers, no spills, no wgmma serialisation reported by ptxas) was written after the
-// session's device time was spent: neither form has run since, so the checks come first.
+// "basic" variant as it ran; since then its setup, softmax step, store and products moved into
+// Block, maskAndScale, issueQK and issuePV, shared with the "overlap" variant (the same operations;
+// 168 registers). "overlap" (194 registers, no spills, no wgmma serialisation reported by ptxas) was
+// written after the session's device time was spent: neither form has run since, so the checks come
+// first.
 //   build: cmake --build native/build --target microserve_kernel_benches; run: prefill-attention-wgmma
 #include <array>
 #include <cmath>
@@ -35,15 +36,14 @@ constexpr int kSmem = HPB * kQBytes + 2 * 2 * kTileBytes + 2 * BN * 8 + 1024;
 constexpr float kLog2e = 1.4426950408889634f;
 static_assert(BM == 64, "one warpgroup's m64 is the tile");
 
-// D (64 x 128 f32 in the accumulator layout) (+)= A (64 x 16, shared: descA) . B (16 x 128, shared: descB),
-// B K-major (TRANS_B 0) or N-major (1); scaleD 0 overwrites D.
-template <int TRANS_B>
-__device__ __forceinline__ void wgmmaSS(float (&d)[64], uint64_t descA, uint64_t descB, int scaleD) {
+// D (64 x 128 f32 in the accumulator layout) += A (64 x 16, shared: descA) . B (16 x 128, shared: descB,
+// K-major).
+__device__ __forceinline__ void wgmmaSS(float (&d)[64], uint64_t descA, uint64_t descB) {
   asm volatile(
       "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, %67;\n}\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "l"(descA), "l"(descB), "r"(scaleD), "n"(TRANS_B));
+      : "l"(descA), "l"(descB), "r"(1));
 }
 // D += A (64 x 16 bf16 in registers: the accumulator layout of 16 columns, packed in pairs) . B (16 x 128,
 // shared: descB, N-major).
@@ -68,7 +68,6 @@ __device__ __forceinline__ void wgmmaSSFirst(float (&d)[64], uint64_t descA, uin
 }
 __device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 __device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmmaWait() { asm volatile("wgmma.wait_group.sync.aligned 0;\n" ::: "memory"); }
 // Waits until at most N of this warpgroup's committed wgmma groups are pending (they complete in order).
 template <int N>
 __device__ __forceinline__ void wgmmaWaitUpTo() {
@@ -88,6 +87,25 @@ __device__ __forceinline__ uint64_t desc(uint32_t addr, uint32_t lbo, uint32_t s
          1ull << 62;
 }
 
+// S = Q K^T of one warpgroup, issued and committed, not waited: 8 steps of 16 head dims, Q (64 rows
+// at qAddr) and K (128 keys at kAddr) K-major.
+__device__ __forceinline__ void issueQK(float (&s)[64], uint32_t qAddr, uint32_t kAddr) {
+  wgmmaFence();
+  wgmmaSSFirst(s, desc(qAddr, 16, 1024), desc(kAddr, 16, 1024));
+#pragma unroll
+  for (int kk = 1; kk < D / 16; kk++)
+    wgmmaSS(s, desc(qAddr + (kk >> 2) * (BM * 128) + (kk & 3) * 32, 16, 1024),
+            desc(kAddr + (kk >> 2) * (BN * 128) + (kk & 3) * 32, 16, 1024));
+  wgmmaCommit();
+}
+// O += P V, issued and committed: 8 steps of 16 keys; P from registers, V N-major at vAddr (its 128
+// dims contiguous in two swizzled halves).
+__device__ __forceinline__ void issuePV(float (&o)[64], const uint32_t (&p)[8][4], uint32_t vAddr) {
+  wgmmaFence();
+#pragma unroll
+  for (int kk = 0; kk < BN / 16; kk++) wgmmaRS(o, p[kk], desc(vAddr + kk * 16 * 128, BN * 128, 1024));
+  wgmmaCommit();
+}
 
 // The block's problem: its tile, heads, KV group and page arithmetic (both variants).
 struct Block {
@@ -228,14 +246,8 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmmaKernel(Prefi
     if (t + 2 < numKeyTiles) rowTable(j0 + 2 * BN, t & 1);
     const uint32_t kAddr = smemAddr(KVs + (t & 1) * 2 * kTileBytes), vAddr = kAddr + kTileBytes;
 
-    // S = Q K^T: 8 steps of 16 head dims; Q (64 rows) and K (128 keys) K-major.
-    wgmmaFence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++)
-      wgmmaSS<0>(s, desc(qAddr + (kk >> 2) * (BM * 128) + (kk & 3) * 32, 16, 1024),
-                 desc(kAddr + (kk >> 2) * (BN * 128) + (kk & 3) * 32, 16, 1024), kk > 0);
-    wgmmaCommit();
-    wgmmaWait();
+    issueQK(s, qAddr, kAddr);
+    wgmmaWaitUpTo<0>();
     pinRegs(s);
 
     // Causal mask where the tile reaches past the first row, online softmax in log2 units.
@@ -254,12 +266,8 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmmaKernel(Prefi
       for (int i = 0; i < 64; i++) o[i] *= alpha[(i >> 1) & 1];
     }
 
-    // O += P V: 8 steps of 16 keys; V N-major (its 128 dims contiguous in two swizzled halves).
-    wgmmaFence();
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; kk++) wgmmaRS(o, p[kk], desc(vAddr + kk * 16 * 128, BN * 128, 1024));
-    wgmmaCommit();
-    wgmmaWait();
+    issuePV(o, p, vAddr);
+    wgmmaWaitUpTo<0>();
     pinRegs(o);
   }
 
@@ -300,16 +308,7 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmma2Kernel(Pref
   const int row0 = b.warp * 16 + b.lane / 4;
   const int rowPos[2] = {tile.posStart + row0, tile.posStart + row0 + 8};
   const uint32_t qAddr = smemAddr(Qs + b.wg * kQBytes);
-  auto issueS = [&](int j) {  // S(j) = Q K(j)^T from K stage j & 1, into s
-    const uint32_t kAddr = smemAddr(Ks + (j & 1) * kTileBytes);
-    wgmmaFence();
-    wgmmaSSFirst(s, desc(qAddr, 16, 1024), desc(kAddr, 16, 1024));
-#pragma unroll
-    for (int kk = 1; kk < D / 16; kk++)
-      wgmmaSS<0>(s, desc(qAddr + (kk >> 2) * (BM * 128) + (kk & 3) * 32, 16, 1024),
-                 desc(kAddr + (kk >> 2) * (BN * 128) + (kk & 3) * 32, 16, 1024), 1);
-    wgmmaCommit();
-  };
+  auto issueS = [&](int j) { issueQK(s, qAddr, smemAddr(Ks + (j & 1) * kTileBytes)); };  // S(j), K stage j & 1
   // Softmax of S(j) in place (s becomes the unnormalised probabilities), alpha: O's rescale for them.
   auto softmax = [&](int j) {
     float base[2];
@@ -358,11 +357,7 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmma2Kernel(Pref
     // same wgmma sequence on every path, which ptxas needs to see to keep the products in flight.
     const bool next = t + 1 < T;
     issueS(t + 1);
-    const uint32_t vAddr = smemAddr(Vs + (t & 1) * kTileBytes);
-    wgmmaFence();
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; kk++) wgmmaRS(o, p[kk], desc(vAddr + kk * 16 * 128, BN * 128, 1024));
-    wgmmaCommit();
+    issuePV(o, p, smemAddr(Vs + (t & 1) * kTileBytes));
     wgmmaWaitUpTo<1>();  // S(t + 1); P(t) V(t) still runs
     pinRegs(s);
     if (next) softmax(t + 1);
