@@ -4,7 +4,9 @@
 #    library that nothing links (a compile check; the addon is unchanged);
 #  - nvcc and cuBLASLt (the GPU host): the full backend goes into microserve_native with
 #    MS_WITH_CUDA, and the targets microserve_engine_bench and microserve_kernels_check exist.
-# Options: -DMS_CUDA=OFF skips all of it; -DMS_CUDA_ARCH (default 90-real = sm_90 machine code).
+# Options: -DMS_CUDA=OFF skips all of it; -DMS_CUDA_ARCH (default 90a = sm_90a machine code, which
+# the wgmma prefill attention needs; any other value is passed as CUDA_ARCHITECTURES and leaves
+# prefill attention on the mma.sync kernel).
 option(MS_CUDA "Build CUDA parts where a CUDA toolchain exists" ON)
 if(NOT MS_CUDA)
   return()
@@ -19,7 +21,7 @@ endif()
 set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)  # one runtime for the .cu and .cc files
 enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
-set(MS_CUDA_ARCH "90-real" CACHE STRING "CUDA_ARCHITECTURES of the CUDA targets")
+set(MS_CUDA_ARCH "90a" CACHE STRING "CUDA targets' architecture: 90a, or a CUDA_ARCHITECTURES value")
 
 set(MS_CUDA_KERNEL_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/elementwise.cu
@@ -27,12 +29,21 @@ set(MS_CUDA_KERNEL_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-decode.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-decode-mma.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-prefill.cu
+  ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/attention-prefill-wgmma.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/sampling.cu
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/logit-processing.cu)
 
+# sm_90a (architecture-specific: wgmma) is named by flags, since CMake before 3.27 does not take
+# "90a" in CUDA_ARCHITECTURES; MS_CUDA_WGMMA tells the host code the wgmma kernel is there.
 function(ms_cuda_target_options target)
-  set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES ${MS_CUDA_ARCH} CUDA_STANDARD 17
-                                             CUDA_STANDARD_REQUIRED ON POSITION_INDEPENDENT_CODE ON)
+  set_target_properties(${target} PROPERTIES CUDA_STANDARD 17 CUDA_STANDARD_REQUIRED ON POSITION_INDEPENDENT_CODE ON)
+  if(MS_CUDA_ARCH STREQUAL "90a")
+    set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES OFF)
+    target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--generate-code=arch=compute_90a,code=sm_90a>)
+    target_compile_definitions(${target} PRIVATE MS_CUDA_WGMMA)
+  else()
+    set_target_properties(${target} PROPERTIES CUDA_ARCHITECTURES ${MS_CUDA_ARCH})
+  endif()
   target_compile_options(${target} PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:-O3 -lineinfo>)
 endfunction()
 
@@ -58,10 +69,6 @@ foreach(name decode-attention-simt prefill-attention-fa2 decode-merge-serial dec
   target_link_libraries(${name} PRIVATE CUDA::cudart)
   add_dependencies(microserve_kernel_benches ${name})
 endforeach()
-# wgmma is an sm_90a instruction (architecture-specific): named by flags, since CMake before 3.27
-# does not take "90a" in CUDA_ARCHITECTURES.
-set_target_properties(prefill-attention-wgmma PROPERTIES CUDA_ARCHITECTURES OFF)
-target_compile_options(prefill-attention-wgmma PRIVATE $<$<COMPILE_LANGUAGE:CUDA>:--generate-code=arch=compute_90a,code=sm_90a>)
 
 if(NOT MS_CUBLASLT_INCLUDE_DIR OR NOT TARGET CUDA::cublasLt)
   message(STATUS "microserve: nvcc ${CMAKE_CUDA_COMPILER_VERSION} without cuBLASLt: compile check of the CUDA kernels only")

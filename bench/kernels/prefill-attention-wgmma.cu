@@ -19,83 +19,35 @@
 // written after the session's device time was spent: neither form has run since, so the checks come
 // first.
 //   build: cmake --build native/build --target microserve_kernel_benches; run: prefill-attention-wgmma
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
 #include <array>
+#include <functional>
 #include <cmath>
 #include <string>
 
 #include "common.cuh"
 #include "cuda/mma-ptx.h"
 #include "cuda/pdl.h"
+#include "cuda/wgmma-ptx.h"
 
 namespace ms::cuda {
 namespace {
 
 constexpr int D = 128, BM = kPrefillTileRows, BN = 128, HPB = 2, kThreads = 128 * HPB;
 constexpr int kQBytes = BM * D * 2, kTileBytes = BN * D * 2;  // one head's Q; one K (or V) tile
-constexpr int kSmem = HPB * kQBytes + 2 * 2 * kTileBytes + 2 * BN * 8 + 1024;
 constexpr float kLog2e = 1.4426950408889634f;
 static_assert(BM == 64, "one warpgroup's m64 is the tile");
-
-// D (64 x 128 f32 in the accumulator layout) += A (64 x 16, shared: descA) . B (16 x 128, shared: descB,
-// K-major).
-__device__ __forceinline__ void wgmmaSS(float (&d)[64], uint64_t descA, uint64_t descB) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "l"(descA), "l"(descB), "r"(1));
-}
-// D += A (64 x 16 bf16 in registers: the accumulator layout of 16 columns, packed in pairs) . B (16 x 128,
-// shared: descB, N-major).
-__device__ __forceinline__ void wgmmaRS(float (&d)[64], const uint32_t (&a)[4], uint64_t descB) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(descB), "r"(1));
-}
-// Keeps the compiler from moving accesses of an accumulator across a wgmma fence or wait.
-__device__ __forceinline__ void pinRegs(float (&d)[64]) { asm volatile("" : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])::"memory"); }
-
-// D (64 x 128 f32 in the accumulator layout) = A (64 x 16, shared: descA) . B (16 x 128, shared: descB,
-// K-major): the first step of a product (D's old values are not read, so they need not stay live).
-__device__ __forceinline__ void wgmmaSSFirst(float (&d)[64], uint64_t descA, uint64_t descB) {
-  asm volatile(
-      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
-      : "=f"(d[0]), "=f"(d[1]), "=f"(d[2]), "=f"(d[3]), "=f"(d[4]), "=f"(d[5]), "=f"(d[6]), "=f"(d[7]), "=f"(d[8]), "=f"(d[9]), "=f"(d[10]), "=f"(d[11]), "=f"(d[12]), "=f"(d[13]), "=f"(d[14]), "=f"(d[15]), "=f"(d[16]), "=f"(d[17]), "=f"(d[18]), "=f"(d[19]), "=f"(d[20]), "=f"(d[21]), "=f"(d[22]), "=f"(d[23]), "=f"(d[24]), "=f"(d[25]), "=f"(d[26]), "=f"(d[27]), "=f"(d[28]), "=f"(d[29]), "=f"(d[30]), "=f"(d[31]), "=f"(d[32]), "=f"(d[33]), "=f"(d[34]), "=f"(d[35]), "=f"(d[36]), "=f"(d[37]), "=f"(d[38]), "=f"(d[39]), "=f"(d[40]), "=f"(d[41]), "=f"(d[42]), "=f"(d[43]), "=f"(d[44]), "=f"(d[45]), "=f"(d[46]), "=f"(d[47]), "=f"(d[48]), "=f"(d[49]), "=f"(d[50]), "=f"(d[51]), "=f"(d[52]), "=f"(d[53]), "=f"(d[54]), "=f"(d[55]), "=f"(d[56]), "=f"(d[57]), "=f"(d[58]), "=f"(d[59]), "=f"(d[60]), "=f"(d[61]), "=f"(d[62]), "=f"(d[63])
-      : "l"(descA), "l"(descB), "r"(0));
-}
-__device__ __forceinline__ void wgmmaFence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
-__device__ __forceinline__ void wgmmaCommit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
-// Waits until at most N of this warpgroup's committed wgmma groups are pending (they complete in order).
-template <int N>
-__device__ __forceinline__ void wgmmaWaitUpTo() {
-  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
-}
-// Shared-memory writes of the generic proxy (cp.async) made visible to wgmma (the async proxy).
-__device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
-
-// A [rows][128] bf16 tile in shared memory as wgmma reads it with 128-byte swizzling: two halves of
-// 64 columns (rows x 128 bytes each), the 16-byte chunk c of row r at chunk (c ^ r % 8) of its row.
-__device__ __forceinline__ uint32_t swz(int rows, int r, int chunk) {
-  return uint32_t((chunk >> 3) * rows * 128 + r * 128 + (((chunk & 7) ^ (r & 7)) << 4));
-}
-// Matrix descriptor: start address, leading and stride byte offsets, 128-byte swizzle.
-__device__ __forceinline__ uint64_t desc(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return uint64_t((addr & 0x3FFFF) >> 4) | uint64_t((lbo & 0x3FFFF) >> 4) << 16 | uint64_t((sbo & 0x3FFFF) >> 4) << 32 |
-         1ull << 62;
-}
 
 // S = Q K^T of one warpgroup, issued and committed, not waited: 8 steps of 16 head dims, Q (64 rows
 // at qAddr) and K (128 keys at kAddr) K-major.
 __device__ __forceinline__ void issueQK(float (&s)[64], uint32_t qAddr, uint32_t kAddr) {
   wgmmaFence();
-  wgmmaSSFirst(s, desc(qAddr, 16, 1024), desc(kAddr, 16, 1024));
 #pragma unroll
-  for (int kk = 1; kk < D / 16; kk++)
-    wgmmaSS(s, desc(qAddr + (kk >> 2) * (BM * 128) + (kk & 3) * 32, 16, 1024),
-            desc(kAddr + (kk >> 2) * (BN * 128) + (kk & 3) * 32, 16, 1024));
+  for (int kk = 0; kk < D / 16; kk++)
+    wgmmaSS<0>(s, smemDesc128(qAddr + (kk >> 2) * (BM * 128) + (kk & 3) * 32, 16, 1024),
+               smemDesc128(kAddr + (kk >> 2) * (BN * 128) + (kk & 3) * 32, 16, 1024), kk > 0);
   wgmmaCommit();
 }
 // O += P V, issued and committed: 8 steps of 16 keys; P from registers, V N-major at vAddr (its 128
@@ -103,7 +55,7 @@ __device__ __forceinline__ void issueQK(float (&s)[64], uint32_t qAddr, uint32_t
 __device__ __forceinline__ void issuePV(float (&o)[64], const uint32_t (&p)[8][4], uint32_t vAddr) {
   wgmmaFence();
 #pragma unroll
-  for (int kk = 0; kk < BN / 16; kk++) wgmmaRS(o, p[kk], desc(vAddr + kk * 16 * 128, BN * 128, 1024));
+  for (int kk = 0; kk < BN / 16; kk++) wgmmaRS(o, p[kk], smemDesc128(vAddr + kk * 16 * 128, BN * 128, 1024));
   wgmmaCommit();
 }
 
@@ -132,7 +84,7 @@ struct Block {
       const int hs = c / (BM * 16), r = (c / 16) % BM, chunk = c % 16;
       const bool in = r < tile.rows;
       const bf16* src = in ? a.q + int64_t(tile.tokenStart + r) * a.qStride + (h0 + hs) * D + chunk * 8 : a.q;
-      cpAsync16(reinterpret_cast<bf16*>(Qs + hs * kQBytes + swz(BM, r, chunk)), src, in ? 16 : 0);
+      cpAsync16(reinterpret_cast<bf16*>(Qs + hs * kQBytes + swz128(BM, r, chunk)), src, in ? 16 : 0);
     }
   }
   // Address of the K row of key j0 + threadIdx.x (this KV head) -> row[threadIdx.x]; null past the end.
@@ -150,7 +102,7 @@ struct Block {
 #pragma unroll
     for (int r = threadIdx.x / 16; r < BN; r += kThreads / 16) {
       const bf16* src = row[r];
-      cpAsync16(reinterpret_cast<bf16*>(dst + swz(BN, r, chunk)), src ? src + chunk * 8 + plus : a.kv.base, src ? 16 : 0);
+      cpAsync16(reinterpret_cast<bf16*>(dst + swz128(BN, r, chunk)), src ? src + chunk * 8 + plus : a.kv.base, src ? 16 : 0);
     }
   }
   // O / l of this thread's rows (l summed over the row's four threads here) -> the output, bf16.
@@ -197,81 +149,6 @@ __device__ __forceinline__ void maskAndScale(float (&s)[64], int j0, int firstPo
     mRun[r] = mNew;
     l[r] *= alpha[r];
   }
-}
-
-// grid (heads / HPB, numTiles), block kThreads; dynamic smem kSmem.
-__global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmmaKernel(PrefillAttentionArgs a) {
-  extern __shared__ unsigned char smRaw[];
-  unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
-  unsigned char* Qs = sm;                            // HPB heads x kQBytes
-  unsigned char* KVs = sm + HPB * kQBytes;           // stage s: K at s * 2 * kTileBytes, V after it
-  const bf16** rowPtr = reinterpret_cast<const bf16**>(KVs + 4 * kTileBytes);  // (2, BN)
-  pdlWait();
-  pdlTrigger();
-
-  const Block b(a);
-  const PrefillTile& tile = b.tile;
-  const int numKeyTiles = (b.keyEnd + BN - 1) / BN;
-  b.loadQ(a, Qs);
-  auto rowTable = [&](int j0, int slot) { b.rowTable(a, j0, rowPtr + slot * BN); };
-  auto loadKV = [&](int slot, int st) {  // the keys of rowPtr[slot] -> stage st (zeros past the end)
-    unsigned char* Ks = KVs + st * 2 * kTileBytes;
-    b.loadRows(a, rowPtr + slot * BN, Ks, 0);
-    b.loadRows(a, rowPtr + slot * BN, Ks + kTileBytes, b.vOffset);
-  };
-
-  float o[64], s[64];
-#pragma unroll
-  for (int i = 0; i < 64; i++) o[i] = 0.f;
-  float mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-  const float sl2 = a.scale * kLog2e;
-  const int row0 = b.warp * 16 + b.lane / 4;  // this thread's rows of the tile: row0, row0 + 8
-  const int rowPos[2] = {tile.posStart + row0, tile.posStart + row0 + 8};
-  const uint32_t qAddr = smemAddr(Qs + b.wg * kQBytes);
-
-  rowTable(0, 0);
-  rowTable(BN, 1);
-  __syncthreads();
-  loadKV(0, 0);
-  cpAsyncCommit();
-  for (int t = 0; t < numKeyTiles; t++) {
-    const int j0 = t * BN;
-    cpAsyncWait<0>();  // tile t (and Q) landed for this thread
-    fenceProxyAsync();
-    __syncthreads();   // for every thread; every warpgroup is done with tile t - 1's stage
-    if (t + 1 < numKeyTiles) {
-      loadKV((t + 1) & 1, (t + 1) & 1);
-      cpAsyncCommit();
-    }
-    if (t + 2 < numKeyTiles) rowTable(j0 + 2 * BN, t & 1);
-    const uint32_t kAddr = smemAddr(KVs + (t & 1) * 2 * kTileBytes), vAddr = kAddr + kTileBytes;
-
-    issueQK(s, qAddr, kAddr);
-    wgmmaWaitUpTo<0>();
-    pinRegs(s);
-
-    // Causal mask where the tile reaches past the first row, online softmax in log2 units.
-    float base[2], alpha[2];
-    maskAndScale(s, j0, tile.posStart, rowPos, sl2, mRun, l, base, alpha);
-    uint32_t p[8][4];
-#pragma unroll
-    for (int i = 0; i < 64; i += 2) {
-      const int r = (i >> 1) & 1;
-      const float p0 = fastExp2(fmaf(s[i], sl2, -base[r])), p1 = fastExp2(fmaf(s[i + 1], sl2, -base[r]));
-      l[r] += p0 + p1;
-      p[i >> 3][(i >> 1) & 3] = packBf16(p0, p1);
-    }
-    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-      for (int i = 0; i < 64; i++) o[i] *= alpha[(i >> 1) & 1];
-    }
-
-    issuePV(o, p, vAddr);
-    wgmmaWaitUpTo<0>();
-    pinRegs(o);
-  }
-
-  b.storeO(a, o, l);
 }
 
 // Variant "overlap" (not yet run: written after the session's device time was spent, 2026-12-04):
@@ -336,7 +213,7 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmma2Kernel(Pref
   fenceProxyAsync();
   __syncthreads();
   issueS(0);
-  wgmmaWaitUpTo<0>();
+  wgmmaWait<0>();
   pinRegs(s);
   softmax(0);
   pack();
@@ -358,10 +235,10 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmma2Kernel(Pref
     const bool next = t + 1 < T;
     issueS(t + 1);
     issuePV(o, p, smemAddr(Vs + (t & 1) * kTileBytes));
-    wgmmaWaitUpTo<1>();  // S(t + 1); P(t) V(t) still runs
+    wgmmaWait<1>();  // S(t + 1); P(t) V(t) still runs
     pinRegs(s);
     if (next) softmax(t + 1);
-    wgmmaWaitUpTo<0>();
+    wgmmaWait<0>();
     pinRegs(o);
     if (next) pack();
   }
@@ -369,58 +246,340 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmma2Kernel(Pref
   b.storeO(a, o, l);
 }
 
+
+// Variant "tma": the shipped kernel's order (S, softmax, P V per tile, two K/V stages, one barrier
+// per tile) with the K/V tiles brought by the Tensor Memory Accelerator instead of 16 cp.async per
+// thread per tile: thread 0 issues one 5-d tensor copy per (page, K or V, 64-dim half), 32 per tile
+// at page 16, which land 128-byte-swizzled (the layout wgmma reads) and complete on an mbarrier per
+// stage. The 256 threads' address arithmetic and copies leave the issue slots to the softmax. Pages
+// of 8..128 keys that divide BN only (a page is one box of rows). Rows past the sequence's last key:
+// pages wholly past it are not loaded (the stage keeps older, finite tiles), and V rows past it in
+// the last tile are zeroed (a page's unwritten slots may hold NaN, and 0 x NaN is NaN in the product).
+__device__ __forceinline__ void mbarInit(uint64_t* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smemAddr(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbarExpectTx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smemAddr(bar)), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbarWait(uint64_t* bar, int parity) {
+  asm volatile(
+      "{\n.reg .pred p;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra WAIT;\n}\n" ::"r"(
+          smemAddr(bar)),
+      "r"(parity)
+      : "memory");
+}
+__device__ __forceinline__ void tmaLoad5(void* dst, const CUtensorMap* map, int c0, int c1, int c2, int c3, int c4,
+                                         uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, %6}], "
+      "[%7];\n" ::"r"(smemAddr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4), "r"(smemAddr(bar))
+      : "memory");
+}
+
+// One thread: the pages of key tile t (those holding keys before pgEnd's page) -> K at dst, V at
+// dst + kTileBytes, both as two swizzled 64-dim halves; complete on bar (expecting their bytes).
+__device__ __forceinline__ void issueTile(const Block& b, const CUtensorMap* map, int t, int pgEnd, unsigned char* dst,
+                                          uint64_t* bar) {
+  const int p0 = t * BN / b.ps, n = min(BN / b.ps, pgEnd - p0);
+  mbarExpectTx(bar, uint32_t(n * b.ps * 512));  // n pages x (K, V) x 2 halves x ps rows x 128 B
+  for (int i = 0; i < n; i++) {
+    const int page = b.pt[p0 + i];
+#pragma unroll
+    for (int kv = 0; kv < 2; kv++)
+#pragma unroll
+      for (int h = 0; h < 2; h++) tmaLoad5(dst + kv * kTileBytes + h * BN * 128 + i * b.ps * 128, map, h * 64, b.g, 0, kv, page, bar);
+  }
+}
+
+constexpr int kSmemT = HPB * kQBytes + 2 * 2 * kTileBytes + 1024 + 64;
+__global__ void __launch_bounds__(kThreads, 1)
+    prefillAttentionTmaKernel(PrefillAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
+  extern __shared__ unsigned char smRaw[];
+  unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
+  unsigned char* Qs = sm;                   // HPB heads x kQBytes
+  unsigned char* KVs = sm + HPB * kQBytes;  // stage st: K at st * 2 * kTileBytes, V after it
+  uint64_t* full = reinterpret_cast<uint64_t*>(KVs + 4 * kTileBytes);  // (2,): stage st's copies landed
+  if (threadIdx.x == 0) {
+    mbarInit(full, 1), mbarInit(full + 1, 1);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  pdlWait();
+  pdlTrigger();
+
+  const Block b(a);
+  const PrefillTile& tile = b.tile;
+  const int numKeyTiles = (b.keyEnd + BN - 1) / BN;
+  const int pgEnd = (b.keyEnd + b.ps - 1) / b.ps;  // pages holding the tile's keys
+  b.loadQ(a, Qs);
+  cpAsyncCommit();
+  __syncthreads();  // the barriers are initialised
+  auto issue = [&](int t) { issueTile(b, &kvMap, t, pgEnd, KVs + (t & 1) * 2 * kTileBytes, full + (t & 1)); };
+  if (threadIdx.x == 0) issue(0);
+
+  float o[64], s[64];
+#pragma unroll
+  for (int i = 0; i < 64; i++) o[i] = 0.f;
+  float mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const float sl2 = a.scale * kLog2e;
+  const int row0 = b.warp * 16 + b.lane / 4;
+  const int rowPos[2] = {tile.posStart + row0, tile.posStart + row0 + 8};
+  const uint32_t qAddr = smemAddr(Qs + b.wg * kQBytes);
+  for (int t = 0; t < numKeyTiles; t++) {
+    const int j0 = t * BN;
+    unsigned char* Ks = KVs + (t & 1) * 2 * kTileBytes;
+    mbarWait(full + (t & 1), (t >> 1) & 1);
+    if (b.keyEnd - j0 < BN) {  // the last tile: zero V's rows past the last key (both halves)
+      const int from = b.keyEnd - j0;
+      for (int c = threadIdx.x; c < 2 * (BN - from) * 8; c += kThreads) {
+        const int h = c / ((BN - from) * 8), r = from + (c / 8) % (BN - from);
+        *reinterpret_cast<uint4*>(Ks + kTileBytes + h * BN * 128 + r * 128 + (c % 8) * 16) = make_uint4(0, 0, 0, 0);
+      }
+    }
+    if (t == 0) cpAsyncWait<0>();  // Q
+    fenceProxyAsync();
+    __syncthreads();  // every warpgroup is done with tile t - 1's stage; zeros and Q visible to wgmma
+    if (threadIdx.x == 0 && t + 1 < numKeyTiles) issue(t + 1);
+    const uint32_t kAddr = smemAddr(Ks), vAddr = kAddr + kTileBytes;
+
+    issueQK(s, qAddr, kAddr);
+    wgmmaWait<0>();
+    pinRegs(s);
+    float base[2], alpha[2];
+    maskAndScale(s, j0, tile.posStart, rowPos, sl2, mRun, l, base, alpha);
+    uint32_t p[8][4];
+#pragma unroll
+    for (int i = 0; i < 64; i += 2) {
+      const int r = (i >> 1) & 1;
+      const float p0 = fastExp2(fmaf(s[i], sl2, -base[r])), p1 = fastExp2(fmaf(s[i + 1], sl2, -base[r]));
+      l[r] += p0 + p1;
+      p[i >> 3][(i >> 1) & 3] = packBf16(p0, p1);
+    }
+    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+      for (int i = 0; i < 64; i++) o[i] *= alpha[(i >> 1) & 1];
+    }
+    issuePV(o, p, vAddr);
+    wgmmaWait<0>();
+    pinRegs(o);
+  }
+  b.storeO(a, o, l);
+}
+
+// Variant "tma3": "tma" with the loads moved to a producer warp (a ninth warp, lane 0) and three
+// K/V stages, the two warpgroups no longer in step: a stage is released by an mbarrier every
+// consumer thread arrives on after its P V product, and the producer waits on that before loading
+// the stage again (no block barrier per tile; the warpgroups drift and overlap each other's
+// softmax with their products). The last tile's V rows past the last key are zeroed, a half by
+// each warpgroup, under one barrier of the 256 consumer threads.
+__device__ __forceinline__ void mbarArrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smemAddr(bar)) : "memory");
+}
+__device__ __forceinline__ void consumerSync() { asm volatile("bar.sync 1, %0;\n" ::"n"(kThreads) : "memory"); }
+constexpr int kStages3 = 3, kThreads3 = kThreads + 32;
+constexpr int kSmemT3 = HPB * kQBytes + kStages3 * 2 * kTileBytes + 1024 + 64;
+__global__ void __launch_bounds__(kThreads3, 1)
+    prefillAttentionTma3Kernel(PrefillAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
+  extern __shared__ unsigned char smRaw[];
+  unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
+  unsigned char* Qs = sm;
+  unsigned char* KVs = sm + HPB * kQBytes;  // stage st: K at st * 2 * kTileBytes, V after it
+  uint64_t* full = reinterpret_cast<uint64_t*>(KVs + kStages3 * 2 * kTileBytes);  // (3,) loads landed
+  uint64_t* empty = full + kStages3;                                               // (3,) consumers done
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < kStages3; i++) mbarInit(full + i, 1), mbarInit(empty + i, kThreads);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  pdlWait();
+  pdlTrigger();
+
+  const Block b(a);
+  const PrefillTile& tile = b.tile;
+  const int numKeyTiles = (b.keyEnd + BN - 1) / BN;
+  if (threadIdx.x >= kThreads) {  // the producer warp
+    if (threadIdx.x == kThreads) {
+      const int pgEnd = (b.keyEnd + b.ps - 1) / b.ps;
+      for (int t = 0; t < numKeyTiles; t++) {
+        const int st = t % kStages3;
+        if (t >= kStages3) mbarWait(empty + st, (t / kStages3 - 1) & 1);
+        issueTile(b, &kvMap, t, pgEnd, KVs + st * 2 * kTileBytes, full + st);
+      }
+    }
+    return;
+  }
+  b.loadQ(a, Qs);
+  cpAsyncCommit();
+  cpAsyncWait<0>();
+  fenceProxyAsync();
+  consumerSync();
+
+  float o[64], s[64];
+#pragma unroll
+  for (int i = 0; i < 64; i++) o[i] = 0.f;
+  float mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  const float sl2 = a.scale * kLog2e;
+  const int row0 = b.warp * 16 + b.lane / 4;
+  const int rowPos[2] = {tile.posStart + row0, tile.posStart + row0 + 8};
+  const uint32_t qAddr = smemAddr(Qs + b.wg * kQBytes);
+  for (int t = 0; t < numKeyTiles; t++) {
+    const int j0 = t * BN, st = t % kStages3;
+    unsigned char* Ks = KVs + st * 2 * kTileBytes;
+    mbarWait(full + st, (t / kStages3) & 1);
+    if (b.keyEnd - j0 < BN) {  // the last tile: zero V's rows past the last key, half b.wg
+      const int from = b.keyEnd - j0;
+      unsigned char* half = Ks + kTileBytes + b.wg * BN * 128;
+      for (int c = threadIdx.x % 128; c < (BN - from) * 8; c += 128)
+        *reinterpret_cast<uint4*>(half + (from + c / 8) * 128 + (c % 8) * 16) = make_uint4(0, 0, 0, 0);
+      fenceProxyAsync();
+      consumerSync();
+    }
+    const uint32_t kAddr = smemAddr(Ks), vAddr = kAddr + kTileBytes;
+    issueQK(s, qAddr, kAddr);
+    wgmmaWait<0>();
+    pinRegs(s);
+    float base[2], alpha[2];
+    maskAndScale(s, j0, tile.posStart, rowPos, sl2, mRun, l, base, alpha);
+    uint32_t p[8][4];
+#pragma unroll
+    for (int i = 0; i < 64; i += 2) {
+      const int r = (i >> 1) & 1;
+      const float p0 = fastExp2(fmaf(s[i], sl2, -base[r])), p1 = fastExp2(fmaf(s[i + 1], sl2, -base[r]));
+      l[r] += p0 + p1;
+      p[i >> 3][(i >> 1) & 3] = packBf16(p0, p1);
+    }
+    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+      for (int i = 0; i < 64; i++) o[i] *= alpha[(i >> 1) & 1];
+    }
+    issuePV(o, p, vAddr);
+    wgmmaWait<0>();
+    pinRegs(o);
+    mbarArrive(empty + st);
+  }
+  b.storeO(a, o, l);
+}
+
+// The pool of one layer as a 5-d tensor for the copies: (head dim, KV head, slot, K/V, page), bytes
+// strides 256, kvDim * 2, pageSize * kvDim * 2, pageStride * 2; boxes of (64, 1, pageSize, 1, 1).
+CUtensorMap kvTensorMap(const KvLayer& kv, int numPages) {
+  static const auto encode = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    MS_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q));
+    if (!f || q != cudaDriverEntryPointSuccess) throw CudaError("cuTensorMapEncodeTiled not found", false);
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  const int64_t kvDim = int64_t(kv.kvHeads) * D;
+  CUtensorMap m;
+  const cuuint64_t dim[5] = {cuuint64_t(D), cuuint64_t(kv.kvHeads), cuuint64_t(kv.pageSize), 2, cuuint64_t(numPages)};
+  const cuuint64_t stride[4] = {cuuint64_t(D * 2), cuuint64_t(kvDim * 2), cuuint64_t(kv.pageSize * kvDim * 2),
+                                cuuint64_t(kv.pageStride * 2)};
+  const cuuint32_t box[5] = {64, 1, cuuint32_t(kv.pageSize), 1, 1}, one[5] = {1, 1, 1, 1, 1};
+  const CUresult r = encode(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5, const_cast<bf16*>(kv.base), dim, stride, box, one,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) throw CudaError("cuTensorMapEncodeTiled failed: " + std::to_string(int(r)), false);
+  return m;
+}
+
 }  // namespace
 
-// variant: "basic" (prefillAttentionWgmmaKernel) or "overlap" (prefillAttentionWgmma2Kernel).
-void prefillAttentionWgmma(const PrefillAttentionArgs& a, const std::string& variant, cudaStream_t s) {
+// variant: "overlap" (prefillAttentionWgmma2Kernel), "tma" or "tma3" (prefillAttentionTma(3)Kernel,
+// which need the pool's page count). The shared memory limit is raised once per kernel.
+void prefillAttentionVariant(const PrefillAttentionArgs& a, const std::string& variant, int numPages, cudaStream_t s) {
   if (a.numTiles == 0) return;
   if (a.kv.headDim != D || (a.heads / a.kv.kvHeads) % HPB != 0)
-    throw CudaError("prefillAttentionWgmma: head dim 128 and an even GQA group only", false);
-  const bool overlap = variant == "overlap";
-  auto kernel = overlap ? prefillAttentionWgmma2Kernel : prefillAttentionWgmmaKernel;
-  const int smem = overlap ? kSmem2 : kSmem;
-  MS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
-  launchPdl("prefillAttentionWgmmaKernel", kernel, dim3(a.heads / HPB, a.numTiles), dim3(kThreads), smem, s, a);
+    throw CudaError("prefillAttentionVariant: head dim 128 and an even GQA group only", false);
+  if (variant == "overlap") {
+    static const bool init = [] {
+      MS_CUDA_CHECK(cudaFuncSetAttribute(prefillAttentionWgmma2Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem2));
+      return true;
+    }();
+    (void)init;
+    launchPdl("prefillAttentionWgmma2Kernel", prefillAttentionWgmma2Kernel, dim3(a.heads / HPB, a.numTiles),
+              dim3(kThreads), kSmem2, s, a);
+    return;
+  }
+  const int ps = a.kv.pageSize;
+  if (ps % 8 != 0 || BN % ps != 0) throw CudaError("prefillAttentionVariant tma: pages of 8..128 keys dividing 128", false);
+  static const bool init = [] {
+    MS_CUDA_CHECK(cudaFuncSetAttribute(prefillAttentionTmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemT));
+    MS_CUDA_CHECK(cudaFuncSetAttribute(prefillAttentionTma3Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemT3));
+    return true;
+  }();
+  (void)init;
+  if (variant == "tma3")
+    launchPdl("prefillAttentionTma3Kernel", prefillAttentionTma3Kernel, dim3(a.heads / HPB, a.numTiles), dim3(kThreads3),
+              kSmemT3, s, a, kvTensorMap(a.kv, numPages));
+  else
+    launchPdl("prefillAttentionTmaKernel", prefillAttentionTmaKernel, dim3(a.heads / HPB, a.numTiles), dim3(kThreads),
+              kSmemT, s, a, kvTensorMap(a.kv, numPages));
 }
 
 }  // namespace ms::cuda
 
 using namespace ms::cuda;
 
+// The slots past each sequence's last key in its last page -> NaN (K and V, every head): unwritten
+// slots of the engine's pages hold anything, and a kernel must not let them reach a valid row.
+void poisonTail(const bench::PagedProblem& p) {
+  const int used = p.ctx % p.pageSize;
+  if (used == 0) return;
+  const int64_t kvDim = int64_t(p.kvHeads) * p.D;
+  for (int s = 0; s < p.numSeqs; s++) {
+    const int64_t page = p.pageTable[size_t(s) * p.maxPages + p.maxPages - 1];
+    for (int kv = 0; kv < 2; kv++)
+      MS_CUDA_CHECK(cudaMemset(p.dPool + page * p.pageElems() + (kv * p.pageSize + used) * kvDim, 0xff,
+                               size_t(p.pageSize - used) * kvDim * 2));
+  }
+}
+
 int main() {
   try {
-    // Prompts after a prefix (page 16, and 7: a page size that is not a power of two), GQA 4 and 2.
+    auto tmaFits = [](int page) { return page % 8 == 0 && 128 % page == 0; };
+    // Prompts after a prefix (pages of 16, 8, and 7: not a power of two), GQA 4 and 2; the unwritten
+    // slots of each last page NaN.
     for (auto [heads, kvHeads, page, ctx, len] : {std::array<int, 5>{8, 2, 16, 187, 150}, {8, 2, 7, 300, 300},
-                                                  {4, 2, 16, 700, 129}}) {
+                                                  {8, 2, 8, 260, 260}, {4, 2, 16, 700, 129}}) {
       bench::PagedProblem p(2, ctx, len, heads, kvHeads, 128, page);
       bench::PrefillTiles t(p);
       const auto ref = p.reference();
+      poisonTail(p);
       const std::string tag = " rep=" + std::to_string(heads / kvHeads) + " page=" + std::to_string(page) +
                               " ctx=" + std::to_string(ctx) + " len=" + std::to_string(len);
-      for (const char* v : {"basic", "overlap"}) {
-        prefillAttentionWgmma(t.a, v, 0);
+      for (const char* v : {"overlap", "tma", "tma3"}) {
+        if (std::string(v) != "overlap" && !tmaFits(page)) continue;
+        prefillAttentionVariant(t.a, v, p.numSeqs * p.maxPages, 0);
         bench::check(std::string("wgmma ") + v + tag, bench::downloadBf16(p.dOut, ref.size()), ref, 2e-2);
       }
-      prefillAttention(t.a, 0);
-      bench::check("shipped (mma.sync)" + tag, bench::downloadBf16(p.dOut, ref.size()), ref, 2e-2);
+      prefillAttentionWgmma(t.a, 0);
+      bench::check("shipped wgmma" + tag, bench::downloadBf16(p.dOut, ref.size()), ref, 2e-2);
+      prefillAttentionMma(t.a, 0);
+      bench::check("shipped mma.sync" + tag, bench::downloadBf16(p.dOut, ref.size()), ref, 2e-2);
     }
     for (int len : {4096, 8192}) {
       bench::PagedProblem p(1, len, len, 32, 8, 128, 16);
       bench::PrefillTiles t(p);
-      prefillAttention(t.a, 0);
+      prefillAttentionMma(t.a, 0);
       const auto shipped = bench::downloadBf16(p.dOut, size_t(len) * 32 * 128);
       std::vector<double> ref(shipped.begin(), shipped.end());
       const double flop = 4.0 * 32 * 128 * (double(len) * (len + 1) / 2);
-      std::printf("8B shape, 1 x %d tokens, one layer:", len);
-      for (const char* v : {"basic", "overlap"}) {
-        prefillAttentionWgmma(t.a, v, 0);
-        bench::check(std::string("wgmma ") + v + " vs shipped, 1 x " + std::to_string(len),
-                     bench::downloadBf16(p.dOut, ref.size()), ref, 2e-2);
-        const double w = bench::timeMs([&] { prefillAttentionWgmma(t.a, v, 0); }, 2, 10);
-        std::printf("  wgmma %s %.3f ms (%.0f TFLOP/s);", v, w, flop / w / 1e9);
-      }
-      const double m = bench::timeMs([&] { prefillAttention(t.a, 0); }, 2, 10);
-      std::printf("  shipped %.3f ms (%.0f TFLOP/s)\n", m, flop / m / 1e9);
+      std::string line = "8B shape, 1 x " + std::to_string(len) + " tokens, one layer, ms (TFLOP/s causal):";
+      auto timed = [&](const std::string& name, const std::function<void()>& f) {
+        f();
+        if (name != "mma.sync")
+          bench::check(name + " vs mma.sync, 1 x " + std::to_string(len), bench::downloadBf16(p.dOut, ref.size()), ref, 2e-2);
+        const double ms = bench::timeMs(f, 3, 20);
+        char buf[96];
+        std::snprintf(buf, sizeof buf, " %s %.3f (%.0f);", name.c_str(), ms, flop / ms / 1e9);
+        line += buf;
+      };
+      for (const char* v : {"overlap", "tma", "tma3"})
+        timed(v, [&] { prefillAttentionVariant(t.a, v, p.numSeqs * p.maxPages, 0); });
+      timed("shipped wgmma", [&] { prefillAttentionWgmma(t.a, 0); });
+      timed("mma.sync", [&] { prefillAttentionMma(t.a, 0); });
+      std::printf("%s\n", line.c_str());
     }
   } catch (const CudaError& e) {
     std::printf("CUDA error: %s\n", e.what());

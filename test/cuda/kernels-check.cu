@@ -616,10 +616,18 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
   p.kv = kv;
   p.heads = heads;
   p.scale = float(scale);
-  MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));
-  prefillAttention(p, 0);
-  auto got = bf16Vec(download<uint16_t>(dout, ref.size()));
-  check("prefillAttention " + tag, got, ref, 2e-2);
+  // The kernel prefillAttention picks for the shape, and the mma.sync kernel where that is wgmma.
+  for (bool mma : {false, true}) {
+    const bool wgmma = !mma && prefillAttentionWgmmaFits(p);
+    if (mma && !prefillAttentionWgmmaFits(p)) break;
+    MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));
+    if (mma)
+      prefillAttentionMma(p, 0);
+    else
+      prefillAttention(p, 0);
+    auto got = bf16Vec(download<uint16_t>(dout, ref.size()));
+    check(std::string("prefillAttention (") + (wgmma ? "wgmma) " : "mma.sync) ") + tag, got, ref, 2e-2);
+  }
   cudaFree(dout), cudaFree(dall), cudaFree(dtiles), cudaFree(dpool), cudaFree(dqkv), cudaFree(dinv);
   cudaFree(dpos), cudaFree(dseq), cudaFree(dpt);
 }
@@ -804,6 +812,8 @@ int main() {
     checkAttention(64, 1, 5);
     checkAttention(128, 4, 16);
     checkAttention(128, 4, 7);
+    checkAttention(128, 2, 16);
+    checkAttention(128, 1, 16);  // an odd group: prefill on the mma.sync kernel
     // Clusters of eight-warp blocks (the launcher picks them only when all clusters fit at once),
     // then four-warp blocks forced where the launcher would pick eight.
     std::printf("decode clusters of eight-warp blocks (device holds %d clusters of 16):\n", decodeWideClusters());

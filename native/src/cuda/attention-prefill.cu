@@ -1,4 +1,6 @@
-// Paged prefill attention on the tensor cores (flash-attention 2 style, mma.sync m16n8k16 bf16).
+// Paged prefill attention on the tensor cores (flash-attention 2 style, mma.sync m16n8k16 bf16):
+// every head dim and GQA group; prefillAttention takes the wgmma kernel (attention-prefill-wgmma.cu)
+// instead where it fits (head dim 128, even group, an sm_90a build).
 // Causal by absolute position, so a prefix already in the cache and a chunked prompt are the same
 // case. Online softmax in f32. One block per (tile of 64 query tokens of one sequence, HPB query
 // heads of one KV group): 8 warps and 4 heads where the group has a multiple of 4 query heads,
@@ -272,6 +274,13 @@ void launchGqaFor(const PrefillAttentionArgs& a, cudaStream_t s) {
 }  // namespace
 
 void prefillAttention(const PrefillAttentionArgs& a, cudaStream_t s) {
+  if (prefillAttentionWgmmaFits(a))
+    prefillAttentionWgmma(a, s);
+  else
+    prefillAttentionMma(a, s);
+}
+
+void prefillAttentionMma(const PrefillAttentionArgs& a, cudaStream_t s) {
   if (a.numTiles == 0) return;
   if (a.numTiles > 65535) throw CudaError("prefillAttention: more than 65535 query tiles in one launch", false);
   switch (a.kv.headDim) {

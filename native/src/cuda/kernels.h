@@ -207,6 +207,11 @@ struct PrefillAttentionArgs {
   int heads = 0;
   float scale = 0.f;
 };
+// The wgmma kernel where prefillAttentionWgmmaFits (head dim 128, an even GQA group, an sm_90a
+// build: attention-prefill-wgmma.cu), else the mma.sync kernel (attention-prefill.cu, any shape).
 void prefillAttention(const PrefillAttentionArgs& a, cudaStream_t s);
+void prefillAttentionMma(const PrefillAttentionArgs& a, cudaStream_t s);
+bool prefillAttentionWgmmaFits(const PrefillAttentionArgs& a);
+void prefillAttentionWgmma(const PrefillAttentionArgs& a, cudaStream_t s);
 
 }  // namespace ms::cuda
