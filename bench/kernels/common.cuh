@@ -127,6 +127,7 @@ struct PagedProblem {
   ms::cuda::KvLayer kv() const {
     ms::cuda::KvLayer k;
     k.base = dPool, k.pageStride = pageElems(), k.pageSize = pageSize, k.kvHeads = kvHeads, k.headDim = D;
+    k.numPages = numSeqs * maxPages;
     return k;
   }
   ms::cuda::TokenMeta meta() const {

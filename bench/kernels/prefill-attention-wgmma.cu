@@ -1,28 +1,25 @@
-// Prefill attention with Hopper's warpgroup MMA (wgmma), the candidate to replace the mma.sync
-// kernel of native/src/cuda/attention-prefill.cu (issue 17: prefill attention at 315-336 TFLOP/s
-// there; a Hopper-native kernel is what 1.25x transformers needs). Same problem and arguments:
-// causal by absolute position, ragged tiles of up to 64 query rows of one sequence, K/V gathered
-// from the pages, GQA. One block per (tile, 2 query heads of one KV group): two warpgroups, one per
-// head, each S = Q K^T (m64n128k16, Q and K from shared memory) then O += P V (P from registers,
-// V from shared memory, N-major), online softmax in f32 between them. K/V tiles of 128 keys are
-// gathered with cp.async into 128-byte-swizzled shared memory (the layout wgmma reads), two stages,
-// the next tile's copies in flight under the current tile's math; no TMA (the pages make a tile a
-// gather), no warp specialisation yet. Head dim 128 only.
-// Here: checked against a float64 reference, then timed against the shipped kernel on the 8B shape.
-// H200, 2026-12-04 (bench/results/engine-gpu/h200-2026-12-04-prefill-attention-wgmma.txt): every
-// check passes (rel. err 2.4e-3 to 3.0e-3, as the shipped kernel's); one layer of the 8B shape,
-// 1 x 4096 tokens 0.362 ms (380 TFLOP/s causal) against 0.443 ms (311), 1 x 8192 1.290 ms (426)
-// against 1.648 ms (334). 166 registers, no spills, one block of 256 threads per SM. That is the
-// "basic" variant as it ran; since then its setup, softmax step, store and products moved into
-// Block, maskAndScale, issueQK and issuePV, shared with the "overlap" variant (the same operations;
-// 168 registers). "overlap" (194 registers, no spills, no wgmma serialisation reported by ptxas) was
-// written after the session's device time was spent: neither form has run since, so the checks come
-// first.
+// Prefill attention on Hopper's warpgroup MMA (wgmma): the variants of the shipped kernel
+// (native/src/cuda/attention-prefill-wgmma.cu: two consumer warpgroups, a producer warp issuing
+// tensor copies, three stages released by mbarriers) and of the mma.sync kernel before it
+// (attention-prefill.cu), on the same problem: causal by absolute position, ragged tiles of up to
+// 64 query rows of one sequence, K/V gathered from the pages, GQA, head dim 128. One block per
+// (tile, 2 query heads of one KV group), one warpgroup per head.
+//   "cp.async": every thread gathers K/V rows with cp.async, two stages, the warpgroups in step
+//     (one block barrier per tile): the engine's kernel from 41a9aeb until the shipped one.
+//   "tma": the same order with the tiles brought by tensor copies from thread 0.
+//   "overlap": the shipped kernel's producer and stages, each warpgroup issuing S(t + 1) = Q K^T and
+//     P(t) V(t) together and running S(t + 1)'s softmax while P(t) V(t) runs (FlashAttention-3's
+//     intra-warpgroup overlap).
+// Each is checked against a float64 reference (pages of 16, 8 and 7 keys, GQA 4 and 2, the unwritten
+// slots of each last page NaN) and timed on one layer of the 8B shape against the shipped kernel
+// and the mma.sync kernel. H200, 2026-12-04, one 8B layer, ms at 1 x 4096 / 1 x 8192 tokens
+// (TFLOP/s causal): cp.async 0.356 / 1.301 (387 / 423), tma 0.401 / 1.474 (342 / 373), the producer
+// design (now shipped) 0.303 / 1.075 (453 / 512), mma.sync 0.435 / 1.660 (316 / 331)
+// (bench/results/engine-gpu/h200-2026-12-04b-prefill-attention-wgmma.txt). So what was slow in
+// step was the coupling of the two warpgroups, not the copies.
 //   build: cmake --build native/build --target microserve_kernel_benches; run: prefill-attention-wgmma
-#include <cuda.h>
-#include <cudaTypedefs.h>
-
 #include <array>
+#include <cstring>
 #include <functional>
 #include <cmath>
 #include <string>
@@ -59,7 +56,7 @@ __device__ __forceinline__ void issuePV(float (&o)[64], const uint32_t (&p)[8][4
   wgmmaCommit();
 }
 
-// The block's problem: its tile, heads, KV group and page arithmetic (both variants).
+// The block's problem: its tile, heads, KV group and page arithmetic (every variant).
 struct Block {
   PrefillTile tile;
   int h0, g, wg, warp, lane, kvDim, ps, psShift, keyEnd;
@@ -96,13 +93,15 @@ struct Block {
           key < keyEnd ? a.kv.base + int64_t(pt[pg]) * a.kv.pageStride + int64_t(key - pg * ps) * kvDim + g * D : nullptr;
     }
   }
-  // The rows listed in row (plus `plus` elements: 0 for K, vOffset for V) -> a swizzled tile; zeros for null.
-  __device__ void loadRows(const PrefillAttentionArgs& a, const bf16* const* row, unsigned char* dst, int64_t plus) const {
+  // The K and V rows listed in row -> the swizzled tiles at Ks and Ks + kTileBytes; zeros for null.
+  __device__ void loadKV(const PrefillAttentionArgs& a, const bf16* const* row, unsigned char* Ks) const {
     const int chunk = threadIdx.x % 16;
 #pragma unroll
     for (int r = threadIdx.x / 16; r < BN; r += kThreads / 16) {
       const bf16* src = row[r];
-      cpAsync16(reinterpret_cast<bf16*>(dst + swz128(BN, r, chunk)), src ? src + chunk * 8 + plus : a.kv.base, src ? 16 : 0);
+      const uint32_t off = swz128(BN, r, chunk);
+      cpAsync16(reinterpret_cast<bf16*>(Ks + off), src ? src + chunk * 8 : a.kv.base, src ? 16 : 0);
+      cpAsync16(reinterpret_cast<bf16*>(Ks + kTileBytes + off), src ? src + chunk * 8 + vOffset : a.kv.base, src ? 16 : 0);
     }
   }
   // O / l of this thread's rows (l summed over the row's four threads here) -> the output, bf16.
@@ -151,134 +150,38 @@ __device__ __forceinline__ void maskAndScale(float (&s)[64], int j0, int firstPo
   }
 }
 
-// Variant "overlap" (not yet run: written after the session's device time was spent, 2026-12-04):
-// the same block, with each warpgroup's P V product running under the next tile's softmax (the
-// ordering FlashAttention-3 calls intra-warpgroup overlap). Iteration t, with P(t) in registers:
-// rescale O; issue S(t + 1) = Q K(t + 1)^T and P(t) V(t); wait for S(t + 1) only and run its softmax
-// in place while P(t) V(t) runs; then wait for it and pack P(t + 1). K and V keep two stages each
-// (K(t + 1) and V(t) resident while K(t + 2) and V(t + 1) load), the row table three slots; one S
-// accumulator, O and P: about the registers of the basic kernel plus P.
-constexpr int kSmem2 = HPB * kQBytes + 4 * kTileBytes + 3 * BN * 8 + 1024;
-__global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmma2Kernel(PrefillAttentionArgs a) {
-  extern __shared__ unsigned char smRaw[];
-  unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
-  unsigned char* Qs = sm;                         // HPB heads x kQBytes
-  unsigned char* Ks = sm + HPB * kQBytes;         // 2 stages
-  unsigned char* Vs = Ks + 2 * kTileBytes;        // 2 stages
-  const bf16** rowPtr = reinterpret_cast<const bf16**>(Vs + 2 * kTileBytes);  // (3, BN)
-  pdlWait();
-  pdlTrigger();
-
-  const Block b(a);
-  const PrefillTile& tile = b.tile;
-  const int T = (b.keyEnd + BN - 1) / BN;
-  b.loadQ(a, Qs);
-  auto rowTable = [&](int j, int slot) { b.rowTable(a, j * BN, rowPtr + slot * BN); };
-  auto load = [&](int slot, unsigned char* dst, int64_t plus) { b.loadRows(a, rowPtr + slot * BN, dst, plus); };
-
-  float o[64], s[64], alpha[2] = {1.f, 1.f};
-  uint32_t p[8][4];
+// exp2 of the scaled, max-shifted scores into the row sums l and P (bf16 pairs, the A operand of P V).
+__device__ __forceinline__ void expPack(const float (&s)[64], float sl2, const float (&base)[2], float (&l)[2],
+                                        uint32_t (&p)[8][4]) {
 #pragma unroll
-  for (int i = 0; i < 64; i++) o[i] = 0.f;
-  float mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-  const float sl2 = a.scale * kLog2e;
-  const int row0 = b.warp * 16 + b.lane / 4;
-  const int rowPos[2] = {tile.posStart + row0, tile.posStart + row0 + 8};
-  const uint32_t qAddr = smemAddr(Qs + b.wg * kQBytes);
-  auto issueS = [&](int j) { issueQK(s, qAddr, smemAddr(Ks + (j & 1) * kTileBytes)); };  // S(j), K stage j & 1
-  // Softmax of S(j) in place (s becomes the unnormalised probabilities), alpha: O's rescale for them.
-  auto softmax = [&](int j) {
-    float base[2];
-    maskAndScale(s, j * BN, tile.posStart, rowPos, sl2, mRun, l, base, alpha);
-#pragma unroll
-    for (int i = 0; i < 64; i++) {
-      const int r = (i >> 1) & 1;
-      s[i] = fastExp2(fmaf(s[i], sl2, -base[r]));
-      l[r] += s[i];
-    }
-  };
-  auto pack = [&] {
-#pragma unroll
-    for (int i = 0; i < 64; i += 2) p[i >> 3][(i >> 1) & 3] = packBf16(s[i], s[i + 1]);
-  };
-
-  for (int j = 0; j < 3; j++) rowTable(j, j);
-  __syncthreads();
-  load(0, Ks, 0);  // with Q: group 0
-  cpAsyncCommit();
-  load(0, Vs, b.vOffset);
-  if (T > 1) load(1, Ks + kTileBytes, 0);
-  cpAsyncCommit();  // group 1: V(0), K(1)
-  cpAsyncWait<1>();
-  fenceProxyAsync();
-  __syncthreads();
-  issueS(0);
-  wgmmaWait<0>();
-  pinRegs(s);
-  softmax(0);
-  pack();
-
-  for (int t = 0; t < T; t++) {
-    cpAsyncWait<0>();  // V(t), K(t + 1)
-    fenceProxyAsync();
-    __syncthreads();   // the copies are everyone's; every warpgroup is done with K(t) and V(t - 1)
-    if (t + 1 < T) load((t + 1) % 3, Vs + ((t + 1) & 1) * kTileBytes, b.vOffset);
-    if (t + 2 < T) load((t + 2) % 3, Ks + (t & 1) * kTileBytes, 0);
-    cpAsyncCommit();
-    if (t + 3 < T) rowTable(t + 3, t % 3);
-    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {  // no product in flight on O
-#pragma unroll
-      for (int i = 0; i < 64; i++) o[i] *= alpha[(i >> 1) & 1];
-    }
-    // S(t + 1) even past the last tile (a spare product on a stale stage, its result unused): the
-    // same wgmma sequence on every path, which ptxas needs to see to keep the products in flight.
-    const bool next = t + 1 < T;
-    issueS(t + 1);
-    issuePV(o, p, smemAddr(Vs + (t & 1) * kTileBytes));
-    wgmmaWait<1>();  // S(t + 1); P(t) V(t) still runs
-    pinRegs(s);
-    if (next) softmax(t + 1);
-    wgmmaWait<0>();
-    pinRegs(o);
-    if (next) pack();
+  for (int i = 0; i < 64; i += 2) {
+    const int r = (i >> 1) & 1;
+    const float p0 = fastExp2(fmaf(s[i], sl2, -base[r])), p1 = fastExp2(fmaf(s[i + 1], sl2, -base[r]));
+    l[r] += p0 + p1;
+    p[i >> 3][(i >> 1) & 3] = packBf16(p0, p1);
   }
-
-  b.storeO(a, o, l);
 }
-
-
-// Variant "tma": the shipped kernel's order (S, softmax, P V per tile, two K/V stages, one barrier
-// per tile) with the K/V tiles brought by the Tensor Memory Accelerator instead of 16 cp.async per
-// thread per tile: thread 0 issues one 5-d tensor copy per (page, K or V, 64-dim half), 32 per tile
-// at page 16, which land 128-byte-swizzled (the layout wgmma reads) and complete on an mbarrier per
-// stage. The 256 threads' address arithmetic and copies leave the issue slots to the softmax. Pages
-// of 8..128 keys that divide BN only (a page is one box of rows). Rows past the sequence's last key:
-// pages wholly past it are not loaded (the stage keeps older, finite tiles), and V rows past it in
-// the last tile are zeroed (a page's unwritten slots may hold NaN, and 0 x NaN is NaN in the product).
-__device__ __forceinline__ void mbarInit(uint64_t* bar, int count) {
-  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smemAddr(bar)), "r"(count) : "memory");
+__device__ __forceinline__ void rescale(float (&o)[64], const float (&alpha)[2]) {
+  if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
+#pragma unroll
+    for (int i = 0; i < 64; i++) o[i] *= alpha[(i >> 1) & 1];
+  }
 }
-__device__ __forceinline__ void mbarExpectTx(uint64_t* bar, uint32_t bytes) {
-  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smemAddr(bar)), "r"(bytes) : "memory");
+// The last tile (keys from j0, fewer than BN left): V's rows past the last key -> 0, the half of
+// this warpgroup (`who` = 0, 1) or both (`who` = -1, all kThreads threads). Unwritten page slots may
+// hold NaN, and 0 x NaN is NaN in the product.
+__device__ __forceinline__ void zeroVTail(const Block& b, unsigned char* Vs, int j0, int who) {
+  const int from = b.keyEnd - j0, n = (BN - from) * 8;  // 16-byte chunks per half
+  if (who < 0) {
+    for (int c = threadIdx.x; c < 2 * n; c += kThreads)
+      *reinterpret_cast<uint4*>(Vs + (c / n) * BN * 128 + (from + (c % n) / 8) * 128 + (c % 8) * 16) = make_uint4(0, 0, 0, 0);
+  } else {
+    for (int c = threadIdx.x % 128; c < n; c += 128)
+      *reinterpret_cast<uint4*>(Vs + who * BN * 128 + (from + c / 8) * 128 + (c % 8) * 16) = make_uint4(0, 0, 0, 0);
+  }
 }
-__device__ __forceinline__ void mbarWait(uint64_t* bar, int parity) {
-  asm volatile(
-      "{\n.reg .pred p;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra WAIT;\n}\n" ::"r"(
-          smemAddr(bar)),
-      "r"(parity)
-      : "memory");
-}
-__device__ __forceinline__ void tmaLoad5(void* dst, const CUtensorMap* map, int c0, int c1, int c2, int c3, int c4,
-                                         uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, %6}], "
-      "[%7];\n" ::"r"(smemAddr(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4), "r"(smemAddr(bar))
-      : "memory");
-}
-
-// One thread: the pages of key tile t (those holding keys before pgEnd's page) -> K at dst, V at
-// dst + kTileBytes, both as two swizzled 64-dim halves; complete on bar (expecting their bytes).
+// One thread: the pages of key tile t (those before page pgEnd) -> K at dst, V at dst + kTileBytes,
+// as two swizzled 64-dim halves each; complete on bar, which expects their bytes.
 __device__ __forceinline__ void issueTile(const Block& b, const CUtensorMap* map, int t, int pgEnd, unsigned char* dst,
                                           uint64_t* bar) {
   const int p0 = t * BN / b.ps, n = min(BN / b.ps, pgEnd - p0);
@@ -292,13 +195,62 @@ __device__ __forceinline__ void issueTile(const Block& b, const CUtensorMap* map
   }
 }
 
-constexpr int kSmemT = HPB * kQBytes + 2 * 2 * kTileBytes + 1024 + 64;
-__global__ void __launch_bounds__(kThreads, 1)
-    prefillAttentionTmaKernel(PrefillAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
+// Variant "cp.async". grid (heads / HPB, numTiles), block kThreads.
+constexpr int kSmemCp = HPB * kQBytes + 2 * 2 * kTileBytes + 2 * BN * 8 + 1024;
+__global__ void __launch_bounds__(kThreads, 1) cpAsyncKernel(PrefillAttentionArgs a) {
   extern __shared__ unsigned char smRaw[];
   unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
   unsigned char* Qs = sm;                   // HPB heads x kQBytes
   unsigned char* KVs = sm + HPB * kQBytes;  // stage st: K at st * 2 * kTileBytes, V after it
+  const bf16** rowPtr = reinterpret_cast<const bf16**>(KVs + 4 * kTileBytes);  // (2, BN)
+  pdlWait();
+  pdlTrigger();
+  const Block b(a);
+  const int numKeyTiles = (b.keyEnd + BN - 1) / BN;
+  b.loadQ(a, Qs);
+  b.rowTable(a, 0, rowPtr);
+  b.rowTable(a, BN, rowPtr + BN);
+  __syncthreads();
+  b.loadKV(a, rowPtr, KVs);
+  cpAsyncCommit();
+  float o[64], s[64], mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+#pragma unroll
+  for (int i = 0; i < 64; i++) o[i] = 0.f;
+  const float sl2 = a.scale * kLog2e;
+  const int row0 = b.warp * 16 + b.lane / 4, rowPos[2] = {b.tile.posStart + row0, b.tile.posStart + row0 + 8};
+  const uint32_t qAddr = smemAddr(Qs + b.wg * kQBytes);
+  for (int t = 0; t < numKeyTiles; t++) {
+    cpAsyncWait<0>();  // tile t (and Q) landed for this thread
+    fenceProxyAsync();
+    __syncthreads();   // for every thread; every warpgroup is done with tile t - 1's stage
+    if (t + 1 < numKeyTiles) {
+      b.loadKV(a, rowPtr + ((t + 1) & 1) * BN, KVs + ((t + 1) & 1) * 2 * kTileBytes);
+      cpAsyncCommit();
+    }
+    if (t + 2 < numKeyTiles) b.rowTable(a, (t + 2) * BN, rowPtr + (t & 1) * BN);
+    const uint32_t kAddr = smemAddr(KVs + (t & 1) * 2 * kTileBytes);
+    issueQK(s, qAddr, kAddr);
+    wgmmaWait<0>();
+    pinRegs(s);
+    float base[2], alpha[2];
+    uint32_t p[8][4];
+    maskAndScale(s, t * BN, b.tile.posStart, rowPos, sl2, mRun, l, base, alpha);
+    expPack(s, sl2, base, l, p);
+    rescale(o, alpha);
+    issuePV(o, p, kAddr + kTileBytes);
+    wgmmaWait<0>();
+    pinRegs(o);
+  }
+  b.storeO(a, o, l);
+}
+
+// Variant "tma". grid (heads / HPB, numTiles), block kThreads.
+constexpr int kSmemTma = HPB * kQBytes + 2 * 2 * kTileBytes + 1024 + 64;
+__global__ void __launch_bounds__(kThreads, 1) tmaKernel(PrefillAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
+  extern __shared__ unsigned char smRaw[];
+  unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
+  unsigned char* Qs = sm;
+  unsigned char* KVs = sm + HPB * kQBytes;
   uint64_t* full = reinterpret_cast<uint64_t*>(KVs + 4 * kTileBytes);  // (2,): stage st's copies landed
   if (threadIdx.x == 0) {
     mbarInit(full, 1), mbarInit(full + 1, 1);
@@ -306,215 +258,152 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
   pdlWait();
   pdlTrigger();
-
   const Block b(a);
-  const PrefillTile& tile = b.tile;
-  const int numKeyTiles = (b.keyEnd + BN - 1) / BN;
-  const int pgEnd = (b.keyEnd + b.ps - 1) / b.ps;  // pages holding the tile's keys
+  const int numKeyTiles = (b.keyEnd + BN - 1) / BN, pgEnd = (b.keyEnd + b.ps - 1) / b.ps;
   b.loadQ(a, Qs);
   cpAsyncCommit();
   __syncthreads();  // the barriers are initialised
-  auto issue = [&](int t) { issueTile(b, &kvMap, t, pgEnd, KVs + (t & 1) * 2 * kTileBytes, full + (t & 1)); };
-  if (threadIdx.x == 0) issue(0);
-
-  float o[64], s[64];
+  if (threadIdx.x == 0) issueTile(b, &kvMap, 0, pgEnd, KVs, full);
+  float o[64], s[64], mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 #pragma unroll
   for (int i = 0; i < 64; i++) o[i] = 0.f;
-  float mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   const float sl2 = a.scale * kLog2e;
-  const int row0 = b.warp * 16 + b.lane / 4;
-  const int rowPos[2] = {tile.posStart + row0, tile.posStart + row0 + 8};
+  const int row0 = b.warp * 16 + b.lane / 4, rowPos[2] = {b.tile.posStart + row0, b.tile.posStart + row0 + 8};
   const uint32_t qAddr = smemAddr(Qs + b.wg * kQBytes);
   for (int t = 0; t < numKeyTiles; t++) {
-    const int j0 = t * BN;
     unsigned char* Ks = KVs + (t & 1) * 2 * kTileBytes;
     mbarWait(full + (t & 1), (t >> 1) & 1);
-    if (b.keyEnd - j0 < BN) {  // the last tile: zero V's rows past the last key (both halves)
-      const int from = b.keyEnd - j0;
-      for (int c = threadIdx.x; c < 2 * (BN - from) * 8; c += kThreads) {
-        const int h = c / ((BN - from) * 8), r = from + (c / 8) % (BN - from);
-        *reinterpret_cast<uint4*>(Ks + kTileBytes + h * BN * 128 + r * 128 + (c % 8) * 16) = make_uint4(0, 0, 0, 0);
-      }
-    }
+    if (b.keyEnd - t * BN < BN) zeroVTail(b, Ks + kTileBytes, t * BN, -1);
     if (t == 0) cpAsyncWait<0>();  // Q
     fenceProxyAsync();
     __syncthreads();  // every warpgroup is done with tile t - 1's stage; zeros and Q visible to wgmma
-    if (threadIdx.x == 0 && t + 1 < numKeyTiles) issue(t + 1);
-    const uint32_t kAddr = smemAddr(Ks), vAddr = kAddr + kTileBytes;
-
-    issueQK(s, qAddr, kAddr);
+    if (threadIdx.x == 0 && t + 1 < numKeyTiles)
+      issueTile(b, &kvMap, t + 1, pgEnd, KVs + ((t + 1) & 1) * 2 * kTileBytes, full + ((t + 1) & 1));
+    issueQK(s, qAddr, smemAddr(Ks));
     wgmmaWait<0>();
     pinRegs(s);
     float base[2], alpha[2];
-    maskAndScale(s, j0, tile.posStart, rowPos, sl2, mRun, l, base, alpha);
     uint32_t p[8][4];
-#pragma unroll
-    for (int i = 0; i < 64; i += 2) {
-      const int r = (i >> 1) & 1;
-      const float p0 = fastExp2(fmaf(s[i], sl2, -base[r])), p1 = fastExp2(fmaf(s[i + 1], sl2, -base[r]));
-      l[r] += p0 + p1;
-      p[i >> 3][(i >> 1) & 3] = packBf16(p0, p1);
-    }
-    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-      for (int i = 0; i < 64; i++) o[i] *= alpha[(i >> 1) & 1];
-    }
-    issuePV(o, p, vAddr);
+    maskAndScale(s, t * BN, b.tile.posStart, rowPos, sl2, mRun, l, base, alpha);
+    expPack(s, sl2, base, l, p);
+    rescale(o, alpha);
+    issuePV(o, p, smemAddr(Ks + kTileBytes));
     wgmmaWait<0>();
     pinRegs(o);
   }
   b.storeO(a, o, l);
 }
 
-// Variant "tma3": "tma" with the loads moved to a producer warp (a ninth warp, lane 0) and three
-// K/V stages, the two warpgroups no longer in step: a stage is released by an mbarrier every
-// consumer thread arrives on after its P V product, and the producer waits on that before loading
-// the stage again (no block barrier per tile; the warpgroups drift and overlap each other's
-// softmax with their products). The last tile's V rows past the last key are zeroed, a half by
-// each warpgroup, under one barrier of the 256 consumer threads.
-__device__ __forceinline__ void mbarArrive(uint64_t* bar) {
-  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smemAddr(bar)) : "memory");
-}
+// Variant "overlap": the shipped kernel (a producer warp, three stages released by mbarriers, no
+// block barrier per tile) with each warpgroup's P(t) V(t) in flight under S(t + 1)'s softmax.
+// Iteration t, with P(t) in registers: rescale O; issue S(t + 1) and P(t) V(t); wait for S(t + 1)
+// only, its softmax in place; wait for P(t) V(t), release stage t, pack P(t + 1). Past the last tile
+// S(t + 1) is still issued (on a stale stage, its result unused): the same wgmma sequence on every
+// path, which ptxas needs to keep the products in flight.
+// The producer is a whole warpgroup here (setmaxnreg works per warpgroup): 12 warps, 3 per
+// scheduler, would cap every thread at 168 registers; the producer gives its registers up (24) and
+// the consumers take 240 (24 + 2 x 240 <= 512 per scheduler lane), which P(t), S(t + 1) and O need.
+constexpr int kStages = 3, kThreadsP = kThreads + 128;
+constexpr int kSmemP = HPB * kQBytes + kStages * 2 * kTileBytes + 1024 + 2 * kStages * 8;
 __device__ __forceinline__ void consumerSync() { asm volatile("bar.sync 1, %0;\n" ::"n"(kThreads) : "memory"); }
-constexpr int kStages3 = 3, kThreads3 = kThreads + 32;
-constexpr int kSmemT3 = HPB * kQBytes + kStages3 * 2 * kTileBytes + 1024 + 64;
-__global__ void __launch_bounds__(kThreads3, 1)
-    prefillAttentionTma3Kernel(PrefillAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
+__global__ void __launch_bounds__(kThreadsP, 1)
+    overlapKernel(PrefillAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
   extern __shared__ unsigned char smRaw[];
   unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
   unsigned char* Qs = sm;
-  unsigned char* KVs = sm + HPB * kQBytes;  // stage st: K at st * 2 * kTileBytes, V after it
-  uint64_t* full = reinterpret_cast<uint64_t*>(KVs + kStages3 * 2 * kTileBytes);  // (3,) loads landed
-  uint64_t* empty = full + kStages3;                                               // (3,) consumers done
+  unsigned char* KVs = sm + HPB * kQBytes;
+  uint64_t* full = reinterpret_cast<uint64_t*>(KVs + kStages * 2 * kTileBytes);
+  uint64_t* empty = full + kStages;
   if (threadIdx.x == 0) {
-    for (int i = 0; i < kStages3; i++) mbarInit(full + i, 1), mbarInit(empty + i, kThreads);
+    for (int i = 0; i < kStages; i++) mbarInit(full + i, 1), mbarInit(empty + i, kThreads);
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
   __syncthreads();
   pdlWait();
   pdlTrigger();
-
   const Block b(a);
-  const PrefillTile& tile = b.tile;
-  const int numKeyTiles = (b.keyEnd + BN - 1) / BN;
-  if (threadIdx.x >= kThreads) {  // the producer warp
+  const int T = (b.keyEnd + BN - 1) / BN;
+  if (threadIdx.x >= kThreads) {  // the producer warpgroup
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
     if (threadIdx.x == kThreads) {
       const int pgEnd = (b.keyEnd + b.ps - 1) / b.ps;
-      for (int t = 0; t < numKeyTiles; t++) {
-        const int st = t % kStages3;
-        if (t >= kStages3) mbarWait(empty + st, (t / kStages3 - 1) & 1);
+      for (int t = 0; t < T; t++) {
+        const int st = t % kStages;
+        if (t >= kStages) mbarWait(empty + st, (t / kStages - 1) & 1);
         issueTile(b, &kvMap, t, pgEnd, KVs + st * 2 * kTileBytes, full + st);
       }
     }
     return;
   }
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
   b.loadQ(a, Qs);
   cpAsyncCommit();
   cpAsyncWait<0>();
   fenceProxyAsync();
   consumerSync();
 
-  float o[64], s[64];
+  float o[64], s[64], mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2];
+  uint32_t p[8][4];
 #pragma unroll
   for (int i = 0; i < 64; i++) o[i] = 0.f;
-  float mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
   const float sl2 = a.scale * kLog2e;
-  const int row0 = b.warp * 16 + b.lane / 4;
-  const int rowPos[2] = {tile.posStart + row0, tile.posStart + row0 + 8};
+  const int row0 = b.warp * 16 + b.lane / 4, rowPos[2] = {b.tile.posStart + row0, b.tile.posStart + row0 + 8};
   const uint32_t qAddr = smemAddr(Qs + b.wg * kQBytes);
-  for (int t = 0; t < numKeyTiles; t++) {
-    const int j0 = t * BN, st = t % kStages3;
-    unsigned char* Ks = KVs + st * 2 * kTileBytes;
-    mbarWait(full + st, (t / kStages3) & 1);
-    if (b.keyEnd - j0 < BN) {  // the last tile: zero V's rows past the last key, half b.wg
-      const int from = b.keyEnd - j0;
-      unsigned char* half = Ks + kTileBytes + b.wg * BN * 128;
-      for (int c = threadIdx.x % 128; c < (BN - from) * 8; c += 128)
-        *reinterpret_cast<uint4*>(half + (from + c / 8) * 128 + (c % 8) * 16) = make_uint4(0, 0, 0, 0);
+  auto stage = [&](int t) { return KVs + (t % kStages) * 2 * kTileBytes; };
+  auto land = [&](int t) {  // wait for tile t; zero its V tail if it is the last
+    mbarWait(full + t % kStages, (t / kStages) & 1);
+    if (b.keyEnd - t * BN < BN) {
+      zeroVTail(b, stage(t) + kTileBytes, t * BN, b.wg);
       fenceProxyAsync();
       consumerSync();
     }
-    const uint32_t kAddr = smemAddr(Ks), vAddr = kAddr + kTileBytes;
-    issueQK(s, qAddr, kAddr);
-    wgmmaWait<0>();
+  };
+  land(0);
+  issueQK(s, qAddr, smemAddr(stage(0)));
+  wgmmaWait<0>();
+  pinRegs(s);
+  float base[2];
+  maskAndScale(s, 0, b.tile.posStart, rowPos, sl2, mRun, l, base, alpha);
+  expPack(s, sl2, base, l, p);
+  for (int t = 0; t < T; t++) {
+    const bool next = t + 1 < T;
+    if (next) land(t + 1);
+    rescale(o, alpha);  // no product in flight on O
+    issueQK(s, qAddr, smemAddr(stage(t + 1)));
+    issuePV(o, p, smemAddr(stage(t) + kTileBytes));
+    wgmmaWait<1>();  // S(t + 1); P(t) V(t) still runs
     pinRegs(s);
-    float base[2], alpha[2];
-    maskAndScale(s, j0, tile.posStart, rowPos, sl2, mRun, l, base, alpha);
-    uint32_t p[8][4];
-#pragma unroll
-    for (int i = 0; i < 64; i += 2) {
-      const int r = (i >> 1) & 1;
-      const float p0 = fastExp2(fmaf(s[i], sl2, -base[r])), p1 = fastExp2(fmaf(s[i + 1], sl2, -base[r]));
-      l[r] += p0 + p1;
-      p[i >> 3][(i >> 1) & 3] = packBf16(p0, p1);
-    }
-    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-      for (int i = 0; i < 64; i++) o[i] *= alpha[(i >> 1) & 1];
-    }
-    issuePV(o, p, vAddr);
+    if (next) maskAndScale(s, (t + 1) * BN, b.tile.posStart, rowPos, sl2, mRun, l, base, alpha);
     wgmmaWait<0>();
     pinRegs(o);
-    mbarArrive(empty + st);
+    mbarArrive(empty + t % kStages);
+    if (next) expPack(s, sl2, base, l, p);
   }
   b.storeO(a, o, l);
 }
 
-// The pool of one layer as a 5-d tensor for the copies: (head dim, KV head, slot, K/V, page), bytes
-// strides 256, kvDim * 2, pageSize * kvDim * 2, pageStride * 2; boxes of (64, 1, pageSize, 1, 1).
-CUtensorMap kvTensorMap(const KvLayer& kv, int numPages) {
-  static const auto encode = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q;
-    MS_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q));
-    if (!f || q != cudaDriverEntryPointSuccess) throw CudaError("cuTensorMapEncodeTiled not found", false);
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
-  }();
-  const int64_t kvDim = int64_t(kv.kvHeads) * D;
-  CUtensorMap m;
-  const cuuint64_t dim[5] = {cuuint64_t(D), cuuint64_t(kv.kvHeads), cuuint64_t(kv.pageSize), 2, cuuint64_t(numPages)};
-  const cuuint64_t stride[4] = {cuuint64_t(D * 2), cuuint64_t(kvDim * 2), cuuint64_t(kv.pageSize * kvDim * 2),
-                                cuuint64_t(kv.pageStride * 2)};
-  const cuuint32_t box[5] = {64, 1, cuuint32_t(kv.pageSize), 1, 1}, one[5] = {1, 1, 1, 1, 1};
-  const CUresult r = encode(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5, const_cast<bf16*>(kv.base), dim, stride, box, one,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) throw CudaError("cuTensorMapEncodeTiled failed: " + std::to_string(int(r)), false);
-  return m;
-}
-
 }  // namespace
 
-// variant: "overlap" (prefillAttentionWgmma2Kernel), "tma" or "tma3" (prefillAttentionTma(3)Kernel,
-// which need the pool's page count). The shared memory limit is raised once per kernel.
-void prefillAttentionVariant(const PrefillAttentionArgs& a, const std::string& variant, int numPages, cudaStream_t s) {
+// variant: "cp.async", "tma" or "overlap"; the shared-memory limit is raised once per kernel.
+void prefillAttentionVariant(const PrefillAttentionArgs& a, const std::string& variant, cudaStream_t s) {
   if (a.numTiles == 0) return;
   if (a.kv.headDim != D || (a.heads / a.kv.kvHeads) % HPB != 0)
     throw CudaError("prefillAttentionVariant: head dim 128 and an even GQA group only", false);
-  if (variant == "overlap") {
-    static const bool init = [] {
-      MS_CUDA_CHECK(cudaFuncSetAttribute(prefillAttentionWgmma2Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem2));
-      return true;
-    }();
-    (void)init;
-    launchPdl("prefillAttentionWgmma2Kernel", prefillAttentionWgmma2Kernel, dim3(a.heads / HPB, a.numTiles),
-              dim3(kThreads), kSmem2, s, a);
-    return;
-  }
-  const int ps = a.kv.pageSize;
-  if (ps % 8 != 0 || BN % ps != 0) throw CudaError("prefillAttentionVariant tma: pages of 8..128 keys dividing 128", false);
   static const bool init = [] {
-    MS_CUDA_CHECK(cudaFuncSetAttribute(prefillAttentionTmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemT));
-    MS_CUDA_CHECK(cudaFuncSetAttribute(prefillAttentionTma3Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemT3));
+    MS_CUDA_CHECK(cudaFuncSetAttribute(cpAsyncKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemCp));
+    MS_CUDA_CHECK(cudaFuncSetAttribute(tmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemTma));
+    MS_CUDA_CHECK(cudaFuncSetAttribute(overlapKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemP));
     return true;
   }();
   (void)init;
-  if (variant == "tma3")
-    launchPdl("prefillAttentionTma3Kernel", prefillAttentionTma3Kernel, dim3(a.heads / HPB, a.numTiles), dim3(kThreads3),
-              kSmemT3, s, a, kvTensorMap(a.kv, numPages));
-  else
-    launchPdl("prefillAttentionTmaKernel", prefillAttentionTmaKernel, dim3(a.heads / HPB, a.numTiles), dim3(kThreads),
-              kSmemT, s, a, kvTensorMap(a.kv, numPages));
+  const dim3 grid(a.heads / HPB, a.numTiles);
+  if (variant == "cp.async") return launchPdl("cpAsyncKernel", cpAsyncKernel, grid, dim3(kThreads), kSmemCp, s, a);
+  const int ps = a.kv.pageSize;
+  if (ps % 8 != 0 || BN % ps != 0) throw CudaError("prefillAttentionVariant: tensor copies need pages of 8-128 keys dividing 128", false);
+  const KvTensorMap m = kvTensorMap(a.kv);
+  const CUtensorMap& map = *reinterpret_cast<const CUtensorMap*>(&m);
+  if (variant == "tma") return launchPdl("tmaKernel", tmaKernel, grid, dim3(kThreads), kSmemTma, s, a, map);
+  launchPdl("overlapKernel", overlapKernel, grid, dim3(kThreadsP), kSmemP, s, a, map);
 }
 
 }  // namespace ms::cuda
@@ -522,7 +411,7 @@ void prefillAttentionVariant(const PrefillAttentionArgs& a, const std::string& v
 using namespace ms::cuda;
 
 // The slots past each sequence's last key in its last page -> NaN (K and V, every head): unwritten
-// slots of the engine's pages hold anything, and a kernel must not let them reach a valid row.
+// slots of a page may hold anything, and a kernel must not let them reach a valid row.
 void poisonTail(const bench::PagedProblem& p) {
   const int used = p.ctx % p.pageSize;
   if (used == 0) return;
@@ -537,7 +426,8 @@ void poisonTail(const bench::PagedProblem& p) {
 
 int main() {
   try {
-    auto tmaFits = [](int page) { return page % 8 == 0 && 128 % page == 0; };
+    const char* variants[] = {"cp.async", "tma", "overlap"};
+    auto copies = [](const char* v, int page) { return std::string(v) == "cp.async" || (page % 8 == 0 && 128 % page == 0); };
     // Prompts after a prefix (pages of 16, 8, and 7: not a power of two), GQA 4 and 2; the unwritten
     // slots of each last page NaN.
     for (auto [heads, kvHeads, page, ctx, len] : {std::array<int, 5>{8, 2, 16, 187, 150}, {8, 2, 7, 300, 300},
@@ -548,13 +438,14 @@ int main() {
       poisonTail(p);
       const std::string tag = " rep=" + std::to_string(heads / kvHeads) + " page=" + std::to_string(page) +
                               " ctx=" + std::to_string(ctx) + " len=" + std::to_string(len);
-      for (const char* v : {"overlap", "tma", "tma3"}) {
-        if (std::string(v) != "overlap" && !tmaFits(page)) continue;
-        prefillAttentionVariant(t.a, v, p.numSeqs * p.maxPages, 0);
-        bench::check(std::string("wgmma ") + v + tag, bench::downloadBf16(p.dOut, ref.size()), ref, 2e-2);
+      for (const char* v : variants) {
+        if (!copies(v, page)) continue;
+        prefillAttentionVariant(t.a, v, 0);
+        bench::check(std::string(v) + tag, bench::downloadBf16(p.dOut, ref.size()), ref, 2e-2);
       }
-      prefillAttentionWgmma(t.a, 0);
-      bench::check("shipped wgmma" + tag, bench::downloadBf16(p.dOut, ref.size()), ref, 2e-2);
+      prefillAttention(t.a, 0);
+      bench::check(std::string("shipped (") + (prefillAttentionWgmmaFits(t.a) ? "wgmma)" : "mma.sync)") + tag,
+                   bench::downloadBf16(p.dOut, ref.size()), ref, 2e-2);
       prefillAttentionMma(t.a, 0);
       bench::check("shipped mma.sync" + tag, bench::downloadBf16(p.dOut, ref.size()), ref, 2e-2);
     }
@@ -575,11 +466,24 @@ int main() {
         std::snprintf(buf, sizeof buf, " %s %.3f (%.0f);", name.c_str(), ms, flop / ms / 1e9);
         line += buf;
       };
-      for (const char* v : {"overlap", "tma", "tma3"})
-        timed(v, [&] { prefillAttentionVariant(t.a, v, p.numSeqs * p.maxPages, 0); });
-      timed("shipped wgmma", [&] { prefillAttentionWgmma(t.a, 0); });
+      for (const char* v : variants) timed(v, [&] { prefillAttentionVariant(t.a, v, 0); });
+      const KvTensorMap map = kvTensorMap(t.a.kv);  // as the engine passes it: encoded once per layer
+      t.a.kvMap = &map;
+      timed("shipped", [&] { prefillAttention(t.a, 0); });
       timed("mma.sync", [&] { prefillAttentionMma(t.a, 0); });
       std::printf("%s\n", line.c_str());
+      // Whether the variants round alike: outputs that differ from the shipped kernel's, bit for bit.
+      prefillAttention(t.a, 0);
+      const auto mine = bench::downloadBf16(p.dOut, ref.size());
+      std::string same = "  outputs differing from the shipped kernel's (of " + std::to_string(mine.size()) + "):";
+      for (const char* v : variants) {
+        prefillAttentionVariant(t.a, v, 0);
+        const auto other = bench::downloadBf16(p.dOut, ref.size());
+        size_t n = 0;
+        for (size_t i = 0; i < mine.size(); i++) n += std::memcmp(&mine[i], &other[i], sizeof(float)) != 0;
+        same += std::string(" ") + v + " " + std::to_string(n) + ";";
+      }
+      std::printf("%s\n", same.c_str());
     }
   } catch (const CudaError& e) {
     std::printf("CUDA error: %s\n", e.what());

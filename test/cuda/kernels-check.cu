@@ -420,6 +420,7 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
   kv.pageSize = pageSize;
   kv.kvHeads = kvHeads;
   kv.headDim = D;
+  kv.numPages = numPages;
   ropeAppend(dqkv, meta, heads, dinv, kv, 0);
   auto qkvAfter = bf16Vec(download<uint16_t>(dqkv, qkv.size()));
   auto poolAfter = bf16Vec(download<uint16_t>(dpool, pool.size()));
@@ -813,6 +814,8 @@ int main() {
     checkAttention(128, 4, 16);
     checkAttention(128, 4, 7);
     checkAttention(128, 2, 16);
+    checkAttention(128, 2, 8);   // the smallest page the wgmma kernel's tensor copies take
+    checkAttention(128, 4, 32);
     checkAttention(128, 1, 16);  // an odd group: prefill on the mma.sync kernel
     // Clusters of eight-warp blocks (the launcher picks them only when all clusters fit at once),
     // then four-warp blocks forced where the launcher would pick eight.

@@ -1,16 +1,23 @@
-// Paged prefill attention on Hopper's warpgroup MMA (wgmma, sm_90a), the kernel prefillAttention
-// takes at head dim 128 with an even GQA group (attention-prefill.cu keeps the mma.sync kernel for
-// the other shapes). Same problem: causal by absolute position (a cached prefix and a chunked prompt
-// are the same case), ragged tiles of up to 64 query rows of one sequence, K/V gathered from the
-// pages. One block per (tile, 2 query heads of one KV group): two warpgroups, one per head, each
+// Paged prefill attention on Hopper's warpgroup MMA (wgmma) with tensor-memory copies (TMA), the
+// kernel prefillAttention takes at head dim 128 with an even GQA group and pages of 8-128 keys that
+// divide 128 (attention-prefill.cu keeps the mma.sync kernel for every other shape). Same problem:
+// causal by absolute position (a cached prefix and a chunked prompt are the same case), ragged
+// tiles of up to 64 query rows of one sequence, K/V read through the page table.
+// One block per (tile, 2 query heads of one KV group): two consumer warpgroups, one per head, each
 // S = Q K^T (m64n128k16, Q and K from shared memory, K-major) then O += P V (P from registers, V
-// from shared memory, N-major), the online softmax in f32 (log2 units) between them; O rescaled
-// only when a row max moved. K/V tiles of 128 keys are gathered with cp.async (row addresses from a
-// table built two tiles ahead) into 128-byte-swizzled shared memory, the layout wgmma reads; two
-// stages, the next tile's copies in flight under this tile's math, one barrier per tile.
+// N-major), the online softmax in f32 (log2 units) between them, O rescaled only when a row max
+// moved; and a producer warp whose lane 0 copies each 128-key K/V tile with one 5-d tensor copy per
+// (page, K or V, 64-dim half), landing 128-byte-swizzled (the layout wgmma reads). Three stages,
+// each with an mbarrier the copies complete on and one every consumer thread arrives on when done
+// with it; no block barrier per tile, so the warpgroups drift apart and one's softmax overlaps the
+// other's products. Pages wholly past the sequence's last key are not copied; in the last tile V's
+// rows past it are zeroed (unwritten slots may hold anything, and 0 x NaN is NaN in the product).
 // Measured (H200, 8B shape: 32 q heads, 8 KV heads, page 16, one layer; bench/kernels/
-// prefill-attention-wgmma.cu, 2026-12-04): 1 x 4096 tokens 0.362 ms (380 TFLOP/s causal) against
-// 0.443 ms (311) for the mma.sync kernel, 1 x 8192 1.290 ms (426) against 1.648 ms (334).
+// prefill-attention-wgmma.cu, 2026-12-04): 1 x 4096 tokens 0.303 ms (453 TFLOP/s causal), 1 x 8192
+// 1.075 ms (512), against 0.356 / 1.301 ms for the same products fed by cp.async from all threads
+// in step (one barrier per tile) and 0.435 / 1.660 ms for the mma.sync kernel.
+#include <cudaTypedefs.h>
+
 #include <string>
 
 #include "check.h"
@@ -22,60 +29,74 @@
 namespace ms::cuda {
 namespace {
 
-constexpr int D = 128, BM = kPrefillTileRows, BN = 128, HPB = 2, kThreads = 128 * HPB;
-constexpr int kQBytes = BM * D * 2, kTileBytes = BN * D * 2;  // one head's Q; one K (or V) tile
-// Q of HPB heads, two stages of (K, V), the row table (2, BN), 1 KB to align the swizzled tiles.
-constexpr int kSmem = HPB * kQBytes + 2 * 2 * kTileBytes + 2 * BN * 8 + 1024;
+constexpr int D = 128, BM = kPrefillTileRows, BN = 128, HPB = 2, kStages = 3;
+constexpr int kConsumers = 128 * HPB, kThreads = kConsumers + 32;  // two warpgroups, a producer warp
+constexpr int kQBytes = BM * D * 2, kTileBytes = BN * D * 2;      // one head's Q; one K (or V) tile
+// Q of HPB heads, kStages x (K, V), 1 KB to align the swizzled tiles, 2 x kStages mbarriers.
+constexpr int kSmem = HPB * kQBytes + kStages * 2 * kTileBytes + 1024 + 2 * kStages * 8;
 constexpr float kLog2e = 1.4426950408889634f;
 static_assert(BM == 64, "one warpgroup's m64 is the tile");
+static_assert(sizeof(KvTensorMap) == sizeof(CUtensorMap), "KvTensorMap holds a CUtensorMap");
 
-// grid (heads / HPB, numTiles), block kThreads; dynamic smem kSmem.
-__global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmmaKernel(PrefillAttentionArgs a) {
-#if defined(__CUDA_ARCH_FEAT_SM90_ALL)  // wgmma: sm_90a machine code only
+__device__ __forceinline__ void consumerSync() { asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory"); }
+
+// grid (heads / HPB, numTiles), block kThreads; dynamic smem kSmem. kvMap: the layer's pool as
+// (head dim, KV head, slot, K/V, page) with boxes of (64, 1, pageSize, 1, 1), 128-byte swizzled.
+__global__ void __launch_bounds__(kThreads, 1)
+    prefillAttentionWgmmaKernel(PrefillAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)  // wgmma and tensor copies: sm_90a machine code only
   extern __shared__ unsigned char smRaw[];
   unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
-  unsigned char* Qs = sm;                            // HPB heads x kQBytes
-  unsigned char* KVs = sm + HPB * kQBytes;           // stage s: K at s * 2 * kTileBytes, V after it
-  const bf16** rowPtr = reinterpret_cast<const bf16**>(KVs + 4 * kTileBytes);  // (2, BN)
+  unsigned char* Qs = sm;                   // HPB heads x kQBytes
+  unsigned char* KVs = sm + HPB * kQBytes;  // stage st: K at st * 2 * kTileBytes, V after it
+  uint64_t* full = reinterpret_cast<uint64_t*>(KVs + kStages * 2 * kTileBytes);  // (kStages,) copies landed
+  uint64_t* empty = full + kStages;                                              // (kStages,) consumers done
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < kStages; i++) mbarInit(full + i, 1), mbarInit(empty + i, kConsumers);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
   pdlWait();
   pdlTrigger();
 
   const PrefillTile tile = a.tiles[a.numTiles - 1 - blockIdx.y];  // longest tiles first
-  const int h0 = blockIdx.x * HPB, g = h0 / (a.heads / a.kv.kvHeads);
-  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
-  const int kvDim = a.kv.kvHeads * D, ps = a.kv.pageSize;
-  const int psShift = pageShift(ps);
-  const int32_t* pt = a.pageTable + int64_t(tile.seq) * a.ptStride;
-  const int keyEnd = tile.posStart + tile.rows;
-  const int64_t vOffset = int64_t(ps) * kvDim;
-  const int numKeyTiles = (keyEnd + BN - 1) / BN;
+  const int h0 = blockIdx.x * HPB, g = h0 / (a.heads / a.kv.kvHeads), ps = a.kv.pageSize;
+  const int keyEnd = tile.posStart + tile.rows, numKeyTiles = (keyEnd + BN - 1) / BN;
 
+  if (threadIdx.x >= kConsumers) {  // the producer warp: lane 0 copies every tile
+    if (threadIdx.x == kConsumers) {
+      const int32_t* pt = a.pageTable + int64_t(tile.seq) * a.ptStride;
+      const int pgEnd = (keyEnd + ps - 1) / ps;  // pages holding the tile's keys
+      for (int t = 0; t < numKeyTiles; t++) {
+        const int st = t % kStages, p0 = t * BN / ps, n = min(BN / ps, pgEnd - p0);
+        if (t >= kStages) mbarWait(empty + st, (t / kStages - 1) & 1);
+        unsigned char* dst = KVs + st * 2 * kTileBytes;
+        mbarExpectTx(full + st, uint32_t(n * ps * 512));  // n pages x (K, V) x 2 halves x ps rows x 128 B
+        for (int i = 0; i < n; i++) {
+          const int page = pt[p0 + i];
+#pragma unroll
+          for (int kv = 0; kv < 2; kv++)
+#pragma unroll
+            for (int h = 0; h < 2; h++)
+              tmaLoad5(dst + kv * kTileBytes + h * BN * 128 + i * ps * 128, &kvMap, h * 64, g, 0, kv, page, full + st);
+        }
+      }
+    }
+    return;
+  }
+
+  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
   // Q of both heads (zero rows past the tile) -> swizzled shared memory.
-  for (int c = threadIdx.x; c < HPB * BM * 16; c += kThreads) {
+  for (int c = threadIdx.x; c < HPB * BM * 16; c += kConsumers) {
     const int hs = c / (BM * 16), r = (c / 16) % BM, chunk = c % 16;
     const bool in = r < tile.rows;
     const bf16* src = in ? a.q + int64_t(tile.tokenStart + r) * a.qStride + (h0 + hs) * D + chunk * 8 : a.q;
     cpAsync16(reinterpret_cast<bf16*>(Qs + hs * kQBytes + swz128(BM, r, chunk)), src, in ? 16 : 0);
   }
-  auto rowTable = [&](int j0, int slot) {
-    if (threadIdx.x < BN) {
-      const int key = j0 + threadIdx.x;
-      const int pg = pageOf(key, ps, psShift);
-      rowPtr[slot * BN + threadIdx.x] =
-          key < keyEnd ? a.kv.base + int64_t(pt[pg]) * a.kv.pageStride + int64_t(key - pg * ps) * kvDim + g * D : nullptr;
-    }
-  };
-  auto loadKV = [&](int slot, int st) {  // the keys of rowPtr[slot] -> stage st (zeros past the end)
-    unsigned char* Ks = KVs + st * 2 * kTileBytes;
-    const int chunk = threadIdx.x % 16;
-#pragma unroll
-    for (int r = threadIdx.x / 16; r < BN; r += kThreads / 16) {
-      const bf16* src = rowPtr[slot * BN + r];
-      const uint32_t off = swz128(BN, r, chunk);
-      cpAsync16(reinterpret_cast<bf16*>(Ks + off), src ? src + chunk * 8 : a.kv.base, src ? 16 : 0);
-      cpAsync16(reinterpret_cast<bf16*>(Ks + kTileBytes + off), src ? src + chunk * 8 + vOffset : a.kv.base, src ? 16 : 0);
-    }
-  };
+  cpAsyncCommit();
+  cpAsyncWait<0>();
+  fenceProxyAsync();
+  consumerSync();
 
   float o[64], s[64];
 #pragma unroll
@@ -85,23 +106,19 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmmaKernel(Prefi
   const int row0 = warp * 16 + lane / 4;  // this thread's rows of the tile: row0, row0 + 8
   const int rowPos[2] = {tile.posStart + row0, tile.posStart + row0 + 8};
   const uint32_t qAddr = smemAddr(Qs + wg * kQBytes);
-
-  rowTable(0, 0);
-  rowTable(BN, 1);
-  __syncthreads();
-  loadKV(0, 0);
-  cpAsyncCommit();
   for (int t = 0; t < numKeyTiles; t++) {
-    const int j0 = t * BN;
-    cpAsyncWait<0>();  // tile t (and Q) landed for this thread
-    fenceProxyAsync();
-    __syncthreads();   // for every thread; every warpgroup is done with tile t - 1's stage
-    if (t + 1 < numKeyTiles) {
-      loadKV((t + 1) & 1, (t + 1) & 1);
-      cpAsyncCommit();
+    const int j0 = t * BN, st = t % kStages;
+    unsigned char* Ks = KVs + st * 2 * kTileBytes;
+    mbarWait(full + st, (t / kStages) & 1);
+    if (keyEnd - j0 < BN) {  // the last tile: zero V's rows past the last key, this warpgroup's half
+      const int from = keyEnd - j0;
+      unsigned char* half = Ks + kTileBytes + wg * BN * 128;
+      for (int c = threadIdx.x % 128; c < (BN - from) * 8; c += 128)
+        *reinterpret_cast<uint4*>(half + (from + c / 8) * 128 + (c % 8) * 16) = make_uint4(0, 0, 0, 0);
+      fenceProxyAsync();
+      consumerSync();
     }
-    if (t + 2 < numKeyTiles) rowTable(j0 + 2 * BN, t & 1);
-    const uint32_t kAddr = smemAddr(KVs + (t & 1) * 2 * kTileBytes), vAddr = kAddr + kTileBytes;
+    const uint32_t kAddr = smemAddr(Ks), vAddr = kAddr + kTileBytes;
 
     // S = Q K^T: 8 steps of 16 head dims; Q (64 rows) and K (128 keys) K-major.
     wgmmaFence();
@@ -153,6 +170,7 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmmaKernel(Prefi
     wgmmaCommit();
     wgmmaWait<0>();
     pinRegs(o);
+    mbarArrive(empty + st);  // this thread is done with the stage
   }
 
   // Normalise and store the tile's rows.
@@ -175,11 +193,36 @@ __global__ void __launch_bounds__(kThreads, 1) prefillAttentionWgmmaKernel(Prefi
   __trap();
 #endif
 }
+
 }  // namespace
+
+KvTensorMap kvTensorMap(const KvLayer& kv) {
+  static const auto encode = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    MS_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q));
+    if (!f || q != cudaDriverEntryPointSuccess) throw CudaError("the driver has no cuTensorMapEncodeTiled", false);
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  const int64_t kvDim = int64_t(kv.kvHeads) * kv.headDim;
+  const cuuint64_t dim[5] = {cuuint64_t(kv.headDim), cuuint64_t(kv.kvHeads), cuuint64_t(kv.pageSize), 2,
+                             kv.numPages > 0 ? cuuint64_t(kv.numPages) : cuuint64_t(1) << 31};
+  const cuuint64_t stride[4] = {cuuint64_t(kv.headDim * 2), cuuint64_t(kvDim * 2), cuuint64_t(kv.pageSize * kvDim * 2),
+                                cuuint64_t(kv.pageStride * 2)};  // bytes, dims 1-4
+  const cuuint32_t box[5] = {64, 1, cuuint32_t(kv.pageSize), 1, 1}, step[5] = {1, 1, 1, 1, 1};
+  KvTensorMap m;
+  const CUresult r = encode(reinterpret_cast<CUtensorMap*>(&m), CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5,
+                            const_cast<bf16*>(kv.base), dim, stride, box, step, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) throw CudaError("cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")", false);
+  return m;
+}
 
 bool prefillAttentionWgmmaFits(const PrefillAttentionArgs& a) {
 #if defined(MS_CUDA_WGMMA)
-  return a.kv.headDim == D && a.kv.kvHeads > 0 && (a.heads / a.kv.kvHeads) % HPB == 0;
+  const int ps = a.kv.pageSize;
+  return a.kv.headDim == D && a.kv.kvHeads > 0 && (a.heads / a.kv.kvHeads) % HPB == 0 && ps >= 8 && ps % 8 == 0 &&
+         BN % ps == 0;
 #else
   (void)a;
   return false;  // built without sm_90a machine code
@@ -189,15 +232,18 @@ bool prefillAttentionWgmmaFits(const PrefillAttentionArgs& a) {
 void prefillAttentionWgmma(const PrefillAttentionArgs& a, cudaStream_t s) {
   if (a.numTiles == 0) return;
   if (!prefillAttentionWgmmaFits(a))
-    throw CudaError("prefillAttentionWgmma: head dim 128, an even GQA group and an sm_90a build only", false);
+    throw CudaError("prefillAttentionWgmma: head dim 128, an even GQA group, pages of 8-128 keys dividing 128 and an "
+                    "sm_90a build only",
+                    false);
   if (a.numTiles > 65535) throw CudaError("prefillAttentionWgmma: more than 65535 query tiles in one launch", false);
   static const bool init = [] {  // once per process (one device per engine process)
     MS_CUDA_CHECK(cudaFuncSetAttribute(prefillAttentionWgmmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
     return true;
   }();
   (void)init;
+  const KvTensorMap map = a.kvMap ? *a.kvMap : kvTensorMap(a.kv);
   launchPdl("prefillAttentionWgmmaKernel", prefillAttentionWgmmaKernel, dim3(a.heads / HPB, a.numTiles), dim3(kThreads),
-            kSmem, s, a);
+            kSmem, s, a, *reinterpret_cast<const CUtensorMap*>(&map));
 }
 
 }  // namespace ms::cuda

@@ -235,6 +235,10 @@ class CudaBackend : public Backend {
   bf16* pool_ = nullptr;      // (numPages + 1, pageElems): the last page is the graphs' padding page;
                               // allocated by finalize (ensureKvPool) or joinNvshmem
   float* invFreq_ = nullptr;  // (headDim / 2,)
+  // The prefill attention's tensor maps, one per layer, for the pool at kvMapsPool_ (runLayers
+  // encodes them again when the pool moves: the memory plan's stand-in, then the real pool).
+  std::vector<KvTensorMap> kvMaps_;
+  const bf16* kvMapsPool_ = nullptr;
   cudaStream_t stream_ = nullptr;
   cudaEvent_t evStart_ = nullptr, evStop_ = nullptr;
   std::unique_ptr<DeviceWeights> weights_;

@@ -34,6 +34,7 @@ struct KvLayer {
   int pageSize = 0;
   int kvHeads = 0;
   int headDim = 0;
+  int numPages = 0;  // pages in the pool: bounds the prefill kernel's tensor copies (0: unbounded)
 };
 
 // log2 of the page size where it is a power of two, else -1; with it, pageOf(key) = the page
@@ -194,6 +195,12 @@ struct PrefillTile {
   int32_t seq, tokenStart, rows, posStart;
 };
 constexpr int kPrefillTileRows = 64;
+// A layer's pool encoded for the wgmma kernel's tensor copies (a CUtensorMap: kvTensorMap), made once
+// per pool and layer by the caller or at each launch.
+struct alignas(64) KvTensorMap {
+  unsigned char bytes[128];
+};
+KvTensorMap kvTensorMap(const KvLayer& kv);
 struct PrefillAttentionArgs {
   const bf16* q = nullptr;
   int qStride = 0;
@@ -206,9 +213,11 @@ struct PrefillAttentionArgs {
   KvLayer kv;
   int heads = 0;
   float scale = 0.f;
+  const KvTensorMap* kvMap = nullptr;  // kvTensorMap(kv), host memory; null: encoded at launch
 };
-// The wgmma kernel where prefillAttentionWgmmaFits (head dim 128, an even GQA group, an sm_90a
-// build: attention-prefill-wgmma.cu), else the mma.sync kernel (attention-prefill.cu, any shape).
+// The wgmma kernel where prefillAttentionWgmmaFits (head dim 128, an even GQA group, pages of 8 to
+// 128 keys dividing 128, an sm_90a build: attention-prefill-wgmma.cu), else the mma.sync kernel
+// (attention-prefill.cu, any shape).
 void prefillAttention(const PrefillAttentionArgs& a, cudaStream_t s);
 void prefillAttentionMma(const PrefillAttentionArgs& a, cudaStream_t s);
 bool prefillAttentionWgmmaFits(const PrefillAttentionArgs& a);

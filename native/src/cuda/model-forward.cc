@@ -92,14 +92,28 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& 
   // Pure-decode layers: RoPE and the KV append run inside the decode attention kernel (no
   // ropeAppend launch).
   const bool fuseRope = dm.lay.numTiles == 0 && dm.lay.numDecode > 0;
-  for (int l = 0; l < m_.layers; l++) {
-    const LayerWeights& L = weights_->layers[l];
+  auto layerKv = [&](int l) {
     KvLayer kv;
     kv.base = pool_ + int64_t(l) * 2 * kv_.pageSize * kvDim;
     kv.pageStride = pageElems_;
     kv.pageSize = kv_.pageSize;
     kv.kvHeads = m_.kvHeads;
     kv.headDim = hd;
+    kv.numPages = kv_.numPages > 0 ? kv_.numPages + 1 : 0;  // with the graphs' padding page
+    return kv;
+  };
+  if (dm.lay.numTiles > 0 && kvMapsPool_ != pool_) {
+    PrefillAttentionArgs probe;
+    probe.kv = layerKv(0);
+    probe.heads = m_.heads;
+    kvMaps_.clear();
+    if (prefillAttentionWgmmaFits(probe))
+      for (int l = 0; l < m_.layers; l++) kvMaps_.push_back(kvTensorMap(layerKv(l)));
+    kvMapsPool_ = pool_;
+  }
+  for (int l = 0; l < m_.layers; l++) {
+    const LayerWeights& L = weights_->layers[l];
+    const KvLayer kv = layerKv(l);
 
     rmsNorm(a.x, nullptr, N, H, L.attnNorm, m_.rmsEps, a.xn, s);
     mark(kNorm, s);
@@ -144,6 +158,7 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& 
       p.kv = kv;
       p.heads = m_.heads;
       p.scale = scale;
+      p.kvMap = kvMaps_.empty() ? nullptr : &kvMaps_[l];
       prefillAttention(p, s);
     }
     mark(kAttention, s);

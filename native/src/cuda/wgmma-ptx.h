@@ -1,8 +1,13 @@
 // Inline PTX for Hopper's warpgroup MMA (wgmma, sm_90a only): m64n128k16 bf16 -> f32 with A from
 // shared memory or registers, its fences and waits, and the 128-byte-swizzled shared-memory layout
-// and matrix descriptors it reads. Used by attention-prefill-wgmma.cu and bench/kernels.
+// and matrix descriptors it reads; mbarriers and the tensor copies (TMA) that complete on them.
+// Used by attention-prefill-wgmma.cu and bench/kernels.
 #pragma once
+#include <cuda.h>
+
 #include <cstdint>
+
+#include "mma-ptx.h"
 
 namespace ms::cuda {
 
@@ -47,6 +52,32 @@ __device__ __forceinline__ uint32_t swz128(int rows, int r, int chunk) {
 __device__ __forceinline__ uint64_t smemDesc128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
   return uint64_t((addr & 0x3FFFF) >> 4) | uint64_t((lbo & 0x3FFFF) >> 4) << 16 | uint64_t((sbo & 0x3FFFF) >> 4) << 32 |
          1ull << 62;
+}
+
+__device__ __forceinline__ void mbarInit(uint64_t* bar, int count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(smemAddr(bar)), "r"(count) : "memory");
+}
+__device__ __forceinline__ void mbarArrive(uint64_t* bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(smemAddr(bar)) : "memory");
+}
+__device__ __forceinline__ void mbarExpectTx(uint64_t* bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smemAddr(bar)), "r"(bytes) : "memory");
+}
+// Until the barrier's phase of this parity has completed.
+__device__ __forceinline__ void mbarWait(uint64_t* bar, int parity) {
+  asm volatile("{\n.reg .pred p;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra WAIT;\n}\n" ::"r"(
+                   smemAddr(bar)),
+               "r"(parity)
+               : "memory");
+}
+// The box of map at (c0..c4) -> dst, completing on bar.
+__device__ __forceinline__ void tmaLoad5(void* dst, const CUtensorMap* map, int c0, int c1, int c2, int c3, int c4,
+                                         uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4, %5, %6}], "
+      "[%7];\n" ::"r"(smemAddr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4), "r"(smemAddr(bar))
+      : "memory");
 }
 
 }  // namespace ms::cuda
