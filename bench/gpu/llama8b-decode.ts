@@ -3,8 +3,10 @@
  * `batch` sequences (the reference prompt, rotated by 7 tokens per sequence) prefilled, then `steps`
  * greedy tokens each, all sequences in every step (pure-decode steps: the CUDA graphs and the decode
  * attention plans the engine tuned at start). Prints one JSON line per batch with the tokens' FNV-1a
- * hash: two builds whose lines match generated the same tokens (how a kernel change is shown not to
- * move greedy decoding; run it with each build).
+ * hash: two runs whose lines match generated the same tokens. Run each build more than once: every
+ * process picks its cuBLASLt plans by timing, and on this random checkpoint (top-2 margins ~1e-2)
+ * a plan change alone flips tokens (H200, 2026-12-04: one build gave two hashes at batch 1 and at
+ * batch 64 in two processes), so only hashes that agree across a build's own runs say anything.
  * Usage: node --import tsx bench/gpu/llama8b-decode.ts CHECKPOINT_DIR [device=cuda:0] [batches=1,4,64] [steps=32]
  */
 import { readFileSync } from 'node:fs';

@@ -1,22 +1,28 @@
-// Prefill attention on Hopper's warpgroup MMA (wgmma): the variants of the shipped kernel
-// (native/src/cuda/attention-prefill-wgmma.cu: two consumer warpgroups, a producer warp issuing
-// tensor copies, three stages released by mbarriers) and of the mma.sync kernel before it
-// (attention-prefill.cu), on the same problem: causal by absolute position, ragged tiles of up to
-// 64 query rows of one sequence, K/V gathered from the pages, GQA, head dim 128. One block per
-// (tile, 2 query heads of one KV group), one warpgroup per head.
+// Prefill attention on Hopper's warpgroup MMA (wgmma): variants of the shipped kernel
+// (native/src/cuda/attention-prefill-wgmma.cu) on the same problem: causal by absolute position,
+// ragged tiles of up to 64 query rows of one sequence, K/V read through the page table, GQA, head
+// dim 128. One block per (tile, 2 query heads of one KV group), one warpgroup per head.
 //   "cp.async": every thread gathers K/V rows with cp.async, two stages, the warpgroups in step
-//     (one block barrier per tile): the engine's kernel from 41a9aeb until the shipped one.
-//   "tma": the same order with the tiles brought by tensor copies from thread 0.
-//   "overlap": the shipped kernel's producer and stages, each warpgroup issuing S(t + 1) = Q K^T and
-//     P(t) V(t) together and running S(t + 1)'s softmax while P(t) V(t) runs (FlashAttention-3's
-//     intra-warpgroup overlap).
+//     (one block barrier per tile): the engine's kernel in 41a9aeb.
+//   "tma": the same order with the tiles brought by tensor copies (TMA) from thread 0.
+//   "drift": the shipped kernel (a producer warp's tensor copies, three stages released by
+//     mbarriers, no barrier between the warpgroups), written with this file's helpers.
+//   "overlap": "drift" with each warpgroup's P(t) V(t) in flight under S(t + 1)'s softmax
+//     (FlashAttention-3's intra-warpgroup overlap).
+//   "pingpong": "drift" with the warpgroups taking turns on the tensor cores (FA3's ping-pong).
 // Each is checked against a float64 reference (pages of 16, 8 and 7 keys, GQA 4 and 2, the unwritten
-// slots of each last page NaN) and timed on one layer of the 8B shape against the shipped kernel
-// and the mma.sync kernel. H200, 2026-12-04, one 8B layer, ms at 1 x 4096 / 1 x 8192 tokens
-// (TFLOP/s causal): cp.async 0.356 / 1.301 (387 / 423), tma 0.401 / 1.474 (342 / 373), the producer
-// design (now shipped) 0.303 / 1.075 (453 / 512), mma.sync 0.435 / 1.660 (316 / 331)
-// (bench/results/engine-gpu/h200-2026-12-04b-prefill-attention-wgmma.txt). So what was slow in
-// step was the coupling of the two warpgroups, not the copies.
+// slots of each last page NaN), timed on one layer of the 8B shape against the shipped kernel and
+// the mma.sync kernel (attention-prefill.cu), and its output compared bit for bit with the shipped
+// kernel's. H200, 2026-12-04 06:30 (bench/results/engine-gpu/h200-2026-12-04b-prefill-attention-
+// wgmma.txt), one 8B layer, ms at 1 x 1024 / 4096 / 8192 tokens (TFLOP/s causal at 8192):
+//   cp.async 0.037 / 0.353 / 1.279 (430)     tma 0.040 / 0.398 / 1.461 (376)
+//   drift 0.035 / 0.302 / 1.069 (514)        shipped 0.035 / 0.302 / 1.062 (518)
+//   overlap 0.036 / 0.309 / 1.085 (507)      pingpong 0.035 / 0.303 / 1.075 (511)
+//   mma.sync 0.064 / 0.435 / 1.641 (335)
+// cp.async, tma, drift and pingpong round alike bit for bit; overlap differs in 11-73 outputs (the
+// same sums in another order). What held "cp.async" back was the warpgroups kept in step, not the
+// copies; taking turns (pingpong, also run as the engine's kernel at 06:20: engine prefill within
+// noise) and the intra-warpgroup overlap buy nothing here, so the shipped kernel stays the simpler one.
 //   build: cmake --build native/build --target microserve_kernel_benches; run: prefill-attention-wgmma
 #include <array>
 #include <cstring>
@@ -294,97 +300,235 @@ __global__ void __launch_bounds__(kThreads, 1) tmaKernel(PrefillAttentionArgs a,
   b.storeO(a, o, l);
 }
 
-// Variant "overlap": the shipped kernel (a producer warp, three stages released by mbarriers, no
-// block barrier per tile) with each warpgroup's P(t) V(t) in flight under S(t + 1)'s softmax.
-// Iteration t, with P(t) in registers: rescale O; issue S(t + 1) and P(t) V(t); wait for S(t + 1)
-// only, its softmax in place; wait for P(t) V(t), release stage t, pack P(t + 1). Past the last tile
-// S(t + 1) is still issued (on a stale stage, its result unused): the same wgmma sequence on every
-// path, which ptxas needs to keep the products in flight.
-// The producer is a whole warpgroup here (setmaxnreg works per warpgroup): 12 warps, 3 per
-// scheduler, would cap every thread at 168 registers; the producer gives its registers up (24) and
-// the consumers take 240 (24 + 2 x 240 <= 512 per scheduler lane), which P(t), S(t + 1) and O need.
-constexpr int kStages = 3, kThreadsP = kThreads + 128;
+// The producer design (the shipped kernel, and the variants "drift", "overlap", "pingpong"): Q,
+// kStages K/V stages, and per stage an mbarrier the copies complete on ("full") and one every
+// consumer thread arrives on when done with it ("empty"). Threads kThreads and up are the producer.
+constexpr int kStages = 3;
 constexpr int kSmemP = HPB * kQBytes + kStages * 2 * kTileBytes + 1024 + 2 * kStages * 8;
 __device__ __forceinline__ void consumerSync() { asm volatile("bar.sync 1, %0;\n" ::"n"(kThreads) : "memory"); }
-__global__ void __launch_bounds__(kThreadsP, 1)
-    overlapKernel(PrefillAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
-  extern __shared__ unsigned char smRaw[];
-  unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
-  unsigned char* Qs = sm;
-  unsigned char* KVs = sm + HPB * kQBytes;
-  uint64_t* full = reinterpret_cast<uint64_t*>(KVs + kStages * 2 * kTileBytes);
-  uint64_t* empty = full + kStages;
-  if (threadIdx.x == 0) {
-    for (int i = 0; i < kStages; i++) mbarInit(full + i, 1), mbarInit(empty + i, kThreads);
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
-  __syncthreads();
-  pdlWait();
-  pdlTrigger();
-  const Block b(a);
-  const int T = (b.keyEnd + BN - 1) / BN;
-  if (threadIdx.x >= kThreads) {  // the producer warpgroup
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
-    if (threadIdx.x == kThreads) {
-      const int pgEnd = (b.keyEnd + b.ps - 1) / b.ps;
-      for (int t = 0; t < T; t++) {
-        const int st = t % kStages;
-        if (t >= kStages) mbarWait(empty + st, (t / kStages - 1) & 1);
-        issueTile(b, &kvMap, t, pgEnd, KVs + st * 2 * kTileBytes, full + st);
-      }
+struct Staged {
+  unsigned char *Qs, *KVs;
+  uint64_t *full, *empty;
+  // Carves smRaw; thread 0 initialises the barriers (the caller's __syncthreads publishes them).
+  __device__ explicit Staged(unsigned char* smRaw) {
+    Qs = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
+    KVs = Qs + HPB * kQBytes;
+    full = reinterpret_cast<uint64_t*>(KVs + kStages * 2 * kTileBytes);
+    empty = full + kStages;
+    if (threadIdx.x == 0) {
+      for (int i = 0; i < kStages; i++) mbarInit(full + i, 1), mbarInit(empty + i, kThreads);
+      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
     }
-    return;
   }
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
-  b.loadQ(a, Qs);
-  cpAsyncCommit();
-  cpAsyncWait<0>();
-  fenceProxyAsync();
-  consumerSync();
-
-  float o[64], s[64], mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f}, alpha[2];
-  uint32_t p[8][4];
-#pragma unroll
-  for (int i = 0; i < 64; i++) o[i] = 0.f;
-  const float sl2 = a.scale * kLog2e;
-  const int row0 = b.warp * 16 + b.lane / 4, rowPos[2] = {b.tile.posStart + row0, b.tile.posStart + row0 + 8};
-  const uint32_t qAddr = smemAddr(Qs + b.wg * kQBytes);
-  auto stage = [&](int t) { return KVs + (t % kStages) * 2 * kTileBytes; };
-  auto land = [&](int t) {  // wait for tile t; zero its V tail if it is the last
+  __device__ unsigned char* stage(int t) const { return KVs + (t % kStages) * 2 * kTileBytes; }
+  // The producer's loop (one thread): tile t into its stage once the consumers released it.
+  __device__ void produce(const Block& b, const CUtensorMap* map, int T) const {
+    const int pgEnd = (b.keyEnd + b.ps - 1) / b.ps;
+    for (int t = 0; t < T; t++) {
+      if (t >= kStages) mbarWait(empty + t % kStages, (t / kStages - 1) & 1);
+      issueTile(b, map, t, pgEnd, stage(t), full + t % kStages);
+    }
+  }
+  // Consumers: Q -> shared memory, visible to both warpgroups' products.
+  __device__ void loadQ(const Block& b, const PrefillAttentionArgs& a) const {
+    b.loadQ(a, Qs);
+    cpAsyncCommit();
+    cpAsyncWait<0>();
+    fenceProxyAsync();
+    consumerSync();
+  }
+  // Consumers: tile t landed; in the last tile V's rows past the last key zeroed (this warpgroup's half).
+  __device__ void land(const Block& b, int t) const {
     mbarWait(full + t % kStages, (t / kStages) & 1);
     if (b.keyEnd - t * BN < BN) {
       zeroVTail(b, stage(t) + kTileBytes, t * BN, b.wg);
       fenceProxyAsync();
       consumerSync();
     }
-  };
-  land(0);
-  issueQK(s, qAddr, smemAddr(stage(0)));
+  }
+  __device__ void release(int t) const { mbarArrive(empty + t % kStages); }
+};
+// The consumers' running state: O, the row maxima and sums, this thread's rows' positions.
+struct Rows {
+  float o[64], mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+  int rowPos[2];
+  __device__ explicit Rows(const Block& b) {
+#pragma unroll
+    for (int i = 0; i < 64; i++) o[i] = 0.f;
+    const int row0 = b.warp * 16 + b.lane / 4;
+    rowPos[0] = b.tile.posStart + row0, rowPos[1] = b.tile.posStart + row0 + 8;
+  }
+};
+
+// Variant "drift" (the shipped kernel, with this file's helpers): a producer warp; each warpgroup
+// S, softmax, P V per tile, with no barrier between the warpgroups.
+constexpr int kThreadsD = kThreads + 32;
+__global__ void __launch_bounds__(kThreadsD, 1) driftKernel(PrefillAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
+  extern __shared__ unsigned char smRaw[];
+  const Staged sm(smRaw);
+  __syncthreads();
+  pdlWait();
+  pdlTrigger();
+  const Block b(a);
+  const int T = (b.keyEnd + BN - 1) / BN;
+  if (threadIdx.x >= kThreads) {
+    if (threadIdx.x == kThreads) sm.produce(b, &kvMap, T);
+    return;
+  }
+  sm.loadQ(b, a);
+  Rows r(b);
+  float s[64];
+  const float sl2 = a.scale * kLog2e;
+  const uint32_t qAddr = smemAddr(sm.Qs + b.wg * kQBytes);
+  for (int t = 0; t < T; t++) {
+    sm.land(b, t);
+    issueQK(s, qAddr, smemAddr(sm.stage(t)));
+    wgmmaWait<0>();
+    pinRegs(s);
+    float base[2], alpha[2];
+    uint32_t p[8][4];
+    maskAndScale(s, t * BN, b.tile.posStart, r.rowPos, sl2, r.mRun, r.l, base, alpha);
+    expPack(s, sl2, base, r.l, p);
+    rescale(r.o, alpha);
+    issuePV(r.o, p, smemAddr(sm.stage(t) + kTileBytes));
+    wgmmaWait<0>();
+    pinRegs(r.o);
+    sm.release(t);
+  }
+  b.storeO(a, r.o, r.l);
+}
+
+// Variants "overlap" and "pingpong" keep O, S and P live across their products: 12 warps (3 per
+// scheduler) would cap every thread at 168 registers, so the producer is a whole warpgroup that
+// gives its registers up (setmaxnreg 24) and the consumers take 240 (24 + 2 x 240 <= 512 per lane).
+constexpr int kThreadsP = kThreads + 128;
+__device__ __forceinline__ void producerRegs() { asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory"); }
+__device__ __forceinline__ void consumerRegs() { asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory"); }
+
+// Variant "overlap": each warpgroup's P(t) V(t) in flight under S(t + 1)'s softmax (FlashAttention-3's
+// intra-warpgroup overlap). Iteration t, with P(t) in registers: rescale O; issue S(t + 1) and P(t)
+// V(t); wait for S(t + 1) only, its softmax in place; wait for P(t) V(t), release stage t, pack
+// P(t + 1). Past the last tile S(t + 1) is still issued (on a stale stage, its result unused): the
+// same wgmma sequence on every path, which ptxas needs to keep the products in flight.
+__global__ void __launch_bounds__(kThreadsP, 1)
+    overlapKernel(PrefillAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
+  extern __shared__ unsigned char smRaw[];
+  const Staged sm(smRaw);
+  __syncthreads();
+  pdlWait();
+  pdlTrigger();
+  const Block b(a);
+  const int T = (b.keyEnd + BN - 1) / BN;
+  if (threadIdx.x >= kThreads) {
+    producerRegs();
+    if (threadIdx.x == kThreads) sm.produce(b, &kvMap, T);
+    return;
+  }
+  consumerRegs();
+  sm.loadQ(b, a);
+  Rows r(b);
+  float s[64], alpha[2], base[2];
+  uint32_t p[8][4];
+  const float sl2 = a.scale * kLog2e;
+  const uint32_t qAddr = smemAddr(sm.Qs + b.wg * kQBytes);
+  sm.land(b, 0);
+  issueQK(s, qAddr, smemAddr(sm.stage(0)));
   wgmmaWait<0>();
   pinRegs(s);
-  float base[2];
-  maskAndScale(s, 0, b.tile.posStart, rowPos, sl2, mRun, l, base, alpha);
-  expPack(s, sl2, base, l, p);
+  maskAndScale(s, 0, b.tile.posStart, r.rowPos, sl2, r.mRun, r.l, base, alpha);
+  expPack(s, sl2, base, r.l, p);
   for (int t = 0; t < T; t++) {
     const bool next = t + 1 < T;
-    if (next) land(t + 1);
-    rescale(o, alpha);  // no product in flight on O
-    issueQK(s, qAddr, smemAddr(stage(t + 1)));
-    issuePV(o, p, smemAddr(stage(t) + kTileBytes));
+    if (next) sm.land(b, t + 1);
+    rescale(r.o, alpha);  // no product in flight on O
+    issueQK(s, qAddr, smemAddr(sm.stage(t + 1)));
+    issuePV(r.o, p, smemAddr(sm.stage(t) + kTileBytes));
     wgmmaWait<1>();  // S(t + 1); P(t) V(t) still runs
     pinRegs(s);
-    if (next) maskAndScale(s, (t + 1) * BN, b.tile.posStart, rowPos, sl2, mRun, l, base, alpha);
+    if (next) maskAndScale(s, (t + 1) * BN, b.tile.posStart, r.rowPos, sl2, r.mRun, r.l, base, alpha);
     wgmmaWait<0>();
-    pinRegs(o);
-    mbarArrive(empty + t % kStages);
-    if (next) expPack(s, sl2, base, l, p);
+    pinRegs(r.o);
+    sm.release(t);
+    if (next) expPack(s, sl2, base, r.l, p);
   }
-  b.storeO(a, o, l);
+  b.storeO(a, r.o, r.l);
+}
+
+// Variant "pingpong": the warpgroups take turns on the tensor cores (FlashAttention-3's ping-pong):
+// on its turn a warpgroup issues P(t - 1) V(t - 1) and S(t) together and hands the turn over (named
+// barriers 2 + w: warpgroup w waits on its own, the other arrives), then waits for them and runs
+// S(t)'s softmax while the other's products run. Ran once as the engine's kernel (H200, 2026-12-04
+// 06:20): kernel checks passed, the output the same bit for bit, 0.299 / 1.067 ms against 0.303 /
+// 1.070 for "drift" at 4k / 8k, and the engine's prefill within its noise (A/B/A/B): not kept.
+__device__ __forceinline__ void turnWait(int wg) { asm volatile("bar.sync %0, %1;\n" ::"r"(2 + wg), "n"(kThreads) : "memory"); }
+__device__ __forceinline__ void turnGive(int wg) { asm volatile("bar.arrive %0, %1;\n" ::"r"(2 + wg), "n"(kThreads) : "memory"); }
+__global__ void __launch_bounds__(kThreadsP, 1)
+    pingpongKernel(PrefillAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
+  extern __shared__ unsigned char smRaw[];
+  const Staged sm(smRaw);
+  __syncthreads();
+  pdlWait();
+  pdlTrigger();
+  const Block b(a);
+  const int T = (b.keyEnd + BN - 1) / BN;
+  if (threadIdx.x >= kThreads) {
+    producerRegs();
+    if (threadIdx.x == kThreads) sm.produce(b, &kvMap, T);
+    return;
+  }
+  consumerRegs();
+  sm.loadQ(b, a);
+  if (b.wg == 1) turnGive(0);  // warpgroup 0 takes the tensor cores first
+  Rows r(b);
+  float s[64], alpha[2], base[2];
+  uint32_t p[8][4];
+  const float sl2 = a.scale * kLog2e;
+  const uint32_t qAddr = smemAddr(sm.Qs + b.wg * kQBytes);
+  // One turn: P(t - 1) V(t - 1) where t > 0, S(t) where t < T; then S(t)'s softmax.
+  auto turn = [&](int t, bool pv, bool qk) {
+    turnWait(b.wg);
+    wgmmaFence();
+    if (pv)
+#pragma unroll
+      for (int kk = 0; kk < BN / 16; kk++)
+        wgmmaRS(r.o, p[kk], smemDesc128(smemAddr(sm.stage(t - 1) + kTileBytes) + kk * 16 * 128, BN * 128, 1024));
+    if (qk)
+#pragma unroll
+      for (int kk = 0; kk < D / 16; kk++)
+        wgmmaSS<0>(s, smemDesc128(qAddr + (kk >> 2) * (BM * 128) + (kk & 3) * 32, 16, 1024),
+                   smemDesc128(smemAddr(sm.stage(t)) + (kk >> 2) * (BN * 128) + (kk & 3) * 32, 16, 1024), kk > 0);
+    wgmmaCommit();
+  };
+  sm.land(b, 0);
+  turn(0, false, true);
+  turnGive(1 - b.wg);
+  wgmmaWait<0>();
+  pinRegs(s);
+  maskAndScale(s, 0, b.tile.posStart, r.rowPos, sl2, r.mRun, r.l, base, alpha);
+  expPack(s, sl2, base, r.l, p);
+  for (int t = 1; t < T; t++) {
+    sm.land(b, t);
+    rescale(r.o, alpha);
+    turn(t, true, true);
+    turnGive(1 - b.wg);
+    wgmmaWait<0>();
+    pinRegs(s);
+    pinRegs(r.o);
+    sm.release(t - 1);
+    maskAndScale(s, t * BN, b.tile.posStart, r.rowPos, sl2, r.mRun, r.l, base, alpha);
+    expPack(s, sl2, base, r.l, p);
+  }
+  rescale(r.o, alpha);
+  turn(T, true, false);
+  if (b.wg == 0) turnGive(1);  // warpgroup 1's last turn (warpgroup 0 takes none after its own)
+  wgmmaWait<0>();
+  pinRegs(r.o);
+  b.storeO(a, r.o, r.l);
 }
 
 }  // namespace
 
-// variant: "cp.async", "tma" or "overlap"; the shared-memory limit is raised once per kernel.
+// variant: "cp.async", "tma", "drift", "overlap" or "pingpong"; the shared-memory limit is raised once per kernel.
 void prefillAttentionVariant(const PrefillAttentionArgs& a, const std::string& variant, cudaStream_t s) {
   if (a.numTiles == 0) return;
   if (a.kv.headDim != D || (a.heads / a.kv.kvHeads) % HPB != 0)
@@ -393,6 +537,8 @@ void prefillAttentionVariant(const PrefillAttentionArgs& a, const std::string& v
     MS_CUDA_CHECK(cudaFuncSetAttribute(cpAsyncKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemCp));
     MS_CUDA_CHECK(cudaFuncSetAttribute(tmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemTma));
     MS_CUDA_CHECK(cudaFuncSetAttribute(overlapKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemP));
+    MS_CUDA_CHECK(cudaFuncSetAttribute(driftKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemP));
+    MS_CUDA_CHECK(cudaFuncSetAttribute(pingpongKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemP));
     return true;
   }();
   (void)init;
@@ -403,6 +549,8 @@ void prefillAttentionVariant(const PrefillAttentionArgs& a, const std::string& v
   const KvTensorMap m = kvTensorMap(a.kv);
   const CUtensorMap& map = *reinterpret_cast<const CUtensorMap*>(&m);
   if (variant == "tma") return launchPdl("tmaKernel", tmaKernel, grid, dim3(kThreads), kSmemTma, s, a, map);
+  if (variant == "drift") return launchPdl("driftKernel", driftKernel, grid, dim3(kThreadsD), kSmemP, s, a, map);
+  if (variant == "pingpong") return launchPdl("pingpongKernel", pingpongKernel, grid, dim3(kThreadsP), kSmemP, s, a, map);
   launchPdl("overlapKernel", overlapKernel, grid, dim3(kThreadsP), kSmemP, s, a, map);
 }
 
@@ -426,7 +574,7 @@ void poisonTail(const bench::PagedProblem& p) {
 
 int main() {
   try {
-    const char* variants[] = {"cp.async", "tma", "overlap"};
+    const char* variants[] = {"cp.async", "tma", "drift", "overlap", "pingpong"};
     auto copies = [](const char* v, int page) { return std::string(v) == "cp.async" || (page % 8 == 0 && 128 % page == 0); };
     // Prompts after a prefix (pages of 16, 8, and 7: not a power of two), GQA 4 and 2; the unwritten
     // slots of each last page NaN.
@@ -449,7 +597,7 @@ int main() {
       prefillAttentionMma(t.a, 0);
       bench::check("shipped mma.sync" + tag, bench::downloadBf16(p.dOut, ref.size()), ref, 2e-2);
     }
-    for (int len : {4096, 8192}) {
+    for (int len : {1024, 4096, 8192}) {
       bench::PagedProblem p(1, len, len, 32, 8, 128, 16);
       bench::PrefillTiles t(p);
       prefillAttentionMma(t.a, 0);
