@@ -1,4 +1,4 @@
-# The CUDA backend (sm_90), included at the end of native/CMakeLists.txt. Three cases:
+# The CUDA backend (sm_90a), included at the end of native/CMakeLists.txt. Three cases:
 #  - no CUDA compiler: nothing (the CPU addon alone);
 #  - nvcc but no cuBLASLt headers (CPU machines, CI): the kernel files compile into an object
 #    library that nothing links (a compile check; the addon is unchanged);
@@ -22,6 +22,10 @@ set(CMAKE_CUDA_RUNTIME_LIBRARY Shared)  # one runtime for the .cu and .cc files
 enable_language(CUDA)
 find_package(CUDAToolkit REQUIRED)
 set(MS_CUDA_ARCH "90a" CACHE STRING "CUDA targets' architecture: 90a, or a CUDA_ARCHITECTURES value")
+if(MS_CUDA_ARCH STREQUAL "90-real")  # the default before 2026-12-04, kept in older build folders' caches
+  message(STATUS "microserve: MS_CUDA_ARCH 90-real (a build folder's old default) -> 90a")
+  set(MS_CUDA_ARCH "90a" CACHE STRING "CUDA targets' architecture: 90a, or a CUDA_ARCHITECTURES value" FORCE)
+endif()
 
 set(MS_CUDA_KERNEL_SOURCES
   ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/elementwise.cu
