@@ -65,7 +65,8 @@ ms_cuda_target_options(microserve_kernel_objs)
 target_include_directories(microserve_kernel_objs PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src)
 target_link_libraries(microserve_kernel_objs PRIVATE CUDA::cudart)
 add_custom_target(microserve_kernel_benches)
-foreach(name decode-attention-simt prefill-attention-fa2 decode-merge-serial decode-kv-read prefill-attention-wgmma)
+foreach(name decode-attention-simt prefill-attention-fa2 decode-merge-serial decode-kv-read prefill-attention-wgmma
+             gemm-swiglu-wgmma)
   add_executable(${name} EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/../bench/kernels/${name}.cu
                                           $<TARGET_OBJECTS:microserve_kernel_objs>)
   ms_cuda_target_options(${name})
@@ -73,6 +74,9 @@ foreach(name decode-attention-simt prefill-attention-fa2 decode-merge-serial dec
   target_link_libraries(${name} PRIVATE CUDA::cudart)
   add_dependencies(microserve_kernel_benches ${name})
 endforeach()
+if(TARGET CUDA::cublasLt)  # gemm-swiglu-wgmma times cuBLASLt's product where it can link it
+  target_link_libraries(gemm-swiglu-wgmma PRIVATE CUDA::cublasLt)
+endif()
 
 if(NOT MS_CUBLASLT_INCLUDE_DIR OR NOT TARGET CUDA::cublasLt)
   message(STATUS "microserve: nvcc ${CMAKE_CUDA_COMPILER_VERSION} without cuBLASLt: compile check of the CUDA kernels only")

@@ -1,0 +1,310 @@
+// The gate/up product of the MLP with the SwiGLU epilogue, on Hopper's warpgroup MMA: the candidate
+// that would remove silu_mul from prefill (2.9 ms of a 4k prefill and 5.7 ms of an 8k one on the
+// H200, 87-88% of the read roofline; cuBLASLt's epilogues have no SiLU). The product's weight rows
+// come in (gate, up) pairs (rows 2j and 2j + 1: the engine's gate_up layout), so in wgmma's
+// accumulator layout every thread holds both halves of its pairs, and the epilogue
+// out[row][j] = silu(gate) * up is per thread, from the f32 accumulators (the unfused path rounds
+// the product to bf16 first: close, not bit-equal).
+// A persistent kernel, one block per SM: tiles of 128 rows x 256 product columns (128 outputs),
+// two consumer warpgroups of 64 rows each (m64n256k16, A and B from 128-byte-swizzled shared
+// memory, both K-major) and a producer warpgroup whose lane 0 streams 64-wide K slices of A and B
+// with tensor copies into four stages released by mbarriers (setmaxnreg: 24 registers for the
+// producer, 240 for the consumers, whose 64 x 256 accumulators take 128). Tiles run m-fastest so
+// the blocks in flight share a few 256-row weight slices (read once from DRAM) while the
+// activations (33.5 MB at 4096 x 4096) stay in L2.
+// Checked against a float64 reference on sampled outputs, timed at the 8B shape (N = 2 x 14336,
+// K = 4096) against cuBLASLt's product + the engine's siluMul where cuBLASLt is there to link.
+// NOT YET RUN: written 2026-12-04 after the session's device time was spent; to beat cuBLASLt +
+// silu_mul at 4k it needs >= ~720 TFLOP/s (cuBLASLt's product ran at 774 in the step's profile).
+//   build: cmake --build native/build --target microserve_kernel_benches; run: gemm-swiglu-wgmma
+#include <cuda.h>
+#include <cudaTypedefs.h>
+
+#include <algorithm>
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "common.cuh"
+#include "cuda/mma-ptx.h"
+#include "cuda/pdl.h"
+#include "cuda/wgmma-ptx.h"
+#if __has_include(<cublasLt.h>)
+#include <cublasLt.h>
+#define MS_BENCH_CUBLASLT 1
+#endif
+
+namespace ms::cuda {
+namespace {
+
+constexpr int BM = 128, BN = 256, BK = 64, kStages = 4;
+constexpr int kConsumers = 256, kThreads = kConsumers + 128;      // two consumer warpgroups, a producer
+constexpr int kABytes = BM * BK * 2, kBBytes = BN * BK * 2;       // 16 KB, 32 KB
+constexpr int kStageBytes = kABytes + kBBytes;
+constexpr int kSmem = kStages * kStageBytes + 1024 + 2 * kStages * 8;
+
+// D (64 x 256 f32 in the accumulator layout) (+)= A (64 x 16, shared: descA) . B (16 x 256, shared:
+// descB), both K-major; scaleD 0 overwrites D.
+__device__ __forceinline__ void wgmma256(float (&d)[128], uint64_t descA, uint64_t descB, int scaleD) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(descA), "l"(descB), "r"(scaleD));
+}
+__device__ __forceinline__ void pinRegs128(float (&d)[128]) {
+  asm volatile("" : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])::"memory");
+}
+
+// The box of a 2-d map at (c0 inner, c1 outer) -> dst, completing on bar.
+__device__ __forceinline__ void tmaLoad2(void* dst, const CUtensorMap* map, int c0, int c1, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          smemAddr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smemAddr(bar))
+      : "memory");
+}
+
+// M rows of activations, N product columns (gate, up interleaved), K; out: (M, N / 2) bf16.
+struct SwigluArgs {
+  int M = 0, N = 0, K = 0;
+  bf16* out = nullptr;
+};
+
+// grid: the SMs (persistent), block kThreads, dynamic smem kSmem. mapA: x (K inner, M) boxes 64 x 128;
+// mapB: the weight (K inner, N) boxes 64 x 256; both 128-byte swizzled. N % 256 == 0, K % 64 == 0.
+__global__ void __launch_bounds__(kThreads, 1)
+    gemmSwigluKernel(SwigluArgs g, const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB) {
+  extern __shared__ unsigned char smRaw[];
+  unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
+  uint64_t* full = reinterpret_cast<uint64_t*>(sm + kStages * kStageBytes);  // (kStages,) copies landed
+  uint64_t* empty = full + kStages;                                         // (kStages,) consumers done
+  if (threadIdx.x == 0) {
+    for (int i = 0; i < kStages; i++) mbarInit(full + i, 1), mbarInit(empty + i, kConsumers);
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+  pdlWait();
+  pdlTrigger();
+  const int mTiles = (g.M + BM - 1) / BM, nTiles = g.N / BN, kSteps = g.K / BK, numTiles = mTiles * nTiles;
+
+  if (threadIdx.x >= kConsumers) {  // the producer warpgroup; lane 0 of its first warp copies
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+    if (threadIdx.x == kConsumers) {
+      int it = 0;  // k-slices issued so far: stage it % kStages, its use number it / kStages
+      for (int tile = blockIdx.x; tile < numTiles; tile += gridDim.x) {
+        const int mt = tile % mTiles, nt = tile / mTiles;
+        for (int ks = 0; ks < kSteps; ks++, it++) {
+          const int st = it % kStages;
+          if (it >= kStages) mbarWait(empty + st, (it / kStages - 1) & 1);
+          unsigned char* dst = sm + st * kStageBytes;
+          mbarExpectTx(full + st, kStageBytes);  // rows past M arrive as zeros, and count
+          tmaLoad2(dst, &mapA, ks * BK, mt * BM, full + st);
+          tmaLoad2(dst + kABytes, &mapB, ks * BK, nt * BN, full + st);
+        }
+      }
+    }
+    return;
+  }
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+
+  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const int outN = g.N / 2;
+  float acc[128];
+  int it = 0;
+  for (int tile = blockIdx.x; tile < numTiles; tile += gridDim.x) {
+    const int mt = tile % mTiles, nt = tile / mTiles;
+    for (int ks = 0; ks < kSteps; ks++, it++) {
+      const int st = it % kStages;
+      mbarWait(full + st, (it / kStages) & 1);
+      const uint32_t aAddr = smemAddr(sm + st * kStageBytes) + wg * 64 * 128;  // this warpgroup's 64 rows
+      const uint32_t bAddr = smemAddr(sm + st * kStageBytes + kABytes);
+      wgmmaFence();
+#pragma unroll
+      for (int kk = 0; kk < BK / 16; kk++)
+        wgmma256(acc, smemDesc128(aAddr + kk * 32, 16, 1024), smemDesc128(bAddr + kk * 32, 16, 1024), ks > 0 || kk > 0);
+      wgmmaCommit();
+      wgmmaWait<1>();  // the previous slice's products are done: its stage goes back
+      if (ks > 0) mbarArrive(empty + (it - 1) % kStages);
+    }
+    wgmmaWait<0>();
+    pinRegs128(acc);
+    mbarArrive(empty + (it - 1) % kStages);
+
+    // acc[4c + 2h + e]: row warp * 16 + lane / 4 + 8h of this warpgroup's 64, product column
+    // 8c + 2 (lane % 4) + e: e = 0 the gate, e = 1 its up; output column 4c + lane % 4 of the tile's 128.
+    const int row0 = mt * BM + wg * 64 + warp * 16 + lane / 4;
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const int row = row0 + 8 * h;
+      if (row >= g.M) continue;
+      bf16* dst = g.out + int64_t(row) * outN + nt * (BN / 2) + lane % 4;
+#pragma unroll
+      for (int c = 0; c < BN / 8; c++) {
+        const float gate = acc[4 * c + 2 * h], up = acc[4 * c + 2 * h + 1];
+        dst[4 * c] = __float2bfloat16_rn(gate / (1.f + __expf(-gate)) * up);
+      }
+    }
+  }
+}
+
+// A row-major (outer, inner) bf16 matrix as a 2-d tensor map with boxes (boxInner, boxOuter), 128-byte swizzled.
+CUtensorMap map2d(const bf16* base, int inner, int outer, int boxInner, int boxOuter) {
+  static const auto encode = [] {
+    void* f = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    MS_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q));
+    if (!f || q != cudaDriverEntryPointSuccess) throw CudaError("the driver has no cuTensorMapEncodeTiled", false);
+    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
+  }();
+  CUtensorMap m;
+  const cuuint64_t dim[2] = {cuuint64_t(inner), cuuint64_t(outer)}, stride[1] = {cuuint64_t(inner) * 2};
+  const cuuint32_t box[2] = {cuuint32_t(boxInner), cuuint32_t(boxOuter)}, step[2] = {1, 1};
+  const CUresult r = encode(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(base), dim, stride, box, step,
+                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) throw CudaError("cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")", false);
+  return m;
+}
+
+int numSms() {
+  static const int n = [] {
+    int dev = 0, v = 0;
+    MS_CUDA_CHECK(cudaGetDevice(&dev));
+    MS_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+    return v;
+  }();
+  return n;
+}
+
+}  // namespace
+
+// out (M, N / 2) = silu(x w^T [:, even]) * (x w^T [:, odd]); x (M, K), w (N, K), both row-major bf16.
+void gemmSwiglu(const bf16* x, const bf16* w, const SwigluArgs& g, cudaStream_t s) {
+  if (g.N % BN != 0 || g.K % BK != 0 || g.M <= 0) throw CudaError("gemmSwiglu: N % 256, K % 64 and M > 0 only", false);
+  static const bool init = [] {
+    MS_CUDA_CHECK(cudaFuncSetAttribute(gemmSwigluKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    return true;
+  }();
+  (void)init;
+  const int tiles = (g.M + BM - 1) / BM * (g.N / BN);
+  launchPdl("gemmSwigluKernel", gemmSwigluKernel, dim3(std::min(tiles, numSms())), dim3(kThreads), kSmem, s, g,
+            map2d(x, g.K, g.M, BK, BM), map2d(w, g.K, g.N, BK, BN));
+}
+
+#ifdef MS_BENCH_CUBLASLT
+// y (M, N) = x w^T in bf16 with cuBLASLt's first heuristic algorithm (the engine tunes among the
+// first 8; this is the reference for time, as the unfused path's product).
+struct LtProduct {
+  cublasLtHandle_t h = nullptr;
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t la = nullptr, lb = nullptr, lc = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  void* ws = nullptr;
+  size_t wsBytes = 32 << 20;
+  LtProduct(int M, int N, int K) {
+    auto ok = [](cublasStatus_t st, const char* what) {
+      if (st != CUBLAS_STATUS_SUCCESS) throw CudaError(std::string("cuBLASLt: ") + what + " " + std::to_string(int(st)), false);
+    };
+    ok(cublasLtCreate(&h), "create");
+    ok(cublasLtMatmulDescCreate(&op, CUBLAS_COMPUTE_32F, CUDA_R_32F), "desc");
+    const cublasOperation_t t = CUBLAS_OP_T, n = CUBLAS_OP_N;
+    ok(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSA, &t, sizeof t), "transa");
+    ok(cublasLtMatmulDescSetAttribute(op, CUBLASLT_MATMUL_DESC_TRANSB, &n, sizeof n), "transb");
+    // column-major view: y^T (N, M) = w (K x N col-major, op T) . x^T (K x M col-major)
+    ok(cublasLtMatrixLayoutCreate(&la, CUDA_R_16BF, K, N, K), "layout w");
+    ok(cublasLtMatrixLayoutCreate(&lb, CUDA_R_16BF, K, M, K), "layout x");
+    ok(cublasLtMatrixLayoutCreate(&lc, CUDA_R_16BF, N, M, N), "layout y");
+    MS_CUDA_CHECK(cudaMalloc(&ws, wsBytes));
+    cublasLtMatmulPreference_t pref;
+    ok(cublasLtMatmulPreferenceCreate(&pref), "pref");
+    ok(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsBytes, sizeof wsBytes), "ws");
+    cublasLtMatmulHeuristicResult_t res{};
+    int found = 0;
+    ok(cublasLtMatmulAlgoGetHeuristic(h, op, la, lb, lc, lc, pref, 1, &res, &found), "heuristic");
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (found == 0) throw CudaError("cuBLASLt: no algorithm", false);
+    algo = res.algo;
+  }
+  void run(const bf16* x, const bf16* w, bf16* y, cudaStream_t s) {
+    const float one = 1.f, zero = 0.f;
+    const cublasStatus_t st = cublasLtMatmul(h, op, &one, w, la, x, lb, &zero, y, lc, y, lc, &algo, ws, wsBytes, s);
+    if (st != CUBLAS_STATUS_SUCCESS) throw CudaError("cuBLASLt matmul " + std::to_string(int(st)), false);
+  }
+  ~LtProduct() {
+    cublasLtMatrixLayoutDestroy(la), cublasLtMatrixLayoutDestroy(lb), cublasLtMatrixLayoutDestroy(lc);
+    cublasLtMatmulDescDestroy(op), cublasLtDestroy(h), cudaFree(ws);
+  }
+};
+#endif
+
+}  // namespace ms::cuda
+
+using namespace ms::cuda;
+
+int main() {
+  try {
+    constexpr int K = 4096, N = 2 * 14336;  // the 8B shape's gate/up
+    std::vector<float> w = bench::randn(size_t(N) * K);
+    for (auto& v : w) v *= 0.02f;
+    bf16* dW = bench::uploadBf16(w);
+    for (int M : {200, 1024, 4096, 8192}) {  // 200: a ragged last row tile
+      std::vector<float> x = bench::randn(size_t(M) * K);
+      bf16* dX = bench::uploadBf16(x);
+      bf16* dOut;
+      MS_CUDA_CHECK(cudaMalloc(&dOut, size_t(M) * (N / 2) * 2));
+      SwigluArgs g;
+      g.M = M, g.N = N, g.K = K, g.out = dOut;
+      gemmSwiglu(dX, dW, g, 0);
+      const auto got = bench::downloadBf16(dOut, size_t(M) * (N / 2));
+      // 3000 sampled outputs (and the tiles' corners) against float64.
+      std::vector<size_t> idx;
+      for (int i = 0; i < 3000; i++) idx.push_back(bench::rng()() % got.size());
+      for (size_t r : {size_t(0), size_t(M - 1)})
+        for (size_t j : {size_t(0), size_t(127), size_t(128), size_t(N / 2 - 1)}) idx.push_back(r * (N / 2) + j);
+      std::vector<float> gs;
+      std::vector<double> ref;
+      for (size_t i : idx) {
+        const size_t r = i / (N / 2), j = i % (N / 2);
+        double gate = 0, up = 0;
+        for (int k = 0; k < K; k++) {
+          gate += double(x[r * K + k]) * w[(2 * j) * K + k];
+          up += double(x[r * K + k]) * w[(2 * j + 1) * K + k];
+        }
+        ref.push_back(gate / (1 + std::exp(-gate)) * up);
+        gs.push_back(got[i]);
+      }
+      bench::check("gemmSwiglu M=" + std::to_string(M) + " (3008 sampled outputs)", gs, ref, 2e-2);
+      const double flop = 2.0 * M * N * K;
+      const double ms = bench::timeMs([&] { gemmSwiglu(dX, dW, g, 0); }, 3, 20);
+      std::printf("  M=%d: gemmSwiglu %.3f ms (%.0f TFLOP/s)", M, ms, flop / ms / 1e9);
+#ifdef MS_BENCH_CUBLASLT
+      bf16* dGu;
+      MS_CUDA_CHECK(cudaMalloc(&dGu, size_t(M) * N * 2));
+      LtProduct lt(M, N, K);
+      const double p = bench::timeMs([&] { lt.run(dX, dW, dGu, 0); }, 3, 20);
+      const double u = bench::timeMs([&] {
+        lt.run(dX, dW, dGu, 0);
+        siluMul(dGu, M, N / 2, dOut, 0);
+      }, 3, 20);
+      std::printf("; cuBLASLt product %.3f ms (%.0f TFLOP/s), + siluMul %.3f ms", p, flop / p / 1e9, u);
+      const auto unfused = bench::downloadBf16(dOut, size_t(M) * (N / 2));
+      std::vector<float> us;
+      for (size_t i : idx) us.push_back(unfused[i]);
+      std::printf("\n");
+      bench::check("  cuBLASLt + siluMul M=" + std::to_string(M) + " (the same samples)", us, ref, 2e-2);
+      cudaFree(dGu);
+#else
+      std::printf(" (built without cuBLASLt: no reference timing)\n");
+#endif
+      cudaFree(dX), cudaFree(dOut);
+    }
+    cudaFree(dW);
+  } catch (const CudaError& e) {
+    std::printf("CUDA error: %s\n", e.what());
+    return 2;
+  }
+  std::printf("gemm-swiglu-wgmma: %d failed\n", bench::numFailed());
+  return bench::numFailed() ? 1 : 0;
+}
