@@ -2,7 +2,8 @@
 # One script for the GPU host: builds the CUDA addon and tools, checks correctness, times.
 #   bash bench/gpu/run.sh [steps...]     steps: build check fixture kjv bench node extras peer check8b (default: all)
 #   quick variants: bench-quick, peer-quick; on request only: kbench (bench/kernels: the candidate
-#   kernels' checks and timings against the shipped ones, e.g. prefill-attention-wgmma)
+#   kernels' checks and timings against the shipped ones; KBENCH names them, default
+#   prefill-attention-wgmma; e.g. KBENCH="prefill-attention-wgmma gemm-swiglu-wgmma")
 # Before (on a CPU machine, in the project root): bash bench/gpu/pack.sh  (writes .gpu/, ignored)
 # With the device tool: run(command="bash bench/gpu/run.sh", carry=[".gpu"]). Results go to $OUT
 # (or /tmp/ms-out): build.log, kernels-check.txt, fixture.txt, engine-bench.{txt,json}, choices.txt,
@@ -49,8 +50,8 @@ fi
 
 if has kbench; then
   stage kernel benches
-  cmake --build $BUILD -j 16 --target microserve_kernel_benches >> "$OUT/build.log" 2>&1 || tail -20 "$OUT/build.log"
-  for k in ${KBENCH:-prefill-attention-wgmma}; do
+  for k in ${KBENCH:-prefill-attention-wgmma}; do  # each built alone: one that fails to build stops only itself
+    cmake --build $BUILD -j 16 --target $k >> "$OUT/build.log" 2>&1 || tail -20 "$OUT/build.log"
     timeout 300 $BUILD/$k 2>&1 | tee "$OUT/kbench-$k.txt"
     summary+=("kernel bench $k: $(tail -1 "$OUT/kbench-$k.txt")")
   done
