@@ -16,6 +16,8 @@
 // K = 4096) against cuBLASLt's product + the engine's siluMul where cuBLASLt is there to link.
 // NOT YET RUN: written 2026-12-04 after the session's device time was spent; to beat cuBLASLt +
 // silu_mul at 4k it needs >= ~720 TFLOP/s (cuBLASLt's product ran at 774 in the step's profile).
+// Likely next step if it falls short: each weight slice is read from L2 by the 32 blocks of its
+// column (~9 TB/s of L2 reads at full rate); clusters of 2 along M sharing it by TMA multicast halve that.
 //   build: cmake --build native/build --target microserve_kernel_benches; run: gemm-swiglu-wgmma
 #include <cuda.h>
 #include <cudaTypedefs.h>
