@@ -73,6 +73,14 @@ inline void check(const std::string& name, const std::vector<float>& got, const 
   std::printf("%-64s rel err %.2e %s\n", name.c_str(), err / (mag + 1e-6), ok ? "PASS" : "FAIL");
 }
 
+// SMs of the current device.
+inline int numSms() {
+  int dev = 0, v = 0;
+  MS_CUDA_CHECK(cudaGetDevice(&dev));
+  MS_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
+  return v;
+}
+
 // Median ms of `iters` runs of f on stream 0 after `warmup`.
 inline double timeMs(const std::function<void()>& f, int warmup = 3, int iters = 20) {
   cudaEvent_t a, b;

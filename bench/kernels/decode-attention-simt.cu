@@ -232,9 +232,7 @@ struct Plan {
     a.q = p.dQ, a.qStride = p.heads * p.D, a.out = p.dOut, a.outStride = p.heads * p.D;
     a.queries = queries, a.numQueries = p.numTokens(), a.meta = p.meta(), a.kv = p.kv(), a.heads = p.heads;
     a.scale = 1.f / std::sqrt(float(p.D));
-    int sms = 0;
-    MS_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, 0));
-    planDecodeSplits(a.numQueries, p.kvHeads, p.ctx, sms, &a.splitLen, &a.maxSplits);
+    planDecodeSplits(a.numQueries, p.kvHeads, p.ctx, bench::numSms(), &a.splitLen, &a.maxSplits);
     MS_CUDA_CHECK(cudaMalloc(&po, size_t(a.numQueries) * a.heads * a.maxSplits * p.D * 4));
     MS_CUDA_CHECK(cudaMalloc(&pml, size_t(a.numQueries) * a.heads * a.maxSplits * 2 * 4));
     MS_CUDA_CHECK(cudaMalloc(&cnt, size_t(a.numQueries) * p.kvHeads * 4));

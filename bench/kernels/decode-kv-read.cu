@@ -23,11 +23,15 @@
 
 #include "cuda/check.h"
 #include "cuda/mma-ptx.h"
+#include "cuda/wgmma-ptx.h"
 
 using ms::cuda::bf16;
 using ms::cuda::cpAsync16;
 using ms::cuda::cpAsyncCommit;
 using ms::cuda::cpAsyncWait;
+using ms::cuda::initStageBarriers;
+using ms::cuda::mbarExpectTx;
+using ms::cuda::mbarWait;
 using ms::cuda::smemAddr;
 
 namespace {
@@ -91,13 +95,6 @@ __global__ void __launch_bounds__(128) allHeads(const bf16* pool, const int* pt,
   stream<NB>((n + 7) / 8, load, buf, 2 * 8 * KVD, sink);
 }
 
-__device__ __forceinline__ void mbarWait(uint64_t* b, int phase) {
-  asm volatile("{\n .reg .pred p;\n W: mbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n @!p bra W;\n}\n" ::"r"(
-                   smemAddr(b)),
-               "r"(phase)
-               : "memory");
-}
-
 template <int NB>
 __global__ void __launch_bounds__(128) headSlicedBulk(const bf16* pool, const int* pt, int ptStride, int ctx, float* sink) {
   extern __shared__ __align__(16) unsigned char sm[];
@@ -106,16 +103,14 @@ __global__ void __launch_bounds__(128) headSlicedBulk(const bf16* pool, const in
   const int g = blockIdx.x;
   const int* p = pt + blockIdx.y * ptStride;
   const int tiles = (ctx + 63) / 64;
-  if (threadIdx.x < NB) asm volatile("mbarrier.init.shared::cta.b64 [%0], 1;\n" ::"r"(smemAddr(&bar[threadIdx.x])));
-  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  initStageBarriers(bar, nullptr, NB, 0);
   __syncthreads();
   auto load = [&](int t) {
     if (threadIdx.x >= 32) return;
     bf16* Ks = buf + (t % NB) * 2 * 64 * D;
     const int nk = min(64, ctx - t * 64);
     if (threadIdx.x == 0)
-      asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smemAddr(&bar[t % NB])),
-                   "r"(nk * 2 * D * 2));
+      mbarExpectTx(&bar[t % NB], uint32_t(nk * 2 * D * 2));
     __syncwarp();
     for (int r = threadIdx.x; r < nk; r += 32) {
       const int key = t * 64 + r;

@@ -19,9 +19,6 @@
 // Likely next step if it falls short: each weight slice is read from L2 by the 32 blocks of its
 // column (~9 TB/s of L2 reads at full rate); clusters of 2 along M sharing it by TMA multicast halve that.
 //   build: cmake --build native/build --target microserve_kernel_benches; run: gemm-swiglu-wgmma
-#include <cuda.h>
-#include <cudaTypedefs.h>
-
 #include <algorithm>
 #include <cmath>
 #include <functional>
@@ -82,10 +79,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
   uint64_t* full = reinterpret_cast<uint64_t*>(sm + kStages * kStageBytes);  // (kStages,) copies landed
   uint64_t* empty = full + kStages;                                         // (kStages,) consumers done
-  if (threadIdx.x == 0) {
-    for (int i = 0; i < kStages; i++) mbarInit(full + i, 1), mbarInit(empty + i, kConsumers);
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
+  initStageBarriers(full, empty, kStages, kConsumers);
   __syncthreads();
   pdlWait();
   pdlTrigger();
@@ -153,31 +147,14 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 // A row-major (outer, inner) bf16 matrix as a 2-d tensor map with boxes (boxInner, boxOuter), 128-byte swizzled.
 CUtensorMap map2d(const bf16* base, int inner, int outer, int boxInner, int boxOuter) {
-  static const auto encode = [] {
-    void* f = nullptr;
-    cudaDriverEntryPointQueryResult q;
-    MS_CUDA_CHECK(cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &f, 12000, cudaEnableDefault, &q));
-    if (!f || q != cudaDriverEntryPointSuccess) throw CudaError("the driver has no cuTensorMapEncodeTiled", false);
-    return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
-  }();
   CUtensorMap m;
   const cuuint64_t dim[2] = {cuuint64_t(inner), cuuint64_t(outer)}, stride[1] = {cuuint64_t(inner) * 2};
   const cuuint32_t box[2] = {cuuint32_t(boxInner), cuuint32_t(boxOuter)}, step[2] = {1, 1};
-  const CUresult r = encode(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(base), dim, stride, box, step,
-                            CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-                            CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult r = tensorMapEncoder()(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(base), dim, stride,
+                                       box, step, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) throw CudaError("cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")", false);
   return m;
-}
-
-int numSms() {
-  static const int n = [] {
-    int dev = 0, v = 0;
-    MS_CUDA_CHECK(cudaGetDevice(&dev));
-    MS_CUDA_CHECK(cudaDeviceGetAttribute(&v, cudaDevAttrMultiProcessorCount, dev));
-    return v;
-  }();
-  return n;
 }
 
 }  // namespace
@@ -190,8 +167,9 @@ void gemmSwiglu(const bf16* x, const bf16* w, const SwigluArgs& g, cudaStream_t 
     return true;
   }();
   (void)init;
+  static const int sms = bench::numSms();
   const int tiles = (g.M + BM - 1) / BM * (g.N / BN);
-  launchPdl("gemmSwigluKernel", gemmSwigluKernel, dim3(std::min(tiles, numSms())), dim3(kThreads), kSmem, s, g,
+  launchPdl("gemmSwigluKernel", gemmSwigluKernel, dim3(std::min(tiles, sms)), dim3(kThreads), kSmem, s, g,
             map2d(x, g.K, g.M, BK, BM), map2d(w, g.K, g.N, BK, BN));
 }
 

@@ -16,8 +16,6 @@
 // prefill-attention-wgmma.cu, 2026-12-04): 1 x 4096 tokens 0.303 ms (453 TFLOP/s causal), 1 x 8192
 // 1.075 ms (512), against 0.356 / 1.301 ms for the same products fed by cp.async from all threads
 // in step (one barrier per tile) and 0.435 / 1.660 ms for the mma.sync kernel.
-#include <cudaTypedefs.h>
-
 #include <string>
 
 #include "check.h"
@@ -51,10 +49,7 @@ __global__ void __launch_bounds__(kThreads, 1)
   unsigned char* KVs = sm + HPB * kQBytes;  // stage st: K at st * 2 * kTileBytes, V after it
   uint64_t* full = reinterpret_cast<uint64_t*>(KVs + kStages * 2 * kTileBytes);  // (kStages,) copies landed
   uint64_t* empty = full + kStages;                                              // (kStages,) consumers done
-  if (threadIdx.x == 0) {
-    for (int i = 0; i < kStages; i++) mbarInit(full + i, 1), mbarInit(empty + i, kConsumers);
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
+  initStageBarriers(full, empty, kStages, kConsumers);
   __syncthreads();
   pdlWait();
   pdlTrigger();
@@ -196,7 +191,7 @@ __global__ void __launch_bounds__(kThreads, 1)
 
 }  // namespace
 
-KvTensorMap kvTensorMap(const KvLayer& kv) {
+PFN_cuTensorMapEncodeTiled_v12000 tensorMapEncoder() {
   static const auto encode = [] {
     void* f = nullptr;
     cudaDriverEntryPointQueryResult q;
@@ -204,6 +199,10 @@ KvTensorMap kvTensorMap(const KvLayer& kv) {
     if (!f || q != cudaDriverEntryPointSuccess) throw CudaError("the driver has no cuTensorMapEncodeTiled", false);
     return reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(f);
   }();
+  return encode;
+}
+
+KvTensorMap kvTensorMap(const KvLayer& kv) {
   const int64_t kvDim = int64_t(kv.kvHeads) * kv.headDim;
   const cuuint64_t dim[5] = {cuuint64_t(kv.headDim), cuuint64_t(kv.kvHeads), cuuint64_t(kv.pageSize), 2,
                              kv.numPages > 0 ? cuuint64_t(kv.numPages) : cuuint64_t(1) << 31};
@@ -211,9 +210,10 @@ KvTensorMap kvTensorMap(const KvLayer& kv) {
                                 cuuint64_t(kv.pageStride * 2)};  // bytes, dims 1-4
   const cuuint32_t box[5] = {64, 1, cuuint32_t(kv.pageSize), 1, 1}, step[5] = {1, 1, 1, 1, 1};
   KvTensorMap m;
-  const CUresult r = encode(reinterpret_cast<CUtensorMap*>(&m), CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5,
-                            const_cast<bf16*>(kv.base), dim, stride, box, step, CU_TENSOR_MAP_INTERLEAVE_NONE,
-                            CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  const CUresult r = tensorMapEncoder()(reinterpret_cast<CUtensorMap*>(&m), CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 5,
+                                       const_cast<bf16*>(kv.base), dim, stride, box, step, CU_TENSOR_MAP_INTERLEAVE_NONE,
+                                       CU_TENSOR_MAP_SWIZZLE_128B, CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                                       CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   if (r != CUDA_SUCCESS) throw CudaError("cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")", false);
   return m;
 }

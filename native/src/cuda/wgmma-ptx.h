@@ -4,6 +4,7 @@
 // Used by attention-prefill-wgmma.cu and bench/kernels.
 #pragma once
 #include <cuda.h>
+#include <cudaTypedefs.h>
 
 #include <cstdint>
 
@@ -63,6 +64,17 @@ __device__ __forceinline__ void mbarArrive(uint64_t* bar) {
 __device__ __forceinline__ void mbarExpectTx(uint64_t* bar, uint32_t bytes) {
   asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(smemAddr(bar)), "r"(bytes) : "memory");
 }
+// Thread 0: `stages` barriers at full (one arrival: the producer's, plus its copies' bytes) and, where
+// empty is given, as many at empty (`consumers` arrivals each), fenced for the async proxy; the
+// caller's __syncthreads then publishes them to the block.
+__device__ __forceinline__ void initStageBarriers(uint64_t* full, uint64_t* empty, int stages, int consumers) {
+  if (threadIdx.x != 0) return;
+  for (int i = 0; i < stages; i++) {
+    mbarInit(full + i, 1);
+    if (empty) mbarInit(empty + i, consumers);
+  }
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+}
 // Until the barrier's phase of this parity has completed.
 __device__ __forceinline__ void mbarWait(uint64_t* bar, int parity) {
   asm volatile("{\n.reg .pred p;\nWAIT:\nmbarrier.try_wait.parity.shared::cta.b64 p, [%0], %1;\n@!p bra WAIT;\n}\n" ::"r"(
@@ -79,5 +91,9 @@ __device__ __forceinline__ void tmaLoad5(void* dst, const CUtensorMap* map, int 
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4), "r"(smemAddr(bar))
       : "memory");
 }
+
+// The driver's cuTensorMapEncodeTiled (looked up once; attention-prefill-wgmma.cu): tensor maps are
+// encoded on the host.
+PFN_cuTensorMapEncodeTiled_v12000 tensorMapEncoder();
 
 }  // namespace ms::cuda
