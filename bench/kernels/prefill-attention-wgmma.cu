@@ -5,11 +5,10 @@
 //   "cp.async": every thread gathers K/V rows with cp.async, two stages, the warpgroups in step
 //     (one block barrier per tile): the engine's kernel in 41a9aeb.
 //   "tma": the same order with the tiles brought by tensor copies (TMA) from thread 0.
-//   "drift": the shipped kernel (a producer warp's tensor copies, three stages released by
-//     mbarriers, no barrier between the warpgroups), written with this file's helpers.
-//   "overlap": "drift" with each warpgroup's P(t) V(t) in flight under S(t + 1)'s softmax
-//     (FlashAttention-3's intra-warpgroup overlap).
-//   "pingpong": "drift" with the warpgroups taking turns on the tensor cores (FA3's ping-pong).
+//   "overlap": the shipped kernel's design (a producer's tensor copies, three stages released by
+//     mbarriers, no barrier between the warpgroups) with each warpgroup's P(t) V(t) in flight under
+//     S(t + 1)'s softmax (FlashAttention-3's intra-warpgroup overlap).
+//   "pingpong": the same design with the warpgroups taking turns on the tensor cores (FA3's ping-pong).
 // Each is checked against a float64 reference (pages of 16, 8 and 7 keys, GQA 4 and 2, the unwritten
 // slots of each last page NaN), timed on one layer of the 8B shape against the shipped kernel and
 // the mma.sync kernel (attention-prefill.cu), and its output compared bit for bit with the shipped
@@ -19,8 +18,9 @@
 //   drift 0.035 / 0.302 / 1.069 (514)        shipped 0.035 / 0.302 / 1.062 (518)
 //   overlap 0.036 / 0.309 / 1.085 (507)      pingpong 0.035 / 0.303 / 1.075 (511)
 //   mma.sync 0.064 / 0.435 / 1.641 (335)
-// cp.async, tma, drift and pingpong round alike bit for bit; overlap differs in 11-73 outputs (the
-// same sums in another order). What held "cp.async" back was the warpgroups kept in step, not the
+// ("drift" was the shipped kernel rewritten with this file's helpers: the shipped kernel's time and
+// output bit for bit in three commands; removed.) cp.async, tma, drift and pingpong round alike bit
+// for bit; overlap differs in 11-73 outputs (the same sums in another order). What held "cp.async" back was the warpgroups kept in step, not the
 // copies; taking turns (pingpong, also run as the engine's kernel at 06:20: engine prefill within
 // noise) and the intra-warpgroup overlap buy nothing here, so the shipped kernel stays the simpler one.
 //   build: cmake --build native/build --target microserve_kernel_benches; run: prefill-attention-wgmma
@@ -258,10 +258,7 @@ __global__ void __launch_bounds__(kThreads, 1) tmaKernel(PrefillAttentionArgs a,
   unsigned char* Qs = sm;
   unsigned char* KVs = sm + HPB * kQBytes;
   uint64_t* full = reinterpret_cast<uint64_t*>(KVs + 4 * kTileBytes);  // (2,): stage st's copies landed
-  if (threadIdx.x == 0) {
-    mbarInit(full, 1), mbarInit(full + 1, 1);
-    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
-  }
+  initStageBarriers(full, nullptr, 2, 0);
   pdlWait();
   pdlTrigger();
   const Block b(a);
@@ -300,25 +297,41 @@ __global__ void __launch_bounds__(kThreads, 1) tmaKernel(PrefillAttentionArgs a,
   b.storeO(a, o, l);
 }
 
-// The producer design (the shipped kernel, and the variants "drift", "overlap", "pingpong"): Q,
-// kStages K/V stages, and per stage an mbarrier the copies complete on ("full") and one every
-// consumer thread arrives on when done with it ("empty"). Threads kThreads and up are the producer.
-constexpr int kStages = 3;
+// The producer design (the shipped kernel, and the variants "overlap" and "pingpong"): Q, kStages
+// K/V stages, and per stage an mbarrier the copies complete on ("full") and one every consumer
+// thread arrives on when done with it ("empty"). Threads kThreads and up are the producer: a whole
+// warpgroup here, since O, S and P stay live across the variants' products: 12 warps (3 per
+// scheduler) would cap every thread at 168 registers, so the producer gives its registers up
+// (setmaxnreg 24) and the consumers take 240 (24 + 2 x 240 <= 512 per lane).
+constexpr int kStages = 3, kThreadsP = kThreads + 128;
 constexpr int kSmemP = HPB * kQBytes + kStages * 2 * kTileBytes + 1024 + 2 * kStages * 8;
 __device__ __forceinline__ void consumerSync() { asm volatile("bar.sync 1, %0;\n" ::"n"(kThreads) : "memory"); }
 struct Staged {
   unsigned char *Qs, *KVs;
   uint64_t *full, *empty;
-  // Carves smRaw; thread 0 initialises the barriers (the caller's __syncthreads publishes them).
+  // Carves smRaw, initialises the barriers and publishes them (a block barrier), then waits for the
+  // kernel before (PDL).
   __device__ explicit Staged(unsigned char* smRaw) {
     Qs = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
     KVs = Qs + HPB * kQBytes;
     full = reinterpret_cast<uint64_t*>(KVs + kStages * 2 * kTileBytes);
     empty = full + kStages;
-    if (threadIdx.x == 0) {
-      for (int i = 0; i < kStages; i++) mbarInit(full + i, 1), mbarInit(empty + i, kThreads);
-      asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+    initStageBarriers(full, empty, kStages, kThreads);
+    __syncthreads();
+    pdlWait();
+    pdlTrigger();
+  }
+  // The roles: the producer warpgroup gives its registers up and its lane 0 copies all T tiles (true:
+  // the kernel returns); the consumers take theirs and load Q (false).
+  __device__ bool produced(const Block& b, const PrefillAttentionArgs& a, const CUtensorMap* map, int T) const {
+    if (threadIdx.x >= kThreads) {
+      asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
+      if (threadIdx.x == kThreads) produce(b, map, T);
+      return true;
     }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
+    loadQ(b, a);
+    return false;
   }
   __device__ unsigned char* stage(int t) const { return KVs + (t % kStages) * 2 * kTileBytes; }
   // The producer's loop (one thread): tile t into its stage once the consumers released it.
@@ -360,51 +373,6 @@ struct Rows {
   }
 };
 
-// Variant "drift" (the shipped kernel, with this file's helpers): a producer warp; each warpgroup
-// S, softmax, P V per tile, with no barrier between the warpgroups.
-constexpr int kThreadsD = kThreads + 32;
-__global__ void __launch_bounds__(kThreadsD, 1) driftKernel(PrefillAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
-  extern __shared__ unsigned char smRaw[];
-  const Staged sm(smRaw);
-  __syncthreads();
-  pdlWait();
-  pdlTrigger();
-  const Block b(a);
-  const int T = (b.keyEnd + BN - 1) / BN;
-  if (threadIdx.x >= kThreads) {
-    if (threadIdx.x == kThreads) sm.produce(b, &kvMap, T);
-    return;
-  }
-  sm.loadQ(b, a);
-  Rows r(b);
-  float s[64];
-  const float sl2 = a.scale * kLog2e;
-  const uint32_t qAddr = smemAddr(sm.Qs + b.wg * kQBytes);
-  for (int t = 0; t < T; t++) {
-    sm.land(b, t);
-    issueQK(s, qAddr, smemAddr(sm.stage(t)));
-    wgmmaWait<0>();
-    pinRegs(s);
-    float base[2], alpha[2];
-    uint32_t p[8][4];
-    maskAndScale(s, t * BN, b.tile.posStart, r.rowPos, sl2, r.mRun, r.l, base, alpha);
-    expPack(s, sl2, base, r.l, p);
-    rescale(r.o, alpha);
-    issuePV(r.o, p, smemAddr(sm.stage(t) + kTileBytes));
-    wgmmaWait<0>();
-    pinRegs(r.o);
-    sm.release(t);
-  }
-  b.storeO(a, r.o, r.l);
-}
-
-// Variants "overlap" and "pingpong" keep O, S and P live across their products: 12 warps (3 per
-// scheduler) would cap every thread at 168 registers, so the producer is a whole warpgroup that
-// gives its registers up (setmaxnreg 24) and the consumers take 240 (24 + 2 x 240 <= 512 per lane).
-constexpr int kThreadsP = kThreads + 128;
-__device__ __forceinline__ void producerRegs() { asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory"); }
-__device__ __forceinline__ void consumerRegs() { asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory"); }
-
 // Variant "overlap": each warpgroup's P(t) V(t) in flight under S(t + 1)'s softmax (FlashAttention-3's
 // intra-warpgroup overlap). Iteration t, with P(t) in registers: rescale O; issue S(t + 1) and P(t)
 // V(t); wait for S(t + 1) only, its softmax in place; wait for P(t) V(t), release stage t, pack
@@ -414,18 +382,9 @@ __global__ void __launch_bounds__(kThreadsP, 1)
     overlapKernel(PrefillAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
   extern __shared__ unsigned char smRaw[];
   const Staged sm(smRaw);
-  __syncthreads();
-  pdlWait();
-  pdlTrigger();
   const Block b(a);
   const int T = (b.keyEnd + BN - 1) / BN;
-  if (threadIdx.x >= kThreads) {
-    producerRegs();
-    if (threadIdx.x == kThreads) sm.produce(b, &kvMap, T);
-    return;
-  }
-  consumerRegs();
-  sm.loadQ(b, a);
+  if (sm.produced(b, a, &kvMap, T)) return;
   Rows r(b);
   float s[64], alpha[2], base[2];
   uint32_t p[8][4];
@@ -459,25 +418,17 @@ __global__ void __launch_bounds__(kThreadsP, 1)
 // barriers 2 + w: warpgroup w waits on its own, the other arrives), then waits for them and runs
 // S(t)'s softmax while the other's products run. Ran once as the engine's kernel (H200, 2026-12-04
 // 06:20): kernel checks passed, the output the same bit for bit, 0.299 / 1.067 ms against 0.303 /
-// 1.070 for "drift" at 4k / 8k, and the engine's prefill within its noise (A/B/A/B): not kept.
+// 1.070 for the same kernel without turns at 4k / 8k, and the engine's prefill within its noise
+// (A/B/A/B): not kept.
 __device__ __forceinline__ void turnWait(int wg) { asm volatile("bar.sync %0, %1;\n" ::"r"(2 + wg), "n"(kThreads) : "memory"); }
 __device__ __forceinline__ void turnGive(int wg) { asm volatile("bar.arrive %0, %1;\n" ::"r"(2 + wg), "n"(kThreads) : "memory"); }
 __global__ void __launch_bounds__(kThreadsP, 1)
     pingpongKernel(PrefillAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
   extern __shared__ unsigned char smRaw[];
   const Staged sm(smRaw);
-  __syncthreads();
-  pdlWait();
-  pdlTrigger();
   const Block b(a);
   const int T = (b.keyEnd + BN - 1) / BN;
-  if (threadIdx.x >= kThreads) {
-    producerRegs();
-    if (threadIdx.x == kThreads) sm.produce(b, &kvMap, T);
-    return;
-  }
-  consumerRegs();
-  sm.loadQ(b, a);
+  if (sm.produced(b, a, &kvMap, T)) return;
   if (b.wg == 1) turnGive(0);  // warpgroup 0 takes the tensor cores first
   Rows r(b);
   float s[64], alpha[2], base[2];
@@ -528,7 +479,7 @@ __global__ void __launch_bounds__(kThreadsP, 1)
 
 }  // namespace
 
-// variant: "cp.async", "tma", "drift", "overlap" or "pingpong"; the shared-memory limit is raised once per kernel.
+// variant: "cp.async", "tma", "overlap" or "pingpong"; the shared-memory limit is raised once per kernel.
 void prefillAttentionVariant(const PrefillAttentionArgs& a, const std::string& variant, cudaStream_t s) {
   if (a.numTiles == 0) return;
   if (a.kv.headDim != D || (a.heads / a.kv.kvHeads) % HPB != 0)
@@ -537,7 +488,6 @@ void prefillAttentionVariant(const PrefillAttentionArgs& a, const std::string& v
     MS_CUDA_CHECK(cudaFuncSetAttribute(cpAsyncKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemCp));
     MS_CUDA_CHECK(cudaFuncSetAttribute(tmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemTma));
     MS_CUDA_CHECK(cudaFuncSetAttribute(overlapKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemP));
-    MS_CUDA_CHECK(cudaFuncSetAttribute(driftKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemP));
     MS_CUDA_CHECK(cudaFuncSetAttribute(pingpongKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemP));
     return true;
   }();
@@ -549,7 +499,6 @@ void prefillAttentionVariant(const PrefillAttentionArgs& a, const std::string& v
   const KvTensorMap m = kvTensorMap(a.kv);
   const CUtensorMap& map = *reinterpret_cast<const CUtensorMap*>(&m);
   if (variant == "tma") return launchPdl("tmaKernel", tmaKernel, grid, dim3(kThreads), kSmemTma, s, a, map);
-  if (variant == "drift") return launchPdl("driftKernel", driftKernel, grid, dim3(kThreadsD), kSmemP, s, a, map);
   if (variant == "pingpong") return launchPdl("pingpongKernel", pingpongKernel, grid, dim3(kThreadsP), kSmemP, s, a, map);
   launchPdl("overlapKernel", overlapKernel, grid, dim3(kThreadsP), kSmemP, s, a, map);
 }
@@ -574,7 +523,7 @@ void poisonTail(const bench::PagedProblem& p) {
 
 int main() {
   try {
-    const char* variants[] = {"cp.async", "tma", "drift", "overlap", "pingpong"};
+    const char* variants[] = {"cp.async", "tma", "overlap", "pingpong"};
     auto copies = [](const char* v, int page) { return std::string(v) == "cp.async" || (page % 8 == 0 && 128 % page == 0); };
     // Prompts after a prefix (pages of 16, 8, and 7: not a power of two), GQA 4 and 2; the unwritten
     // slots of each last page NaN.
