@@ -367,8 +367,9 @@ void checkSplitPlans() {
 }
 
 // RoPE + KV append, then decode and prefill attention over a ragged batch with prefixes.
-// clusterWarps: DecodeAttentionArgs::clusterWarps of the cluster launches (0: the launcher's choice).
-void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
+// clusterWarps: DecodeAttentionArgs::clusterWarps of the cluster launches (0: the launcher's choice);
+// ropeOnly: stop after RoPE + append (head dims the attention kernels do not take).
+void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0, bool ropeOnly = false) {
   const int kvHeads = 2, heads = kvHeads * rep, layers = 2, layer = 1, kvDim = kvHeads * D;
   const int qkvDim = (heads + 2 * kvHeads) * D;
   struct Seq {
@@ -448,6 +449,10 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0) {
   }
   std::string tag = "D=" + std::to_string(D) + " rep=" + std::to_string(rep) + " page=" + std::to_string(pageSize);
   check("ropeAppend " + tag, gotRope, refRope, 1e-2);
+  if (ropeOnly) {
+    for (void* p : {(void*)dpool, (void*)dqkv, (void*)dinv, (void*)dpos, (void*)dseq, (void*)dpt}) cudaFree(p);
+    return;
+  }
 
   // Reference attention from the device's own bf16 q and pages.
   const double scale = 1.0 / std::sqrt(double(D));
@@ -817,6 +822,7 @@ int main() {
     checkAttention(128, 2, 8);   // the smallest page the wgmma kernel's tensor copies take
     checkAttention(128, 4, 32);
     checkAttention(128, 1, 16);  // an odd group: prefill on the mma.sync kernel
+    checkAttention(24, 2, 16, 0, true);  // RoPE one pair a thread (head dims not divisible by 16)
     // Clusters of eight-warp blocks (the launcher picks them only when all clusters fit at once),
     // then four-warp blocks forced where the launcher would pick eight.
     std::printf("decode clusters of eight-warp blocks (device holds %d clusters of 16):\n", decodeWideClusters());
