@@ -14,10 +14,12 @@
 // activations (33.5 MB at 4096 x 4096) stay in L2.
 // Checked against a float64 reference on sampled outputs, timed at the 8B shape (N = 2 x 14336,
 // K = 4096) against cuBLASLt's product + the engine's siluMul where cuBLASLt is there to link.
-// NOT YET RUN: written 2026-12-04 after the session's device time was spent; to beat cuBLASLt +
-// silu_mul at 4k it needs >= ~720 TFLOP/s (cuBLASLt's product ran at 774 in the step's profile).
-// Likely next step if it falls short: each weight slice is read from L2 by the 32 blocks of its
-// column (~9 TB/s of L2 reads at full rate); clusters of 2 along M sharing it by TMA multicast halve that.
+// Variants (H200, 2026-12-04, engine-gpu/h200-2026-12-04c-gemm-swiglu-variants.txt; TFLOP/s at
+// M = 1024 / 4096 / 8192; cuBLASLt's product alone 766 / 783 / 698-796): plain (one band, 2-byte
+// stores) 695 / 696 / 622-704; banded 696 / 695 / 704; packed 732 / 719 / 654-717; the main loop alone
+// 747 / 737 / 685-716; clusters of 2 with the weight slice multicast, packed 738 / 728 / 732 (its main
+// loop alone 748 / 746 / 748). Clusters whose stage release arrives at the cluster's scope ran at
+// ~400 (every arrival waited like a fence).
 //   build: cmake --build native/build --target microserve_kernel_benches; run: gemm-swiglu-wgmma
 #include <algorithm>
 #include <cmath>
@@ -64,53 +66,116 @@ __device__ __forceinline__ void tmaLoad2(void* dst, const CUtensorMap* map, int 
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smemAddr(bar))
       : "memory");
 }
+// The same box into dst of every block of the cluster in mask, each completing on its own bar (the
+// same offsets in every block).
+__device__ __forceinline__ void tmaLoad2Multicast(void* dst, const CUtensorMap* map, int c0, int c1, uint64_t* bar,
+                                                  uint16_t mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%2, "
+      "%3}], [%4], %5;\n" ::"r"(smemAddr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smemAddr(bar)), "h"(mask)
+      : "memory");
+}
+__device__ __forceinline__ uint32_t clusterRank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ void clusterSync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+// One arrival on bar's twin in block cta of the cluster (this block's own included). Release at
+// the block's scope: what it orders is the consumers' shared-memory reads, which the wgmma wait
+// has already completed (at the cluster's scope the arrival waits like a fence for every earlier
+// memory access of the thread: 40% slower, nearly all of it stalls on that fence, 2026-12-04).
+__device__ __forceinline__ void mbarArriveCluster(uint64_t* bar, uint32_t cta) {
+  uint32_t remote;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(smemAddr(bar)), "r"(cta));
+  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(remote) : "memory");
+}
 
 // M rows of activations, N product columns (gate, up interleaved), K; out: (M, N / 2) bf16.
+// band: row tiles (row-tile pairs in clusters) per band of the tile order (below).
 struct SwigluArgs {
-  int M = 0, N = 0, K = 0;
+  int M = 0, N = 0, K = 0, band = 0;
   bf16* out = nullptr;
 };
 
-// grid: the SMs (persistent), block kThreads, dynamic smem kSmem. mapA: x (K inner, M) boxes 64 x 128;
-// mapB: the weight (K inner, N) boxes 64 x 256; both 128-byte swizzled. N % 256 == 0, K % 64 == 0.
+// Tile p of the order -> (row unit u, column tile nt): bands of `band` row units, column tiles
+// slowest inside a band and row units fastest, so the blocks in flight share a few weight slices
+// and a band's activations stay in L2 while every weight slice streams past once per band.
+__device__ __forceinline__ void tileOf(int p, int units, int nTiles, int band, int& u, int& nt) {
+  const int b = p / (band * nTiles), base = b * band, inBand = min(band, units - base), r = p - b * band * nTiles;
+  u = base + r % inBand, nt = r / inBand;
+}
+
+// grid: persistent blocks (clusters of CLUSTER along x), block kThreads, dynamic smem kSmem.
+// mapA: x (K inner, M) boxes 64 x 128; mapB: the weight (K inner, N) boxes 64 x (256 / CLUSTER); both
+// 128-byte swizzled. N % 256 == 0, K % 64 == 0. CLUSTER 2: the two blocks of a cluster take
+// adjacent row tiles of one column tile; each copies its own activations and half of the weight
+// slice, multicast to both (MCAST; without it each copies the whole slice, only the stage release
+// is shared), so each weight slice is read from L2 once per two blocks. EPI: 0 one 2-byte store per
+// output; 1 adjacent outputs paired across the lanes of a quad (shuffles), 4-byte stores; 2 none
+// but one value per thread (the main loop alone: a diagnostic, its output is not the product's).
+template <int CLUSTER, bool MCAST, int EPI>
 __global__ void __launch_bounds__(kThreads, 1)
     gemmSwigluKernel(SwigluArgs g, const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB) {
   extern __shared__ unsigned char smRaw[];
   unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
   uint64_t* full = reinterpret_cast<uint64_t*>(sm + kStages * kStageBytes);  // (kStages,) copies landed
-  uint64_t* empty = full + kStages;                                         // (kStages,) consumers done
-  initStageBarriers(full, empty, kStages, kConsumers);
-  __syncthreads();
+  uint64_t* empty = full + kStages;  // (kStages,) consumers done: one arrival per consumer warp of the cluster
+  initStageBarriers(full, empty, kStages, kConsumers / 32 * CLUSTER);
+  if (CLUSTER > 1) clusterSync(); else __syncthreads();
   pdlWait();
   pdlTrigger();
-  const int mTiles = (g.M + BM - 1) / BM, nTiles = g.N / BN, kSteps = g.K / BK, numTiles = mTiles * nTiles;
+  const uint32_t rank = CLUSTER > 1 ? clusterRank() : 0;
+  const int mTiles = (g.M + BM - 1) / BM, units = (mTiles + CLUSTER - 1) / CLUSTER, nTiles = g.N / BN;
+  const int kSteps = g.K / BK, numTiles = units * nTiles, first = blockIdx.x / CLUSTER, stride = gridDim.x / CLUSTER;
 
   if (threadIdx.x >= kConsumers) {  // the producer warpgroup; lane 0 of its first warp copies
     asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
     if (threadIdx.x == kConsumers) {
       int it = 0;  // k-slices issued so far: stage it % kStages, its use number it / kStages
-      for (int tile = blockIdx.x; tile < numTiles; tile += gridDim.x) {
-        const int mt = tile % mTiles, nt = tile / mTiles;
+      for (int tile = first; tile < numTiles; tile += stride) {
+        int u, nt;
+        tileOf(tile, units, nTiles, g.band, u, nt);
+        const int mt = u * CLUSTER + rank;
         for (int ks = 0; ks < kSteps; ks++, it++) {
           const int st = it % kStages;
           if (it >= kStages) mbarWait(empty + st, (it / kStages - 1) & 1);
           unsigned char* dst = sm + st * kStageBytes;
           mbarExpectTx(full + st, kStageBytes);  // rows past M arrive as zeros, and count
           tmaLoad2(dst, &mapA, ks * BK, mt * BM, full + st);
-          tmaLoad2(dst + kABytes, &mapB, ks * BK, nt * BN, full + st);
+          if (MCAST)
+            tmaLoad2Multicast(dst + kABytes + rank * (kBBytes / CLUSTER), &mapB, ks * BK, nt * BN + rank * (BN / CLUSTER),
+                              full + st, uint16_t((1 << CLUSTER) - 1));
+          else
+            tmaLoad2(dst + kABytes, &mapB, ks * BK, nt * BN, full + st);
         }
       }
+      // The other block's consumers release this block's stages: wait for their last arrivals, so
+      // this block does not exit while they can still reach its barriers.
+      if (CLUSTER > 1)
+        for (int j = max(0, it - kStages); j < it; j++) mbarWait(empty + j % kStages, (j / kStages) & 1);
     }
     return;
   }
   asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
 
   const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  auto release = [&](int st) {
+    if (lane == 0)
+      for (int c = 0; c < CLUSTER; c++) {
+        if (CLUSTER > 1) mbarArriveCluster(empty + st, c); else mbarArrive(empty + st);
+      }
+  };
   const int outN = g.N / 2;
   float acc[128];
   int it = 0;
-  for (int tile = blockIdx.x; tile < numTiles; tile += gridDim.x) {
-    const int mt = tile % mTiles, nt = tile / mTiles;
+  for (int tile = first; tile < numTiles; tile += stride) {
+    int u, nt;
+    tileOf(tile, units, nTiles, g.band, u, nt);
+    const int mt = u * CLUSTER + rank;
     for (int ks = 0; ks < kSteps; ks++, it++) {
       const int st = it % kStages;
       mbarWait(full + st, (it / kStages) & 1);
@@ -122,24 +187,43 @@ __global__ void __launch_bounds__(kThreads, 1)
         wgmma256(acc, smemDesc128(aAddr + kk * 32, 16, 1024), smemDesc128(bAddr + kk * 32, 16, 1024), ks > 0 || kk > 0);
       wgmmaCommit();
       wgmmaWait<1>();  // the previous slice's products are done: its stage goes back
-      if (ks > 0) mbarArrive(empty + (it - 1) % kStages);
+      if (ks > 0) release((it - 1) % kStages);
     }
     wgmmaWait<0>();
     pinRegs128(acc);
-    mbarArrive(empty + (it - 1) % kStages);
+    release((it - 1) % kStages);
 
     // acc[4c + 2h + e]: row warp * 16 + lane / 4 + 8h of this warpgroup's 64, product column
     // 8c + 2 (lane % 4) + e: e = 0 the gate, e = 1 its up; output column 4c + lane % 4 of the tile's 128.
-    const int row0 = mt * BM + wg * 64 + warp * 16 + lane / 4;
+    const int row0 = mt * BM + wg * 64 + warp * 16 + lane / 4, q = lane % 4;
 #pragma unroll
     for (int h = 0; h < 2; h++) {
       const int row = row0 + 8 * h;
-      if (row >= g.M) continue;
-      bf16* dst = g.out + int64_t(row) * outN + nt * (BN / 2) + lane % 4;
-#pragma unroll
-      for (int c = 0; c < BN / 8; c++) {
+      bf16* dst = g.out + int64_t(row) * outN + nt * (BN / 2);
+      auto silu = [&](int c) {
         const float gate = acc[4 * c + 2 * h], up = acc[4 * c + 2 * h + 1];
-        dst[4 * c] = __float2bfloat16_rn(gate / (1.f + __expf(-gate)) * up);
+        return gate / (1.f + __expf(-gate)) * up;
+      };
+      if (EPI == 2) {
+        float sum = 0.f;
+#pragma unroll
+        for (int c = 0; c < BN / 8; c++) sum += silu(c);
+        if (row < g.M) dst[q] = __float2bfloat16_rn(sum);
+      } else if (EPI == 1) {
+        // Outputs 4c .. 4c + 7 are spread one per lane over c and c + 1; lane q takes 4c + 2q and 4c + 2q + 1.
+        const int src0 = (lane & ~3) | (2 * q) % 4, src1 = src0 | 1;
+#pragma unroll
+        for (int c = 0; c < BN / 8; c += 2) {
+          const float v0 = silu(c), v1 = silu(c + 1);
+          const float a0 = __shfl_sync(0xffffffff, v0, src0), a1 = __shfl_sync(0xffffffff, v0, src1);
+          const float b0 = __shfl_sync(0xffffffff, v1, src0), b1 = __shfl_sync(0xffffffff, v1, src1);
+          if (row < g.M)
+            *reinterpret_cast<__nv_bfloat162*>(dst + 4 * c + 2 * q) =
+                q < 2 ? __floats2bfloat162_rn(a0, a1) : __floats2bfloat162_rn(b0, b1);
+        }
+      } else if (row < g.M) {
+#pragma unroll
+        for (int c = 0; c < BN / 8; c++) dst[4 * c + q] = __float2bfloat16_rn(silu(c));
       }
     }
   }
@@ -157,20 +241,65 @@ CUtensorMap map2d(const bf16* base, int inner, int outer, int boxInner, int boxO
   return m;
 }
 
+// Clusters of `cluster` blocks of kernel the device holds at once.
+template <class K>
+int activeClusters(K kernel, int cluster) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(cluster * 66);
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = kSmem;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = cluster, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int n = 0;
+  MS_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&n, kernel, &cfg));
+  return n;
+}
+
+// A variant: cluster size, multicast, epilogue, and rows per band of the tile order (0: one band).
+struct Variant {
+  const char* name;
+  int cluster;
+  bool mcast;
+  int epi;
+  int bandRows;
+};
+
 }  // namespace
 
 // out (M, N / 2) = silu(x w^T [:, even]) * (x w^T [:, odd]); x (M, K), w (N, K), both row-major bf16.
-void gemmSwiglu(const bf16* x, const bf16* w, const SwigluArgs& g, cudaStream_t s) {
+template <int CLUSTER, bool MCAST, int EPI>
+void gemmSwigluLaunch(const bf16* x, const bf16* w, SwigluArgs g, int bandRows, cudaStream_t s) {
   if (g.N % BN != 0 || g.K % BK != 0 || g.M <= 0) throw CudaError("gemmSwiglu: N % 256, K % 64 and M > 0 only", false);
-  static const bool init = [] {
-    MS_CUDA_CHECK(cudaFuncSetAttribute(gemmSwigluKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-    return true;
+  auto kernel = gemmSwigluKernel<CLUSTER, MCAST, EPI>;
+  static const int slots = [&] {
+    MS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
+    const int n = CLUSTER > 1 ? activeClusters(kernel, CLUSTER) : bench::numSms();
+    std::printf("  (gemmSwiglu cluster %d: %d clusters at once)\n", CLUSTER, n);
+    return n;
   }();
-  (void)init;
-  static const int sms = bench::numSms();
-  const int tiles = (g.M + BM - 1) / BM * (g.N / BN);
-  launchPdl("gemmSwigluKernel", gemmSwigluKernel, dim3(std::min(tiles, sms)), dim3(kThreads), kSmem, s, g,
-            map2d(x, g.K, g.M, BK, BM), map2d(w, g.K, g.N, BK, BN));
+  const int units = ((g.M + BM - 1) / BM + CLUSTER - 1) / CLUSTER, tiles = units * (g.N / BN);
+  const int bandUnits = bandRows > 0 ? std::max(1, bandRows / (BM * CLUSTER)) : units;
+  const int bands = (units + bandUnits - 1) / bandUnits;
+  g.band = (units + bands - 1) / bands;  // equal bands
+  const int grid = std::min(tiles, slots) * CLUSTER;
+  launchPdlCluster("gemmSwigluKernel", kernel, dim3(grid), dim3(kThreads), kSmem, s, CLUSTER > 1 ? CLUSTER : 0, g,
+                   map2d(x, g.K, g.M, BK, BM), map2d(w, g.K, g.N, BK, MCAST ? BN / CLUSTER : BN));
+}
+void gemmSwiglu(const bf16* x, const bf16* w, const SwigluArgs& g, const Variant& v, cudaStream_t s) {
+  const int key = v.cluster * 100 + v.mcast * 10 + v.epi;
+  switch (key) {
+    case 100: gemmSwigluLaunch<1, false, 0>(x, w, g, v.bandRows, s); break;
+    case 101: gemmSwigluLaunch<1, false, 1>(x, w, g, v.bandRows, s); break;
+    case 102: gemmSwigluLaunch<1, false, 2>(x, w, g, v.bandRows, s); break;
+    case 200: gemmSwigluLaunch<2, false, 0>(x, w, g, v.bandRows, s); break;
+    case 210: gemmSwigluLaunch<2, true, 0>(x, w, g, v.bandRows, s); break;
+    case 211: gemmSwigluLaunch<2, true, 1>(x, w, g, v.bandRows, s); break;
+    case 212: gemmSwigluLaunch<2, true, 2>(x, w, g, v.bandRows, s); break;
+    default: throw CudaError("gemmSwiglu: no such variant", false);
+  }
 }
 
 #ifdef MS_BENCH_CUBLASLT
@@ -223,27 +352,34 @@ struct LtProduct {
 
 using namespace ms::cuda;
 
-int main() {
+int main(int argc, char** argv) {
   try {
     constexpr int K = 4096, N = 2 * 14336;  // the 8B shape's gate/up
     std::vector<float> w = bench::randn(size_t(N) * K);
     for (auto& v : w) v *= 0.02f;
     bf16* dW = bench::uploadBf16(w);
-    for (int M : {200, 1024, 4096, 8192}) {  // 200: a ragged last row tile
+    const Variant all[] = {{"plain", 1, false, 0, 0},          {"banded", 1, false, 0, 4096},
+                           {"packed", 1, false, 1, 4096},         {"mainloop-only", 1, false, 2, 4096},
+                           {"cluster-no-multicast", 2, false, 0, 4096}, {"cluster", 2, true, 0, 4096},
+                           {"cluster-packed", 2, true, 1, 4096},  {"cluster-mainloop-only", 2, true, 2, 4096}};
+    // `gemm-swiglu-wgmma M variant`: that one alone (for Nsight Compute); else all at every M.
+    std::vector<Variant> variants;
+    for (const Variant& v : all)
+      if (argc < 3 || std::string(argv[2]) == v.name) variants.push_back(v);
+    std::vector<int> sizes = {200, 1024, 2048, 4096, 8192};
+    if (argc >= 3) sizes = {std::atoi(argv[1])};
+    for (int M : sizes) {  // 200: a ragged last row tile (an odd one in clusters)
       std::vector<float> x = bench::randn(size_t(M) * K);
       bf16* dX = bench::uploadBf16(x);
       bf16* dOut;
       MS_CUDA_CHECK(cudaMalloc(&dOut, size_t(M) * (N / 2) * 2));
       SwigluArgs g;
       g.M = M, g.N = N, g.K = K, g.out = dOut;
-      gemmSwiglu(dX, dW, g, 0);
-      const auto got = bench::downloadBf16(dOut, size_t(M) * (N / 2));
       // 3000 sampled outputs (and the tiles' corners) against float64.
       std::vector<size_t> idx;
-      for (int i = 0; i < 3000; i++) idx.push_back(bench::rng()() % got.size());
+      for (int i = 0; i < 3000; i++) idx.push_back(bench::rng()() % (size_t(M) * (N / 2)));
       for (size_t r : {size_t(0), size_t(M - 1)})
         for (size_t j : {size_t(0), size_t(127), size_t(128), size_t(N / 2 - 1)}) idx.push_back(r * (N / 2) + j);
-      std::vector<float> gs;
       std::vector<double> ref;
       for (size_t i : idx) {
         const size_t r = i / (N / 2), j = i % (N / 2);
@@ -253,12 +389,31 @@ int main() {
           up += double(x[r * K + k]) * w[(2 * j + 1) * K + k];
         }
         ref.push_back(gate / (1 + std::exp(-gate)) * up);
-        gs.push_back(got[i]);
       }
-      bench::check("gemmSwiglu M=" + std::to_string(M) + " (3008 sampled outputs)", gs, ref, 2e-2);
       const double flop = 2.0 * M * N * K;
-      const double ms = bench::timeMs([&] { gemmSwiglu(dX, dW, g, 0); }, 3, 20);
-      std::printf("  M=%d: gemmSwiglu %.3f ms (%.0f TFLOP/s)", M, ms, flop / ms / 1e9);
+      std::vector<float> first;
+      std::string times = "  M=" + std::to_string(M) + ", ms (TFLOP/s):", diffs = "  outputs differing from plain's:";
+      for (const Variant& v : variants) {
+        MS_CUDA_CHECK(cudaMemset(dOut, 0xff, size_t(M) * (N / 2) * 2));  // NaNs where nothing is written
+        gemmSwiglu(dX, dW, g, v, 0);
+        const auto got = bench::downloadBf16(dOut, size_t(M) * (N / 2));
+        std::vector<float> gs;
+        for (size_t i : idx) gs.push_back(got[i]);
+        if (v.epi != 2)
+          bench::check("gemmSwiglu " + std::string(v.name) + " M=" + std::to_string(M) + " (3008 sampled outputs)", gs, ref,
+                       2e-2);
+        size_t nonFinite = 0, differ = 0;
+        for (float o : got) nonFinite += !std::isfinite(o);
+        if (first.empty()) first = got;
+        for (size_t i = 0; i < got.size(); i++) differ += got[i] != first[i] && !(std::isnan(got[i]) && std::isnan(first[i]));
+        if (nonFinite && v.epi != 2) bench::numFailed()++, std::printf("  FAIL: %zu outputs not written or not finite\n", nonFinite);
+        const double ms = bench::timeMs([&] { gemmSwiglu(dX, dW, g, v, 0); }, 3, 20);
+        char b[96];
+        std::snprintf(b, sizeof b, " %s %.3f (%.0f);", v.name, ms, flop / ms / 1e9);
+        times += b;
+        std::snprintf(b, sizeof b, " %s %zu;", v.name, differ);
+        diffs += b;
+      }
 #ifdef MS_BENCH_CUBLASLT
       bf16* dGu;
       MS_CUDA_CHECK(cudaMalloc(&dGu, size_t(M) * N * 2));
@@ -268,16 +423,18 @@ int main() {
         lt.run(dX, dW, dGu, 0);
         siluMul(dGu, M, N / 2, dOut, 0);
       }, 3, 20);
-      std::printf("; cuBLASLt product %.3f ms (%.0f TFLOP/s), + siluMul %.3f ms", p, flop / p / 1e9, u);
+      char b[128];
+      std::snprintf(b, sizeof b, " cuBLASLt product %.3f (%.0f), + siluMul %.3f", p, flop / p / 1e9, u);
+      times += b;
       const auto unfused = bench::downloadBf16(dOut, size_t(M) * (N / 2));
       std::vector<float> us;
       for (size_t i : idx) us.push_back(unfused[i]);
-      std::printf("\n");
       bench::check("  cuBLASLt + siluMul M=" + std::to_string(M) + " (the same samples)", us, ref, 2e-2);
       cudaFree(dGu);
 #else
-      std::printf(" (built without cuBLASLt: no reference timing)\n");
+      times += " (built without cuBLASLt: no reference timing)";
 #endif
+      std::printf("%s\n%s\n", times.c_str(), diffs.c_str());
       cudaFree(dX), cudaFree(dOut);
     }
     cudaFree(dW);
