@@ -1,34 +1,34 @@
-// The gate/up product of the MLP with the SwiGLU epilogue, on Hopper's warpgroup MMA: the candidate
-// that would remove silu_mul from prefill (2.9 ms of a 4k prefill and 5.7 ms of an 8k one on the
-// H200, 87-88% of the read roofline; cuBLASLt's epilogues have no SiLU). The product's weight rows
-// come in (gate, up) pairs (rows 2j and 2j + 1: the engine's gate_up layout), so in wgmma's
-// accumulator layout every thread holds both halves of its pairs, and the epilogue
-// out[row][j] = silu(gate) * up is per thread, from the f32 accumulators (the unfused path rounds
-// the product to bf16 first: close, not bit-equal).
-// A persistent kernel, one block per SM: tiles of 128 rows x 256 product columns (128 outputs),
-// two consumer warpgroups of 64 rows each (m64n256k16, A and B from 128-byte-swizzled shared
-// memory, both K-major) and a producer warpgroup whose lane 0 streams 64-wide K slices of A and B
-// with tensor copies into four stages released by mbarriers (setmaxnreg: 24 registers for the
-// producer, 240 for the consumers, whose 64 x 256 accumulators take 128). Tiles run m-fastest so
-// the blocks in flight share a few 256-row weight slices (read once from DRAM) while the
-// activations (33.5 MB at 4096 x 4096) stay in L2.
-// Checked against a float64 reference on sampled outputs, timed at the 8B shape (N = 2 x 14336,
-// K = 4096) against cuBLASLt's product + the engine's siluMul where cuBLASLt is there to link.
-// Variants (H200, 2026-12-04, engine-gpu/h200-2026-12-04c-gemm-swiglu-variants.txt; TFLOP/s at
-// M = 1024 / 4096 / 8192; cuBLASLt's product alone 766 / 783 / 698-796): plain (one band, 2-byte
-// stores) 695 / 696 / 622-704; banded 696 / 695 / 704; packed 732 / 719 / 654-717; the main loop alone
-// 747 / 737 / 685-716; clusters of 2 with the weight slice multicast, packed 738 / 728 / 732 (its main
-// loop alone 748 / 746 / 748). Clusters whose stage release arrives at the cluster's scope ran at
-// ~400 (every arrival waited like a fence).
-//   build: cmake --build native/build --target microserve_kernel_benches; run: gemm-swiglu-wgmma
+// The MLP's gate/up product with the SwiGLU epilogue on Hopper's wgmma, the candidate that would
+// remove silu_mul from prefill: out (T, N / 2) = silu(x w^T [:, 2j]) * (x w^T [:, 2j + 1]). The
+// engine's gate_up weight holds each (gate, up) pair in adjacent rows, so in wgmma's accumulator
+// layout every thread holds both halves of its pairs and computes silu(gate) * up from the f32
+// accumulators: the (T, N) product is never written, and silu_mul's launch and its read go away.
+// A persistent kernel in clusters of two blocks (one per SM): tiles of 128 rows x 256 product
+// columns (128 outputs), two consumer warpgroups of 64 rows each (m64n256k16, A and B from
+// 128-byte-swizzled shared memory, K-major) and a producer warpgroup whose lane 0 streams 64-wide
+// K slices with tensor copies into four stages released by mbarriers (setmaxnreg 24 / 240). The
+// two blocks of a cluster take adjacent row tiles of one column tile: each copies its own
+// activations and half of the weight slice, multicast to both, and a stage is refilled when the
+// consumers of both blocks have released it. Tiles run in bands of <= 4096 rows, row tiles fastest
+// inside a band. The epilogue pairs adjacent outputs across a quad's lanes for 4-byte stores.
+//
+// Measured (H200, 2026-12-04; engine-gpu.md): alone, 738-746 TFLOP/s at 1024-4096 rows, against
+// cuBLASLt's product alone at 744-783 and product + siluMul 0.335 / 1.387 ms at 1024 / 4096 rows
+// against 0.325 / 1.303 for this kernel. In the engine (kernel checks, fixture and the 8B check
+// passed; A/B/A/B prefill in one command) it did not pay: 4096 tokens 102.20 / 102.41 ms against
+// 102.09 / 100.36 without it, 8192 tokens 221.52 / 221.05 against 219.66 / 217.73. Prefill runs at
+// the board's 700 W power cap (SM clock 1.50-1.65 GHz against 1.98 unloaded), where time follows
+// energy and not the kernel's unthrottled speed; so it stays here. The variants before it (single
+// blocks; one band; 2-byte stores; a cluster-scope stage release at ~400 TFLOP/s) are in this
+// file's history.
+//   build: cmake --build native/build --target gemm-swiglu-wgmma; run: gemm-swiglu-wgmma
 #include <algorithm>
+#include <chrono>
 #include <cmath>
-#include <functional>
 #include <string>
 #include <vector>
 
 #include "common.cuh"
-#include "cuda/mma-ptx.h"
 #include "cuda/pdl.h"
 #include "cuda/wgmma-ptx.h"
 #if __has_include(<cublasLt.h>)
@@ -38,12 +38,6 @@
 
 namespace ms::cuda {
 namespace {
-
-constexpr int BM = 128, BN = 256, BK = 64, kStages = 4;
-constexpr int kConsumers = 256, kThreads = kConsumers + 128;      // two consumer warpgroups, a producer
-constexpr int kABytes = BM * BK * 2, kBBytes = BN * BK * 2;       // 16 KB, 32 KB
-constexpr int kStageBytes = kABytes + kBBytes;
-constexpr int kSmem = kStages * kStageBytes + 1024 + 2 * kStages * 8;
 
 // D (64 x 256 f32 in the accumulator layout) (+)= A (64 x 16, shared: descA) . B (16 x 256, shared:
 // descB), both K-major; scaleD 0 overwrites D.
@@ -94,43 +88,42 @@ __device__ __forceinline__ void mbarArriveCluster(uint64_t* bar, uint32_t cta) {
   asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(remote) : "memory");
 }
 
-// M rows of activations, N product columns (gate, up interleaved), K; out: (M, N / 2) bf16.
-// band: row tiles (row-tile pairs in clusters) per band of the tile order (below).
+
+constexpr int BM = 128, BN = 256, BK = 64, kStages = 4, kCluster = 2, kBandRows = 4096;
+constexpr int kConsumers = 256, kThreads = kConsumers + 128;  // two consumer warpgroups, a producer
+constexpr int kABytes = BM * BK * 2, kBBytes = BN * BK * 2;   // 16 KB, 32 KB
+constexpr int kStageBytes = kABytes + kBBytes;
+constexpr int kSmem = kStages * kStageBytes + 1024 + 2 * kStages * 8;
+
 struct SwigluArgs {
-  int M = 0, N = 0, K = 0, band = 0;
+  int M = 0, N = 0, K = 0;
+  int band = 0;  // row-tile pairs per band of the tile order
   bf16* out = nullptr;
 };
 
-// Tile p of the order -> (row unit u, column tile nt): bands of `band` row units, column tiles
-// slowest inside a band and row units fastest, so the blocks in flight share a few weight slices
-// and a band's activations stay in L2 while every weight slice streams past once per band.
+// Tile p of the order -> (row-tile pair u, column tile nt): bands of `band` pairs, column tiles
+// slowest inside a band and pairs fastest, so the blocks in flight share a few weight slices and a
+// band's activations stay in L2 while each weight slice streams past once per band.
 __device__ __forceinline__ void tileOf(int p, int units, int nTiles, int band, int& u, int& nt) {
   const int b = p / (band * nTiles), base = b * band, inBand = min(band, units - base), r = p - b * band * nTiles;
   u = base + r % inBand, nt = r / inBand;
 }
 
-// grid: persistent blocks (clusters of CLUSTER along x), block kThreads, dynamic smem kSmem.
-// mapA: x (K inner, M) boxes 64 x 128; mapB: the weight (K inner, N) boxes 64 x (256 / CLUSTER); both
-// 128-byte swizzled. N % 256 == 0, K % 64 == 0. CLUSTER 2: the two blocks of a cluster take
-// adjacent row tiles of one column tile; each copies its own activations and half of the weight
-// slice, multicast to both (MCAST; without it each copies the whole slice, only the stage release
-// is shared), so each weight slice is read from L2 once per two blocks. EPI: 0 one 2-byte store per
-// output; 1 adjacent outputs paired across the lanes of a quad (shuffles), 4-byte stores; 2 none
-// but one value per thread (the main loop alone: a diagnostic, its output is not the product's).
-template <int CLUSTER, bool MCAST, int EPI>
+// grid: persistent clusters of two blocks, block kThreads, dynamic smem kSmem. mapA: x (K inner, M)
+// boxes 64 x 128; mapB: w (K inner, N) boxes 64 x 128 (half a weight slice); both 128-byte swizzled.
 __global__ void __launch_bounds__(kThreads, 1)
     gemmSwigluKernel(SwigluArgs g, const __grid_constant__ CUtensorMap mapA, const __grid_constant__ CUtensorMap mapB) {
   extern __shared__ unsigned char smRaw[];
   unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
   uint64_t* full = reinterpret_cast<uint64_t*>(sm + kStages * kStageBytes);  // (kStages,) copies landed
-  uint64_t* empty = full + kStages;  // (kStages,) consumers done: one arrival per consumer warp of the cluster
-  initStageBarriers(full, empty, kStages, kConsumers / 32 * CLUSTER);
-  if (CLUSTER > 1) clusterSync(); else __syncthreads();
+  uint64_t* empty = full + kStages;  // (kStages,) released: one arrival per consumer warp of the cluster
+  initStageBarriers(full, empty, kStages, kConsumers / 32 * kCluster);
+  clusterSync();  // both blocks' barriers exist before either copies into or arrives on the other's
   pdlWait();
   pdlTrigger();
-  const uint32_t rank = CLUSTER > 1 ? clusterRank() : 0;
-  const int mTiles = (g.M + BM - 1) / BM, units = (mTiles + CLUSTER - 1) / CLUSTER, nTiles = g.N / BN;
-  const int kSteps = g.K / BK, numTiles = units * nTiles, first = blockIdx.x / CLUSTER, stride = gridDim.x / CLUSTER;
+  const uint32_t rank = clusterRank();
+  const int mTiles = (g.M + BM - 1) / BM, units = (mTiles + kCluster - 1) / kCluster, nTiles = g.N / BN;
+  const int kSteps = g.K / BK, numTiles = units * nTiles, first = blockIdx.x / kCluster, stride = gridDim.x / kCluster;
 
   if (threadIdx.x >= kConsumers) {  // the producer warpgroup; lane 0 of its first warp copies
     asm volatile("setmaxnreg.dec.sync.aligned.u32 24;\n" ::: "memory");
@@ -139,43 +132,38 @@ __global__ void __launch_bounds__(kThreads, 1)
       for (int tile = first; tile < numTiles; tile += stride) {
         int u, nt;
         tileOf(tile, units, nTiles, g.band, u, nt);
-        const int mt = u * CLUSTER + rank;
+        const int mt = u * kCluster + rank;
         for (int ks = 0; ks < kSteps; ks++, it++) {
           const int st = it % kStages;
           if (it >= kStages) mbarWait(empty + st, (it / kStages - 1) & 1);
           unsigned char* dst = sm + st * kStageBytes;
-          mbarExpectTx(full + st, kStageBytes);  // rows past M arrive as zeros, and count
+          mbarExpectTx(full + st, kStageBytes);  // own rows (past M: zeros, and they count) + both halves
           tmaLoad2(dst, &mapA, ks * BK, mt * BM, full + st);
-          if (MCAST)
-            tmaLoad2Multicast(dst + kABytes + rank * (kBBytes / CLUSTER), &mapB, ks * BK, nt * BN + rank * (BN / CLUSTER),
-                              full + st, uint16_t((1 << CLUSTER) - 1));
-          else
-            tmaLoad2(dst + kABytes, &mapB, ks * BK, nt * BN, full + st);
+          tmaLoad2Multicast(dst + kABytes + rank * (kBBytes / kCluster), &mapB, ks * BK, nt * BN + rank * (BN / kCluster),
+                            full + st, uint16_t((1 << kCluster) - 1));
         }
       }
       // The other block's consumers release this block's stages: wait for their last arrivals, so
       // this block does not exit while they can still reach its barriers.
-      if (CLUSTER > 1)
-        for (int j = max(0, it - kStages); j < it; j++) mbarWait(empty + j % kStages, (j / kStages) & 1);
+      for (int j = max(0, it - kStages); j < it; j++) mbarWait(empty + j % kStages, (j / kStages) & 1);
     }
     return;
   }
   asm volatile("setmaxnreg.inc.sync.aligned.u32 240;\n" ::: "memory");
 
-  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, q = lane % 4;
   auto release = [&](int st) {
     if (lane == 0)
-      for (int c = 0; c < CLUSTER; c++) {
-        if (CLUSTER > 1) mbarArriveCluster(empty + st, c); else mbarArrive(empty + st);
-      }
+      for (int c = 0; c < kCluster; c++) mbarArriveCluster(empty + st, c);
   };
   const int outN = g.N / 2;
+  const int src0 = (lane & ~3) | (2 * q) % 4, src1 = src0 | 1;  // the epilogue's pairing (below)
   float acc[128];
   int it = 0;
   for (int tile = first; tile < numTiles; tile += stride) {
     int u, nt;
     tileOf(tile, units, nTiles, g.band, u, nt);
-    const int mt = u * CLUSTER + rank;
+    const int mt = u * kCluster + rank;
     for (int ks = 0; ks < kSteps; ks++, it++) {
       const int st = it % kStages;
       mbarWait(full + st, (it / kStages) & 1);
@@ -194,36 +182,24 @@ __global__ void __launch_bounds__(kThreads, 1)
     release((it - 1) % kStages);
 
     // acc[4c + 2h + e]: row warp * 16 + lane / 4 + 8h of this warpgroup's 64, product column
-    // 8c + 2 (lane % 4) + e: e = 0 the gate, e = 1 its up; output column 4c + lane % 4 of the tile's 128.
-    const int row0 = mt * BM + wg * 64 + warp * 16 + lane / 4, q = lane % 4;
+    // 8c + 2q + e (e = 0 the gate, 1 its up): output column 4c + q of the tile's 128. Outputs
+    // 4c .. 4c + 7 are spread one per lane over c and c + 1; lane q stores 4c + 2q and 4c + 2q + 1.
+    const int row0 = mt * BM + wg * 64 + warp * 16 + lane / 4;
 #pragma unroll
     for (int h = 0; h < 2; h++) {
       const int row = row0 + 8 * h;
-      bf16* dst = g.out + int64_t(row) * outN + nt * (BN / 2);
+      bf16* dst = g.out + int64_t(row) * outN + nt * (BN / 2) + 2 * q;
       auto silu = [&](int c) {
         const float gate = acc[4 * c + 2 * h], up = acc[4 * c + 2 * h + 1];
         return gate / (1.f + __expf(-gate)) * up;
       };
-      if (EPI == 2) {
-        float sum = 0.f;
 #pragma unroll
-        for (int c = 0; c < BN / 8; c++) sum += silu(c);
-        if (row < g.M) dst[q] = __float2bfloat16_rn(sum);
-      } else if (EPI == 1) {
-        // Outputs 4c .. 4c + 7 are spread one per lane over c and c + 1; lane q takes 4c + 2q and 4c + 2q + 1.
-        const int src0 = (lane & ~3) | (2 * q) % 4, src1 = src0 | 1;
-#pragma unroll
-        for (int c = 0; c < BN / 8; c += 2) {
-          const float v0 = silu(c), v1 = silu(c + 1);
-          const float a0 = __shfl_sync(0xffffffff, v0, src0), a1 = __shfl_sync(0xffffffff, v0, src1);
-          const float b0 = __shfl_sync(0xffffffff, v1, src0), b1 = __shfl_sync(0xffffffff, v1, src1);
-          if (row < g.M)
-            *reinterpret_cast<__nv_bfloat162*>(dst + 4 * c + 2 * q) =
-                q < 2 ? __floats2bfloat162_rn(a0, a1) : __floats2bfloat162_rn(b0, b1);
-        }
-      } else if (row < g.M) {
-#pragma unroll
-        for (int c = 0; c < BN / 8; c++) dst[4 * c + q] = __float2bfloat16_rn(silu(c));
+      for (int c = 0; c < BN / 8; c += 2) {
+        const float v0 = silu(c), v1 = silu(c + 1);
+        const float a0 = __shfl_sync(0xffffffff, v0, src0), a1 = __shfl_sync(0xffffffff, v0, src1);
+        const float b0 = __shfl_sync(0xffffffff, v1, src0), b1 = __shfl_sync(0xffffffff, v1, src1);
+        if (row < g.M)
+          *reinterpret_cast<__nv_bfloat162*>(dst + 4 * c) = q < 2 ? __floats2bfloat162_rn(a0, a1) : __floats2bfloat162_rn(b0, b1);
       }
     }
   }
@@ -241,66 +217,33 @@ CUtensorMap map2d(const bf16* base, int inner, int outer, int boxInner, int boxO
   return m;
 }
 
-// Clusters of `cluster` blocks of kernel the device holds at once.
-template <class K>
-int activeClusters(K kernel, int cluster) {
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(cluster * 66);
-  cfg.blockDim = dim3(kThreads);
-  cfg.dynamicSmemBytes = kSmem;
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = cluster, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  int n = 0;
-  MS_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&n, kernel, &cfg));
+// Clusters the device holds at once (0: the kernel cannot run here); once per process.
+int swigluClusters() {
+  static const int n = [] {
+    if (cudaFuncSetAttribute(gemmSwigluKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem) != cudaSuccess) {
+      cudaGetLastError();
+      return 0;
+    }
+    return maxActiveClusters(gemmSwigluKernel, kCluster, kThreads, kSmem);
+  }();
   return n;
 }
 
-// A variant: cluster size, multicast, epilogue, and rows per band of the tile order (0: one band).
-struct Variant {
-  const char* name;
-  int cluster;
-  bool mcast;
-  int epi;
-  int bandRows;
-};
-
 }  // namespace
 
-// out (M, N / 2) = silu(x w^T [:, even]) * (x w^T [:, odd]); x (M, K), w (N, K), both row-major bf16.
-template <int CLUSTER, bool MCAST, int EPI>
-void gemmSwigluLaunch(const bf16* x, const bf16* w, SwigluArgs g, int bandRows, cudaStream_t s) {
-  if (g.N % BN != 0 || g.K % BK != 0 || g.M <= 0) throw CudaError("gemmSwiglu: N % 256, K % 64 and M > 0 only", false);
-  auto kernel = gemmSwigluKernel<CLUSTER, MCAST, EPI>;
-  static const int slots = [&] {
-    MS_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem));
-    const int n = CLUSTER > 1 ? activeClusters(kernel, CLUSTER) : bench::numSms();
-    std::printf("  (gemmSwiglu cluster %d: %d clusters at once)\n", CLUSTER, n);
-    return n;
-  }();
-  const int units = ((g.M + BM - 1) / BM + CLUSTER - 1) / CLUSTER, tiles = units * (g.N / BN);
-  const int bandUnits = bandRows > 0 ? std::max(1, bandRows / (BM * CLUSTER)) : units;
-  const int bands = (units + bandUnits - 1) / bandUnits;
+void gemmSwiglu(const bf16* x, int T, const bf16* w, int N, int K, bf16* out, cudaStream_t s) {
+  if (T <= 0) return;
+  if (N % BN != 0 || K % BK != 0 || swigluClusters() == 0)
+    throw CudaError("gemmSwiglu: N % 256 == 0, K % 64 == 0 and an sm_90a device and build only", false);
+  SwigluArgs g;
+  g.M = T, g.N = N, g.K = K, g.out = out;
+  const int units = ((T + BM - 1) / BM + kCluster - 1) / kCluster, tiles = units * (N / BN);
+  const int bands = (units + kBandRows / (BM * kCluster) - 1) / (kBandRows / (BM * kCluster));
   g.band = (units + bands - 1) / bands;  // equal bands
-  const int grid = std::min(tiles, slots) * CLUSTER;
-  launchPdlCluster("gemmSwigluKernel", kernel, dim3(grid), dim3(kThreads), kSmem, s, CLUSTER > 1 ? CLUSTER : 0, g,
-                   map2d(x, g.K, g.M, BK, BM), map2d(w, g.K, g.N, BK, MCAST ? BN / CLUSTER : BN));
+  launchPdlCluster("gemmSwigluKernel", gemmSwigluKernel, dim3(std::min(tiles, swigluClusters()) * kCluster),
+                   dim3(kThreads), kSmem, s, kCluster, g, map2d(x, K, T, BK, BM), map2d(w, K, N, BK, BN / kCluster));
 }
-void gemmSwiglu(const bf16* x, const bf16* w, const SwigluArgs& g, const Variant& v, cudaStream_t s) {
-  const int key = v.cluster * 100 + v.mcast * 10 + v.epi;
-  switch (key) {
-    case 100: gemmSwigluLaunch<1, false, 0>(x, w, g, v.bandRows, s); break;
-    case 101: gemmSwigluLaunch<1, false, 1>(x, w, g, v.bandRows, s); break;
-    case 102: gemmSwigluLaunch<1, false, 2>(x, w, g, v.bandRows, s); break;
-    case 200: gemmSwigluLaunch<2, false, 0>(x, w, g, v.bandRows, s); break;
-    case 210: gemmSwigluLaunch<2, true, 0>(x, w, g, v.bandRows, s); break;
-    case 211: gemmSwigluLaunch<2, true, 1>(x, w, g, v.bandRows, s); break;
-    case 212: gemmSwigluLaunch<2, true, 2>(x, w, g, v.bandRows, s); break;
-    default: throw CudaError("gemmSwiglu: no such variant", false);
-  }
-}
+
 
 #ifdef MS_BENCH_CUBLASLT
 // y (M, N) = x w^T in bf16 with cuBLASLt's first heuristic algorithm (the engine tunes among the
@@ -352,29 +295,35 @@ struct LtProduct {
 
 using namespace ms::cuda;
 
-int main(int argc, char** argv) {
+// ms per call of f over `seconds` of back-to-back calls (the board at its power cap, as in a long
+// prefill), from the calls' count estimated by one call's time `once`.
+double sustainedMs(const std::function<void()>& f, double once, double seconds) {
+  const int n = std::max(20, int(seconds * 1e3 / once));
+  cudaEvent_t a, b;
+  MS_CUDA_CHECK(cudaEventCreate(&a));
+  MS_CUDA_CHECK(cudaEventCreate(&b));
+  MS_CUDA_CHECK(cudaEventRecord(a, 0));
+  for (int i = 0; i < n; i++) f();
+  MS_CUDA_CHECK(cudaEventRecord(b, 0));
+  MS_CUDA_CHECK(cudaEventSynchronize(b));
+  float ms = 0;
+  MS_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  cudaEventDestroy(a), cudaEventDestroy(b);
+  return ms / n;
+}
+
+int main() {
   try {
     constexpr int K = 4096, N = 2 * 14336;  // the 8B shape's gate/up
     std::vector<float> w = bench::randn(size_t(N) * K);
     for (auto& v : w) v *= 0.02f;
     bf16* dW = bench::uploadBf16(w);
-    const Variant all[] = {{"plain", 1, false, 0, 0},          {"banded", 1, false, 0, 4096},
-                           {"packed", 1, false, 1, 4096},         {"mainloop-only", 1, false, 2, 4096},
-                           {"cluster-no-multicast", 2, false, 0, 4096}, {"cluster", 2, true, 0, 4096},
-                           {"cluster-packed", 2, true, 1, 4096},  {"cluster-mainloop-only", 2, true, 2, 4096}};
-    // `gemm-swiglu-wgmma M variant`: that one alone (for Nsight Compute); else all at every M.
-    std::vector<Variant> variants;
-    for (const Variant& v : all)
-      if (argc < 3 || std::string(argv[2]) == v.name) variants.push_back(v);
-    std::vector<int> sizes = {200, 1024, 2048, 4096, 8192};
-    if (argc >= 3) sizes = {std::atoi(argv[1])};
-    for (int M : sizes) {  // 200: a ragged last row tile (an odd one in clusters)
+    std::printf("2-block clusters the device holds at once: %d\n", swigluClusters());
+    for (int M : {200, 1024, 2048, 4096, 8192}) {  // 200: a ragged last row tile, alone in its cluster
       std::vector<float> x = bench::randn(size_t(M) * K);
       bf16* dX = bench::uploadBf16(x);
       bf16* dOut;
       MS_CUDA_CHECK(cudaMalloc(&dOut, size_t(M) * (N / 2) * 2));
-      SwigluArgs g;
-      g.M = M, g.N = N, g.K = K, g.out = dOut;
       // 3000 sampled outputs (and the tiles' corners) against float64.
       std::vector<size_t> idx;
       for (int i = 0; i < 3000; i++) idx.push_back(bench::rng()() % (size_t(M) * (N / 2)));
@@ -390,51 +339,48 @@ int main(int argc, char** argv) {
         }
         ref.push_back(gate / (1 + std::exp(-gate)) * up);
       }
-      const double flop = 2.0 * M * N * K;
-      std::vector<float> first;
-      std::string times = "  M=" + std::to_string(M) + ", ms (TFLOP/s):", diffs = "  outputs differing from plain's:";
-      for (const Variant& v : variants) {
-        MS_CUDA_CHECK(cudaMemset(dOut, 0xff, size_t(M) * (N / 2) * 2));  // NaNs where nothing is written
-        gemmSwiglu(dX, dW, g, v, 0);
+      auto sampled = [&] {
         const auto got = bench::downloadBf16(dOut, size_t(M) * (N / 2));
         std::vector<float> gs;
         for (size_t i : idx) gs.push_back(got[i]);
-        if (v.epi != 2)
-          bench::check("gemmSwiglu " + std::string(v.name) + " M=" + std::to_string(M) + " (3008 sampled outputs)", gs, ref,
-                       2e-2);
-        size_t nonFinite = 0, differ = 0;
+        size_t nonFinite = 0;
         for (float o : got) nonFinite += !std::isfinite(o);
-        if (first.empty()) first = got;
-        for (size_t i = 0; i < got.size(); i++) differ += got[i] != first[i] && !(std::isnan(got[i]) && std::isnan(first[i]));
-        if (nonFinite && v.epi != 2) bench::numFailed()++, std::printf("  FAIL: %zu outputs not written or not finite\n", nonFinite);
-        const double ms = bench::timeMs([&] { gemmSwiglu(dX, dW, g, v, 0); }, 3, 20);
-        char b[96];
-        std::snprintf(b, sizeof b, " %s %.3f (%.0f);", v.name, ms, flop / ms / 1e9);
-        times += b;
-        std::snprintf(b, sizeof b, " %s %zu;", v.name, differ);
-        diffs += b;
-      }
+        if (nonFinite) bench::numFailed()++, std::printf("  FAIL: %zu outputs not written or not finite\n", nonFinite);
+        return gs;
+      };
+      const double flop = 2.0 * M * N * K;
+      MS_CUDA_CHECK(cudaMemset(dOut, 0xff, size_t(M) * (N / 2) * 2));  // NaNs where nothing is written
+      gemmSwiglu(dX, M, dW, N, K, dOut, 0);
+      bench::check("gemmSwiglu M=" + std::to_string(M) + " (3008 sampled outputs)", sampled(), ref, 2e-2);
+      const double ms = bench::timeMs([&] { gemmSwiglu(dX, M, dW, N, K, dOut, 0); }, 3, 20);
+      std::printf("  M=%d: gemmSwiglu %.3f ms (%.0f TFLOP/s)", M, ms, flop / ms / 1e9);
 #ifdef MS_BENCH_CUBLASLT
       bf16* dGu;
       MS_CUDA_CHECK(cudaMalloc(&dGu, size_t(M) * N * 2));
       LtProduct lt(M, N, K);
       const double p = bench::timeMs([&] { lt.run(dX, dW, dGu, 0); }, 3, 20);
+      const double sm = bench::timeMs([&] { siluMul(dGu, M, N / 2, dOut, 0); }, 3, 20);
       const double u = bench::timeMs([&] {
         lt.run(dX, dW, dGu, 0);
         siluMul(dGu, M, N / 2, dOut, 0);
       }, 3, 20);
-      char b[128];
-      std::snprintf(b, sizeof b, " cuBLASLt product %.3f (%.0f), + siluMul %.3f", p, flop / p / 1e9, u);
-      times += b;
-      const auto unfused = bench::downloadBf16(dOut, size_t(M) * (N / 2));
-      std::vector<float> us;
-      for (size_t i : idx) us.push_back(unfused[i]);
-      bench::check("  cuBLASLt + siluMul M=" + std::to_string(M) + " (the same samples)", us, ref, 2e-2);
+      std::printf("; cuBLASLt product %.3f ms (%.0f TFLOP/s), siluMul alone %.3f, both %.3f\n", p, flop / p / 1e9, sm, u);
+      if (M >= 4096) {  // 3 s each, fused / unfused / fused / unfused
+        auto fused = [&] { gemmSwiglu(dX, M, dW, N, K, dOut, 0); };
+        auto unfused = [&] {
+          lt.run(dX, dW, dGu, 0);
+          siluMul(dGu, M, N / 2, dOut, 0);
+        };
+        const double f1 = sustainedMs(fused, ms, 3), u1 = sustainedMs(unfused, u, 3);
+        const double f2 = sustainedMs(fused, ms, 3), u2 = sustainedMs(unfused, u, 3);
+        std::printf("  M=%d sustained 3 s each, ms per call: gemmSwiglu %.3f / %.3f, cuBLASLt + siluMul %.3f / %.3f\n", M, f1,
+                    f2, u1, u2);
+      }
+      bench::check("  cuBLASLt + siluMul M=" + std::to_string(M) + " (the same samples)", sampled(), ref, 2e-2);
       cudaFree(dGu);
 #else
-      times += " (built without cuBLASLt: no reference timing)";
+      std::printf(" (built without cuBLASLt: no reference timing)\n");
 #endif
-      std::printf("%s\n%s\n", times.c_str(), diffs.c_str());
       cudaFree(dX), cudaFree(dOut);
     }
     cudaFree(dW);

@@ -429,20 +429,9 @@ void allowSmem() {
 // Clusters of c blocks of the D = 128 kernel with W warps the device can hold at once (0: none).
 template <int W>
 int activeClusters(int c) {
-  constexpr int NB = W == 8 ? 1 : 2;
-  cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(c, 1, 1);
-  cfg.blockDim = dim3(32 * W);
-  cfg.dynamicSmemBytes = smemBytes<128, W, NB>(kDefaultSplitLen + 2);  // cluster shares: <= 512 keys
-  cudaLaunchAttribute attr[1];
-  attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = c, attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
-  cfg.attrs = attr;
-  cfg.numAttrs = 1;
-  int n = 0;
-  if (cudaOccupancyMaxActiveClusters(&n, decodeAttentionMmaKernel<128, true, W, NB>, &cfg) != cudaSuccess) n = 0;
-  cudaGetLastError();  // an unsupported size is an answer, not an error
-  return n;
+  constexpr int NB = W == 8 ? 1 : 2;  // cluster shares: <= 512 keys
+  return maxActiveClusters(decodeAttentionMmaKernel<128, true, W, NB>, c, 32 * W,
+                           smemBytes<128, W, NB>(kDefaultSplitLen + 2));
 }
 
 int g_maxCluster = 0;     // largest cluster the device runs the kernel in (decodeAttentionInit)

@@ -17,6 +17,25 @@ namespace ms::cuda {
 __device__ __forceinline__ void pdlWait() { asm volatile("griddepcontrol.wait;\n" ::: "memory"); }
 __device__ __forceinline__ void pdlTrigger() { asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory"); }
 
+// Clusters of clusterX blocks of kernel (threads a block, smem bytes of dynamic shared memory) the
+// device holds at once; 0 where it cannot run them.
+template <class... KernelArgs>
+int maxActiveClusters(void (*kernel)(KernelArgs...), int clusterX, int threads, size_t smem) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(unsigned(clusterX));
+  cfg.blockDim = dim3(unsigned(threads));
+  cfg.dynamicSmemBytes = smem;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = unsigned(clusterX), attr[0].val.clusterDim.y = 1, attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  int n = 0;
+  if (cudaOccupancyMaxActiveClusters(&n, kernel, &cfg) != cudaSuccess) n = 0;
+  cudaGetLastError();  // an unsupported size is an answer, not an error
+  return n;
+}
+
 // launchPdl, with the grid's x dimension in thread-block clusters of clusterX blocks (0: none).
 template <class... KernelArgs, class... Args>
 void launchPdlCluster(const char* name, void (*kernel)(KernelArgs...), dim3 grid, dim3 block, size_t smem,
