@@ -31,6 +31,7 @@
 #include <string>
 
 #include "common.cuh"
+#include "cuda/attention-prefill-wgmma.h"
 #include "cuda/mma-ptx.h"
 #include "cuda/pdl.h"
 #include "cuda/wgmma-ptx.h"
@@ -38,29 +39,8 @@
 namespace ms::cuda {
 namespace {
 
-constexpr int D = 128, BM = kPrefillTileRows, BN = 128, HPB = 2, kThreads = 128 * HPB;
-constexpr int kQBytes = BM * D * 2, kTileBytes = BN * D * 2;  // one head's Q; one K (or V) tile
-constexpr float kLog2e = 1.4426950408889634f;
-static_assert(BM == 64, "one warpgroup's m64 is the tile");
-
-// S = Q K^T of one warpgroup, issued and committed, not waited: 8 steps of 16 head dims, Q (64 rows
-// at qAddr) and K (128 keys at kAddr) K-major.
-__device__ __forceinline__ void issueQK(float (&s)[64], uint32_t qAddr, uint32_t kAddr) {
-  wgmmaFence();
-#pragma unroll
-  for (int kk = 0; kk < D / 16; kk++)
-    wgmmaSS<0>(s, smemDesc128(qAddr + (kk >> 2) * (BM * 128) + (kk & 3) * 32, 16, 1024),
-               smemDesc128(kAddr + (kk >> 2) * (BN * 128) + (kk & 3) * 32, 16, 1024), kk > 0);
-  wgmmaCommit();
-}
-// O += P V, issued and committed: 8 steps of 16 keys; P from registers, V N-major at vAddr (its 128
-// dims contiguous in two swizzled halves).
-__device__ __forceinline__ void issuePV(float (&o)[64], const uint32_t (&p)[8][4], uint32_t vAddr) {
-  wgmmaFence();
-#pragma unroll
-  for (int kk = 0; kk < BN / 16; kk++) wgmmaRS(o, p[kk], smemDesc128(vAddr + kk * 16 * 128, BN * 128, 1024));
-  wgmmaCommit();
-}
+using namespace prefill_wgmma;
+constexpr int HPB = 2, kThreads = 128 * HPB;
 
 // The block's problem: its tile, heads, KV group and page arithmetic (every variant).
 struct Block {
@@ -129,50 +109,6 @@ struct Block {
   }
 };
 
-// The causal mask (keys after a row's position -> -inf, where the tile at key j0 reaches past the
-// block's first row) and the online softmax's step for this thread's two rows: the new row max
-// (mRun, log2 units), base (the max to subtract; 0 for a row with no key yet), alpha (O's rescale),
-// l rescaled. s: S of this tile in the accumulator layout.
-__device__ __forceinline__ void maskAndScale(float (&s)[64], int j0, int firstPos, const int (&rowPos)[2], float sl2,
-                                             float (&mRun)[2], float (&l)[2], float (&base)[2], float (&alpha)[2]) {
-  const int lane = threadIdx.x % 32;
-  const bool mask = j0 + BN - 1 > firstPos;
-  float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-  for (int i = 0; i < 64; i++) {
-    const int r = (i >> 1) & 1;
-    if (mask && j0 + 8 * (i >> 2) + 2 * (lane & 3) + (i & 1) > rowPos[r]) s[i] = -INFINITY;
-    mx[r] = fmaxf(mx[r], s[i]);
-  }
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-    const float mNew = fmaxf(mRun[r], mx[r] * sl2);
-    base[r] = mNew == -INFINITY ? 0.f : mNew;
-    alpha[r] = fastExp2(mRun[r] - base[r]);
-    mRun[r] = mNew;
-    l[r] *= alpha[r];
-  }
-}
-
-// exp2 of the scaled, max-shifted scores into the row sums l and P (bf16 pairs, the A operand of P V).
-__device__ __forceinline__ void expPack(const float (&s)[64], float sl2, const float (&base)[2], float (&l)[2],
-                                        uint32_t (&p)[8][4]) {
-#pragma unroll
-  for (int i = 0; i < 64; i += 2) {
-    const int r = (i >> 1) & 1;
-    const float p0 = fastExp2(fmaf(s[i], sl2, -base[r])), p1 = fastExp2(fmaf(s[i + 1], sl2, -base[r]));
-    l[r] += p0 + p1;
-    p[i >> 3][(i >> 1) & 3] = packBf16(p0, p1);
-  }
-}
-__device__ __forceinline__ void rescale(float (&o)[64], const float (&alpha)[2]) {
-  if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-    for (int i = 0; i < 64; i++) o[i] *= alpha[(i >> 1) & 1];
-  }
-}
 // The last tile (keys from j0, fewer than BN left): V's rows past the last key -> 0, the half of
 // this warpgroup (`who` = 0, 1) or both (`who` = -1, all kThreads threads). Unwritten page slots may
 // hold NaN, and 0 x NaN is NaN in the product.
@@ -184,20 +120,6 @@ __device__ __forceinline__ void zeroVTail(const Block& b, unsigned char* Vs, int
   } else {
     for (int c = threadIdx.x % 128; c < n; c += 128)
       *reinterpret_cast<uint4*>(Vs + who * BN * 128 + (from + c / 8) * 128 + (c % 8) * 16) = make_uint4(0, 0, 0, 0);
-  }
-}
-// One thread: the pages of key tile t (those before page pgEnd) -> K at dst, V at dst + kTileBytes,
-// as two swizzled 64-dim halves each; complete on bar, which expects their bytes.
-__device__ __forceinline__ void issueTile(const Block& b, const CUtensorMap* map, int t, int pgEnd, unsigned char* dst,
-                                          uint64_t* bar) {
-  const int p0 = t * BN / b.ps, n = min(BN / b.ps, pgEnd - p0);
-  mbarExpectTx(bar, uint32_t(n * b.ps * 512));  // n pages x (K, V) x 2 halves x ps rows x 128 B
-  for (int i = 0; i < n; i++) {
-    const int page = b.pt[p0 + i];
-#pragma unroll
-    for (int kv = 0; kv < 2; kv++)
-#pragma unroll
-      for (int h = 0; h < 2; h++) tmaLoad5(dst + kv * kTileBytes + h * BN * 128 + i * b.ps * 128, map, h * 64, b.g, 0, kv, page, bar);
   }
 }
 
@@ -266,7 +188,7 @@ __global__ void __launch_bounds__(kThreads, 1) tmaKernel(PrefillAttentionArgs a,
   b.loadQ(a, Qs);
   cpAsyncCommit();
   __syncthreads();  // the barriers are initialised
-  if (threadIdx.x == 0) issueTile(b, &kvMap, 0, pgEnd, KVs, full);
+  if (threadIdx.x == 0) issueTile(&kvMap, b.pt, b.g, b.ps, 0, pgEnd, KVs, full);
   float o[64], s[64], mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 #pragma unroll
   for (int i = 0; i < 64; i++) o[i] = 0.f;
@@ -281,7 +203,7 @@ __global__ void __launch_bounds__(kThreads, 1) tmaKernel(PrefillAttentionArgs a,
     fenceProxyAsync();
     __syncthreads();  // every warpgroup is done with tile t - 1's stage; zeros and Q visible to wgmma
     if (threadIdx.x == 0 && t + 1 < numKeyTiles)
-      issueTile(b, &kvMap, t + 1, pgEnd, KVs + ((t + 1) & 1) * 2 * kTileBytes, full + ((t + 1) & 1));
+      issueTile(&kvMap, b.pt, b.g, b.ps, t + 1, pgEnd, KVs + ((t + 1) & 1) * 2 * kTileBytes, full + ((t + 1) & 1));
     issueQK(s, qAddr, smemAddr(Ks));
     wgmmaWait<0>();
     pinRegs(s);
@@ -339,7 +261,7 @@ struct Staged {
     const int pgEnd = (b.keyEnd + b.ps - 1) / b.ps;
     for (int t = 0; t < T; t++) {
       if (t >= kStages) mbarWait(empty + t % kStages, (t / kStages - 1) & 1);
-      issueTile(b, map, t, pgEnd, stage(t), full + t % kStages);
+      issueTile(map, b.pt, b.g, b.ps, t, pgEnd, stage(t), full + t % kStages);
     }
   }
   // Consumers: Q -> shared memory, visible to both warpgroups' products.

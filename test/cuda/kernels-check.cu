@@ -623,17 +623,15 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0, bool rop
   p.heads = heads;
   p.scale = float(scale);
   // The kernel prefillAttention picks for the shape, and the mma.sync kernel where that is wgmma.
-  for (bool mma : {false, true}) {
-    const bool wgmma = !mma && prefillAttentionWgmmaFits(p);
-    if (mma && !prefillAttentionWgmmaFits(p)) break;
+  auto checkPrefill = [&](void (*run)(const PrefillAttentionArgs&, cudaStream_t), const char* kernel) {
     MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));
-    if (mma)
-      prefillAttentionMma(p, 0);
-    else
-      prefillAttention(p, 0);
-    auto got = bf16Vec(download<uint16_t>(dout, ref.size()));
-    check(std::string("prefillAttention (") + (wgmma ? "wgmma) " : "mma.sync) ") + tag, got, ref, 2e-2);
-  }
+    run(p, 0);
+    const auto got = bf16Vec(download<uint16_t>(dout, ref.size()));
+    check(std::string("prefillAttention (") + kernel + ") " + tag, got, ref, 2e-2);
+  };
+  const bool wgmma = prefillAttentionWgmmaFits(p);
+  checkPrefill(prefillAttention, wgmma ? "wgmma" : "mma.sync");
+  if (wgmma) checkPrefill(prefillAttentionMma, "mma.sync");
   cudaFree(dout), cudaFree(dall), cudaFree(dtiles), cudaFree(dpool), cudaFree(dqkv), cudaFree(dinv);
   cudaFree(dpos), cudaFree(dseq), cudaFree(dpt);
 }

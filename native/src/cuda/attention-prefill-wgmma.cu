@@ -18,22 +18,19 @@
 // in step (one barrier per tile) and 0.435 / 1.660 ms for the mma.sync kernel.
 #include <string>
 
+#include "attention-prefill-wgmma.h"
 #include "check.h"
 #include "kernels.h"
-#include "mma-ptx.h"
 #include "pdl.h"
-#include "wgmma-ptx.h"
 
 namespace ms::cuda {
 namespace {
 
-constexpr int D = 128, BM = kPrefillTileRows, BN = 128, HPB = 2, kStages = 3;
+using namespace prefill_wgmma;
+constexpr int HPB = 2, kStages = 3;
 constexpr int kConsumers = 128 * HPB, kThreads = kConsumers + 32;  // two warpgroups, a producer warp
-constexpr int kQBytes = BM * D * 2, kTileBytes = BN * D * 2;      // one head's Q; one K (or V) tile
 // Q of HPB heads, kStages x (K, V), 1 KB to align the swizzled tiles, 2 x kStages mbarriers.
 constexpr int kSmem = HPB * kQBytes + kStages * 2 * kTileBytes + 1024 + 2 * kStages * 8;
-constexpr float kLog2e = 1.4426950408889634f;
-static_assert(BM == 64, "one warpgroup's m64 is the tile");
 static_assert(sizeof(KvTensorMap) == sizeof(CUtensorMap), "KvTensorMap holds a CUtensorMap");
 
 __device__ __forceinline__ void consumerSync() { asm volatile("bar.sync 1, %0;\n" ::"n"(kConsumers) : "memory"); }
@@ -63,18 +60,9 @@ __global__ void __launch_bounds__(kThreads, 1)
       const int32_t* pt = a.pageTable + int64_t(tile.seq) * a.ptStride;
       const int pgEnd = (keyEnd + ps - 1) / ps;  // pages holding the tile's keys
       for (int t = 0; t < numKeyTiles; t++) {
-        const int st = t % kStages, p0 = t * BN / ps, n = min(BN / ps, pgEnd - p0);
+        const int st = t % kStages;
         if (t >= kStages) mbarWait(empty + st, (t / kStages - 1) & 1);
-        unsigned char* dst = KVs + st * 2 * kTileBytes;
-        mbarExpectTx(full + st, uint32_t(n * ps * 512));  // n pages x (K, V) x 2 halves x ps rows x 128 B
-        for (int i = 0; i < n; i++) {
-          const int page = pt[p0 + i];
-#pragma unroll
-          for (int kv = 0; kv < 2; kv++)
-#pragma unroll
-            for (int h = 0; h < 2; h++)
-              tmaLoad5(dst + kv * kTileBytes + h * BN * 128 + i * ps * 128, &kvMap, h * 64, g, 0, kv, page, full + st);
-        }
+        issueTile(&kvMap, pt, g, ps, t, pgEnd, KVs + st * 2 * kTileBytes, full + st);
       }
     }
     return;
@@ -115,54 +103,17 @@ __global__ void __launch_bounds__(kThreads, 1)
     }
     const uint32_t kAddr = smemAddr(Ks), vAddr = kAddr + kTileBytes;
 
-    // S = Q K^T: 8 steps of 16 head dims; Q (64 rows) and K (128 keys) K-major.
-    wgmmaFence();
-#pragma unroll
-    for (int kk = 0; kk < D / 16; kk++)
-      wgmmaSS<0>(s, smemDesc128(qAddr + (kk >> 2) * (BM * 128) + (kk & 3) * 32, 16, 1024),
-                 smemDesc128(kAddr + (kk >> 2) * (BN * 128) + (kk & 3) * 32, 16, 1024), kk > 0);
-    wgmmaCommit();
+    issueQK(s, qAddr, kAddr);
     wgmmaWait<0>();
     pinRegs(s);
 
-    // Causal mask where the tile reaches past the first row, online softmax in log2 units.
-    const bool mask = j0 + BN - 1 > tile.posStart;
-    float mx[2] = {-INFINITY, -INFINITY};
-#pragma unroll
-    for (int i = 0; i < 64; i++) {
-      const int r = (i >> 1) & 1;
-      if (mask && j0 + 8 * (i >> 2) + 2 * (lane & 3) + (i & 1) > rowPos[r]) s[i] = -INFINITY;
-      mx[r] = fmaxf(mx[r], s[i]);
-    }
+    // Causal mask where the tile reaches past the first row, online softmax in log2 units, O += P V.
     float base[2], alpha[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float mNew = fmaxf(mRun[r], mx[r] * sl2);
-      base[r] = mNew == -INFINITY ? 0.f : mNew;
-      alpha[r] = fastExp2(mRun[r] - base[r]);
-      mRun[r] = mNew;
-      l[r] *= alpha[r];
-    }
     uint32_t p[8][4];
-#pragma unroll
-    for (int i = 0; i < 64; i += 2) {
-      const int r = (i >> 1) & 1;
-      const float p0 = fastExp2(fmaf(s[i], sl2, -base[r])), p1 = fastExp2(fmaf(s[i + 1], sl2, -base[r]));
-      l[r] += p0 + p1;
-      p[i >> 3][(i >> 1) & 3] = packBf16(p0, p1);
-    }
-    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {
-#pragma unroll
-      for (int i = 0; i < 64; i++) o[i] *= alpha[(i >> 1) & 1];
-    }
-
-    // O += P V: 8 steps of 16 keys; V N-major (its 128 dims contiguous in two swizzled halves).
-    wgmmaFence();
-#pragma unroll
-    for (int kk = 0; kk < BN / 16; kk++) wgmmaRS(o, p[kk], smemDesc128(vAddr + kk * 16 * 128, BN * 128, 1024));
-    wgmmaCommit();
+    maskAndScale(s, j0, tile.posStart, rowPos, sl2, mRun, l, base, alpha);
+    expPack(s, sl2, base, l, p);
+    rescale(o, alpha);
+    issuePV(o, p, vAddr);
     wgmmaWait<0>();
     pinRegs(o);
     mbarArrive(empty + st);  // this thread is done with the stage
