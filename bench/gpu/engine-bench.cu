@@ -1,7 +1,7 @@
 // Engine benchmark of the CUDA backend on the llama-3.1-8b preset shape (random weights), in one
 // run: rooflines (read-only bandwidth, device copy, bf16 GEMM 8192^3), decode step time at batch
 // 1/8/32/64/128 with 1k-token contexts (graph replay; GPU time from events; host time = wall -
-// GPU; with logits to the host and with tokens sampled on the GPU), eager decode with a per-stage profile, and prefill tok/s at 512/1k/4k/8k tokens.
+// GPU; with logits to the host and with tokens sampled on the GPU), eager decode and prefill with a per-stage profile, and prefill tok/s at 512/1k/4k/8k tokens.
 // Usage: microserve_engine_bench [--quick] [--json FILE] [--ctx N] [--batches A,B,..] [--prompts A,B,..]
 //        [--no-variants]   (--ctx/--batches/--prompts: the serving bound's inputs, bench/gpu/serve-bound.sh)
 //        [--choices-out FILE] [--choices FILE]  write this run's start-time choices (GEMM, attention
@@ -495,6 +495,25 @@ int main(int argc, char** argv) {
       for (auto& [name, ms] : b.profile()) {
         std::printf(" %s %.3f;", name.c_str(), ms / 8);  // decode() runs 3 warm-up + 5 steps
         json += std::string(first ? "" : ",") + "\"" + name + "\":" + std::to_string(ms / 8);
+        first = false;
+      }
+      json += "}";
+      std::printf("\n");
+      b.setProfile(false);
+    }
+    // The same for prefills, back to back as the timed ones: where a long prefill's time goes in the
+    // run itself, at the clocks the board holds under that load (its 700 W cap on the H200; Nsight
+    // Compute times each kernel alone at fixed clocks).
+    for (int len : prompts) {
+      b.setProfile(true);
+      prefill(b, len, pageSize, 3, rng);  // 4 prefills
+      std::printf("profile prefill %d tokens (ms per prefill):", len);
+      json += std::string(firstProfile ? "" : ",") + "\"p" + std::to_string(len) + "\":{";
+      firstProfile = false;
+      bool first = true;
+      for (auto& [name, ms] : b.profile()) {
+        std::printf(" %s %.3f;", name.c_str(), ms / 4);
+        json += std::string(first ? "" : ",") + "\"" + name + "\":" + std::to_string(ms / 4);
         first = false;
       }
       json += "}";

@@ -20,7 +20,8 @@
 // the board's 700 W power cap (SM clock 1.50-1.65 GHz against 1.98 unloaded), where time follows
 // energy and not the kernel's unthrottled speed; so it stays here. The variants before it (single
 // blocks; one band; 2-byte stores; a cluster-scope stage release at ~400 TFLOP/s) are in this
-// file's history.
+// file's history. It also times cuBLASLt's algorithms for the product alone and back to back: the
+// ranking differs by up to ~3% between the two (engine-gpu.md).
 //   build: cmake --build native/build --target gemm-swiglu-wgmma; run: gemm-swiglu-wgmma
 #include <algorithm>
 #include <chrono>
@@ -246,8 +247,9 @@ void gemmSwiglu(const bf16* x, int T, const bf16* w, int N, int K, bf16* out, cu
 
 
 #ifdef MS_BENCH_CUBLASLT
-// y (M, N) = x w^T in bf16 with cuBLASLt's first heuristic algorithm (the engine tunes among the
-// first 8; this is the reference for time, as the unfused path's product).
+// y (M, N) = x w^T in bf16 with cuBLASLt's heuristic algorithm of rank `rank` (0: its first; the
+// engine tunes among the first 8; the first is the reference for time, as the unfused path's
+// product). found: how many the heuristic gave (up to 8).
 struct LtProduct {
   cublasLtHandle_t h = nullptr;
   cublasLtMatmulDesc_t op = nullptr;
@@ -255,7 +257,8 @@ struct LtProduct {
   cublasLtMatmulAlgo_t algo{};
   void* ws = nullptr;
   size_t wsBytes = 32 << 20;
-  LtProduct(int M, int N, int K) {
+  int found = 0;
+  LtProduct(int M, int N, int K, int rank = 0) {
     auto ok = [](cublasStatus_t st, const char* what) {
       if (st != CUBLAS_STATUS_SUCCESS) throw CudaError(std::string("cuBLASLt: ") + what + " " + std::to_string(int(st)), false);
     };
@@ -272,12 +275,11 @@ struct LtProduct {
     cublasLtMatmulPreference_t pref;
     ok(cublasLtMatmulPreferenceCreate(&pref), "pref");
     ok(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &wsBytes, sizeof wsBytes), "ws");
-    cublasLtMatmulHeuristicResult_t res{};
-    int found = 0;
-    ok(cublasLtMatmulAlgoGetHeuristic(h, op, la, lb, lc, lc, pref, 1, &res, &found), "heuristic");
+    cublasLtMatmulHeuristicResult_t res[8] = {};
+    ok(cublasLtMatmulAlgoGetHeuristic(h, op, la, lb, lc, lc, pref, 8, res, &found), "heuristic");
     cublasLtMatmulPreferenceDestroy(pref);
-    if (found == 0) throw CudaError("cuBLASLt: no algorithm", false);
-    algo = res.algo;
+    if (found <= rank) throw CudaError("cuBLASLt: no algorithm of rank " + std::to_string(rank), false);
+    algo = res[rank].algo;
   }
   void run(const bf16* x, const bf16* w, bf16* y, cudaStream_t s) {
     const float one = 1.f, zero = 0.f;
@@ -375,6 +377,22 @@ int main() {
         const double f2 = sustainedMs(fused, ms, 3), u2 = sustainedMs(unfused, u, 3);
         std::printf("  M=%d sustained 3 s each, ms per call: gemmSwiglu %.3f / %.3f, cuBLASLt + siluMul %.3f / %.3f\n", M, f1,
                     f2, u1, u2);
+        // The heuristic's algorithms for the product alone, each timed alone (as the engine's start-time
+        // tuning does) and back to back for 2 s: does the ranking at the power cap differ?
+        std::string line = "  M=" + std::to_string(M) + " cuBLASLt by heuristic rank, ms alone / sustained 2 s:";
+        for (int rank = 0; rank < lt.found; rank++) {
+          try {
+            LtProduct r(M, N, K, rank);
+            const double alone = bench::timeMs([&] { r.run(dX, dW, dGu, 0); }, 3, 10);
+            const double held = sustainedMs([&] { r.run(dX, dW, dGu, 0); }, alone, 2);
+            char b[64];
+            std::snprintf(b, sizeof b, " [%d] %.3f / %.3f;", rank, alone, held);
+            line += b;
+          } catch (const CudaError& e) {
+            line += " [" + std::to_string(rank) + "] fails (" + e.what() + ");";
+          }
+        }
+        std::printf("%s\n", line.c_str());
       }
       bench::check("  cuBLASLt + siluMul M=" + std::to_string(M) + " (the same samples)", sampled(), ref, 2e-2);
       cudaFree(dGu);
