@@ -33,6 +33,8 @@ export const DEFAULT_CONNECTION_OPTIONS: ConnectionOptions = { heartbeatMs: 400,
 export class Connection implements ConnState {
   /** The peer's node id, known after its hello (inbound) or set by the opener (outbound). */
   peerNodeId: string | null = null;
+  /** When this connection was made (performance.now()): crossing dials are told apart by it. */
+  readonly createdAt = performance.now();
   isOpen = true;
   isGreeted = false;
   isJoined = false;

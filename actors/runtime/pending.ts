@@ -1,7 +1,8 @@
 /**
  * Queries this node is waiting on. Each has a timer (QUERY_TIMEOUT) and, once routed, the node
- * hosting its target and the node of the connection it left on: when either goes away the
- * query fails at once with CONNECTION_LOST instead of waiting for its timeout.
+ * hosting its target, the node of the connection it left on and that connection: when either node
+ * goes away, or that connection closes (its reply would come back on it), the query fails at once
+ * with CONNECTION_LOST instead of waiting for its timeout.
  */
 import { MicroserveError, type WireError } from '../../common/errors.ts';
 
@@ -13,6 +14,8 @@ export interface Pending {
   /** Node hosting the target (when known) and node of the connection it went out on. */
   target: string | null;
   via: string | null;
+  /** The connection it went out on (the reply comes back on it). */
+  conn: object | null;
 }
 
 export class PendingQueries {
@@ -27,7 +30,7 @@ export class PendingQueries {
         () => this.fail(id, new MicroserveError('QUERY_TIMEOUT', `query to '${path}' timed out after ${timeoutMs} ms`)),
         timeoutMs,
       );
-      this.byId.set(id, { resolve: resolve as (v: unknown) => void, reject, timer, path, target: null, via: null });
+      this.byId.set(id, { resolve: resolve as (v: unknown) => void, reject, timer, path, target: null, via: null, conn: null });
     });
     return { id, promise };
   }

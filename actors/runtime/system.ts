@@ -40,6 +40,10 @@ export interface SystemOptions {
 }
 
 const CONTROL_ID = 'control';
+/** Two connections to one peer made this close together are crossing dials, not a reconnect. */
+const CROSSING_WINDOW_MS = 2000;
+/** How long the crossed connection both nodes dropped stays open for replies already on their way. */
+const CROSSING_GRACE_MS = 10_000;
 export const nodePath = (nodeId: string) => `node/${nodeId}`;
 
 export class ActorSystem implements ActorSystemApi {
@@ -52,6 +56,8 @@ export class ActorSystem implements ActorSystemApi {
   private readonly directory = new Map<string, { nodeId: string; url: string | null }>();
   private readonly nodeUrls = new Map<string, string | null>();
   private readonly conns = new Map<string, Connection>();
+  /** Crossed connections both nodes dropped, open for their grace period (install). */
+  private readonly crossed = new Set<Connection>();
   private readonly opening = new Map<string, Promise<Connection | null>>();
   private readonly pending = new PendingQueries();
   private readonly goneListeners = new Set<(path: string, nodeId: string) => void>();
@@ -152,7 +158,7 @@ export class ActorSystem implements ActorSystemApi {
     this.closed = true;
     this.local.stopAll();
     this.pending.failAll(new MicroserveError('ACTOR_STOPPED', 'the local actor system was closed'));
-    for (const c of this.conns.values()) c.close(1001, 'shutdown');
+    for (const c of [...this.conns.values(), ...this.crossed]) c.close(1001, 'shutdown');
     this.wss?.close();
     await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
   }
@@ -200,7 +206,7 @@ export class ActorSystem implements ActorSystemApi {
           return this.settle(localId, undefined, { code: 'CONNECTION_LOST', message: `no connection to node '${target}' for '${f.to}'` });
         return notFound();
       }
-      if (p) p.via = conn.peerNodeId;
+      if (p) (p.via = conn.peerNodeId), (p.conn = conn);
       if (localId !== undefined && !this.pending.has(localId)) return; // timed out meanwhile
       conn.send(f);
     });
@@ -272,9 +278,7 @@ export class ActorSystem implements ActorSystemApi {
 
   private onHello(f: Extract<Frame, { k: 'hello' }>, conn: Connection): void {
     conn.peerNodeId = f.nodeId;
-    const old = this.conns.get(f.nodeId);
-    this.conns.set(f.nodeId, conn);
-    if (old && old !== conn) old.close(1000, 'replaced');
+    this.install(conn);
     this.nodeUrls.set(f.nodeId, f.url);
     if (this.isControl && f.join) {
       // a joining node: its actors and its node path enter the directory
@@ -359,8 +363,42 @@ export class ActorSystem implements ActorSystemApi {
     return conn;
   }
 
+  /**
+   * Makes `conn` the connection that carries frames to its peer. Two nodes that dial each other at
+   * the same moment (two engines starting their first KV transfers to each other) each end up with
+   * an inbound and an outbound connection: both keep the one the smaller node id dialed, so they
+   * agree, and the other closes after CROSSING_GRACE_MS (a query that left on it gets its reply on
+   * it meanwhile). Any other older connection is replaced at once.
+   */
+  private install(conn: Connection): void {
+    const n = conn.peerNodeId!;
+    const old = this.conns.get(n);
+    if (!old || old === conn || !old.isOpen) {
+      this.conns.set(n, conn);
+      return;
+    }
+    const isCrossing = old.direction !== conn.direction && Math.abs(conn.createdAt - old.createdAt) < CROSSING_WINDOW_MS;
+    if (!isCrossing) {
+      this.conns.set(n, conn);
+      old.close(1000, 'replaced');
+      return;
+    }
+    const keep = (conn.direction === 'out') === (this.nodeId < n) ? conn : old;
+    const drop = keep === conn ? old : conn;
+    this.conns.set(n, keep);
+    log.debug('crossing connections: keeping the one the smaller node dialed', { peer: n, keep: keep.label, drop: drop.label });
+    this.crossed.add(drop);
+    setTimeout(() => {
+      this.crossed.delete(drop);
+      drop.close(1000, 'crossed');
+    }, CROSSING_GRACE_MS).unref();
+  }
+
   private onConnClosed(conn: Connection, reason: string): void {
     const n = conn.peerNodeId;
+    // queries that left on this connection would get their replies on it: they fail now, whether
+    // it is the peer's current connection or one replaced or crossed
+    this.pending.failWhere((p) => p.conn === conn, new MicroserveError('CONNECTION_LOST', `connection to '${n}' lost: ${reason}`));
     if (!n || this.conns.get(n) !== conn) return;
     this.conns.delete(n);
     log.debug('connection closed', { peer: n, reason });
@@ -386,11 +424,7 @@ export class ActorSystem implements ActorSystemApi {
       ws.once('message', () => {
         ws.off('close', onClose);
         setImmediate(() => {
-          if (conn.peerNodeId) {
-            const old = this.conns.get(conn.peerNodeId);
-            if (old && old !== conn && old.isOpen) old.close(1000, 'replaced');
-            this.conns.set(conn.peerNodeId, conn);
-          }
+          if (conn.peerNodeId) this.install(conn);
           resolve(conn);
         });
       });
