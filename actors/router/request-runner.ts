@@ -33,7 +33,7 @@ import type { FinishReason, SamplingParams, TokenLogprob, TokensItem } from '../
 import { AttemptContext, type AttemptDeps } from './attempt-context.ts';
 import { Job, type ActivePlan, type Attempt, type JobResult, type JobSpec, type Outcome } from './job.ts';
 import type { RoutedRequest } from './strategy-api.ts';
-import { isEngineFailure } from './strategy-helpers.ts';
+import { isEngineFailure, isTransferFailure } from './strategy-helpers.ts';
 import dp from './strategies/dp.ts';
 
 export { Job, type ActivePlan, type JobResult, type JobSpec } from './job.ts';
@@ -214,7 +214,9 @@ export class RequestRunner {
           continue;
         }
         busySince = null;
-        if (isEngineFailure(e)) {
+        // an engine dead or silent, or a hand-over that did not complete (a reservation that
+        // expired while its transfer ran late, say): another attempt, with a new id
+        if (isEngineFailure(e) || isTransferFailure(e)) {
           log.info('attempt failed, retrying', { id: attempt.id, error: e as Error });
           await sleep(Math.min(50 * 2 ** (n - 1), 1000));
           continue;

@@ -26,7 +26,8 @@
  *   TRANSFER_TIMEOUT (remote_send), and for a dead or silent engine CONNECTION_LOST /
  *   ACTOR_STOPPED / ACTOR_NOT_FOUND / QUERY_TIMEOUT (see `isEngineFailure`). A strategy may catch
  *   them and fall back; whatever it lets through fails the attempt, and the router retries the
- *   request (another attempt, a new id) when the error was an engine failure;
+ *   request (another attempt, a new id) when the error was an engine failure or a hand-over that
+ *   did not complete (TRANSFER_FAILED, TRANSFER_TIMEOUT, RESERVATION_EXPIRED, UNKNOWN_REQUEST);
  * - `load` counts this router's requests on the engine live, plus what the engine's last status
  *   reported beyond them, so two requests decided in the same tick see each other.
  */

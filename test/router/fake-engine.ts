@@ -7,7 +7,9 @@
  *   ids of those positions; the receiver refuses writes that are not its reservation's tokens or
  *   not contiguous from its matched length;
  * - start_generate refuses (BAD_MESSAGE) unless KV for [0, begin) is really there: its own
- *   prefix cache or a reservation filled up to begin.
+ *   prefix cache or a reservation filled up to begin;
+ * - a reservation left past its ttl expires: start_generate and kv_write for its id then refuse
+ *   with RESERVATION_EXPIRED, as the real receiver does.
  * Its "model" is deterministic: the next token is a hash of the last tokens and the length, so
  * any engine continues any context the same way (what migration at temperature 0 relies on).
  * Test-only messages: test_log (the op log), test_set (change options), test_stall (go silent).
@@ -78,6 +80,7 @@ export function spawnFakeEngine(system: ActorSystemApi, name: string, role: Role
   const reservations = new Map<string, Reservation>();
   const running = new Map<string, { isStopped: boolean }>();
   const sending = new Set<string>();
+  const expired = new Set<string>();
   const ops: OpRecord[] = [];
   let isStalled = false;
   let reservedPages = 0;
@@ -157,13 +160,14 @@ export function spawnFakeEngine(system: ActorSystemApi, name: string, role: Role
         ops.push({ op: 'prep_recv', id: msg.id, end: msg.end, len: msg.promptIds.length, matchedLen });
         if (reservedPages + numPages > o.numPages) throw new MicroserveError('KV_PAGES_EXHAUSTED', `${name}: ${numPages} pages needed`);
         reservedPages += numPages;
-        const timer = setTimeout(() => release(msg.id), msg.ttlMs ?? 30_000);
+        const timer = setTimeout(() => release(msg.id) && expired.add(msg.id), msg.ttlMs ?? 30_000);
         reservations.set(msg.id, { promptIds: msg.promptIds, end: msg.end, matchedLen, filledTo: matchedLen, numPages, timer });
         const pageIds = Array.from({ length: Math.ceil(msg.end / o.pageSize) }, (_, i) => i);
         return { matchedLen, kvAddr: { engine: name, pageIds, pageSize: o.pageSize, matchedLen, end: msg.end, transports: ['host'] } };
       }
       case 'kv_write': {
         const r = reservations.get(msg.id);
+        if (!r && expired.has(msg.id)) throw new MicroserveError('RESERVATION_EXPIRED', `${name}: the reservation for ${msg.id} expired`);
         if (!r) throw new MicroserveError('UNKNOWN_REQUEST', `${name}: no reservation ${msg.id}`);
         const u = new Uint32Array(new Uint8Array(msg.data).buffer);
         const start = u[0];
@@ -211,6 +215,7 @@ export function spawnFakeEngine(system: ActorSystemApi, name: string, role: Role
         if (running.has(id)) throw new MicroserveError('DUPLICATE_REQUEST', `request ${id} is running`);
         if (!(0 <= begin && begin < promptIds.length)) throw new MicroserveError('BAD_MESSAGE', `${name}: begin ${begin} outside [0, ${promptIds.length})`);
         const r = reservations.get(id);
+        if (!r && expired.has(id)) throw new MicroserveError('RESERVATION_EXPIRED', `start_generate: the reservation for '${id}' expired`);
         const fromReservation = r && r.promptIds.every((t, i) => i >= r.end || t === promptIds[i]) ? r.filledTo : 0;
         const have = Math.max(match(promptIds), fromReservation);
         if (begin > have) throw new MicroserveError('BAD_MESSAGE', `${name}: KV for [0, ${begin}) is missing (have ${have})`);
