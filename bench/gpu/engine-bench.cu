@@ -15,6 +15,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <functional>
 #include <random>
 #include <stdexcept>
 #include <string>
@@ -483,43 +484,35 @@ int main(int argc, char** argv) {
     }
     json += "],\"profile\":{";
     bool firstProfile = true;
-    // Per-stage GPU time of eager decode steps at every batch of the run (events after every
-    // stage; includes launch gaps): where a step's time goes, batch by batch (issue 17).
-    for (int batch : batches) {
+    // Runs `run` (which does `calls` forwards) with the per-stage events on; prints and stores the
+    // stages' GPU ms per forward under `key`.
+    auto profiled = [&](const std::string& label, const std::string& key, int calls, const std::function<void()>& run) {
       b.setProfile(true);
-      decode(b, batch, ctx + 1, pageSize, 5, rng);
-      std::printf("profile eager decode b=%d (ms per step):", batch);
-      json += std::string(firstProfile ? "" : ",") + "\"b" + std::to_string(batch) + "\":{";
+      run();
+      std::printf("profile %s:", label.c_str());
+      json += std::string(firstProfile ? "" : ",") + "\"" + key + "\":{";
       firstProfile = false;
       bool first = true;
       for (auto& [name, ms] : b.profile()) {
-        std::printf(" %s %.3f;", name.c_str(), ms / 8);  // decode() runs 3 warm-up + 5 steps
-        json += std::string(first ? "" : ",") + "\"" + name + "\":" + std::to_string(ms / 8);
+        std::printf(" %s %.3f;", name.c_str(), ms / calls);
+        json += std::string(first ? "" : ",") + "\"" + name + "\":" + std::to_string(ms / calls);
         first = false;
       }
       json += "}";
       std::printf("\n");
       b.setProfile(false);
-    }
+    };
+    // Per-stage GPU time of eager decode steps at every batch of the run (events after every
+    // stage; includes launch gaps): where a step's time goes, batch by batch (issue 17).
+    for (int batch : batches)  // decode() runs 3 warm-up + 5 steps
+      profiled("eager decode b=" + std::to_string(batch) + " (ms per step)", "b" + std::to_string(batch), 8,
+               [&] { decode(b, batch, ctx + 1, pageSize, 5, rng); });
     // The same for prefills, back to back as the timed ones: where a long prefill's time goes in the
     // run itself, at the clocks the board holds under that load (its 700 W cap on the H200; Nsight
     // Compute times each kernel alone at fixed clocks).
-    for (int len : prompts) {
-      b.setProfile(true);
-      prefill(b, len, pageSize, 3, rng);  // 4 prefills
-      std::printf("profile prefill %d tokens (ms per prefill):", len);
-      json += std::string(firstProfile ? "" : ",") + "\"p" + std::to_string(len) + "\":{";
-      firstProfile = false;
-      bool first = true;
-      for (auto& [name, ms] : b.profile()) {
-        std::printf(" %s %.3f;", name.c_str(), ms / 4);
-        json += std::string(first ? "" : ",") + "\"" + name + "\":" + std::to_string(ms / 4);
-        first = false;
-      }
-      json += "}";
-      std::printf("\n");
-      b.setProfile(false);
-    }
+    for (int len : prompts)  // prefill() with 3 reps runs 4 prefills
+      profiled("prefill " + std::to_string(len) + " tokens (ms per prefill)", "p" + std::to_string(len), 4,
+               [&] { prefill(b, len, pageSize, 3, rng); });
     json += "}}";
     if (jsonPath) {
       FILE* f = std::fopen(jsonPath, "w");

@@ -1,6 +1,6 @@
 // Shared by the kernel-variant benches of this folder (llm.c's dev/cuda style: each .cu is one
 // operation's losing variants next to the shipped kernel, with a CPU reference check and a timing
-// loop). A paged attention problem on the device, its float64 reference, and a timer.
+// loop). A paged attention problem on the device, its float64 reference, and the timers.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -98,6 +98,23 @@ inline double timeMs(const std::function<void()>& f, int warmup = 3, int iters =
   cudaEventDestroy(a), cudaEventDestroy(b);
   std::nth_element(ms.begin(), ms.begin() + iters / 2, ms.end());
   return ms[iters / 2];
+}
+
+// ms per call of f over `seconds` of back-to-back calls (the board at its power cap, as in a long
+// prefill), from the calls' count estimated by one call's time `once`.
+inline double sustainedMs(const std::function<void()>& f, double once, double seconds) {
+  const int n = std::max(20, int(seconds * 1e3 / once));
+  cudaEvent_t a, b;
+  MS_CUDA_CHECK(cudaEventCreate(&a));
+  MS_CUDA_CHECK(cudaEventCreate(&b));
+  MS_CUDA_CHECK(cudaEventRecord(a, 0));
+  for (int i = 0; i < n; i++) f();
+  MS_CUDA_CHECK(cudaEventRecord(b, 0));
+  MS_CUDA_CHECK(cudaEventSynchronize(b));
+  float ms = 0;
+  MS_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
+  cudaEventDestroy(a), cudaEventDestroy(b);
+  return ms / n;
 }
 
 // numSeqs sequences of ctx keys each in a paged pool (one layer), one query row per token of the

@@ -24,7 +24,6 @@
 // ranking differs by up to ~3% between the two (engine-gpu.md).
 //   build: cmake --build native/build --target gemm-swiglu-wgmma; run: gemm-swiglu-wgmma
 #include <algorithm>
-#include <chrono>
 #include <cmath>
 #include <string>
 #include <vector>
@@ -297,23 +296,6 @@ struct LtProduct {
 
 using namespace ms::cuda;
 
-// ms per call of f over `seconds` of back-to-back calls (the board at its power cap, as in a long
-// prefill), from the calls' count estimated by one call's time `once`.
-double sustainedMs(const std::function<void()>& f, double once, double seconds) {
-  const int n = std::max(20, int(seconds * 1e3 / once));
-  cudaEvent_t a, b;
-  MS_CUDA_CHECK(cudaEventCreate(&a));
-  MS_CUDA_CHECK(cudaEventCreate(&b));
-  MS_CUDA_CHECK(cudaEventRecord(a, 0));
-  for (int i = 0; i < n; i++) f();
-  MS_CUDA_CHECK(cudaEventRecord(b, 0));
-  MS_CUDA_CHECK(cudaEventSynchronize(b));
-  float ms = 0;
-  MS_CUDA_CHECK(cudaEventElapsedTime(&ms, a, b));
-  cudaEventDestroy(a), cudaEventDestroy(b);
-  return ms / n;
-}
-
 int main() {
   try {
     constexpr int K = 4096, N = 2 * 14336;  // the 8B shape's gate/up
@@ -373,8 +355,8 @@ int main() {
           lt.run(dX, dW, dGu, 0);
           siluMul(dGu, M, N / 2, dOut, 0);
         };
-        const double f1 = sustainedMs(fused, ms, 3), u1 = sustainedMs(unfused, u, 3);
-        const double f2 = sustainedMs(fused, ms, 3), u2 = sustainedMs(unfused, u, 3);
+        const double f1 = bench::sustainedMs(fused, ms, 3), u1 = bench::sustainedMs(unfused, u, 3);
+        const double f2 = bench::sustainedMs(fused, ms, 3), u2 = bench::sustainedMs(unfused, u, 3);
         std::printf("  M=%d sustained 3 s each, ms per call: gemmSwiglu %.3f / %.3f, cuBLASLt + siluMul %.3f / %.3f\n", M, f1,
                     f2, u1, u2);
         // The heuristic's algorithms for the product alone, each timed alone (as the engine's start-time
@@ -384,7 +366,7 @@ int main() {
           try {
             LtProduct r(M, N, K, rank);
             const double alone = bench::timeMs([&] { r.run(dX, dW, dGu, 0); }, 3, 10);
-            const double held = sustainedMs([&] { r.run(dX, dW, dGu, 0); }, alone, 2);
+            const double held = bench::sustainedMs([&] { r.run(dX, dW, dGu, 0); }, alone, 2);
             char b[64];
             std::snprintf(b, sizeof b, " [%d] %.3f / %.3f;", rank, alone, held);
             line += b;
