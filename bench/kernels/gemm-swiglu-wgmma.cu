@@ -172,7 +172,7 @@ __global__ void __launch_bounds__(kThreads, 1)
       wgmmaFence();
 #pragma unroll
       for (int kk = 0; kk < BK / 16; kk++)
-        wgmma256(acc, smemDesc128(aAddr + kk * 32, 16, 1024), smemDesc128(bAddr + kk * 32, 16, 1024), ks > 0 || kk > 0);
+        wgmma256(acc, descAt(descLo(aAddr, 16), kk * 32), descAt(descLo(bAddr, 16), kk * 32), ks > 0 || kk > 0);
       wgmmaCommit();
       wgmmaWait<1>();  // the previous slice's products are done: its stage goes back
       if (ks > 0) release((it - 1) % kStages);

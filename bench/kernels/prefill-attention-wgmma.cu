@@ -23,6 +23,13 @@
 // for bit; overlap differs in 11-73 outputs (the same sums in another order). What held "cp.async" back was the warpgroups kept in step, not the
 // copies; taking turns (pingpong, also run as the engine's kernel at 06:20: engine prefill within
 // noise) and the intra-warpgroup overlap buy nothing here, so the shipped kernel stays the simpler one.
+// 2026-12-04 12:46 (engine-gpu/h200-2026-12-04d-prefill-attention-wgmma.txt), every variant with
+// the descriptors built once and the tree row max (attention-prefill-wgmma.h), same order:
+//   cp.async 0.037 / 0.354 / 1.282 (429)     tma 0.041 / 0.400 / 1.453 (378)
+//   overlap 0.037 / 0.305 / 1.069 (514)      pingpong 0.034 / 0.296 / 1.064 (517)
+//   shipped 0.034 / 0.291 / 1.024 (537)      mma.sync 0.064 / 0.438 / 1.628 (338)
+// (the two changes, as a variant of the shipped kernel at 12:40 before they moved into the header:
+// 0.295 / 1.037 against 0.307 / 1.068, its output equal to the old shipped kernel's bit for bit.)
 //   build: cmake --build native/build --target microserve_kernel_benches; run: prefill-attention-wgmma
 #include <array>
 #include <cstring>
@@ -146,7 +153,7 @@ __global__ void __launch_bounds__(kThreads, 1) cpAsyncKernel(PrefillAttentionArg
   for (int i = 0; i < 64; i++) o[i] = 0.f;
   const float sl2 = a.scale * kLog2e;
   const int row0 = b.warp * 16 + b.lane / 4, rowPos[2] = {b.tile.posStart + row0, b.tile.posStart + row0 + 8};
-  const uint32_t qAddr = smemAddr(Qs + b.wg * kQBytes);
+  const uint32_t qLo = descLo(smemAddr(Qs + b.wg * kQBytes), 16);
   for (int t = 0; t < numKeyTiles; t++) {
     cpAsyncWait<0>();  // tile t (and Q) landed for this thread
     fenceProxyAsync();
@@ -157,7 +164,7 @@ __global__ void __launch_bounds__(kThreads, 1) cpAsyncKernel(PrefillAttentionArg
     }
     if (t + 2 < numKeyTiles) b.rowTable(a, (t + 2) * BN, rowPtr + (t & 1) * BN);
     const uint32_t kAddr = smemAddr(KVs + (t & 1) * 2 * kTileBytes);
-    issueQK(s, qAddr, kAddr);
+    issueQK(s, qLo, descLo(kAddr, 16));
     wgmmaWait<0>();
     pinRegs(s);
     float base[2], alpha[2];
@@ -165,7 +172,7 @@ __global__ void __launch_bounds__(kThreads, 1) cpAsyncKernel(PrefillAttentionArg
     maskAndScale(s, t * BN, b.tile.posStart, rowPos, sl2, mRun, l, base, alpha);
     expPack(s, sl2, base, l, p);
     rescale(o, alpha);
-    issuePV(o, p, kAddr + kTileBytes);
+    issuePV(o, p, descLo(kAddr + kTileBytes, BN * 128));
     wgmmaWait<0>();
     pinRegs(o);
   }
@@ -194,7 +201,7 @@ __global__ void __launch_bounds__(kThreads, 1) tmaKernel(PrefillAttentionArgs a,
   for (int i = 0; i < 64; i++) o[i] = 0.f;
   const float sl2 = a.scale * kLog2e;
   const int row0 = b.warp * 16 + b.lane / 4, rowPos[2] = {b.tile.posStart + row0, b.tile.posStart + row0 + 8};
-  const uint32_t qAddr = smemAddr(Qs + b.wg * kQBytes);
+  const uint32_t qLo = descLo(smemAddr(Qs + b.wg * kQBytes), 16);
   for (int t = 0; t < numKeyTiles; t++) {
     unsigned char* Ks = KVs + (t & 1) * 2 * kTileBytes;
     mbarWait(full + (t & 1), (t >> 1) & 1);
@@ -204,7 +211,7 @@ __global__ void __launch_bounds__(kThreads, 1) tmaKernel(PrefillAttentionArgs a,
     __syncthreads();  // every warpgroup is done with tile t - 1's stage; zeros and Q visible to wgmma
     if (threadIdx.x == 0 && t + 1 < numKeyTiles)
       issueTile(&kvMap, b.pt, b.g, b.ps, t + 1, pgEnd, KVs + ((t + 1) & 1) * 2 * kTileBytes, full + ((t + 1) & 1));
-    issueQK(s, qAddr, smemAddr(Ks));
+    issueQK(s, qLo, descLo(smemAddr(Ks), 16));
     wgmmaWait<0>();
     pinRegs(s);
     float base[2], alpha[2];
@@ -212,7 +219,7 @@ __global__ void __launch_bounds__(kThreads, 1) tmaKernel(PrefillAttentionArgs a,
     maskAndScale(s, t * BN, b.tile.posStart, rowPos, sl2, mRun, l, base, alpha);
     expPack(s, sl2, base, l, p);
     rescale(o, alpha);
-    issuePV(o, p, smemAddr(Ks + kTileBytes));
+    issuePV(o, p, descLo(smemAddr(Ks + kTileBytes), BN * 128));
     wgmmaWait<0>();
     pinRegs(o);
   }
@@ -311,9 +318,9 @@ __global__ void __launch_bounds__(kThreadsP, 1)
   float s[64], alpha[2], base[2];
   uint32_t p[8][4];
   const float sl2 = a.scale * kLog2e;
-  const uint32_t qAddr = smemAddr(sm.Qs + b.wg * kQBytes);
+  const uint32_t qLo = descLo(smemAddr(sm.Qs + b.wg * kQBytes), 16);
   sm.land(b, 0);
-  issueQK(s, qAddr, smemAddr(sm.stage(0)));
+  issueQK(s, qLo, descLo(smemAddr(sm.stage(0)), 16));
   wgmmaWait<0>();
   pinRegs(s);
   maskAndScale(s, 0, b.tile.posStart, r.rowPos, sl2, r.mRun, r.l, base, alpha);
@@ -322,8 +329,8 @@ __global__ void __launch_bounds__(kThreadsP, 1)
     const bool next = t + 1 < T;
     if (next) sm.land(b, t + 1);
     rescale(r.o, alpha);  // no product in flight on O
-    issueQK(s, qAddr, smemAddr(sm.stage(t + 1)));
-    issuePV(r.o, p, smemAddr(sm.stage(t) + kTileBytes));
+    issueQK(s, qLo, descLo(smemAddr(sm.stage(t + 1)), 16));
+    issuePV(r.o, p, descLo(smemAddr(sm.stage(t) + kTileBytes), BN * 128));
     wgmmaWait<1>();  // S(t + 1); P(t) V(t) still runs
     pinRegs(s);
     if (next) maskAndScale(s, (t + 1) * BN, b.tile.posStart, r.rowPos, sl2, r.mRun, r.l, base, alpha);
@@ -356,7 +363,7 @@ __global__ void __launch_bounds__(kThreadsP, 1)
   float s[64], alpha[2], base[2];
   uint32_t p[8][4];
   const float sl2 = a.scale * kLog2e;
-  const uint32_t qAddr = smemAddr(sm.Qs + b.wg * kQBytes);
+  const uint32_t qLo = descLo(smemAddr(sm.Qs + b.wg * kQBytes), 16);
   // One turn: P(t - 1) V(t - 1) where t > 0, S(t) where t < T; then S(t)'s softmax.
   auto turn = [&](int t, bool pv, bool qk) {
     turnWait(b.wg);
@@ -364,12 +371,12 @@ __global__ void __launch_bounds__(kThreadsP, 1)
     if (pv)
 #pragma unroll
       for (int kk = 0; kk < BN / 16; kk++)
-        wgmmaRS(r.o, p[kk], smemDesc128(smemAddr(sm.stage(t - 1) + kTileBytes) + kk * 16 * 128, BN * 128, 1024));
+        wgmmaRS(r.o, p[kk], descAt(descLo(smemAddr(sm.stage(t - 1) + kTileBytes), BN * 128), kk * 16 * 128));
     if (qk)
 #pragma unroll
       for (int kk = 0; kk < D / 16; kk++)
-        wgmmaSS<0>(s, smemDesc128(qAddr + (kk >> 2) * (BM * 128) + (kk & 3) * 32, 16, 1024),
-                   smemDesc128(smemAddr(sm.stage(t)) + (kk >> 2) * (BN * 128) + (kk & 3) * 32, 16, 1024), kk > 0);
+        wgmmaSS<0>(s, descAt(qLo, (kk >> 2) * (BM * 128) + (kk & 3) * 32),
+                   descAt(descLo(smemAddr(sm.stage(t)), 16), (kk >> 2) * (BN * 128) + (kk & 3) * 32), kk > 0);
     wgmmaCommit();
   };
   sm.land(b, 0);

@@ -1,7 +1,8 @@
 // The tile-level steps of the wgmma prefill attention kernel (attention-prefill-wgmma.cu), shared
 // with its variants in bench/kernels/prefill-attention-wgmma.cu: one warpgroup's S = Q K^T and
-// O += P V over a 128-key tile (m64n128k16, S and O in the accumulator layout), the causal mask and
-// online-softmax step for a thread's two rows, and one thread's tensor copies of a key tile's pages.
+// O += P V over a 128-key tile (m64n128k16, S and O in the accumulator layout, operands named by
+// descriptors built once), the causal mask and online-softmax step for a thread's two rows, and one
+// thread's tensor copies of a key tile's pages.
 #pragma once
 #include "kernels.h"
 #include "mma-ptx.h"
@@ -14,45 +15,59 @@ constexpr int kQBytes = BM * D * 2, kTileBytes = BN * D * 2;  // one head's Q; o
 constexpr float kLog2e = 1.4426950408889634f;
 static_assert(BM == 64, "one warpgroup's m64 is the tile");
 
-// S = Q K^T of one warpgroup, issued and committed, not waited: 8 steps of 16 head dims, Q (64 rows
-// at qAddr) and K (128 keys at kAddr) K-major.
-__device__ __forceinline__ void issueQK(float (&s)[64], uint32_t qAddr, uint32_t kAddr) {
+// S = Q K^T of one warpgroup, issued and committed, not waited: 8 steps of 16 head dims, Q (64 rows)
+// and K (128 keys) K-major, qLo and kLo their descriptors' low words (descLo(addr, 16)).
+__device__ __forceinline__ void issueQK(float (&s)[64], uint32_t qLo, uint32_t kLo) {
   wgmmaFence();
 #pragma unroll
   for (int kk = 0; kk < D / 16; kk++)
-    wgmmaSS<0>(s, smemDesc128(qAddr + (kk >> 2) * (BM * 128) + (kk & 3) * 32, 16, 1024),
-               smemDesc128(kAddr + (kk >> 2) * (BN * 128) + (kk & 3) * 32, 16, 1024), kk > 0);
+    wgmmaSS<0>(s, descAt(qLo, (kk >> 2) * (BM * 128) + (kk & 3) * 32), descAt(kLo, (kk >> 2) * (BN * 128) + (kk & 3) * 32),
+               kk > 0);
   wgmmaCommit();
 }
-// O += P V, issued and committed: 8 steps of 16 keys; P from registers, V N-major at vAddr (its 128
-// dims contiguous in two swizzled halves).
-__device__ __forceinline__ void issuePV(float (&o)[64], const uint32_t (&p)[8][4], uint32_t vAddr) {
+// O += P V, issued and committed: 8 steps of 16 keys; P from registers, V N-major (its 128 dims
+// contiguous in two swizzled halves), vLo its descriptor's low word (descLo(addr, BN * 128)).
+__device__ __forceinline__ void issuePV(float (&o)[64], const uint32_t (&p)[8][4], uint32_t vLo) {
   wgmmaFence();
 #pragma unroll
-  for (int kk = 0; kk < BN / 16; kk++) wgmmaRS(o, p[kk], smemDesc128(vAddr + kk * 16 * 128, BN * 128, 1024));
+  for (int kk = 0; kk < BN / 16; kk++) wgmmaRS(o, p[kk], descAt(vLo, kk * 16 * 128));
   wgmmaCommit();
 }
-
 // The causal mask (keys after a row's position -> -inf, where the tile at key j0 reaches past the
 // block's first row) and the online softmax's step for this thread's two rows: the new row max
 // (mRun, log2 units), base (the max to subtract; 0 for a row with no key yet), alpha (O's rescale),
 // l rescaled. s: S of this tile in the accumulator layout.
-__device__ __forceinline__ void maskAndScale(float (&s)[64], int j0, int firstPos, const int (&rowPos)[2], float sl2,
-                                             float (&mRun)[2], float (&l)[2], float (&base)[2], float (&alpha)[2]) {
+// Each row's max is a tree (depth 5), not a chain of 32 dependent maxima (the same value in any order).
+__device__ __forceinline__ void maskAndScale(float (&s)[64], int j0, int firstPos, const int (&rowPos)[2],
+                                             float sl2, float (&mRun)[2], float (&l)[2], float (&base)[2],
+                                             float (&alpha)[2]) {
   const int lane = threadIdx.x % 32;
-  const bool mask = j0 + BN - 1 > firstPos;
-  float mx[2] = {-INFINITY, -INFINITY};
+  if (j0 + BN - 1 > firstPos) {
 #pragma unroll
-  for (int i = 0; i < 64; i++) {
-    const int r = (i >> 1) & 1;
-    if (mask && j0 + 8 * (i >> 2) + 2 * (lane & 3) + (i & 1) > rowPos[r]) s[i] = -INFINITY;
-    mx[r] = fmaxf(mx[r], s[i]);
+    for (int i = 0; i < 64; i++)
+      if (j0 + 8 * (i >> 2) + 2 * (lane & 3) + (i & 1) > rowPos[(i >> 1) & 1]) s[i] = -INFINITY;
+  }
+  float t[2][16];
+#pragma unroll
+  for (int r = 0; r < 2; r++)
+#pragma unroll
+    for (int j = 0; j < 16; j++) t[r][j] = fmaxf(s[4 * j + 2 * r], s[4 * j + 2 * r + 1]);
+#pragma unroll
+  for (int r = 0; r < 2; r++) {
+#pragma unroll
+    for (int j = 0; j < 8; j++) t[r][j] = fmaxf(t[r][j], t[r][j + 8]);
+#pragma unroll
+    for (int j = 0; j < 4; j++) t[r][j] = fmaxf(t[r][j], t[r][j + 4]);
+#pragma unroll
+    for (int j = 0; j < 2; j++) t[r][j] = fmaxf(t[r][j], t[r][j + 2]);
+    t[r][0] = fmaxf(t[r][0], t[r][1]);
   }
 #pragma unroll
   for (int r = 0; r < 2; r++) {
-    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-    mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-    const float mNew = fmaxf(mRun[r], mx[r] * sl2);
+    float mx = t[r][0];
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float mNew = fmaxf(mRun[r], mx * sl2);
     base[r] = mNew == -INFINITY ? 0.f : mNew;
     alpha[r] = fastExp2(mRun[r] - base[r]);
     mRun[r] = mNew;

@@ -49,10 +49,15 @@ __device__ __forceinline__ void fenceProxyAsync() { asm volatile("fence.proxy.as
 __device__ __forceinline__ uint32_t swz128(int rows, int r, int chunk) {
   return uint32_t((chunk >> 3) * rows * 128 + r * 128 + (((chunk & 7) ^ (r & 7)) << 4));
 }
-// Matrix descriptor: start address, leading and stride byte offsets, 128-byte swizzle.
-__device__ __forceinline__ uint64_t smemDesc128(uint32_t addr, uint32_t lbo, uint32_t sbo) {
-  return uint64_t((addr & 0x3FFFF) >> 4) | uint64_t((lbo & 0x3FFFF) >> 4) << 16 | uint64_t((sbo & 0x3FFFF) >> 4) << 32 |
-         1ull << 62;
+// Matrix descriptors (128-byte swizzle, stride byte offset 1024: 8 rows of 128 bytes), in two parts:
+// descLo(addr, lbo), the low word (start address, leading byte offset) of the operand at shared
+// address addr, and descAt(lo, off), the descriptor of addr + off. The start address field is the low
+// 14 bits (address >> 4: shared memory is below 256 KB), so an offset adds to the low word without a
+// carry out of the field, and the high word is the same for every operand: a product's descriptors
+// cost one add each once their operands' low words are built (FA-style loops issue 16 per tile).
+__device__ __forceinline__ uint32_t descLo(uint32_t addr, uint32_t lbo) { return (addr >> 4) | (lbo >> 4) << 16; }
+__device__ __forceinline__ uint64_t descAt(uint32_t lo, uint32_t off) {
+  return uint64_t(lo + (off >> 4)) | uint64_t((1024 >> 4) | (1u << 30)) << 32;
 }
 
 __device__ __forceinline__ void mbarInit(uint64_t* bar, int count) {
