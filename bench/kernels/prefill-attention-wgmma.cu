@@ -30,6 +30,11 @@
 //   shipped 0.034 / 0.291 / 1.024 (537)      mma.sync 0.064 / 0.438 / 1.628 (338)
 // (the two changes, as a variant of the shipped kernel at 12:40 before they moved into the header:
 // 0.295 / 1.037 against 0.307 / 1.068, its output equal to the old shipped kernel's bit for bit.)
+// Tried at 12:52 and removed, "exp2x2": P's exponentials two at a time in bf16 (ex2.approx.ftz.bf16x2
+// on bf16-rounded arguments, the row sums from the same bf16 values) to halve the MUFU instructions:
+// 0.310 / 1.108 ms against the shipped 0.289 / 1.026, more instructions (353M against 302M at 8k),
+// the XU pipe no less busy (27.5% against 29.8%: the packed form is not two exponentials per slot
+// here), and 4x the error against the mma.sync kernel (4.5e-3 against 1.1e-3).
 //   build: cmake --build native/build --target microserve_kernel_benches; run: prefill-attention-wgmma
 #include <array>
 #include <cstring>
