@@ -409,6 +409,9 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0, bool rop
   for (int i = 0; i < D / 2; i++) invFreq[i] = 1.f / std::pow(500000.f, float(2 * i) / D) / (i % 3 == 0 ? 8.f : 1.f);
   float* dinv = upload(invFreq);
   int32_t *dpos = upload(pos), *dseq = upload(seqOf), *dpt = upload(pt);
+  auto freeInputs = [&] {
+    for (void* p : {(void*)dpool, (void*)dqkv, (void*)dinv, (void*)dpos, (void*)dseq, (void*)dpt}) cudaFree(p);
+  };
   TokenMeta meta;
   meta.pos = dpos;
   meta.seqOf = dseq;
@@ -449,10 +452,7 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0, bool rop
   }
   std::string tag = "D=" + std::to_string(D) + " rep=" + std::to_string(rep) + " page=" + std::to_string(pageSize);
   check("ropeAppend " + tag, gotRope, refRope, 1e-2);
-  if (ropeOnly) {
-    for (void* p : {(void*)dpool, (void*)dqkv, (void*)dinv, (void*)dpos, (void*)dseq, (void*)dpt}) cudaFree(p);
-    return;
-  }
+  if (ropeOnly) return freeInputs();
 
   // Reference attention from the device's own bf16 q and pages.
   const double scale = 1.0 / std::sqrt(double(D));
@@ -632,8 +632,8 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0, bool rop
   const bool wgmma = prefillAttentionWgmmaFits(p);
   checkPrefill(prefillAttention, wgmma ? "wgmma" : "mma.sync");
   if (wgmma) checkPrefill(prefillAttentionMma, "mma.sync");
-  cudaFree(dout), cudaFree(dall), cudaFree(dtiles), cudaFree(dpool), cudaFree(dqkv), cudaFree(dinv);
-  cudaFree(dpos), cudaFree(dseq), cudaFree(dpt);
+  cudaFree(dout), cudaFree(dall), cudaFree(dtiles);
+  freeInputs();
 }
 
 void checkRandom() {
