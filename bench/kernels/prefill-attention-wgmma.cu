@@ -41,7 +41,7 @@
 // loading its next Q under its item's last tile) and "persist-u" (the same with each warpgroup's loop
 // instantiated for its index, Q's descriptor uniform): the same output bit for bit, and slower:
 // 0.303 / 1.111 and 0.308 / 1.133 ms against the shipped 0.289 / 1.037 at 4k / 8k. Neither a
-// block's start nor Q's descriptor is what the shipped kernel waits on.
+// block's start nor Q's descriptor is what the shipped kernel waits on. Removed (the code: e06244c).
 //   build: cmake --build native/build --target microserve_kernel_benches; run: prefill-attention-wgmma
 #include <array>
 #include <cstring>
@@ -418,187 +418,9 @@ __global__ void __launch_bounds__(kThreadsP, 1)
   b.storeO(a, r.o, r.l);
 }
 
-
-// Variants "persist" and "persist-u": the shipped kernel's design (a producer warp's tensor copies,
-// three stages released by mbarriers, the warpgroups drifting apart) made persistent, so a block's Q
-// load and first tiles no longer sit in series with the block before: one block per SM takes the
-// (tile, head pair) items longest first from a global counter (the producer fetches an item as soon
-// as it has issued the last tile of the one before and posts it in a two-slot ring in shared
-// memory), the stage ring runs on across items, and each warpgroup loads its next item's Q (its own
-// 16 KB) right after its last S = Q K^T of the item, under the item's last softmax, P V and store.
-// "persist-u" instantiates each warpgroup's loop for its index, so Q's descriptor is uniform (Nsight:
-// ~6 instructions per QK product move it from a vector register in the shipped kernel).
-// g_persistSched: (next item, blocks finished); the last block to finish sets both back to 0, so
-// every launch starts from 0 with no memset (launches on one stream at a time).
-__device__ unsigned g_persistSched[2];
-// Two consumer warpgroups and a producer warpgroup (one thread of it copies), which gives its registers
-// to the consumers (setmaxnreg 40 / 232): with a producer warp alone ptxas holds every thread to 168
-// (3 warps per scheduler) and the consumers' loop spills.
-constexpr int kThreadsW = kThreadsP;
-constexpr int kSmemW = HPB * kQBytes + kStages * 2 * kTileBytes + 1024 + (2 * kStages + 4) * 8 + 16;
-
-// Warpgroup wg's 128 threads (named barrier 2 + wg).
-__device__ __forceinline__ void wgSync(int wg) { asm volatile("bar.sync %0, 128;\n" ::"r"(2 + wg) : "memory"); }
-
-struct Item {
-  PrefillTile tile;
-  int h0;  // first query head of the pair
-};
-__device__ __forceinline__ Item itemAt(const PrefillAttentionArgs& a, int item) {
-  const int groups = a.heads / HPB;
-  return Item{a.tiles[a.numTiles - 1 - item / groups], (item % groups) * HPB};  // longest tiles first
-}
-
-template <int WG>  // WG < 0: the warpgroup's index at run time
-__device__ __forceinline__ void persistConsume(const PrefillAttentionArgs& a, unsigned char* Qs, unsigned char* KVs,
-                                               uint64_t* full, uint64_t* empty, uint64_t* itemFull,
-                                               uint64_t* itemEmpty, const int* itemRing) {
-  const int wg = WG >= 0 ? WG : int(threadIdx.x / 128);
-  const int warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, tid = threadIdx.x % 128;
-  const int numItems = (a.heads / HPB) * a.numTiles;
-  const float sl2 = a.scale * kLog2e;
-  unsigned char* myQ = Qs + wg * kQBytes;
-  const uint32_t qLo = descLo(smemAddr(myQ), 16);
-  const int row0 = warp * 16 + lane / 4;
-  int n = 0;  // items taken from the ring
-  auto fetch = [&]() {
-    const int slot = n & 1;
-    mbarWait(itemFull + slot, (n >> 1) & 1);
-    const int item = *reinterpret_cast<const volatile int*>(itemRing + slot);
-    mbarArrive(itemEmpty + slot);
-    n++;
-    return item;
-  };
-  // This warpgroup's head of item it -> its Q buffer (cp.async, committed; rows past the tile zero).
-  auto loadQ = [&](const Item& it) {
-    for (int c = tid; c < BM * 16; c += 128) {
-      const int r = c / 16, chunk = c % 16;
-      const bool in = r < it.tile.rows;
-      const bf16* src = in ? a.q + int64_t(it.tile.tokenStart + r) * a.qStride + (it.h0 + wg) * D + chunk * 8 : a.q;
-      cpAsync16(reinterpret_cast<bf16*>(myQ + swz128(BM, r, chunk)), src, in ? 16 : 0);
-    }
-    cpAsyncCommit();
-  };
-  int item = fetch();
-  Item cur{};
-  if (item < numItems) cur = itemAt(a, item), loadQ(cur);
-  int it = 0;  // tiles consumed by this block (the stage ring's count)
-  while (item < numItems) {
-    cpAsyncWait<0>();
-    fenceProxyAsync();
-    wgSync(wg);  // Q of this item landed for the whole warpgroup
-    float o[64], s[64], mRun[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
-#pragma unroll
-    for (int i = 0; i < 64; i++) o[i] = 0.f;
-    const int rowPos[2] = {cur.tile.posStart + row0, cur.tile.posStart + row0 + 8};
-    const int keyEnd = cur.tile.posStart + cur.tile.rows, T = (keyEnd + BN - 1) / BN;
-    int nextItem = numItems;
-    for (int t = 0; t < T; t++, it++) {
-      const int j0 = t * BN, st = it % kStages;
-      unsigned char* Ks = KVs + st * 2 * kTileBytes;
-      mbarWait(full + st, (it / kStages) & 1);
-      if (keyEnd - j0 < BN) {  // the last tile: zero V's rows past the last key, this warpgroup's half
-        const int from = keyEnd - j0;
-        unsigned char* half = Ks + kTileBytes + wg * BN * 128;
-        for (int c = tid; c < (BN - from) * 8; c += 128)
-          *reinterpret_cast<uint4*>(half + (from + c / 8) * 128 + (c % 8) * 16) = make_uint4(0, 0, 0, 0);
-        fenceProxyAsync();
-        consumerSync();
-      }
-      const uint32_t kAddr = smemAddr(Ks);
-      issueQK(s, qLo, descLo(kAddr, 16));
-      wgmmaWait<0>();
-      pinRegs(s);
-      if (t == T - 1) {  // Q is read for the last time: the next item's Q loads under this tile's rest
-        nextItem = fetch();
-        wgSync(wg);  // every warp of the warpgroup is past its product
-        if (nextItem < numItems) loadQ(itemAt(a, nextItem));
-      }
-      float base[2], alpha[2];
-      uint32_t p[8][4];
-      maskAndScale(s, j0, cur.tile.posStart, rowPos, sl2, mRun, l, base, alpha);
-      expPack(s, sl2, base, l, p);
-      rescale(o, alpha);
-      issuePV(o, p, descLo(kAddr + kTileBytes, BN * 128));
-      wgmmaWait<0>();
-      pinRegs(o);
-      mbarArrive(empty + st);
-    }
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-      l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-      const int row = row0 + 8 * r;
-      if (row >= cur.tile.rows) continue;
-      const float inv = 1.f / l[r];
-      bf16* dst = a.out + int64_t(cur.tile.tokenStart + row) * a.outStride + (cur.h0 + wg) * D + 2 * (lane & 3);
-#pragma unroll
-      for (int c = 0; c < D / 8; c++)
-        *reinterpret_cast<__nv_bfloat162*>(dst + 8 * c) =
-            __floats2bfloat162_rn(o[4 * c + 2 * r] * inv, o[4 * c + 2 * r + 1] * inv);
-    }
-    item = nextItem;
-    if (item < numItems) cur = itemAt(a, item);
-  }
-}
-
-// grid (min(items, SMs)), block kThreadsW; dynamic smem kSmemW.
-template <bool kUniq>
-__global__ void __launch_bounds__(kThreadsW, 1)
-    persistKernel(PrefillAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
-  extern __shared__ unsigned char smRaw[];
-  unsigned char* Qs = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
-  unsigned char* KVs = Qs + HPB * kQBytes;
-  uint64_t* full = reinterpret_cast<uint64_t*>(KVs + kStages * 2 * kTileBytes);
-  uint64_t* empty = full + kStages;
-  uint64_t* itemFull = empty + kStages;  // (2,): an item posted in the ring's slot
-  uint64_t* itemEmpty = itemFull + 2;    // (2,): every consumer thread has read it
-  int* itemRing = reinterpret_cast<int*>(itemEmpty + 2);
-  if (threadIdx.x == 0)
-    for (int i = 0; i < 2; i++) mbarInit(itemFull + i, 1), mbarInit(itemEmpty + i, kThreads);
-  initStageBarriers(full, empty, kStages, kThreads);
-  __syncthreads();
-  pdlWait();
-  pdlTrigger();
-  const int numItems = (a.heads / HPB) * a.numTiles;
-  if (threadIdx.x >= kThreads) {  // the producer warpgroup: one thread takes the items and copies their tiles
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
-    if (threadIdx.x != kThreads) return;
-    const int ps = a.kv.pageSize, rep = a.heads / a.kv.kvHeads;
-    int it = 0;
-    for (int n = 0;; n++) {
-      const int item = int(atomicAdd(&g_persistSched[0], 1u)), slot = n & 1;
-      if (n >= 2) mbarWait(itemEmpty + slot, ((n >> 1) - 1) & 1);
-      *reinterpret_cast<volatile int*>(itemRing + slot) = item;
-      mbarArrive(itemFull + slot);
-      if (item >= numItems) break;
-      const Item cur = itemAt(a, item);
-      const int keyEnd = cur.tile.posStart + cur.tile.rows, T = (keyEnd + BN - 1) / BN, pgEnd = (keyEnd + ps - 1) / ps;
-      const int32_t* pt = a.pageTable + int64_t(cur.tile.seq) * a.ptStride;
-      for (int t = 0; t < T; t++, it++) {
-        const int st = it % kStages;
-        if (it >= kStages) mbarWait(empty + st, (it / kStages - 1) & 1);
-        issueTile(&kvMap, pt, cur.h0 / rep, ps, t, pgEnd, KVs + st * 2 * kTileBytes, full + st);
-      }
-    }
-    __threadfence();
-    if (atomicAdd(&g_persistSched[1], 1u) == gridDim.x - 1) atomicExch(&g_persistSched[0], 0u), atomicExch(&g_persistSched[1], 0u);
-    return;
-  }
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
-  if constexpr (kUniq) {
-    if (threadIdx.x < 128)
-      persistConsume<0>(a, Qs, KVs, full, empty, itemFull, itemEmpty, itemRing);
-    else
-      persistConsume<1>(a, Qs, KVs, full, empty, itemFull, itemEmpty, itemRing);
-  } else {
-    persistConsume<-1>(a, Qs, KVs, full, empty, itemFull, itemEmpty, itemRing);
-  }
-}
-
 }  // namespace
 
-// variant: "cp.async", "tma", "overlap", "pingpong", "persist" or "persist-u"; the shared-memory limit is raised once per kernel.
+// variant: "cp.async", "tma", "overlap" or "pingpong"; the shared-memory limit is raised once per kernel.
 void prefillAttentionVariant(const PrefillAttentionArgs& a, const std::string& variant, cudaStream_t s) {
   if (a.numTiles == 0) return;
   if (a.kv.headDim != D || (a.heads / a.kv.kvHeads) % HPB != 0)
@@ -608,8 +430,6 @@ void prefillAttentionVariant(const PrefillAttentionArgs& a, const std::string& v
     MS_CUDA_CHECK(cudaFuncSetAttribute(tmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemTma));
     MS_CUDA_CHECK(cudaFuncSetAttribute(overlapKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemP));
     MS_CUDA_CHECK(cudaFuncSetAttribute(pingpongKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemP));
-    MS_CUDA_CHECK(cudaFuncSetAttribute(persistKernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemW));
-    MS_CUDA_CHECK(cudaFuncSetAttribute(persistKernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemW));
     return true;
   }();
   (void)init;
@@ -620,11 +440,6 @@ void prefillAttentionVariant(const PrefillAttentionArgs& a, const std::string& v
   const KvTensorMap m = kvTensorMap(a.kv);
   const CUtensorMap& map = *reinterpret_cast<const CUtensorMap*>(&m);
   if (variant == "tma") return launchPdl("tmaKernel", tmaKernel, grid, dim3(kThreads), kSmemTma, s, a, map);
-  if (variant == "persist" || variant == "persist-u") {
-    const dim3 g(std::min((a.heads / HPB) * a.numTiles, bench::numSms()));
-    if (variant == "persist") return launchPdl("persistKernel", persistKernel<false>, g, dim3(kThreadsW), kSmemW, s, a, map);
-    return launchPdl("persistKernel", persistKernel<true>, g, dim3(kThreadsW), kSmemW, s, a, map);
-  }
   if (variant == "pingpong") return launchPdl("pingpongKernel", pingpongKernel, grid, dim3(kThreadsP), kSmemP, s, a, map);
   launchPdl("overlapKernel", overlapKernel, grid, dim3(kThreadsP), kSmemP, s, a, map);
 }
@@ -649,7 +464,7 @@ void poisonTail(const bench::PagedProblem& p) {
 
 int main() {
   try {
-    const char* variants[] = {"cp.async", "tma", "overlap", "pingpong", "persist", "persist-u"};
+    const char* variants[] = {"cp.async", "tma", "overlap", "pingpong"};
     auto copies = [](const char* v, int page) { return std::string(v) == "cp.async" || (page % 8 == 0 && 128 % page == 0); };
     // Prompts after a prefix (pages of 16, 8, and 7: not a power of two), GQA 4 and 2; the unwritten
     // slots of each last page NaN.
