@@ -66,7 +66,7 @@ target_include_directories(microserve_kernel_objs PRIVATE ${CMAKE_CURRENT_SOURCE
 target_link_libraries(microserve_kernel_objs PRIVATE CUDA::cudart)
 add_custom_target(microserve_kernel_benches)
 foreach(name decode-attention-simt prefill-attention-fa2 decode-merge-serial decode-kv-read prefill-attention-wgmma
-             gemm-swiglu-wgmma)
+             gemm-swiglu-wgmma gemm-decode-wgmma)
   add_executable(${name} EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/../bench/kernels/${name}.cu
                                           $<TARGET_OBJECTS:microserve_kernel_objs>)
   ms_cuda_target_options(${name})
@@ -76,6 +76,11 @@ foreach(name decode-attention-simt prefill-attention-fa2 decode-merge-serial dec
 endforeach()
 if(TARGET CUDA::cublasLt)  # gemm-swiglu-wgmma times cuBLASLt's product where it can link it
   target_link_libraries(gemm-swiglu-wgmma PRIVATE CUDA::cublasLt)
+endif()
+if(TARGET CUDA::cublasLt AND MS_CUBLASLT_INCLUDE_DIR)  # gemm-decode-wgmma: against the engine's cuBLASLt choice
+  target_sources(gemm-decode-wgmma PRIVATE ${CMAKE_CURRENT_SOURCE_DIR}/src/cuda/gemm.cc)
+  target_compile_definitions(gemm-decode-wgmma PRIVATE MS_BENCH_GEMM)
+  target_link_libraries(gemm-decode-wgmma PRIVATE CUDA::cublasLt)
 endif()
 
 if(NOT MS_CUBLASLT_INCLUDE_DIR OR NOT TARGET CUDA::cublasLt)

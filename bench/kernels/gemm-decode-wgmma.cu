@@ -1,0 +1,768 @@
+// The decode step's products (Y (T, O) = X (T, K) . W (O, K)^T for 8-256 tokens) on Hopper's wgmma
+// with tensor copies, the candidate to replace cuBLASLt there, and what a product's weight stream
+// costs by itself. At these token counts a product is a pass over its weight (34-235 MB per 8B
+// layer) with little arithmetic per byte, and cuBLASLt runs them at 45-89% of the read roofline
+// (Nsight Compute, H200, 2026-12-03, engine-gpu.md).
+// The kernel: W is operand A (64 output rows per consumer warpgroup, two per block: 128 rows), the
+// tokens operand B (N = 8..256, rows past T zero-filled by the copy), both K-major in 128-byte-
+// swizzled shared memory; a producer warpgroup's lane 0 streams 64-wide K slices of W (16 KB) and X
+// (N x 128 B) through stages released by mbarriers, W's first stages issued before the PDL wait.
+// Where 128-row tiles leave SMs idle the K range is split over a cluster of S blocks; each block
+// leaves its f32 partial tile in its shared memory and, after one cluster barrier, reduces a 1/S
+// share of the tile's rows over the S blocks in rank order (distributed shared memory, 16-byte
+// loads): deterministic, no workspace. One block per SM (200 KB of stages, setmaxnreg 40 / 232) or,
+// for T <= 64, two (100 KB, 80 registers). Output modes as the engine's products: bf16 (qkv), f32,
+// f32 += (o, down: the residual stream) and the SiLU pair of gate/up (rows 2j, 2j + 1 ->
+// silu(bf16(gate)) * bf16(up), as skinnyGemm), which removes silu_mul. "tiled": W re-laid out in 16 KB
+// tiles (one contiguous read per stage) instead of 128 rows of 128 bytes at the row stride.
+// Checks: every mode against float64 at small shapes (ragged T, every S, both occupancies, tiled and
+// not), outputs NaN-poisoned, every product run twice for the same bits; at the 8B shapes against
+// cuBLASLt's product. Timing: alone and eight back to back (8 copies of each weight taken in turn:
+// no L2 hits; this kernel PDL-chained), against the engine's cuBLASLt choice (Gemm::tune with
+// split-K, as autotune.cc runs it) in the same process, and the same grids copying W with no math.
+// Measured (H200, 2026-12-04, five commands; engine-gpu.md, raw engine-gpu/h200-2026-12-04e-gemm-
+// decode-*.txt), us per product eight back to back, T = 8 (this kernel, its best split / cuBLASLt /
+// the copies alone): qkv 16.1-17.2 / 18.2-19.5 / 15.1-15.2, o 13.5-14.5 / 14.6-16.5 / 11.2-11.3,
+// gate_up 60.6-61.1 / 59.4-61.0 (+ silu_mul) / 59.7-60.0, down 33.8-35.9 / 33.4-34.4 / 30.9-31.7.
+// At T = 64 this kernel loses (o 19.0-21.4 against 14.1-14.4) and at 128-256 by up to 2.7x (its
+// split tiles are compute-bound on the few SMs they use). Pre-tiled weights change nothing (+-2%).
+// So cuBLASLt is within 1-3 us of a bare copy of the weight in the same grid, and neither reaches
+// the read roofline on one product (o: 33.5 MB in 11.2 us is 3.0 TB/s): the ramp and tail of each
+// launch cost more than any tile choice saves. Section 3 measures that cost for a whole layer: the
+// four weights (436 MB) as four bare launches take 128.9 us per layer (3.39 TB/s), one persistent
+// kernel streaming them through a 12-stage ring with a grid barrier between the products 107.2 us
+// (4.07 TB/s; 108.4 without prefetching across the barriers): ~22 us per layer, ~0.7 ms per 8B
+// decode step, is the price of launching the products one by one.
+//   build: cmake --build native/build --target gemm-decode-wgmma; run: gemm-decode-wgmma
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "common.cuh"
+#include "cuda/pdl.h"
+#include "cuda/wgmma-ptx.h"
+#ifdef MS_BENCH_GEMM
+#include "cuda/gemm.h"
+#endif
+
+namespace ms::cuda {
+namespace {
+
+// D (64 x N f32 in the accumulator layout) (+)= A (64 x 16, shared: descA) . B (16 x N, shared: descB),
+// both K-major; scaleD 0 overwrites D.
+template <int N>
+__device__ __forceinline__ void wgmmaN(float (&d)[N / 2], uint64_t descA, uint64_t descB, int scaleD);
+template <int N>
+__device__ __forceinline__ void pinN(float (&d)[N / 2]);
+template <>
+__device__ __forceinline__ void wgmmaN<8>(float (&d)[4], uint64_t descA, uint64_t descB, int scaleD) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %6, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 {%0, %1, %2, %3}, %4, %5, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "l"(descA), "l"(descB), "r"(scaleD));
+}
+template <>
+__device__ __forceinline__ void pinN<8>(float (&d)[4]) {
+  asm volatile("" : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])::"memory");
+}
+template <>
+__device__ __forceinline__ void wgmmaN<16>(float (&d)[8], uint64_t descA, uint64_t descB, int scaleD) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %10, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])
+      : "l"(descA), "l"(descB), "r"(scaleD));
+}
+template <>
+__device__ __forceinline__ void pinN<16>(float (&d)[8]) {
+  asm volatile("" : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7])::"memory");
+}
+template <>
+__device__ __forceinline__ void wgmmaN<32>(float (&d)[16], uint64_t descA, uint64_t descB, int scaleD) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %18, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, %16, %17, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])
+      : "l"(descA), "l"(descB), "r"(scaleD));
+}
+template <>
+__device__ __forceinline__ void pinN<32>(float (&d)[16]) {
+  asm volatile("" : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15])::"memory");
+}
+template <>
+__device__ __forceinline__ void wgmmaN<64>(float (&d)[32], uint64_t descA, uint64_t descB, int scaleD) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+      : "l"(descA), "l"(descB), "r"(scaleD));
+}
+template <>
+__device__ __forceinline__ void pinN<64>(float (&d)[32]) {
+  asm volatile("" : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])::"memory");
+}
+template <>
+__device__ __forceinline__ void wgmmaN<128>(float (&d)[64], uint64_t descA, uint64_t descB, int scaleD) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+      : "l"(descA), "l"(descB), "r"(scaleD));
+}
+template <>
+__device__ __forceinline__ void pinN<128>(float (&d)[64]) {
+  asm volatile("" : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])::"memory");
+}
+template <>
+__device__ __forceinline__ void wgmmaN<256>(float (&d)[128], uint64_t descA, uint64_t descB, int scaleD) {
+  asm volatile(
+      "{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"
+      "wgmma.mma_async.sync.aligned.m64n256k16.f32.bf16.bf16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, p, 1, 1, 0, 0;\n}\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
+      : "l"(descA), "l"(descB), "r"(scaleD));
+}
+template <>
+__device__ __forceinline__ void pinN<256>(float (&d)[128]) {
+  asm volatile("" : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])::"memory");
+}
+
+// The box of a 2-d map at (c0 inner, c1 outer) -> dst, completing on bar.
+__device__ __forceinline__ void tmaLoad2(void* dst, const CUtensorMap* map, int c0, int c1, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
+          smemAddr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smemAddr(bar))
+      : "memory");
+}
+// The box of a 3-d map at (0, 0, c2) -> dst, completing on bar.
+__device__ __forceinline__ void tmaLoad3(void* dst, const CUtensorMap* map, int c2, uint64_t* bar) {
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(
+          smemAddr(dst)),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(0), "r"(0), "r"(c2), "r"(smemAddr(bar))
+      : "memory");
+}
+__device__ __forceinline__ uint32_t clusterRank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ void clusterSync() {
+  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
+}
+// The 4 f32 at this block's shared address p (16-byte aligned), read from block `cta` of the cluster.
+__device__ __forceinline__ float4 ldCluster4(const float* p, uint32_t cta) {
+  uint32_t remote;
+  float4 v;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(remote) : "r"(smemAddr(p)), "r"(cta));
+  asm volatile("ld.shared::cluster.v4.f32 {%0, %1, %2, %3}, [%4];\n"
+               : "=f"(v.x), "=f"(v.y), "=f"(v.z), "=f"(v.w)
+               : "r"(remote)
+               : "memory");
+  return v;
+}
+__device__ __forceinline__ void consumersSync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
+
+constexpr int BM = 128, BK = 64, kConsumers = 256, kThreads = kConsumers + 128;
+constexpr int kWBytes = BM * BK * 2;  // 16 KB: a K slice of the block's 128 weight rows
+// MINB blocks per SM: 1 (up to 200 KB of stages; the consumers take 232 registers) or 2 (up to 100 KB,
+// so a block of the next product fits beside one of this product under PDL; N <= 64: 80 registers).
+template <int N, int MINB>
+struct Cfg {
+  static constexpr int kXBytes = N * BK * 2, kStageBytes = kWBytes + kXBytes;
+  static constexpr int kStages = std::min(8, (MINB == 1 ? 200 : 100) * 1024 / kStageBytes);
+  static constexpr int kLd = N + 4;  // f32 partial tile's row stride (the epilogue)
+  static constexpr int kSmem = kStages * kStageBytes + 1024 + 2 * kStages * 8;
+  static_assert(BM * kLd * 4 <= kStages * kStageBytes, "the partial tile fits in the stages");
+};
+
+struct DecodeGemmArgs {
+  int T = 0, O = 0, K = 0;
+  int mode = 0;    // OutMode
+  int bare = 0;    // the copies alone: no product, nothing written (what streaming W costs by itself)
+  int tiled = 0;   // W pre-tiled: mapW is map3d over (64 k, 128 rows, (O / 128) x (K / 64) tiles), 16 KB contiguous each
+  void* Y = nullptr;
+};
+
+// grid (S, O / 128), clusters of S along x when S > 1; block kThreads; dynamic smem Cfg<N, MINB>::kSmem.
+// mapW: W (K inner, O) boxes 64 x 128; mapX: X (K inner, T) boxes 64 x N; both 128-byte swizzled.
+template <int N, int MINB>
+__global__ void __launch_bounds__(kThreads, MINB)
+    decodeGemmKernel(DecodeGemmArgs g, const __grid_constant__ CUtensorMap mapW, const __grid_constant__ CUtensorMap mapX) {
+  using C = Cfg<N, MINB>;
+  extern __shared__ unsigned char smRaw[];
+  unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
+  uint64_t* full = reinterpret_cast<uint64_t*>(sm + C::kStages * C::kStageBytes);  // (kStages,) copies landed
+  uint64_t* empty = full + C::kStages;  // (kStages,) released: one arrival per consumer warp
+  initStageBarriers(full, empty, C::kStages, kConsumers / 32);
+  __syncthreads();
+  const int S = gridDim.x, split = blockIdx.x, tile = blockIdx.y;
+  const int steps = g.K / BK / S, ks0 = split * steps;  // this block's K slices
+
+  if (threadIdx.x >= kConsumers) {  // the producer warpgroup; one thread copies
+    if constexpr (MINB == 1) asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+    if (threadIdx.x == kConsumers) {
+      auto loadW = [&](unsigned char* dst, int ks, uint64_t* bar) {
+        if (g.tiled)
+          tmaLoad3(dst, &mapW, tile * (g.K / BK) + ks, bar);
+        else
+          tmaLoad2(dst, &mapW, ks * BK, tile * BM, bar);
+      };
+      const int pre = min(steps, C::kStages);
+      for (int i = 0; i < pre; i++) {  // weights first, before the wait: they depend on no kernel
+        mbarExpectTx(full + i, C::kStageBytes);
+        loadW(sm + i * C::kStageBytes, ks0 + i, full + i);
+      }
+      pdlWait();
+      for (int i = 0; i < pre; i++) tmaLoad2(sm + i * C::kStageBytes + kWBytes, &mapX, (ks0 + i) * BK, 0, full + i);
+      for (int i = pre; i < steps; i++) {
+        const int st = i % C::kStages;
+        mbarWait(empty + st, (i / C::kStages - 1) & 1);
+        mbarExpectTx(full + st, C::kStageBytes);
+        loadW(sm + st * C::kStageBytes, ks0 + i, full + st);
+        tmaLoad2(sm + st * C::kStageBytes + kWBytes, &mapX, (ks0 + i) * BK, 0, full + st);
+      }
+    }
+    __syncwarp();
+    if (S > 1) clusterSync(), clusterSync();  // the consumers' two (partials written; partials read)
+    return;
+  }
+  if constexpr (MINB == 1) asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+  pdlWait();  // Y (f32 +=) comes from earlier kernels
+  pdlTrigger();
+
+  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32;
+  if (g.bare) {  // the copies alone: each stage released as it lands, the cluster barriers as a product passes them
+    for (int i = 0; i < steps; i++) {
+      mbarWait(full + i % C::kStages, (i / C::kStages) & 1);
+      __syncwarp();
+      if (lane == 0) mbarArrive(empty + i % C::kStages);
+    }
+    if (S > 1) clusterSync(), clusterSync();
+    return;
+  }
+  float acc[N / 2];
+#pragma unroll
+  for (int i = 0; i < N / 2; i++) acc[i] = 0.f;
+  for (int i = 0; i < steps; i++) {
+    const int st = i % C::kStages;
+    mbarWait(full + st, (i / C::kStages) & 1);
+    const uint32_t wLo = descLo(smemAddr(sm + st * C::kStageBytes) + wg * 64 * 128, 16);
+    const uint32_t xLo = descLo(smemAddr(sm + st * C::kStageBytes + kWBytes), 16);
+    wgmmaFence();
+#pragma unroll
+    for (int kk = 0; kk < BK / 16; kk++) wgmmaN<N>(acc, descAt(wLo, kk * 32), descAt(xLo, kk * 32), 1);
+    wgmmaCommit();
+    wgmmaWait<1>();  // the slice before is done: its stage goes back
+    if (i > 0 && lane == 0) mbarArrive(empty + (i - 1) % C::kStages);
+  }
+
+  wgmmaWait<0>();
+  pinN<N>(acc);
+  consumersSync();  // every product is done reading the stages: they become the partial tile
+  // acc[4j + 2h + e]: row wg * 64 + warp * 16 + lane / 4 + 8h of the tile, token 8j + 2 (lane % 4) + e.
+  float* P = reinterpret_cast<float*>(sm);
+  const int r0 = wg * 64 + warp * 16 + lane / 4;
+#pragma unroll
+  for (int j = 0; j < N / 8; j++)
+#pragma unroll
+    for (int h = 0; h < 2; h++)
+      *reinterpret_cast<float2*>(P + (r0 + 8 * h) * C::kLd + 8 * j + 2 * (lane % 4)) =
+          make_float2(acc[4 * j + 2 * h], acc[4 * j + 2 * h + 1]);
+  if (S > 1)
+    clusterSync();
+  else
+    consumersSync();
+  // This block's share of the tile's rows, summed over the S partials in rank order, four tokens at a
+  // time (16-byte shared and distributed-shared loads).
+  const int per = BM / S, rBase = int(S > 1 ? clusterRank() : 0) * per, quads = (g.T + 3) / 4;
+  auto sum4 = [&](int r, int t) {
+    const float* src = P + r * C::kLd + t;
+    if (S == 1) return *reinterpret_cast<const float4*>(src);
+    float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int c = 0; c < S; c++) {
+      const float4 u = ldCluster4(src, uint32_t(c));
+      v.x += u.x, v.y += u.y, v.z += u.z, v.w += u.w;
+    }
+    return v;
+  };
+  if (g.mode == int(OutMode::SiluPairBf16)) {
+    const int pairs = per / 2, outO = g.O / 2;
+#pragma unroll 2
+    for (int e = threadIdx.x; e < pairs * quads; e += kConsumers) {
+      const int p = e % pairs, t = 4 * (e / pairs), r = rBase + 2 * p;
+      const float4 gv = sum4(r, t), uv = sum4(r + 1, t);
+      const float ga[4] = {gv.x, gv.y, gv.z, gv.w}, ua[4] = {uv.x, uv.y, uv.z, uv.w};
+#pragma unroll
+      for (int k = 0; k < 4; k++) {
+        if (t + k >= g.T) break;
+        const float gate = __bfloat162float(__float2bfloat16(ga[k])), up = __bfloat162float(__float2bfloat16(ua[k]));
+        static_cast<bf16*>(g.Y)[int64_t(t + k) * outO + (tile * BM + r) / 2] =
+            __float2bfloat16(gate / (1.f + __expf(-gate)) * up);
+      }
+    }
+  } else {
+#pragma unroll 2
+    for (int e = threadIdx.x; e < per * quads; e += kConsumers) {
+      const int r = rBase + e % per, t = 4 * (e / per);
+      const float4 v4 = sum4(r, t);
+      const float va[4] = {v4.x, v4.y, v4.z, v4.w};
+#pragma unroll
+      for (int k = 0; k < 4; k++) {
+        if (t + k >= g.T) break;
+        const int64_t idx = int64_t(t + k) * g.O + tile * BM + r;
+        if (g.mode == int(OutMode::F32Add))
+          static_cast<float*>(g.Y)[idx] += va[k];
+        else if (g.mode == int(OutMode::F32))
+          static_cast<float*>(g.Y)[idx] = va[k];
+        else
+          static_cast<bf16*>(g.Y)[idx] = __float2bfloat16(va[k]);
+      }
+    }
+  }
+  if (S > 1) clusterSync();  // no block leaves while another reads its partials
+}
+
+// A row-major (outer, inner) bf16 matrix as a 2-d tensor map with boxes (boxInner, boxOuter), 128-byte swizzled.
+CUtensorMap map2d(const bf16* base, int inner, int outer, int boxInner, int boxOuter) {
+  CUtensorMap m;
+  const cuuint64_t dim[2] = {cuuint64_t(inner), cuuint64_t(outer)}, stride[1] = {cuuint64_t(inner) * 2};
+  const cuuint32_t box[2] = {cuuint32_t(boxInner), cuuint32_t(boxOuter)}, step[2] = {1, 1};
+  const CUresult r = tensorMapEncoder()(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(base), dim, stride,
+                                       box, step, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) throw CudaError("cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")", false);
+  return m;
+}
+
+// W (O, K) row-major -> tiles of 128 rows x 64 k, each 16 KB contiguous (row-major inside), tile
+// (o / 128, k / 64) at index (o / 128) * (K / 64) + k / 64.
+__global__ void retileKernel(const bf16* __restrict__ w, int O, int K, bf16* __restrict__ out) {
+  const int64_t i = int64_t(blockIdx.x) * blockDim.x + threadIdx.x;  // one 16-byte chunk of w
+  if (i >= int64_t(O) * K / 8) return;
+  const int o = int(i / (K / 8)), k = int(i % (K / 8)) * 8;
+  const int64_t tileIdx = int64_t(o / BM) * (K / BK) + k / BK;
+  *reinterpret_cast<uint4*>(out + tileIdx * BM * BK + (o % BM) * BK + k % BK) = *reinterpret_cast<const uint4*>(w + i * 8);
+}
+CUtensorMap map3dTiles(const bf16* base, int O, int K) {
+  CUtensorMap m;
+  const cuuint64_t dim[3] = {cuuint64_t(BK), cuuint64_t(BM), cuuint64_t(O / BM) * (K / BK)};
+  const cuuint64_t stride[2] = {cuuint64_t(BK) * 2, cuuint64_t(BM) * BK * 2};
+  const cuuint32_t box[3] = {cuuint32_t(BK), cuuint32_t(BM), 1}, step[3] = {1, 1, 1};
+  const CUresult r = tensorMapEncoder()(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<bf16*>(base), dim, stride,
+                                       box, step, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) throw CudaError("cuTensorMapEncodeTiled (3-d) failed (" + std::to_string(int(r)) + ")", false);
+  return m;
+}
+
+template <int N, int MINB>
+void launchN(const DecodeGemmArgs& g, const CUtensorMap& mW, const CUtensorMap& mX, int S, cudaStream_t s) {
+  static const bool init = [] {
+    MS_CUDA_CHECK(cudaFuncSetAttribute(decodeGemmKernel<N, MINB>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                       Cfg<N, MINB>::kSmem));
+    return true;
+  }();
+  (void)init;
+  launchPdlCluster("decodeGemmKernel", decodeGemmKernel<N, MINB>, dim3(S, g.O / BM), dim3(kThreads),
+                   Cfg<N, MINB>::kSmem, s, S > 1 ? S : 0, g, mW, mX);
+}
+
+// ---- A decode step's weight stream, one kernel per product against one persistent kernel ----
+// What separate launches cost by themselves: a layer's four weights (qkv, o, gate/up, down: 436 MB
+// of the 8B shape) copied into shared memory and dropped, either as four launches of the bare
+// copies above (each product's grid, PDL-chained), or by one persistent kernel (one block per SM, a
+// producer thread streaming 16 KB tiles through a 12-stage ring, a consumer warp releasing them)
+// whose phases are separated by grid barriers as a step's data dependencies would separate them.
+// With prefetch the producer runs on into the next phase's tiles while the consumers wait at the
+// barrier (weights depend on nothing); without it the producer waits at the barrier too.
+constexpr int kStreamStages = 12, kStreamThreads = 64;
+constexpr int kStreamSmem = kStreamStages * kWBytes + 1024 + 2 * kStreamStages * 8;
+struct LayerStreamArgs {
+  int layers = 0, phases = 0;      // phases per layer (<= 4); phase p of layer l is global phase l * phases + p
+  int rowTiles[4] = {}, kSlices[4] = {};
+  unsigned* barrier = nullptr;     // phases completed x blocks, zero before the launch
+  int prefetch = 1;
+};
+__device__ __forceinline__ void waitBarrier(const unsigned* c, unsigned target) {
+  unsigned v;
+  while (true) {
+    asm volatile("ld.acquire.gpu.global.u32 %0, [%1];\n" : "=r"(v) : "l"(c) : "memory");
+    if (v >= target) return;
+    __nanosleep(64);
+  }
+}
+// grid: blocks (one per SM), block kStreamThreads; maps: weight kind p as (K inner, O, layer) boxes (64, 128, 1).
+__global__ void __launch_bounds__(kStreamThreads, 1)
+    layerStreamKernel(LayerStreamArgs a, const __grid_constant__ CUtensorMap m0, const __grid_constant__ CUtensorMap m1,
+                      const __grid_constant__ CUtensorMap m2, const __grid_constant__ CUtensorMap m3) {
+  extern __shared__ unsigned char smRaw[];
+  unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
+  uint64_t* full = reinterpret_cast<uint64_t*>(sm + kStreamStages * kWBytes);
+  uint64_t* empty = full + kStreamStages;
+  initStageBarriers(full, empty, kStreamStages, 1);
+  __syncthreads();
+  const int G = gridDim.x, b = blockIdx.x, total = a.layers * a.phases;
+  const CUtensorMap* maps[4] = {&m0, &m1, &m2, &m3};
+  if (threadIdx.x == 0) {  // producer
+    int it = 0;
+    for (int q = 0; q < total; q++) {
+      const int p = q % a.phases, l = q / a.phases, n = a.rowTiles[p] * a.kSlices[p];
+      if (!a.prefetch && q > 0) waitBarrier(a.barrier, unsigned(G) * q);
+      for (int i = b; i < n; i += G, it++) {
+        const int st = it % kStreamStages;
+        if (it >= kStreamStages) mbarWait(empty + st, (it / kStreamStages - 1) & 1);
+        mbarExpectTx(full + st, kWBytes);
+        const int r = i / a.kSlices[p], k = i % a.kSlices[p];
+        asm volatile(
+            "cp.async.bulk.tensor.3d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3, %4}], "
+            "[%5];\n" ::"r"(smemAddr(sm + st * kWBytes)),
+            "l"(reinterpret_cast<uint64_t>(maps[p])), "r"(k * BK), "r"(r * BM), "r"(l), "r"(smemAddr(full + st))
+            : "memory");
+      }
+    }
+  } else if (threadIdx.x >= 32) {  // the consumer warp
+    int it = 0;
+    for (int q = 0; q < total; q++) {
+      const int p = q % a.phases, n = a.rowTiles[p] * a.kSlices[p];
+      if (q > 0) waitBarrier(a.barrier, unsigned(G) * q);  // every block finished phase q - 1
+      for (int i = b; i < n; i += G, it++) {
+        const int st = it % kStreamStages;
+        mbarWait(full + st, (it / kStreamStages) & 1);
+        __syncwarp();
+        if (threadIdx.x == 32) mbarArrive(empty + st);
+      }
+      __syncwarp();
+      if (threadIdx.x == 32) {
+        __threadfence();
+        atomicAdd(a.barrier, 1u);
+      }
+    }
+  }
+}
+// The persistent stream over `layers` layers of the given kinds (maps as layerStreamKernel takes them).
+void layerStream(const LayerStreamArgs& a, const CUtensorMap (&maps)[4], cudaStream_t s) {
+  static const bool init = [] {
+    MS_CUDA_CHECK(cudaFuncSetAttribute(layerStreamKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kStreamSmem));
+    return true;
+  }();
+  (void)init;
+  MS_CUDA_CHECK(cudaMemsetAsync(a.barrier, 0, 4, s));
+  layerStreamKernel<<<bench::numSms(), kStreamThreads, kStreamSmem, s>>>(a, maps[0], maps[1], maps[2], maps[3]);
+  MS_CUDA_CHECK(cudaGetLastError());
+}
+// W (layers, O, K) as a 3-d map (K inner, O, layer), boxes (64, 128, 1), 128-byte swizzled.
+CUtensorMap mapLayers(const bf16* base, int O, int K, int layers) {
+  CUtensorMap m;
+  const cuuint64_t dim[3] = {cuuint64_t(K), cuuint64_t(O), cuuint64_t(layers)};
+  const cuuint64_t stride[2] = {cuuint64_t(K) * 2, cuuint64_t(O) * K * 2};
+  const cuuint32_t box[3] = {cuuint32_t(BK), cuuint32_t(BM), 1}, step[3] = {1, 1, 1};
+  const CUresult r = tensorMapEncoder()(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 3, const_cast<bf16*>(base), dim, stride,
+                                       box, step, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  if (r != CUDA_SUCCESS) throw CudaError("cuTensorMapEncodeTiled (layers) failed (" + std::to_string(int(r)) + ")", false);
+  return m;
+}
+
+// The token tile for T tokens: the smallest of 8, 16, 32, 64, 128, 256 that holds them.
+int tileN(int T) {
+  int n = 8;
+  while (n < T) n *= 2;
+  return n;
+}
+
+}  // namespace
+
+// Y (T, O) (mode) = X (T, K) . W (O, K)^T on the wgmma kernel, K split over S blocks (1, 2, 4, 8),
+// minB blocks per SM (2: T <= 64 only). mW: map2d(W, K, O, 64, 128); mX: map2d(X, K, T, 64, tileN(T)).
+void decodeGemm(int T, int O, int K, OutMode mode, void* Y, const CUtensorMap& mW, const CUtensorMap& mX, int S,
+                cudaStream_t s, int minB = 1, bool tiled = false, bool bare = false) {
+  if (T < 1 || T > 256 || O % BM != 0 || K % (BK * S) != 0 || (S & (S - 1)) || S > 8)
+    throw CudaError("decodeGemm: T in [1, 256], O % 128 == 0, K % (64 S) == 0, S in 1, 2, 4, 8", false);
+  DecodeGemmArgs g;
+  g.T = T, g.O = O, g.K = K, g.mode = int(mode), g.Y = Y, g.tiled = tiled, g.bare = bare;
+  if (minB == 2) switch (tileN(T)) {
+      case 8: return launchN<8, 2>(g, mW, mX, S, s);
+      case 16: return launchN<16, 2>(g, mW, mX, S, s);
+      case 32: return launchN<32, 2>(g, mW, mX, S, s);
+      case 64: return launchN<64, 2>(g, mW, mX, S, s);
+      default: throw CudaError("decodeGemm: two blocks per SM for T <= 64 only", false);
+    }
+  switch (tileN(T)) {
+    case 8: return launchN<8, 1>(g, mW, mX, S, s);
+    case 16: return launchN<16, 1>(g, mW, mX, S, s);
+    case 32: return launchN<32, 1>(g, mW, mX, S, s);
+    case 64: return launchN<64, 1>(g, mW, mX, S, s);
+    case 128: return launchN<128, 1>(g, mW, mX, S, s);
+    default: return launchN<256, 1>(g, mW, mX, S, s);
+  }
+}
+
+// w (O, K) -> out in 16 KB tiles (retileKernel), and the 3-d map decodeGemm takes with tiled.
+CUtensorMap retileW(const bf16* w, int O, int K, bf16* out) {
+  const int64_t chunks = int64_t(O) * K / 8;
+  retileKernel<<<unsigned((chunks + 255) / 256), 256>>>(w, O, K, out);
+  MS_CUDA_CHECK(cudaGetLastError());
+  return map3dTiles(out, O, K);
+}
+
+}  // namespace ms::cuda
+
+using namespace ms::cuda;
+
+namespace {
+
+struct Shape {
+  const char* name;
+  int O, K;
+  OutMode mode;
+};
+
+size_t outElems(int T, int O, OutMode m) { return size_t(T) * (m == OutMode::SiluPairBf16 ? O / 2 : O); }
+bool isF32(OutMode m) { return m == OutMode::F32 || m == OutMode::F32Add; }
+
+// The product's output as floats (bf16 or f32 on the device).
+std::vector<float> download(const void* d, size_t n, OutMode m) {
+  if (!isF32(m)) return bench::downloadBf16(static_cast<const bf16*>(d), n);
+  std::vector<float> v(n);
+  MS_CUDA_CHECK(cudaDeviceSynchronize());
+  MS_CUDA_CHECK(cudaMemcpy(v.data(), d, n * 4, cudaMemcpyDeviceToHost));
+  return v;
+}
+
+}  // namespace
+
+int main() {
+  try {
+    int S_list[] = {1, 2, 4, 8};
+    // 1. Every mode against float64: 256 rows (two tiles), K = 512 (8 slices: every S), ragged T.
+    {
+      const int O = 256, K = 512;
+      std::vector<float> w = bench::randn(size_t(O) * K), x = bench::randn(size_t(256) * K), y0 = bench::randn(size_t(256) * O);
+      bf16* dW = bench::uploadBf16(w);
+      bf16* dX = bench::uploadBf16(x);
+      void* dY;
+      MS_CUDA_CHECK(cudaMalloc(&dY, size_t(256) * O * 4));
+      bf16* dWt;
+      MS_CUDA_CHECK(cudaMalloc(&dWt, size_t(O) * K * 2));
+      const CUtensorMap mW = map2d(dW, K, O, 64, 128), mWt = retileW(dW, O, K, dWt);
+      for (OutMode mode : {OutMode::Bf16, OutMode::F32, OutMode::F32Add, OutMode::SiluPairBf16})
+        for (int T : {1, 5, 8, 13, 16, 33, 64, 100, 128, 200, 256})
+          for (int S : S_list)
+          for (int minB : {1, 2})
+          for (int tl : {0, 1}) {
+            if (minB == 2 && T > 64) continue;
+            const CUtensorMap mX = map2d(dX, K, T, 64, tileN(T));
+            const size_t n = outElems(T, O, mode);
+            std::vector<double> ref(n);
+            for (int t = 0; t < T; t++)
+              for (int o = 0; o < O; o++) {
+                double v = 0;
+                for (int k = 0; k < K; k++) v += double(x[size_t(t) * K + k]) * w[size_t(o) * K + k];
+                if (mode == OutMode::SiluPairBf16) {
+                  if (o % 2) continue;
+                  double u = 0;
+                  for (int k = 0; k < K; k++) u += double(x[size_t(t) * K + k]) * w[size_t(o + 1) * K + k];
+                  ref[size_t(t) * (O / 2) + o / 2] = v / (1 + std::exp(-v)) * u;
+                } else {
+                  ref[size_t(t) * O + o] = mode == OutMode::F32Add ? v + y0[size_t(t) * O + o] : v;
+                }
+              }
+            std::vector<float> first;
+            for (int rep = 0; rep < 2; rep++) {
+              if (mode == OutMode::F32Add)
+                MS_CUDA_CHECK(cudaMemcpy(dY, y0.data(), n * 4, cudaMemcpyHostToDevice));
+              else
+                MS_CUDA_CHECK(cudaMemset(dY, 0xff, n * 4));  // NaN where nothing is written
+              decodeGemm(T, O, K, mode, dY, tl ? mWt : mW, mX, S, 0, minB, tl);
+              const auto got = download(dY, n, mode);
+              if (rep == 0) {
+                bench::check("decodeGemm mode " + std::to_string(int(mode)) + " T=" + std::to_string(T) +
+                                 " S=" + std::to_string(S) + " minB=" + std::to_string(minB) + (tl ? " tiled" : "") + " (256 x 512)",
+                             got, ref, isF32(mode) ? 1e-4 : 2e-2);
+                first = got;
+              } else if (std::memcmp(first.data(), got.data(), n * 4) != 0) {
+                bench::numFailed()++;
+                std::printf("  FAIL: a second run gave other bits\n");
+              }
+            }
+          }
+      cudaFree(dW), cudaFree(dWt), cudaFree(dX), cudaFree(dY);
+    }
+    // 2. The 8B shapes: against cuBLASLt's product, then timed.
+    const Shape shapes[] = {{"qkv", 6144, 4096, OutMode::Bf16},
+                            {"o", 4096, 4096, OutMode::F32Add},
+                            {"gate_up", 28672, 4096, OutMode::SiluPairBf16},
+                            {"down", 4096, 14336, OutMode::F32Add}};
+    constexpr int kCopies = 8;
+    for (const Shape& sh : shapes) {
+      std::vector<float> w = bench::randn(size_t(sh.O) * sh.K);
+      for (auto& v : w) v *= 0.02f;
+      std::vector<bf16*> dWs;
+      dWs.push_back(bench::uploadBf16(w));
+      for (int c = 1; c < kCopies; c++) {
+        bf16* d;
+        MS_CUDA_CHECK(cudaMalloc(&d, size_t(sh.O) * sh.K * 2));
+        MS_CUDA_CHECK(cudaMemcpy(d, dWs[0], size_t(sh.O) * sh.K * 2, cudaMemcpyDeviceToDevice));
+        dWs.push_back(d);
+      }
+      std::vector<CUtensorMap> mWs, mWts;
+      std::vector<bf16*> dWts;
+      for (bf16* d : dWs) {
+        mWs.push_back(map2d(d, sh.K, sh.O, 64, 128));
+        bf16* t;
+        MS_CUDA_CHECK(cudaMalloc(&t, size_t(sh.O) * sh.K * 2));
+        mWts.push_back(retileW(d, sh.O, sh.K, t));
+        dWts.push_back(t);
+      }
+      std::vector<float> x = bench::randn(size_t(256) * sh.K);
+      bf16* dX = bench::uploadBf16(x);
+      void *dY, *dYref, *dGu;
+      MS_CUDA_CHECK(cudaMalloc(&dY, size_t(256) * sh.O * 4));
+      MS_CUDA_CHECK(cudaMalloc(&dYref, size_t(256) * sh.O * 4));
+      MS_CUDA_CHECK(cudaMalloc(&dGu, size_t(256) * sh.O * 2));
+      const double bytes = double(sh.O) * sh.K * 2;
+      for (int T : {8, 16, 32, 64}) {
+        const CUtensorMap mX = map2d(dX, sh.K, T, 64, tileN(T));
+        const size_t n = outElems(T, sh.O, sh.mode);
+        std::string line = std::string(sh.name) + " T=" + std::to_string(T) + ", us alone (TB/s), S/blocks per SM:";
+        double bests[2] = {1e30, 1e30};
+        int bestSs[2] = {0, 0}, bestBs[2] = {1, 1};
+        for (int tl : {0, 1})
+          for (int minB : {1, 2})
+            for (int S : {1, 2, 4}) {
+              if (sh.K % (64 * S) || sh.K / S < 256 || (minB == 2 && T > 64)) continue;
+              int turn = 0;
+              auto f = [&] {
+                const int c = turn++ % kCopies;
+                decodeGemm(T, sh.O, sh.K, sh.mode, dY, tl ? mWts[c] : mWs[c], mX, S, 0, minB, tl);
+              };
+              const double ms = bench::timeMs(f, 3, 20);
+              char b[64];
+              std::snprintf(b, sizeof b, " S=%d/%d%s %.1f (%.2f);", S, minB, tl ? "t" : "", ms * 1e3, bytes / ms / 1e9);
+              line += b;
+              if (ms < bests[tl]) bests[tl] = ms, bestSs[tl] = S, bestBs[tl] = minB;
+            }
+        const int bestS = bestSs[0], bestB = bestBs[0];
+        // Against cuBLASLt's product (bf16 out; the SiLU pair applied on the host) on the same inputs.
+        MS_CUDA_CHECK(cudaMemset(dY, 0, n * 4));
+        decodeGemm(T, sh.O, sh.K, sh.mode, dY, mWs[0], mX, bestS, 0, bestB);
+        const auto mine = download(dY, n, sh.mode);
+#ifdef MS_BENCH_GEMM
+        Gemm gemm;
+        std::vector<const bf16*> ws(dWs.begin(), dWs.end());
+        const OutMode ltMode = sh.mode == OutMode::SiluPairBf16 ? OutMode::Bf16 : sh.mode;
+        const Gemm::Choice ch = gemm.tune(dX, T, ws, sh.O, sh.K, dYref, ltMode, 0, true);
+        MS_CUDA_CHECK(cudaMemset(dYref, 0, size_t(T) * sh.O * 4));
+        gemm.run(dX, T, dWs[0], sh.O, sh.K, dYref, ltMode, 0);
+        auto lt = download(dYref, size_t(T) * sh.O, ltMode);
+        std::vector<double> ref(n);
+        if (sh.mode == OutMode::SiluPairBf16) {
+          for (size_t i = 0; i < n; i++) {
+            const double gt = lt[2 * i], up = lt[2 * i + 1];
+            ref[i] = gt / (1 + std::exp(-gt)) * up;
+          }
+        } else {
+          for (size_t i = 0; i < n; i++) ref[i] = lt[i];
+        }
+        bench::check(std::string("  ") + sh.name + " T=" + std::to_string(T) + " vs cuBLASLt", mine, ref, 2e-2);
+        int turn = 0;
+        auto g = [&] { gemm.run(dX, T, dWs[turn++ % kCopies], sh.O, sh.K, dYref, ltMode, 0); };
+        const double ltMs = bench::timeMs(g, 3, 20);
+        auto mine8 = [&] {
+          for (int c = 0; c < kCopies; c++) decodeGemm(T, sh.O, sh.K, sh.mode, dY, mWs[c], mX, bestS, 0, bestB);
+        };
+        auto lt8 = [&] {
+          for (int c = 0; c < kCopies; c++) {
+            gemm.run(dX, T, dWs[c], sh.O, sh.K, dYref, ltMode, 0);
+            if (sh.mode == OutMode::SiluPairBf16) siluMul(static_cast<bf16*>(dYref), T, sh.O / 2, static_cast<bf16*>(dGu), 0);
+          }
+        };
+        auto mineT8 = [&] {
+          for (int c = 0; c < kCopies; c++)
+            decodeGemm(T, sh.O, sh.K, sh.mode, dY, mWts[c], mX, bestSs[1], 0, bestBs[1], true);
+        };
+        const double m8 = bench::timeMs(mine8, 2, 10) / kCopies, l8 = bench::timeMs(lt8, 2, 10) / kCopies;
+        const double t8 = bench::timeMs(mineT8, 2, 10) / kCopies;
+        auto bare8 = [&] {
+          for (int c = 0; c < kCopies; c++) decodeGemm(T, sh.O, sh.K, sh.mode, dY, mWs[c], mX, bestS, 0, bestB, false, true);
+        };
+        const double b8 = bench::timeMs(bare8, 2, 10) / kCopies;
+        {
+          MS_CUDA_CHECK(cudaMemset(dY, 0, n * 4));
+          decodeGemm(T, sh.O, sh.K, sh.mode, dY, mWts[0], mX, bestSs[1], 0, bestBs[1], true);
+          const auto tiled = download(dY, n, sh.mode);
+          if (std::memcmp(tiled.data(), mine.data(), n * 4) != 0 && bestSs[1] == bestS)
+            bench::numFailed()++, std::printf("  FAIL: tiled weights gave other bits at the same split\n");
+        }
+        char b[260];
+        std::snprintf(b, sizeof b, " | cuBLASLt (rank %d, split-K %d) %.1f (%.2f) | x8 per product: mine S=%d/%d %.1f, tiled S=%d/%d %.1f, cuBLASLt%s %.1f, its copies alone %.1f",
+                      ch.rank, ch.splitK, ltMs * 1e3, bytes / ltMs / 1e9, bestS, bestB, m8 * 1e3, bestSs[1], bestBs[1], t8 * 1e3,
+                      sh.mode == OutMode::SiluPairBf16 ? " + siluMul" : "", l8 * 1e3, b8 * 1e3);
+        line += b;
+#endif
+        std::printf("%s\n", line.c_str());
+      }
+      for (bf16* d : dWs) cudaFree(d);
+      for (bf16* d : dWts) cudaFree(d);
+      cudaFree(dX), cudaFree(dY), cudaFree(dYref), cudaFree(dGu);
+    }
+    // 3. A layer's weights streamed: four bare launches per layer against one persistent kernel.
+    {
+      constexpr int kLayers = 8, T = 8;
+      const Shape kinds[4] = {shapes[0], shapes[1], shapes[2], shapes[3]};
+      const int bestS[4] = {4, 4, 1, 4}, bestB[4] = {2, 2, 2, 2};  // the products' picks at T = 8 (section 2)
+      bf16* dW[4];
+      CUtensorMap maps[4];
+      std::vector<std::vector<CUtensorMap>> perLayer(4);
+      double bytes = 0;
+      for (int p = 0; p < 4; p++) {
+        const size_t n = size_t(kLayers) * kinds[p].O * kinds[p].K;
+        MS_CUDA_CHECK(cudaMalloc(&dW[p], n * 2));
+        MS_CUDA_CHECK(cudaMemset(dW[p], 0x3c, n * 2));
+        maps[p] = mapLayers(dW[p], kinds[p].O, kinds[p].K, kLayers);
+        for (int l = 0; l < kLayers; l++)
+          perLayer[p].push_back(map2d(dW[p] + size_t(l) * kinds[p].O * kinds[p].K, kinds[p].K, kinds[p].O, 64, 128));
+        bytes += double(n) * 2;
+      }
+      std::vector<float> x = bench::randn(size_t(T) * 14336);
+      bf16* dX = bench::uploadBf16(x);
+      void* dY;
+      MS_CUDA_CHECK(cudaMalloc(&dY, size_t(T) * 28672 * 4));
+      std::vector<CUtensorMap> mX;
+      for (int p = 0; p < 4; p++) mX.push_back(map2d(dX, kinds[p].K, T, 64, tileN(T)));
+      unsigned* dBar;
+      MS_CUDA_CHECK(cudaMalloc(&dBar, 4));
+      auto separate = [&] {
+        for (int l = 0; l < kLayers; l++)
+          for (int p = 0; p < 4; p++)
+            decodeGemm(T, kinds[p].O, kinds[p].K, kinds[p].mode, dY, perLayer[p][l], mX[p], bestS[p], 0, bestB[p], false, true);
+      };
+      LayerStreamArgs a;
+      a.layers = kLayers, a.phases = 4, a.barrier = dBar;
+      for (int p = 0; p < 4; p++) a.rowTiles[p] = kinds[p].O / BM, a.kSlices[p] = kinds[p].K / BK;
+      auto persistent = [&](int prefetch) {
+        LayerStreamArgs b = a;
+        b.prefetch = prefetch;
+        layerStream(b, maps, 0);
+      };
+      const double layerMB = bytes / 1e6 / kLayers;
+      const double sep = bench::timeMs(separate, 2, 10), pre = bench::timeMs([&] { persistent(1); }, 2, 10);
+      const double noPre = bench::timeMs([&] { persistent(0); }, 2, 10);
+      std::printf("layer weight stream (8B layer, %.0f MB; %d layers, us per layer, TB/s): 4 bare launches %.1f (%.2f); "
+                  "persistent, prefetch across the barriers %.1f (%.2f); persistent, no prefetch %.1f (%.2f)\n",
+                  layerMB, kLayers, sep * 1e3 / kLayers, bytes / sep / 1e9, pre * 1e3 / kLayers, bytes / pre / 1e9,
+                  noPre * 1e3 / kLayers, bytes / noPre / 1e9);
+      for (int p = 0; p < 4; p++) cudaFree(dW[p]);
+      cudaFree(dX), cudaFree(dY), cudaFree(dBar);
+    }
+  } catch (const CudaError& e) {
+    std::printf("CUDA error: %s\n", e.what());
+    return 2;
+  }
+  std::printf("gemm-decode-wgmma: %d failed\n", bench::numFailed());
+  return bench::numFailed() ? 1 : 0;
+}
