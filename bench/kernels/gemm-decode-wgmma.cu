@@ -22,8 +22,8 @@
 // split-K, as autotune.cc runs it) in the same process, and the same grids copying W with no math.
 // Measured (H200, 2026-12-04, five commands; engine-gpu.md, raw engine-gpu/h200-2026-12-04e-gemm-
 // decode-*.txt), us per product eight back to back, T = 8 (this kernel, its best split / cuBLASLt /
-// the copies alone): qkv 16.1-17.2 / 18.2-19.5 / 15.1-15.2, o 13.5-14.5 / 14.6-16.5 / 11.2-11.3,
-// gate_up 60.6-61.1 / 59.4-61.0 (+ silu_mul) / 59.7-60.0, down 33.8-35.9 / 33.4-34.4 / 30.9-31.7.
+// the copies alone): qkv 16.6-17.2 / 18.0-19.5 / 15.1-15.2, o 13.7-14.5 / 14.1-16.5 / 11.2-11.3,
+// gate_up 60.6-61.7 / 59.4-61.7 (+ silu_mul) / 59.7-60.0, down 34.2-35.9 / 33.4-34.5 / 30.9-31.7.
 // At T = 64 this kernel loses (o 19.0-21.4 against 14.1-14.4) and at 128-256 by up to 2.7x (its
 // split tiles are compute-bound on the few SMs they use). Pre-tiled weights change nothing (+-2%).
 // So cuBLASLt is within 1-3 us of a bare copy of the weight in the same grid, and neither reaches
