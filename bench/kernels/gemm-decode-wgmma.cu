@@ -35,7 +35,10 @@
 // decode step, is the price of launching the products one by one.
 //   build: cmake --build native/build --target gemm-decode-wgmma; run: gemm-decode-wgmma
 #include <algorithm>
+#include <array>
+#include <functional>
 #include <cmath>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -467,6 +470,232 @@ CUtensorMap mapLayers(const bf16* base, int O, int K, int layers) {
   return m;
 }
 
+// ---- The MLP half of a decode layer as one persistent kernel (T <= 8 tokens) ----
+// x += o(attn); xn = rmsnorm(x); act = silu(gate) * up of xn; x += down(act): the engine launches
+// five kernels for this (three products, rmsnorm, silu_mul; cuBLASLt's split-K adds reduce
+// launches). Here one block per SM runs it as phases separated by grid barriers. Each product's
+// weight, as 16 KB units (a 128-row tile's 64-wide K slices, tile by tile), is cut into G equal
+// contiguous ranges, one per block (stream-K: every block streams the same bytes whatever the tile
+// count); a block's range covers pieces of one to a few tiles, and each piece's f32 partial goes to
+// its own slot. After a barrier the partials are summed per output in block order (deterministic)
+// with the product's epilogue: for o by the T blocks that then normalise their token's row, for
+// gate/up with the SiLU pair, for down into the residual. One producer thread streams every W unit of
+// the block's three ranges through one ring and never waits on a barrier (weights depend on
+// nothing), so the next product's first units are in shared memory when its barrier opens; a second
+// producer thread loads each product's activations once (N = 8 rows, zero past T; all of K where it
+// is at most 64 slices, else the slices of the block's pieces), after the barrier that makes them
+// valid and a proxy fence (ordinary stores wrote them).
+constexpr int kMlpStages = 10, kMlpN = 8, kMlpConsumers = 256, kMlpThreads = kMlpConsumers + 64;
+constexpr int kMlpXSlices = 64, kMlpXBytes = kMlpXSlices * kMlpN * 128;  // activations of up to 64 K slices
+constexpr int kMlpSmem = kMlpStages * kWBytes + kMlpXBytes + 1024 + (2 * kMlpStages + 2) * 8;
+constexpr int kMlpSlots = 8;  // partial slots per tile (blocks whose ranges meet one tile), at most
+struct MlpArgs {
+  int T = 0, H = 0, I = 0;  // tokens, hidden, intermediate
+  float eps = 0.f;
+  float* x = nullptr;            // (T, H) residual stream, f32
+  const float* normW = nullptr;  // (H,)
+  bf16* xn = nullptr;            // (T, H)
+  bf16* act = nullptr;           // (T, I)
+  float* ws[3] = {};             // per product: (tiles, kMlpSlots, T, 128) partials
+  unsigned* bar = nullptr;       // [0] barrier arrivals, [1] blocks done; both 0 between launches
+};
+// Product p: 0 o (K = H, O = H), 1 gate/up (K = H, O = 2I), 2 down (K = I, O = H).
+struct MlpPhase {
+  int O, K;
+  __device__ int slices() const { return K / BK; }                  // units per tile
+  __device__ int units() const { return O / BM * slices(); }
+  __device__ int start(int b, int G) const { return int(int64_t(b) * units() / G); }  // block b's first unit
+  // The block whose range holds unit u: the last b with start(b) <= u, i.e. b < (u + 1) G / units.
+  __device__ int owner(int u, int G) const { return int((int64_t(u + 1) * G + units() - 1) / units()) - 1; }
+};
+__device__ __forceinline__ MlpPhase mlpPhase(const MlpArgs& a, int p) {
+  return p == 0 ? MlpPhase{a.H, a.H} : p == 1 ? MlpPhase{2 * a.I, a.H} : MlpPhase{a.H, a.I};
+}
+// The consumers' grid barrier: every block's 256 consumer threads arrive; returns once the count has
+// reached target (G times the barriers so far).
+__device__ __forceinline__ void mlpGridSync(unsigned* bar, unsigned target) {
+  asm volatile("bar.sync 1, 256;\n" ::: "memory");
+  if (threadIdx.x == 0) {
+    __threadfence();
+    atomicAdd(bar, 1u);
+    waitBarrier(bar, target);
+  }
+  asm volatile("bar.sync 1, 256;\n" ::: "memory");
+}
+// Output (t, o) of product p summed over the partials of the blocks whose ranges meet o's tile, in block order.
+__device__ __forceinline__ float mlpSum(const MlpArgs& a, const MlpPhase& ph, int p, int t, int o, int G) {
+  const int tile = o / BM, s = ph.slices();
+  const int first = ph.owner(tile * s, G), last = ph.owner(tile * s + s - 1, G);
+  float v = 0.f;
+  for (int c = 0; c <= last - first; c++) v += a.ws[p][((int64_t(tile) * kMlpSlots + c) * a.T + t) * BM + o % BM];
+  return v;
+}
+
+// grid: one block per SM (all resident), block kMlpThreads, dynamic smem kMlpSmem. Maps: weights (K inner,
+// O) boxes (64, 128): wo, wgu, wd; activations (K inner, T) boxes (64, 8): attn, xn, act.
+__global__ void __launch_bounds__(kMlpThreads, 1)
+    mlpStepKernel(MlpArgs a, const __grid_constant__ CUtensorMap wo, const __grid_constant__ CUtensorMap wgu,
+                  const __grid_constant__ CUtensorMap wd, const __grid_constant__ CUtensorMap xAttn,
+                  const __grid_constant__ CUtensorMap xXn, const __grid_constant__ CUtensorMap xAct) {
+  extern __shared__ unsigned char smRaw[];
+  unsigned char* sm = reinterpret_cast<unsigned char*>((reinterpret_cast<uintptr_t>(smRaw) + 1023) & ~uintptr_t(1023));
+  unsigned char* Xs = sm + kMlpStages * kWBytes;
+  uint64_t* full = reinterpret_cast<uint64_t*>(Xs + kMlpXBytes);
+  uint64_t* empty = full + kMlpStages;
+  uint64_t* xFull = empty + kMlpStages;
+  uint64_t* xEmpty = xFull + 1;
+  if (threadIdx.x == 0) mbarInit(xFull, 1), mbarInit(xEmpty, kMlpConsumers / 32);
+  initStageBarriers(full, empty, kMlpStages, kMlpConsumers / 32);
+  __syncthreads();
+  const int G = gridDim.x, b = blockIdx.x;
+  const CUtensorMap* wMap[3] = {&wo, &wgu, &wd};
+  const CUtensorMap* xMap[3] = {&xAttn, &xXn, &xAct};
+  const unsigned xBarrier[3] = {0, 3, 5};  // barriers after which each product's activations are valid
+  // The pieces of block b's range in product p: for each, fn(tile, first slice, slices).
+  auto pieces = [&](int p, auto&& fn) {
+    const MlpPhase ph = mlpPhase(a, p);
+    const int s = ph.slices(), u1 = ph.start(b + 1, G);
+    for (int u = ph.start(b, G); u < u1;) {
+      const int tile = u / s, k0 = u % s, n = min(s - k0, u1 - u);
+      fn(tile, k0, n);
+      u += n;
+    }
+  };
+
+  if (threadIdx.x == kMlpConsumers) {  // the weight producer
+    int it = 0;
+    for (int p = 0; p < 3; p++)
+      pieces(p, [&](int tile, int k0, int n) {
+        for (int ks = 0; ks < n; ks++, it++) {
+          const int st = it % kMlpStages;
+          if (it >= kMlpStages) mbarWait(empty + st, (it / kMlpStages - 1) & 1);
+          mbarExpectTx(full + st, kWBytes);
+          tmaLoad2(sm + st * kWBytes, wMap[p], (k0 + ks) * BK, tile * BM, full + st);
+        }
+      });
+    return;
+  }
+  if (threadIdx.x == kMlpConsumers + 32) {  // the activation producer: each product's activations once
+    for (int p = 0; p < 3; p++) {
+      const MlpPhase ph = mlpPhase(a, p);
+      if (p > 0) mbarWait(xEmpty, (p - 1) & 1);  // the consumers are done with the last product's
+      if (p == 0)
+        pdlWait();
+      else
+        waitBarrier(a.bar, unsigned(G) * xBarrier[p]);
+      asm volatile("fence.proxy.async.global;\n" ::: "memory");
+      if (ph.slices() <= kMlpXSlices) {  // all of K, by slice
+        mbarExpectTx(xFull, uint32_t(ph.slices() * kMlpN * 128));
+        for (int ks = 0; ks < ph.slices(); ks++) tmaLoad2(Xs + ks * kMlpN * 128, xMap[p], ks * BK, 0, xFull);
+      } else {  // the slices of the block's pieces, one after another
+        int total = 0;
+        pieces(p, [&](int, int, int n) { total += n; });
+        if (total > kMlpXSlices) __trap();  // a block's range of this product is more than 64 slices
+        mbarExpectTx(xFull, uint32_t(total * kMlpN * 128));
+        int off = 0;
+        pieces(p, [&](int, int k0, int n) {
+          for (int ks = 0; ks < n; ks++) tmaLoad2(Xs + (off + ks) * kMlpN * 128, xMap[p], (k0 + ks) * BK, 0, xFull);
+          off += n;
+        });
+      }
+    }
+    return;
+  }
+  if (threadIdx.x >= kMlpConsumers) return;
+
+  pdlWait();  // x comes from the kernels before
+  const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, tid = threadIdx.x;
+  unsigned nBar = 0;
+  int it = 0;
+  auto product = [&](int p) {
+    const MlpPhase ph = mlpPhase(a, p);
+    const bool bySlice = ph.slices() <= kMlpXSlices;
+    mbarWait(xFull, p & 1);
+    int off = 0;  // the piece's first slice in Xs when the activations are stored piece after piece
+    pieces(p, [&](int tile, int k0, int n) {
+      float acc[4] = {0.f, 0.f, 0.f, 0.f};
+      const int x0 = bySlice ? k0 : off;
+      for (int ks = 0; ks < n; ks++, it++) {
+        const int st = it % kMlpStages;
+        mbarWait(full + st, (it / kMlpStages) & 1);
+        const uint32_t wLo = descLo(smemAddr(sm + st * kWBytes) + wg * 64 * 128, 16);
+        const uint32_t xLo = descLo(smemAddr(Xs + (x0 + ks) * kMlpN * 128), 16);
+        wgmmaFence();
+#pragma unroll
+        for (int kk = 0; kk < BK / 16; kk++) wgmmaN<8>(acc, descAt(wLo, kk * 32), descAt(xLo, kk * 32), 1);
+        wgmmaCommit();
+        wgmmaWait<1>();
+        if (ks > 0 && lane == 0) mbarArrive(empty + (it - 1) % kMlpStages);
+      }
+      wgmmaWait<0>();
+      pinN<8>(acc);
+      if (lane == 0) mbarArrive(empty + (it - 1) % kMlpStages);
+      off += n;
+      // acc[2h + e]: row wg * 64 + warp * 16 + lane / 4 + 8h of the tile, token 2 (lane % 4) + e.
+      const int slot = b - ph.owner(tile * ph.slices(), G), r0 = wg * 64 + warp * 16 + lane / 4;
+      if (slot >= kMlpSlots) __trap();  // more blocks meet one tile than there are slots
+      float* dst = a.ws[p] + int64_t(tile) * kMlpSlots * a.T * BM + int64_t(slot) * a.T * BM;
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int t = 2 * (lane % 4) + (i & 1);
+        if (t < a.T) dst[t * BM + r0 + 8 * (i >> 1)] = acc[i];
+      }
+    });
+    if (lane == 0) mbarArrive(xEmpty);  // this warp is done with the product's activations
+  };
+  product(0);
+  mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 1: o's partials
+  {
+    const MlpPhase ph = mlpPhase(a, 0);
+    for (int e = b * kMlpConsumers + tid; e < a.T * a.H; e += G * kMlpConsumers) a.x[e] += mlpSum(a, ph, 0, e / a.H, e % a.H, G);
+  }
+  mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 2: x
+  if (b < a.T) {  // token b's rmsnorm (256 threads; summed in another order than rmsNormKernel)
+    __shared__ float part[8];
+    const float* xr = a.x + int64_t(b) * a.H;
+    float ss = 0.f;
+    for (int o = tid; o < a.H; o += kMlpConsumers) ss += xr[o] * xr[o];
+    for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+    if (lane == 0) part[tid / 32] = ss;
+    asm volatile("bar.sync 1, 256;\n" ::: "memory");
+    float tot = 0.f;
+    for (int w = 0; w < 8; w++) tot += part[w];
+    const float r = rsqrtf(tot / float(a.H) + a.eps);
+    for (int o = tid; o < a.H; o += kMlpConsumers) a.xn[int64_t(b) * a.H + o] = __float2bfloat16(a.normW[o] * (xr[o] * r));
+  }
+  mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 3: xn
+  product(1);
+  mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 4: gate/up's partials
+  {
+    const MlpPhase ph = mlpPhase(a, 1);
+    for (int e = b * kMlpConsumers + tid; e < a.T * a.I; e += G * kMlpConsumers) {
+      const int t = e / a.I, j = e % a.I;
+      const float g = __bfloat162float(__float2bfloat16(mlpSum(a, ph, 1, t, 2 * j, G)));
+      const float u = __bfloat162float(__float2bfloat16(mlpSum(a, ph, 1, t, 2 * j + 1, G)));
+      a.act[e] = __float2bfloat16(g / (1.f + __expf(-g)) * u);
+    }
+  }
+  mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 5: act
+  product(2);
+  mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 6: down's partials
+  {
+    const MlpPhase ph = mlpPhase(a, 2);
+    for (int e = b * kMlpConsumers + tid; e < a.T * a.H; e += G * kMlpConsumers) a.x[e] += mlpSum(a, ph, 2, e / a.H, e % a.H, G);
+  }
+  // The last block out sets the barrier back to 0 for the next launch.
+  asm volatile("bar.sync 1, 256;\n" ::: "memory");
+  if (tid == 0 && atomicAdd(a.bar + 1, 1u) == unsigned(G) - 1) atomicExch(a.bar, 0u), atomicExch(a.bar + 1, 0u);
+}
+void mlpStep(const MlpArgs& a, const CUtensorMap (&maps)[6], cudaStream_t s) {
+  static const bool init = [] {
+    MS_CUDA_CHECK(cudaFuncSetAttribute(mlpStepKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMlpSmem));
+    return true;
+  }();
+  (void)init;
+  launchPdl("mlpStepKernel", mlpStepKernel, dim3(bench::numSms()), dim3(kMlpThreads), kMlpSmem, s, a, maps[0], maps[1],
+            maps[2], maps[3], maps[4], maps[5]);
+}
+
 // The token tile for T tokens: the smallest of 8, 16, 32, 64, 128, 256 that holds them.
 int tileN(int T) {
   int n = 8;
@@ -536,10 +765,12 @@ std::vector<float> download(const void* d, size_t n, OutMode m) {
 }  // namespace
 
 int main() {
+  const char* mlpEnv = std::getenv("MLP_ONLY");  // non-empty: section 4 alone
+  const bool mlpOnly = mlpEnv && *mlpEnv;
   try {
     int S_list[] = {1, 2, 4, 8};
     // 1. Every mode against float64: 256 rows (two tiles), K = 512 (8 slices: every S), ragged T.
-    {
+    if (!mlpOnly) {
       const int O = 256, K = 512;
       std::vector<float> w = bench::randn(size_t(O) * K), x = bench::randn(size_t(256) * K), y0 = bench::randn(size_t(256) * O);
       bf16* dW = bench::uploadBf16(w);
@@ -599,6 +830,7 @@ int main() {
                             {"down", 4096, 14336, OutMode::F32Add}};
     constexpr int kCopies = 8;
     for (const Shape& sh : shapes) {
+      if (mlpOnly) break;
       std::vector<float> w = bench::randn(size_t(sh.O) * sh.K);
       for (auto& v : w) v *= 0.02f;
       std::vector<bf16*> dWs;
@@ -711,7 +943,7 @@ int main() {
       cudaFree(dX), cudaFree(dY), cudaFree(dYref), cudaFree(dGu);
     }
     // 3. A layer's weights streamed: four bare launches per layer against one persistent kernel.
-    {
+    if (!mlpOnly) {
       constexpr int kLayers = 8, T = 8;
       const Shape kinds[4] = {shapes[0], shapes[1], shapes[2], shapes[3]};
       const int bestS[4] = {4, 4, 1, 4}, bestB[4] = {2, 2, 2, 2};  // the products' picks at T = 8 (section 2)
@@ -759,6 +991,111 @@ int main() {
       for (int p = 0; p < 4; p++) cudaFree(dW[p]);
       cudaFree(dX), cudaFree(dY), cudaFree(dBar);
     }
+    // 4. The MLP half of a decode layer: the engine's five launches (tuned cuBLASLt products,
+    // rmsNorm, siluMul) against the persistent kernel, each as a CUDA graph over 8 layers.
+#ifdef MS_BENCH_GEMM
+    for (int T : {5, 8}) {
+      constexpr int kLayers = 8, H = 4096, I = 14336;
+      auto randBf16 = [](size_t n, float scale) {
+        std::vector<float> v = bench::randn(n);
+        for (auto& e : v) e *= scale;
+        return bench::uploadBf16(v);
+      };
+      bf16 *dWo = randBf16(size_t(kLayers) * H * H, 0.02f), *dWgu = randBf16(size_t(kLayers) * 2 * I * H, 0.02f);
+      bf16* dWd = randBf16(size_t(kLayers) * H * I, 0.02f);
+      bf16* dAttn = randBf16(size_t(T) * H, 1.f);
+      std::vector<float> x0 = bench::randn(size_t(T) * H), nw = bench::randn(H);
+      for (auto& e : nw) e = 1.f + 0.1f * e;
+      float *dX, *dX0, *dNw, *dWs;
+      bf16 *dXn, *dAct, *dGu;
+      unsigned* dBar;
+      MS_CUDA_CHECK(cudaMalloc(&dX, size_t(T) * H * 4));
+      MS_CUDA_CHECK(cudaMalloc(&dX0, size_t(T) * H * 4));
+      MS_CUDA_CHECK(cudaMalloc(&dNw, H * 4));
+      MS_CUDA_CHECK(cudaMalloc(&dWs, size_t(kMlpSlots) * T * (2 * H + 2 * I) * 4));
+      MS_CUDA_CHECK(cudaMalloc(&dXn, size_t(T) * H * 2));
+      MS_CUDA_CHECK(cudaMalloc(&dAct, size_t(T) * I * 2));
+      MS_CUDA_CHECK(cudaMalloc(&dGu, size_t(T) * 2 * I * 2));
+      MS_CUDA_CHECK(cudaMalloc(&dBar, 8));
+      MS_CUDA_CHECK(cudaMemset(dBar, 0, 8));
+      MS_CUDA_CHECK(cudaMemcpy(dX0, x0.data(), x0.size() * 4, cudaMemcpyHostToDevice));
+      MS_CUDA_CHECK(cudaMemcpy(dNw, nw.data(), H * 4, cudaMemcpyHostToDevice));
+      auto wo = [&](int l) { return dWo + size_t(l) * H * H; };
+      auto wgu = [&](int l) { return dWgu + size_t(l) * 2 * I * H; };
+      auto wd = [&](int l) { return dWd + size_t(l) * H * I; };
+      // The engine's path, its products tuned as autotune.cc tunes them (split-K candidates included).
+      Gemm gemm;
+      std::vector<const bf16*> wos, wgus, wds;
+      for (int l = 0; l < kLayers; l++) wos.push_back(wo(l)), wgus.push_back(wgu(l)), wds.push_back(wd(l));
+      MS_CUDA_CHECK(cudaMemcpy(dX, dX0, size_t(T) * H * 4, cudaMemcpyDeviceToDevice));
+      gemm.tune(dAttn, T, wos, H, H, dX, OutMode::F32Add, 0, true);
+      gemm.tune(dXn, T, wgus, 2 * I, H, dGu, OutMode::Bf16, 0, true);
+      gemm.tune(dAct, T, wds, H, I, dX, OutMode::F32Add, 0, true);
+      auto engineLayer = [&](int l, cudaStream_t s) {
+        gemm.run(dAttn, T, wo(l), H, H, dX, OutMode::F32Add, s);
+        rmsNorm(dX, nullptr, T, H, dNw, 1e-5f, dXn, s);
+        gemm.run(dXn, T, wgu(l), 2 * I, H, dGu, OutMode::Bf16, s);
+        siluMul(dGu, T, I, dAct, s);
+        gemm.run(dAct, T, wd(l), H, I, dX, OutMode::F32Add, s);
+      };
+      MlpArgs m;
+      m.T = T, m.H = H, m.I = I, m.eps = 1e-5f, m.x = dX, m.normW = dNw, m.xn = dXn, m.act = dAct, m.bar = dBar;
+      m.ws[0] = dWs, m.ws[1] = dWs + size_t(H / 128) * kMlpSlots * T * 128, m.ws[2] = m.ws[1] + size_t(2 * I / 128) * kMlpSlots * T * 128;
+      std::vector<std::array<CUtensorMap, 6>> maps(kLayers);
+      for (int l = 0; l < kLayers; l++)
+        maps[l] = {map2d(wo(l), H, H, 64, 128), map2d(wgu(l), H, 2 * I, 64, 128), map2d(wd(l), I, H, 64, 128),
+                   map2d(dAttn, H, T, 64, kMlpN), map2d(dXn, H, T, 64, kMlpN), map2d(dAct, I, T, 64, kMlpN)};
+      auto mlpLayer = [&](int l, cudaStream_t s) {
+        const CUtensorMap(&mm)[6] = *reinterpret_cast<const CUtensorMap(*)[6]>(maps[l].data());
+        mlpStep(m, mm, s);
+      };
+      // One layer from the same x: the residual and the SiLU output against the engine's.
+      MS_CUDA_CHECK(cudaMemcpy(dX, dX0, size_t(T) * H * 4, cudaMemcpyDeviceToDevice));
+      engineLayer(0, 0);
+      const auto xRef = download(dX, size_t(T) * H, OutMode::F32), actRef = bench::downloadBf16(dAct, size_t(T) * I);
+      MS_CUDA_CHECK(cudaMemcpy(dX, dX0, size_t(T) * H * 4, cudaMemcpyDeviceToDevice));
+      MS_CUDA_CHECK(cudaMemset(dAct, 0xff, size_t(T) * I * 2));
+      mlpLayer(0, 0);
+      const auto xGot = download(dX, size_t(T) * H, OutMode::F32), actGot = bench::downloadBf16(dAct, size_t(T) * I);
+      std::vector<double> r1(xRef.begin(), xRef.end()), r2(actRef.begin(), actRef.end());
+      bench::check("mlpStep T=" + std::to_string(T) + ": x after one layer vs the engine's kernels", xGot, r1, 5e-3);
+      bench::check("mlpStep T=" + std::to_string(T) + ": silu(gate) * up vs the engine's kernels", actGot, r2, 2e-2);
+      // Again, for the same bits (deterministic), and with the barrier reset by the kernel itself.
+      MS_CUDA_CHECK(cudaMemcpy(dX, dX0, size_t(T) * H * 4, cudaMemcpyDeviceToDevice));
+      mlpLayer(0, 0);
+      const auto xAgain = download(dX, size_t(T) * H, OutMode::F32);
+      if (std::memcmp(xAgain.data(), xGot.data(), xGot.size() * 4) != 0)
+        bench::numFailed()++, std::printf("  FAIL: mlpStep gave other bits the second time\n");
+      // Graphs of 8 layers each, replayed.
+      auto graphOf = [&](const std::function<void(int, cudaStream_t)>& layer) {
+        cudaStream_t s;
+        MS_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+        cudaGraph_t g;
+        cudaGraphExec_t e;
+        MS_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeGlobal));
+        for (int l = 0; l < kLayers; l++) layer(l, s);
+        MS_CUDA_CHECK(cudaStreamEndCapture(s, &g));
+        MS_CUDA_CHECK(cudaGraphInstantiate(&e, g, 0));
+        cudaGraphDestroy(g);
+        cudaStreamDestroy(s);
+        return e;
+      };
+      cudaGraphExec_t gEngine = graphOf(engineLayer), gMlp = graphOf(mlpLayer);
+      const double msEngine = bench::timeMs([&] { MS_CUDA_CHECK(cudaGraphLaunch(gEngine, 0)); }, 3, 20);
+      const double msMlp = bench::timeMs([&] { MS_CUDA_CHECK(cudaGraphLaunch(gMlp, 0)); }, 3, 20);
+      const double msEngine2 = bench::timeMs([&] { MS_CUDA_CHECK(cudaGraphLaunch(gEngine, 0)); }, 3, 20);
+      const double msMlp2 = bench::timeMs([&] { MS_CUDA_CHECK(cudaGraphLaunch(gMlp, 0)); }, 3, 20);
+      const double mb = (double(H) * H + 2.0 * I * H + double(H) * I) * 2 / 1e6;  // MB of weights per layer
+      const double uE = msEngine * 1e3 / kLayers, uE2 = msEngine2 * 1e3 / kLayers;
+      const double uM = msMlp * 1e3 / kLayers, uM2 = msMlp2 * 1e3 / kLayers;
+      std::printf("MLP half of a layer, T=%d, graphs of %d layers, us per layer (TB/s of its %.0f MB of weights): "
+                  "engine's kernels %.1f / %.1f (%.2f); persistent %.1f / %.1f (%.2f)\n",
+                  T, kLayers, mb, uE, uE2, mb / uE, uM, uM2, mb / uM);
+      cudaGraphExecDestroy(gEngine), cudaGraphExecDestroy(gMlp);
+      cudaFree(dWo), cudaFree(dWgu), cudaFree(dWd), cudaFree(dAttn), cudaFree(dX), cudaFree(dX0), cudaFree(dNw);
+      cudaFree(dWs), cudaFree(dXn), cudaFree(dAct), cudaFree(dGu), cudaFree(dBar);
+    }
+#endif
   } catch (const CudaError& e) {
     std::printf("CUDA error: %s\n", e.what());
     return 2;
