@@ -1,6 +1,6 @@
 // The decode step's products (Y (T, O) = X (T, K) . W (O, K)^T for 8-256 tokens) on Hopper's wgmma
 // with tensor copies, the candidate to replace cuBLASLt there, and what a product's weight stream
-// costs by itself. At these token counts a product is a pass over its weight (34-235 MB per 8B
+// costs by itself, and the MLP half of a decode layer as one persistent kernel. At these token counts a product is a pass over its weight (34-235 MB per 8B
 // layer) with little arithmetic per byte, and cuBLASLt runs them at 45-89% of the read roofline
 // (Nsight Compute, H200, 2026-12-03, engine-gpu.md).
 // The kernel: W is operand A (64 output rows per consumer warpgroup, two per block: 128 rows), the
@@ -31,8 +31,19 @@
 // launch cost more than any tile choice saves. Section 3 measures that cost for a whole layer: the
 // four weights (436 MB) as four bare launches take 128.9 us per layer (3.39 TB/s), one persistent
 // kernel streaming them through a 12-stage ring with a grid barrier between the products 107.2 us
-// (4.07 TB/s; 108.4 without prefetching across the barriers): ~22 us per layer, ~0.7 ms per 8B
-// decode step, is the price of launching the products one by one.
+// (4.07 TB/s; 108.4 without prefetching across the barriers). Those four launches are this file's
+// bare copies in its own grids; the engine's path does better than them: section 4 runs the MLP half
+// of a layer (o, rmsnorm, gate/up, silu_mul, down: 386 MB) as the engine does it (tuned cuBLASLt
+// products, its norm and SiLU kernels, a CUDA graph of 8 layers) at 103-110 us per layer (3.5-3.7
+// TB/s, five commands), and as one persistent kernel (mlpStepKernel: barriers between the products,
+// o and down split four ways, gate/up whole-K items with the SiLU pair in registers; 8 or 10 stages)
+// at 109-115 us:
+// correct (against the engine's kernels: x to 5e-3, silu(gate) * up to 2e-2, the same bits twice),
+// 5% slower. Three stream-K versions (each block an equal range of 16 KB weight units, partial slots
+// per tile, a reduce phase per product; the last in 7bbfcac) ran 119-146 us. Against the persistent stream's 4.07 TB/s
+// (~95 us for these bytes) the launches of the engine's MLP half cost ~8-15 us per layer, ~0.25-0.5
+// ms per 8B decode step; what a persistent kernel must get right to win that back is its phases
+// between the products (barriers, reduces, the norm), which this one does not yet.
 //   build: cmake --build native/build --target gemm-decode-wgmma; run: gemm-decode-wgmma
 #include <algorithm>
 #include <array>
@@ -473,46 +484,38 @@ CUtensorMap mapLayers(const bf16* base, int O, int K, int layers) {
 // ---- The MLP half of a decode layer as one persistent kernel (T <= 8 tokens) ----
 // x += o(attn); xn = rmsnorm(x); act = silu(gate) * up of xn; x += down(act): the engine launches
 // five kernels for this (three products, rmsnorm, silu_mul; cuBLASLt's split-K adds reduce
-// launches). Here one block per SM runs it as phases separated by grid barriers. Each product's
-// weight, as 16 KB units (a 128-row tile's 64-wide K slices, tile by tile), is cut into G equal
-// contiguous ranges, one per block (stream-K: every block streams the same bytes whatever the tile
-// count); a block's range covers pieces of one to a few tiles, and each piece's f32 partial goes to
-// its own slot. After a barrier the partials are summed per output in block order (deterministic)
-// with the product's epilogue: for o by the T blocks that then normalise their token's row, for
-// gate/up with the SiLU pair, for down into the residual. One producer thread streams every W unit of
-// the block's three ranges through one ring and never waits on a barrier (weights depend on
-// nothing), so the next product's first units are in shared memory when its barrier opens; a second
-// producer thread loads each product's activations once (N = 8 rows, zero past T; all of K where it
-// is at most 64 slices, else the slices of the block's pieces), after the barrier that makes them
-// valid and a proxy fence (ordinary stores wrote them).
+// launches). Here one block per SM runs it as phases separated by grid barriers: the o product's
+// items (128-row tile, K split), a barrier, their deterministic reduce into x, a barrier, the norm
+// (one block per token), a barrier, gate/up (whole K, the SiLU pair in the epilogue: a gate row and
+// its up row sit in lanes 4 apart), a barrier, down's items, a barrier, their reduce. One producer
+// thread streams every W tile of the block's items of all three products through one ring, never
+// waiting on a barrier (weights depend on nothing), so the next product's first tiles are in shared
+// memory when its barrier opens; a second producer thread loads each item's activations (the whole
+// K range of the item, N = 8 rows, zero past T) once the barrier that makes them valid has passed,
+// after a proxy fence (they were written by ordinary stores).
 constexpr int kMlpStages = 10, kMlpN = 8, kMlpConsumers = 256, kMlpThreads = kMlpConsumers + 64;
-constexpr int kMlpXSlices = 64, kMlpXBytes = kMlpXSlices * kMlpN * 128;  // activations of up to 64 K slices
+constexpr int kMlpXBytes = 64 * kMlpN * 128;  // activations of up to 64 K slices (gate/up: K = 4096)
 constexpr int kMlpSmem = kMlpStages * kWBytes + kMlpXBytes + 1024 + (2 * kMlpStages + 2) * 8;
-constexpr int kMlpSlots = 8;  // partial slots per tile (blocks whose ranges meet one tile), at most
 struct MlpArgs {
   int T = 0, H = 0, I = 0;  // tokens, hidden, intermediate
+  int So = 4, Sd = 4;       // K splits of o and down (gate/up: none)
   float eps = 0.f;
-  float* x = nullptr;            // (T, H) residual stream, f32
-  const float* normW = nullptr;  // (H,)
-  bf16* xn = nullptr;            // (T, H)
-  bf16* act = nullptr;           // (T, I)
-  float* ws[3] = {};             // per product: (tiles, kMlpSlots, T, 128) partials
-  unsigned* bar = nullptr;       // [0] barrier arrivals, [1] blocks done; both 0 between launches
+  float* x = nullptr;               // (T, H) residual stream, f32
+  const float* normW = nullptr;     // (H,)
+  bf16* xn = nullptr;               // (T, H)
+  bf16* act = nullptr;              // (T, I)
+  float* ws = nullptr;              // split partials: max(So, Sd) x T x H
+  unsigned* bar = nullptr;          // [0] barrier arrivals, [1] blocks done; both 0 between launches
 };
-// Product p: 0 o (K = H, O = H), 1 gate/up (K = H, O = 2I), 2 down (K = I, O = H).
+// Product p of the kernel: 0 o (K = H, O = H, So splits), 1 gate/up (K = H, O = 2I), 2 down (K = I, O = H, Sd).
 struct MlpPhase {
-  int O, K;
-  __device__ int slices() const { return K / BK; }                  // units per tile
-  __device__ int units() const { return O / BM * slices(); }
-  __device__ int start(int b, int G) const { return int(int64_t(b) * units() / G); }  // block b's first unit
-  // The block whose range holds unit u: the last b with start(b) <= u, i.e. b < (u + 1) G / units.
-  __device__ int owner(int u, int G) const { return int((int64_t(u + 1) * G + units() - 1) / units()) - 1; }
+  int O, K, S;
 };
 __device__ __forceinline__ MlpPhase mlpPhase(const MlpArgs& a, int p) {
-  return p == 0 ? MlpPhase{a.H, a.H} : p == 1 ? MlpPhase{2 * a.I, a.H} : MlpPhase{a.H, a.I};
+  return p == 0 ? MlpPhase{a.H, a.H, a.So} : p == 1 ? MlpPhase{2 * a.I, a.H, 1} : MlpPhase{a.H, a.I, a.Sd};
 }
-// The consumers' grid barrier: every block's 256 consumer threads arrive; returns once the count has
-// reached target (G times the barriers so far).
+// The consumers' grid barrier: every block's 256 consumer threads arrive; returns when all G blocks have
+// arrived `n` times in total (n counts the kernel's barriers so far).
 __device__ __forceinline__ void mlpGridSync(unsigned* bar, unsigned target) {
   asm volatile("bar.sync 1, 256;\n" ::: "memory");
   if (threadIdx.x == 0) {
@@ -521,14 +524,6 @@ __device__ __forceinline__ void mlpGridSync(unsigned* bar, unsigned target) {
     waitBarrier(bar, target);
   }
   asm volatile("bar.sync 1, 256;\n" ::: "memory");
-}
-// Output (t, o) of product p summed over the partials of the blocks whose ranges meet o's tile, in block order.
-__device__ __forceinline__ float mlpSum(const MlpArgs& a, const MlpPhase& ph, int p, int t, int o, int G) {
-  const int tile = o / BM, s = ph.slices();
-  const int first = ph.owner(tile * s, G), last = ph.owner(tile * s + s - 1, G);
-  float v = 0.f;
-  for (int c = 0; c <= last - first; c++) v += a.ws[p][((int64_t(tile) * kMlpSlots + c) * a.T + t) * BM + o % BM];
-  return v;
 }
 
 // grid: one block per SM (all resident), block kMlpThreads, dynamic smem kMlpSmem. Maps: weights (K inner,
@@ -550,53 +545,45 @@ __global__ void __launch_bounds__(kMlpThreads, 1)
   const int G = gridDim.x, b = blockIdx.x;
   const CUtensorMap* wMap[3] = {&wo, &wgu, &wd};
   const CUtensorMap* xMap[3] = {&xAttn, &xXn, &xAct};
-  const unsigned xBarrier[3] = {0, 3, 5};  // barriers after which each product's activations are valid
-  // The pieces of block b's range in product p: for each, fn(tile, first slice, slices).
-  auto pieces = [&](int p, auto&& fn) {
-    const MlpPhase ph = mlpPhase(a, p);
-    const int s = ph.slices(), u1 = ph.start(b + 1, G);
-    for (int u = ph.start(b, G); u < u1;) {
-      const int tile = u / s, k0 = u % s, n = min(s - k0, u1 - u);
-      fn(tile, k0, n);
-      u += n;
-    }
-  };
+  // Barriers before each product's activations are valid: o none (the kernel before: PDL), gate/up 3, down 4.
+  const unsigned xBarrier[3] = {0, 3, 4};
 
   if (threadIdx.x == kMlpConsumers) {  // the weight producer
     int it = 0;
-    for (int p = 0; p < 3; p++)
-      pieces(p, [&](int tile, int k0, int n) {
-        for (int ks = 0; ks < n; ks++, it++) {
+    for (int p = 0; p < 3; p++) {
+      const MlpPhase ph = mlpPhase(a, p);
+      const int items = ph.O / BM * ph.S, slices = ph.K / BK / ph.S;
+      for (int j = b; j < items; j += G) {
+        const int tile = j / ph.S, split = j % ph.S;
+        for (int ks = 0; ks < slices; ks++, it++) {
           const int st = it % kMlpStages;
           if (it >= kMlpStages) mbarWait(empty + st, (it / kMlpStages - 1) & 1);
           mbarExpectTx(full + st, kWBytes);
-          tmaLoad2(sm + st * kWBytes, wMap[p], (k0 + ks) * BK, tile * BM, full + st);
+          tmaLoad2(sm + st * kWBytes, wMap[p], (split * slices + ks) * BK, tile * BM, full + st);
         }
-      });
+      }
+    }
     return;
   }
-  if (threadIdx.x == kMlpConsumers + 32) {  // the activation producer: each product's activations once
+  if (threadIdx.x == kMlpConsumers + 32) {  // the activation producer
+    int q = 0;
     for (int p = 0; p < 3; p++) {
       const MlpPhase ph = mlpPhase(a, p);
-      if (p > 0) mbarWait(xEmpty, (p - 1) & 1);  // the consumers are done with the last product's
-      if (p == 0)
-        pdlWait();
-      else
-        waitBarrier(a.bar, unsigned(G) * xBarrier[p]);
-      asm volatile("fence.proxy.async.global;\n" ::: "memory");
-      if (ph.slices() <= kMlpXSlices) {  // all of K, by slice
-        mbarExpectTx(xFull, uint32_t(ph.slices() * kMlpN * 128));
-        for (int ks = 0; ks < ph.slices(); ks++) tmaLoad2(Xs + ks * kMlpN * 128, xMap[p], ks * BK, 0, xFull);
-      } else {  // the slices of the block's pieces, one after another
-        int total = 0;
-        pieces(p, [&](int, int, int n) { total += n; });
-        if (total > kMlpXSlices) __trap();  // a block's range of this product is more than 64 slices
-        mbarExpectTx(xFull, uint32_t(total * kMlpN * 128));
-        int off = 0;
-        pieces(p, [&](int, int k0, int n) {
-          for (int ks = 0; ks < n; ks++) tmaLoad2(Xs + (off + ks) * kMlpN * 128, xMap[p], (k0 + ks) * BK, 0, xFull);
-          off += n;
-        });
+      const int items = ph.O / BM * ph.S, slices = ph.K / BK / ph.S;
+      bool first = true;
+      for (int j = b; j < items; j += G, q++) {
+        if (q > 0) mbarWait(xEmpty, (q - 1) & 1);  // the consumers are done with the last item's activations
+        if (first) {
+          if (p == 0)
+            pdlWait();
+          else
+            waitBarrier(a.bar, unsigned(G) * xBarrier[p]);
+          asm volatile("fence.proxy.async.global;\n" ::: "memory");
+          first = false;
+        }
+        const int split = j % ph.S;
+        mbarExpectTx(xFull, uint32_t(slices * kMlpN * 128));
+        for (int ks = 0; ks < slices; ks++) tmaLoad2(Xs + ks * kMlpN * 128, xMap[p], (split * slices + ks) * BK, 0, xFull);
       }
     }
     return;
@@ -606,20 +593,19 @@ __global__ void __launch_bounds__(kMlpThreads, 1)
   pdlWait();  // x comes from the kernels before
   const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, tid = threadIdx.x;
   unsigned nBar = 0;
-  int it = 0;
+  int it = 0, q = 0;
   auto product = [&](int p) {
     const MlpPhase ph = mlpPhase(a, p);
-    const bool bySlice = ph.slices() <= kMlpXSlices;
-    mbarWait(xFull, p & 1);
-    int off = 0;  // the piece's first slice in Xs when the activations are stored piece after piece
-    pieces(p, [&](int tile, int k0, int n) {
+    const int items = ph.O / BM * ph.S, slices = ph.K / BK / ph.S;
+    for (int j = b; j < items; j += G, q++) {
+      const int tile = j / ph.S, split = j % ph.S;
+      mbarWait(xFull, q & 1);
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
-      const int x0 = bySlice ? k0 : off;
-      for (int ks = 0; ks < n; ks++, it++) {
+      for (int ks = 0; ks < slices; ks++, it++) {
         const int st = it % kMlpStages;
         mbarWait(full + st, (it / kMlpStages) & 1);
         const uint32_t wLo = descLo(smemAddr(sm + st * kWBytes) + wg * 64 * 128, 16);
-        const uint32_t xLo = descLo(smemAddr(Xs + (x0 + ks) * kMlpN * 128), 16);
+        const uint32_t xLo = descLo(smemAddr(Xs + ks * kMlpN * 128), 16);
         wgmmaFence();
 #pragma unroll
         for (int kk = 0; kk < BK / 16; kk++) wgmmaN<8>(acc, descAt(wLo, kk * 32), descAt(xLo, kk * 32), 1);
@@ -629,59 +615,66 @@ __global__ void __launch_bounds__(kMlpThreads, 1)
       }
       wgmmaWait<0>();
       pinN<8>(acc);
-      if (lane == 0) mbarArrive(empty + (it - 1) % kMlpStages);
-      off += n;
-      // acc[2h + e]: row wg * 64 + warp * 16 + lane / 4 + 8h of the tile, token 2 (lane % 4) + e.
-      const int slot = b - ph.owner(tile * ph.slices(), G), r0 = wg * 64 + warp * 16 + lane / 4;
-      if (slot >= kMlpSlots) __trap();  // more blocks meet one tile than there are slots
-      float* dst = a.ws[p] + int64_t(tile) * kMlpSlots * a.T * BM + int64_t(slot) * a.T * BM;
+      if (lane == 0) mbarArrive(empty + (it - 1) % kMlpStages), mbarArrive(xEmpty);
+      // acc[2h + e]: row tile * 128 + wg * 64 + warp * 16 + lane / 4 + 8h, token 2 (lane % 4) + e.
+      const int r0 = tile * BM + wg * 64 + warp * 16 + lane / 4;
+      if (p == 1) {  // gate row 2m and up row 2m + 1 are lanes 4 apart
 #pragma unroll
-      for (int i = 0; i < 4; i++) {
-        const int t = 2 * (lane % 4) + (i & 1);
-        if (t < a.T) dst[t * BM + r0 + 8 * (i >> 1)] = acc[i];
+        for (int i = 0; i < 4; i++) {
+          const float other = __shfl_xor_sync(0xffffffffu, acc[i], 4);
+          const int row = r0 + 8 * (i >> 1), t = 2 * (lane % 4) + (i & 1);
+          if ((lane / 4) % 2 == 0 && t < a.T) {
+            const float g = __bfloat162float(__float2bfloat16(acc[i])), u = __bfloat162float(__float2bfloat16(other));
+            a.act[int64_t(t) * a.I + row / 2] = __float2bfloat16(g / (1.f + __expf(-g)) * u);
+          }
+        }
+      } else {
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          const int row = r0 + 8 * (i >> 1), t = 2 * (lane % 4) + (i & 1);
+          if (t < a.T) a.ws[(int64_t(split) * a.T + t) * ph.O + row] = acc[i];
+        }
       }
-    });
-    if (lane == 0) mbarArrive(xEmpty);  // this warp is done with the product's activations
+    }
+  };
+  auto reduceInto = [&](int S) {  // x += the S partials, in split order
+    for (int e = b * kMlpConsumers + tid; e < a.T * a.H; e += G * kMlpConsumers) {
+      float v = 0.f;
+      for (int s = 0; s < S; s++) v += a.ws[int64_t(s) * a.T * a.H + e];
+      a.x[e] += v;
+    }
   };
   product(0);
   mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 1: o's partials
-  {
-    const MlpPhase ph = mlpPhase(a, 0);
-    for (int e = b * kMlpConsumers + tid; e < a.T * a.H; e += G * kMlpConsumers) a.x[e] += mlpSum(a, ph, 0, e / a.H, e % a.H, G);
-  }
+  reduceInto(a.So);
   mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 2: x
-  if (b < a.T) {  // token b's rmsnorm (256 threads; summed in another order than rmsNormKernel)
+  if (b < a.T) {  // rmsnorm of token b, as rmsNormKernel: 4 float4 per thread over 256 threads (H = 4096)
     __shared__ float part[8];
-    const float* xr = a.x + int64_t(b) * a.H;
+    const float4* xr = reinterpret_cast<const float4*>(a.x + int64_t(b) * a.H);
     float ss = 0.f;
-    for (int o = tid; o < a.H; o += kMlpConsumers) ss += xr[o] * xr[o];
+    for (int i = tid; i < a.H / 4; i += kMlpConsumers) {
+      const float4 v = xr[i];
+      ss += v.x * v.x + v.y * v.y + v.z * v.z + v.w * v.w;
+    }
     for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
     if (lane == 0) part[tid / 32] = ss;
     asm volatile("bar.sync 1, 256;\n" ::: "memory");
     float tot = 0.f;
     for (int w = 0; w < 8; w++) tot += part[w];
     const float r = rsqrtf(tot / float(a.H) + a.eps);
-    for (int o = tid; o < a.H; o += kMlpConsumers) a.xn[int64_t(b) * a.H + o] = __float2bfloat16(a.normW[o] * (xr[o] * r));
+    for (int i = tid; i < a.H / 4; i += kMlpConsumers) {
+      const float4 v = xr[i], w = reinterpret_cast<const float4*>(a.normW)[i];
+      __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(a.xn + int64_t(b) * a.H) + 2 * i;
+      o[0] = __floats2bfloat162_rn(w.x * (v.x * r), w.y * (v.y * r));
+      o[1] = __floats2bfloat162_rn(w.z * (v.z * r), w.w * (v.w * r));
+    }
   }
   mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 3: xn
   product(1);
-  mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 4: gate/up's partials
-  {
-    const MlpPhase ph = mlpPhase(a, 1);
-    for (int e = b * kMlpConsumers + tid; e < a.T * a.I; e += G * kMlpConsumers) {
-      const int t = e / a.I, j = e % a.I;
-      const float g = __bfloat162float(__float2bfloat16(mlpSum(a, ph, 1, t, 2 * j, G)));
-      const float u = __bfloat162float(__float2bfloat16(mlpSum(a, ph, 1, t, 2 * j + 1, G)));
-      a.act[e] = __float2bfloat16(g / (1.f + __expf(-g)) * u);
-    }
-  }
-  mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 5: act
+  mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 4: act
   product(2);
-  mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 6: down's partials
-  {
-    const MlpPhase ph = mlpPhase(a, 2);
-    for (int e = b * kMlpConsumers + tid; e < a.T * a.H; e += G * kMlpConsumers) a.x[e] += mlpSum(a, ph, 2, e / a.H, e % a.H, G);
-  }
+  mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 5: down's partials
+  reduceInto(a.Sd);
   // The last block out sets the barrier back to 0 for the next launch.
   asm volatile("bar.sync 1, 256;\n" ::: "memory");
   if (tid == 0 && atomicAdd(a.bar + 1, 1u) == unsigned(G) - 1) atomicExch(a.bar, 0u), atomicExch(a.bar + 1, 0u);
@@ -1012,7 +1005,7 @@ int main() {
       MS_CUDA_CHECK(cudaMalloc(&dX, size_t(T) * H * 4));
       MS_CUDA_CHECK(cudaMalloc(&dX0, size_t(T) * H * 4));
       MS_CUDA_CHECK(cudaMalloc(&dNw, H * 4));
-      MS_CUDA_CHECK(cudaMalloc(&dWs, size_t(kMlpSlots) * T * (2 * H + 2 * I) * 4));
+      MS_CUDA_CHECK(cudaMalloc(&dWs, size_t(8) * T * H * 4));  // o's and down's split partials
       MS_CUDA_CHECK(cudaMalloc(&dXn, size_t(T) * H * 2));
       MS_CUDA_CHECK(cudaMalloc(&dAct, size_t(T) * I * 2));
       MS_CUDA_CHECK(cudaMalloc(&dGu, size_t(T) * 2 * I * 2));
@@ -1039,8 +1032,7 @@ int main() {
         gemm.run(dAct, T, wd(l), H, I, dX, OutMode::F32Add, s);
       };
       MlpArgs m;
-      m.T = T, m.H = H, m.I = I, m.eps = 1e-5f, m.x = dX, m.normW = dNw, m.xn = dXn, m.act = dAct, m.bar = dBar;
-      m.ws[0] = dWs, m.ws[1] = dWs + size_t(H / 128) * kMlpSlots * T * 128, m.ws[2] = m.ws[1] + size_t(2 * I / 128) * kMlpSlots * T * 128;
+      m.T = T, m.H = H, m.I = I, m.eps = 1e-5f, m.x = dX, m.normW = dNw, m.xn = dXn, m.act = dAct, m.ws = dWs, m.bar = dBar;
       std::vector<std::array<CUtensorMap, 6>> maps(kLayers);
       for (int l = 0; l < kLayers; l++)
         maps[l] = {map2d(wo(l), H, H, 64, 128), map2d(wgu(l), H, 2 * I, 64, 128), map2d(wd(l), I, H, 64, 128),
