@@ -42,8 +42,11 @@
 // 5% slower. Three stream-K versions (each block an equal range of 16 KB weight units, partial slots
 // per tile, a reduce phase per product; the last in 7bbfcac) ran 119-146 us. Against the persistent stream's 4.07 TB/s
 // (~95 us for these bytes) the launches of the engine's MLP half cost ~8-15 us per layer, ~0.25-0.5
-// ms per 8B decode step; what a persistent kernel must get right to win that back is its phases
-// between the products (barriers, reduces, the norm), which this one does not yet.
+// ms per 8B decode step. Its phases timed (MlpArgs::stamps, T = 8, us from entry to the last block's
+// end): o 13.0 (7.5 at the roofline), barriers + o's reduce + norm 6.8, gate/up 64.9 (52.2: 92 of 132
+// blocks take two of its 224 items), down 26.3 (26.1: streamed at the roofline, its first weights
+// prefetched across the barrier), reduce 2.1. What a winning version must fix: gate/up's balance,
+// o's ramp, and the norm on the critical path.
 //   build: cmake --build native/build --target gemm-decode-wgmma; run: gemm-decode-wgmma
 #include <algorithm>
 #include <array>
@@ -506,7 +509,9 @@ struct MlpArgs {
   bf16* act = nullptr;              // (T, I)
   float* ws = nullptr;              // split partials: max(So, Sd) x T x H
   unsigned* bar = nullptr;          // [0] barrier arrivals, [1] blocks done; both 0 between launches
+  unsigned long long* stamps = nullptr;  // optional: (G, kMlpStamps) %globaltimer at each phase's end
 };
+constexpr int kMlpStamps = 12;  // entry, then the end of each of the kernel's 11 phases
 // Product p of the kernel: 0 o (K = H, O = H, So splits), 1 gate/up (K = H, O = 2I), 2 down (K = I, O = H, Sd).
 struct MlpPhase {
   int O, K, S;
@@ -644,10 +649,22 @@ __global__ void __launch_bounds__(kMlpThreads, 1)
       a.x[e] += v;
     }
   };
+  auto stamp = [&](int i) {  // thread 0's view of when this block reached the end of phase i
+    if (a.stamps && tid == 0) {
+      unsigned long long t;
+      asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+      a.stamps[b * kMlpStamps + i] = t;
+    }
+  };
+  stamp(0);
   product(0);
+  stamp(1);
   mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 1: o's partials
+  stamp(2);
   reduceInto(a.So);
+  stamp(3);
   mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 2: x
+  stamp(4);
   if (b < a.T) {  // rmsnorm of token b, as rmsNormKernel: 4 float4 per thread over 256 threads (H = 4096)
     __shared__ float part[8];
     const float4* xr = reinterpret_cast<const float4*>(a.x + int64_t(b) * a.H);
@@ -669,12 +686,19 @@ __global__ void __launch_bounds__(kMlpThreads, 1)
       o[1] = __floats2bfloat162_rn(w.z * (v.z * r), w.w * (v.w * r));
     }
   }
+  stamp(5);
   mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 3: xn
+  stamp(6);
   product(1);
+  stamp(7);
   mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 4: act
+  stamp(8);
   product(2);
+  stamp(9);
   mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 5: down's partials
+  stamp(10);
   reduceInto(a.Sd);
+  stamp(11);
   // The last block out sets the barrier back to 0 for the next launch.
   asm volatile("bar.sync 1, 256;\n" ::: "memory");
   if (tid == 0 && atomicAdd(a.bar + 1, 1u) == unsigned(G) - 1) atomicExch(a.bar, 0u), atomicExch(a.bar + 1, 0u);
@@ -1083,6 +1107,34 @@ int main() {
       std::printf("MLP half of a layer, T=%d, graphs of %d layers, us per layer (TB/s of its %.0f MB of weights): "
                   "engine's kernels %.1f / %.1f (%.2f); persistent %.1f / %.1f (%.2f)\n",
                   T, kLayers, mb, uE, uE2, mb / uE, uM, uM2, mb / uM);
+      {  // Where a layer's time goes: each block's %globaltimer at the end of each phase (layer 1, after layer 0).
+        const int G = bench::numSms();
+        unsigned long long* dSt;
+        MS_CUDA_CHECK(cudaMalloc(&dSt, size_t(G) * kMlpStamps * 8));
+        mlpLayer(0, 0);
+        MlpArgs ms = m;
+        ms.stamps = dSt;
+        const CUtensorMap(&mm)[6] = *reinterpret_cast<const CUtensorMap(*)[6]>(maps[1].data());
+        mlpStep(ms, mm, 0);
+        std::vector<unsigned long long> st(size_t(G) * kMlpStamps);
+        MS_CUDA_CHECK(cudaDeviceSynchronize());
+        MS_CUDA_CHECK(cudaMemcpy(st.data(), dSt, st.size() * 8, cudaMemcpyDeviceToHost));
+        unsigned long long t0 = ~0ull;
+        for (int b = 0; b < G; b++) t0 = std::min(t0, st[size_t(b) * kMlpStamps]);
+        const char* names[kMlpStamps] = {"entry", "o", "barrier 1", "o reduce", "barrier 2", "norm", "barrier 3", "gate/up",
+                                         "barrier 4", "down", "barrier 5", "down reduce"};
+        std::string line = "  T=" + std::to_string(T) + " phase ends, us after the first block's entry (median / last block):";
+        for (int i = 0; i < kMlpStamps; i++) {
+          std::vector<double> v;
+          for (int b = 0; b < G; b++) v.push_back(double(st[size_t(b) * kMlpStamps + i] - t0) / 1e3);
+          std::sort(v.begin(), v.end());
+          char buf[80];
+          std::snprintf(buf, sizeof buf, " %s %.1f / %.1f;", names[i], v[v.size() / 2], v.back());
+          line += buf;
+        }
+        std::printf("%s\n", line.c_str());
+        cudaFree(dSt);
+      }
       cudaGraphExecDestroy(gEngine), cudaGraphExecDestroy(gMlp);
       cudaFree(dWo), cudaFree(dWgu), cudaFree(dWd), cudaFree(dAttn), cudaFree(dX), cudaFree(dX0), cudaFree(dNw);
       cudaFree(dWs), cudaFree(dXn), cudaFree(dAct), cudaFree(dGu), cudaFree(dBar);
