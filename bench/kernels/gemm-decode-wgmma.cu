@@ -510,6 +510,19 @@ struct MlpArgs {
   float* ws = nullptr;              // split partials: max(So, Sd) x T x H
   unsigned* bar = nullptr;          // [0] barrier arrivals, [1] blocks done; both 0 between launches
   unsigned long long* stamps = nullptr;  // optional: (G, kMlpStamps) %globaltimer at each phase's end
+  // Balanced gate/up: block b takes tile b whole and an equal share (in 16 KB units) of the tiles past
+  // the grid, whose partials (wsGu: (tiles - G, kMlpGuSlots, T, 128)) a reduce phase sums with the SiLU.
+  // Written after the phase timing showed gate/up's 2 : 1 imbalance (~10 us of 113); compiled, NOT YET
+  // RUN (2026-12-04: the session's device time was spent): main() checks and times it beside balance 0.
+  int balance = 0;
+  float* wsGu = nullptr;
+};
+constexpr int kMlpGuSlots = 4;
+// The balanced gate/up's shared range: units (16 KB) of the tiles past the grid, block b's [start(b), start(b + 1)).
+struct MlpShare {
+  int first, units;  // first shared tile (= G), units in all
+  __device__ int start(int b, int G) const { return int(int64_t(b) * units / G); }
+  __device__ int owner(int u, int G) const { return int((int64_t(u + 1) * G + units - 1) / units) - 1; }
 };
 constexpr int kMlpStamps = 12;  // entry, then the end of each of the kernel's 11 phases
 // Product p of the kernel: 0 o (K = H, O = H, So splits), 1 gate/up (K = H, O = 2I), 2 down (K = I, O = H, Sd).
@@ -550,14 +563,41 @@ __global__ void __launch_bounds__(kMlpThreads, 1)
   const int G = gridDim.x, b = blockIdx.x;
   const CUtensorMap* wMap[3] = {&wo, &wgu, &wd};
   const CUtensorMap* xMap[3] = {&xAttn, &xXn, &xAct};
-  // Barriers before each product's activations are valid: o none (the kernel before: PDL), gate/up 3, down 4.
-  const unsigned xBarrier[3] = {0, 3, 4};
+  // Barriers before each product's activations are valid: o none (the kernel before: PDL), gate/up 3, down 4
+  // (5 with the balanced gate/up's reduce).
+  const int guTiles = 2 * a.I / BM, guSlices = a.H / BK;
+  const bool balanced = a.balance && guTiles > G;
+  const MlpShare share{G, (guTiles - G) * guSlices};
+  const unsigned xBarrier[3] = {0, 3, balanced ? 5u : 4u};
+  // Block b's pieces of the shared gate/up range: fn(tile, first slice, slices).
+  auto sharePieces = [&](auto&& fn) {
+    const int u1 = share.start(b + 1, G);
+    for (int u = share.start(b, G); u < u1;) {
+      const int tile = share.first + u / guSlices, k0 = u % guSlices, n = min(guSlices - k0, u1 - u);
+      fn(tile, k0, n);
+      u += n;
+    }
+  };
 
   if (threadIdx.x == kMlpConsumers) {  // the weight producer
     int it = 0;
+    auto loadW = [&](int p, int tile, int k) {
+      const int st = it % kMlpStages;
+      if (it >= kMlpStages) mbarWait(empty + st, (it / kMlpStages - 1) & 1);
+      mbarExpectTx(full + st, kWBytes);
+      tmaLoad2(sm + st * kWBytes, wMap[p], k * BK, tile * BM, full + st);
+      it++;
+    };
     for (int p = 0; p < 3; p++) {
       const MlpPhase ph = mlpPhase(a, p);
       const int items = ph.O / BM * ph.S, slices = ph.K / BK / ph.S;
+      if (p == 1 && balanced) {
+        for (int ks = 0; ks < guSlices; ks++) loadW(1, b, ks);
+        sharePieces([&](int tile, int k0, int n) {
+          for (int ks = 0; ks < n; ks++) loadW(1, tile, k0 + ks);
+        });
+        continue;
+      }
       for (int j = b; j < items; j += G) {
         const int tile = j / ph.S, split = j % ph.S;
         for (int ks = 0; ks < slices; ks++, it++) {
@@ -575,6 +615,15 @@ __global__ void __launch_bounds__(kMlpThreads, 1)
     for (int p = 0; p < 3; p++) {
       const MlpPhase ph = mlpPhase(a, p);
       const int items = ph.O / BM * ph.S, slices = ph.K / BK / ph.S;
+      if (p == 1 && balanced) {  // all of K once: the whole tile and the shared pieces read it
+        if (q > 0) mbarWait(xEmpty, (q - 1) & 1);
+        waitBarrier(a.bar, unsigned(G) * xBarrier[1]);
+        asm volatile("fence.proxy.async.global;\n" ::: "memory");
+        mbarExpectTx(xFull, uint32_t(guSlices * kMlpN * 128));
+        for (int ks = 0; ks < guSlices; ks++) tmaLoad2(Xs + ks * kMlpN * 128, xMap[1], ks * BK, 0, xFull);
+        q++;
+        continue;
+      }
       bool first = true;
       for (int j = b; j < items; j += G, q++) {
         if (q > 0) mbarWait(xEmpty, (q - 1) & 1);  // the consumers are done with the last item's activations
@@ -599,6 +648,73 @@ __global__ void __launch_bounds__(kMlpThreads, 1)
   const int wg = threadIdx.x / 128, warp = (threadIdx.x / 32) % 4, lane = threadIdx.x % 32, tid = threadIdx.x;
   unsigned nBar = 0;
   int it = 0, q = 0;
+  // acc over n weight units from the ring against activation slices x0 .. x0 + n - 1.
+  auto mma = [&](float (&acc)[4], int n, int x0) {
+    for (int ks = 0; ks < n; ks++, it++) {
+      const int st = it % kMlpStages;
+      mbarWait(full + st, (it / kMlpStages) & 1);
+      const uint32_t wLo = descLo(smemAddr(sm + st * kWBytes) + wg * 64 * 128, 16);
+      const uint32_t xLo = descLo(smemAddr(Xs + (x0 + ks) * kMlpN * 128), 16);
+      wgmmaFence();
+#pragma unroll
+      for (int kk = 0; kk < BK / 16; kk++) wgmmaN<8>(acc, descAt(wLo, kk * 32), descAt(xLo, kk * 32), 1);
+      wgmmaCommit();
+      wgmmaWait<1>();
+      if (ks > 0 && lane == 0) mbarArrive(empty + (it - 1) % kMlpStages);
+    }
+    wgmmaWait<0>();
+    pinN<8>(acc);
+    if (lane == 0) mbarArrive(empty + (it - 1) % kMlpStages);
+  };
+  // The SiLU pair of gate/up tile `tile` from its accumulators (gate row 2m and up row 2m + 1 are lanes 4 apart).
+  auto siluPair = [&](const float (&acc)[4], int tile) {
+    const int r0 = tile * BM + wg * 64 + warp * 16 + lane / 4;
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const float other = __shfl_xor_sync(0xffffffffu, acc[i], 4);
+      const int row = r0 + 8 * (i >> 1), t = 2 * (lane % 4) + (i & 1);
+      if ((lane / 4) % 2 == 0 && t < a.T) {
+        const float g = __bfloat162float(__float2bfloat16(acc[i])), u = __bfloat162float(__float2bfloat16(other));
+        a.act[int64_t(t) * a.I + row / 2] = __float2bfloat16(g / (1.f + __expf(-g)) * u);
+      }
+    }
+  };
+  auto balancedGateUp = [&] {
+    mbarWait(xFull, q & 1);
+    float acc[4] = {0.f, 0.f, 0.f, 0.f};
+    mma(acc, guSlices, 0);
+    siluPair(acc, b);
+    sharePieces([&](int tile, int k0, int n) {
+      float part[4] = {0.f, 0.f, 0.f, 0.f};
+      mma(part, n, k0);
+      const int t0 = (tile - share.first) * guSlices, slot = b - share.owner(t0, G);
+      if (slot >= kMlpGuSlots) __trap();  // more blocks meet one tile than there are slots
+      float* dst = a.wsGu + (int64_t(tile - share.first) * kMlpGuSlots + slot) * a.T * BM;
+      const int r0 = wg * 64 + warp * 16 + lane / 4;
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const int t = 2 * (lane % 4) + (i & 1);
+        if (t < a.T) dst[t * BM + r0 + 8 * (i >> 1)] = part[i];
+      }
+    });
+    if (lane == 0) mbarArrive(xEmpty);
+    q++;
+  };
+  // The shared tiles' outputs: partials summed in block order, then the SiLU pair.
+  auto balancedReduce = [&] {
+    const int outs = (guTiles - share.first) * (BM / 2);  // act columns of the shared tiles
+    for (int e = b * kMlpConsumers + tid; e < a.T * outs; e += G * kMlpConsumers) {
+      const int t = e / outs, m = e % outs, tl = m / (BM / 2), r = 2 * (m % (BM / 2));
+      const int first = share.owner(tl * guSlices, G), last = share.owner(tl * guSlices + guSlices - 1, G);
+      float gs = 0.f, us = 0.f;
+      for (int c = 0; c <= last - first; c++) {
+        const float* src = a.wsGu + (int64_t(tl) * kMlpGuSlots + c) * a.T * BM + t * BM;
+        gs += src[r], us += src[r + 1];
+      }
+      const float g = __bfloat162float(__float2bfloat16(gs)), u = __bfloat162float(__float2bfloat16(us));
+      a.act[int64_t(t) * a.I + share.first * (BM / 2) + m] = __float2bfloat16(g / (1.f + __expf(-g)) * u);
+    }
+  };
   auto product = [&](int p) {
     const MlpPhase ph = mlpPhase(a, p);
     const int items = ph.O / BM * ph.S, slices = ph.K / BK / ph.S;
@@ -689,13 +805,19 @@ __global__ void __launch_bounds__(kMlpThreads, 1)
   stamp(5);
   mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 3: xn
   stamp(6);
-  product(1);
+  if (balanced) {
+    balancedGateUp();
+    mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 4: the shared tiles' partials
+    balancedReduce();
+  } else {
+    product(1);
+  }
   stamp(7);
-  mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 4: act
+  mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 4 (5 balanced): act
   stamp(8);
   product(2);
   stamp(9);
-  mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 5: down's partials
+  mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 5 (6): down's partials
   stamp(10);
   reduceInto(a.Sd);
   stamp(11);
@@ -1012,6 +1134,7 @@ int main() {
     // rmsNorm, siluMul) against the persistent kernel, each as a CUDA graph over 8 layers.
 #ifdef MS_BENCH_GEMM
     for (int T : {5, 8}) {
+      if (mlpOnly && T != 8) continue;  // the short run: T = 8 alone
       constexpr int kLayers = 8, H = 4096, I = 14336;
       auto randBf16 = [](size_t n, float scale) {
         std::vector<float> v = bench::randn(n);
@@ -1057,6 +1180,9 @@ int main() {
       };
       MlpArgs m;
       m.T = T, m.H = H, m.I = I, m.eps = 1e-5f, m.x = dX, m.normW = dNw, m.xn = dXn, m.act = dAct, m.ws = dWs, m.bar = dBar;
+      float* dWsGu;
+      MS_CUDA_CHECK(cudaMalloc(&dWsGu, size_t(2 * I / 128) * kMlpGuSlots * T * 128 * 4));
+      m.wsGu = dWsGu;
       std::vector<std::array<CUtensorMap, 6>> maps(kLayers);
       for (int l = 0; l < kLayers; l++)
         maps[l] = {map2d(wo(l), H, H, 64, 128), map2d(wgu(l), H, 2 * I, 64, 128), map2d(wd(l), I, H, 64, 128),
@@ -1065,23 +1191,6 @@ int main() {
         const CUtensorMap(&mm)[6] = *reinterpret_cast<const CUtensorMap(*)[6]>(maps[l].data());
         mlpStep(m, mm, s);
       };
-      // One layer from the same x: the residual and the SiLU output against the engine's.
-      MS_CUDA_CHECK(cudaMemcpy(dX, dX0, size_t(T) * H * 4, cudaMemcpyDeviceToDevice));
-      engineLayer(0, 0);
-      const auto xRef = download(dX, size_t(T) * H, OutMode::F32), actRef = bench::downloadBf16(dAct, size_t(T) * I);
-      MS_CUDA_CHECK(cudaMemcpy(dX, dX0, size_t(T) * H * 4, cudaMemcpyDeviceToDevice));
-      MS_CUDA_CHECK(cudaMemset(dAct, 0xff, size_t(T) * I * 2));
-      mlpLayer(0, 0);
-      const auto xGot = download(dX, size_t(T) * H, OutMode::F32), actGot = bench::downloadBf16(dAct, size_t(T) * I);
-      std::vector<double> r1(xRef.begin(), xRef.end()), r2(actRef.begin(), actRef.end());
-      bench::check("mlpStep T=" + std::to_string(T) + ": x after one layer vs the engine's kernels", xGot, r1, 5e-3);
-      bench::check("mlpStep T=" + std::to_string(T) + ": silu(gate) * up vs the engine's kernels", actGot, r2, 2e-2);
-      // Again, for the same bits (deterministic), and with the barrier reset by the kernel itself.
-      MS_CUDA_CHECK(cudaMemcpy(dX, dX0, size_t(T) * H * 4, cudaMemcpyDeviceToDevice));
-      mlpLayer(0, 0);
-      const auto xAgain = download(dX, size_t(T) * H, OutMode::F32);
-      if (std::memcmp(xAgain.data(), xGot.data(), xGot.size() * 4) != 0)
-        bench::numFailed()++, std::printf("  FAIL: mlpStep gave other bits the second time\n");
       // Graphs of 8 layers each, replayed.
       auto graphOf = [&](const std::function<void(int, cudaStream_t)>& layer) {
         cudaStream_t s;
@@ -1096,48 +1205,71 @@ int main() {
         cudaStreamDestroy(s);
         return e;
       };
-      cudaGraphExec_t gEngine = graphOf(engineLayer), gMlp = graphOf(mlpLayer);
-      const double msEngine = bench::timeMs([&] { MS_CUDA_CHECK(cudaGraphLaunch(gEngine, 0)); }, 3, 20);
-      const double msMlp = bench::timeMs([&] { MS_CUDA_CHECK(cudaGraphLaunch(gMlp, 0)); }, 3, 20);
-      const double msEngine2 = bench::timeMs([&] { MS_CUDA_CHECK(cudaGraphLaunch(gEngine, 0)); }, 3, 20);
-      const double msMlp2 = bench::timeMs([&] { MS_CUDA_CHECK(cudaGraphLaunch(gMlp, 0)); }, 3, 20);
-      const double mb = (double(H) * H + 2.0 * I * H + double(H) * I) * 2 / 1e6;  // MB of weights per layer
-      const double uE = msEngine * 1e3 / kLayers, uE2 = msEngine2 * 1e3 / kLayers;
-      const double uM = msMlp * 1e3 / kLayers, uM2 = msMlp2 * 1e3 / kLayers;
-      std::printf("MLP half of a layer, T=%d, graphs of %d layers, us per layer (TB/s of its %.0f MB of weights): "
-                  "engine's kernels %.1f / %.1f (%.2f); persistent %.1f / %.1f (%.2f)\n",
-                  T, kLayers, mb, uE, uE2, mb / uE, uM, uM2, mb / uM);
-      {  // Where a layer's time goes: each block's %globaltimer at the end of each phase (layer 1, after layer 0).
-        const int G = bench::numSms();
-        unsigned long long* dSt;
-        MS_CUDA_CHECK(cudaMalloc(&dSt, size_t(G) * kMlpStamps * 8));
+      cudaGraphExec_t gEngine = graphOf(engineLayer);
+      for (int bal : {0, 1}) {  // gate/up as whole-tile items (2 : 1 over the blocks), then balanced
+        m.balance = bal;
+        const std::string tag = bal ? " (balanced gate/up)" : "";
+        // One layer from the same x: the residual and the SiLU output against the engine's.
+        MS_CUDA_CHECK(cudaMemcpy(dX, dX0, size_t(T) * H * 4, cudaMemcpyDeviceToDevice));
+        engineLayer(0, 0);
+        const auto xRef = download(dX, size_t(T) * H, OutMode::F32), actRef = bench::downloadBf16(dAct, size_t(T) * I);
+        MS_CUDA_CHECK(cudaMemcpy(dX, dX0, size_t(T) * H * 4, cudaMemcpyDeviceToDevice));
+        MS_CUDA_CHECK(cudaMemset(dAct, 0xff, size_t(T) * I * 2));
         mlpLayer(0, 0);
-        MlpArgs ms = m;
-        ms.stamps = dSt;
-        const CUtensorMap(&mm)[6] = *reinterpret_cast<const CUtensorMap(*)[6]>(maps[1].data());
-        mlpStep(ms, mm, 0);
-        std::vector<unsigned long long> st(size_t(G) * kMlpStamps);
-        MS_CUDA_CHECK(cudaDeviceSynchronize());
-        MS_CUDA_CHECK(cudaMemcpy(st.data(), dSt, st.size() * 8, cudaMemcpyDeviceToHost));
-        unsigned long long t0 = ~0ull;
-        for (int b = 0; b < G; b++) t0 = std::min(t0, st[size_t(b) * kMlpStamps]);
-        const char* names[kMlpStamps] = {"entry", "o", "barrier 1", "o reduce", "barrier 2", "norm", "barrier 3", "gate/up",
-                                         "barrier 4", "down", "barrier 5", "down reduce"};
-        std::string line = "  T=" + std::to_string(T) + " phase ends, us after the first block's entry (median / last block):";
-        for (int i = 0; i < kMlpStamps; i++) {
-          std::vector<double> v;
-          for (int b = 0; b < G; b++) v.push_back(double(st[size_t(b) * kMlpStamps + i] - t0) / 1e3);
-          std::sort(v.begin(), v.end());
-          char buf[80];
-          std::snprintf(buf, sizeof buf, " %s %.1f / %.1f;", names[i], v[v.size() / 2], v.back());
-          line += buf;
+        const auto xGot = download(dX, size_t(T) * H, OutMode::F32), actGot = bench::downloadBf16(dAct, size_t(T) * I);
+        std::vector<double> r1(xRef.begin(), xRef.end()), r2(actRef.begin(), actRef.end());
+        bench::check("mlpStep T=" + std::to_string(T) + tag + ": x after one layer vs the engine's kernels", xGot, r1, 5e-3);
+        bench::check("mlpStep T=" + std::to_string(T) + tag + ": silu(gate) * up vs the engine's kernels", actGot, r2, 2e-2);
+        // Again, for the same bits (deterministic), and with the barrier reset by the kernel itself.
+        MS_CUDA_CHECK(cudaMemcpy(dX, dX0, size_t(T) * H * 4, cudaMemcpyDeviceToDevice));
+        mlpLayer(0, 0);
+        const auto xAgain = download(dX, size_t(T) * H, OutMode::F32);
+        if (std::memcmp(xAgain.data(), xGot.data(), xGot.size() * 4) != 0)
+          bench::numFailed()++, std::printf("  FAIL: mlpStep gave other bits the second time\n");
+        cudaGraphExec_t gMlp = graphOf(mlpLayer);
+        const double msEngine = bench::timeMs([&] { MS_CUDA_CHECK(cudaGraphLaunch(gEngine, 0)); }, 3, 20);
+        const double msMlp = bench::timeMs([&] { MS_CUDA_CHECK(cudaGraphLaunch(gMlp, 0)); }, 3, 20);
+        const double msEngine2 = bench::timeMs([&] { MS_CUDA_CHECK(cudaGraphLaunch(gEngine, 0)); }, 3, 20);
+        const double msMlp2 = bench::timeMs([&] { MS_CUDA_CHECK(cudaGraphLaunch(gMlp, 0)); }, 3, 20);
+        const double mb = (double(H) * H + 2.0 * I * H + double(H) * I) * 2 / 1e6;  // MB of weights per layer
+        const double uE = msEngine * 1e3 / kLayers, uE2 = msEngine2 * 1e3 / kLayers;
+        const double uM = msMlp * 1e3 / kLayers, uM2 = msMlp2 * 1e3 / kLayers;
+        std::printf("MLP half of a layer%s, T=%d, graphs of %d layers, us per layer (TB/s of its %.0f MB of weights): "
+                    "engine's kernels %.1f / %.1f (%.2f); persistent %.1f / %.1f (%.2f)\n",
+                    tag.c_str(), T, kLayers, mb, uE, uE2, mb / uE, uM, uM2, mb / uM);
+        {  // Where a layer's time goes: each block's %globaltimer at the end of each phase (layer 1, after layer 0).
+          const int G = bench::numSms();
+          unsigned long long* dSt;
+          MS_CUDA_CHECK(cudaMalloc(&dSt, size_t(G) * kMlpStamps * 8));
+          mlpLayer(0, 0);
+          MlpArgs ms = m;
+          ms.stamps = dSt;
+          const CUtensorMap(&mm)[6] = *reinterpret_cast<const CUtensorMap(*)[6]>(maps[1].data());
+          mlpStep(ms, mm, 0);
+          std::vector<unsigned long long> st(size_t(G) * kMlpStamps);
+          MS_CUDA_CHECK(cudaDeviceSynchronize());
+          MS_CUDA_CHECK(cudaMemcpy(st.data(), dSt, st.size() * 8, cudaMemcpyDeviceToHost));
+          unsigned long long t0 = ~0ull;
+          for (int b = 0; b < G; b++) t0 = std::min(t0, st[size_t(b) * kMlpStamps]);
+          const char* names[kMlpStamps] = {"entry", "o", "barrier 1", "o reduce", "barrier 2", "norm", "barrier 3", "gate/up",
+                                           "barrier 4", "down", "barrier 5", "down reduce"};
+          std::string line = "  T=" + std::to_string(T) + tag + " phase ends, us after the first block's entry (median / last block):";
+          for (int i = 0; i < kMlpStamps; i++) {
+            std::vector<double> v;
+            for (int b = 0; b < G; b++) v.push_back(double(st[size_t(b) * kMlpStamps + i] - t0) / 1e3);
+            std::sort(v.begin(), v.end());
+            char buf[80];
+            std::snprintf(buf, sizeof buf, " %s %.1f / %.1f;", names[i], v[v.size() / 2], v.back());
+            line += buf;
+          }
+          std::printf("%s\n", line.c_str());
+          cudaFree(dSt);
         }
-        std::printf("%s\n", line.c_str());
-        cudaFree(dSt);
+        cudaGraphExecDestroy(gMlp);
       }
-      cudaGraphExecDestroy(gEngine), cudaGraphExecDestroy(gMlp);
+      cudaGraphExecDestroy(gEngine);
       cudaFree(dWo), cudaFree(dWgu), cudaFree(dWd), cudaFree(dAttn), cudaFree(dX), cudaFree(dX0), cudaFree(dNw);
-      cudaFree(dWs), cudaFree(dXn), cudaFree(dAct), cudaFree(dGu), cudaFree(dBar);
+      cudaFree(dWs), cudaFree(dXn), cudaFree(dAct), cudaFree(dGu), cudaFree(dBar), cudaFree(dWsGu);
     }
 #endif
   } catch (const CudaError& e) {
