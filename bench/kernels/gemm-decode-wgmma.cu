@@ -60,12 +60,15 @@
 #include "common.cuh"
 #include "cuda/pdl.h"
 #include "cuda/wgmma-ptx.h"
+#include "tma.cuh"
 #ifdef MS_BENCH_GEMM
 #include "cuda/gemm.h"
 #endif
 
 namespace ms::cuda {
 namespace {
+
+using namespace bench_tma;
 
 // D (64 x N f32 in the accumulator layout) (+)= A (64 x 16, shared: descA) . B (16 x N, shared: descB),
 // both K-major; scaleD 0 overwrites D.
@@ -146,14 +149,6 @@ __device__ __forceinline__ void pinN<256>(float (&d)[128]) {
   asm volatile("" : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])::"memory");
 }
 
-// The box of a 2-d map at (c0 inner, c1 outer) -> dst, completing on bar.
-__device__ __forceinline__ void tmaLoad2(void* dst, const CUtensorMap* map, int c0, int c1, uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
-          smemAddr(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smemAddr(bar))
-      : "memory");
-}
 // The box of a 3-d map at (0, 0, c2) -> dst, completing on bar.
 __device__ __forceinline__ void tmaLoad3(void* dst, const CUtensorMap* map, int c2, uint64_t* bar) {
   asm volatile(
@@ -161,14 +156,6 @@ __device__ __forceinline__ void tmaLoad3(void* dst, const CUtensorMap* map, int 
           smemAddr(dst)),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(0), "r"(0), "r"(c2), "r"(smemAddr(bar))
       : "memory");
-}
-__device__ __forceinline__ uint32_t clusterRank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-}
-__device__ __forceinline__ void clusterSync() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
 }
 // The 4 f32 at this block's shared address p (16-byte aligned), read from block `cta` of the cluster.
 __device__ __forceinline__ float4 ldCluster4(const float* p, uint32_t cta) {
@@ -343,17 +330,6 @@ __global__ void __launch_bounds__(kThreads, MINB)
   if (S > 1) clusterSync();  // no block leaves while another reads its partials
 }
 
-// A row-major (outer, inner) bf16 matrix as a 2-d tensor map with boxes (boxInner, boxOuter), 128-byte swizzled.
-CUtensorMap map2d(const bf16* base, int inner, int outer, int boxInner, int boxOuter) {
-  CUtensorMap m;
-  const cuuint64_t dim[2] = {cuuint64_t(inner), cuuint64_t(outer)}, stride[1] = {cuuint64_t(inner) * 2};
-  const cuuint32_t box[2] = {cuuint32_t(boxInner), cuuint32_t(boxOuter)}, step[2] = {1, 1};
-  const CUresult r = tensorMapEncoder()(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(base), dim, stride,
-                                       box, step, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) throw CudaError("cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")", false);
-  return m;
-}
 
 // W (O, K) row-major -> tiles of 128 rows x 64 k, each 16 KB contiguous (row-major inside), tile
 // (o / 128, k / 64) at index (o / 128) * (K / 64) + k / 64.
@@ -546,6 +522,7 @@ __device__ __forceinline__ void mlpGridSync(unsigned* bar, unsigned target) {
 
 // grid: one block per SM (all resident), block kMlpThreads, dynamic smem kMlpSmem. Maps: weights (K inner,
 // O) boxes (64, 128): wo, wgu, wd; activations (K inner, T) boxes (64, 8): attn, xn, act.
+template <bool BAL>  // BAL: the balanced gate/up where a.balance (its code apart, so the other form compiles as measured)
 __global__ void __launch_bounds__(kMlpThreads, 1)
     mlpStepKernel(MlpArgs a, const __grid_constant__ CUtensorMap wo, const __grid_constant__ CUtensorMap wgu,
                   const __grid_constant__ CUtensorMap wd, const __grid_constant__ CUtensorMap xAttn,
@@ -566,7 +543,7 @@ __global__ void __launch_bounds__(kMlpThreads, 1)
   // Barriers before each product's activations are valid: o none (the kernel before: PDL), gate/up 3, down 4
   // (5 with the balanced gate/up's reduce).
   const int guTiles = 2 * a.I / BM, guSlices = a.H / BK;
-  const bool balanced = a.balance && guTiles > G;
+  const bool balanced = BAL && guTiles > G;
   const MlpShare share{G, (guTiles - G) * guSlices};
   const unsigned xBarrier[3] = {0, 3, balanced ? 5u : 4u};
   // Block b's pieces of the shared gate/up range: fn(tile, first slice, slices).
@@ -591,12 +568,14 @@ __global__ void __launch_bounds__(kMlpThreads, 1)
     for (int p = 0; p < 3; p++) {
       const MlpPhase ph = mlpPhase(a, p);
       const int items = ph.O / BM * ph.S, slices = ph.K / BK / ph.S;
-      if (p == 1 && balanced) {
-        for (int ks = 0; ks < guSlices; ks++) loadW(1, b, ks);
-        sharePieces([&](int tile, int k0, int n) {
-          for (int ks = 0; ks < n; ks++) loadW(1, tile, k0 + ks);
-        });
-        continue;
+      if constexpr (BAL) {
+        if (p == 1 && balanced) {
+          for (int ks = 0; ks < guSlices; ks++) loadW(1, b, ks);
+          sharePieces([&](int tile, int k0, int n) {
+            for (int ks = 0; ks < n; ks++) loadW(1, tile, k0 + ks);
+          });
+          continue;
+        }
       }
       for (int j = b; j < items; j += G) {
         const int tile = j / ph.S, split = j % ph.S;
@@ -615,14 +594,16 @@ __global__ void __launch_bounds__(kMlpThreads, 1)
     for (int p = 0; p < 3; p++) {
       const MlpPhase ph = mlpPhase(a, p);
       const int items = ph.O / BM * ph.S, slices = ph.K / BK / ph.S;
-      if (p == 1 && balanced) {  // all of K once: the whole tile and the shared pieces read it
-        if (q > 0) mbarWait(xEmpty, (q - 1) & 1);
-        waitBarrier(a.bar, unsigned(G) * xBarrier[1]);
-        asm volatile("fence.proxy.async.global;\n" ::: "memory");
-        mbarExpectTx(xFull, uint32_t(guSlices * kMlpN * 128));
-        for (int ks = 0; ks < guSlices; ks++) tmaLoad2(Xs + ks * kMlpN * 128, xMap[1], ks * BK, 0, xFull);
-        q++;
-        continue;
+      if constexpr (BAL) {
+        if (p == 1 && balanced) {  // all of K once: the whole tile and the shared pieces read it
+          if (q > 0) mbarWait(xEmpty, (q - 1) & 1);
+          waitBarrier(a.bar, unsigned(G) * xBarrier[1]);
+          asm volatile("fence.proxy.async.global;\n" ::: "memory");
+          mbarExpectTx(xFull, uint32_t(guSlices * kMlpN * 128));
+          for (int ks = 0; ks < guSlices; ks++) tmaLoad2(Xs + ks * kMlpN * 128, xMap[1], ks * BK, 0, xFull);
+          q++;
+          continue;
+        }
       }
       bool first = true;
       for (int j = b; j < items; j += G, q++) {
@@ -722,34 +703,13 @@ __global__ void __launch_bounds__(kMlpThreads, 1)
       const int tile = j / ph.S, split = j % ph.S;
       mbarWait(xFull, q & 1);
       float acc[4] = {0.f, 0.f, 0.f, 0.f};
-      for (int ks = 0; ks < slices; ks++, it++) {
-        const int st = it % kMlpStages;
-        mbarWait(full + st, (it / kMlpStages) & 1);
-        const uint32_t wLo = descLo(smemAddr(sm + st * kWBytes) + wg * 64 * 128, 16);
-        const uint32_t xLo = descLo(smemAddr(Xs + ks * kMlpN * 128), 16);
-        wgmmaFence();
-#pragma unroll
-        for (int kk = 0; kk < BK / 16; kk++) wgmmaN<8>(acc, descAt(wLo, kk * 32), descAt(xLo, kk * 32), 1);
-        wgmmaCommit();
-        wgmmaWait<1>();
-        if (ks > 0 && lane == 0) mbarArrive(empty + (it - 1) % kMlpStages);
-      }
-      wgmmaWait<0>();
-      pinN<8>(acc);
-      if (lane == 0) mbarArrive(empty + (it - 1) % kMlpStages), mbarArrive(xEmpty);
-      // acc[2h + e]: row tile * 128 + wg * 64 + warp * 16 + lane / 4 + 8h, token 2 (lane % 4) + e.
-      const int r0 = tile * BM + wg * 64 + warp * 16 + lane / 4;
-      if (p == 1) {  // gate row 2m and up row 2m + 1 are lanes 4 apart
-#pragma unroll
-        for (int i = 0; i < 4; i++) {
-          const float other = __shfl_xor_sync(0xffffffffu, acc[i], 4);
-          const int row = r0 + 8 * (i >> 1), t = 2 * (lane % 4) + (i & 1);
-          if ((lane / 4) % 2 == 0 && t < a.T) {
-            const float g = __bfloat162float(__float2bfloat16(acc[i])), u = __bfloat162float(__float2bfloat16(other));
-            a.act[int64_t(t) * a.I + row / 2] = __float2bfloat16(g / (1.f + __expf(-g)) * u);
-          }
-        }
+      mma(acc, slices, 0);
+      if (lane == 0) mbarArrive(xEmpty);
+      if (p == 1) {
+        siluPair(acc, tile);
       } else {
+        // acc[2h + e]: row tile * 128 + wg * 64 + warp * 16 + lane / 4 + 8h, token 2 (lane % 4) + e.
+        const int r0 = tile * BM + wg * 64 + warp * 16 + lane / 4;
 #pragma unroll
         for (int i = 0; i < 4; i++) {
           const int row = r0 + 8 * (i >> 1), t = 2 * (lane % 4) + (i & 1);
@@ -805,10 +765,14 @@ __global__ void __launch_bounds__(kMlpThreads, 1)
   stamp(5);
   mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 3: xn
   stamp(6);
-  if (balanced) {
-    balancedGateUp();
-    mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 4: the shared tiles' partials
-    balancedReduce();
+  if constexpr (BAL) {
+    if (balanced) {
+      balancedGateUp();
+      mlpGridSync(a.bar, unsigned(G) * ++nBar);  // 4: the shared tiles' partials
+      balancedReduce();
+    } else {
+      product(1);
+    }
   } else {
     product(1);
   }
@@ -827,12 +791,17 @@ __global__ void __launch_bounds__(kMlpThreads, 1)
 }
 void mlpStep(const MlpArgs& a, const CUtensorMap (&maps)[6], cudaStream_t s) {
   static const bool init = [] {
-    MS_CUDA_CHECK(cudaFuncSetAttribute(mlpStepKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kMlpSmem));
+    MS_CUDA_CHECK(cudaFuncSetAttribute(mlpStepKernel<false>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMlpSmem));
+    MS_CUDA_CHECK(cudaFuncSetAttribute(mlpStepKernel<true>, cudaFuncAttributeMaxDynamicSharedMemorySize, kMlpSmem));
     return true;
   }();
   (void)init;
-  launchPdl("mlpStepKernel", mlpStepKernel, dim3(bench::numSms()), dim3(kMlpThreads), kMlpSmem, s, a, maps[0], maps[1],
-            maps[2], maps[3], maps[4], maps[5]);
+  if (a.balance)
+    launchPdl("mlpStepKernel", mlpStepKernel<true>, dim3(bench::numSms()), dim3(kMlpThreads), kMlpSmem, s, a, maps[0],
+              maps[1], maps[2], maps[3], maps[4], maps[5]);
+  else
+    launchPdl("mlpStepKernel", mlpStepKernel<false>, dim3(bench::numSms()), dim3(kMlpThreads), kMlpSmem, s, a, maps[0],
+              maps[1], maps[2], maps[3], maps[4], maps[5]);
 }
 
 // The token tile for T tokens: the smallest of 8, 16, 32, 64, 128, 256 that holds them.

@@ -31,6 +31,7 @@
 #include "common.cuh"
 #include "cuda/pdl.h"
 #include "cuda/wgmma-ptx.h"
+#include "tma.cuh"
 #if __has_include(<cublasLt.h>)
 #include <cublasLt.h>
 #define MS_BENCH_CUBLASLT 1
@@ -38,6 +39,8 @@
 
 namespace ms::cuda {
 namespace {
+
+using namespace bench_tma;
 
 // D (64 x 256 f32 in the accumulator layout) (+)= A (64 x 16, shared: descA) . B (16 x 256, shared:
 // descB), both K-major; scaleD 0 overwrites D.
@@ -52,14 +55,6 @@ __device__ __forceinline__ void pinRegs128(float (&d)[128]) {
   asm volatile("" : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])::"memory");
 }
 
-// The box of a 2-d map at (c0 inner, c1 outer) -> dst, completing on bar.
-__device__ __forceinline__ void tmaLoad2(void* dst, const CUtensorMap* map, int c0, int c1, uint64_t* bar) {
-  asm volatile(
-      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%2, %3}], [%4];\n" ::"r"(
-          smemAddr(dst)),
-      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smemAddr(bar))
-      : "memory");
-}
 // The same box into dst of every block of the cluster in mask, each completing on its own bar (the
 // same offsets in every block).
 __device__ __forceinline__ void tmaLoad2Multicast(void* dst, const CUtensorMap* map, int c0, int c1, uint64_t* bar,
@@ -69,14 +64,6 @@ __device__ __forceinline__ void tmaLoad2Multicast(void* dst, const CUtensorMap* 
       "%3}], [%4], %5;\n" ::"r"(smemAddr(dst)),
       "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(smemAddr(bar)), "h"(mask)
       : "memory");
-}
-__device__ __forceinline__ uint32_t clusterRank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-}
-__device__ __forceinline__ void clusterSync() {
-  asm volatile("barrier.cluster.arrive.release.aligned;\nbarrier.cluster.wait.acquire.aligned;\n" ::: "memory");
 }
 // One arrival on bar's twin in block cta of the cluster (this block's own included). Release at
 // the block's scope: what it orders is the consumers' shared-memory reads, which the wgmma wait
@@ -205,17 +192,6 @@ __global__ void __launch_bounds__(kThreads, 1)
   }
 }
 
-// A row-major (outer, inner) bf16 matrix as a 2-d tensor map with boxes (boxInner, boxOuter), 128-byte swizzled.
-CUtensorMap map2d(const bf16* base, int inner, int outer, int boxInner, int boxOuter) {
-  CUtensorMap m;
-  const cuuint64_t dim[2] = {cuuint64_t(inner), cuuint64_t(outer)}, stride[1] = {cuuint64_t(inner) * 2};
-  const cuuint32_t box[2] = {cuuint32_t(boxInner), cuuint32_t(boxOuter)}, step[2] = {1, 1};
-  const CUresult r = tensorMapEncoder()(&m, CU_TENSOR_MAP_DATA_TYPE_BFLOAT16, 2, const_cast<bf16*>(base), dim, stride,
-                                       box, step, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
-                                       CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
-  if (r != CUDA_SUCCESS) throw CudaError("cuTensorMapEncodeTiled failed (" + std::to_string(int(r)) + ")", false);
-  return m;
-}
 
 // Clusters the device holds at once (0: the kernel cannot run here); once per process.
 int swigluClusters() {
