@@ -1,52 +1,51 @@
-// The decode step's products (Y (T, O) = X (T, K) . W (O, K)^T for 8-256 tokens) on Hopper's wgmma
-// with tensor copies, the candidate to replace cuBLASLt there, and what a product's weight stream
-// costs by itself, and the MLP half of a decode layer as one persistent kernel. At these token counts a product is a pass over its weight (34-235 MB per 8B
-// layer) with little arithmetic per byte, and cuBLASLt runs them at 45-89% of the read roofline
-// (Nsight Compute, H200, 2026-12-03, engine-gpu.md).
-// The kernel: W is operand A (64 output rows per consumer warpgroup, two per block: 128 rows), the
-// tokens operand B (N = 8..256, rows past T zero-filled by the copy), both K-major in 128-byte-
-// swizzled shared memory; a producer warpgroup's lane 0 streams 64-wide K slices of W (16 KB) and X
-// (N x 128 B) through stages released by mbarriers, W's first stages issued before the PDL wait.
-// Where 128-row tiles leave SMs idle the K range is split over a cluster of S blocks; each block
-// leaves its f32 partial tile in its shared memory and, after one cluster barrier, reduces a 1/S
-// share of the tile's rows over the S blocks in rank order (distributed shared memory, 16-byte
-// loads): deterministic, no workspace. One block per SM (200 KB of stages, setmaxnreg 40 / 232) or,
-// for T <= 64, two (100 KB, 80 registers). Output modes as the engine's products: bf16 (qkv), f32,
-// f32 += (o, down: the residual stream) and the SiLU pair of gate/up (rows 2j, 2j + 1 ->
-// silu(bf16(gate)) * bf16(up), as skinnyGemm), which removes silu_mul. "tiled": W re-laid out in 16 KB
-// tiles (one contiguous read per stage) instead of 128 rows of 128 bytes at the row stride.
-// Checks: every mode against float64 at small shapes (ragged T, every S, both occupancies, tiled and
-// not), outputs NaN-poisoned, every product run twice for the same bits; at the 8B shapes against
-// cuBLASLt's product. Timing: alone and eight back to back (8 copies of each weight taken in turn:
-// no L2 hits; this kernel PDL-chained), against the engine's cuBLASLt choice (Gemm::tune with
-// split-K, as autotune.cc runs it) in the same process, and the same grids copying W with no math.
-// Measured (H200, 2026-12-04, five commands; engine-gpu.md, raw engine-gpu/h200-2026-12-04e-gemm-
-// decode-*.txt), us per product eight back to back, T = 8 (this kernel, its best split / cuBLASLt /
-// the copies alone): qkv 16.6-17.2 / 18.0-19.5 / 15.1-15.2, o 13.7-14.5 / 14.1-16.5 / 11.2-11.3,
-// gate_up 60.6-61.7 / 59.4-61.7 (+ silu_mul) / 59.7-60.0, down 34.2-35.9 / 33.4-34.5 / 30.9-31.7.
-// At T = 64 this kernel loses (o 19.0-21.4 against 14.1-14.4) and at 128-256 by up to 2.7x (its
-// split tiles are compute-bound on the few SMs they use). Pre-tiled weights change nothing (+-2%).
-// So cuBLASLt is within 1-3 us of a bare copy of the weight in the same grid, and neither reaches
-// the read roofline on one product (o: 33.5 MB in 11.2 us is 3.0 TB/s): the ramp and tail of each
-// launch cost more than any tile choice saves. Section 3 measures that cost for a whole layer: the
-// four weights (436 MB) as four bare launches take 128.9 us per layer (3.39 TB/s), one persistent
-// kernel streaming them through a 12-stage ring with a grid barrier between the products 107.2 us
-// (4.07 TB/s; 108.4 without prefetching across the barriers). Those four launches are this file's
-// bare copies in its own grids; the engine's path does better than them: section 4 runs the MLP half
-// of a layer (o, rmsnorm, gate/up, silu_mul, down: 386 MB) as the engine does it (tuned cuBLASLt
-// products, its norm and SiLU kernels, a CUDA graph of 8 layers) at 103-110 us per layer (3.5-3.7
-// TB/s, five commands), and as one persistent kernel (mlpStepKernel: barriers between the products,
-// o and down split four ways, gate/up whole-K items with the SiLU pair in registers; 8 or 10 stages)
-// at 109-115 us:
-// correct (against the engine's kernels: x to 5e-3, silu(gate) * up to 2e-2, the same bits twice),
-// 5% slower. Three stream-K versions (each block an equal range of 16 KB weight units, partial slots
-// per tile, a reduce phase per product; the last in 7bbfcac) ran 119-146 us. Against the persistent stream's 4.07 TB/s
-// (~95 us for these bytes) the launches of the engine's MLP half cost ~8-15 us per layer, ~0.25-0.5
-// ms per 8B decode step. Its phases timed (MlpArgs::stamps, T = 8, us from entry to the last block's
-// end): o 13.0 (7.5 at the roofline), barriers + o's reduce + norm 6.8, gate/up 64.9 (52.2: 92 of 132
-// blocks take two of its 224 items), down 26.3 (26.1: streamed at the roofline, its first weights
-// prefetched across the barrier), reduce 2.1. What a winning version must fix: gate/up's balance,
-// o's ramp, and the norm on the critical path.
+// The decode step's products (Y (T, O) = X (T, K) . W (O, K)^T for 8-256 tokens) on Hopper's wgmma with
+// tensor copies, the candidate to replace cuBLASLt there, and what a product's weight stream costs by
+// itself, and the MLP half of a decode layer as one persistent kernel. At these token counts a product is
+// a pass over its weight (34-235 MB per 8B layer) with little arithmetic per byte, and cuBLASLt runs them
+// at 45-89% of the read roofline (Nsight Compute, H200, 2026-12-03, engine-gpu.md). The kernel: W is
+// operand A (64 output rows per consumer warpgroup, two per block: 128 rows), the tokens operand B (N =
+// 8..256, rows past T zero-filled by the copy), both K-major in 128-byte-swizzled shared memory; a
+// producer warpgroup's lane 0 streams 64-wide K slices of W (16 KB) and X (N x 128 B) through stages
+// released by mbarriers, W's first stages issued before the PDL wait. Where 128-row tiles leave SMs idle
+// the K range is split over a cluster of S blocks; each block leaves its f32 partial tile in its shared
+// memory and, after one cluster barrier, reduces a 1/S share of the tile's rows over the S blocks in rank
+// order (distributed shared memory, 16-byte loads): deterministic, no workspace. One block per SM (200 KB
+// of stages, setmaxnreg 40 / 232) or, for T <= 64, two (100 KB, 80 registers). Output modes as the
+// engine's products: bf16 (qkv), f32, f32 += (o, down: the residual stream) and the SiLU pair of gate/up
+// (rows 2j, 2j + 1 -> silu(bf16(gate)) * bf16(up), as skinnyGemm), which removes silu_mul. "tiled": W re-
+// laid out in 16 KB tiles (one contiguous read per stage) instead of 128 rows of 128 bytes at the row
+// stride. Checks: every mode against float64 at small shapes (ragged T, every S, both occupancies, tiled
+// and not), outputs NaN-poisoned, every product run twice for the same bits; at the 8B shapes against
+// cuBLASLt's product. Timing: alone and eight back to back (8 copies of each weight taken in turn: no L2
+// hits; this kernel PDL-chained), against the engine's cuBLASLt choice (Gemm::tune with split-K, as
+// autotune.cc runs it) in the same process, and the same grids copying W with no math. Measured (H200,
+// 2026-12-04, five commands; engine-gpu.md, raw engine-gpu/h200-2026-12-04e-gemm-decode-*.txt), us per
+// product eight back to back, T = 8 (this kernel, its best split / cuBLASLt / the copies alone): qkv
+// 16.6-17.2 / 18.0-19.5 / 15.1-15.2, o 13.7-14.5 / 14.1-16.5 / 11.2-11.3, gate_up 60.6-61.7 / 59.4-61.7 (+
+// silu_mul) / 59.7-60.0, down 34.2-35.9 / 33.4-34.5 / 30.9-31.7. At T = 64 this kernel loses (o 19.0-21.4
+// against 14.1-14.4) and at 128-256 by up to 2.7x (its split tiles are compute-bound on the few SMs they
+// use). Pre-tiled weights change nothing (+-2%). So cuBLASLt is within 1-3 us of a bare copy of the weight
+// in the same grid, and neither reaches the read roofline on one product (o: 33.5 MB in 11.2 us is 3.0
+// TB/s): the ramp and tail of each launch cost more than any tile choice saves. Section 3 measures that
+// cost for a whole layer: the four weights (436 MB) as four bare launches take 128.9 us per layer (3.39
+// TB/s), one persistent kernel streaming them through a 12-stage ring with a grid barrier between the
+// products 107.2 us (4.07 TB/s; 108.4 without prefetching across the barriers). Those four launches are
+// this file's bare copies in its own grids; the engine's path does better than them: section 4 runs the
+// MLP half of a layer (o, rmsnorm, gate/up, silu_mul, down: 386 MB) as the engine does it (tuned cuBLASLt
+// products, its norm and SiLU kernels, a CUDA graph of 8 layers) at 103-110 us per layer (3.5-3.7 TB/s,
+// five commands), and as one persistent kernel (mlpStepKernel: barriers between the products, o and down
+// split four ways, gate/up whole-K items with the SiLU pair in registers; 8 or 10 stages) at 109-115 us:
+// correct (against the engine's kernels: x to 5e-3, silu(gate) * up to 2e-2, the same bits twice), 5%
+// slower. Three stream-K versions (each block an equal range of 16 KB weight units, partial slots per
+// tile, a reduce phase per product; the last in 7bbfcac) ran 119-146 us. Against the persistent stream's
+// 4.07 TB/s (~95 us for these bytes) the launches of the engine's MLP half cost ~8-15 us per layer,
+// ~0.25-0.5 ms per 8B decode step. Its phases timed (MlpArgs::stamps, T = 8, us from entry to the last
+// block's end): o 13.0 (7.5 at the roofline), barriers + o's reduce + norm 6.8, gate/up 64.9 (52.2: 92 of
+// 132 blocks take two of its 224 items), down 26.3 (26.1: streamed at the roofline, its first weights
+// prefetched across the barrier), reduce 2.1. What a winning version must fix: gate/up's balance, o's
+// ramp, and the norm on the critical path. MlpArgs::balance (mlpStepKernel<true>): gate/up balanced, block
+// b taking tile b whole and an equal share of the tiles past the grid; compiled, not yet run (2026-12-04:
+// the device time was spent). MLP_ONLY=1 runs section 4 alone, at T = 8.
 //   build: cmake --build native/build --target gemm-decode-wgmma; run: gemm-decode-wgmma
 #include <algorithm>
 #include <array>
