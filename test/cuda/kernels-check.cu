@@ -482,6 +482,23 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0, bool rop
   }
   bf16* dout;
   MS_CUDA_CHECK(cudaMalloc(&dout, ref.size() * 2));
+  // Fixed splits on tensor copies give the same values as on cp.async (the same products in the
+  // same order; only the loads differ): every element of the queries' rows (null: all) compared.
+  auto sameAsCpAsync = [&](DecodeAttentionArgs ak, const std::vector<float>& got, const std::string& name,
+                           const std::vector<int32_t>* rows = nullptr) {
+    if (ak.clusterSize != 0 || !decodeAttentionTensorCopies(ak)) return;
+    ak.tensorCopies = false;
+    MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));
+    decodeAttentionMma(ak, 0);
+    const auto cp = bf16Vec(download<uint16_t>(dout, ref.size()));
+    std::vector<float> g;
+    std::vector<double> want;
+    const size_t row = size_t(heads) * D;
+    for (size_t t = 0; t < ref.size() / row; t++)
+      if (!rows || std::find(rows->begin(), rows->end(), int32_t(t)) != rows->end())
+        for (size_t i = t * row; i < (t + 1) * row; i++) g.push_back(got[i]), want.push_back(cp[i]);
+    check(name + " = cp.async", g, want, 0.0);
+  };
   // Decode kernel on every token (it handles any token), with the planned split and with 64-key splits.
   std::vector<int32_t> all(N);
   for (int t = 0; t < N; t++) all[t] = t;
@@ -512,10 +529,11 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0, bool rop
         MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));  // poison: NaN bf16
         decodeAttentionMma(ak, 0);
         auto got = bf16Vec(download<uint16_t>(dout, ref.size()));
-        check(std::string(kernel ? "decodeAttentionMma cluster " : "decodeAttentionMma ") + tag + " split=" +
-                  std::to_string(ak.splitLen) + (kernel ? " cluster=" + std::to_string(ak.clusterSize) : "") +
-                  (again ? " again" : ""),
-              got, ref, 1e-2);
+        const std::string name = std::string(kernel ? "decodeAttentionMma cluster " : "decodeAttentionMma ") + tag +
+                                 " split=" + std::to_string(ak.splitLen) +
+                                 (kernel ? " cluster=" + std::to_string(ak.clusterSize) : "") + (again ? " again" : "");
+        check(name, got, ref, 1e-2);
+        if (!again) sameAsCpAsync(ak, got, name);
       }
     // Fixed splits with the context spread evenly over the grid, and with three K/V tiles in flight.
     for (auto [even, stages] : {std::pair<bool, int>{true, 2}, {false, 3}, {true, 3}}) {
@@ -523,9 +541,11 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0, bool rop
       ak.evenSplits = even, ak.stages = stages;
       MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));
       decodeAttentionMma(ak, 0);
-      check("decodeAttentionMma " + tag + " split=" + std::to_string(ak.splitLen) + (even ? " even" : "") +
-                " stages=" + std::to_string(stages),
-            bf16Vec(download<uint16_t>(dout, ref.size())), ref, 1e-2);
+      const auto got = bf16Vec(download<uint16_t>(dout, ref.size()));
+      const std::string name = "decodeAttentionMma " + tag + " split=" + std::to_string(ak.splitLen) +
+                               (even ? " even" : "") + " stages=" + std::to_string(stages);
+      check(name, got, ref, 1e-2);
+      sameAsCpAsync(ak, got, name);
     }
     // The entry point (decodeAttention) plans clusters itself under clusterCap: as the backend runs it.
     for (int cap : {16, 0}) {
@@ -601,6 +621,7 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0, bool rop
                              (a.evenSplits ? " even" : "") + (a.stages == 3 ? " stages=3" : "");
       check("decodeAttentionMma fused rope " + tag + sp, got, want, 1e-2);
       check("decodeAttentionMma fused rope, appended K/V " + tag + sp, gotKv, wantKv, 1e-2);
+      sameAsCpAsync(a, all, "decodeAttentionMma fused rope " + tag + sp, &dec);
     }
     cudaFree(ddec), cudaFree(dqkv0), cudaFree(dpool2);
   }

@@ -24,6 +24,18 @@
 // With ropeInvFreq (pure-decode layers) the kernel also does ropeAppend's work for its tokens: the
 // split holding the newest key rotates k and writes k and v into the page slot (and straight into
 // its shared tile), and every block rotates its q heads as it stages them (one kernel less per layer).
+//
+// Two ways to load the K/V tiles:
+// - cp.async (any head dim and page size): every thread copies 16-byte chunks, a page lookup and an
+//   address each; at large batch these were ~45% of the block's instructions and the blocks are
+//   issue-bound (Nsight, b=128, 2026-12-04: 2 warps per scheduler, an instruction every 5.2 cycles).
+// - tensor copies (kTma: fixed splits, head dim 128, pages of 8 or 16 keys, an sm_90a build): a
+//   warp reads only its own 16 keys of each tile, so lane 0 of each warp copies those keys' pages
+//   (kvTensorMap: 64 dims x a page of keys, 128-byte swizzle, K and V) onto the warp's own mbarrier
+//   per stage, and the warps stream their keys with no block barrier per tile. All NB stages are
+//   issued before the PDL wait; the newest key's row (which this kernel or ropeAppend writes) is
+//   patched into its tile from shared staging, and in the last tile each warp zeroes its V rows
+//   past the context (whole pages land, and an unwritten slot times a zero probability is NaN).
 #include <cfloat>
 #include <cmath>
 #include <initializer_list>
@@ -35,6 +47,7 @@
 #include "kernels.h"
 #include "mma-ptx.h"
 #include "pdl.h"
+#include "wgmma-ptx.h"
 
 namespace ms::cuda {
 namespace {
@@ -53,6 +66,18 @@ static_assert(kMaxGqa <= 8 && kMaxGqa <= kMinCluster, "decode attention holds at
 template <int D, int W, int NB>
 constexpr size_t smemBytes(int numPageIds) {
   return size_t(16 + NB * 2 * 16 * W) * (D + 8) * sizeof(bf16) + size_t(numPageIds) * sizeof(int32_t);
+}
+// Tensor copies: q, then up to 1 KB to align the swizzled tiles, then the NB tiles and the page ids.
+template <int D, int W, int NB>
+constexpr size_t smemBytesTma(int numPageIds) {
+  return size_t(16 * (D + 8)) * sizeof(bf16) + 1024 + size_t(NB * 2 * 16 * W * D) * sizeof(bf16) +
+         size_t(numPageIds) * sizeof(int32_t);
+}
+// Byte offset of 16-byte chunk c (0-15) of row r in a swizzled K or V tile of BN rows (two 64-dim
+// halves of BN 128-byte rows; the 128-byte swizzle XORs a row's chunk index with its row mod 8).
+template <int BN>
+__device__ __forceinline__ uint32_t swizzledChunk(int r, int c) {
+  return uint32_t((c >> 3) * BN * 128 + r * 128 + (((c & 7) ^ (r & 7)) << 4));
 }
 
 // cp.async.wait_group with a run-time count of groups allowed in flight, 0 <= n <= MAX.
@@ -127,16 +152,26 @@ __device__ __forceinline__ void clusterReduce(const DecodeAttentionArgs& a, int 
 // kCluster: grid.x is one cluster, whose blocks split each context evenly (in multiples of 16 keys);
 // a.splitLen bounds the keys per block. Else split s holds keys [s * len, (s + 1) * len), len =
 // a.splitLen, or evenSplitLen(ctx, grid.x) with a.evenSplits. NB: K/V tile buffers (tiles in flight).
-template <int D, bool kCluster, int W, int NB>
-__global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKernel(DecodeAttentionArgs a) {
+template <int D, bool kCluster, int W, int NB, bool kTma>
+__global__ void __launch_bounds__(32 * W, W == 8 ? 2 : kTma && NB == 2 ? 3 : 1)
+    decodeAttentionMmaKernel(DecodeAttentionArgs a, const __grid_constant__ CUtensorMap kvMap) {
   constexpr int LD = D + 8, CPR = D / 8, BN = 16 * W, kThreads = 32 * W;
+  static_assert(!kTma || (D == 128 && !kCluster && W == 4), "tensor copies: fixed splits, head dim 128, 64-key tiles");
   extern __shared__ __align__(16) unsigned char smRaw[];
   bf16* Qs = reinterpret_cast<bf16*>(smRaw);      // (16, LD)
-  bf16* KV = Qs + 16 * LD;                        // NB buffers of K (BN, LD) then V (BN, LD)
-  int32_t* smPage = reinterpret_cast<int32_t*>(KV + NB * 2 * BN * LD);
+  // cp.async: NB buffers of K (BN, LD) then V (BN, LD). kTma: from the next 1 KB, NB buffers of K then
+  // V, each two 64-dim halves of BN 128-byte rows, swizzled (tmaTileBytes).
+  bf16* KV = Qs + 16 * LD;
+  if constexpr (kTma) {  // the swizzle repeats every 1 KB of shared address space
+    const uint32_t at = smemAddr(KV);
+    KV = reinterpret_cast<bf16*>(reinterpret_cast<unsigned char*>(KV) + (((at + 1023u) & ~1023u) - at));
+  }
+  int32_t* smPage = reinterpret_cast<int32_t*>(kTma ? KV + NB * 2 * BN * D : KV + NB * 2 * BN * LD);
   float* smO = reinterpret_cast<float*>(KV);      // (W warps, 8 heads, D), once the tiles are consumed
   __shared__ float smM[W][8], smL[W][8];
   __shared__ int smIsLast;
+  __shared__ uint64_t smFull[NB * W];                            // kTma: a warp's rows of a stage landed
+  __shared__ __align__(16) bf16 smNew[kTma ? 2 : 1][kTma ? D : 8];  // kTma: the newest key's k, v
 
   if constexpr (kCluster) clusterArriveOnEntry();
   const int rep = a.heads / a.kv.kvHeads;
@@ -161,8 +196,34 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
   const int kvDim = a.kv.kvHeads * D, ps = a.kv.pageSize, page0 = k0 / ps;
   const int32_t* pt = a.meta.pageTable + int64_t(a.meta.seqOf[tok]) * a.meta.ptStride;
-  for (int j = threadIdx.x; j <= (k0 + n - 1) / ps - page0; j += kThreads) smPage[j] = pt[page0 + j];
+  const int lastPage = (k0 + n - 1) / ps - page0;  // of the split, from its first
+  for (int j = threadIdx.x; j <= lastPage; j += kThreads) smPage[j] = pt[page0 + j];
+  if constexpr (kTma) initStageBarriers(smFull, nullptr, NB * W, 0);
   __syncthreads();
+  // kTma, lane 0 of each warp: the warp's 16 rows of tile t (one page of 16 keys or two of 8; k0 is
+  // a page boundary) -> stage t % NB, K then V, each page as its two 64-dim halves, on the warp's
+  // own barrier; pages past the split's last are not copied. Each warp reads only its own rows, so
+  // the warps stream their keys independently, with no block barrier per tile.
+  auto issueRows = [&](int t) {
+    if constexpr (kTma) {
+#if defined(__CUDA_ARCH_FEAT_SM90_ALL)
+      unsigned char* dst = reinterpret_cast<unsigned char*>(KV + (t % NB) * 2 * BN * D) + warp * 16 * 128;
+      uint64_t* bar = &smFull[(t % NB) * W + warp];
+      const int p0 = (t * BN + warp * 16) / ps, np = max(0, min(16 / ps, lastPage + 1 - p0));
+      mbarExpectTx(bar, uint32_t(np * ps * 512));
+      for (int i = 0; i < np; i++) {
+        const int page = smPage[p0 + i];
+#pragma unroll
+        for (int kv = 0; kv < 2; kv++)
+#pragma unroll
+          for (int h = 0; h < 2; h++)
+            tmaLoad5(dst + kv * BN * D * 2 + h * BN * 128 + i * ps * 128, &kvMap, h * 64, g, 0, kv, page, bar);
+      }
+#else
+      __trap();
+#endif
+    }
+  };
   const bf16* kBase = a.kv.base + g * D;
   const int64_t vOff = int64_t(ps) * kvDim;
   // The tile loads are the kernel's main instruction stream (8 chunks per thread per tile): with a
@@ -187,8 +248,13 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
       cpAsync16(Vs + r * LD + col, bytes ? src + vOff : src, bytes);
     }
   };
-  loadTile(0, true);  // before the wait: the newest key may not be written yet
-  cpAsyncCommit();
+  if constexpr (kTma) {  // every stage before the wait: only the newest row may be unwritten, and it is patched
+    if (lane == 0)
+      for (int t = 0; t < NB && t < numTiles; t++) issueRows(t);
+  } else {
+    loadTile(0, true);  // before the wait: the newest key may not be written yet
+    cpAsyncCommit();
+  }
   pdlWait();  // q and the newest K/V come from the kernels before
   pdlTrigger();  // after the wait: measured 0.03 ms per step faster than at entry (engine-gpu.md)
   const bf16* qRow = a.q + int64_t(tok) * a.qStride;
@@ -196,7 +262,7 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
   if (newestHere && a.ropeInvFreq) {  // rotate k, append k and v; the tile row gets them directly
     const int pos = ctx - 1;
     bf16* kDst = a.kv.base + int64_t(smPage[pos / ps - page0]) * a.kv.pageStride + int64_t(pos % ps) * kvDim + g * D;
-    bf16* kRow = KV + ((newest / BN) % NB) * 2 * BN * LD + (newest % BN) * LD;
+    bf16* kRow = kTma ? smNew[0] : KV + ((newest / BN) % NB) * 2 * BN * LD + (newest % BN) * LD;
     const bf16* kSrc = qRow + (a.heads + g) * D;
     for (int i = threadIdx.x; i < D / 2; i += kThreads) {
       float sn, cs;
@@ -205,22 +271,30 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
       const bf16 lo = __float2bfloat16(x0 * cs - x1 * sn), hi = __float2bfloat16(x1 * cs + x0 * sn);
       kDst[i] = lo;
       kDst[i + D / 2] = hi;
-      if (newestInSmem) kRow[i] = lo, kRow[i + D / 2] = hi;
+      if (kTma || newestInSmem) kRow[i] = lo, kRow[i + D / 2] = hi;
     }
     const bf16* vSrc = qRow + (a.heads + a.kv.kvHeads + g) * D;
     for (int i = threadIdx.x; i < D / 8; i += kThreads) {
       const uint4 v = reinterpret_cast<const uint4*>(vSrc)[i];
       reinterpret_cast<uint4*>(kDst + vOff)[i] = v;
-      if (newestInSmem) reinterpret_cast<uint4*>(kRow + BN * LD)[i] = v;
+      if (kTma)
+        reinterpret_cast<uint4*>(smNew[1])[i] = v;
+      else if (newestInSmem)
+        reinterpret_cast<uint4*>(kRow + BN * LD)[i] = v;
     }
-    if (!newestInSmem) {
+    if (!kTma && !newestInSmem) {
       __threadfence_block();
       __syncthreads();  // the slot is written before a later tile's cp.async reads it back
     }
   }
   // Commit groups: tile 0, the newest row where ropeAppend wrote it, then tiles 1 .. NB - 1: the
   // first tile's math waits for all but those.
-  if (newestHere && newestInSmem && !a.ropeInvFreq) {
+  if (kTma && newestHere && !a.ropeInvFreq) {  // ropeAppend wrote it before the wait
+    const bf16* src = keySrc(newest, 0);
+    for (int c = threadIdx.x; c < 2 * CPR; c += kThreads)
+      reinterpret_cast<uint4*>(smNew[c / CPR])[c % CPR] = reinterpret_cast<const uint4*>(src + (c / CPR) * vOff)[c % CPR];
+  }
+  if (!kTma && newestHere && newestInSmem && !a.ropeInvFreq) {
     bf16* kRow = KV + ((newest / BN) % NB) * 2 * BN * LD + (newest % BN) * LD;
     for (int c = threadIdx.x; c < CPR; c += kThreads) {
       const bf16* src = keySrc(newest, c * 8);
@@ -229,7 +303,7 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
     }
     cpAsyncCommit();
   }
-  for (int t = 1; t < NB && t < numTiles; t++) {
+  for (int t = 1; !kTma && t < NB && t < numTiles; t++) {
     loadTile(t * BN, true);
     cpAsyncCommit();
   }
@@ -266,7 +340,7 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
       *reinterpret_cast<uint4*>(Qs + r * LD + col) = v;
     }
   }
-  cpAsyncWaitUpTo<NB - 1>(min(numTiles - 1, NB - 1));  // tiles 1 .. NB - 1 may still be in flight
+  if constexpr (!kTma) cpAsyncWaitUpTo<NB - 1>(min(numTiles - 1, NB - 1));  // tiles 1 .. NB - 1 may still be in flight
   __syncthreads();
   uint32_t qf[D / 16][4];
 #pragma unroll
@@ -276,12 +350,25 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
   float o[D / 8][4];
 #pragma unroll
   for (int i = 0; i < D / 8; i++) o[i][0] = o[i][1] = o[i][2] = o[i][3] = 0.f;
-  float m[2] = {-FLT_MAX, -FLT_MAX}, l[2] = {0.f, 0.f};
+  float m = -FLT_MAX, l = 0.f;  // row lane / 4's running max and sum
   const float sl2 = a.scale * kLog2e;
   for (int t = 0; t < numTiles; t++) {
-    const bf16* Ks = KV + (t % NB) * 2 * BN * LD;
-    const bf16* Vs = Ks + BN * LD;
-    if (t >= 1) {  // tile t was issued before tile t - 1's math; t + 1 .. t + NB - 1 may be in flight
+    const bf16* Ks = KV + (t % NB) * 2 * BN * (kTma ? D : LD);
+    const bf16* Vs = Ks + BN * (kTma ? D : LD);
+    if constexpr (kTma) {
+      mbarWait(&smFull[(t % NB) * W + warp], (t / NB) & 1);
+      if (t == numTiles - 1) {  // this warp's rows only: zero V past the context, patch the newest row
+        unsigned char* kb = reinterpret_cast<unsigned char*>(const_cast<bf16*>(Ks));
+        const int r0 = warp * 16, lo = max(0, min(16, n - t * BN - r0));
+        for (int c = lane; c < (16 - lo) * 16; c += 32)
+          *reinterpret_cast<uint4*>(kb + BN * D * 2 + swizzledChunk<BN>(r0 + lo + c / 16, c % 16)) = make_uint4(0, 0, 0, 0);
+        const int nr = newest - t * BN - r0;
+        if (newestHere && nr >= 0 && nr < 16)
+          *reinterpret_cast<uint4*>(kb + (lane / 16) * BN * D * 2 + swizzledChunk<BN>(r0 + nr, lane % 16)) =
+              reinterpret_cast<const uint4*>(smNew[lane / 16])[lane % 16];
+        __syncwarp();
+      }
+    } else if (t >= 1) {  // tile t was issued before tile t - 1's math; t + 1 .. t + NB - 1 may be in flight
       cpAsyncWaitUpTo<NB - 1>(min(numTiles - t - 1, NB - 1));
       __syncthreads();
     }
@@ -290,80 +377,87 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
 #pragma unroll
     for (int kk = 0; kk < D / 16; kk++) {
       uint32_t b[4];
-      ldmatrixX4(b, Ks + (warp * 16 + (lane % 8) + (lane / 16) * 8) * LD + kk * 16 + ((lane / 8) % 2) * 8);
+      const int kr = warp * 16 + (lane % 8) + (lane / 16) * 8, kc = kk * 2 + (lane / 8) % 2;
+      if constexpr (kTma)
+        ldmatrixX4(b, reinterpret_cast<const bf16*>(reinterpret_cast<const unsigned char*>(Ks) + swizzledChunk<BN>(kr, kc)));
+      else
+        ldmatrixX4(b, Ks + kr * LD + kc * 8);
       mma16816(s[0], qf[kk], b[0], b[1]);
       mma16816(s[1], qf[kk], b[2], b[3]);
     }
-    float mx[2] = {-FLT_MAX, -FLT_MAX};
+    // Softmax of row lane / 4 (accumulators 0-1) only: rows 8-15 (accumulators 2-3) are padding
+    // (a group has at most 8 heads), so their probabilities enter P . V as zeros and their outputs
+    // (o[i][2..3]) are never read.
+    float mx = -FLT_MAX;
     const int valid = n - (t * BN + warp * 16);  // keys of this warp's 16 that exist: all but in the last tile
     if (valid >= 16) {
 #pragma unroll
       for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
+        for (int e = 0; e < 2; e++) {
           s[nt][e] *= sl2;
-          mx[e >> 1] = fmaxf(mx[e >> 1], s[nt][e]);
+          mx = fmaxf(mx, s[nt][e]);
         }
     } else {
 #pragma unroll
       for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-        for (int e = 0; e < 4; e++) {
-          const float v = nt * 8 + (lane % 4) * 2 + (e & 1) < valid ? s[nt][e] * sl2 : -INFINITY;
+        for (int e = 0; e < 2; e++) {
+          const float v = nt * 8 + (lane % 4) * 2 + e < valid ? s[nt][e] * sl2 : -INFINITY;
           s[nt][e] = v;
-          mx[e >> 1] = fmaxf(mx[e >> 1], v);
+          mx = fmaxf(mx, v);
         }
     }
-    float alpha[2];
-#pragma unroll
-    for (int r = 0; r < 2; r++) {
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 1));
-      mx[r] = fmaxf(mx[r], __shfl_xor_sync(0xffffffffu, mx[r], 2));
-      const float mNew = fmaxf(m[r], mx[r]);  // finite: m starts at -FLT_MAX
-      alpha[r] = fastExp2(m[r] - mNew);
-      m[r] = mNew;
-      l[r] *= alpha[r];
-    }
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+    mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+    const float mNew = fmaxf(m, mx);  // finite: m starts at -FLT_MAX
+    const float alpha = fastExp2(m - mNew);
+    m = mNew;
+    l *= alpha;
 #pragma unroll
     for (int nt = 0; nt < 2; nt++)
 #pragma unroll
-      for (int e = 0; e < 4; e++) {
-        const float p = fastExp2(s[nt][e] - m[e >> 1]);
+      for (int e = 0; e < 2; e++) {
+        const float p = fastExp2(s[nt][e] - m);
         s[nt][e] = p;
-        l[e >> 1] += p;
+        l += p;
       }
-    if (__any_sync(0xffffffffu, alpha[0] != 1.f || alpha[1] != 1.f)) {  // most tiles past the first move no max
+    if (__any_sync(0xffffffffu, alpha != 1.f)) {  // most tiles past the first move no max
 #pragma unroll
       for (int i = 0; i < D / 8; i++) {
-        o[i][0] *= alpha[0];
-        o[i][1] *= alpha[0];
-        o[i][2] *= alpha[1];
-        o[i][3] *= alpha[1];
+        o[i][0] *= alpha;
+        o[i][1] *= alpha;
       }
     }
     // O += P . V over the same 16 keys.
-    const uint32_t pa[4] = {packBf16(s[0][0], s[0][1]), packBf16(s[0][2], s[0][3]), packBf16(s[1][0], s[1][1]),
-                            packBf16(s[1][2], s[1][3])};
+    const uint32_t pa[4] = {packBf16(s[0][0], s[0][1]), 0u, packBf16(s[1][0], s[1][1]), 0u};
 #pragma unroll
     for (int dp = 0; dp < D / 16; dp++) {
       uint32_t b[4];
-      ldmatrixX4Trans(b, Vs + (warp * 16 + (lane % 8) + ((lane / 8) % 2) * 8) * LD + dp * 16 + (lane / 16) * 8);
+      const int vr = warp * 16 + (lane % 8) + ((lane / 8) % 2) * 8, vc = dp * 2 + lane / 16;
+      if constexpr (kTma)
+        ldmatrixX4Trans(b, reinterpret_cast<const bf16*>(reinterpret_cast<const unsigned char*>(Vs) + swizzledChunk<BN>(vr, vc)));
+      else
+        ldmatrixX4Trans(b, Vs + vr * LD + vc * 8);
       mma16816(o[2 * dp], pa, b[0], b[1]);
       mma16816(o[2 * dp + 1], pa, b[2], b[3]);
     }
-    __syncthreads();  // this buffer is consumed before the load NB tiles on (or smO) overwrites it
-    if (t + NB < numTiles) {
-      loadTile((t + NB) * BN, false);
-      cpAsyncCommit();
+    if constexpr (kTma) {
+      __syncwarp();  // the warp's rows are consumed before its copies NB tiles on overwrite them
+      if (lane == 0 && t + NB < numTiles) issueRows(t + NB);
+    } else {
+      __syncthreads();  // this buffer is consumed before the load NB tiles on (or smO) overwrites it
+      if (t + NB < numTiles) {
+        loadTile((t + NB) * BN, false);
+        cpAsyncCommit();
+      }
     }
   }
+  if constexpr (kTma) __syncthreads();  // every warp is past its tiles before smO overwrites them
 
   // Per-warp state of row lane / 4 (head g * rep + row; rows >= rep are padding) -> shared.
-#pragma unroll
-  for (int r = 0; r < 2; r++) {
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
-    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
-  }
+  l += __shfl_xor_sync(0xffffffffu, l, 1);
+  l += __shfl_xor_sync(0xffffffffu, l, 2);
   const int row = lane / 4;
   if (row < rep) {
 #pragma unroll
@@ -371,7 +465,7 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
       smO[(warp * 8 + row) * D + i * 8 + (lane % 4) * 2] = o[i][0];
       smO[(warp * 8 + row) * D + i * 8 + (lane % 4) * 2 + 1] = o[i][1];
     }
-    if (lane % 4 == 0) smM[warp][row] = m[0], smL[warp][row] = l[0];
+    if (lane % 4 == 0) smM[warp][row] = m, smL[warp][row] = l;
   }
   __syncthreads();
   const int numSplits = kCluster ? int(gridDim.x) : (ctx + len - 1) / len;
@@ -408,29 +502,39 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : 1) decodeAttentionMmaKern
     mergeSplitsIfLast(a, qi, g, rep, D, numSplits, slot0, tok, &smIsLast);
 }
 
-template <int D, bool kCluster, int W, int NB>
+template <int D, bool kCluster, int W, int NB, bool kTma = false>
 void launchMma(const DecodeAttentionArgs& a, cudaStream_t s) {
-  const size_t smem = smemBytes<D, W, NB>(a.splitLen / a.kv.pageSize + 2);
+  const int ids = a.splitLen / a.kv.pageSize + 2;
+  const size_t smem = kTma ? smemBytesTma<D, W, NB>(ids) : smemBytes<D, W, NB>(ids);
   const dim3 grid(kCluster ? a.clusterSize : a.maxSplits, a.kv.kvHeads, a.numQueries);
-  launchPdlCluster("decodeAttentionMmaKernel", decodeAttentionMmaKernel<D, kCluster, W, NB>, grid, dim3(32 * W), smem,
-                   s, kCluster ? a.clusterSize : 0, a);
+  KvTensorMap map{};  // unread without kTma
+  if (kTma) map = a.kvMap ? *a.kvMap : kvTensorMap(a.kv);
+  launchPdlCluster("decodeAttentionMmaKernel", decodeAttentionMmaKernel<D, kCluster, W, NB, kTma>, grid, dim3(32 * W),
+                   smem, s, kCluster ? a.clusterSize : 0, a, *reinterpret_cast<const CUtensorMap*>(&map));
 }
 
-template <int D, bool kCluster, int W, int NB>
+template <int D, bool kCluster, int W, int NB, bool kTma = false>
 void allowSmem() {
-  MS_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionMmaKernel<D, kCluster, W, NB>,
+  const int ids = kMaxSplitLen / 8 + 2;  // the smallest page the kernels take with the longest split
+  MS_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionMmaKernel<D, kCluster, W, NB, kTma>,
                                      cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                     int(smemBytes<D, W, NB>(kMaxSplitLen + 2))));
+                                     int(kTma ? smemBytesTma<D, W, NB>(ids) : smemBytes<D, W, NB>(kMaxSplitLen + 2))));
   if (kCluster)
-    MS_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionMmaKernel<D, kCluster, W, NB>,
+    MS_CUDA_CHECK(cudaFuncSetAttribute(decodeAttentionMmaKernel<D, kCluster, W, NB, kTma>,
                                        cudaFuncAttributeNonPortableClusterSizeAllowed, 1));
+}
+
+// Fixed splits on tensor copies (kTma): whole pages per warp's 16 keys from every split's first key
+// (splitLen is a multiple of 64, even splits of 16).
+bool tmaFits(const DecodeAttentionArgs& a) {
+  return a.tensorCopies && a.clusterSize == 0 && decodeAttentionTensorCopies(a);
 }
 
 // Clusters of c blocks of the D = 128 kernel with W warps the device can hold at once (0: none).
 template <int W>
 int activeClusters(int c) {
   constexpr int NB = W == 8 ? 1 : 2;  // cluster shares: <= 512 keys
-  return maxActiveClusters(decodeAttentionMmaKernel<128, true, W, NB>, c, 32 * W,
+  return maxActiveClusters(decodeAttentionMmaKernel<128, true, W, NB, false>, c, 32 * W,
                            smemBytes<128, W, NB>(kDefaultSplitLen + 2));
 }
 
@@ -443,7 +547,11 @@ int g_wideClusters = 0;   // clusters of 16 eight-warp blocks the device holds a
 // four warps, a.stages (2 or 3) tile buffers.
 template <int D>
 void launchD(const DecodeAttentionArgs& a, cudaStream_t s) {
-  if (a.clusterSize == 0) return a.stages == 3 ? launchMma<D, false, 4, 3>(a, s) : launchMma<D, false, 4, 2>(a, s);
+  if (a.clusterSize == 0) {
+    if constexpr (D == 128)
+      if (tmaFits(a)) return a.stages == 3 ? launchMma<D, false, 4, 3, true>(a, s) : launchMma<D, false, 4, 2, true>(a, s);
+    return a.stages == 3 ? launchMma<D, false, 4, 3>(a, s) : launchMma<D, false, 4, 2>(a, s);
+  }
   const bool fits = a.splitLen <= 16 * 8;  // one tile per block: the eight-warp kernel has one buffer
   const bool wide = fits && (a.clusterWarps == 4 || a.clusterWarps == 8
                                  ? a.clusterWarps == 8
@@ -464,10 +572,24 @@ void decodeAttentionInit() {
                      allowSmem<16, true, 8, 1>, allowSmem<32, true, 8, 1>, allowSmem<64, true, 8, 1>,
                      allowSmem<128, true, 8, 1>})
     allow();
+#if defined(MS_CUDA_WGMMA)
+  allowSmem<128, false, 4, 2, true>();
+  allowSmem<128, false, 4, 3, true>();
+#endif
   g_maxCluster = 0;
   for (int c = kMaxCluster; c >= 2 && !g_maxCluster; c /= 2)
     if (activeClusters<4>(c) > 0) g_maxCluster = c;
   g_wideClusters = activeClusters<8>(kMaxCluster);
+}
+
+bool decodeAttentionTensorCopies(const DecodeAttentionArgs& a) {
+#if defined(MS_CUDA_WGMMA)
+  const int ps = a.kv.pageSize;
+  return a.kv.headDim == 128 && (ps == 8 || ps == 16);
+#else
+  (void)a;
+  return false;  // built without sm_90a machine code
+#endif
 }
 
 int decodeMaxCluster() { return g_maxCluster; }

@@ -100,13 +100,10 @@ void CudaBackend::tuneDecodeAttention() {
           d.partML = arena_.partML;
           d.counters = arena_.counters;
           d.clusterCap = opts_.decodeClusterCap;
-          d.kv.pageStride = pageElems_;
-          d.kv.pageSize = ps;
-          d.kv.kvHeads = m_.kvHeads;
-          d.kv.headDim = hd;
           total[k] += timeIt([&] {
             for (int l = 0; l < layers; l++) {
-              d.kv.base = pool_ + int64_t(l) * 2 * ps * kvDim;
+              d.kv = layerKv(l);
+              d.kvMap = kvMap(l);
               decodeAttention(d, stream_);
             }
           });

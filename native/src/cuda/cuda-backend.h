@@ -145,6 +145,9 @@ class CudaBackend : public Backend {
   // else on cuBLASLt; only the skinny kernel offers the fused gate/up epilogue (SiluPairBf16).
   bool usesSkinny(int kind, int T) const;
   void runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& ds, cudaStream_t s);
+  // Layer l's part of the page pool, and its tensor map (null where no kernel takes one).
+  KvLayer layerKv(int l) const;
+  const KvTensorMap* kvMap(int l);
   // The split plan for numQueries decode queries of at most maxCtx keys: the tuned choice of the
   // batch bucket that holds numQueries and the context bucket that holds maxCtx (2048's for longer
   // contexts; the default past the largest batch bucket).
@@ -235,8 +238,9 @@ class CudaBackend : public Backend {
   bf16* pool_ = nullptr;      // (numPages + 1, pageElems): the last page is the graphs' padding page;
                               // allocated by finalize (ensureKvPool) or joinNvshmem
   float* invFreq_ = nullptr;  // (headDim / 2,)
-  // The prefill attention's tensor maps, one per layer, for the pool at kvMapsPool_ (runLayers
-  // encodes them again when the pool moves: the memory plan's stand-in, then the real pool).
+  // The attention kernels' tensor maps (prefill on wgmma, decode's fixed splits), one per layer, for
+  // the pool at kvMapsPool_ (kvMap encodes them again when the pool moves: the memory plan's
+  // stand-in, then the real pool); empty where neither kernel takes them.
   std::vector<KvTensorMap> kvMaps_;
   const bf16* kvMapsPool_ = nullptr;
   cudaStream_t stream_ = nullptr;

@@ -104,6 +104,7 @@ void skinnyGemm(const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutM
 
 // Decode-style attention: each listed query token attends to the keys [0, pos] of its sequence,
 // split into chunks of splitLen keys (flash-decoding), then combined. GQA: heads % kvHeads == 0.
+struct KvTensorMap;  // below
 struct DecodeAttentionArgs {
   const bf16* q = nullptr;   // token t, head h at q + t * qStride + h * headDim
   int qStride = 0;
@@ -145,6 +146,10 @@ struct DecodeAttentionArgs {
   // buffered, three blocks per SM at headDim 128) or 3 (two tiles in flight while one is used, two
   // blocks per SM).
   int stages = 2;
+  // [default true] Fixed splits: K/V by tensor copies where they fit (sm_90a, head dim 128, pages of
+  // 8 or 16 keys; attention-decode-mma.cu), else cp.async; false: cp.async (the kernel checks compare).
+  bool tensorCopies = true;
+  const KvTensorMap* kvMap = nullptr;  // kvTensorMap(kv), host memory; null: encoded at launch
 };
 // Keys per decode attention block, at most; planDecodeSplits keeps to kDefaultSplitLen unless asked
 // for longer splits (the attention tuning's candidates), and cluster shares always do.
@@ -177,6 +182,9 @@ void planDecodeCluster(DecodeAttentionArgs& a, int cap);
 // Largest cluster (power of two, <= 16) the device runs the tensor-core kernel in; 0 before
 // decodeAttentionInit or without cluster support.
 int decodeMaxCluster();
+// Whether the layer's pool (a.kv) suits the fixed splits' tensor copies (an sm_90a build, head dim
+// 128, pages of 8 or 16 keys): kvTensorMap(a.kv) is then worth making once per layer.
+bool decodeAttentionTensorCopies(const DecodeAttentionArgs& a);
 // Clusters of 16 eight-warp blocks the device holds at once (the kernel uses them when all of a
 // launch's clusters fit); 0 before decodeAttentionInit.
 int decodeWideClusters();
@@ -195,8 +203,8 @@ struct PrefillTile {
   int32_t seq, tokenStart, rows, posStart;
 };
 constexpr int kPrefillTileRows = 64;
-// A layer's pool encoded for the wgmma kernel's tensor copies (a CUtensorMap: kvTensorMap), made once
-// per pool and layer by the caller or at each launch.
+// A layer's pool encoded for tensor copies (a CUtensorMap: kvTensorMap; the wgmma prefill attention and
+// the decode attention's fixed splits), made once per pool and layer by the caller or at each launch.
 struct alignas(64) KvTensorMap {
   unsigned char bytes[128];
 };

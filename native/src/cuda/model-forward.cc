@@ -83,6 +83,32 @@ DecodeSplits CudaBackend::decodeSplits(int numQueries, int maxCtx) const {
   return ds;
 }
 
+KvLayer CudaBackend::layerKv(int l) const {
+  KvLayer kv;
+  kv.base = pool_ + int64_t(l) * 2 * kv_.pageSize * m_.kvHeads * m_.headDim;
+  kv.pageStride = pageElems_;
+  kv.pageSize = kv_.pageSize;
+  kv.kvHeads = m_.kvHeads;
+  kv.headDim = m_.headDim;
+  kv.numPages = kv_.numPages > 0 ? kv_.numPages + 1 : 0;  // with the graphs' padding page
+  return kv;
+}
+
+const KvTensorMap* CudaBackend::kvMap(int l) {
+  if (kvMapsPool_ != pool_) {
+    PrefillAttentionArgs p;
+    p.kv = layerKv(0);
+    p.heads = m_.heads;
+    DecodeAttentionArgs d;
+    d.kv = p.kv;
+    kvMaps_.clear();
+    if (prefillAttentionWgmmaFits(p) || decodeAttentionTensorCopies(d))
+      for (int i = 0; i < m_.layers; i++) kvMaps_.push_back(kvTensorMap(layerKv(i)));
+    kvMapsPool_ = pool_;
+  }
+  return kvMaps_.empty() ? nullptr : &kvMaps_[l];
+}
+
 void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& ds, cudaStream_t s) {
   const int N = dm.lay.numTokens, H = m_.hidden, hd = m_.headDim, I = m_.intermediate;
   const int qDim = m_.heads * hd, kvDim = m_.kvHeads * hd, qkvDim = qDim + 2 * kvDim;
@@ -92,25 +118,6 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& 
   // Pure-decode layers: RoPE and the KV append run inside the decode attention kernel (no
   // ropeAppend launch).
   const bool fuseRope = dm.lay.numTiles == 0 && dm.lay.numDecode > 0;
-  auto layerKv = [&](int l) {
-    KvLayer kv;
-    kv.base = pool_ + int64_t(l) * 2 * kv_.pageSize * kvDim;
-    kv.pageStride = pageElems_;
-    kv.pageSize = kv_.pageSize;
-    kv.kvHeads = m_.kvHeads;
-    kv.headDim = hd;
-    kv.numPages = kv_.numPages > 0 ? kv_.numPages + 1 : 0;  // with the graphs' padding page
-    return kv;
-  };
-  if (dm.lay.numTiles > 0 && kvMapsPool_ != pool_) {
-    PrefillAttentionArgs probe;
-    probe.kv = layerKv(0);
-    probe.heads = m_.heads;
-    kvMaps_.clear();
-    if (prefillAttentionWgmmaFits(probe))
-      for (int l = 0; l < m_.layers; l++) kvMaps_.push_back(kvTensorMap(layerKv(l)));
-    kvMapsPool_ = pool_;
-  }
   for (int l = 0; l < m_.layers; l++) {
     const LayerWeights& L = weights_->layers[l];
     const KvLayer kv = layerKv(l);
@@ -143,6 +150,7 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& 
       d.counters = a.counters;
       d.clusterCap = opts_.decodeClusterCap;
       d.ropeInvFreq = fuseRope ? invFreq_ : nullptr;
+      d.kvMap = kvMap(l);
       decodeAttention(d, s);
     }
     if (dm.lay.numTiles > 0) {
@@ -158,7 +166,7 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& 
       p.kv = kv;
       p.heads = m_.heads;
       p.scale = scale;
-      p.kvMap = kvMaps_.empty() ? nullptr : &kvMaps_[l];
+      p.kvMap = kvMap(l);
       prefillAttention(p, s);
     }
     mark(kAttention, s);
