@@ -44,8 +44,11 @@
 // 132 blocks take two of its 224 items), down 26.3 (26.1: streamed at the roofline, its first weights
 // prefetched across the barrier), reduce 2.1. What a winning version must fix: gate/up's balance, o's
 // ramp, and the norm on the critical path. MlpArgs::balance (mlpStepKernel<true>): gate/up balanced, block
-// b taking tile b whole and an equal share of the tiles past the grid; compiled, not yet run (2026-12-04:
-// the device time was spent). MLP_ONLY=1 runs section 4 alone, at T = 8.
+// b taking tile b whole and an equal share of the tiles past the grid (2026-12-04, sixth session): correct,
+// its blocks end gate/up together (59.1 us from the barrier before it to the last block, against 61.8
+// unbalanced), but the layer is no faster (111.5-112.2 us against 111.7-111.8; the engine's kernels
+// 108.2-108.4 in the same command): o and the barriers, ~8 us over their bytes, are what is left.
+// MLP_ONLY=1 runs section 4 alone, at T = 8.
 //   build: cmake --build native/build --target gemm-decode-wgmma; run: gemm-decode-wgmma
 #include <algorithm>
 #include <array>
@@ -387,8 +390,8 @@ struct MlpArgs {
   unsigned long long* stamps = nullptr;  // optional: (G, kMlpStamps) %globaltimer at each phase's end
   // Balanced gate/up: block b takes tile b whole and an equal share (in 16 KB units) of the tiles past
   // the grid, whose partials (wsGu: (tiles - G, kMlpGuSlots, T, 128)) a reduce phase sums with the SiLU.
-  // Written after the phase timing showed gate/up's 2 : 1 imbalance (~10 us of 113); compiled, NOT YET
-  // RUN (2026-12-04: the session's device time was spent): main() checks and times it beside balance 0.
+  // Written after the phase timing showed gate/up's 2 : 1 imbalance (~10 us of 113); main() checks and
+  // times it beside balance 0 (measured: balanced, and the layer no faster; the header says more).
   int balance = 0;
   float* wsGu = nullptr;
 };
