@@ -211,14 +211,7 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : kTma && NB == 2 ? 3 : 1)
       uint64_t* bar = &smFull[(t % NB) * W + warp];
       const int p0 = (t * BN + warp * 16) / ps, np = max(0, min(16 / ps, lastPage + 1 - p0));
       mbarExpectTx(bar, uint32_t(np * ps * 512));
-      for (int i = 0; i < np; i++) {
-        const int page = smPage[p0 + i];
-#pragma unroll
-        for (int kv = 0; kv < 2; kv++)
-#pragma unroll
-          for (int h = 0; h < 2; h++)
-            tmaLoad5(dst + kv * BN * D * 2 + h * BN * 128 + i * ps * 128, &kvMap, h * 64, g, 0, kv, page, bar);
-      }
+      for (int i = 0; i < np; i++) tmaKvPage(dst + i * ps * 128, &kvMap, g, smPage[p0 + i], BN * D * 2, BN * 128, bar);
 #else
       __trap();
 #endif

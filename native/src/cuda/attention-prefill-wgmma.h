@@ -99,14 +99,7 @@ __device__ __forceinline__ void issueTile(const CUtensorMap* map, const int32_t*
                                           unsigned char* dst, uint64_t* bar) {
   const int p0 = t * BN / ps, n = min(BN / ps, pgEnd - p0);
   mbarExpectTx(bar, uint32_t(n * ps * 512));  // n pages x (K, V) x 2 halves x ps rows x 128 B
-  for (int i = 0; i < n; i++) {
-    const int page = pt[p0 + i];
-#pragma unroll
-    for (int kv = 0; kv < 2; kv++)
-#pragma unroll
-      for (int h = 0; h < 2; h++)
-        tmaLoad5(dst + kv * kTileBytes + h * BN * 128 + i * ps * 128, map, h * 64, g, 0, kv, page, bar);
-  }
+  for (int i = 0; i < n; i++) tmaKvPage(dst + i * ps * 128, map, g, pt[p0 + i], kTileBytes, BN * 128, bar);
 }
 
 }  // namespace ms::cuda::prefill_wgmma

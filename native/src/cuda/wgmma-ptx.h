@@ -97,6 +97,16 @@ __device__ __forceinline__ void tmaLoad5(void* dst, const CUtensorMap* map, int 
       : "memory");
 }
 
+// One page of KV head g (kvTensorMap's box: 64 dims x a page of keys) -> dst: K then V kvBytes
+// apart, each as its two 64-dim halves of 128-byte rows halfBytes apart, completing on bar.
+__device__ __forceinline__ void tmaKvPage(unsigned char* dst, const CUtensorMap* map, int g, int page,
+                                          uint32_t kvBytes, uint32_t halfBytes, uint64_t* bar) {
+#pragma unroll
+  for (int kv = 0; kv < 2; kv++)
+#pragma unroll
+    for (int h = 0; h < 2; h++) tmaLoad5(dst + kv * kvBytes + h * halfBytes, map, h * 64, g, 0, kv, page, bar);
+}
+
 // The driver's cuTensorMapEncodeTiled (looked up once; attention-prefill-wgmma.cu): tensor maps are
 // encoded on the host.
 PFN_cuTensorMapEncodeTiled_v12000 tensorMapEncoder();
