@@ -1,8 +1,8 @@
 // Paged decode attention on the tensor cores. The rep query heads that share a KV head (any rep
 // from 1 to kMaxGqa = 8) are the first rows of a 16-row mma tile (rows past rep are zero, and only
-// rows 0-7, each thread's first accumulator row, are read out), so the K and V of a split stream through
-// shared memory with cp.async as in the prefill kernel, and the arithmetic is off the critical
-// path. One block of W warps per (split, KV head, query token); every (16 * W)-key tile is shared
+// rows 0-7, each thread's first accumulator row, are computed past the products and read out), so
+// the K and V of a split stream through shared memory (two ways, below), and the arithmetic is off
+// the critical path. One block of W warps per (split, KV head, query token); every (16 * W)-key tile is shared
 // by the warps, 16 keys each, each warp with its own online softmax; the warps, then the splits,
 // are merged. The first K/V tile (all but the newest key) and the page ids are loaded before the
 // PDL wait. W = 4 streams 64-key tiles through NB = 2 buffers (or 3: a third tile in flight, two
@@ -27,7 +27,7 @@
 //
 // Two ways to load the K/V tiles:
 // - cp.async (any head dim and page size): every thread copies 16-byte chunks, a page lookup and an
-//   address each; at large batch these were ~45% of the block's instructions and the blocks are
+//   address each; at large batch these were ~45% of the block's instructions and the blocks were
 //   issue-bound (Nsight, b=128, 2026-12-04: 2 warps per scheduler, an instruction every 5.2 cycles).
 // - tensor copies (kTma: fixed splits, head dim 128, pages of 8 or 16 keys, an sm_90a build): a
 //   warp reads only its own 16 keys of each tile, so lane 0 of each warp copies those keys' pages
@@ -36,6 +36,9 @@
 //   issued before the PDL wait; the newest key's row (which this kernel or ropeAppend writes) is
 //   patched into its tile from shared staging, and in the last tile each warp zeroes its V rows
 //   past the context (whole pages land, and an unwritten slot times a zero probability is NaN).
+//   The same values as cp.async (the kernel checks compare every element); at b=128 half the
+//   instructions, and the decode step 2-3% faster at batches 8-128 (H200, 2026-12-04, engine-gpu.md).
+//   Re-filling K right after the QK products (separate K and V barriers) was 1-3% slower.
 #include <cfloat>
 #include <cmath>
 #include <initializer_list>
