@@ -486,7 +486,7 @@ void checkAttention(int D, int rep, int pageSize, int clusterWarps = 0, bool rop
   // same order; only the loads differ): every element of the queries' rows (null: all) compared.
   auto sameAsCpAsync = [&](DecodeAttentionArgs ak, const std::vector<float>& got, const std::string& name,
                            const std::vector<int32_t>* rows = nullptr) {
-    if (ak.clusterSize != 0 || !decodeAttentionTensorCopies(ak)) return;
+    if (ak.clusterSize != 0 || !decodeAttentionTensorCopies(ak.kv)) return;
     ak.tensorCopies = false;
     MS_CUDA_CHECK(cudaMemset(dout, 0xff, ref.size() * 2));
     decodeAttentionMma(ak, 0);

@@ -163,7 +163,7 @@ __global__ void __launch_bounds__(32 * W, W == 8 ? 2 : kTma && NB == 2 ? 3 : 1)
   extern __shared__ __align__(16) unsigned char smRaw[];
   bf16* Qs = reinterpret_cast<bf16*>(smRaw);      // (16, LD)
   // cp.async: NB buffers of K (BN, LD) then V (BN, LD). kTma: from the next 1 KB, NB buffers of K then
-  // V, each two 64-dim halves of BN 128-byte rows, swizzled (tmaTileBytes).
+  // V, each two 64-dim halves of BN 128-byte rows, swizzled (swizzledChunk).
   bf16* KV = Qs + 16 * LD;
   if constexpr (kTma) {  // the swizzle repeats every 1 KB of shared address space
     const uint32_t at = smemAddr(KV);
@@ -523,7 +523,7 @@ void allowSmem() {
 // Fixed splits on tensor copies (kTma): whole pages per warp's 16 keys from every split's first key
 // (splitLen is a multiple of 64, even splits of 16).
 bool tmaFits(const DecodeAttentionArgs& a) {
-  return a.tensorCopies && a.clusterSize == 0 && decodeAttentionTensorCopies(a);
+  return a.tensorCopies && a.clusterSize == 0 && decodeAttentionTensorCopies(a.kv);
 }
 
 // Clusters of c blocks of the D = 128 kernel with W warps the device can hold at once (0: none).
@@ -578,12 +578,11 @@ void decodeAttentionInit() {
   g_wideClusters = activeClusters<8>(kMaxCluster);
 }
 
-bool decodeAttentionTensorCopies(const DecodeAttentionArgs& a) {
+bool decodeAttentionTensorCopies(const KvLayer& kv) {
 #if defined(MS_CUDA_WGMMA)
-  const int ps = a.kv.pageSize;
-  return a.kv.headDim == 128 && (ps == 8 || ps == 16);
+  return kv.headDim == 128 && (kv.pageSize == 8 || kv.pageSize == 16);
 #else
-  (void)a;
+  (void)kv;
   return false;  // built without sm_90a machine code
 #endif
 }

@@ -182,9 +182,9 @@ void planDecodeCluster(DecodeAttentionArgs& a, int cap);
 // Largest cluster (power of two, <= 16) the device runs the tensor-core kernel in; 0 before
 // decodeAttentionInit or without cluster support.
 int decodeMaxCluster();
-// Whether the layer's pool (a.kv) suits the fixed splits' tensor copies (an sm_90a build, head dim
-// 128, pages of 8 or 16 keys): kvTensorMap(a.kv) is then worth making once per layer.
-bool decodeAttentionTensorCopies(const DecodeAttentionArgs& a);
+// Whether a layer's pool suits the fixed splits' tensor copies (an sm_90a build, head dim 128, pages
+// of 8 or 16 keys): kvTensorMap(kv) is then worth making once per layer.
+bool decodeAttentionTensorCopies(const KvLayer& kv);
 // Clusters of 16 eight-warp blocks the device holds at once (the kernel uses them when all of a
 // launch's clusters fit); 0 before decodeAttentionInit.
 int decodeWideClusters();

@@ -99,10 +99,8 @@ const KvTensorMap* CudaBackend::kvMap(int l) {
     PrefillAttentionArgs p;
     p.kv = layerKv(0);
     p.heads = m_.heads;
-    DecodeAttentionArgs d;
-    d.kv = p.kv;
     kvMaps_.clear();
-    if (prefillAttentionWgmmaFits(p) || decodeAttentionTensorCopies(d))
+    if (prefillAttentionWgmmaFits(p) || decodeAttentionTensorCopies(p.kv))
       for (int i = 0; i < m_.layers; i++) kvMaps_.push_back(kvTensorMap(layerKv(i)));
     kvMapsPool_ = pool_;
   }
