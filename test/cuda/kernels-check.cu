@@ -3,6 +3,7 @@
 // Built on the GPU host by bench/gpu/run.sh (target microserve_kernels_check); prints one line
 // per check and exits 1 if any fails. The sampling extras' checks are in extras-check.cu.
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -196,6 +197,63 @@ void checkGemms() {
     cudaFree(dy), cudaFree(dx);
   }
   cudaFree(dw);
+  // 2..4 tokens on tensor cores (7 and 8: the FMA kernel): rows not a multiple of 16 and K not a
+  // multiple of a warp's 128-k set (tails), every mode, outputs poisoned but for +=; gate/up pairs
+  // not a multiple of 8.
+  for (auto [O3, K3, P3] : {std::array<int, 3>{77, 520, 74}, {128, 64, 128}, {64, 192, 64}, {1024, 64, 384}}) {
+    auto w3 = randn(size_t(O3) * K3);
+    auto w3h = toBf16(w3);
+    bf16* dw3 = reinterpret_cast<bf16*>(upload(w3h));
+    for (int T : {2, 4, 7, 8}) {
+      auto x = randn(size_t(T) * K3);
+      auto xh = toBf16(x);
+      bf16* dx = reinterpret_cast<bf16*>(upload(xh));
+      std::vector<double> prod(size_t(T) * O3);
+      for (int t = 0; t < T; t++)
+        for (int o = 0; o < O3; o++) {
+          double acc = 0;
+          for (int k = 0; k < K3; k++) acc += double(x[size_t(t) * K3 + k]) * w3[size_t(o) * K3 + k];
+          prod[size_t(t) * O3 + o] = acc;
+        }
+      for (OutMode mode : {OutMode::Bf16, OutMode::F32, OutMode::F32Add}) {
+        auto y0 = randn(size_t(T) * O3);
+        float* dy = upload(y0);
+        if (mode != OutMode::F32Add) MS_CUDA_CHECK(cudaMemset(dy, 0xff, size_t(T) * O3 * 4));
+        skinnyGemm(dx, T, dw3, O3, K3, dy, mode, 0);
+        std::vector<float> got;
+        std::vector<double> ref = prod;
+        if (mode == OutMode::Bf16) {
+          got = bf16Vec(download<uint16_t>(dy, size_t(T) * O3));
+        } else {
+          got = download<float>(dy, size_t(T) * O3);
+          if (mode == OutMode::F32Add)
+            for (size_t i = 0; i < ref.size(); i++) ref[i] += y0[i];
+        }
+        const char* mname = mode == OutMode::Bf16 ? "bf16" : mode == OutMode::F32 ? "f32" : "f32 add";
+        const std::string shape = " O=" + std::to_string(O3) + " K=" + std::to_string(K3) + " ";
+        check("skinnyGemm T=" + std::to_string(T) + shape + mname, got, ref,
+              mode == OutMode::Bf16 ? 1e-2 : 1e-4);
+        cudaFree(dy);
+      }
+      std::vector<double> ref(size_t(T) * P3 / 2);
+      for (int t = 0; t < T; t++)
+        for (int j = 0; j < P3 / 2; j++) {
+          double gs = prod[size_t(t) * O3 + 2 * j], us = prod[size_t(t) * O3 + 2 * j + 1];
+          gs = bf16ToF32(f32ToBf16(float(gs)));
+          us = bf16ToF32(f32ToBf16(float(us)));
+          ref[size_t(t) * P3 / 2 + j] = gs / (1 + std::exp(-gs)) * us;
+        }
+      bf16* dy;
+      MS_CUDA_CHECK(cudaMalloc(&dy, size_t(T) * P3));
+      MS_CUDA_CHECK(cudaMemset(dy, 0xff, size_t(T) * P3));
+      skinnyGemm(dx, T, dw3, P3, K3, dy, OutMode::SiluPairBf16, 0);  // the first P3 rows of W
+      const std::string shape = " pairs=" + std::to_string(P3 / 2) + " K=" + std::to_string(K3);
+      check("skinnyGemm silu pair T=" + std::to_string(T) + shape,
+            bf16Vec(download<uint16_t>(dy, size_t(T) * P3 / 2)), ref, 1e-2);
+      cudaFree(dy), cudaFree(dx);
+    }
+    cudaFree(dw3);
+  }
   // T = 1 over long rows (K >= 8192: one row per warp, 8 blocks per SM).
   {
     const int O2 = 301, K2 = 10240;
