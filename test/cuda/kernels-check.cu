@@ -197,9 +197,9 @@ void checkGemms() {
     cudaFree(dy), cudaFree(dx);
   }
   cudaFree(dw);
-  // 2..4 tokens on tensor cores (7 and 8: the FMA kernel): rows not a multiple of 16 and K not a
-  // multiple of a warp's 128-k set (tails), every mode, outputs poisoned but for +=; gate/up pairs
-  // not a multiple of 8.
+  // Tails and the fixture's shapes at 2..8 tokens: rows not a multiple of 16 and K not a multiple
+  // of 128 (what the tensor-core form of 8187a86 needed checked; the FMA kernel's own tails too),
+  // every mode, outputs poisoned but for +=; gate/up pairs not a multiple of 8.
   for (auto [O3, K3, P3] : {std::array<int, 3>{77, 520, 74}, {128, 64, 128}, {64, 192, 64}, {1024, 64, 384}}) {
     auto w3 = randn(size_t(O3) * K3);
     auto w3h = toBf16(w3);
