@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
 #include <initializer_list>
 #include <random>
 #include <string>
@@ -130,6 +131,42 @@ void checkRmsNormSilu() {
   cudaFree(dx), cudaFree(dw), cudaFree(drows), cudaFree(dout), cudaFree(dt), cudaFree(dtok);
 }
 
+// (T, O) = x (T, K) . w (O, K)^T in float64.
+std::vector<double> productRef(const std::vector<float>& x, const std::vector<float>& w, int T, int O, int K) {
+  std::vector<double> prod(size_t(T) * O);
+  for (int t = 0; t < T; t++)
+    for (int o = 0; o < O; o++) {
+      double s = 0;
+      for (int k = 0; k < K; k++) s += double(x[size_t(t) * K + k]) * w[size_t(o) * K + k];
+      prod[size_t(t) * O + o] = s;
+    }
+  return prod;
+}
+
+// One product in each output mode (bf16, f32, f32 +=) against its float64 reference prod (T, O):
+// run(Y, mode) writes Y; with poison Y starts as NaN but for += (every element must be written).
+void checkModes(const std::string& name, int T, int O, const std::vector<double>& prod, bool poison,
+                const std::function<void(float*, OutMode)>& run) {
+  for (OutMode mode : {OutMode::Bf16, OutMode::F32, OutMode::F32Add}) {
+    auto y0 = randn(size_t(T) * O);
+    float* dy = upload(y0);
+    if (poison && mode != OutMode::F32Add) MS_CUDA_CHECK(cudaMemset(dy, 0xff, size_t(T) * O * 4));
+    run(dy, mode);
+    std::vector<float> got;
+    std::vector<double> ref = prod;
+    if (mode == OutMode::Bf16) {
+      got = bf16Vec(download<uint16_t>(dy, size_t(T) * O));
+    } else {
+      got = download<float>(dy, size_t(T) * O);
+      if (mode == OutMode::F32Add)
+        for (size_t i = 0; i < ref.size(); i++) ref[i] += y0[i];
+    }
+    const char* mname = mode == OutMode::Bf16 ? "bf16" : mode == OutMode::F32 ? "f32" : "f32 add";
+    check(name + " " + mname, got, ref, mode == OutMode::Bf16 ? 1e-2 : 1e-4);
+    cudaFree(dy);
+  }
+}
+
 void checkGemms() {
   Gemm gemm;
   const int O = 300, K = 512;
@@ -140,36 +177,16 @@ void checkGemms() {
     auto x = randn(size_t(T) * K);
     auto xh = toBf16(x);
     bf16* dx = reinterpret_cast<bf16*>(upload(xh));
-    std::vector<double> prod(size_t(T) * O);
-    for (int t = 0; t < T; t++)
-      for (int o = 0; o < O; o++) {
-        double s = 0;
-        for (int k = 0; k < K; k++) s += double(x[size_t(t) * K + k]) * w[size_t(o) * K + k];
-        prod[size_t(t) * O + o] = s;
-      }
+    const std::vector<double> prod = productRef(x, w, T, O, K);
     for (int impl = 0; impl < 2; impl++) {
       if (impl == 0 && T > kSkinnyMaxTokens) continue;
-      for (OutMode mode : {OutMode::Bf16, OutMode::F32, OutMode::F32Add}) {
-        auto y0 = randn(size_t(T) * O);
-        float* dy = upload(y0);
-        if (impl == 0)
-          skinnyGemm(dx, T, dw, O, K, dy, mode, 0);
-        else
-          gemm.run(dx, T, dw, O, K, dy, mode, 0);
-        std::vector<float> got;
-        std::vector<double> ref = prod;
-        if (mode == OutMode::Bf16) {
-          got = bf16Vec(download<uint16_t>(dy, size_t(T) * O));
-        } else {
-          got = download<float>(dy, size_t(T) * O);
-          if (mode == OutMode::F32Add)
-            for (size_t i = 0; i < ref.size(); i++) ref[i] += y0[i];
-        }
-        const char* mname = mode == OutMode::Bf16 ? "bf16" : mode == OutMode::F32 ? "f32" : "f32 add";
-        check(std::string(impl == 0 ? "skinnyGemm" : "cuBLASLt") + " T=" + std::to_string(T) + " " + mname, got, ref,
-              mode == OutMode::Bf16 ? 1e-2 : 1e-4);
-        cudaFree(dy);
-      }
+      checkModes(std::string(impl == 0 ? "skinnyGemm" : "cuBLASLt") + " T=" + std::to_string(T), T, O, prod, false,
+                 [&](float* dy, OutMode mode) {
+                   if (impl == 0)
+                     skinnyGemm(dx, T, dw, O, K, dy, mode, 0);
+                   else
+                     gemm.run(dx, T, dw, O, K, dy, mode, 0);
+                 });
     }
     cudaFree(dx);
   }
@@ -200,7 +217,8 @@ void checkGemms() {
   // Tails and the fixture's shapes at 2..8 tokens: rows not a multiple of 16 and K not a multiple
   // of 128 (what the tensor-core form of 8187a86 needed checked; the FMA kernel's own tails too),
   // every mode, outputs poisoned but for +=; gate/up pairs not a multiple of 8.
-  for (auto [O3, K3, P3] : {std::array<int, 3>{77, 520, 74}, {128, 64, 128}, {64, 192, 64}, {1024, 64, 384}}) {
+  for (const auto& shape : {std::array<int, 3>{77, 520, 74}, {128, 64, 128}, {64, 192, 64}, {1024, 64, 384}}) {
+    const int O3 = shape[0], K3 = shape[1], P3 = shape[2];
     auto w3 = randn(size_t(O3) * K3);
     auto w3h = toBf16(w3);
     bf16* dw3 = reinterpret_cast<bf16*>(upload(w3h));
@@ -208,33 +226,9 @@ void checkGemms() {
       auto x = randn(size_t(T) * K3);
       auto xh = toBf16(x);
       bf16* dx = reinterpret_cast<bf16*>(upload(xh));
-      std::vector<double> prod(size_t(T) * O3);
-      for (int t = 0; t < T; t++)
-        for (int o = 0; o < O3; o++) {
-          double acc = 0;
-          for (int k = 0; k < K3; k++) acc += double(x[size_t(t) * K3 + k]) * w3[size_t(o) * K3 + k];
-          prod[size_t(t) * O3 + o] = acc;
-        }
-      for (OutMode mode : {OutMode::Bf16, OutMode::F32, OutMode::F32Add}) {
-        auto y0 = randn(size_t(T) * O3);
-        float* dy = upload(y0);
-        if (mode != OutMode::F32Add) MS_CUDA_CHECK(cudaMemset(dy, 0xff, size_t(T) * O3 * 4));
-        skinnyGemm(dx, T, dw3, O3, K3, dy, mode, 0);
-        std::vector<float> got;
-        std::vector<double> ref = prod;
-        if (mode == OutMode::Bf16) {
-          got = bf16Vec(download<uint16_t>(dy, size_t(T) * O3));
-        } else {
-          got = download<float>(dy, size_t(T) * O3);
-          if (mode == OutMode::F32Add)
-            for (size_t i = 0; i < ref.size(); i++) ref[i] += y0[i];
-        }
-        const char* mname = mode == OutMode::Bf16 ? "bf16" : mode == OutMode::F32 ? "f32" : "f32 add";
-        const std::string shape = " O=" + std::to_string(O3) + " K=" + std::to_string(K3) + " ";
-        check("skinnyGemm T=" + std::to_string(T) + shape + mname, got, ref,
-              mode == OutMode::Bf16 ? 1e-2 : 1e-4);
-        cudaFree(dy);
-      }
+      const std::vector<double> prod = productRef(x, w3, T, O3, K3);
+      checkModes("skinnyGemm T=" + std::to_string(T) + " O=" + std::to_string(O3) + " K=" + std::to_string(K3), T, O3,
+                 prod, true, [&](float* dy, OutMode mode) { skinnyGemm(dx, T, dw3, O3, K3, dy, mode, 0); });
       std::vector<double> ref(size_t(T) * P3 / 2);
       for (int t = 0; t < T; t++)
         for (int j = 0; j < P3 / 2; j++) {
@@ -247,8 +241,8 @@ void checkGemms() {
       MS_CUDA_CHECK(cudaMalloc(&dy, size_t(T) * P3));
       MS_CUDA_CHECK(cudaMemset(dy, 0xff, size_t(T) * P3));
       skinnyGemm(dx, T, dw3, P3, K3, dy, OutMode::SiluPairBf16, 0);  // the first P3 rows of W
-      const std::string shape = " pairs=" + std::to_string(P3 / 2) + " K=" + std::to_string(K3);
-      check("skinnyGemm silu pair T=" + std::to_string(T) + shape,
+      check("skinnyGemm silu pair T=" + std::to_string(T) + " pairs=" + std::to_string(P3 / 2) + " K=" +
+                std::to_string(K3),
             bf16Vec(download<uint16_t>(dy, size_t(T) * P3 / 2)), ref, 1e-2);
       cudaFree(dy), cudaFree(dx);
     }
@@ -260,33 +254,8 @@ void checkGemms() {
     auto w2 = randn(size_t(O2) * K2), x2 = randn(K2);
     auto w2h = toBf16(w2), x2h = toBf16(x2);
     bf16 *dw2 = reinterpret_cast<bf16*>(upload(w2h)), *dx2 = reinterpret_cast<bf16*>(upload(x2h));
-    std::vector<double> prod(O2);
-    for (int o = 0; o < O2; o++) {
-      double s = 0;
-      for (int k = 0; k < K2; k++) s += double(x2[k]) * w2[size_t(o) * K2 + k];
-      prod[o] = s;
-    }
-    {
-      for (OutMode mode : {OutMode::Bf16, OutMode::F32, OutMode::F32Add}) {
-        auto y0 = randn(O2);
-        float* dy = upload(y0);
-        if (mode != OutMode::F32Add) MS_CUDA_CHECK(cudaMemset(dy, 0xff, size_t(O2) * 4));  // poison
-        skinnyGemm(dx2, 1, dw2, O2, K2, dy, mode, 0);
-        std::vector<float> got;
-        std::vector<double> ref = prod;
-        if (mode == OutMode::Bf16) {
-          got = bf16Vec(download<uint16_t>(dy, O2));
-        } else {
-          got = download<float>(dy, O2);
-          if (mode == OutMode::F32Add)
-            for (int i = 0; i < O2; i++) ref[i] += y0[i];
-        }
-        const char* mname = mode == OutMode::Bf16 ? "bf16" : mode == OutMode::F32 ? "f32" : "f32 add";
-        check(std::string("skinnyGemm T=1 K=10240 ") + mname, got, ref,
-              mode == OutMode::Bf16 ? 1e-2 : 1e-4);
-        cudaFree(dy);
-      }
-    }
+    checkModes("skinnyGemm T=1 K=10240", 1, O2, productRef(x2, w2, 1, O2, K2), true,
+               [&](float* dy, OutMode mode) { skinnyGemm(dx2, 1, dw2, O2, K2, dy, mode, 0); });
     cudaFree(dw2), cudaFree(dx2);
   }
 }
