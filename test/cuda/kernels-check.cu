@@ -143,6 +143,19 @@ std::vector<double> productRef(const std::vector<float>& x, const std::vector<fl
   return prod;
 }
 
+// silu(gate) * up of each gate/up row pair (rows 2j, 2j + 1 of prod (T, O)) for the first `pairs`
+// pairs, gate and up rounded to bf16 first as the kernels do.
+std::vector<double> siluPairRef(const std::vector<double>& prod, int T, int O, int pairs) {
+  std::vector<double> ref(size_t(T) * pairs);
+  for (int t = 0; t < T; t++)
+    for (int j = 0; j < pairs; j++) {
+      const double g = bf16ToF32(f32ToBf16(float(prod[size_t(t) * O + 2 * j])));
+      const double u = bf16ToF32(f32ToBf16(float(prod[size_t(t) * O + 2 * j + 1])));
+      ref[size_t(t) * pairs + j] = g / (1 + std::exp(-g)) * u;
+    }
+  return ref;
+}
+
 // One product in each output mode (bf16, f32, f32 +=) against its float64 reference prod (T, O):
 // run(Y, mode) writes Y; with poison Y starts as NaN but for += (every element must be written).
 void checkModes(const std::string& name, int T, int O, const std::vector<double>& prod, bool poison,
@@ -195,18 +208,7 @@ void checkGemms() {
     auto x = randn(size_t(T) * K);
     auto xh = toBf16(x);
     bf16* dx = reinterpret_cast<bf16*>(upload(xh));
-    std::vector<double> ref(size_t(T) * O / 2);
-    for (int t = 0; t < T; t++)
-      for (int j = 0; j < O / 2; j++) {
-        double g = 0, u = 0;
-        for (int k = 0; k < K; k++) {
-          g += double(x[size_t(t) * K + k]) * w[size_t(2 * j) * K + k];
-          u += double(x[size_t(t) * K + k]) * w[size_t(2 * j + 1) * K + k];
-        }
-        g = bf16ToF32(f32ToBf16(float(g)));
-        u = bf16ToF32(f32ToBf16(float(u)));
-        ref[size_t(t) * O / 2 + j] = g / (1 + std::exp(-g)) * u;
-      }
+    const std::vector<double> ref = siluPairRef(productRef(x, w, T, O, K), T, O, O / 2);
     bf16* dy;
     MS_CUDA_CHECK(cudaMalloc(&dy, size_t(T) * O));
     skinnyGemm(dx, T, dw, O, K, dy, OutMode::SiluPairBf16, 0);
@@ -229,14 +231,7 @@ void checkGemms() {
       const std::vector<double> prod = productRef(x, w3, T, O3, K3);
       checkModes("skinnyGemm T=" + std::to_string(T) + " O=" + std::to_string(O3) + " K=" + std::to_string(K3), T, O3,
                  prod, true, [&](float* dy, OutMode mode) { skinnyGemm(dx, T, dw3, O3, K3, dy, mode, 0); });
-      std::vector<double> ref(size_t(T) * P3 / 2);
-      for (int t = 0; t < T; t++)
-        for (int j = 0; j < P3 / 2; j++) {
-          double gs = prod[size_t(t) * O3 + 2 * j], us = prod[size_t(t) * O3 + 2 * j + 1];
-          gs = bf16ToF32(f32ToBf16(float(gs)));
-          us = bf16ToF32(f32ToBf16(float(us)));
-          ref[size_t(t) * P3 / 2 + j] = gs / (1 + std::exp(-gs)) * us;
-        }
+      const std::vector<double> ref = siluPairRef(prod, T, O3, P3 / 2);
       bf16* dy;
       MS_CUDA_CHECK(cudaMalloc(&dy, size_t(T) * P3));
       MS_CUDA_CHECK(cudaMemset(dy, 0xff, size_t(T) * P3));
