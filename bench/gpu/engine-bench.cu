@@ -292,9 +292,7 @@ int main(int argc, char** argv) {
     std::printf("model: llama-3.1-8b shape, %d pages of %zu bytes; init + autotune %.1f s; %s\n", kv.numPages,
                 b.pageBytes(), std::chrono::duration<double>(Clock::now() - t0).count(), b.deviceName().c_str());
     const char* kinds[] = {"qkv", "o", "gate_up", "down", "head"};
-    std::printf(
-        "gemm autotune, ms per product (skinny | cuBLASLt; qkv and gate_up with their rmsnorm where the skinny "
-        "product takes it) -> choice:\n");
+    std::printf("gemm autotune, ms per product (skinny | cuBLASLt) -> choice:\n");
     for (int k = 0; k < kNumWeightKinds; k++) {
       std::printf("  %-8s", kinds[k]);
       for (int T : {1, 2, 4, 8}) {

@@ -17,9 +17,7 @@ namespace ms::cuda {
 // does: a weight of 33-50 MB (o, qkv) would otherwise come partly from the 50 MB L2 and flatter
 // whatever streams it. Times the skinny kernel against cuBLASLt for 1..8 tokens of every weight
 // (median of 5 after 2 warm-ups, each alone). The skinny kernel is kept unless cuBLASLt is 5%
-// faster: in a sequence it also overlaps its neighbours (PDL), cuBLASLt does not. Where the skinny
-// kernel would take the block's rmsnorm into its prologue (normInSkinny: qkv, gate/up), the two
-// sides are timed with the norm: the fused product against rmsnorm + cuBLASLt.
+// faster: in a sequence it also overlaps its neighbours (PDL), cuBLASLt does not.
 CudaBackend::GemmShape CudaBackend::gemmShape(int kind) const {
   const int H = m_.hidden, I = m_.intermediate, qDim = m_.heads * m_.headDim;
   switch (kind) {
@@ -43,7 +41,6 @@ void CudaBackend::autotune() {
   randomNormalBf16(a.attn, R * qDim, 7, 2, 0.f, 1.f, stream_);
   randomNormalBf16(a.act, R * I, 7, 3, 0.f, 1.f, stream_);
   randomNormalBf16(a.gu, T * 2 * I, 7, 4, 0.f, 1.f, stream_);
-  randomNormalF32(a.x, R * H, 7, 5, 0.f, 1.f, stream_);
   struct Case {
     const bf16* X;
     std::vector<const bf16*> Ws;  // the weight of layers 0, 1, .. (the head: one)
@@ -99,22 +96,9 @@ void CudaBackend::autotune() {
   for (int k = 0; k < kNumWeightKinds; k++) {
     const Case& c = cases[k];
     auto nextW = [&] { return c.Ws[turn++ % c.Ws.size()]; };
-    const float* normW = k == kQkv ? weights_->layers[0].attnNorm : weights_->layers[0].mlpNorm;
     for (int T = 1; T <= kSkinnyMaxTokens; T++) {
-      const bool fused = normInSkinny(k, T);
-      auto norm = [&] {
-        if (fused) rmsNorm(a.x, nullptr, T, H, normW, m_.rmsEps, a.xn, stream_);
-      };
-      float skinny = timeIt([&] {
-        if (fused)
-          skinnyGemmNormed(a.x, normW, m_.rmsEps, T, nextW(), c.O, c.K, c.skinnyY, c.skinnyMode, stream_);
-        else
-          skinnyGemm(c.X, T, nextW(), c.O, c.K, c.skinnyY, c.skinnyMode, stream_);
-      });
-      float lt = timeIt([&] {
-        norm();
-        gemm_->run(c.X, T, nextW(), c.O, c.K, c.Y, c.mode, stream_);
-      });
+      float skinny = timeIt([&] { skinnyGemm(c.X, T, nextW(), c.O, c.K, c.skinnyY, c.skinnyMode, stream_); });
+      float lt = timeIt([&] { gemm_->run(c.X, T, nextW(), c.O, c.K, c.Y, c.mode, stream_); });
       useSkinny_[k][T] = skinny <= 1.05f * lt;
       gemmMs_[k][T][0] = skinny;
       gemmMs_[k][T][1] = lt;

@@ -144,9 +144,6 @@ class CudaBackend : public Backend {
   // T tokens of a weight kind run on the skinny kernel (the autotune's choice for 1..8 tokens),
   // else on cuBLASLt; only the skinny kernel offers the fused gate/up epilogue (SiluPairBf16).
   bool usesSkinny(int kind, int T) const;
-  // On the skinny kernel, the block's rmsnorm runs inside the product (skinnyGemmNormed): qkv and
-  // gate/up, where T rows of the hidden size fit its shared memory.
-  bool normInSkinny(int kind, int T) const;
   void runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& ds, cudaStream_t s);
   // Layer l's part of the page pool, and its tensor map (null where no kernel takes one).
   KvLayer layerKv(int l) const;

@@ -7,12 +7,14 @@
 #include "check.h"
 #include "kernels.h"
 #include "pdl.h"
-#include "row-norm.cuh"
 
 namespace ms::cuda {
 namespace {
 
-using norm::warpSum;
+__device__ __forceinline__ float warpSum(float v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
 
 // Sum over the block (blockDim.x a multiple of 32, at most 1024); every thread gets the total.
 __device__ float blockSum(float v) {
@@ -38,9 +40,8 @@ __global__ void embedGatherKernel(const int32_t* tokens, const bf16* table, int 
   for (int i = threadIdx.x; i < hidden; i += blockDim.x) dst[i] = __bfloat162float(src[i]);
 }
 
-// grid (n), block norm::kNormThreads: the row stays in registers (VPT float4 per thread), so one
-// round trip to memory; the norm weight is fetched before the PDL wait (it depends on no kernel).
-// The skinny product's fused norm (skinny-gemm.cu) repeats these sums in this order.
+// grid (n), block 256: the row stays in registers (VPT float4 per thread), so one round trip to
+// memory; the norm weight is fetched before the PDL wait (it depends on no kernel).
 template <int VPT>
 __global__ void rmsNormKernel(const float* x, const int32_t* rows, int n, int hidden, const float* w, float eps,
                               bf16* out) {
@@ -48,7 +49,7 @@ __global__ void rmsNormKernel(const float* x, const int32_t* rows, int n, int hi
   float4 wv[VPT];
 #pragma unroll
   for (int k = 0; k < VPT; k++) {
-    int i = threadIdx.x + k * norm::kNormThreads;
+    int i = threadIdx.x + k * 256;
     wv[k] = i < n4 ? reinterpret_cast<const float4*>(w)[i] : make_float4(0.f, 0.f, 0.f, 0.f);
   }
   pdlWait();
@@ -59,17 +60,18 @@ __global__ void rmsNormKernel(const float* x, const int32_t* rows, int n, int hi
   float ss = 0.f;
 #pragma unroll
   for (int k = 0; k < VPT; k++) {
-    int i = threadIdx.x + k * norm::kNormThreads;
+    int i = threadIdx.x + k * 256;
     v[k] = i < n4 ? xr[i] : make_float4(0.f, 0.f, 0.f, 0.f);
-    ss += norm::squares(v[k]);
+    ss += v[k].x * v[k].x + v[k].y * v[k].y + v[k].z * v[k].z + v[k].w * v[k].w;
   }
-  const float r = norm::invRms(blockSum(ss), hidden, eps);
+  const float r = rsqrtf(blockSum(ss) / float(hidden) + eps);
   __nv_bfloat162* o = reinterpret_cast<__nv_bfloat162*>(out + int64_t(blockIdx.x) * hidden);
 #pragma unroll
   for (int k = 0; k < VPT; k++) {
-    int i = threadIdx.x + k * norm::kNormThreads;
+    int i = threadIdx.x + k * 256;
     if (i >= n4) break;
-    norm::scale4(v[k], wv[k], r, o + 2 * i);
+    o[2 * i] = __floats2bfloat162_rn(wv[k].x * (v[k].x * r), wv[k].y * (v[k].y * r));
+    o[2 * i + 1] = __floats2bfloat162_rn(wv[k].z * (v[k].z * r), wv[k].w * (v[k].w * r));
   }
 }
 
@@ -216,8 +218,8 @@ void rmsNorm(const float* x, const int32_t* rows, int n, int hidden, const float
   if (hidden % 4 != 0 || hidden > 16 * 1024)
     throw CudaError("rmsNorm: hidden must be a multiple of 4 and at most 16384 (got " + std::to_string(hidden) + ")",
                     false);
-  const int vpt = (hidden / 4 + norm::kNormThreads - 1) / norm::kNormThreads;
-  const dim3 grid(n), block(norm::kNormThreads);
+  const int vpt = (hidden / 4 + 255) / 256;
+  const dim3 grid(n), block(256);
   if (vpt <= 1)
     launchPdl("rmsNormKernel", rmsNormKernel<1>, grid, block, 0, s, x, rows, n, hidden, w, eps, out);
   else if (vpt <= 2)

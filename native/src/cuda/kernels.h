@@ -99,13 +99,6 @@ enum class OutMode : int { Bf16 = 0, F32 = 1, F32Add = 2, SiluPairBf16 = 3 };
 // X, W bf16 row-major; K % 8 == 0.
 constexpr int kSkinnyMaxTokens = 8;
 void skinnyGemm(const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s);
-// The same product of rmsNorm(x, normW, eps) (x: T rows of K f32, the residual stream) without the
-// norm's launch: the normalised rows are rmsNorm's, bit for bit, so Y is too. Needs
-// skinnyNormFits(T, K): the T rows of K bf16 fit kSkinnyNormBytes of shared memory.
-constexpr size_t kSkinnyNormBytes = 32 * 1024;
-bool skinnyNormFits(int T, int K);
-void skinnyGemmNormed(const float* x, const float* normW, float eps, int T, const bf16* W, int O, int K, void* Y,
-                      OutMode mode, cudaStream_t s);
 
 // ---- attention ------------------------------------------------------------------------------
 

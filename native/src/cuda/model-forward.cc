@@ -58,10 +58,6 @@ bool CudaBackend::usesSkinny(int kind, int T) const {
   return T >= 1 && T <= kSkinnyMaxTokens && useSkinny_[kind][T];
 }
 
-bool CudaBackend::normInSkinny(int kind, int T) const {
-  return (kind == kQkv || kind == kGateUp) && skinnyNormFits(T, m_.hidden);
-}
-
 void CudaBackend::linear(int kind, const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode,
                          cudaStream_t s) {
   if (usesSkinny(kind, T))
@@ -124,13 +120,9 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& 
     const LayerWeights& L = weights_->layers[l];
     const KvLayer kv = layerKv(l);
 
-    if (usesSkinny(kQkv, N) && normInSkinny(kQkv, N)) {
-      skinnyGemmNormed(a.x, L.attnNorm, m_.rmsEps, N, L.qkv, qkvDim, H, a.qkv, OutMode::Bf16, s);
-    } else {
-      rmsNorm(a.x, nullptr, N, H, L.attnNorm, m_.rmsEps, a.xn, s);
-      mark(kNorm, s);
-      linear(kQkv, a.xn, N, L.qkv, qkvDim, H, a.qkv, OutMode::Bf16, s);
-    }
+    rmsNorm(a.x, nullptr, N, H, L.attnNorm, m_.rmsEps, a.xn, s);
+    mark(kNorm, s);
+    linear(kQkv, a.xn, N, L.qkv, qkvDim, H, a.qkv, OutMode::Bf16, s);
     mark(kQkvGemm, s);
     qkvBiasNorm(a.qkv, N, m_.heads, m_.kvHeads, hd, L.qkvBias, L.qNorm, L.kNorm, m_.rmsEps, s);  // Qwen2 / Qwen3
     if (!fuseRope) ropeAppend(a.qkv, dm.token, m_.heads, invFreq_, kv, s);
@@ -179,18 +171,12 @@ void CudaBackend::runLayers(const DeviceMeta& dm, Arena& a, const DecodeSplits& 
     linear(kO, a.attn, N, L.o, H, qDim, a.x, OutMode::F32Add, s);
     mark(kOGemm, s);
 
+    rmsNorm(a.x, nullptr, N, H, L.mlpNorm, m_.rmsEps, a.xn, s);
+    mark(kNorm, s);
     if (usesSkinny(kGateUp, N)) {  // silu.mul in the product's epilogue
-      if (normInSkinny(kGateUp, N)) {
-        skinnyGemmNormed(a.x, L.mlpNorm, m_.rmsEps, N, L.gateUp, 2 * I, H, a.act, OutMode::SiluPairBf16, s);
-      } else {
-        rmsNorm(a.x, nullptr, N, H, L.mlpNorm, m_.rmsEps, a.xn, s);
-        mark(kNorm, s);
-        linear(kGateUp, a.xn, N, L.gateUp, 2 * I, H, a.act, OutMode::SiluPairBf16, s);
-      }
+      linear(kGateUp, a.xn, N, L.gateUp, 2 * I, H, a.act, OutMode::SiluPairBf16, s);
       mark(kGateUpGemm, s);
     } else {
-      rmsNorm(a.x, nullptr, N, H, L.mlpNorm, m_.rmsEps, a.xn, s);
-      mark(kNorm, s);
       linear(kGateUp, a.xn, N, L.gateUp, 2 * I, H, a.gu, OutMode::Bf16, s);
       mark(kGateUpGemm, s);
       siluMul(a.gu, N, I, a.act, s);
