@@ -9,6 +9,7 @@
 #include "bf16-vec.h"
 #include "check.h"
 #include "kernels.h"
+#include "mma-ptx.h"
 #include "pdl.h"
 
 namespace ms::cuda {
@@ -138,12 +139,14 @@ void launchVariant(const bf16* X, const bf16* W, int O, int K, void* Y, OutMode 
   }
 }
 
-// T <= 2: 3 chunks per set, 2 rows per warp and 6 blocks per SM (a ~800-block product runs in one
-// wave). T = 1 with long rows (K >= 8192: the down projection) and no gate/up pairs: 1 row per
-// warp, 4 chunks per set, 8 blocks per SM, so 4096 rows fill every SM's slots in one wave (measured
+// T = 1 (2..4 run on tensor cores, below): 3 chunks per set, 2 rows per warp and 6 blocks per SM
+// (a ~800-block product runs in one wave). T = 1 with long rows (K >= 8192: the down projection)
+// and no gate/up pairs: 1 row per warp, 4 chunks per set, 8 blocks per SM, so 4096 rows fill every
+// SM's slots in one wave (measured
 // on an H100 at the 8B shape: 43 us instead of 50 alone, 0.04-0.05 ms less per decode step). The
 // shapes that lost (the first shape everywhere; 4 chunks per set at the registers' occupancy) cost
-// 0.03-0.08 ms per 8B decode step (bench/results/engine-gpu.md); their switch is gone.
+// 0.03-0.08 ms per 8B decode step (bench/results/engine-gpu.md); their switch is gone. T = 5..8:
+// 2 chunks per set, 2 rows per warp (issue-bound: cuBLASLt wins these at the 8B shape, autotune.cc).
 template <int T>
 void launch(const bf16* X, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s) {
   if constexpr (T <= 2) {
@@ -152,6 +155,138 @@ void launch(const bf16* X, const bf16* W, int O, int K, void* Y, OutMode mode, c
     launchVariant<T, 3, 6, 2>(X, W, O, K, Y, mode, s);
   } else {
     launchVariant<T, 2, 1, 2>(X, W, O, K, Y, mode, s);
+  }
+}
+
+// ---- 2..4 tokens on tensor cores ----
+// At T tokens the FMA form above spends 8 T multiply-adds and T bf16 conversions per 16 bytes of W
+// and row: from T = 4 its issue rate, not memory, sets the pace (qkv at T = 8: 36.8 us alone against
+// 11.2 at the read roofline, H200 2026-12-04). Here each warp owns 16 output rows and feeds
+// mma.sync m16n8k16 (rows x 16 k x 8 tokens, f32 accumulation) straight from 16-byte loads: a dot
+// product's terms may be taken in any order, so lane (g = lane / 4, c = lane % 4) loads 8
+// consecutive k of rows g and g + 8 and of token g's x, and those 8 k fill its fragment slots
+// {2c, 2c + 1, 2c + 8, 2c + 9} of two k-steps (the four lanes of a quad cover 32 consecutive k, the
+// same 32 in W and x). Tokens past T are zeros. The block's warps take interleaved K slices and sum
+// their 16 x 8 partial tiles in shared memory in warp order (deterministic). Gate/up pairs: fragment
+// rows g and g + 8 are gate row 2j and up row 2j + 1 of one pair, so the SiLU product is taken from
+// the sums directly. Measured (H200, 2026-12-04, 8B shape): alone at T = 8 qkv 21.5 us, o 18.2,
+// gate/up 70.2, down 37.3 (FMA form 36.8 / 29.1 / 137.7 / 76.5, cuBLASLt 26.1 / 23.1 / 67.5 / 42.3);
+// in the decode step's graph against the FMA form, same command A/B/A/B, b = 2 -2.8 / -3.9%, b = 4
+// -2.4 / -1.0% (b = 1 and 8 unchanged). At 8 tokens it loses in the graph: o alone on it costs
+// +8 / +9% per step at b = 8, nothing when launched without PDL (its early blocks land beside the
+// decode attention's last ones), and launched without PDL none of the four beats cuBLASLt in the
+// graph (engine-gpu.md), so 2..4 only.
+constexpr int kMmaWarps = 4, kMmaU = 4;  // warps per block (K split), 16-byte chunks per row per set
+
+template <int U>
+struct MmaSet {
+  uint4 w[U][2];  // rows g, g + 8
+  uint4 x[U];     // token g
+};
+
+template <int U>
+__device__ __forceinline__ void loadMmaSet(MmaSet<U>& s, const uint4* w0, const uint4* w1, const uint4* x, int it,
+                                           int c, int chunks, bool withX) {
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const int ch = (it * U + u) * 4 + c;
+    const bool in = ch < chunks;
+    s.w[u][0] = in ? __ldcs(w0 + ch) : make_uint4(0, 0, 0, 0);
+    s.w[u][1] = in ? __ldcs(w1 + ch) : make_uint4(0, 0, 0, 0);
+    // x through L2 only (ld.global.cg): launched early (PDL), this kernel is resident while the kernel
+    // before writes x, and read through __ldg (the read-only path) x was stale: the fixture's graph
+    // replay test failed in 3 of 3 runs, passed with MS_PDL=0 and with __ldcg (2 of 2; H200 2026-12-04).
+    if (withX) s.x[u] = in && x ? __ldcg(x + ch) : make_uint4(0, 0, 0, 0);
+  }
+}
+
+template <int U>
+__device__ __forceinline__ void mmaSet(float (&acc)[4], const MmaSet<U>& s) {
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const uint32_t a0[4] = {s.w[u][0].x, s.w[u][1].x, s.w[u][0].y, s.w[u][1].y};
+    const uint32_t a1[4] = {s.w[u][0].z, s.w[u][1].z, s.w[u][0].w, s.w[u][1].w};
+    mma16816(acc, a0, s.x[u].x, s.x[u].y);
+    mma16816(acc, a1, s.x[u].z, s.x[u].w);
+  }
+}
+
+// grid (ceil(O / 16)), block 32 * kMmaWarps.
+template <int MODE>
+__global__ void __launch_bounds__(32 * kMmaWarps, 4)
+    skinnyMmaKernel(const bf16* __restrict__ X, int T, const bf16* __restrict__ W, int O, int K,
+                    void* __restrict__ Yv) {
+  constexpr bool kPair = MODE == int(OutMode::SiluPairBf16);
+  __shared__ float red[kMmaWarps][16][9];
+  const int lane = threadIdx.x % 32, warp = threadIdx.x / 32, g = lane / 4, c = lane % 4;
+  const int row0 = blockIdx.x * 16, chunks = K / 8;
+  // Fragment rows g and g + 8: rows row0 + g and + 8, or gate 2j and up 2j + 1 of pair j = row0 / 2 + g.
+  const int r0 = kPair ? row0 + 2 * g : row0 + g, r1 = kPair ? r0 + 1 : r0 + 8;
+  const uint4* w0 = reinterpret_cast<const uint4*>(W + int64_t(min(r0, O - 1)) * K);
+  const uint4* w1 = reinterpret_cast<const uint4*>(W + int64_t(min(r1, O - 1)) * K);
+  const uint4* x = g < T ? reinterpret_cast<const uint4*>(X + int64_t(g) * K) : nullptr;
+  constexpr int U = kMmaU;
+  const int nIt = (chunks + 4 * U - 1) / (4 * U);
+
+  MmaSet<U> sa, sb;
+  int it = warp;
+  loadMmaSet(sa, w0, w1, x, it, c, chunks, false);  // weights depend on no kernel: before the wait
+  pdlWait();
+#pragma unroll
+  for (int u = 0; u < U; u++) {
+    const int ch = (it * U + u) * 4 + c;
+    sa.x[u] = ch < chunks && x ? __ldcg(x + ch) : make_uint4(0, 0, 0, 0);
+  }
+  float acc[4] = {0.f, 0.f, 0.f, 0.f};
+  for (; it < nIt; it += 2 * kMmaWarps) {
+    loadMmaSet(sb, w0, w1, x, it + kMmaWarps, c, chunks, true);
+    mmaSet(acc, sa);
+    loadMmaSet(sa, w0, w1, x, it + 2 * kMmaWarps, c, chunks, true);
+    mmaSet(acc, sb);
+  }
+  pdlTrigger();  // after the stream: the next kernel's blocks wait on free slots, not beside this one's
+  red[warp][g][2 * c] = acc[0], red[warp][g][2 * c + 1] = acc[1];
+  red[warp][g + 8][2 * c] = acc[2], red[warp][g + 8][2 * c + 1] = acc[3];
+  __syncthreads();
+  const int i = threadIdx.x / 8, t = threadIdx.x % 8;  // 128 threads: 16 fragment rows x 8 tokens
+  if (t >= T) return;
+  auto sum = [&](int r) {
+    float v = 0.f;
+#pragma unroll
+    for (int w = 0; w < kMmaWarps; w++) v += red[w][r][t];
+    return v;
+  };
+  if constexpr (kPair) {
+    const int j = row0 / 2 + i;
+    if (i >= 8 || 2 * j >= O) return;
+    const float gate = __bfloat162float(__float2bfloat16(sum(i))), up = __bfloat162float(__float2bfloat16(sum(i + 8)));
+    static_cast<bf16*>(Yv)[int64_t(t) * (O / 2) + j] = __float2bfloat16(gate / (1.f + __expf(-gate)) * up);
+  } else {
+    const int row = row0 + i;
+    if (row >= O) return;
+    const int64_t idx = int64_t(t) * O + row;
+    const float v = sum(i);
+    if constexpr (MODE == int(OutMode::F32Add))
+      static_cast<float*>(Yv)[idx] += v;
+    else if constexpr (MODE == int(OutMode::F32))
+      static_cast<float*>(Yv)[idx] = v;
+    else
+      static_cast<bf16*>(Yv)[idx] = __float2bfloat16(v);
+  }
+}
+
+void launchMma(const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s) {
+  const dim3 grid((O + 15) / 16), block(32 * kMmaWarps);
+  switch (mode) {
+    case OutMode::F32Add:
+      return launchPdl("skinnyMmaKernel", skinnyMmaKernel<int(OutMode::F32Add)>, grid, block, 0, s, X, T, W, O, K, Y);
+    case OutMode::F32:
+      return launchPdl("skinnyMmaKernel", skinnyMmaKernel<int(OutMode::F32)>, grid, block, 0, s, X, T, W, O, K, Y);
+    case OutMode::SiluPairBf16:
+      return launchPdl("skinnyMmaKernel", skinnyMmaKernel<int(OutMode::SiluPairBf16)>, grid, block, 0, s, X, T, W, O, K,
+                       Y);
+    default:
+      return launchPdl("skinnyMmaKernel", skinnyMmaKernel<int(OutMode::Bf16)>, grid, block, 0, s, X, T, W, O, K, Y);
   }
 }
 
@@ -164,9 +299,9 @@ void skinnyGemm(const bf16* X, int T, const bf16* W, int O, int K, void* Y, OutM
                     false);
   switch (T) {
     case 1: launch<1>(X, W, O, K, Y, mode, s); break;
-    case 2: launch<2>(X, W, O, K, Y, mode, s); break;
-    case 3: launch<3>(X, W, O, K, Y, mode, s); break;
-    case 4: launch<4>(X, W, O, K, Y, mode, s); break;
+    case 2:
+    case 3:
+    case 4: launchMma(X, T, W, O, K, Y, mode, s); break;
     case 5: launch<5>(X, W, O, K, Y, mode, s); break;
     case 6: launch<6>(X, W, O, K, Y, mode, s); break;
     case 7: launch<7>(X, W, O, K, Y, mode, s); break;
