@@ -217,8 +217,8 @@ void checkGemms() {
   }
   cudaFree(dw);
   // Tails and the fixture's shapes at 2..8 tokens: rows not a multiple of 16 and K not a multiple
-  // of 128 (what the tensor-core form of 8187a86 needed checked; the FMA kernel's own tails too),
-  // every mode, outputs poisoned but for +=; gate/up pairs not a multiple of 8.
+  // of 128 (the tensor-core form at 2..4 tokens, the FMA form at 7..8), every mode, outputs
+  // poisoned but for +=; gate/up pairs not a multiple of 8.
   for (const auto& shape : {std::array<int, 3>{77, 520, 74}, {128, 64, 128}, {64, 192, 64}, {1024, 64, 384}}) {
     const int O3 = shape[0], K3 = shape[1], P3 = shape[2];
     auto w3 = randn(size_t(O3) * K3);
