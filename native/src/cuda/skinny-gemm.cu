@@ -3,7 +3,8 @@
 // rows at T = 1); lanes stride over K in 16-byte chunks; W is software-pipelined through two
 // register sets of U chunks per row, so 2 * U * R loads per lane are in flight. The first set is
 // loaded before the PDL wait: weights depend on no earlier kernel, so streaming starts while the
-// previous kernel drains.
+// previous kernel drains. That is the form for 1 token and for 5..8; 2..4 tokens run on tensor
+// cores (below).
 #include <string>
 
 #include "bf16-vec.h"
@@ -139,19 +140,18 @@ void launchVariant(const bf16* X, const bf16* W, int O, int K, void* Y, OutMode 
   }
 }
 
-// T = 1 (2..4 run on tensor cores, below): 3 chunks per set, 2 rows per warp and 6 blocks per SM
-// (a ~800-block product runs in one wave). T = 1 with long rows (K >= 8192: the down projection)
-// and no gate/up pairs: 1 row per warp, 4 chunks per set, 8 blocks per SM, so 4096 rows fill every
-// SM's slots in one wave (measured
-// on an H100 at the 8B shape: 43 us instead of 50 alone, 0.04-0.05 ms less per decode step). The
-// shapes that lost (the first shape everywhere; 4 chunks per set at the registers' occupancy) cost
+// T = 1: 3 chunks per set, 2 rows per warp and 6 blocks per SM (a ~800-block product runs in one
+// wave); with long rows (K >= 8192: the down projection) and no gate/up pairs: 1 row per warp, 4
+// chunks per set, 8 blocks per SM, so 4096 rows fill every SM's slots in one wave (measured on an
+// H100 at the 8B shape: 43 us instead of 50 alone, 0.04-0.05 ms less per decode step). The shapes
+// that lost (the first shape everywhere; 4 chunks per set at the registers' occupancy) cost
 // 0.03-0.08 ms per 8B decode step (bench/results/engine-gpu.md); their switch is gone. T = 5..8:
 // 2 chunks per set, 2 rows per warp (issue-bound: cuBLASLt wins these at the 8B shape, autotune.cc).
 template <int T>
 void launch(const bf16* X, const bf16* W, int O, int K, void* Y, OutMode mode, cudaStream_t s) {
-  if constexpr (T <= 2) {
-    if constexpr (T == 1)
-      if (K >= 8192 && mode != OutMode::SiluPairBf16) return launchVariant<T, 4, 8, 1>(X, W, O, K, Y, mode, s);
+  static_assert(T == 1 || T >= 5, "2..4 tokens run on tensor cores (launchMma)");
+  if constexpr (T == 1) {
+    if (K >= 8192 && mode != OutMode::SiluPairBf16) return launchVariant<T, 4, 8, 1>(X, W, O, K, Y, mode, s);
     launchVariant<T, 3, 6, 2>(X, W, O, K, Y, mode, s);
   } else {
     launchVariant<T, 2, 1, 2>(X, W, O, K, Y, mode, s);
@@ -184,6 +184,15 @@ struct MmaSet {
   uint4 x[U];     // token g
 };
 
+// Chunk ch of token g's x (zeros past K or T). Through L2 only (ld.global.cg): launched early
+// (PDL), this kernel is resident while the kernel before writes x, and read through __ldg (the
+// read-only path) x was stale: the fixture's graph replay test failed in 3 of 3 runs, passed with
+// MS_PDL=0 and with __ldcg (H200 2026-12-04).
+__device__ __forceinline__ uint4 loadMmaX(const uint4* x, int ch, int chunks) {
+  return ch < chunks && x ? __ldcg(x + ch) : make_uint4(0, 0, 0, 0);
+}
+
+// Set `it`'s chunks of rows g and g + 8 (zeros past K), and of x where withX.
 template <int U>
 __device__ __forceinline__ void loadMmaSet(MmaSet<U>& s, const uint4* w0, const uint4* w1, const uint4* x, int it,
                                            int c, int chunks, bool withX) {
@@ -193,10 +202,7 @@ __device__ __forceinline__ void loadMmaSet(MmaSet<U>& s, const uint4* w0, const 
     const bool in = ch < chunks;
     s.w[u][0] = in ? __ldcs(w0 + ch) : make_uint4(0, 0, 0, 0);
     s.w[u][1] = in ? __ldcs(w1 + ch) : make_uint4(0, 0, 0, 0);
-    // x through L2 only (ld.global.cg): launched early (PDL), this kernel is resident while the kernel
-    // before writes x, and read through __ldg (the read-only path) x was stale: the fixture's graph
-    // replay test failed in 3 of 3 runs, passed with MS_PDL=0 and with __ldcg (2 of 2; H200 2026-12-04).
-    if (withX) s.x[u] = in && x ? __ldcg(x + ch) : make_uint4(0, 0, 0, 0);
+    if (withX) s.x[u] = loadMmaX(x, ch, chunks);
   }
 }
 
@@ -233,10 +239,7 @@ __global__ void __launch_bounds__(32 * kMmaWarps, 4)
   loadMmaSet(sa, w0, w1, x, it, c, chunks, false);  // weights depend on no kernel: before the wait
   pdlWait();
 #pragma unroll
-  for (int u = 0; u < U; u++) {
-    const int ch = (it * U + u) * 4 + c;
-    sa.x[u] = ch < chunks && x ? __ldcg(x + ch) : make_uint4(0, 0, 0, 0);
-  }
+  for (int u = 0; u < U; u++) sa.x[u] = loadMmaX(x, (it * U + u) * 4 + c, chunks);
   float acc[4] = {0.f, 0.f, 0.f, 0.f};
   for (; it < nIt; it += 2 * kMmaWarps) {
     loadMmaSet(sb, w0, w1, x, it + kMmaWarps, c, chunks, true);
