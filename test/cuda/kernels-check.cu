@@ -384,7 +384,7 @@ void checkSplitPlans() {
           }
         }
   if (bad) numFailed++;
-  std::printf("%-58s %d plans, %d violations %s\n", "decode split plans (waves 2-32, len <= 512-2048, even)", plans, bad,
+  std::printf("%-58s %d plans, %d violations %s\n", "decode split plans (waves 1-32, len <= 512-2048, even)", plans, bad,
               bad ? "FAIL" : "PASS");
 }
 

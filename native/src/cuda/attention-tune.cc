@@ -1,10 +1,10 @@
 // CudaBackend::tuneDecodeAttention: the decode attention split plan of every batch bucket from
 // kMinTunedDecodeBatch up and every context bucket from kMinGraphCtx to 2048 keys, chosen by
 // measurement at engine start (DecodeChoice, cuda-backend.h).
-// The candidates: planDecodeSplits' waves (kDecodeWaves: more, shorter splits per query) and split
-// length bound (kDecodeSplitLens: fewer, longer ones at large batches), the
-// contexts spread evenly over a graph's splits or not, two or three K/V tiles in flight per block;
-// the default (two waves, fixed splits, two tiles) is always one of them and is kept unless another
+// The candidates: planDecodeSplits' waves (kDecodeWaves: one wave of the longest splits the bound
+// allows, or more, shorter splits per query) and split length bound (kDecodeSplitLens: fewer,
+// longer ones at large batches), the contexts spread evenly over a graph's splits or not, two or
+// three K/V tiles in flight per block; the default (two waves, fixed splits, two tiles) is always one of them and is kept unless another
 // is kMinGain faster. Timed with the graphs' grids over kTuneLayers layers of the pool, at two
 // contexts in each context bucket C: C / 2 + 1 (just past the bucket below, the worst case for
 // fixed splits) and 3C / 4. Without the fused RoPE (the graphs' only other difference: a few
@@ -49,24 +49,28 @@ void CudaBackend::tuneDecodeAttention() {
       const int ptStride = (ctxB + ps - 1) / ps;
       const MetaLayout lay = graphLayout(b, ptStride);
       if (lay.total > arena_.capMeta || size_t(b) > size_t(arena_.capTokens)) continue;
-      // The candidates, each once by the launch it makes at ctxB.
+      // The candidates, each once by the launch it makes at ctxB; the default first.
       std::vector<DecodeChoice> cands;
       std::vector<std::tuple<int, int, int, bool, int>> seen;
+      auto consider = [&](const DecodeChoice& c) {
+        DecodeAttentionArgs d;
+        planDecodeSplits(b, m_.kvHeads, ctxB, numSms_, &d.splitLen, &d.maxSplits, c.waves, c.maxSplitLen);
+        planDecodeCluster(d, std::min(opts_.decodeClusterCap, decodeMaxCluster()));
+        const bool fixed = d.clusterSize == 0;
+        auto key = std::make_tuple(d.splitLen, d.maxSplits, d.clusterSize, fixed && d.maxSplits > 1 && c.evenSplits,
+                                   fixed ? c.stages : 0);
+        if (std::find(seen.begin(), seen.end(), key) != seen.end()) return;
+        seen.push_back(key);
+        cands.push_back(c);
+      };
+      consider(DecodeChoice());
       for (int maxLen : kDecodeSplitLens)
         for (int waves : kDecodeWaves)
           for (bool even : {false, true})
             for (int stages : {2, 3}) {
-              DecodeAttentionArgs d;
-              planDecodeSplits(b, m_.kvHeads, ctxB, numSms_, &d.splitLen, &d.maxSplits, waves, maxLen);
-              planDecodeCluster(d, std::min(opts_.decodeClusterCap, decodeMaxCluster()));
-              const bool fixed = d.clusterSize == 0;
-              auto key = std::make_tuple(d.splitLen, d.maxSplits, d.clusterSize, fixed && d.maxSplits > 1 && even,
-                                         fixed ? stages : 0);
-              if (std::find(seen.begin(), seen.end(), key) != seen.end()) continue;
-              seen.push_back(key);
               DecodeChoice c;
               c.waves = waves, c.evenSplits = even, c.stages = stages, c.maxSplitLen = maxLen;
-              cands.push_back(c);
+              consider(c);
             }
       std::vector<float> total(cands.size(), 0.f);
       for (int ctx : {ctxB / 2 + 1, ctxB * 3 / 4}) {
