@@ -112,7 +112,7 @@ class BenchCudaBackend : public CudaBackend {
       } else if (what == "gemm" || what == "prefill") {
         const GemmShape g = gemmShape(v[0]);
         if (v[1] < 1 || !gemm_->pin(v[1], g.O, g.K, g.mode, v[2], what == "gemm" ? v[3] : 0)) bad++;
-      } else if (v[0] >= 0 && v[0] < kNumGraphBuckets && v[1] >= 0 && v[1] < kNumTunedCtx && (v[4] == 2 || v[4] == 3 || v[4] == 6) &&
+      } else if (v[0] >= 0 && v[0] < kNumGraphBuckets && v[1] >= 0 && v[1] < kNumTunedCtx && (v[4] == 2 || v[4] == 3) &&
                  v[5] >= 64 && v[5] <= kMaxSplitLen && v[5] % 64 == 0) {
         DecodeChoice& c = decodeChoice_[v[0]][v[1]];
         c.waves = v[2], c.evenSplits = v[3] != 0, c.stages = v[4], c.maxSplitLen = v[5];

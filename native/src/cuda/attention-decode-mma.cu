@@ -64,8 +64,7 @@ constexpr float kLog2e = 1.4426950408889634f;
 static_assert(kMaxGqa <= 8 && kMaxGqa <= kMinCluster, "decode attention holds at most 8 query heads per KV head");
 
 // W warps per block, 16 keys each: a tile is 16 * W keys, NB of them in shared memory. Four warps
-// stream the K/V tiles through NB = 2 or 3 buffers (tensor copies also 6: one block per SM with
-// 192 KB in flight, for plans of few, long blocks); eight (clusters only) hold one tile (NB = 1),
+// stream the K/V tiles through NB = 2 or 3 buffers; eight (clusters only) hold one tile (NB = 1),
 // which must be the block's whole share (splitLen <= 128).
 template <int D, int W, int NB>
 constexpr size_t smemBytes(int numPageIds) {
@@ -541,16 +540,13 @@ int g_wideClusters = 0;   // clusters of 16 eight-warp blocks the device holds a
 // Clusters use eight warps per block (one 128-key tile: a block's whole share of up to 2k keys)
 // when the shares fit one tile and every cluster of the grid fits on the device at once; else
 // four. a.clusterWarps = 4 or 8 forces one where it can run (the kernel checks). Fixed splits:
-// four warps, a.stages (2, 3, or 6 with tensor copies; cp.async takes 3 for 6) tile buffers.
+// four warps, a.stages (2 or 3) tile buffers.
 template <int D>
 void launchD(const DecodeAttentionArgs& a, cudaStream_t s) {
   if (a.clusterSize == 0) {
     if constexpr (D == 128)
-      if (tmaFits(a))
-        return a.stages == 6   ? launchMma<D, false, 4, 6, true>(a, s)
-               : a.stages == 3 ? launchMma<D, false, 4, 3, true>(a, s)
-                               : launchMma<D, false, 4, 2, true>(a, s);
-    return a.stages >= 3 ? launchMma<D, false, 4, 3>(a, s) : launchMma<D, false, 4, 2>(a, s);
+      if (tmaFits(a)) return a.stages == 3 ? launchMma<D, false, 4, 3, true>(a, s) : launchMma<D, false, 4, 2, true>(a, s);
+    return a.stages == 3 ? launchMma<D, false, 4, 3>(a, s) : launchMma<D, false, 4, 2>(a, s);
   }
   const bool fits = a.splitLen <= 16 * 8;  // one tile per block: the eight-warp kernel has one buffer
   const bool wide = fits && (a.clusterWarps == 4 || a.clusterWarps == 8
@@ -575,7 +571,6 @@ void decodeAttentionInit() {
 #if defined(MS_CUDA_WGMMA)
   allowSmem<128, false, 4, 2, true>();
   allowSmem<128, false, 4, 3, true>();
-  allowSmem<128, false, 4, 6, true>();
 #endif
   g_maxCluster = 0;
   for (int c = kMaxCluster; c >= 2 && !g_maxCluster; c /= 2)

@@ -41,10 +41,8 @@ void planDecodeCluster(DecodeAttentionArgs& a, int cap) {
 void decodeAttention(const DecodeAttentionArgs& args, cudaStream_t s) {
   if (args.numQueries == 0) return;
   if (args.splitLen <= 0 || args.splitLen > kMaxSplitLen || args.splitLen % 64 != 0 || args.maxSplits <= 0 ||
-      !isSupportedGqa(args.heads / args.kv.kvHeads) || (args.stages != 2 && args.stages != 3 && args.stages != 6))
-    throw CudaError("decodeAttention: bad split plan, GQA group outside 1.." + std::to_string(kMaxGqa) +
-                        " or stages not 2, 3 or 6",
-                    false);
+      !isSupportedGqa(args.heads / args.kv.kvHeads) || (args.stages != 2 && args.stages != 3))
+    throw CudaError("decodeAttention: bad split plan, GQA group outside 1.." + std::to_string(kMaxGqa) + " or stages not 2 or 3", false);
   DecodeAttentionArgs a = args;
   planDecodeCluster(a, std::min(a.clusterCap, decodeMaxCluster()));
   decodeAttentionMma(a, s);

@@ -3,8 +3,8 @@
 // measurement at engine start (DecodeChoice, cuda-backend.h).
 // The candidates: planDecodeSplits' waves (kDecodeWaves: one wave of the longest splits the bound
 // allows, or more, shorter splits per query) and split length bound (kDecodeSplitLens: fewer,
-// longer ones at large batches), the contexts spread evenly over a graph's splits or not, two,
-// three or (tensor copies) six K/V tile buffers per block; the default (two waves, fixed splits, two tiles) is always one of them and is kept unless another
+// longer ones at large batches), the contexts spread evenly over a graph's splits or not, two or
+// three K/V tiles in flight per block; the default (two waves, fixed splits, two tiles) is always one of them and is kept unless another
 // is kMinGain faster. Timed with the graphs' grids over kTuneLayers layers of the pool, at two
 // contexts in each context bucket C: C / 2 + 1 (just past the bucket below, the worst case for
 // fixed splits) and 3C / 4. Without the fused RoPE (the graphs' only other difference: a few
@@ -52,15 +52,13 @@ void CudaBackend::tuneDecodeAttention() {
       // The candidates, each once by the launch it makes at ctxB; the default first.
       std::vector<DecodeChoice> cands;
       std::vector<std::tuple<int, int, int, bool, int>> seen;
-      const bool tensorCopies = decodeAttentionTensorCopies(layerKv(0));  // else six stages run as three
       auto consider = [&](const DecodeChoice& c) {
         DecodeAttentionArgs d;
         planDecodeSplits(b, m_.kvHeads, ctxB, numSms_, &d.splitLen, &d.maxSplits, c.waves, c.maxSplitLen);
         planDecodeCluster(d, std::min(opts_.decodeClusterCap, decodeMaxCluster()));
         const bool fixed = d.clusterSize == 0;
-        const int stages = c.stages == 6 && !tensorCopies ? 3 : c.stages;
         auto key = std::make_tuple(d.splitLen, d.maxSplits, d.clusterSize, fixed && d.maxSplits > 1 && c.evenSplits,
-                                   fixed ? stages : 0);
+                                   fixed ? c.stages : 0);
         if (std::find(seen.begin(), seen.end(), key) != seen.end()) return;
         seen.push_back(key);
         cands.push_back(c);
@@ -69,7 +67,7 @@ void CudaBackend::tuneDecodeAttention() {
       for (int maxLen : kDecodeSplitLens)
         for (int waves : kDecodeWaves)
           for (bool even : {false, true})
-            for (int stages : {2, 3, 6}) {
+            for (int stages : {2, 3}) {
               DecodeChoice c;
               c.waves = waves, c.evenSplits = even, c.stages = stages, c.maxSplitLen = maxLen;
               consider(c);

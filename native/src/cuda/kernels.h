@@ -143,9 +143,8 @@ struct DecodeAttentionArgs {
   // few keys (a graph's grid is planned for its context bucket, not for the contexts it replays).
   bool evenSplits = false;
   // [default 2] Fixed splits only: K/V tiles of 64 keys a block keeps in shared memory, 2 (double
-  // buffered, three blocks per SM at headDim 128), 3 (two tiles in flight while one is used, two
-  // blocks per SM) or 6 (tensor copies only, else 3: one block per SM, five tiles in flight, for
-  // plans of few long blocks).
+  // buffered, three blocks per SM at headDim 128) or 3 (two tiles in flight while one is used, two
+  // blocks per SM).
   int stages = 2;
   // [default true] Fixed splits: K/V by tensor copies where they fit (sm_90a, head dim 128, pages of
   // 8 or 16 keys; attention-decode-mma.cu), else cp.async; false: cp.async (the kernel checks compare).
@@ -172,9 +171,8 @@ void planDecodeSplits(int numQueries, int kvHeads, int maxCtx, int numSms, int* 
 // the split partials for the largest), and split length bounds (fewer, longer blocks at large batch).
 // One wave: a query's context in as few blocks as the SMs allow (at b=32 and 1,025 keys, 256 blocks
 // of one split each, no merge, instead of 1,024 blocks of 512 + 512 + 1 + 0 keys: the decode step
-// 4-5% faster, H200 2026-12-04, engine-gpu.md); 0: no minimum, the fewest splits the length bound
-// allows (with six stages in flight, one block per query and KV head at small batches).
-constexpr int kDecodeWaves[] = {0, 1, 2, 4, 8, 16, 32};
+// 4-5% faster, H200 2026-12-04, engine-gpu.md).
+constexpr int kDecodeWaves[] = {1, 2, 4, 8, 16, 32};
 constexpr int kMaxDecodeWaves = kDecodeWaves[sizeof kDecodeWaves / sizeof kDecodeWaves[0] - 1];
 constexpr int kDecodeSplitLens[] = {kDefaultSplitLen, 1024, kMaxSplitLen};
 // Turns a split plan into a cluster plan (clusterSize, splitLen) when it has at least kMinCluster
