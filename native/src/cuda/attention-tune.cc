@@ -4,13 +4,13 @@
 // The candidates: planDecodeSplits' waves (kDecodeWaves: one wave of the longest splits the bound
 // allows, or more, shorter splits per query) and split length bound (kDecodeSplitLens: fewer,
 // longer ones at large batches), the contexts spread evenly over a graph's splits or not, two or
-// three K/V tiles in flight per block; the default (two waves, fixed splits, two tiles) is always one of them and is kept unless another
-// is kMinGain faster. Timed with the graphs' grids over kTuneLayers layers of the pool, at two
-// contexts in each context bucket C: C / 2 + 1 (just past the bucket below, the worst case for
-// fixed splits) and 3C / 4. Without the fused RoPE (the graphs' only other difference: a few
-// sincos per block), so the pool is only read: its pages may hold KV already (written before
-// finalize, or an NVSHMEM pool). Writes only the arena, whose partials planArena sized for every
-// candidate.
+// three K/V tiles in flight per block; the default (two waves, fixed splits, two tiles) is always
+// one of them and is kept unless another is kMinGain faster. Timed with the graphs' grids over
+// kTuneLayers layers of the pool, at two contexts in each context bucket C: C / 2 + 1 (just past
+// the bucket below, the worst case for fixed splits) and 3C / 4. Without the fused RoPE (the
+// graphs' only other difference: a few sincos per block), so the pool is only read: its pages may
+// hold KV already (written before finalize, or an NVSHMEM pool). Writes only the arena, whose
+// partials planArena sized for every candidate.
 #include <algorithm>
 #include <cmath>
 #include <tuple>
