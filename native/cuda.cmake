@@ -66,7 +66,7 @@ target_include_directories(microserve_kernel_objs PRIVATE ${CMAKE_CURRENT_SOURCE
 target_link_libraries(microserve_kernel_objs PRIVATE CUDA::cudart)
 add_custom_target(microserve_kernel_benches)
 foreach(name decode-attention-simt prefill-attention-fa2 decode-merge-serial decode-kv-read prefill-attention-wgmma
-             gemm-swiglu-wgmma gemm-decode-wgmma)
+             gemm-swiglu-wgmma gemm-decode-wgmma icache-cold)
   add_executable(${name} EXCLUDE_FROM_ALL ${CMAKE_CURRENT_SOURCE_DIR}/../bench/kernels/${name}.cu
                                           $<TARGET_OBJECTS:microserve_kernel_objs>)
   ms_cuda_target_options(${name})

@@ -93,8 +93,8 @@ def demangle(names):
 
 
 def short(name):  # drop the namespaces and the (anonymous namespace) noise of a demangled kernel
-    name = re.sub(r"ms::cuda::\(anonymous namespace\)::", "", name)
-    return re.sub(r"\(.*\)$", "", name)
+    name = re.sub(r"(ms::cuda::)?\(anonymous namespace\)::", "", name)
+    return re.sub(r"\([^()]*\)$", "", name)
 
 
 def per_line(sass_text, kernel, top, show_map):
