@@ -127,7 +127,7 @@ def per_line(sass_text, kernel, top, show_map):
     if show_map:  # runs of at least 256 bytes, in address order
         for loc, a, b in runs:
             if b - a + 16 >= 256:
-                print(f"    {a:6x}-{b + 16:6x} {b - a + 16:6d} B  {loc[0]}:{loc[1]}" if loc else "")
+                print(f"    {a:6x}-{b + 16:6x} {b - a + 16:6d} B  " + (f"{loc[0]}:{loc[1]}" if loc else "(no line)"))
 
 
 def main():

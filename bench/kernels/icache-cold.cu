@@ -58,6 +58,11 @@ void launch(int blocks, float* sink, long long* dc) {
   MS_CUDA_CHECK(cudaGetLastError());
 }
 
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
 struct Pass {
   double first, second;  // median over blocks, cycles
 };
@@ -66,9 +71,7 @@ Pass read(long long* dc, int blocks) {
   MS_CUDA_CHECK(cudaMemcpy(c.data(), dc, c.size() * sizeof(long long), cudaMemcpyDeviceToHost));
   std::vector<double> f, s;
   for (int b = 0; b < blocks; b++) f.push_back(double(c[2 * b])), s.push_back(double(c[2 * b + 1]));
-  std::sort(f.begin(), f.end());
-  std::sort(s.begin(), s.end());
-  return {f[f.size() / 2], s[s.size() / 2]};
+  return {median(f), median(s)};
 }
 
 template <int N>
@@ -88,9 +91,7 @@ void row(int sms, double ghz, const float4* buf, size_t n4, float* sink, long lo
       const Pass p = read(dc, blocks);
       first.push_back(p.first), second.push_back(p.second);
     }
-    std::sort(first.begin(), first.end());
-    std::sort(second.begin(), second.end());
-    const double f = first[kRepeats / 2], s = second[kRepeats / 2];
+    const double f = median(first), s = median(second);
     std::printf("  %-22s first pass %8.0f cycles (%6.2f us), second %8.0f (%6.2f us): %+6.2f us, %5.1f ns per KB\n",
                 names[scenario], f, f / ghz / 1e3, s, s / ghz / 1e3, (f - s) / ghz / 1e3,
                 (f - s) / ghz / (N * 16 / 1024.0));
