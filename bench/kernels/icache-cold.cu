@@ -3,7 +3,11 @@
 // instruction caches, after the L2 was flushed (the decode step streams 436 MB of weights through the
 // 50 MB L2 between two layers' launches of a kernel), right after the same launch, and after another
 // kernel's code ran. One block of 128 threads per SM (all SMs fetch the same code at once, as a
-// launch does) and one block alone. Prices the code on a once-per-layer path (engine-gpu.md, ninth
+// launch does) and one block alone. The L2 is flushed two ways: by a 1 GB read at the normal eviction
+// priority (ld.global.cg, as cuBLASLt's products at 5+ tokens and the attention's tensor copies read),
+// and by the same read marked evict-first (ld.global.cs, as the skinny products at 1-4 tokens read
+// weights): if the second leaves the code in L2, a step whose weights stream evict-first keeps its
+// kernels' code warm. Prices the code on a once-per-layer path (engine-gpu.md, ninth
 // session: the decode attention's merge, 4.5 us first pass, 1.8 us run again in the same block).
 //   build: cmake --build native/build --target icache-cold; run: native/build/icache-cold
 #include <cuda_runtime.h>
@@ -41,16 +45,18 @@ __global__ void __launch_bounds__(128) straightLine(float* sink, long long* cycl
   if (threadIdx.x == 0) cycles[2 * blockIdx.x] = t1 - t0, cycles[2 * blockIdx.x + 1] = t2 - t1;
 }
 
+template <bool kEvictFirst>
 __global__ void flushL2(const float4* p, size_t n, float* sink) {
   float s = 0.f;
   for (size_t i = blockIdx.x * size_t(blockDim.x) + threadIdx.x; i < n; i += size_t(gridDim.x) * blockDim.x) {
-    const float4 v = __ldcs(p + i);
+    const float4 v = kEvictFirst ? __ldcs(p + i) : __ldcg(p + i);
     s += v.x + v.y + v.z + v.w;
   }
   if (s == 12345.f) sink[0] = s;
 }
 
-constexpr int kOther = 8200;  // "after 128 KB": another instance's code, run on every SM before
+constexpr int kOther = 16400;  // another instance's code (256 KB), run on every SM before: the SMs' own
+                               // instruction caches then hold none of the measured code
 
 template <int N>
 void launch(int blocks, float* sink, long long* dc) {
@@ -77,15 +83,21 @@ Pass read(long long* dc, int blocks) {
 template <int N>
 void row(int sms, double ghz, const float4* buf, size_t n4, float* sink, long long* dc) {
   constexpr int kRepeats = 5;
-  const char* names[] = {"L2 flushed", "again", "after 128 KB", "L2 flushed, one block"};
+  // The first pass's code comes from: DRAM (0, 3), the SM's caches (1), L2 (2), and (4) L2 or DRAM as
+  // an evict-first stream leaves it.
+  const char* names[] = {"L2 flushed", "again", "after 256 KB", "L2 flushed, one block", "1 GB read evict-first"};
   std::printf("N = %5d FMAs (%4d KB of code)\n", N, N * 16 / 1024);
-  for (int scenario = 0; scenario < 4; scenario++) {
+  for (int scenario = 0; scenario < 5; scenario++) {
     std::vector<double> first, second;
     for (int rep = 0; rep < kRepeats; rep++) {
       const int blocks = scenario == 3 ? 1 : sms;
-      if (scenario == 0 || scenario == 3) flushL2<<<4 * sms, 512>>>(buf, n4, sink);
-      if (scenario == 1) launch<N>(blocks, sink, dc);
-      if (scenario == 2) launch<kOther>(sms, sink, dc);
+      if (scenario == 1) {
+        launch<N>(blocks, sink, dc);
+      } else {
+        launch<kOther>(sms, sink, dc);
+        if (scenario == 0 || scenario == 3) flushL2<false><<<4 * sms, 512>>>(buf, n4, sink);
+        if (scenario == 4) flushL2<true><<<4 * sms, 512>>>(buf, n4, sink);
+      }
       launch<N>(blocks, sink, dc);
       MS_CUDA_CHECK(cudaDeviceSynchronize());
       const Pass p = read(dc, blocks);
